@@ -1,0 +1,1 @@
+//! s3block-cli (in progress).
