@@ -40,6 +40,7 @@
 //! LVM) keeps its own metadata in those blocks. Listing a directory of a
 //! million files costs nothing extra.
 
+mod counters;
 mod device;
 mod error;
 mod geometry;
@@ -48,6 +49,7 @@ mod mem;
 mod range;
 mod zero;
 
+pub use counters::{RequestCounters, RequestCounts};
 pub use device::{BlockDevice, check_block_len, check_block_range};
 pub use error::{BoxError, Error, Result, StoreErrorKind};
 pub use geometry::{Geometry, MAX_BLOCK_COUNT, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, format_size, parse_size};
