@@ -1,1 +1,128 @@
-//! s3block-cli (in progress).
+//! The `s3block` command: inspect, verify, repair, copy and cost out s3block
+//! volumes without mounting them.
+//!
+//! Users of a block device kept in a bucket need to see what is in the
+//! bucket, check it, break a stale lock, erase a volume, move it to another
+//! block size, and above all choose the block size before the first byte is
+//! written, since every block is a billed PUT. This crate is the command
+//! line for all of that; the logic of blocks and objects lives in the layers
+//! below (`s3block-core`, `s3block-store`).
+//!
+//! - [`Cli`] is the clap command line; [`StoreArgs`] the store options the
+//!   mount binary shares.
+//! - [`run`] executes a parsed command line, writing to the given output,
+//!   and returns the exit code; the binary only parses and calls it.
+//! - Each command is also a function callable with its arguments (and, for
+//!   store commands, a store handle), so tests drive them without a process.
+//! - Output is a table for people by default and JSON with `--json`.
+//! - Exit codes are in [`exit`] and listed at the end of `--help`.
+//!
+//! # Example
+//!
+//! ```
+//! use clap::Parser;
+//! use s3block_cli::{Cli, run};
+//!
+//! let cli = Cli::parse_from(["s3block", "cost", "--size", "30G", "--block-size", "4K", "--put-price", "0.01"]);
+//! let mut out = Vec::new();
+//! assert_eq!(run(cli, &mut out, &mut std::io::sink()), 0);
+//! assert!(String::from_utf8(out).unwrap().contains("7,864,320"));
+//! ```
+
+mod args;
+pub mod cost;
+pub mod exit;
+pub mod format;
+pub mod stats;
+
+use std::io::Write;
+
+pub use args::{
+    BlockRange, BlockSizes, CatArgs, Cli, Command, ConnectionArgs, CopyArgs, CostArgs, CreateArgs, EraseArgs,
+    InfoArgs, LayoutArgs, LsArgs, OutputArgs, PricePreset, StatArgs, StatsArgs, StoreArgs, UnlockArgs,
+    VerifyArgs, parse_block_number, parse_block_range,
+};
+pub use exit::{CliError, CliResult};
+
+use s3block_core::Error;
+
+/// Runs a parsed command line, writing results to `out` and messages to
+/// `err`, and returns the process exit code (see [`exit`]).
+pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    match dispatch(cli, out) {
+        Ok(code) => code,
+        Err(e) if e.is_broken_pipe() => exit::OK,
+        Err(e) => {
+            let _ = writeln!(err, "s3block: {}", error_chain(&e));
+            e.exit_code()
+        }
+    }
+}
+
+/// The error and its causes, joined by `: `, skipping causes whose text the
+/// message already shows.
+fn error_chain(e: &CliError) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
+fn dispatch(cli: Cli, out: &mut dyn Write) -> CliResult {
+    match cli.command {
+        Command::Cost(args) => cost_command(&args, out),
+        Command::Stats(args) => stats::run(&args.mountpoint, args.output.json, out),
+        Command::Create(_)
+        | Command::Info(_)
+        | Command::Ls(_)
+        | Command::Cat(_)
+        | Command::Stat(_)
+        | Command::Verify(_)
+        | Command::Erase(_)
+        | Command::Unlock(_)
+        | Command::Copy(_) => Err(Error::Config(
+            "this build of s3block has no object store support yet; only `cost` and `stats` work".into(),
+        )
+        .into()),
+    }
+}
+
+/// `s3block cost`: the estimate for the given arguments, as a table or JSON.
+pub fn cost_command(args: &CostArgs, out: &mut dyn Write) -> CliResult {
+    let (preset, source) = args.prices.prices();
+    let prices = cost::Prices {
+        put_per_1000: args.put_price.unwrap_or(preset.put_per_1000),
+        get_per_1000: args.get_price.unwrap_or(preset.get_per_1000),
+        storage_per_gb_month: args.storage_price.unwrap_or(preset.storage_per_gb_month),
+    };
+    let overridden = args.put_price.is_some() || args.get_price.is_some() || args.storage_price.is_some();
+    let price_source =
+        if overridden { format!("{source}, with prices given on the command line") } else { source.into() };
+    let input = cost::CostInput {
+        size: args.size,
+        block_sizes: args.block_sizes.iter().flat_map(|b| b.0.iter().copied()).collect(),
+        stored: args.stored.unwrap_or(args.size),
+        write_per_month: args.write_per_month,
+        read_per_month: args.read_per_month,
+        cache_size: args.cache_size,
+        memory: args.memory,
+        s3backer_cache_blocks: args.s3backer_cache_blocks,
+        prices,
+        price_source,
+    };
+    let report = cost::estimate(&input)?;
+    if args.output.json {
+        serde_json::to_writer_pretty(&mut *out, &report).map_err(std::io::Error::from)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", cost::render(&report))?;
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,483 @@
+//! The command line: every subcommand and its options (clap derive).
+//!
+//! [`StoreArgs`] are the options that say where a volume lives and how it is
+//! laid out; the mount binary flattens the same struct so both read the same
+//! flags and the same environment variables.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::cost::{self, S3_2009_PRICES, S3_2009_SOURCE, S3_STANDARD_PRICES, S3_STANDARD_SOURCE};
+use crate::exit::EXIT_CODES_HELP;
+
+/// Inspect, verify, repair, copy and cost out s3block volumes without mounting them.
+#[derive(Debug, Parser)]
+#[command(name = "s3block", version, about, after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a volume: write its descriptor. Refuses to overwrite an existing volume.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Create(CreateArgs),
+    /// Show a volume's geometry, encodings, lock holder, blocks and bytes stored and monthly cost.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Info(InfoArgs),
+    /// List the stored blocks: number, key, size, encoding.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Ls(LsArgs),
+    /// Write one block to stdout, decoded (or as stored with --raw).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Cat(CatArgs),
+    /// Show one block's object headers and metadata, with what they mean.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Stat(StatArgs),
+    /// Fetch and decode every stored block; list the bad ones by number and key.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Verify(VerifyArgs),
+    /// Delete every block, the descriptor and the lock of a volume.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Erase(EraseArgs),
+    /// Break a stale mount lock (s3backer's --reset-mounted-flag), after showing who held it.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Unlock(UnlockArgs),
+    /// Estimate the cost of a volume at one or more block sizes, before creating it.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Cost(CostArgs),
+    /// Copy a volume to another store, prefix or block size (re-blocking as needed).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Copy(CopyArgs),
+    /// Show the request and cache statistics of a running mount.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Stats(StatsArgs),
+}
+
+/// Where a volume lives and how it is laid out: shared with the mount binary.
+///
+/// The store is a URL: `s3://BUCKET/PREFIX`, `file:///PATH` or `memory://`.
+/// S3 credentials come from `--access-file` or the standard `AWS_*`
+/// environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`). Layout options are only needed to create a
+/// volume; for an existing one they are checked against what it was created
+/// with, and a contradiction is refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct StoreArgs {
+    /// How to reach the store.
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// How the volume is laid out.
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+}
+
+/// How to reach an S3 store: endpoint, region, credentials, addressing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct ConnectionArgs {
+    /// S3 endpoint URL, for S3-compatible servers (Garage, MinIO, ...); AWS when unset.
+    #[arg(long, env = "AWS_ENDPOINT_URL", value_name = "URL")]
+    pub endpoint: Option<String>,
+
+    /// S3 region.
+    #[arg(long, env = "AWS_REGION", value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// File holding `ACCESS_KEY_ID:SECRET_ACCESS_KEY` on one line (s3backer's --accessFile).
+    #[arg(long, env = "S3BLOCK_ACCESS_FILE", value_name = "PATH")]
+    pub access_file: Option<PathBuf>,
+
+    /// Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (most self-hosted servers need this).
+    #[arg(long, env = "S3BLOCK_FORCE_PATH_STYLE")]
+    pub force_path_style: bool,
+}
+
+/// How a volume is laid out: geometry, key naming, compression.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct LayoutArgs {
+    /// Prefix block keys with a hash of the block number, spreading them over the key space (s3backer's --blockHashPrefix).
+    #[arg(long, env = "S3BLOCK_HASH_PREFIX")]
+    pub hash_prefix: bool,
+
+    /// Block size, a power of two from 512 to 64M (e.g. 256K).
+    #[arg(long, env = "S3BLOCK_BLOCK_SIZE", value_name = "SIZE", value_parser = parse_size_arg)]
+    pub block_size: Option<u64>,
+
+    /// Volume size (e.g. 30G).
+    #[arg(long, env = "S3BLOCK_SIZE", value_name = "SIZE", value_parser = parse_size_arg)]
+    pub size: Option<u64>,
+
+    /// Compress blocks with zlib (Content-Encoding: deflate) when they are written.
+    #[arg(long, env = "S3BLOCK_COMPRESS")]
+    pub compress: bool,
+}
+
+/// `--json` for commands that print data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Args)]
+pub struct OutputArgs {
+    /// Print JSON for scripts instead of text for people.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `s3block create`.
+#[derive(Debug, Clone, Args)]
+pub struct CreateArgs {
+    /// The volume: s3://BUCKET/PREFIX, file:///PATH or memory://.
+    pub store: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub store_args: StoreArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}
+
+/// `s3block info`.
+#[derive(Debug, Clone, Args)]
+pub struct InfoArgs {
+    /// The volume: s3://BUCKET/PREFIX, file:///PATH or memory://.
+    pub store: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub store_args: StoreArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}
+
+/// `s3block ls`.
+#[derive(Debug, Clone, Args)]
+pub struct LsArgs {
+    /// The volume: s3://BUCKET/PREFIX, file:///PATH or memory://.
+    pub store: String,
+    /// Only blocks A to B-1 (`A..B`, `A..`, `..B`; decimal or 0x hex).
+    #[arg(long, value_name = "A..B", value_parser = parse_block_range)]
+    pub range: Option<BlockRange>,
+    /// Runs of consecutive stored blocks instead of one line per block.
+    #[arg(long)]
+    pub summary: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub store_args: StoreArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}
+
+/// `s3block cat`.
+#[derive(Debug, Clone, Args)]
+pub struct CatArgs {
+    /// The volume: s3://BUCKET/PREFIX, file:///PATH or memory://.
+    pub store: String,
+    /// Block number (decimal or 0x hex, as in keys).
+    #[arg(value_parser = parse_block_number)]
+    pub block: u32,
+    /// The object as stored (compressed, encrypted), not the decoded block.
+    #[arg(long)]
+    pub raw: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub store_args: StoreArgs,
+}
+
+/// `s3block stat`.
+#[derive(Debug, Clone, Args)]
+pub struct StatArgs {
+    /// The volume: s3://BUCKET/PREFIX, file:///PATH or memory://.
+    pub store: String,
+    /// Block number (decimal or 0x hex, as in keys).
+    #[arg(value_parser = parse_block_number)]
+    pub block: u32,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub store_args: StoreArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}
+
+/// `s3block verify`.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// The volume: s3://BUCKET/PREFIX, file:///PATH or memory://.
+    pub store: String,
+    /// Blocks fetched at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub parallel: u16,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub store_args: StoreArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}
+
+/// `s3block erase`.
+#[derive(Debug, Clone, Args)]
+pub struct EraseArgs {
+    /// The volume: s3://BUCKET/PREFIX, file:///PATH or memory://.
+    pub store: String,
+    /// Do not ask for confirmation, and erase even while the mount lock is held.
+    #[arg(long)]
+    pub force: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub store_args: StoreArgs,
+}
+
+/// `s3block unlock`.
+#[derive(Debug, Clone, Args)]
+pub struct UnlockArgs {
+    /// The volume: s3://BUCKET/PREFIX, file:///PATH or memory://.
+    pub store: String,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub store_args: StoreArgs,
+}
+
+/// `s3block copy`.
+#[derive(Debug, Clone, Args)]
+pub struct CopyArgs {
+    /// The volume to copy from (its layout is read from the store).
+    pub src: String,
+    /// Where to create the copy (must hold no volume yet); the copy has the
+    /// source's layout unless --block-size, --compress or --hash-prefix say otherwise.
+    pub dst: String,
+    /// Block size of the copy (default: the source's).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    pub block_size: Option<u64>,
+    /// Compress the copy's blocks.
+    #[arg(long)]
+    pub compress: bool,
+    /// Use the hash key prefix in the copy.
+    #[arg(long)]
+    pub hash_prefix: bool,
+    /// Skip reading the copy back at the end.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Copy even while the source is mounted (its contents may be changing).
+    #[arg(long)]
+    pub force: bool,
+    /// Blocks copied at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub parallel: u16,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub connection: ConnectionArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}
+
+/// `s3block stats`.
+#[derive(Debug, Clone, Args)]
+pub struct StatsArgs {
+    /// Where the volume is mounted (the directory holding its `stats` file).
+    pub mountpoint: PathBuf,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}
+
+/// Price presets for `cost`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum PricePreset {
+    /// S3 Standard, us-east-1, as of 2025: PUT $0.005/1000, GET $0.0004/1000, $0.023/GB-month.
+    #[default]
+    S3Standard,
+    /// S3 in 2009, as in the s3backer LVM how-to: PUT $0.01/1000, GET $0.001/1000, $0.15/GB-month.
+    #[value(name = "s3-2009")]
+    S32009,
+}
+
+impl PricePreset {
+    /// The preset's prices and where they come from.
+    pub fn prices(self) -> (cost::Prices, &'static str) {
+        match self {
+            PricePreset::S3Standard => (S3_STANDARD_PRICES, S3_STANDARD_SOURCE),
+            PricePreset::S32009 => (S3_2009_PRICES, S3_2009_SOURCE),
+        }
+    }
+}
+
+/// `s3block cost`.
+#[derive(Debug, Clone, Args)]
+pub struct CostArgs {
+    /// Volume size.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    pub size: u64,
+    /// Block sizes to compare: one (256K), a list (4K,64K,1M) or a range of powers of two (4K..4M). May be repeated.
+    #[arg(long = "block-size", value_name = "SIZES", default_value = "4K..4M", value_parser = parse_block_sizes_arg)]
+    pub block_sizes: Vec<BlockSizes>,
+    /// Data stored in the volume (billed storage; all-zero blocks are not stored). Default: the whole volume.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    pub stored: Option<u64>,
+    /// Data written per month.
+    #[arg(long, value_name = "SIZE", default_value = "0", value_parser = parse_size_arg)]
+    pub write_per_month: u64,
+    /// Data read from the store per month (what the cache misses).
+    #[arg(long, value_name = "SIZE", default_value = "0", value_parser = parse_size_arg)]
+    pub read_per_month: u64,
+    /// Memory given to the block cache.
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size_arg)]
+    pub cache_size: u64,
+    /// Memory of the machine: s3backer block caches larger than this are flagged.
+    #[arg(long, value_name = "SIZE", default_value = "128M", value_parser = parse_size_arg)]
+    pub memory: u64,
+    /// s3backer --blockCacheSize to compare against (its default is 1000 blocks).
+    #[arg(long, value_name = "BLOCKS", default_value_t = 1000)]
+    pub s3backer_cache_blocks: u64,
+    /// Price list to start from.
+    #[arg(long, value_enum, default_value_t = PricePreset::S3Standard)]
+    pub prices: PricePreset,
+    /// Dollars per 1000 PUT requests (overrides --prices).
+    #[arg(long, value_name = "DOLLARS")]
+    pub put_price: Option<f64>,
+    /// Dollars per 1000 GET requests (overrides --prices).
+    #[arg(long, value_name = "DOLLARS")]
+    pub get_price: Option<f64>,
+    /// Dollars per GB-month stored (overrides --prices).
+    #[arg(long, value_name = "DOLLARS")]
+    pub storage_price: Option<f64>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}
+
+/// A list of block sizes, from one `--block-size` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockSizes(pub Vec<u32>);
+
+/// A range of block numbers, end exclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockRange {
+    /// First block.
+    pub start: u64,
+    /// One past the last block, `None` for the end of the volume.
+    pub end: Option<u64>,
+}
+
+fn parse_size_arg(text: &str) -> Result<u64, String> {
+    s3block_core::parse_size(text).map_err(|e| e.to_string())
+}
+
+fn parse_block_sizes_arg(text: &str) -> Result<BlockSizes, String> {
+    cost::parse_block_sizes(text).map(BlockSizes).map_err(|e| e.to_string())
+}
+
+/// Parses a block number: decimal, or hex with `0x` (as in object keys).
+pub fn parse_block_number(text: &str) -> Result<u32, String> {
+    let t = text.trim();
+    let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => t.parse(),
+    };
+    parsed.map_err(|_| {
+        format!("block number {text:?} is not a number from 0 to {} (decimal or 0x hex)", u32::MAX)
+    })
+}
+
+/// Parses `A..B`, `A..` or `..B` into a block range.
+pub fn parse_block_range(text: &str) -> Result<BlockRange, String> {
+    let Some((a, b)) = text.split_once("..") else {
+        return Err(format!("block range {text:?} is not of the form A..B"));
+    };
+    let start = if a.trim().is_empty() { 0 } else { u64::from(parse_block_number(a)?) };
+    let end = if b.trim().is_empty() { None } else { Some(u64::from(parse_block_number(b)?)) };
+    if end.is_some_and(|e| e < start) {
+        return Err(format!("block range {text:?} runs backwards"));
+    }
+    Ok(BlockRange { start, end })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn block_numbers_and_ranges() {
+        assert_eq!(parse_block_number("31"), Ok(31));
+        assert_eq!(parse_block_number("0x1f"), Ok(31));
+        assert!(parse_block_number("-1").unwrap_err().contains("-1"));
+        assert!(parse_block_number("4294967296").is_err());
+        assert_eq!(parse_block_range("2..10"), Ok(BlockRange { start: 2, end: Some(10) }));
+        assert_eq!(parse_block_range("0x10.."), Ok(BlockRange { start: 16, end: None }));
+        assert_eq!(parse_block_range("..5"), Ok(BlockRange { start: 0, end: Some(5) }));
+        assert!(parse_block_range("5..2").unwrap_err().contains("backwards"));
+        assert!(parse_block_range("5").is_err());
+    }
+
+    #[test]
+    fn store_options_parse_sizes_and_flags() {
+        let cli = Cli::try_parse_from([
+            "s3block",
+            "create",
+            "s3://bucket/vol/",
+            "--size",
+            "30G",
+            "--block-size",
+            "256K",
+            "--compress",
+            "--hash-prefix",
+            "--endpoint",
+            "http://127.0.0.1:3900",
+            "--force-path-style",
+        ])
+        .unwrap();
+        let Command::Create(args) = cli.command else { panic!("not create: {cli:?}") };
+        assert_eq!(args.store, "s3://bucket/vol/");
+        let StoreArgs { connection, layout } = args.store_args;
+        assert_eq!(layout.size, Some(30 << 30));
+        assert_eq!(layout.block_size, Some(256 << 10));
+        assert!(layout.compress && layout.hash_prefix && connection.force_path_style);
+        assert_eq!(connection.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
+        let err = Cli::try_parse_from(["s3block", "info", "memory://", "--block-size", "3X"]).unwrap_err();
+        assert!(err.to_string().contains("3X"), "{err}");
+    }
+
+    #[test]
+    fn cost_takes_several_block_size_forms() {
+        let cli = Cli::try_parse_from([
+            "s3block",
+            "cost",
+            "--size",
+            "30G",
+            "--block-size",
+            "4K..16K",
+            "--block-size",
+            "1M",
+            "--prices",
+            "s3-2009",
+            "--json",
+        ])
+        .unwrap();
+        let Command::Cost(args) = cli.command else { panic!("not cost") };
+        let sizes: Vec<u32> = args.block_sizes.iter().flat_map(|b| b.0.clone()).collect();
+        assert_eq!(sizes, vec![4096, 8192, 16384, 1 << 20]);
+        assert_eq!(args.prices, PricePreset::S32009);
+        assert!(args.output.json);
+    }
+}
