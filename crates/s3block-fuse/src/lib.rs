@@ -1,1 +1,69 @@
-//! s3block-fuse (in progress).
+//! The s3block mount program: an object-store volume as one file.
+//!
+//! `s3block-fuse [OPTIONS] <STORE> <MOUNTPOINT>` mounts a directory holding
+//! the device file (its bytes are the volume; attach it to a loop device and
+//! put ext4, XFS or LVM on it) and a stats file (requests made and what they
+//! cost; unlink it to reset the counters).
+//!
+//! The crate is a library with a thin binary, so the parts worth testing are
+//! tested without a kernel:
+//! - [`Options`]: the command line, its fstab `-o` form and s3backer's names;
+//! - [`BlockFs`]: the filesystem as plain calls returning values or
+//!   [`FsError`]; [`errno()`] is the one place errors become errno values;
+//! - [`FuseFs`]: the fuser glue, which moves every I/O request onto the
+//!   tokio runtime so FUSE threads never wait on the store;
+//! - [`shutdown()`]: store everything, then release the lock, at exit;
+//! - [`build_stack`]: the one function that knows the device layers.
+//!
+//! It is not the place for caching, retries or the on-bucket format: those
+//! are in the cache and store crates, reached through
+//! [`BlockDevice`](s3block_core::BlockDevice).
+//!
+//! # Exit codes
+//! 0: unmounted with every block stored (or `--help`); 1: the volume could
+//! not be opened or mounted (the message says which); 2: bad options (the
+//! message names the option); 3: the user abandoned unstored data with a
+//! second SIGINT (the message says how many blocks).
+
+mod daemon;
+mod errno;
+mod fs;
+mod lifecycle;
+mod options;
+mod session;
+mod shutdown;
+mod stack;
+mod stats;
+
+pub use errno::errno;
+pub use fs::{BlockFs, DEVICE_INO, DirEntry, FsConfig, FsError, FsResult, ROOT_INO, STATS_INO, SetAttr};
+pub use lifecycle::{EXIT_DATA_LOST, EXIT_FAILED, EXIT_USAGE};
+pub use options::{DEFAULT_BLOCK_SIZE, DEFAULT_FILE_MODE, Options, OptionsError, expand_mount_options};
+pub use session::{FuseFs, InFlight, MAX_READAHEAD, MAX_WRITE, mount_config, unmount};
+pub use shutdown::{Backoff, ShutdownOutcome, shutdown};
+pub use stack::{ReleaseHook, Stack, build_stack};
+pub use stats::{GET_PRICE_PER_1000, PUT_PRICE_PER_1000, Stats, StatsSource, render_requests};
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+/// Runs the program with these arguments (program name first); returns
+/// the process exit code. `main` only calls this.
+pub fn run<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString>,
+{
+    let options = match Options::parse_from_args(args) {
+        Ok(options) => options,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
+    lifecycle::init_logging(options.debug);
+    if !options.foreground && !daemon::is_child() {
+        return daemon::spawn_and_wait();
+    }
+    lifecycle::run_mount(options)
+}

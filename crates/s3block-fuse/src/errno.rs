@@ -1,0 +1,81 @@
+//! The one place where s3block's errors become errno values for the kernel.
+
+use fuser::Errno;
+use s3block_core::Error;
+
+use crate::fs::FsError;
+
+/// The errno the kernel gets for `err`, logging what the user needs to know.
+///
+/// Store failures become EIO and are logged at error level with the block
+/// and object key, since the program reading the disk only sees "I/O error".
+/// Requests refused by design (read-only, resize, past the end) are logged
+/// at debug level: the errno alone tells the caller.
+pub fn errno(err: &FsError) -> Errno {
+    let errno = match err {
+        FsError::Device(e) => return device_errno(e),
+        FsError::NotFound(_) | FsError::NoInode(_) => Errno::ENOENT,
+        FsError::IsDir => Errno::EISDIR,
+        FsError::NotDir => Errno::ENOTDIR,
+        FsError::ReadOnly(_) => Errno::EROFS,
+        FsError::NoSpace { .. } => Errno::ENOSPC,
+        FsError::Resize { .. } => Errno::EPERM,
+        FsError::FallocateMode(_) => Errno::EOPNOTSUPP,
+        FsError::NotPermitted(_) => Errno::EPERM,
+    };
+    tracing::debug!(errno = errno.code(), "refused: {err}");
+    errno
+}
+
+fn device_errno(err: &Error) -> Errno {
+    match err {
+        Error::ReadOnly => {
+            tracing::debug!("refused: {err}");
+            Errno::EROFS
+        }
+        Error::RangeOutOfBounds { .. } | Error::BlockOutOfRange { .. } => {
+            tracing::error!("request outside the volume: {err}");
+            Errno::ENOSPC
+        }
+        _ => {
+            // Store, Corrupt, WriteBack, Io, Locked, ... : the message names
+            // the block and the object key.
+            tracing::error!(block = ?err.block(), "I/O error: {err}");
+            Errno::EIO
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use s3block_core::{BlockId, StoreErrorKind};
+
+    #[test]
+    fn each_error_has_its_errno() {
+        let store = Error::Store {
+            block: Some(BlockId(7)),
+            key: "p/00000007".into(),
+            kind: StoreErrorKind::Transient,
+            source: "connection reset".into(),
+        };
+        let corrupt = Error::Corrupt { block: BlockId(1), key: "p/00000001".into(), reason: "short".into() };
+        let cases: Vec<(FsError, i32)> = vec![
+            (store.into(), libc::EIO),
+            (corrupt.into(), libc::EIO),
+            (Error::ReadOnly.into(), libc::EROFS),
+            (FsError::ReadOnly("write"), libc::EROFS),
+            (FsError::NoSpace { what: "write", offset: 10, size: 10 }, libc::ENOSPC),
+            (FsError::Resize { requested: 0, size: 10 }, libc::EPERM),
+            (FsError::NotFound("x".into()), libc::ENOENT),
+            (FsError::NoInode(9), libc::ENOENT),
+            (FsError::IsDir, libc::EISDIR),
+            (FsError::NotDir, libc::ENOTDIR),
+            (FsError::FallocateMode(8), libc::EOPNOTSUPP),
+            (FsError::NotPermitted("x"), libc::EPERM),
+        ];
+        for (err, code) in cases {
+            assert_eq!(errno(&err).code(), code, "{err}");
+        }
+    }
+}

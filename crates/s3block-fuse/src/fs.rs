@@ -1,0 +1,462 @@
+//! The filesystem s3block shows through FUSE, as a type tests drive directly.
+//!
+//! A root directory holds two files: the device file, whose bytes are the
+//! volume, and the stats file. [`BlockFs`] answers every request with plain
+//! values or an [`FsError`]; the FUSE glue in `session` only moves these
+//! into fuser's replies, and [`errno`](crate::errno) is the one place errors
+//! become errno values.
+//!
+//! Semantics chosen for a file that is a disk:
+//! - its size is the volume's and never changes: truncate and resize are
+//!   refused with EPERM (so `> file` or `dd` without `conv=notrunc` cannot
+//!   wipe a volume); setting the size it already has succeeds;
+//! - reads at or past the end are empty or short, as for any file;
+//! - writes that start at or past the end fail with ENOSPC, like a block
+//!   device; a write that crosses the end is short;
+//! - `fallocate(PUNCH_HOLE)` and `fallocate(ZERO_RANGE)` zero the range,
+//!   deleting the objects of whole blocks; plain allocation inside the size
+//!   succeeds and does nothing, since a block exists as soon as it is written;
+//! - flush on close, fsync and fdatasync wait until every block written
+//!   before them is in the object store.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use fuser::{FileAttr, FileType, FopenFlags, INodeNo};
+use s3block_core::{BlockDevice, BlockDeviceExt, Geometry};
+
+use crate::stats::StatsSource;
+
+/// Inode of the root directory.
+pub const ROOT_INO: u64 = 1;
+/// Inode of the device file.
+pub const DEVICE_INO: u64 = 2;
+/// Inode of the stats file.
+pub const STATS_INO: u64 = 3;
+
+/// What the filesystem shows and how.
+#[derive(Debug, Clone)]
+pub struct FsConfig {
+    /// Name of the device file.
+    pub filename: String,
+    /// Name of the stats file; `None` hides it.
+    pub stats_filename: Option<String>,
+    /// Permission bits of the device file.
+    pub file_mode: u16,
+    /// Refuse writes with EROFS.
+    pub read_only: bool,
+    /// Open the device file with FOPEN_DIRECT_IO (no kernel page cache).
+    pub direct_io: bool,
+    /// Owner shown for every file.
+    pub uid: u32,
+    /// Group shown for every file.
+    pub gid: u32,
+}
+
+/// Why a request failed; [`errno`](crate::errno) maps each to an errno.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FsError {
+    /// The device below failed.
+    #[error(transparent)]
+    Device(#[from] s3block_core::Error),
+    /// No entry of that name.
+    #[error("no file named {0:?}")]
+    NotFound(String),
+    /// No such inode.
+    #[error("no inode {0}")]
+    NoInode(u64),
+    /// A file operation on the directory.
+    #[error("is a directory")]
+    IsDir,
+    /// A directory operation on a file.
+    #[error("not a directory")]
+    NotDir,
+    /// A write on a read-only mount.
+    #[error("{0}: the volume is mounted read-only")]
+    ReadOnly(&'static str),
+    /// A write or allocation at or past the end of the volume.
+    #[error("{what} at byte {offset} is past the end of the volume ({size} bytes)")]
+    NoSpace {
+        /// The operation.
+        what: &'static str,
+        /// Where it started.
+        offset: u64,
+        /// The volume's size.
+        size: u64,
+    },
+    /// A change of the device file's size.
+    #[error("cannot resize the device file to {requested} bytes: its size is the volume's, {size} bytes")]
+    Resize {
+        /// The size asked for.
+        requested: u64,
+        /// The volume's size.
+        size: u64,
+    },
+    /// A fallocate mode that would move data (collapse, insert).
+    #[error("fallocate mode {0:#x} is not supported on the device file")]
+    FallocateMode(i32),
+    /// An operation the stats file or the directory does not allow.
+    #[error("{0} is not permitted here")]
+    NotPermitted(&'static str),
+}
+
+/// Result of a filesystem request.
+pub type FsResult<T> = Result<T, FsError>;
+
+/// Attribute changes asked by `setattr`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SetAttr {
+    /// New permission bits.
+    pub mode: Option<u32>,
+    /// New owner.
+    pub uid: Option<u32>,
+    /// New group.
+    pub gid: Option<u32>,
+    /// New size (refused unless equal to the volume's).
+    pub size: Option<u64>,
+    /// New modification time.
+    pub mtime: Option<SystemTime>,
+}
+
+/// One directory entry from [`BlockFs::readdir`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// Its inode.
+    pub ino: u64,
+    /// The offset that continues after it.
+    pub next_offset: u64,
+    /// Directory or regular file.
+    pub kind: FileType,
+    /// Its name.
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    mode: u16,
+    uid: u32,
+    gid: u32,
+    mtime: SystemTime,
+}
+
+/// The filesystem over a block device: see the module docs.
+pub struct BlockFs {
+    device: Arc<dyn BlockDevice>,
+    geometry: Geometry,
+    stats: Arc<dyn StatsSource>,
+    config: FsConfig,
+    started: SystemTime,
+    meta: Mutex<Meta>,
+    /// Snapshots of the stats text, one per open handle, so a reader sees
+    /// one consistent text however it splits its reads.
+    stats_handles: Mutex<HashMap<u64, Bytes>>,
+    next_fh: AtomicU64,
+}
+
+impl std::fmt::Debug for BlockFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockFs").field("device", &self.device).field("config", &self.config).finish()
+    }
+}
+
+impl BlockFs {
+    /// A filesystem showing `device` as `config.filename`.
+    pub fn new(device: Arc<dyn BlockDevice>, stats: Arc<dyn StatsSource>, config: FsConfig) -> Self {
+        let now = SystemTime::now();
+        let meta = Meta { mode: config.file_mode, uid: config.uid, gid: config.gid, mtime: now };
+        BlockFs {
+            geometry: device.geometry(),
+            device,
+            stats,
+            config,
+            started: now,
+            meta: Mutex::new(meta),
+            stats_handles: Mutex::default(),
+            next_fh: AtomicU64::new(1),
+        }
+    }
+
+    /// The device underneath.
+    pub fn device(&self) -> &Arc<dyn BlockDevice> {
+        &self.device
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &FsConfig {
+        &self.config
+    }
+
+    fn meta(&self) -> MutexGuard<'_, Meta> {
+        // Meta is plain values, each write complete: a poisoned lock is still consistent.
+        self.meta.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn handles(&self) -> MutexGuard<'_, HashMap<u64, Bytes>> {
+        self.stats_handles.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn ino_of(&self, name: &OsStr) -> Option<u64> {
+        let name = name.to_str()?;
+        if name == self.config.filename {
+            Some(DEVICE_INO)
+        } else if self.config.stats_filename.as_deref() == Some(name) {
+            Some(STATS_INO)
+        } else {
+            None
+        }
+    }
+
+    fn check_ino(&self, ino: u64) -> FsResult<()> {
+        match ino {
+            ROOT_INO | DEVICE_INO => Ok(()),
+            STATS_INO if self.config.stats_filename.is_some() => Ok(()),
+            _ => Err(FsError::NoInode(ino)),
+        }
+    }
+
+    /// Attributes of an inode.
+    pub fn getattr(&self, ino: u64) -> FsResult<FileAttr> {
+        self.check_ino(ino)?;
+        let meta = *self.meta();
+        let (kind, perm, size, nlink, mtime) = match ino {
+            ROOT_INO => (FileType::Directory, 0o755, 0, 2, self.started),
+            DEVICE_INO => (FileType::RegularFile, meta.mode, self.geometry.size(), 1, meta.mtime),
+            _ => (FileType::RegularFile, 0o444, self.stats.render().len() as u64, 1, SystemTime::now()),
+        };
+        Ok(FileAttr {
+            ino: INodeNo(ino),
+            size,
+            blocks: size.div_ceil(512),
+            atime: mtime,
+            mtime,
+            ctime: mtime,
+            crtime: self.started,
+            kind,
+            perm,
+            nlink,
+            uid: meta.uid,
+            gid: meta.gid,
+            rdev: 0,
+            blksize: self.geometry.block_size(),
+            flags: 0,
+        })
+    }
+
+    /// Looks up `name` in the root directory.
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<FileAttr> {
+        if parent != ROOT_INO {
+            return Err(FsError::NotDir);
+        }
+        let ino = self.ino_of(name).ok_or_else(|| FsError::NotFound(name.to_string_lossy().into_owned()))?;
+        self.getattr(ino)
+    }
+
+    /// Changes attributes. Mode, owner and times are kept for this mount only;
+    /// the size cannot change.
+    pub fn setattr(&self, ino: u64, set: SetAttr) -> FsResult<FileAttr> {
+        self.check_ino(ino)?;
+        if let Some(size) = set.size {
+            if ino != DEVICE_INO {
+                return Err(FsError::NotPermitted("changing the size of this file"));
+            }
+            if size != self.geometry.size() {
+                if self.config.read_only {
+                    return Err(FsError::ReadOnly("truncate"));
+                }
+                return Err(FsError::Resize { requested: size, size: self.geometry.size() });
+            }
+        }
+        if ino == DEVICE_INO {
+            let mut meta = self.meta();
+            if let Some(mode) = set.mode {
+                meta.mode = (mode & 0o7777) as u16;
+            }
+            if let Some(uid) = set.uid {
+                meta.uid = uid;
+            }
+            if let Some(gid) = set.gid {
+                meta.gid = gid;
+            }
+            if let Some(mtime) = set.mtime {
+                meta.mtime = mtime;
+            }
+        } else if set.mode.is_some() || set.uid.is_some() || set.gid.is_some() {
+            return Err(FsError::NotPermitted("changing this file's owner or mode"));
+        }
+        self.getattr(ino)
+    }
+
+    /// The root directory's entries from `offset` on.
+    pub fn readdir(&self, ino: u64, offset: u64) -> FsResult<Vec<DirEntry>> {
+        self.check_ino(ino)?;
+        if ino != ROOT_INO {
+            return Err(FsError::NotDir);
+        }
+        let mut all = vec![(ROOT_INO, FileType::Directory, "."), (ROOT_INO, FileType::Directory, "..")];
+        all.push((DEVICE_INO, FileType::RegularFile, self.config.filename.as_str()));
+        if let Some(stats) = &self.config.stats_filename {
+            all.push((STATS_INO, FileType::RegularFile, stats.as_str()));
+        }
+        Ok(all
+            .into_iter()
+            .enumerate()
+            .skip(offset as usize)
+            .map(|(i, (ino, kind, name))| DirEntry {
+                ino,
+                next_offset: i as u64 + 1,
+                kind,
+                name: name.to_owned(),
+            })
+            .collect())
+    }
+
+    /// Opens a file; returns the handle and the open flags for the kernel.
+    pub fn open(&self, ino: u64, write: bool) -> FsResult<(u64, FopenFlags)> {
+        self.check_ino(ino)?;
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        match ino {
+            ROOT_INO => Err(FsError::IsDir),
+            DEVICE_INO => {
+                if write && self.config.read_only {
+                    return Err(FsError::ReadOnly("open for writing"));
+                }
+                // Without FOPEN_KEEP_CACHE the kernel drops the file's cached
+                // pages at each open; every write goes through this process, so
+                // the pages it keeps while open are never stale.
+                let flags =
+                    if self.config.direct_io { FopenFlags::FOPEN_DIRECT_IO } else { FopenFlags::empty() };
+                Ok((fh, flags))
+            }
+            _ => {
+                if write {
+                    return Err(FsError::NotPermitted("writing the stats file"));
+                }
+                self.handles().insert(fh, Bytes::from(self.stats.render()));
+                Ok((fh, FopenFlags::FOPEN_DIRECT_IO))
+            }
+        }
+    }
+
+    /// Forgets a handle.
+    pub fn release(&self, ino: u64, fh: u64) {
+        if ino == STATS_INO {
+            self.handles().remove(&fh);
+        }
+    }
+
+    /// Reads up to `size` bytes at `offset`: short at the end, empty past it.
+    pub async fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        self.check_ino(ino)?;
+        match ino {
+            ROOT_INO => Err(FsError::IsDir),
+            DEVICE_INO => {
+                let end = self.geometry.size();
+                if offset >= end {
+                    return Ok(Bytes::new());
+                }
+                let len = u64::from(size).min(end - offset) as usize;
+                Ok(self.device.read_at(offset, len).await?)
+            }
+            _ => {
+                let text = match self.handles().get(&fh) {
+                    Some(text) => text.clone(),
+                    None => Bytes::from(self.stats.render()),
+                };
+                let start = (offset.min(text.len() as u64)) as usize;
+                let end = (start + size as usize).min(text.len());
+                Ok(text.slice(start..end))
+            }
+        }
+    }
+
+    /// Writes `data` at `offset`; returns how many bytes were written.
+    pub async fn write(&self, ino: u64, offset: u64, data: Bytes) -> FsResult<u32> {
+        self.check_ino(ino)?;
+        match ino {
+            ROOT_INO => return Err(FsError::IsDir),
+            STATS_INO => return Err(FsError::NotPermitted("writing the stats file")),
+            _ => {}
+        }
+        if self.config.read_only {
+            return Err(FsError::ReadOnly("write"));
+        }
+        let size = self.geometry.size();
+        if offset >= size && !data.is_empty() {
+            return Err(FsError::NoSpace { what: "write", offset, size });
+        }
+        let len = (data.len() as u64).min(size.saturating_sub(offset)) as usize;
+        self.device.write_at(offset, data.slice(..len)).await?;
+        self.meta().mtime = SystemTime::now();
+        Ok(len as u32)
+    }
+
+    /// Waits until everything written before is stored (flush on close,
+    /// fsync, fdatasync).
+    pub async fn sync(&self, ino: u64) -> FsResult<()> {
+        self.check_ino(ino)?;
+        if ino == DEVICE_INO && !self.config.read_only {
+            self.device.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// `fallocate`: punching a hole or zeroing a range frees the blocks it
+    /// covers whole and zeroes the partial ones; allocation inside the volume
+    /// succeeds and does nothing.
+    pub async fn fallocate(&self, ino: u64, offset: u64, len: u64, mode: i32) -> FsResult<()> {
+        self.check_ino(ino)?;
+        if ino != DEVICE_INO {
+            return Err(FsError::NotPermitted("fallocate"));
+        }
+        if self.config.read_only {
+            return Err(FsError::ReadOnly("fallocate"));
+        }
+        let zeroing = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE;
+        let known = zeroing | libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_UNSHARE_RANGE;
+        if mode & !known != 0 {
+            return Err(FsError::FallocateMode(mode));
+        }
+        let size = self.geometry.size();
+        let keep_size = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
+        let end = offset.saturating_add(len);
+        if end > size && !keep_size {
+            return Err(FsError::NoSpace { what: "fallocate", offset, size });
+        }
+        if mode & zeroing != 0 && offset < size {
+            self.device.zero_range(offset, end.min(size) - offset).await?;
+            self.meta().mtime = SystemTime::now();
+        }
+        Ok(())
+    }
+
+    /// Unlinking the stats file resets the counters; the file stays.
+    /// Nothing else can be removed.
+    pub fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        if parent != ROOT_INO {
+            return Err(FsError::NotDir);
+        }
+        match self.ino_of(name) {
+            Some(STATS_INO) => {
+                self.stats.reset();
+                Ok(())
+            }
+            Some(_) => Err(FsError::NotPermitted("removing the device file")),
+            None => Err(FsError::NotFound(name.to_string_lossy().into_owned())),
+        }
+    }
+
+    /// `statfs`: (total blocks, free blocks, block size) in units of the
+    /// volume's block size. Free space is not tracked, so it is shown as 0.
+    pub fn statfs(&self) -> (u64, u64, u32) {
+        (self.geometry.block_count(), 0, self.geometry.block_size())
+    }
+}
+
+#[cfg(test)]
+#[path = "fs_tests.rs"]
+mod tests;

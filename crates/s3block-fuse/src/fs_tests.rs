@@ -1,0 +1,228 @@
+//! The filesystem driven directly over a `MemoryDevice`, without the kernel.
+
+use std::sync::atomic::AtomicUsize;
+
+use s3block_core::MemoryDevice;
+
+use super::*;
+use crate::errno::errno;
+
+const BS: u64 = 4096;
+const BLOCKS: u64 = 16;
+const SIZE: u64 = BS * BLOCKS;
+
+#[derive(Default)]
+struct FakeStats {
+    resets: AtomicUsize,
+}
+
+impl StatsSource for FakeStats {
+    fn render(&self) -> String {
+        format!("resets {}\n", self.resets.load(Ordering::Relaxed))
+    }
+    fn reset(&self) {
+        self.resets.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn config(read_only: bool) -> FsConfig {
+    FsConfig {
+        filename: "file".into(),
+        stats_filename: Some("stats".into()),
+        file_mode: 0o600,
+        read_only,
+        direct_io: false,
+        uid: 0,
+        gid: 0,
+    }
+}
+
+fn setup(read_only: bool) -> (BlockFs, Arc<MemoryDevice>, Arc<FakeStats>) {
+    let dev = Arc::new(MemoryDevice::new(Geometry::new(SIZE, BS).unwrap()));
+    let stats = Arc::new(FakeStats::default());
+    let fs = BlockFs::new(dev.clone(), stats.clone(), config(read_only));
+    (fs, dev, stats)
+}
+
+fn pattern(len: usize, seed: u8) -> Bytes {
+    Bytes::from((0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) | 1).collect::<Vec<u8>>())
+}
+
+fn code<T: std::fmt::Debug>(r: FsResult<T>) -> i32 {
+    errno(&r.expect_err("expected an error")).code()
+}
+
+#[test]
+fn directory_shows_the_two_files() {
+    let (fs, _, _) = setup(false);
+    let attr = fs.lookup(ROOT_INO, OsStr::new("file")).unwrap();
+    assert_eq!(
+        (attr.ino, attr.size, attr.perm, attr.kind),
+        (INodeNo(DEVICE_INO), SIZE, 0o600, FileType::RegularFile)
+    );
+    assert_eq!(fs.lookup(ROOT_INO, OsStr::new("stats")).unwrap().ino, INodeNo(STATS_INO));
+    assert_eq!(code(fs.lookup(ROOT_INO, OsStr::new("nope"))), libc::ENOENT);
+    let names: Vec<String> = fs.readdir(ROOT_INO, 0).unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(names, [".", "..", "file", "stats"]);
+    let rest = fs.readdir(ROOT_INO, 3).unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!((rest[0].name.as_str(), rest[0].next_offset), ("stats", 4));
+    assert_eq!(fs.getattr(ROOT_INO).unwrap().kind, FileType::Directory);
+}
+
+#[test]
+fn hidden_stats_file() {
+    let dev = Arc::new(MemoryDevice::new(Geometry::new(SIZE, BS).unwrap()));
+    let fs =
+        BlockFs::new(dev, Arc::new(FakeStats::default()), FsConfig { stats_filename: None, ..config(false) });
+    assert_eq!(code(fs.lookup(ROOT_INO, OsStr::new("stats"))), libc::ENOENT);
+    assert_eq!(code(fs.getattr(STATS_INO)), libc::ENOENT);
+    assert_eq!(fs.readdir(ROOT_INO, 0).unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn write_then_read_across_blocks() {
+    let (fs, dev, _) = setup(false);
+    let data = pattern(3 * BS as usize + 100, 5);
+    let at = BS - 50;
+    assert_eq!(fs.write(DEVICE_INO, at, data.clone()).await.unwrap(), data.len() as u32);
+    assert_eq!(fs.read(DEVICE_INO, 0, at, data.len() as u32).await.unwrap(), data);
+    assert_eq!(dev.stored_blocks(), 5);
+    // Untouched bytes read as zeros.
+    assert!(fs.read(DEVICE_INO, 0, 0, 10).await.unwrap().iter().all(|&b| b == 0));
+}
+
+#[tokio::test]
+async fn end_of_device() {
+    let (fs, _, _) = setup(false);
+    // Reads: short at the end, empty past it.
+    assert_eq!(fs.read(DEVICE_INO, 0, SIZE - 10, 100).await.unwrap().len(), 10);
+    assert!(fs.read(DEVICE_INO, 0, SIZE, 100).await.unwrap().is_empty());
+    assert!(fs.read(DEVICE_INO, 0, SIZE + BS, 100).await.unwrap().is_empty());
+    // Writes: short across the end, ENOSPC at or past it.
+    let data = pattern(100, 9);
+    assert_eq!(fs.write(DEVICE_INO, SIZE - 30, data.clone()).await.unwrap(), 30);
+    assert_eq!(fs.read(DEVICE_INO, 0, SIZE - 30, 30).await.unwrap(), data.slice(..30));
+    assert_eq!(code(fs.write(DEVICE_INO, SIZE, data.clone()).await), libc::ENOSPC);
+    assert_eq!(code(fs.write(DEVICE_INO, u64::MAX - 5, data).await), libc::ENOSPC);
+}
+
+#[tokio::test]
+async fn punch_hole_frees_whole_blocks_and_zeroes_partial_ones() {
+    let (fs, dev, _) = setup(false);
+    let data = pattern(4 * BS as usize, 3);
+    fs.write(DEVICE_INO, 0, data.clone()).await.unwrap();
+    assert_eq!(dev.stored_blocks(), 4);
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    // From the middle of block 0 to the middle of block 3: blocks 1 and 2 go.
+    fs.fallocate(DEVICE_INO, BS / 2, 3 * BS, mode).await.unwrap();
+    assert_eq!(dev.stored_blocks(), 2);
+    assert!(dev.counts().discards >= 1);
+    let back = fs.read(DEVICE_INO, 0, 0, 4 * BS as u32).await.unwrap();
+    let half = (BS / 2) as usize;
+    assert_eq!(back[..half], data[..half]);
+    assert!(back[half..half + 3 * BS as usize].iter().all(|&b| b == 0));
+    assert_eq!(back[half + 3 * BS as usize..], data[half + 3 * BS as usize..]);
+    // A hole reaching past the end is clipped with KEEP_SIZE.
+    fs.write(DEVICE_INO, SIZE - BS, pattern(BS as usize, 1)).await.unwrap();
+    fs.fallocate(DEVICE_INO, SIZE - BS, 10 * BS, mode).await.unwrap();
+    assert!(fs.read(DEVICE_INO, 0, SIZE - BS, BS as u32).await.unwrap().iter().all(|&b| b == 0));
+}
+
+#[tokio::test]
+async fn fallocate_modes() {
+    let (fs, dev, _) = setup(false);
+    fs.write(DEVICE_INO, 0, pattern(BS as usize, 2)).await.unwrap();
+    // Plain allocation inside the volume: nothing to do.
+    fs.fallocate(DEVICE_INO, 0, SIZE, 0).await.unwrap();
+    fs.fallocate(DEVICE_INO, 0, BS, libc::FALLOC_FL_KEEP_SIZE).await.unwrap();
+    assert_eq!(dev.stored_blocks(), 1);
+    // Growing the file: refused.
+    assert_eq!(code(fs.fallocate(DEVICE_INO, SIZE - 1, 2, 0).await), libc::ENOSPC);
+    // Moving data: not supported.
+    assert_eq!(code(fs.fallocate(DEVICE_INO, 0, BS, libc::FALLOC_FL_COLLAPSE_RANGE).await), libc::EOPNOTSUPP);
+    // ZERO_RANGE zeroes like a hole.
+    fs.fallocate(DEVICE_INO, 0, BS, libc::FALLOC_FL_ZERO_RANGE).await.unwrap();
+    assert_eq!(dev.stored_blocks(), 0);
+    assert_eq!(code(fs.fallocate(STATS_INO, 0, 1, 0).await), libc::EPERM);
+}
+
+#[tokio::test]
+async fn truncate_is_refused_but_same_size_is_fine() {
+    let (fs, _, _) = setup(false);
+    let set = |size| SetAttr { size: Some(size), ..SetAttr::default() };
+    assert_eq!(code(fs.setattr(DEVICE_INO, set(0))), libc::EPERM);
+    assert_eq!(code(fs.setattr(DEVICE_INO, set(SIZE * 2))), libc::EPERM);
+    assert_eq!(fs.setattr(DEVICE_INO, set(SIZE)).unwrap().size, SIZE);
+    // Mode changes are kept for the mount.
+    let attr = fs.setattr(DEVICE_INO, SetAttr { mode: Some(0o100640), ..SetAttr::default() }).unwrap();
+    assert_eq!(attr.perm, 0o640);
+    assert_eq!(fs.getattr(DEVICE_INO).unwrap().perm, 0o640);
+    let err = fs.setattr(DEVICE_INO, set(1)).unwrap_err();
+    assert!(err.to_string().contains("1 bytes") && err.to_string().contains(&SIZE.to_string()), "{err}");
+}
+
+#[tokio::test]
+async fn read_only_gives_erofs() {
+    let (fs, dev, _) = setup(true);
+    assert_eq!(code(fs.open(DEVICE_INO, true)), libc::EROFS);
+    assert!(fs.open(DEVICE_INO, false).is_ok());
+    assert_eq!(code(fs.write(DEVICE_INO, 0, pattern(10, 1)).await), libc::EROFS);
+    let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    assert_eq!(code(fs.fallocate(DEVICE_INO, 0, BS, punch).await), libc::EROFS);
+    let trunc = SetAttr { size: Some(0), ..SetAttr::default() };
+    assert_eq!(code(fs.setattr(DEVICE_INO, trunc)), libc::EROFS);
+    assert_eq!(dev.counts().writes + dev.counts().discards, 0);
+    assert!(fs.read(DEVICE_INO, 0, 0, 10).await.is_ok());
+}
+
+#[tokio::test]
+async fn sync_flushes_the_device() {
+    let (fs, dev, _) = setup(false);
+    fs.sync(DEVICE_INO).await.unwrap();
+    fs.sync(DEVICE_INO).await.unwrap();
+    assert_eq!(dev.counts().flushes, 2);
+    fs.sync(STATS_INO).await.unwrap();
+    assert_eq!(dev.counts().flushes, 2);
+}
+
+#[tokio::test]
+async fn stats_file_reads_snapshot_and_unlink_resets() {
+    let (fs, _, stats) = setup(false);
+    let (fh, flags) = fs.open(STATS_INO, false).unwrap();
+    assert!(flags.contains(FopenFlags::FOPEN_DIRECT_IO));
+    assert_eq!(&fs.read(STATS_INO, fh, 0, 4096).await.unwrap()[..], b"resets 0\n");
+    fs.unlink(ROOT_INO, OsStr::new("stats")).unwrap();
+    assert_eq!(stats.resets.load(Ordering::Relaxed), 1);
+    // The open handle keeps its snapshot; a new open sees the reset.
+    assert_eq!(&fs.read(STATS_INO, fh, 7, 4096).await.unwrap()[..], b"0\n");
+    assert!(fs.read(STATS_INO, fh, 100, 4096).await.unwrap().is_empty());
+    fs.release(STATS_INO, fh);
+    let (fh2, _) = fs.open(STATS_INO, false).unwrap();
+    assert_eq!(&fs.read(STATS_INO, fh2, 0, 4096).await.unwrap()[..], b"resets 1\n");
+    assert_eq!(fs.lookup(ROOT_INO, OsStr::new("stats")).unwrap().size, 9);
+    // The stats file cannot be written; the device file cannot be removed.
+    assert_eq!(code(fs.open(STATS_INO, true)), libc::EPERM);
+    assert_eq!(code(fs.write(STATS_INO, 0, pattern(3, 0)).await), libc::EPERM);
+    assert_eq!(code(fs.unlink(ROOT_INO, OsStr::new("file"))), libc::EPERM);
+    assert_eq!(code(fs.unlink(ROOT_INO, OsStr::new("zzz"))), libc::ENOENT);
+}
+
+#[tokio::test]
+async fn directory_operations_on_files_fail() {
+    let (fs, _, _) = setup(false);
+    assert_eq!(code(fs.readdir(DEVICE_INO, 0)), libc::ENOTDIR);
+    assert_eq!(code(fs.open(ROOT_INO, false)), libc::EISDIR);
+    assert_eq!(code(fs.read(ROOT_INO, 0, 0, 1).await), libc::EISDIR);
+    assert_eq!(code(fs.read(42, 0, 0, 1).await), libc::ENOENT);
+    assert_eq!(fs.statfs(), (BLOCKS, 0, BS as u32));
+}
+
+#[tokio::test]
+async fn direct_io_flag_follows_the_option() {
+    let dev = Arc::new(MemoryDevice::new(Geometry::new(SIZE, BS).unwrap()));
+    let fs = BlockFs::new(dev, Arc::new(FakeStats::default()), FsConfig { direct_io: true, ..config(false) });
+    assert!(fs.open(DEVICE_INO, true).unwrap().1.contains(FopenFlags::FOPEN_DIRECT_IO));
+    let (fs, _, _) = setup(false);
+    assert!(!fs.open(DEVICE_INO, true).unwrap().1.contains(FopenFlags::FOPEN_DIRECT_IO));
+}

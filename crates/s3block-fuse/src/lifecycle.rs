@@ -1,0 +1,226 @@
+//! A mount from start to exit: open, mount, serve, unmount, store, release.
+//!
+//! 1. Build the device stack (this takes the mount lock); on failure exit 1.
+//! 2. Mount; on failure release the lock and exit 1. Only then tell a
+//!    waiting parent that the mount is up.
+//! 3. Serve until the kernel ends the session (`umount`, `fusermount3 -u`).
+//!    SIGTERM and SIGINT ask the kernel to unmount, exactly as a user would;
+//!    if the mount is busy (a loop device is still attached), the program
+//!    says so, stores what is written so far and keeps serving.
+//! 4. Wait for requests still running, then [`shutdown`]: flush until
+//!    stored, then release the lock, exit 0. A second SIGINT abandons
+//!    unstored data (exit 3, saying how many blocks).
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use s3block_core::format_size;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::daemon;
+use crate::fs::{BlockFs, FsConfig};
+use crate::options::Options;
+use crate::session::{FuseFs, InFlight, mount_config, unmount};
+use crate::shutdown::{Backoff, ShutdownOutcome, shutdown};
+use crate::stack::build_stack;
+
+/// Exit code: the volume could not be opened or mounted.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code: bad options.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: the user abandoned data that was not stored.
+pub const EXIT_DATA_LOST: u8 = 3;
+
+/// Logs to standard error; `--debug` or `RUST_LOG` for more.
+pub(crate) fn init_logging(debug: bool) {
+    let default = if debug { "debug" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Effective user and group ids, from /proc/self/status.
+fn effective_ids() -> (u32, u32) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    };
+    (field("Uid:").unwrap_or(0), field("Gid:").unwrap_or(0))
+}
+
+fn fail(message: String) -> ExitCode {
+    tracing::error!("{message}");
+    if !tracing::enabled!(tracing::Level::ERROR) {
+        eprintln!("s3block-fuse: {message}");
+    }
+    ExitCode::from(EXIT_FAILED)
+}
+
+/// Runs a mount in this process, in the foreground.
+pub(crate) fn run_mount(opts: Options) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4)))
+        .thread_name("s3block-io")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the I/O runtime: {e}")),
+    };
+    let stack = match runtime.block_on(build_stack(&opts)) {
+        Ok(stack) => stack,
+        Err(e) => return fail(format!("cannot open the volume {}: {e}", opts.store)),
+    };
+    let (uid, gid) = effective_ids();
+    let geometry = stack.device.geometry();
+    let fs = Arc::new(BlockFs::new(
+        stack.device.clone(),
+        stack.stats.clone(),
+        FsConfig {
+            filename: opts.filename.clone(),
+            stats_filename: opts.stats_name().map(str::to_owned),
+            file_mode: opts.effective_file_mode(),
+            read_only: opts.read_only,
+            direct_io: opts.direct_io,
+            uid,
+            gid,
+        },
+    ));
+    let in_flight = InFlight::default();
+    let adapter = FuseFs::new(fs, runtime.handle().clone(), in_flight.clone());
+    let config = mount_config(opts.read_only, &opts.kernel_flags, uid == 0);
+    let session = match fuser::Session::new(adapter, &opts.mountpoint, &config) {
+        Ok(session) => session,
+        Err(e) => {
+            let code = fail(format!("cannot mount on {}: {e}", opts.mountpoint.display()));
+            if let Err(e) = runtime.block_on((stack.release)()) {
+                tracing::warn!("could not release the mount lock: {e}");
+            }
+            return code;
+        }
+    };
+    tracing::info!(
+        "mounted {} on {}: {} is {}{}",
+        opts.store,
+        opts.mountpoint.display(),
+        opts.filename,
+        stack.description,
+        if opts.read_only { ", read-only" } else { "" }
+    );
+    tracing::debug!("{} blocks of {}", geometry.block_count(), format_size(geometry.block_size().into()));
+    daemon::notify_ready();
+
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let serving = std::thread::Builder::new().name("fuse-session".into()).spawn(move || {
+        let _ = done_tx.send(session.run());
+    });
+    if let Err(e) = serving {
+        // The session was moved into the closure and is dropped, which unmounts.
+        return fail(format!("cannot start the FUSE session thread: {e}"));
+    }
+
+    let device = stack.device.clone();
+    let release = stack.release;
+    let mountpoint = opts.mountpoint.clone();
+    let outcome = runtime.block_on(async move {
+        let sigints = match watch_signals(&mountpoint, device.as_ref(), done_rx).await {
+            Ok(sigints) => sigints,
+            Err(message) => {
+                tracing::error!("{message}");
+                return None;
+            }
+        };
+        in_flight.drain().await;
+        tracing::info!("unmounted; storing every written block before exit");
+        let mut abandon_rx = sigints.clone();
+        let abandon = async move {
+            let _ = abandon_rx.wait_for(|n| *n >= 2).await;
+        };
+        Some(shutdown(device.as_ref(), Backoff::default(), abandon, release).await)
+    });
+    match outcome {
+        Some(ShutdownOutcome::Stored { lock_released, attempts }) => {
+            tracing::info!(
+                "every block is stored{}{}; exiting",
+                if attempts > 1 { format!(" after {attempts} attempts") } else { String::new() },
+                if lock_released { "" } else { " (the mount lock was left behind)" }
+            );
+            ExitCode::SUCCESS
+        }
+        Some(ShutdownOutcome::Abandoned { lost_blocks, attempts }) => {
+            let lost = lost_blocks.map_or_else(|| "an unknown number of".to_string(), |n| n.to_string());
+            tracing::error!(
+                "abandoned at the user's request after {attempts} attempts: {lost} written block(s) were NOT \
+                 stored and are lost; the mount lock is kept to mark the volume as not cleanly unmounted"
+            );
+            ExitCode::from(EXIT_DATA_LOST)
+        }
+        None => ExitCode::from(EXIT_FAILED),
+    }
+}
+
+/// Waits for the session to end, turning SIGTERM/SIGINT into an unmount
+/// request. Returns the SIGINT counter, which keeps counting afterwards.
+async fn watch_signals(
+    mountpoint: &Path,
+    device: &dyn s3block_core::BlockDevice,
+    mut done: tokio::sync::oneshot::Receiver<std::io::Result<()>>,
+) -> Result<watch::Receiver<u32>, String> {
+    let register = |kind: SignalKind| signal(kind).map_err(|e| format!("cannot watch for signals: {e}"));
+    let (mut term, mut int, mut hup) = (
+        register(SignalKind::terminate())?,
+        register(SignalKind::interrupt())?,
+        register(SignalKind::hangup())?,
+    );
+    let (sigint_tx, sigint_rx) = watch::channel(0u32);
+    loop {
+        tokio::select! {
+            result = &mut done => {
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!("the FUSE session ended with an error: {e}"),
+                    Err(_) => tracing::error!("the FUSE session thread ended unexpectedly"),
+                }
+                break;
+            }
+            _ = term.recv() => request_unmount("SIGTERM", mountpoint, device).await,
+            _ = int.recv() => {
+                sigint_tx.send_modify(|n| *n += 1);
+                request_unmount("SIGINT", mountpoint, device).await;
+            }
+            _ = hup.recv() => tracing::info!("SIGHUP ignored; unmount with fusermount3 -u or SIGTERM"),
+        }
+    }
+    // Keep counting SIGINTs during the final flush: the second one abandons.
+    tokio::spawn(async move {
+        while int.recv().await.is_some() {
+            sigint_tx.send_modify(|n| *n += 1);
+            tracing::warn!("SIGINT received while storing data; a second SIGINT abandons what is not stored");
+        }
+    });
+    Ok(sigint_rx)
+}
+
+async fn request_unmount(signal: &str, mountpoint: &Path, device: &dyn s3block_core::BlockDevice) {
+    tracing::info!("{signal}: unmounting {}", mountpoint.display());
+    let path = mountpoint.to_owned();
+    let result =
+        tokio::task::spawn_blocking(move || unmount(&path)).await.unwrap_or_else(|e| Err(e.to_string()));
+    if let Err(e) = result {
+        tracing::error!(
+            "cannot unmount {} ({e}); still serving it. Detach the loop device and unmount what is on it, \
+             then unmount again. Storing what is written so far.",
+            mountpoint.display()
+        );
+        match device.flush().await {
+            Ok(()) => tracing::info!("everything written so far is stored"),
+            Err(e) => tracing::error!("could not store everything written so far: {e}"),
+        }
+    }
+}

@@ -1,0 +1,455 @@
+//! Command-line options of `s3block-fuse`, in three spellings: long options,
+//! `-o opt[,opt]` as in `/etc/fstab`, and the camelCase names of s3backer.
+//!
+//! The `-o` form is rewritten into long options before parsing, so every
+//! option is validated once, by the same code, and errors name the option
+//! as the user wrote it.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::Parser;
+use s3block_core::parse_size;
+
+/// The block size of a new volume when `--block-size` is not given: 256 KiB.
+///
+/// Chosen for cost. Every block written is one PUT, and S3 bills PUTs by the
+/// thousand ($0.005 per 1,000 at list price; some providers charge $0.01):
+///
+/// | block size | PUTs to fill 30 GiB | cost at $0.005 / 1,000 | at $0.01 / 1,000 |
+/// |---|---|---|---|
+/// | 4 KiB   | 7,864,320 | $39.32 | $78.64 |
+/// | 64 KiB  | 491,520   | $2.46  | $4.92  |
+/// | 256 KiB | 122,880   | $0.61  | $1.23  |
+/// | 1 MiB   | 30,720    | $0.15  | $0.31  |
+///
+/// 4 KiB blocks are ruinous: users moving from s3backer saw a 16 GB upload
+/// cost over $100 in requests. 256 KiB writes 100 GB for about $2 of PUTs.
+/// Going bigger saves little more money but costs memory and bandwidth: the
+/// cache holds whole blocks (a 32 MiB cache holds 128 blocks of 256 KiB but
+/// only 32 of 1 MiB, which matters on a 128 MB machine), and a 4 KiB write
+/// by ext4 re-uploads the whole block it falls in.
+pub const DEFAULT_BLOCK_SIZE: u32 = 256 * 1024;
+
+/// Mode of the device file when `--file-mode` is not given (0400 when read-only).
+pub const DEFAULT_FILE_MODE: u16 = 0o600;
+
+/// Mount options from `-o` that are handed to the kernel mount as they are.
+const KERNEL_FLAGS: &[&str] =
+    &["dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime", "sync", "async", "dirsync"];
+
+/// Mount options from `-o` that belong to mount(8), fstab or systemd, or that
+/// s3block-fuse always sets itself; accepted and ignored.
+const IGNORED_OPTIONS: &[&str] = &[
+    "defaults",
+    "auto",
+    "noauto",
+    "user",
+    "users",
+    "nouser",
+    "owner",
+    "group",
+    "nofail",
+    "_netdev",
+    "rw",
+    "allow_other",
+    "allow_root",
+    "default_permissions",
+    "auto_unmount",
+];
+
+/// The options of `s3block-fuse`.
+///
+/// Sizes accept suffixes (`512K`, `30G`). Every option can also be given in
+/// fstab form with `-o`, for example `-o size=30G,block-size=256K,ro`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "s3block-fuse",
+    version,
+    about = "Mount an object-store volume as one file, for a loop device, ext4, XFS or LVM",
+    after_help = "STORE is s3://bucket[/prefix], file:///dir or memory://.\n\
+                  Every option also works in fstab form: -o size=30G,block-size=256K,ro"
+)]
+pub struct Options {
+    /// Where the volume lives: s3://bucket[/prefix], file:///dir or memory://.
+    pub store: String,
+
+    /// The directory to mount on; it shows the device file and the stats file.
+    pub mountpoint: PathBuf,
+
+    /// Size of a new volume (e.g. 30G); checked against an existing one.
+    #[arg(long, value_parser = size_arg)]
+    pub size: Option<u64>,
+
+    /// Block size of a new volume (default 256K); detected for an existing one.
+    #[arg(long = "block-size", alias = "blockSize", value_parser = size_arg)]
+    pub block_size: Option<u64>,
+
+    /// Prefix block keys with a hash, spreading them over S3 partitions.
+    #[arg(long = "hash-prefix", alias = "blockHashPrefix")]
+    pub hash_prefix: bool,
+
+    /// Compress blocks with zlib, at LEVEL 1-9 (default 6).
+    #[arg(long, value_name = "LEVEL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "6", value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub compress: Option<u32>,
+
+    /// Key prefix inside the bucket, added after the one in STORE.
+    #[arg(long)]
+    pub prefix: Option<String>,
+
+    /// S3 endpoint URL, for servers other than AWS.
+    #[arg(long, alias = "baseURL", value_name = "URL")]
+    pub endpoint: Option<String>,
+
+    /// S3 region.
+    #[arg(long)]
+    pub region: Option<String>,
+
+    /// File holding `access_key_id:secret_access_key`.
+    #[arg(long = "access-file", alias = "accessFile", value_name = "FILE")]
+    pub access_file: Option<PathBuf>,
+
+    /// Address buckets as https://endpoint/bucket rather than https://bucket.endpoint.
+    #[arg(long = "force-path-style")]
+    pub force_path_style: bool,
+
+    /// List the stored blocks at start, so reads of absent blocks need no request.
+    #[arg(long = "list-blocks", alias = "listBlocks")]
+    pub list_blocks: bool,
+
+    /// Memory for cached blocks, in bytes (e.g. 32M).
+    #[arg(long = "cache-size", value_parser = size_arg, conflicts_with = "block_cache_blocks")]
+    pub cache_size: Option<u64>,
+
+    /// s3backer's cache size, counted in blocks.
+    #[arg(long = "blockCacheSize", hide = true, value_name = "BLOCKS")]
+    pub block_cache_blocks: Option<u64>,
+
+    /// Most bytes of written blocks waiting for upload before writers wait.
+    #[arg(long = "max-dirty", value_parser = size_arg)]
+    pub max_dirty: Option<u64>,
+
+    /// Blocks uploaded at once.
+    #[arg(long = "upload-concurrency", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub upload_concurrency: Option<u32>,
+
+    /// Bytes read ahead after a sequential read.
+    #[arg(long = "read-ahead", value_parser = size_arg)]
+    pub read_ahead: Option<u64>,
+
+    /// Refuse every write (EROFS).
+    #[arg(long = "read-only", alias = "readOnly", alias = "ro")]
+    pub read_only: bool,
+
+    /// Name of the device file.
+    #[arg(long, default_value = "file", value_parser = file_name_arg)]
+    pub filename: String,
+
+    /// Name of the stats file; empty hides it.
+    #[arg(long = "stats-filename", alias = "statsFilename", default_value = "stats")]
+    pub stats_filename: String,
+
+    /// Mode of the device file, in octal (default 0600, 0400 when read-only).
+    #[arg(long = "file-mode", alias = "fileMode", value_parser = mode_arg)]
+    pub file_mode: Option<u16>,
+
+    /// Bypass the kernel page cache for the device file.
+    #[arg(long = "direct-io", alias = "directIO")]
+    pub direct_io: bool,
+
+    /// Stay in the foreground (for systemd and for debugging).
+    #[arg(short = 'f', long)]
+    pub foreground: bool,
+
+    /// Log every request (implies nothing else).
+    #[arg(long)]
+    pub debug: bool,
+
+    /// Options in fstab form: -o size=30G,block-size=256K,ro
+    #[arg(short = 'o', value_name = "OPT[,OPT]")]
+    pub options: Vec<String>,
+
+    /// Kernel mount flags taken from `-o` (nodev, noatime, ...).
+    #[arg(long = "kernel-flag", hide = true, value_parser = kernel_flag_arg)]
+    pub kernel_flags: Vec<String>,
+}
+
+/// A bad command line: the message names the option at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct OptionsError(pub String);
+
+impl Options {
+    /// Parses a full command line (program name first), `-o` forms included.
+    ///
+    /// `--help` and `--version` come back as errors whose kind says so; the
+    /// caller prints them and exits 0.
+    pub fn parse_from_args<I, T>(args: I) -> Result<Options, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let expanded = expand_mount_options(args)
+            .map_err(|e| clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{e}\n")))?;
+        let options = Options::try_parse_from(expanded)?;
+        options
+            .check()
+            .map_err(|e| clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, format!("{e}\n")))?;
+        Ok(options)
+    }
+
+    /// Cross-option checks that clap cannot express.
+    fn check(&self) -> Result<(), OptionsError> {
+        if self.stats_filename.contains('/') || self.stats_filename == "." || self.stats_filename == ".." {
+            return Err(OptionsError(format!(
+                "--stats-filename {:?}: must be a plain file name (or empty to hide the stats file)",
+                self.stats_filename
+            )));
+        }
+        if self.stats_filename == self.filename {
+            return Err(OptionsError(format!(
+                "--stats-filename and --filename are both {:?}; give them different names",
+                self.filename
+            )));
+        }
+        if let Some(bs) = self.block_size
+            && (!bs.is_power_of_two() || !(512..=64 << 20).contains(&bs))
+        {
+            return Err(OptionsError(format!(
+                "--block-size {bs}: must be a power of two between 512 and 64M (default 256K)"
+            )));
+        }
+        if self.block_cache_blocks == Some(0) {
+            return Err(OptionsError("--blockCacheSize 0: the cache needs at least one block".into()));
+        }
+        Ok(())
+    }
+
+    /// The cache size in bytes, converting s3backer's `--blockCacheSize`
+    /// (counted in blocks) with the volume's block size.
+    pub fn cache_bytes(&self, block_size: u32) -> Option<u64> {
+        self.cache_size.or_else(|| self.block_cache_blocks.map(|n| n.saturating_mul(u64::from(block_size))))
+    }
+
+    /// The device file's mode: `--file-mode`, else 0600 (0400 when read-only).
+    pub fn effective_file_mode(&self) -> u16 {
+        self.file_mode.unwrap_or(if self.read_only { 0o400 } else { DEFAULT_FILE_MODE })
+    }
+
+    /// The stats file's name, or `None` when hidden.
+    pub fn stats_name(&self) -> Option<&str> {
+        (!self.stats_filename.is_empty()).then_some(self.stats_filename.as_str())
+    }
+}
+
+fn size_arg(s: &str) -> Result<u64, String> {
+    parse_size(s).map_err(|e| e.to_string())
+}
+
+fn mode_arg(s: &str) -> Result<u16, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    match u16::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o7777 => Ok(mode),
+        _ => Err(format!("{s:?} is not an octal file mode such as 0600")),
+    }
+}
+
+fn file_name_arg(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.contains('/') || s == "." || s == ".." {
+        Err(format!("{s:?} is not a plain file name"))
+    } else {
+        Ok(s.to_owned())
+    }
+}
+
+fn kernel_flag_arg(s: &str) -> Result<String, String> {
+    if KERNEL_FLAGS.contains(&s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?} is not a kernel mount flag ({})", KERNEL_FLAGS.join(", ")))
+    }
+}
+
+/// Rewrites every `-o a=b,c` (also `-oa=b,c`) into `--a=b --c`.
+///
+/// Underscores in names become dashes (`block_size=` is `--block-size=`);
+/// camelCase names stay as they are and meet their aliases. Kernel flags
+/// (`nodev`, `noatime`, ...) become hidden `--kernel-flag` options; options
+/// that belong to mount(8) or fstab (`defaults`, `noauto`, `_netdev`,
+/// `x-systemd.*`, ...) are dropped. Arguments after `--` are left alone.
+pub fn expand_mount_options(args: Vec<OsString>) -> Result<Vec<OsString>, OptionsError> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut iter = args.into_iter();
+    if let Some(program) = iter.next() {
+        out.push(program);
+    }
+    while let Some(arg) = iter.next() {
+        if arg == "--" {
+            out.push(arg);
+            out.extend(iter.by_ref());
+            break;
+        }
+        let list = if arg == "-o" {
+            match iter.next() {
+                Some(list) => list,
+                None => return Err(OptionsError("-o needs a list of options, e.g. -o size=30G,ro".into())),
+            }
+        } else if let Some(rest) = arg.to_str().and_then(|s| s.strip_prefix("-o")) {
+            OsString::from(rest)
+        } else {
+            out.push(arg);
+            continue;
+        };
+        let list = list
+            .into_string()
+            .map_err(|bad| OptionsError(format!("-o {}: options must be UTF-8", bad.to_string_lossy())))?;
+        for item in list.split(',').filter(|s| !s.is_empty()) {
+            out.extend(expand_one(item)?);
+        }
+    }
+    Ok(out)
+}
+
+fn expand_one(item: &str) -> Result<Option<OsString>, OptionsError> {
+    let (name, value) = match item.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (item, None),
+    };
+    if name.is_empty() {
+        return Err(OptionsError(format!("-o {item:?}: option name is missing")));
+    }
+    if IGNORED_OPTIONS.contains(&name) || name.starts_with("x-") || name == "comment" {
+        return Ok(None);
+    }
+    if KERNEL_FLAGS.contains(&name) {
+        return Ok(Some(format!("--kernel-flag={name}").into()));
+    }
+    if matches!(name, "f" | "foreground") {
+        return Ok(Some("--foreground".into()));
+    }
+    let long = if name.starts_with('_') { name.to_owned() } else { name.replace('_', "-") };
+    Ok(Some(match value {
+        Some(v) => format!("--{long}={v}").into(),
+        None => format!("--{long}").into(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Options, String> {
+        let mut full = vec!["s3block-fuse"];
+        full.extend_from_slice(args);
+        Options::parse_from_args(full).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn long_options() {
+        let o = parse(&["--size=30G", "--block-size", "1M", "--cache-size=32M", "s3://b/p", "/mnt"]).unwrap();
+        assert_eq!(o.size, Some(30 << 30));
+        assert_eq!(o.block_size, Some(1 << 20));
+        assert_eq!(o.cache_bytes(1 << 20), Some(32 << 20));
+        assert_eq!(o.store, "s3://b/p");
+        assert_eq!(o.mountpoint, PathBuf::from("/mnt"));
+        assert_eq!(o.filename, "file");
+        assert_eq!(o.stats_name(), Some("stats"));
+        assert_eq!(o.effective_file_mode(), 0o600);
+        assert!(!o.read_only && !o.foreground);
+        assert_eq!(o.compress, None);
+    }
+
+    #[test]
+    fn fstab_form() {
+        let o = parse(&[
+            "memory://",
+            "/mnt",
+            "-o",
+            "size=30G,block-size=256K,ro,_netdev,noauto,x-systemd.automount,nodev",
+        ])
+        .unwrap();
+        assert_eq!(o.size, Some(30 << 30));
+        assert_eq!(o.block_size, Some(256 << 10));
+        assert!(o.read_only);
+        assert_eq!(o.effective_file_mode(), 0o400);
+        assert_eq!(o.kernel_flags, vec!["nodev".to_string()]);
+        // Attached form, underscores, several -o.
+        let o =
+            parse(&["-ocache_size=8M,compress=9", "-o", "file_mode=0644,stats_filename=", "memory://", "/m"])
+                .unwrap();
+        assert_eq!(o.cache_size, Some(8 << 20));
+        assert_eq!(o.compress, Some(9));
+        assert_eq!(o.file_mode, Some(0o644));
+        assert_eq!(o.stats_name(), None);
+    }
+
+    #[test]
+    fn s3backer_aliases() {
+        let o = parse(&[
+            "--blockSize=4K",
+            "--blockCacheSize=100",
+            "--readOnly",
+            "--prefix=some/prefix/",
+            "--compress",
+            "--blockHashPrefix",
+            "--listBlocks",
+            "--baseURL=http://127.0.0.1:3900/",
+            "--accessFile=/etc/s3.crd",
+            "--region=garage",
+            "--filename=disk",
+            "--size=1G",
+            "s3://bucket",
+            "/mnt/s3backer",
+        ])
+        .unwrap();
+        assert_eq!(o.block_size, Some(4096));
+        assert_eq!(o.cache_bytes(4096), Some(409_600));
+        assert!(o.read_only && o.hash_prefix && o.list_blocks);
+        assert_eq!(o.compress, Some(6));
+        assert_eq!(o.prefix.as_deref(), Some("some/prefix/"));
+        assert_eq!(o.endpoint.as_deref(), Some("http://127.0.0.1:3900/"));
+        assert_eq!(o.access_file, Some(PathBuf::from("/etc/s3.crd")));
+        assert_eq!(o.region.as_deref(), Some("garage"));
+        assert_eq!(o.filename, "disk");
+        // The same in fstab form.
+        let o = parse(&["-o", "blockSize=64K,readOnly", "memory://", "/m"]).unwrap();
+        assert_eq!(o.block_size, Some(64 << 10));
+        assert!(o.read_only);
+    }
+
+    #[test]
+    fn errors_name_the_option() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--size=30X", "memory://", "/m"], "--size"),
+            (&["--block-size=3000", "memory://", "/m"], "--block-size"),
+            (&["-o", "block-size=lots", "memory://", "/m"], "--block-size"),
+            (&["--compress=12", "memory://", "/m"], "--compress"),
+            (&["--file-mode=999", "memory://", "/m"], "--file-mode"),
+            (&["--filename=a/b", "memory://", "/m"], "--filename"),
+            (&["--filename=x", "--stats-filename=x", "memory://", "/m"], "--stats-filename"),
+            (&["-o", "frobnicate", "memory://", "/m"], "--frobnicate"),
+            (&["--cache-size=1M", "--blockCacheSize=3", "memory://", "/m"], "--blockCacheSize"),
+            (&["--upload-concurrency=0", "memory://", "/m"], "--upload-concurrency"),
+            (&["memory://", "/m", "-o"], "-o"),
+        ];
+        for (args, option) in cases {
+            let err = parse(args).expect_err(&format!("{args:?} should be refused"));
+            assert!(err.contains(option), "error for {args:?} does not name {option}: {err}");
+        }
+    }
+
+    #[test]
+    fn missing_positionals_are_refused() {
+        let err = parse(&["memory://"]).unwrap_err();
+        assert!(err.contains("MOUNTPOINT"), "{err}");
+    }
+
+    #[test]
+    fn double_dash_stops_expansion() {
+        let args = ["p", "-o", "ro", "--", "-o"].map(OsString::from).to_vec();
+        let out = expand_mount_options(args).unwrap();
+        assert_eq!(out, ["p", "--ro", "--", "-o"].map(OsString::from).to_vec());
+    }
+}

@@ -1,0 +1,368 @@
+//! The FUSE glue: kernel requests in, [`BlockFs`] calls, replies out.
+//!
+//! fuser reads requests on a few threads; every request that may touch the
+//! store is moved onto the tokio runtime together with its reply (fuser's
+//! replies are `Send`), so a FUSE thread never waits on the network and a
+//! slow block never holds up others. Nothing here holds a lock across I/O.
+//!
+//! Every task holds a permit of [`InFlight`]; at exit the program waits for
+//! all permits, so no request is still writing when the final flush starts.
+
+use std::ffi::OsStr;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use fuser::{
+    FileHandle, Filesystem, Generation, INodeNo, KernelConfig, LockOwner, MountOption, OpenAccMode,
+    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, Request, SessionACL, TimeOrNow, WriteFlags,
+};
+use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
+
+use crate::errno::errno;
+use crate::fs::{BlockFs, SetAttr};
+
+/// Largest write the kernel sends in one request.
+pub const MAX_WRITE: u32 = 1 << 20;
+/// Read-ahead asked of the kernel (it may grant less).
+pub const MAX_READAHEAD: u32 = 1 << 20;
+/// How long the kernel may cache attributes and names.
+const TTL: Duration = Duration::from_secs(1);
+/// FUSE request threads; they only parse and hand over to the runtime.
+const FUSE_THREADS: usize = 2;
+/// Permits of [`InFlight`]; far above any real number of pending requests.
+const MAX_IN_FLIGHT: u32 = 1 << 20;
+
+/// Requests being served, so the exit can wait for them.
+#[derive(Debug, Clone)]
+pub struct InFlight(Arc<Semaphore>);
+
+impl Default for InFlight {
+    fn default() -> Self {
+        InFlight(Arc::new(Semaphore::new(MAX_IN_FLIGHT as usize)))
+    }
+}
+
+impl InFlight {
+    /// Waits until no request is in flight, then refuses new ones (they get EIO).
+    pub async fn drain(&self) {
+        if let Ok(all) = self.0.acquire_many(MAX_IN_FLIGHT).await {
+            all.forget();
+        }
+        self.0.close();
+    }
+}
+
+/// The `fuser::Filesystem` over a [`BlockFs`].
+#[derive(Debug)]
+pub struct FuseFs {
+    fs: Arc<BlockFs>,
+    rt: Handle,
+    in_flight: InFlight,
+}
+
+impl FuseFs {
+    /// Serves `fs`, running I/O on the runtime behind `rt`.
+    pub fn new(fs: Arc<BlockFs>, rt: Handle, in_flight: InFlight) -> Self {
+        FuseFs { fs, rt, in_flight }
+    }
+
+    /// Runs `work` on the runtime. If the mount is shutting down, the task
+    /// drops its reply unsent and fuser answers EIO.
+    fn spawn<F, Fut>(&self, work: F)
+    where
+        F: FnOnce(Arc<BlockFs>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let fs = self.fs.clone();
+        let permits = self.in_flight.0.clone();
+        self.rt.spawn(async move {
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return;
+            };
+            work(fs).await;
+        });
+    }
+}
+
+fn time_of(t: TimeOrNow) -> SystemTime {
+    match t {
+        TimeOrNow::SpecificTime(t) => t,
+        TimeOrNow::Now => SystemTime::now(),
+    }
+}
+
+impl Filesystem for FuseFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        if let Err(nearest) = config.set_max_write(MAX_WRITE) {
+            let _ = config.set_max_write(nearest);
+        }
+        if let Err(nearest) = config.set_max_readahead(MAX_READAHEAD) {
+            let _ = config.set_max_readahead(nearest);
+        }
+        let _ = config.set_max_background(64);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.fs.lookup(parent.0, name) {
+            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.fs.getattr(ino.0) {
+            Ok(attr) => reply.attr(&TTL, &attr),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let set = SetAttr { mode, uid, gid, size, mtime: mtime.map(time_of) };
+        match self.fs.setattr(ino.0, set) {
+            Ok(attr) => reply.attr(&TTL, &attr),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        match self.fs.readdir(ino.0, offset) {
+            Ok(entries) => {
+                for entry in entries {
+                    if reply.add(INodeNo(entry.ino), entry.next_offset, entry.kind, &entry.name) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
+        match self.fs.open(ino.0, write) {
+            Ok((fh, fopen)) => reply.opened(FileHandle(fh), fopen),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        self.spawn(move |fs| async move {
+            match fs.read(ino.0, fh.0, offset, size).await {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let data = Bytes::copy_from_slice(data);
+        self.spawn(move |fs| async move {
+            match fs.write(ino.0, offset, data).await {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |fs| async move { sync_reply(fs.sync(ino.0).await, reply) });
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.release(ino.0, fh.0);
+        reply.ok();
+    }
+
+    fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        self.spawn(move |fs| async move { sync_reply(fs.sync(ino.0).await, reply) });
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let (blocks, free, bsize) = self.fs.statfs();
+        reply.statfs(blocks, free, free, 3, 0, bsize, 255, bsize);
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.fs.unlink(parent.0, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(
+            move |fs| async move { sync_reply(fs.fallocate(ino.0, offset, length, mode).await, reply) },
+        );
+    }
+}
+
+fn sync_reply(result: crate::fs::FsResult<()>, reply: ReplyEmpty) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+/// fuser's session configuration: mount options, access and threads.
+///
+/// `fsname=s3block`, `subtype=s3block` (the mount shows as `fuse.s3block`),
+/// `default_permissions` (the kernel checks the file mode), `allow_other`
+/// when running as root (so a loop device and other users can open the
+/// file), `ro` when read-only, plus kernel flags given with `-o`.
+pub fn mount_config(read_only: bool, kernel_flags: &[String], is_root: bool) -> fuser::Config {
+    let mut options = vec![
+        MountOption::FSName("s3block".into()),
+        MountOption::Subtype("s3block".into()),
+        MountOption::DefaultPermissions,
+    ];
+    options.push(if read_only { MountOption::RO } else { MountOption::RW });
+    for flag in kernel_flags {
+        options.push(match flag.as_str() {
+            "dev" => MountOption::Dev,
+            "nodev" => MountOption::NoDev,
+            "suid" => MountOption::Suid,
+            "nosuid" => MountOption::NoSuid,
+            "exec" => MountOption::Exec,
+            "noexec" => MountOption::NoExec,
+            "atime" => MountOption::Atime,
+            "noatime" => MountOption::NoAtime,
+            "sync" => MountOption::Sync,
+            "async" => MountOption::Async,
+            "dirsync" => MountOption::DirSync,
+            other => MountOption::CUSTOM(other.to_owned()),
+        });
+    }
+    let mut config = fuser::Config::default();
+    config.mount_options = options;
+    config.acl = if is_root { SessionACL::All } else { SessionACL::Owner };
+    config.n_threads = Some(FUSE_THREADS);
+    config.clone_fd = true;
+    config
+}
+
+/// Asks the kernel to unmount `mountpoint`, as a user would: `fusermount3
+/// -u`, else `fusermount -u`, else `umount`. The session then ends by itself.
+pub fn unmount(mountpoint: &Path) -> Result<(), String> {
+    let mut last = String::new();
+    for (program, args) in [("fusermount3", &["-u"][..]), ("fusermount", &["-u"][..]), ("umount", &[][..])] {
+        match std::process::Command::new(program).args(args).arg(mountpoint).output() {
+            Ok(out) if out.status.success() => return Ok(()),
+            Ok(out) => {
+                last = format!("{program}: {}", String::from_utf8_lossy(&out.stderr).trim());
+                // The tool ran and refused (busy, not mounted): another tool will not do better.
+                return Err(last);
+            }
+            Err(e) => last = format!("{program}: {e}"),
+        }
+    }
+    Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_follows_options() {
+        let c = mount_config(true, &["noatime".to_string()], true);
+        assert!(c.mount_options.contains(&MountOption::RO));
+        assert!(c.mount_options.contains(&MountOption::NoAtime));
+        assert!(c.mount_options.contains(&MountOption::FSName("s3block".into())));
+        assert_eq!(c.acl, SessionACL::All);
+        let c = mount_config(false, &[], false);
+        assert!(c.mount_options.contains(&MountOption::RW));
+        assert_eq!(c.acl, SessionACL::Owner);
+        assert_eq!(c.n_threads, Some(FUSE_THREADS));
+    }
+
+    #[tokio::test]
+    async fn drain_waits_for_requests_then_refuses() {
+        let in_flight = InFlight::default();
+        let permit = in_flight.0.clone().acquire_owned().await.unwrap();
+        let drained = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (d, f) = (drained.clone(), in_flight.clone());
+        let task = tokio::spawn(async move {
+            f.drain().await;
+            d.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !drained.load(std::sync::atomic::Ordering::SeqCst),
+            "drain returned with a request in flight"
+        );
+        drop(permit);
+        task.await.unwrap();
+        assert!(drained.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(in_flight.0.clone().acquire_owned().await.is_err());
+    }
+}
