@@ -1,0 +1,235 @@
+//! [`ObjectBlockDevice`]: a [`BlockDevice`] whose blocks are objects.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use object_store::path::Path;
+use object_store::{Attribute, AttributeValue, Attributes, GetOptions, ObjectStore, PutOptions};
+use s3block_core::{
+    BlockDevice, BlockId, Error, Geometry, KeyLayout, RequestCounters, Result, check_block_len,
+    check_block_range, is_zero,
+};
+
+use crate::codec::{CodecChain, CodecContext, CodecMeta};
+use crate::error::store_error;
+use crate::list::{ListPlan, StoredBlock, delete_keys, list_blocks};
+use crate::sidecar::StaleAttributes;
+
+/// Content type of every block object (s3backer's).
+pub const BLOCK_CONTENT_TYPE: &str = "application/x-s3backer-block";
+/// Block 0 metadata: the block size, decimal.
+pub const META_BLOCK_SIZE: &str = "s3backer-blocksize";
+/// Block 0 metadata: the volume size in bytes, decimal.
+pub const META_FILE_SIZE: &str = "s3backer-filesize";
+
+/// Discards of at most this many blocks delete the keys directly; larger
+/// ones list what exists first, so discarding a fresh volume costs a few
+/// LISTs rather than a DELETE per block.
+pub const DIRECT_DISCARD_MAX: u64 = 1000;
+
+/// A block device over an object store, in s3backer's on-bucket format.
+///
+/// Each non-zero block is one object under [`KeyLayout`]'s key; an all-zero
+/// block has none. Writes are one PUT each (an object is never half
+/// written), so [`flush`](BlockDevice::flush) has nothing left to do.
+#[derive(Debug, Clone)]
+pub struct ObjectBlockDevice {
+    store: Arc<dyn ObjectStore>,
+    layout: KeyLayout,
+    geometry: Geometry,
+    codecs: CodecChain,
+    counters: Arc<RequestCounters>,
+    plan: ListPlan,
+}
+
+impl ObjectBlockDevice {
+    /// A device over `store` with no compression, fresh counters and a
+    /// one-range listing; see the `with_*` methods.
+    pub fn new(store: Arc<dyn ObjectStore>, layout: KeyLayout, geometry: Geometry) -> Self {
+        ObjectBlockDevice {
+            store,
+            layout,
+            geometry,
+            codecs: CodecChain::new(),
+            counters: Arc::default(),
+            plan: ListPlan { parallelism: 1, sorted: false },
+        }
+    }
+
+    /// Sets the codecs blocks are written with.
+    pub fn with_codecs(mut self, codecs: CodecChain) -> Self {
+        self.codecs = codecs;
+        self
+    }
+
+    /// Shares `counters` (the ones the store's counting layer adds to).
+    pub fn with_counters(mut self, counters: Arc<RequestCounters>) -> Self {
+        self.counters = counters;
+        self
+    }
+
+    /// Sets how listings are split.
+    pub fn with_list_plan(mut self, plan: ListPlan) -> Self {
+        self.plan = plan;
+        self
+    }
+
+    /// The object store.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The key layout.
+    pub fn layout(&self) -> &KeyLayout {
+        &self.layout
+    }
+
+    /// The request counters.
+    pub fn counters(&self) -> &Arc<RequestCounters> {
+        &self.counters
+    }
+
+    /// The codecs blocks are written with.
+    pub fn codecs(&self) -> &CodecChain {
+        &self.codecs
+    }
+
+    /// The object key of `block`.
+    pub fn key(&self, block: BlockId) -> String {
+        self.layout.key(block)
+    }
+
+    /// Stored blocks among `blocks`, with their object sizes, by block number.
+    pub async fn list_blocks_in(&self, blocks: Range<u64>) -> Result<Vec<StoredBlock>> {
+        check_block_range(&self.geometry, &blocks)?;
+        list_blocks(self.store.as_ref(), &self.layout, blocks, self.plan).await
+    }
+
+    /// Every stored block of the volume, with its object size.
+    pub async fn list_blocks(&self) -> Result<Vec<StoredBlock>> {
+        self.list_blocks_in(0..self.geometry.block_count()).await
+    }
+
+    /// Deletes the objects of `blocks` in bulk (absent ones are fine).
+    pub async fn delete_blocks(&self, blocks: impl IntoIterator<Item = BlockId>) -> Result<u64> {
+        let keys = blocks.into_iter().map(|b| self.layout.key(b)).collect();
+        delete_keys(self.store.as_ref(), keys).await
+    }
+
+    /// Deletes every stored block; returns how many there were.
+    pub async fn erase(&self) -> Result<u64> {
+        let stored = self.list_blocks().await?;
+        self.delete_blocks(stored.into_iter().map(|s| s.block)).await
+    }
+
+    fn path(&self, block: BlockId) -> (String, Path) {
+        let key = self.layout.key(block);
+        let path = Path::from(key.as_str());
+        (key, path)
+    }
+
+    fn corrupt_or_store(&self, e: object_store::Error, key: &str, block: BlockId) -> Error {
+        if let object_store::Error::Generic { source, .. } = &e
+            && let Some(stale) = source.downcast_ref::<StaleAttributes>()
+        {
+            return Error::Corrupt { block, key: key.to_owned(), reason: stale.to_string() };
+        }
+        store_error(e, key, Some(block))
+    }
+}
+
+/// The metadata attributes of an object (user metadata, without `x-amz-meta-`).
+pub(crate) fn object_metadata(attrs: &Attributes) -> CodecMeta {
+    attrs
+        .iter()
+        .filter_map(|(k, v)| match k {
+            Attribute::Metadata(name) => Some((name.to_string(), v.as_ref().to_owned())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[async_trait]
+impl BlockDevice for ObjectBlockDevice {
+    fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    async fn read_block(&self, block: BlockId) -> Result<Bytes> {
+        self.geometry.check_block(block)?;
+        let (key, path) = self.path(block);
+        let res = match self.store.get_opts(&path, GetOptions::default()).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Bytes::from(vec![0u8; self.geometry.block_len()])),
+            Err(e) => return Err(self.corrupt_or_store(e, &key, block)),
+        };
+        let attributes = res.attributes.clone();
+        let body = res.bytes().await.map_err(|e| self.corrupt_or_store(e, &key, block))?;
+        let encoding = attributes.get(&Attribute::ContentEncoding).map(|v| v.as_ref().to_owned());
+        let cx = CodecContext { block, key: &key, block_size: self.geometry.block_len() };
+        self.codecs.decode(&cx, body, encoding.as_deref(), &object_metadata(&attributes))
+    }
+
+    async fn write_block(&self, block: BlockId, data: Bytes) -> Result<()> {
+        self.geometry.check_block(block)?;
+        check_block_len(&self.geometry, block, &data)?;
+        if is_zero(&data) {
+            return self.delete_blocks([block]).await.map(|_| ());
+        }
+        let (key, path) = self.path(block);
+        let cx = CodecContext { block, key: &key, block_size: self.geometry.block_len() };
+        let (body, encoding, meta) = self.codecs.encode(&cx, data)?;
+        let mut attrs = Attributes::new();
+        attrs.insert(Attribute::ContentType, AttributeValue::from(BLOCK_CONTENT_TYPE));
+        if let Some(enc) = encoding {
+            attrs.insert(Attribute::ContentEncoding, AttributeValue::from(enc));
+        }
+        for (k, v) in meta {
+            attrs.insert(Attribute::Metadata(k.into()), AttributeValue::from(v));
+        }
+        if block.0 == 0 {
+            attrs.insert(
+                Attribute::Metadata(META_BLOCK_SIZE.into()),
+                AttributeValue::from(self.geometry.block_size().to_string()),
+            );
+            attrs.insert(Attribute::Metadata(META_FILE_SIZE.into()), AttributeValue::from(self.geometry.size().to_string()));
+        }
+        let opts = PutOptions { attributes: attrs, ..Default::default() };
+        self.store.put_opts(&path, body.into(), opts).await.map_err(|e| store_error(e, &key, Some(block)))?;
+        Ok(())
+    }
+
+    async fn read_partial(&self, block: BlockId, offset: u32, len: usize) -> Result<Bytes> {
+        self.geometry.check_in_block(offset, len)?;
+        let data = self.read_block(block).await?;
+        let start = offset as usize;
+        Ok(data.slice(start..start + len))
+    }
+
+    async fn write_partial(&self, block: BlockId, offset: u32, data: Bytes) -> Result<()> {
+        self.geometry.check_in_block(offset, data.len())?;
+        let old = self.read_block(block).await?;
+        let mut merged = old.to_vec();
+        let start = offset as usize;
+        merged[start..start + data.len()].copy_from_slice(&data);
+        self.write_block(block, merged.into()).await
+    }
+
+    async fn discard(&self, blocks: Range<u64>) -> Result<()> {
+        check_block_range(&self.geometry, &blocks)?;
+        if blocks.end - blocks.start <= DIRECT_DISCARD_MAX {
+            let ids = blocks.map(|b| BlockId(b as u32));
+            self.delete_blocks(ids).await?;
+        } else {
+            let stored = self.list_blocks_in(blocks).await?;
+            self.delete_blocks(stored.into_iter().map(|s| s.block)).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,123 @@
+//! Listing a volume's stored blocks, in parallel key ranges, and deleting
+//! many blocks with S3's multi-object delete.
+//!
+//! A volume's blocks are listed under the longest folder of its key prefix
+//! and filtered by [`KeyLayout::parse`], so the lock, the descriptor and any
+//! other object are never mistaken for blocks. On stores that list keys in
+//! order (S3 and memory) the key space is split into ranges listed at the
+//! same time with `list_with_offset`, each stopping at the start of the next:
+//! by block number for plain keys, by hash for hashed keys (whose order is
+//! the hash's). On a local directory, whose listing has no order, one
+//! listing is filtered instead.
+
+use std::ops::Range;
+
+use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectStore;
+use object_store::path::Path;
+use s3block_core::{BlockId, Error, KeyLayout, Result};
+
+use crate::error::store_error;
+
+/// The folder to list for a key prefix: `a/b/` and `a/b/x` list under `a/b`.
+pub(crate) fn list_root(prefix: &str) -> Option<Path> {
+    match prefix.rfind('/') {
+        Some(i) if i > 0 => Some(Path::from(&prefix[..i])),
+        _ => None,
+    }
+}
+
+/// A stored block and the size of its object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StoredBlock {
+    /// The block.
+    pub block: BlockId,
+    /// Size of its object in bytes (after compression).
+    pub size: u64,
+}
+
+/// How to list: in how many parallel ranges, and whether the store lists in key order.
+#[derive(Debug, Clone, Copy)]
+pub struct ListPlan {
+    /// Ranges listed at the same time (1 lists in one go).
+    pub parallelism: usize,
+    /// Whether the store returns keys in lexicographic order (S3, memory).
+    pub sorted: bool,
+}
+
+/// Lists the stored blocks of `layout` among `blocks`, sorted by block number.
+pub async fn list_blocks(
+    store: &dyn ObjectStore,
+    layout: &KeyLayout,
+    blocks: Range<u64>,
+    plan: ListPlan,
+) -> Result<Vec<StoredBlock>> {
+    let root = list_root(layout.prefix());
+    let parts = if plan.sorted { plan.parallelism.max(1) as u64 } else { 1 };
+    // Each part: an exclusive start key (strictly before every key in it) and
+    // an end key (the first key past it), both as strings.
+    let (lo, hi) = if layout.hash_prefix() { (0u64, 1u64 << 32) } else { (blocks.start, blocks.end) };
+    let span = hi.saturating_sub(lo);
+    let parts = parts.min(span.max(1));
+    let mut ranges = Vec::new();
+    for i in 0..parts {
+        let a = lo + span * i / parts;
+        let b = lo + span * (i + 1) / parts;
+        let start = (a > 0 || plan.sorted).then(|| {
+            let mut s = format!("{}{a:08x}", layout.prefix());
+            s.pop();
+            s
+        });
+        let end = (b < (1u64 << 32) && plan.sorted).then(|| format!("{}{b:08x}", layout.prefix()));
+        ranges.push((start, end));
+    }
+    let tasks = ranges.into_iter().map(|(start, end)| {
+        let root = root.clone();
+        let blocks = blocks.clone();
+        async move {
+            let stream = match (&start, plan.sorted) {
+                (Some(s), true) => store.list_with_offset(root.as_ref(), &Path::from(s.as_str())),
+                _ => store.list(root.as_ref()),
+            };
+            let mut stream = stream.map_err(|e| store_error(e, &format!("listing of {}", layout.prefix()), None));
+            let mut out = Vec::new();
+            while let Some(meta) = stream.try_next().await? {
+                let key = meta.location.as_ref();
+                if let Some(end) = &end
+                    && key >= end.as_str()
+                {
+                    break;
+                }
+                if let Some(block) = layout.parse(key)
+                    && blocks.contains(&u64::from(block.0))
+                {
+                    out.push(StoredBlock { block, size: meta.size });
+                }
+            }
+            Ok::<_, Error>(out)
+        }
+    });
+    let mut all: Vec<StoredBlock> = futures::future::try_join_all(tasks).await?.into_iter().flatten().collect();
+    all.sort();
+    all.dedup_by_key(|b| b.block);
+    Ok(all)
+}
+
+/// Deletes `keys` with bulk deletes (up to 1000 keys per request); keys
+/// already absent count as deleted. Returns how many keys were sent.
+pub async fn delete_keys(store: &dyn ObjectStore, keys: Vec<String>) -> Result<u64> {
+    let n = keys.len() as u64;
+    if n == 0 {
+        return Ok(0);
+    }
+    let first = keys[0].clone();
+    let paths = futures::stream::iter(keys.into_iter().map(|k| Ok(Path::from(k)))).boxed();
+    let mut results = store.delete_stream(paths);
+    while let Some(r) = results.next().await {
+        match r {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(store_error(e, &format!("bulk delete of {n} keys from {first}"), None)),
+        }
+    }
+    Ok(n)
+}

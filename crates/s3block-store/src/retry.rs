@@ -1,0 +1,347 @@
+//! Retrying transient store errors with exponential backoff and full jitter.
+//!
+//! [`RetryStore`] wraps an `ObjectStore` and retries each request whose
+//! error is transient (see [`classify`](crate::classify)): 5xx answers,
+//! timeouts, connection failures and resets. The wait before attempt `n` is
+//! drawn uniformly from `0..=min(max_backoff, initial_backoff * 2^n)` ("full
+//! jitter"), and no retry starts once `max_elapsed` has passed since the first
+//! attempt. Permanent errors (4xx, auth, missing bucket) fail at once.
+//!
+//! # One retry loop, not two
+//!
+//! `object_store`'s S3 client has its own retry loop. s3block turns it off
+//! (`max_retries = 0`, see [`StoreConfig`](crate::StoreConfig)) so that there
+//! is exactly one loop: this one, which counts retries for the statistics,
+//! takes a seeded RNG and tokio's (pausable) clock so tests replay, and
+//! bounds the total time of a block request in one place.
+//!
+//! GET bodies are read inside the loop (objects are blocks, a few MiB at
+//! most), so a connection reset in the middle of a body is retried too.
+//! A bulk delete is retried per batch of 1000 keys; keys already gone count as
+//! deleted. A listing that fails midway resumes after the last key seen
+//! (listing is ordered on S3).
+
+use std::fmt;
+use std::future::Future;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use s3block_core::{RequestCounters, StoreErrorKind};
+
+use crate::counting::PAGE;
+use crate::error::classify;
+
+/// How transient errors are retried.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryConfig {
+    /// Upper bound of the first wait.
+    pub initial_backoff: Duration,
+    /// Upper bound of any one wait.
+    pub max_backoff: Duration,
+    /// No retry starts after this long since the first attempt.
+    pub max_elapsed: Duration,
+    /// Attempts at most (the first included); 1 disables retries.
+    pub max_attempts: u32,
+    /// Seed of the jitter RNG; `None` seeds from the OS.
+    pub seed: Option<u64>,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+            max_elapsed: Duration::from_secs(60),
+            max_attempts: 20,
+            seed: None,
+        }
+    }
+}
+
+impl RetryConfig {
+    /// No retries at all.
+    pub fn none() -> Self {
+        RetryConfig { max_attempts: 1, ..Default::default() }
+    }
+}
+
+#[derive(Debug)]
+struct Policy {
+    config: RetryConfig,
+    rng: Mutex<StdRng>,
+    counters: Arc<RequestCounters>,
+}
+
+impl Policy {
+    /// The wait before retry number `retry` (1-based), or `None` to give up.
+    fn next_wait(&self, retry: u32, started: tokio::time::Instant) -> Option<Duration> {
+        if retry >= self.config.max_attempts {
+            return None;
+        }
+        let cap = self
+            .config
+            .initial_backoff
+            .saturating_mul(1u32.checked_shl(retry.saturating_sub(1)).unwrap_or(u32::MAX))
+            .min(self.config.max_backoff);
+        let wait = {
+            let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+            let nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
+            Duration::from_nanos(rng.random_range(0..=nanos))
+        };
+        if started.elapsed() + wait > self.config.max_elapsed {
+            return None;
+        }
+        Some(wait)
+    }
+
+    async fn run<R, F, Fut>(&self, what: &str, mut op: F) -> Result<R>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<R>>,
+    {
+        let started = tokio::time::Instant::now();
+        let mut retry = 0u32;
+        loop {
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let kind = classify(&e);
+                    if kind == StoreErrorKind::Transient {
+                        retry += 1;
+                        if let Some(wait) = self.next_wait(retry, started) {
+                            tracing::debug!("{what}: {e}; retry {retry} in {wait:?}");
+                            self.counters.add_retries(1);
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
+                    }
+                    if !matches!(kind, StoreErrorKind::NotFound | StoreErrorKind::AlreadyExists) {
+                        self.counters.add_errors(1);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// Retries transient errors of `T`; see the [module docs](self).
+#[derive(Debug)]
+pub struct RetryStore<T> {
+    inner: Arc<T>,
+    policy: Arc<Policy>,
+}
+
+impl<T: ObjectStore> RetryStore<T> {
+    /// Wraps `inner`; retries are counted into `counters`.
+    pub fn new(inner: T, config: RetryConfig, counters: Arc<RequestCounters>) -> Self {
+        let rng = match config.seed {
+            Some(s) => StdRng::seed_from_u64(s),
+            None => StdRng::from_os_rng(),
+        };
+        RetryStore { inner: Arc::new(inner), policy: Arc::new(Policy { config, rng: Mutex::new(rng), counters }) }
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl<T: fmt::Display> fmt::Display for RetryStore<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RetryStore({})", self.inner)
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl<T: ObjectStore> ObjectStore for RetryStore<T> {
+    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+        self.policy
+            .run("PUT", || self.inner.put_opts(location, payload.clone(), opts.clone()))
+            .await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        self.policy.run("multipart PUT", || self.inner.put_multipart_opts(location, opts.clone())).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        self.policy
+            .run("GET", || async {
+                let GetResult { payload, meta, range, attributes, extensions } =
+                    self.inner.get_opts(location, options.clone()).await?;
+                let payload = match payload {
+                    GetResultPayload::Stream(s) => {
+                        let body = buffer(s).await?;
+                        GetResultPayload::Stream(futures::stream::once(async move { Ok(body) }).boxed())
+                    }
+                    file => file,
+                };
+                Ok(GetResult { payload, meta, range, attributes, extensions })
+            })
+            .await
+    }
+
+    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        self.policy.run("GET ranges", || self.inner.get_ranges(location, ranges)).await
+    }
+
+    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
+        let inner = self.inner.clone();
+        let policy = self.policy.clone();
+        locations
+            .chunks(PAGE as usize)
+            .then(move |chunk| {
+                let inner = inner.clone();
+                let policy = policy.clone();
+                async move {
+                    let (paths, bad): (Vec<_>, Vec<_>) = chunk.into_iter().partition(|r| r.is_ok());
+                    let paths: Vec<Path> = paths.into_iter().filter_map(|r| r.ok()).collect();
+                    let mut first = true;
+                    let done = policy
+                        .run("bulk DELETE", || {
+                            let retried = !first;
+                            first = false;
+                            let input = futures::stream::iter(paths.clone().into_iter().map(Ok)).boxed();
+                            let out = inner.delete_stream(input);
+                            async move {
+                                let results: Vec<Result<Path>> = out.collect().await;
+                                let mut ok = Vec::with_capacity(results.len());
+                                for r in results {
+                                    match r {
+                                        Ok(p) => ok.push(Ok(p)),
+                                        // A retried batch finds what the first attempt deleted gone.
+                                        Err(e) if retried && classify(&e) == StoreErrorKind::NotFound => {}
+                                        Err(e) if classify(&e) == StoreErrorKind::Transient => return Err(e),
+                                        Err(e) => ok.push(Err(e)),
+                                    }
+                                }
+                                Ok(ok)
+                            }
+                        })
+                        .await;
+                    let mut out: Vec<Result<Path>> = bad;
+                    match done {
+                        Ok(v) => out.extend(v),
+                        Err(e) => out.push(Err(e)),
+                    }
+                    futures::stream::iter(out)
+                }
+            })
+            .flatten()
+            .boxed()
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        resumable_list(self.inner.clone(), self.policy.clone(), prefix.cloned(), None)
+    }
+
+    fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
+        resumable_list(self.inner.clone(), self.policy.clone(), prefix.cloned(), Some(offset.clone()))
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.policy.run("LIST", || self.inner.list_with_delimiter(prefix)).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.policy.run("COPY", || self.inner.copy_opts(from, to, options.clone())).await
+    }
+
+    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
+        self.policy.run("RENAME", || self.inner.rename_opts(from, to, options.clone())).await
+    }
+}
+
+async fn buffer(s: BoxStream<'static, Result<Bytes>>) -> Result<Bytes> {
+    let chunks: Vec<Bytes> = s.try_collect().await?;
+    if chunks.len() == 1 {
+        return Ok(chunks.into_iter().next().unwrap_or_default());
+    }
+    let mut all = Vec::with_capacity(chunks.iter().map(Bytes::len).sum());
+    for c in chunks {
+        all.extend_from_slice(&c);
+    }
+    Ok(Bytes::from(all))
+}
+
+struct ListState<T> {
+    inner: Arc<T>,
+    policy: Arc<Policy>,
+    prefix: Option<Path>,
+    last: Option<Path>,
+    stream: Option<BoxStream<'static, Result<ObjectMeta>>>,
+    retry: u32,
+    started: tokio::time::Instant,
+    done: bool,
+}
+
+/// A listing that, on a transient error, starts again after the last key seen.
+fn resumable_list<T: ObjectStore>(
+    inner: Arc<T>,
+    policy: Arc<Policy>,
+    prefix: Option<Path>,
+    offset: Option<Path>,
+) -> BoxStream<'static, Result<ObjectMeta>> {
+    let state = ListState {
+        inner,
+        policy,
+        prefix,
+        last: offset,
+        stream: None,
+        retry: 0,
+        started: tokio::time::Instant::now(),
+        done: false,
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        loop {
+            let stream = st.stream.get_or_insert_with(|| match &st.last {
+                Some(off) => st.inner.list_with_offset(st.prefix.as_ref(), off),
+                None => st.inner.list(st.prefix.as_ref()),
+            });
+            match stream.next().await {
+                None => return None,
+                Some(Ok(meta)) => {
+                    st.last = Some(meta.location.clone());
+                    return Some((Ok(meta), st));
+                }
+                Some(Err(e)) => {
+                    st.stream = None;
+                    if classify(&e) == StoreErrorKind::Transient {
+                        st.retry += 1;
+                        if let Some(wait) = st.policy.next_wait(st.retry, st.started) {
+                            st.policy.counters.add_retries(1);
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
+                    }
+                    st.policy.counters.add_errors(1);
+                    st.done = true;
+                    return Some((Err(e), st));
+                }
+            }
+        }
+    })
+    .boxed()
+}

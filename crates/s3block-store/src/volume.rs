@@ -1,0 +1,231 @@
+//! The volume descriptor, and creating and opening a volume.
+//!
+//! s3block records each volume's settings in `{prefix}s3block-volume.json`
+//! (s3backer ignores it). Opening a volume takes its geometry from, in
+//! order: the descriptor; block 0's `s3backer-blocksize`/`s3backer-filesize`
+//! metadata (volumes made by s3backer); the options given. Options that
+//! contradict what is stored are refused, naming both values.
+
+use std::time::SystemTime;
+
+use object_store::path::Path;
+use object_store::{GetOptions, ObjectStore, PutMode, PutOptions};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use s3block_core::{BlockId, Error, Geometry, KeyLayout, Result, format_size};
+
+use crate::device::{META_BLOCK_SIZE, META_FILE_SIZE, object_metadata};
+use crate::error::store_error;
+use crate::lock::utc_stamp;
+
+/// Name of the descriptor object under the volume's prefix.
+pub const DESCRIPTOR_NAME: &str = "s3block-volume.json";
+/// The descriptor format this version writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Block size when none is given (s3backer's default).
+pub const DEFAULT_BLOCK_SIZE: u64 = 4096;
+
+/// The contents of `s3block-volume.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeDescriptor {
+    /// Descriptor format version.
+    pub format: u32,
+    /// Block size in bytes.
+    pub block_size: u64,
+    /// Volume size in bytes.
+    pub size: u64,
+    /// Deflate level blocks are written with, `None` for none.
+    pub compression: Option<u32>,
+    /// Encryption parameters (reserved; `None` until encryption lands).
+    pub encryption: Option<serde_json::Value>,
+    /// Whether keys carry the hash prefix.
+    pub hash_prefix: bool,
+    /// Random 128-bit id, hex.
+    pub volume_id: String,
+    /// Creation time, `YYYYMMDDTHHMMSSZ` UTC.
+    pub created_at: String,
+}
+
+impl VolumeDescriptor {
+    /// The volume's geometry.
+    pub fn geometry(&self) -> Result<Geometry> {
+        Geometry::new(self.size, self.block_size)
+    }
+}
+
+/// What the user asked for; `None` means "whatever the volume has".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VolumeOptions {
+    /// Volume size in bytes.
+    pub size: Option<u64>,
+    /// Block size in bytes.
+    pub block_size: Option<u64>,
+    /// Hash-prefixed keys.
+    pub hash_prefix: Option<bool>,
+    /// Deflate level for new blocks (recorded in the descriptor on create).
+    pub compression: Option<u32>,
+}
+
+/// Where an opened volume's geometry came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GeometrySource {
+    /// The s3block descriptor.
+    Descriptor(VolumeDescriptor),
+    /// Block 0's s3backer metadata.
+    Block0,
+    /// The options given (no stored geometry found).
+    Options,
+}
+
+/// An opened volume: its geometry, key layout and where they came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    /// Geometry.
+    pub geometry: Geometry,
+    /// Key layout.
+    pub layout: KeyLayout,
+    /// Where the geometry came from.
+    pub source: GeometrySource,
+}
+
+fn descriptor_key(prefix: &str) -> String {
+    KeyLayout::new(prefix, false).meta_key(DESCRIPTOR_NAME)
+}
+
+/// Reads the descriptor under `prefix`, `None` when there is none.
+pub async fn read_descriptor(store: &dyn ObjectStore, prefix: &str) -> Result<Option<VolumeDescriptor>> {
+    let key = descriptor_key(prefix);
+    let raw = match store.get_opts(&Path::from(key.as_str()), GetOptions::default()).await {
+        Ok(r) => r.bytes().await.map_err(|e| store_error(e, &key, None))?,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(store_error(e, &key, None)),
+    };
+    let d: VolumeDescriptor = serde_json::from_slice(&raw)
+        .map_err(|e| Error::BadMetadata { key: key.clone(), reason: format!("not a volume descriptor: {e}") })?;
+    if d.format != FORMAT_VERSION {
+        return Err(Error::BadMetadata {
+            key,
+            reason: format!("format version {} is not supported (this s3block reads {FORMAT_VERSION})", d.format),
+        });
+    }
+    d.geometry().map_err(|e| Error::BadMetadata { key, reason: e.to_string() })?;
+    Ok(Some(d))
+}
+
+/// Block 0's s3backer geometry metadata, trying plain then hashed keys.
+pub async fn read_block0_geometry(store: &dyn ObjectStore, prefix: &str) -> Result<Option<(Geometry, bool)>> {
+    for hashed in [false, true] {
+        let key = KeyLayout::new(prefix, hashed).key(BlockId(0));
+        let res = match store.get_opts(&Path::from(key.as_str()), GetOptions { head: true, ..Default::default() }).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(store_error(e, &key, Some(BlockId(0)))),
+        };
+        let meta = object_metadata(&res.attributes);
+        let get = |name: &str| meta.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+        let (Some(bs), Some(fs)) = (get(META_BLOCK_SIZE), get(META_FILE_SIZE)) else {
+            continue;
+        };
+        let bad = |what: &str, v: &str| Error::BadMetadata { key: key.clone(), reason: format!("{what} {v:?} is not a number") };
+        let bs: u64 = bs.trim().parse().map_err(|_| bad(META_BLOCK_SIZE, &bs))?;
+        let fs: u64 = fs.trim().parse().map_err(|_| bad(META_FILE_SIZE, &fs))?;
+        let g = Geometry::new(fs, bs).map_err(|e| Error::BadMetadata { key: key.clone(), reason: e.to_string() })?;
+        return Ok(Some((g, hashed)));
+    }
+    Ok(None)
+}
+
+fn check(what: &'static str, stored: u64, requested: Option<u64>, show: fn(u64) -> String) -> Result<()> {
+    match requested {
+        Some(r) if r != stored => Err(Error::Mismatch { what, stored: show(stored), requested: show(r) }),
+        _ => Ok(()),
+    }
+}
+
+fn show_size(v: u64) -> String {
+    format!("{} ({v} bytes)", format_size(v))
+}
+
+fn check_geometry(g: &Geometry, opts: &VolumeOptions) -> Result<()> {
+    check("block size", g.block_size().into(), opts.block_size, show_size)?;
+    check("size", g.size(), opts.size, show_size)
+}
+
+/// Opens the volume under `prefix`: geometry from the descriptor, else from
+/// block 0, else from `opts` (which then must give the size).
+pub async fn open_volume(store: &dyn ObjectStore, prefix: &str, opts: &VolumeOptions) -> Result<Volume> {
+    if let Some(d) = read_descriptor(store, prefix).await? {
+        let geometry = d.geometry()?;
+        check_geometry(&geometry, opts)?;
+        if let Some(h) = opts.hash_prefix
+            && h != d.hash_prefix
+        {
+            return Err(Error::Mismatch {
+                what: "hash prefix",
+                stored: d.hash_prefix.to_string(),
+                requested: h.to_string(),
+            });
+        }
+        return Ok(Volume { geometry, layout: KeyLayout::new(prefix, d.hash_prefix), source: GeometrySource::Descriptor(d) });
+    }
+    if let Some((geometry, hashed)) = read_block0_geometry(store, prefix).await? {
+        check_geometry(&geometry, opts)?;
+        if let Some(h) = opts.hash_prefix
+            && h != hashed
+        {
+            return Err(Error::Mismatch { what: "hash prefix", stored: hashed.to_string(), requested: h.to_string() });
+        }
+        return Ok(Volume { geometry, layout: KeyLayout::new(prefix, hashed), source: GeometrySource::Block0 });
+    }
+    let Some(size) = opts.size else {
+        return Err(Error::Config(format!(
+            "no volume found under prefix {prefix:?} (no {} and no block 0 metadata): give the size (--size) and block size (--block-size), or create the volume",
+            descriptor_key(prefix)
+        )));
+    };
+    let geometry = Geometry::new(size, opts.block_size.unwrap_or(DEFAULT_BLOCK_SIZE))?;
+    Ok(Volume { geometry, layout: KeyLayout::new(prefix, opts.hash_prefix.unwrap_or(false)), source: GeometrySource::Options })
+}
+
+/// Creates a volume under `prefix`: writes its descriptor. Refuses when a
+/// descriptor or a block 0 is already there.
+pub async fn create_volume(store: &dyn ObjectStore, prefix: &str, opts: &VolumeOptions) -> Result<VolumeDescriptor> {
+    let key = descriptor_key(prefix);
+    let size = opts.size.ok_or_else(|| Error::Config("creating a volume needs its size (--size)".into()))?;
+    let geometry = Geometry::new(size, opts.block_size.unwrap_or(DEFAULT_BLOCK_SIZE))?;
+    if let Some(level) = opts.compression {
+        crate::codec::Deflate::new(level)?;
+    }
+    if let Some(d) = read_descriptor(store, prefix).await? {
+        return Err(Error::Config(format!(
+            "a volume already exists at {key} ({} in blocks of {}); refusing to overwrite it",
+            format_size(d.size),
+            format_size(d.block_size)
+        )));
+    }
+    if let Some((g, _)) = read_block0_geometry(store, prefix).await? {
+        return Err(Error::Config(format!(
+            "an s3backer volume already exists under prefix {prefix:?} ({g}); refusing to overwrite it"
+        )));
+    }
+    let id: u128 = rand::rng().random();
+    let d = VolumeDescriptor {
+        format: FORMAT_VERSION,
+        block_size: geometry.block_size().into(),
+        size: geometry.size(),
+        compression: opts.compression,
+        encryption: None,
+        hash_prefix: opts.hash_prefix.unwrap_or(false),
+        volume_id: format!("{id:032x}"),
+        created_at: utc_stamp(SystemTime::now()),
+    };
+    let body = serde_json::to_vec_pretty(&d).map_err(|e| Error::Config(format!("cannot encode {key}: {e}")))?;
+    let put = PutOptions { mode: PutMode::Create, ..Default::default() };
+    match store.put_opts(&Path::from(key.as_str()), body.into(), put).await {
+        Ok(_) => Ok(d),
+        Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+            Err(Error::Config(format!("a volume was created at {key} at the same time; refusing to overwrite it")))
+        }
+        Err(e) => Err(store_error(e, &key, None)),
+    }
+}
