@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# The s3block test command: installs what the tests need, starts a Garage S3
+# server on loopback, runs clippy and every test of the workspace, stops Garage.
+#
+#   scripts/test.sh                 everything
+#   scripts/test.sh -p s3block-core only that package (arguments go to cargo clippy and cargo test)
+#
+# Under CI=true nothing is optional: a missing tool or a Garage that cannot
+# start fails the run. Elsewhere the script says loudly what it could not set
+# up, and the tests that need it skip with a message.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+is_ci() {
+    case ${CI:-} in "" | 0 | false | FALSE | False) return 1 ;; *) return 0 ;; esac
+}
+
+say() { printf '\n== test.sh: %s\n' "$*" >&2; }
+die() {
+    printf '\n== test.sh: error: %s\n' "$*" >&2
+    exit 1
+}
+# Fails under CI, warns elsewhere.
+need() {
+    if is_ci; then die "$* (CI=true: nothing may be skipped)"; fi
+    printf '\n== test.sh: WARNING: %s; the tests that need it will skip\n' "$*" >&2
+}
+
+export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
+if is_ci; then
+    export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+    export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+fi
+
+declare -a TIMES=()
+phase_start=$SECONDS
+phase_done() {
+    TIMES+=("$(printf '%-22s %5d s' "$1" $((SECONDS - phase_start)))")
+    phase_start=$SECONDS
+}
+report_times() {
+    ((${#TIMES[@]} > 0)) || return 0
+    printf '\n== test.sh: time per phase\n' >&2
+    printf '   %s\n' "${TIMES[@]}" >&2
+}
+
+# --- system packages -------------------------------------------------------
+# command -> Debian package that provides it
+declare -A PACKAGES=(
+    [fusermount3]=fuse3
+    [mkfs.ext4]=e2fsprogs
+    [losetup]=mount
+    [cc]=gcc
+)
+missing=()
+for cmd in "${!PACKAGES[@]}"; do
+    command -v "$cmd" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin command -v "$cmd" >/dev/null 2>&1 ||
+        missing+=("${PACKAGES[$cmd]}")
+done
+if ((${#missing[@]} > 0)); then
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        say "installing ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    else
+        need "missing Debian packages: ${missing[*]} (run as root with apt-get to install them)"
+    fi
+fi
+phase_done "system packages"
+
+# --- Garage ----------------------------------------------------------------
+started_garage=false
+cleanup() {
+    local rc=$?
+    if $started_garage; then scripts/garage.sh stop || true; fi
+    report_times
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+if scripts/garage.sh install; then
+    phase_done "garage install"
+    if scripts/garage.sh status 2>/dev/null; then
+        say "using the Garage that is already running"
+    elif scripts/garage.sh start; then
+        started_garage=true
+    else
+        need "Garage did not start"
+    fi
+    if env_file=$(scripts/garage.sh env 2>/dev/null); then
+        # shellcheck disable=SC1090
+        . "$env_file"
+    fi
+else
+    need "Garage could not be installed"
+fi
+phase_done "garage start"
+
+# --- lint and tests --------------------------------------------------------
+if (($# > 0)); then
+    scope=("$@")
+else
+    scope=(--workspace)
+fi
+
+say "cargo clippy ${scope[*]} --all-targets -- -D warnings"
+cargo clippy "${scope[@]}" --all-targets -- -D warnings
+phase_done "clippy"
+
+say "cargo test ${scope[*]}"
+cargo test "${scope[@]}" --no-fail-fast
+phase_done "cargo test"
+
+say "all passed"
