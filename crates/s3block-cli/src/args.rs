@@ -80,7 +80,7 @@ pub struct StoreArgs {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
 pub struct ConnectionArgs {
     /// S3 endpoint URL, for S3-compatible servers (Garage, MinIO, ...); AWS when unset.
-    #[arg(long, env = "AWS_ENDPOINT_URL", value_name = "URL")]
+    #[arg(long, alias = "baseURL", env = "AWS_ENDPOINT_URL", value_name = "URL")]
     pub endpoint: Option<String>,
 
     /// S3 region.
@@ -88,7 +88,7 @@ pub struct ConnectionArgs {
     pub region: Option<String>,
 
     /// File holding `ACCESS_KEY_ID:SECRET_ACCESS_KEY` on one line (s3backer's --accessFile).
-    #[arg(long, env = "S3BLOCK_ACCESS_FILE", value_name = "PATH")]
+    #[arg(long, alias = "accessFile", env = "S3BLOCK_ACCESS_FILE", value_name = "PATH")]
     pub access_file: Option<PathBuf>,
 
     /// Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (most self-hosted servers need this).
@@ -100,20 +100,25 @@ pub struct ConnectionArgs {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
 pub struct LayoutArgs {
     /// Prefix block keys with a hash of the block number, spreading them over the key space (s3backer's --blockHashPrefix).
-    #[arg(long, env = "S3BLOCK_HASH_PREFIX")]
+    #[arg(long, alias = "blockHashPrefix", env = "S3BLOCK_HASH_PREFIX")]
     pub hash_prefix: bool,
 
+    /// Key prefix inside the bucket, added after the one in STORE.
+    #[arg(long, env = "S3BLOCK_PREFIX", value_name = "PREFIX")]
+    pub prefix: Option<String>,
+
     /// Block size, a power of two from 512 to 64M (e.g. 256K).
-    #[arg(long, env = "S3BLOCK_BLOCK_SIZE", value_name = "SIZE", value_parser = parse_size_arg)]
+    #[arg(long, alias = "blockSize", env = "S3BLOCK_BLOCK_SIZE", value_name = "SIZE", value_parser = parse_size_arg)]
     pub block_size: Option<u64>,
 
     /// Volume size (e.g. 30G).
     #[arg(long, env = "S3BLOCK_SIZE", value_name = "SIZE", value_parser = parse_size_arg)]
     pub size: Option<u64>,
 
-    /// Compress blocks with zlib (Content-Encoding: deflate) when they are written.
-    #[arg(long, env = "S3BLOCK_COMPRESS")]
-    pub compress: bool,
+    /// Compress blocks with zlib (Content-Encoding: deflate) at LEVEL 1-9 (default 6) when they are written.
+    #[arg(long, env = "S3BLOCK_COMPRESS", value_name = "LEVEL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "6", value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub compress: Option<u32>,
 }
 
 /// `--json` for commands that print data.
@@ -260,9 +265,10 @@ pub struct CopyArgs {
     /// Block size of the copy (default: the source's).
     #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
     pub block_size: Option<u64>,
-    /// Compress the copy's blocks.
-    #[arg(long)]
-    pub compress: bool,
+    /// Compress the copy's blocks with zlib at LEVEL 1-9 (default 6).
+    #[arg(long, value_name = "LEVEL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "6", value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub compress: Option<u32>,
     /// Use the hash key prefix in the copy.
     #[arg(long)]
     pub hash_prefix: bool,
@@ -289,8 +295,11 @@ pub struct CopyArgs {
 /// `s3block stats`.
 #[derive(Debug, Clone, Args)]
 pub struct StatsArgs {
-    /// Where the volume is mounted (the directory holding its `stats` file).
+    /// Where the volume is mounted (the directory holding its stats file).
     pub mountpoint: PathBuf,
+    /// Name of the stats file in the mount (the mount's --stats-filename).
+    #[arg(long, default_value = crate::stats::STATS_FILE, value_name = "NAME")]
+    pub stats_filename: String,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub output: OutputArgs,
@@ -441,7 +450,7 @@ mod tests {
             "--block-size",
             "256K",
             "--compress",
-            "--hash-prefix",
+            "--blockHashPrefix",
             "--endpoint",
             "http://127.0.0.1:3900",
             "--force-path-style",
@@ -452,10 +461,32 @@ mod tests {
         let StoreArgs { connection, layout } = args.store_args;
         assert_eq!(layout.size, Some(30 << 30));
         assert_eq!(layout.block_size, Some(256 << 10));
-        assert!(layout.compress && layout.hash_prefix && connection.force_path_style);
+        assert_eq!(layout.compress, Some(6));
+        assert!(layout.hash_prefix && connection.force_path_style);
         assert_eq!(connection.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
         let err = Cli::try_parse_from(["s3block", "info", "memory://", "--block-size", "3X"]).unwrap_err();
         assert!(err.to_string().contains("3X"), "{err}");
+    }
+
+    #[test]
+    fn copy_takes_the_new_layout() {
+        let cli = Cli::try_parse_from([
+            "s3block",
+            "copy",
+            "s3://b/old/",
+            "s3://b/new/",
+            "--block-size",
+            "1M",
+            "--compress=9",
+            "--no-verify",
+        ])
+        .unwrap();
+        let Command::Copy(args) = cli.command else { panic!("not copy") };
+        assert_eq!((args.src.as_str(), args.dst.as_str()), ("s3://b/old/", "s3://b/new/"));
+        assert_eq!(args.block_size, Some(1 << 20));
+        assert_eq!(args.compress, Some(9));
+        assert!(args.no_verify && !args.force);
+        assert!(Cli::try_parse_from(["s3block", "copy", "a", "b", "--compress=0"]).is_err());
     }
 
     #[test]

@@ -78,7 +78,7 @@ fn error_chain(e: &CliError) -> String {
 fn dispatch(cli: Cli, out: &mut dyn Write) -> CliResult {
     match cli.command {
         Command::Cost(args) => cost_command(&args, out),
-        Command::Stats(args) => stats::run(&args.mountpoint, args.output.json, out),
+        Command::Stats(args) => stats::run(&args.mountpoint, &args.stats_filename, args.output.json, out),
         Command::Create(_)
         | Command::Info(_)
         | Command::Ls(_)
