@@ -1,0 +1,3 @@
+//! Benchmarks of the block cache (written next).
+
+fn main() {}

@@ -1,0 +1,414 @@
+//! [`BlockCache`]: the block device users mount, over the store.
+
+use std::ops::Range;
+use std::pin::pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use s3block_core::{
+    BlockDevice, BlockId, Error, Geometry, Result, check_block_len, check_block_range, is_zero,
+};
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::config::{CacheConfig, Limits};
+use crate::entry::{Content, covers};
+use crate::load::{share_error, wait};
+use crate::state::{LoadOutcome, State};
+use crate::stats::{CacheStats, Counters};
+
+/// What the cache, its uploads and its fetches share.
+#[derive(Debug)]
+pub(crate) struct Shared<D> {
+    pub(crate) lower: D,
+    pub(crate) geometry: Geometry,
+    pub(crate) limits: Limits,
+    pub(crate) config: CacheConfig,
+    state: Mutex<State>,
+    /// Woken whenever an upload ends or room frees up: flushes, waiting
+    /// writers and discards recheck.
+    pub(crate) progress: Notify,
+    /// Wakes the write-back scheduler.
+    pub(crate) work: Notify,
+    pub(crate) counters: Counters,
+    pub(crate) runtime: Handle,
+}
+
+impl<D> Shared<D> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // Every change to the state is completed before the lock is released,
+        // so a panic elsewhere leaves it consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A [`BlockDevice`] that keeps blocks of the device below in memory.
+///
+/// - Memory is bounded in bytes ([`CacheConfig::cache_size`]); only clean
+///   blocks are evicted, least recently used first.
+/// - Writes are stored in memory and uploaded in the background by at most
+///   [`CacheConfig::upload_concurrency`] uploads at once, after
+///   [`CacheConfig::write_delay`], so rewrites are uploaded once. Beyond
+///   [`CacheConfig::max_dirty`] dirty bytes, writers wait.
+/// - A partial write to a block not in memory keeps only the bytes written;
+///   the rest of the block is fetched and merged when it is uploaded or read.
+/// - Blocks known to be zero below cost no memory and no requests.
+/// - [`flush`](BlockDevice::flush) returns once every block dirty at its call
+///   is stored below.
+///
+/// Background work runs on the tokio runtime the cache was created in. Call
+/// [`close`](BlockCache::close) before dropping it: dropping a cache with
+/// dirty blocks loses them.
+#[derive(Debug)]
+pub struct BlockCache<D: BlockDevice + 'static> {
+    shared: Arc<Shared<D>>,
+    scheduler: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl<D: BlockDevice + 'static> BlockCache<D> {
+    /// A cache over `lower`. Must be called inside a tokio runtime, which runs
+    /// the uploads and fetches.
+    pub fn new(lower: D, config: CacheConfig) -> Result<Self> {
+        let geometry = lower.geometry();
+        let limits = config.limits(&geometry)?;
+        let runtime = Handle::try_current()
+            .map_err(|_| Error::Config("the block cache must be created inside a tokio runtime".into()))?;
+        let shared = Arc::new(Shared {
+            lower,
+            geometry,
+            limits,
+            config,
+            state: Mutex::new(State::new(limits.cache_size)),
+            progress: Notify::new(),
+            work: Notify::new(),
+            counters: Counters::default(),
+            runtime,
+        });
+        let scheduler = shared.runtime.spawn(Arc::clone(&shared).run_scheduler());
+        Ok(BlockCache { shared, scheduler: Mutex::new(Some(scheduler)) })
+    }
+
+    /// A cache over `lower` that knows which blocks are stored below (from a
+    /// listing at open): every other block reads as zeros without a request.
+    pub fn with_known_blocks(
+        lower: D,
+        config: CacheConfig,
+        stored: impl IntoIterator<Item = BlockId>,
+    ) -> Result<Self> {
+        let cache = Self::new(lower, config)?;
+        cache.learn_stored_blocks(stored);
+        Ok(cache)
+    }
+
+    /// Tells the cache that exactly the blocks in `stored` are stored below,
+    /// the others being absent (zero). Call it at open, before any I/O.
+    pub fn learn_stored_blocks(&self, stored: impl IntoIterator<Item = BlockId>) {
+        let mut blocks: Vec<u64> = stored.into_iter().map(|b| u64::from(b.0)).collect();
+        blocks.sort_unstable();
+        blocks.dedup();
+        let mut st = self.shared.lock();
+        let mut at = 0;
+        for b in blocks {
+            st.zeros.insert(at..b);
+            st.zeros.remove(b..b + 1);
+            at = b + 1;
+        }
+        st.zeros.insert(at..self.shared.geometry.block_count());
+    }
+
+    /// The device below.
+    pub fn lower(&self) -> &D {
+        &self.shared.lower
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &CacheConfig {
+        &self.shared.config
+    }
+
+    /// A snapshot of the counters and the current state.
+    pub fn stats(&self) -> CacheStats {
+        let mut s = CacheStats::default();
+        self.shared.counters.fill(&mut s);
+        {
+            let st = self.shared.lock();
+            s.dirty_blocks = st.dirty_index.len() as u64;
+            s.dirty_bytes = st.dirty_bytes;
+            s.uploads_in_flight = st.in_flight as u64;
+            s.resident_blocks = st.entries.values().filter(|e| e.content.size() > 0).count() as u64;
+            s.resident_bytes = st.resident;
+            s.known_zero_blocks = st.zeros.len();
+        }
+        s.cache_size = self.shared.limits.cache_size;
+        s.requests = self.shared.config.counters.as_ref().map(|c| c.snapshot());
+        s
+    }
+
+    /// Sets the cumulative counters (and the store's request counters, when
+    /// given) back to zero.
+    pub fn reset_stats(&self) {
+        self.shared.counters.reset();
+        if let Some(c) = &self.shared.config.counters {
+            c.reset();
+        }
+    }
+
+    /// Flushes every dirty block and stops the background work. On error the
+    /// cache keeps running with the failed blocks dirty; call again.
+    pub async fn close(&self) -> Result<()> {
+        self.flush().await?;
+        self.shared.lock().closed = true;
+        self.shared.work.notify_one();
+        let handle = self.scheduler.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(handle) = handle {
+            // The scheduler only ends by returning; a join error means the
+            // runtime is shutting down, when there is nothing left to stop.
+            let _ = handle.await;
+        }
+        Ok(())
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.shared.lock().closed {
+            Err(Error::Config("the block cache is closed".into()))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Reads `range` of `block`.
+    async fn read_range(&self, block: BlockId, range: Range<usize>) -> Result<Bytes> {
+        let shared = &self.shared;
+        let len = range.len();
+        let mut first = true;
+        loop {
+            let rx = {
+                let mut st = shared.lock();
+                if first {
+                    first = false;
+                    self.read_ahead(&mut st, block);
+                }
+                let hit = st.entries.get_mut(&block).and_then(|e| {
+                    let prefetched = std::mem::take(&mut e.prefetched);
+                    let data = match &e.content {
+                        Content::Full(b) => Some(b.slice(range.clone())),
+                        Content::Zero => Some(Bytes::from(vec![0; len])),
+                        Content::Partial { buf, written } => {
+                            covers(written, &(range.start as u32..range.end as u32))
+                                .then(|| Bytes::copy_from_slice(&buf[range.clone()]))
+                        }
+                    };
+                    if data.is_none() {
+                        e.prefetched = prefetched;
+                    }
+                    data.map(|d| (d, prefetched))
+                });
+                if let Some((data, prefetched)) = hit {
+                    st.lru.promote(&block);
+                    Counters::bump(&shared.counters.hits);
+                    if prefetched {
+                        Counters::bump(&shared.counters.read_ahead_used);
+                    }
+                    return Ok(data);
+                }
+                if !st.entries.contains_key(&block) && st.known_zero(block) {
+                    Counters::bump(&shared.counters.zero_hits);
+                    return Ok(Bytes::from(vec![0; len]));
+                }
+                shared.load(&mut st, block)
+            };
+            match wait(rx).await {
+                LoadOutcome::Failed(e) => return Err(share_error(block, &e)),
+                // The fetch may not have been kept (no room); a block with
+                // an entry was merged into it and is read from there.
+                LoadOutcome::Done(data) if !self.shared.lock().entries.contains_key(&block) => {
+                    return Ok(data.slice(range));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Starts fetches ahead of a sequential reader.
+    fn read_ahead(&self, st: &mut State, block: BlockId) {
+        let shared = &self.shared;
+        let ahead = st.read_ahead.on_read(
+            block.0.into(),
+            shared.limits.read_ahead_blocks,
+            shared.geometry.block_count(),
+        );
+        for n in ahead {
+            let b = BlockId(n as u32);
+            if st.entries.contains_key(&b) || st.loads.contains_key(&b) || st.known_zero(b) {
+                continue;
+            }
+            Counters::bump(&shared.counters.read_ahead_issued);
+            drop(shared.start_load(st, b, true));
+        }
+    }
+
+    /// Applies a write once the dirty limit has room for it. `plan` says
+    /// what the write leaves in the block: `None` when it changes nothing,
+    /// else the size of the new content; `apply` builds the new content from
+    /// the old (if cached) and whether the block is known zero below.
+    async fn write_with(
+        &self,
+        block: BlockId,
+        plan: impl Fn(&State) -> Option<u64>,
+        apply: impl FnOnce(Option<Content>, bool) -> Content,
+    ) -> Result<()> {
+        self.check_open()?;
+        let shared = &self.shared;
+        let mut apply = Some(apply);
+        let mut waiting = false;
+        loop {
+            let mut notified = pin!(shared.progress.notified());
+            notified.as_mut().enable();
+            {
+                let mut st = shared.lock();
+                let Some(new_size) = plan(&st) else {
+                    if waiting {
+                        st.waiting_writers -= 1;
+                    }
+                    return Ok(());
+                };
+                let growth = st.dirty_growth(block, new_size);
+                if growth == 0 || st.dirty_bytes + growth <= shared.limits.max_dirty {
+                    if waiting {
+                        st.waiting_writers -= 1;
+                    }
+                    if let Some(apply) = apply.take() {
+                        let known_zero = st.known_zero(block);
+                        st.commit_write(block, |old| apply(old, known_zero), Instant::now());
+                    }
+                    drop(st);
+                    shared.work.notify_one();
+                    return Ok(());
+                }
+                if !waiting {
+                    waiting = true;
+                    st.waiting_writers += 1;
+                    Counters::bump(&shared.counters.write_waits);
+                }
+            }
+            shared.work.notify_one();
+            let guard = WaitGuard { shared, armed: true };
+            notified.await;
+            guard.disarm();
+        }
+    }
+}
+
+/// Undoes a writer's wait count if its future is dropped while waiting.
+struct WaitGuard<'a, D> {
+    shared: &'a Shared<D>,
+    armed: bool,
+}
+
+impl<D> WaitGuard<'_, D> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl<D> Drop for WaitGuard<'_, D> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared.lock().waiting_writers -= 1;
+        }
+    }
+}
+
+impl<D: BlockDevice + 'static> Drop for BlockCache<D> {
+    fn drop(&mut self) {
+        if let Some(handle) = self.scheduler.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            handle.abort();
+        }
+    }
+}
+
+#[async_trait]
+impl<D: BlockDevice + 'static> BlockDevice for BlockCache<D> {
+    fn geometry(&self) -> Geometry {
+        self.shared.geometry
+    }
+
+    async fn read_block(&self, block: BlockId) -> Result<Bytes> {
+        self.shared.geometry.check_block(block)?;
+        self.read_range(block, 0..self.shared.geometry.block_len()).await
+    }
+
+    async fn write_block(&self, block: BlockId, data: Bytes) -> Result<()> {
+        let g = self.shared.geometry;
+        g.check_block(block)?;
+        check_block_len(&g, block, &data)?;
+        let zero = is_zero(&data);
+        let size = if zero { 0 } else { data.len() as u64 };
+        self.write_with(
+            block,
+            |st| (!(zero && !st.entries.contains_key(&block) && st.known_zero(block))).then_some(size),
+            |_, _| if zero { Content::Zero } else { Content::Full(data) },
+        )
+        .await
+    }
+
+    async fn read_partial(&self, block: BlockId, offset: u32, len: usize) -> Result<Bytes> {
+        let g = self.shared.geometry;
+        g.check_block(block)?;
+        g.check_in_block(offset, len)?;
+        let start = offset as usize;
+        self.read_range(block, start..start + len).await
+    }
+
+    async fn write_partial(&self, block: BlockId, offset: u32, data: Bytes) -> Result<()> {
+        let g = self.shared.geometry;
+        g.check_block(block)?;
+        g.check_in_block(offset, data.len())?;
+        let block_len = g.block_len();
+        let zero = is_zero(&data);
+        // Zeros written over a block that is zero change nothing.
+        let no_op = |st: &State| match st.entries.get(&block) {
+            Some(e) => zero && matches!(e.content, Content::Zero),
+            None => zero && st.known_zero(block),
+        };
+        self.write_with(
+            block,
+            |st| (!no_op(st)).then_some(block_len as u64),
+            |old, known_zero| match old {
+                Some(mut c) => {
+                    c.write_at(offset, &data, block_len);
+                    c
+                }
+                None => {
+                    let mut buf = BytesMut::zeroed(block_len);
+                    let start = offset as usize;
+                    buf[start..start + data.len()].copy_from_slice(&data);
+                    if known_zero {
+                        Content::Full(buf.freeze())
+                    } else {
+                        let written = std::iter::once(offset..offset + data.len() as u32).collect();
+                        Content::Partial { buf, written }
+                    }
+                }
+            },
+        )
+        .await
+    }
+
+    async fn discard(&self, blocks: Range<u64>) -> Result<()> {
+        check_block_range(&self.shared.geometry, &blocks)?;
+        self.check_open()?;
+        if blocks.is_empty() {
+            return Ok(());
+        }
+        self.shared.discard(blocks).await
+    }
+
+    async fn flush(&self) -> Result<()> {
+        self.check_open()?;
+        self.shared.flush().await
+    }
+}

@@ -1,0 +1,170 @@
+//! Cache settings, with defaults sized for a small host.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use s3block_core::{Error, Geometry, RequestCounters, Result, format_size};
+
+/// Default cache size: 64 MiB, half the RAM of the smallest host s3block targets.
+pub const DEFAULT_CACHE_SIZE: u64 = 64 << 20;
+
+/// Default number of uploads in flight at once.
+///
+/// An S3 PUT spends most of its time waiting on round trips (tens of
+/// milliseconds) rather than on bandwidth, so a few uploads in parallel keep a
+/// small host's uplink busy; eight 1 MiB blocks in flight are 8 MiB of buffers,
+/// affordable in 128 MB. More concurrency mostly raises the number of
+/// simultaneous connections the store has to accept.
+pub const DEFAULT_UPLOAD_CONCURRENCY: usize = 8;
+
+/// Default write delay: rewrites of a block within this time are uploaded once.
+pub const DEFAULT_WRITE_DELAY: Duration = Duration::from_millis(200);
+
+/// Default largest read-ahead window: 4 MiB.
+pub const DEFAULT_READ_AHEAD: u64 = 4 << 20;
+
+/// How a [`BlockCache`](crate::BlockCache) behaves. Build with
+/// [`CacheConfig::builder`] or take [`CacheConfig::default`].
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Most bytes of block data held in memory.
+    pub cache_size: u64,
+    /// Most bytes of dirty (not yet uploaded) block data; writers wait beyond it.
+    /// `None` means half the cache size.
+    pub max_dirty: Option<u64>,
+    /// Uploads in flight at once.
+    pub upload_concurrency: usize,
+    /// How long a dirty block waits before it is uploaded, so rewrites coalesce.
+    pub write_delay: Duration,
+    /// Largest read-ahead window in bytes; 0 turns read-ahead off.
+    pub read_ahead: u64,
+    /// The store's request counters, reported in [`CacheStats`](crate::CacheStats).
+    pub counters: Option<Arc<RequestCounters>>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            cache_size: DEFAULT_CACHE_SIZE,
+            max_dirty: None,
+            upload_concurrency: DEFAULT_UPLOAD_CONCURRENCY,
+            write_delay: DEFAULT_WRITE_DELAY,
+            read_ahead: DEFAULT_READ_AHEAD,
+            counters: None,
+        }
+    }
+}
+
+impl CacheConfig {
+    /// A builder starting from the defaults.
+    pub fn builder() -> CacheConfigBuilder {
+        CacheConfigBuilder { config: CacheConfig::default() }
+    }
+
+    /// Checks the settings against the volume's block size and returns the
+    /// limits in blocks and bytes the cache enforces.
+    pub(crate) fn limits(&self, geometry: &Geometry) -> Result<Limits> {
+        let block = geometry.block_size() as u64;
+        if self.cache_size < block {
+            return Err(Error::Config(format!(
+                "cache size {} is smaller than one block ({}); give at least the block size",
+                format_size(self.cache_size),
+                format_size(block)
+            )));
+        }
+        let max_dirty = self.max_dirty.unwrap_or((self.cache_size / 2).max(block));
+        if max_dirty < block {
+            return Err(Error::Config(format!(
+                "max dirty {} is smaller than one block ({}); give at least the block size",
+                format_size(max_dirty),
+                format_size(block)
+            )));
+        }
+        if max_dirty > self.cache_size {
+            return Err(Error::Config(format!(
+                "max dirty {} is larger than the cache size {}; dirty data lives in the cache",
+                format_size(max_dirty),
+                format_size(self.cache_size)
+            )));
+        }
+        if self.upload_concurrency == 0 {
+            return Err(Error::Config("upload concurrency must be at least 1".into()));
+        }
+        Ok(Limits { cache_size: self.cache_size, max_dirty, read_ahead_blocks: self.read_ahead / block })
+    }
+}
+
+/// Validated limits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) cache_size: u64,
+    pub(crate) max_dirty: u64,
+    pub(crate) read_ahead_blocks: u64,
+}
+
+/// Builds a [`CacheConfig`].
+#[derive(Debug, Clone)]
+pub struct CacheConfigBuilder {
+    config: CacheConfig,
+}
+
+impl CacheConfigBuilder {
+    /// Most bytes of block data held in memory.
+    pub fn cache_size(mut self, bytes: u64) -> Self {
+        self.config.cache_size = bytes;
+        self
+    }
+
+    /// Most bytes of dirty data before writers wait.
+    pub fn max_dirty(mut self, bytes: u64) -> Self {
+        self.config.max_dirty = Some(bytes);
+        self
+    }
+
+    /// Uploads in flight at once.
+    pub fn upload_concurrency(mut self, n: usize) -> Self {
+        self.config.upload_concurrency = n;
+        self
+    }
+
+    /// How long a dirty block waits before upload.
+    pub fn write_delay(mut self, delay: Duration) -> Self {
+        self.config.write_delay = delay;
+        self
+    }
+
+    /// Largest read-ahead window in bytes (0: off).
+    pub fn read_ahead(mut self, bytes: u64) -> Self {
+        self.config.read_ahead = bytes;
+        self
+    }
+
+    /// The store's request counters, to include in the stats.
+    pub fn counters(mut self, counters: Arc<RequestCounters>) -> Self {
+        self.config.counters = Some(counters);
+        self
+    }
+
+    /// The finished configuration.
+    pub fn build(self) -> CacheConfig {
+        self.config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_checked_against_the_block_size() {
+        let g = Geometry::new(1 << 30, 1 << 20).unwrap();
+        let err = CacheConfig::builder().cache_size(4096).build().limits(&g).unwrap_err();
+        assert!(err.to_string().contains("cache size 4"), "{err}");
+        let err =
+            CacheConfig::builder().cache_size(8 << 20).max_dirty(16 << 20).build().limits(&g).unwrap_err();
+        assert!(err.to_string().contains("max dirty"), "{err}");
+        let l = CacheConfig::builder().cache_size(8 << 20).read_ahead(3 << 20).build().limits(&g).unwrap();
+        assert_eq!((l.max_dirty, l.read_ahead_blocks), (4 << 20, 3));
+        assert!(CacheConfig::builder().upload_concurrency(0).build().limits(&g).is_err());
+    }
+}

@@ -1,0 +1,129 @@
+//! Fetching blocks from below: one read per block however many wait for it.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use s3block_core::{BlockDevice, BlockId, Error, StoreErrorKind, check_block_len};
+use tokio::sync::watch;
+
+use crate::cache::Shared;
+use crate::state::{Load, LoadOutcome, State};
+use crate::stats::Counters;
+
+impl<D: BlockDevice + 'static> Shared<D> {
+    /// Returns a receiver for the fetch of `block`, joining the one in flight
+    /// or starting one. A reader joining a read-ahead counts it as used.
+    pub(crate) fn load(self: &Arc<Self>, st: &mut State, block: BlockId) -> watch::Receiver<LoadOutcome> {
+        if let Some(load) = st.loads.get_mut(&block) {
+            if load.prefetch {
+                load.prefetch = false;
+                Counters::bump(&self.counters.read_ahead_used);
+            }
+            return load.tx.subscribe();
+        }
+        Counters::bump(&self.counters.misses);
+        self.start_load(st, block, false)
+    }
+
+    /// Starts a fetch of `block` on the cache's runtime.
+    pub(crate) fn start_load(
+        self: &Arc<Self>,
+        st: &mut State,
+        block: BlockId,
+        prefetch: bool,
+    ) -> watch::Receiver<LoadOutcome> {
+        st.next_load_id += 1;
+        let id = st.next_load_id;
+        let (tx, rx) = watch::channel(LoadOutcome::Pending);
+        st.loads.insert(block, Load { id, tx, prefetch });
+        let shared = Arc::clone(self);
+        self.runtime.spawn(async move { shared.run_load(block, id).await });
+        rx
+    }
+
+    async fn run_load(self: Arc<Self>, block: BlockId, id: u64) {
+        let result = match self.lower.read_block(block).await {
+            Ok(data) => check_block_len(&self.geometry, block, &data).map(|()| data),
+            Err(e) => Err(e),
+        };
+        let load = {
+            let mut st = self.lock();
+            if st.loads.get(&block).is_none_or(|l| l.id != id) {
+                // Marked stale while in flight; its readers already retried.
+                return;
+            }
+            let Some(load) = st.loads.remove(&block) else { return };
+            if let Ok(data) = &result {
+                st.install(block, data, load.prefetch, Instant::now());
+            }
+            load
+        };
+        load.tx.send_replace(match result {
+            Ok(data) => LoadOutcome::Done(data),
+            Err(e) => {
+                tracing::warn!(block = block.0, error = %e, "block read failed");
+                LoadOutcome::Failed(Arc::new(e))
+            }
+        });
+    }
+}
+
+/// Waits for a fetch to end.
+pub(crate) async fn wait(mut rx: watch::Receiver<LoadOutcome>) -> LoadOutcome {
+    loop {
+        let now = rx.borrow_and_update().clone();
+        if !matches!(now, LoadOutcome::Pending) {
+            return now;
+        }
+        if rx.changed().await.is_err() {
+            let last = rx.borrow().clone();
+            return match last {
+                LoadOutcome::Pending => LoadOutcome::Stale,
+                other => other,
+            };
+        }
+    }
+}
+
+/// An error shared by every reader of one failed fetch or upload.
+#[derive(Debug)]
+struct SharedError(Arc<Error>);
+
+impl fmt::Display for SharedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The outer error already names the block and key: show the cause.
+        match std::error::Error::source(&*self.0) {
+            Some(cause) => fmt::Display::fmt(cause, f),
+            None => fmt::Display::fmt(&self.0, f),
+        }
+    }
+}
+
+impl std::error::Error for SharedError {}
+
+/// A copy of a shared error for one caller, keeping the block, key and kind.
+pub(crate) fn share_error(block: BlockId, e: &Arc<Error>) -> Error {
+    match &**e {
+        Error::Store { block: b, key, kind, .. } => Error::Store {
+            block: *b,
+            key: key.clone(),
+            kind: *kind,
+            source: Box::new(SharedError(Arc::clone(e))),
+        },
+        Error::Corrupt { block, key, reason } => {
+            Error::Corrupt { block: *block, key: key.clone(), reason: reason.clone() }
+        }
+        Error::WrongLength { block, expected, actual } => {
+            Error::WrongLength { block: *block, expected: *expected, actual: *actual }
+        }
+        Error::BlockOutOfRange { block, count } => Error::BlockOutOfRange { block: *block, count: *count },
+        Error::ReadOnly => Error::ReadOnly,
+        _ => Error::Store {
+            block: Some(block),
+            key: format!("(block {block})"),
+            kind: if e.is_transient() { StoreErrorKind::Transient } else { StoreErrorKind::Permanent },
+            source: Box::new(SharedError(Arc::clone(e))),
+        },
+    }
+}

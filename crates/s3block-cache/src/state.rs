@@ -1,0 +1,232 @@
+//! The cache's bookkeeping, behind one mutex that is never held across I/O.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::ops::Range;
+use std::time::Instant;
+
+use bytes::Bytes;
+use lru::LruCache;
+use s3block_core::{BlockId, is_zero};
+use tokio::sync::watch;
+
+use crate::entry::{Content, Entry, Wb, merge};
+use crate::readahead::ReadAhead;
+use crate::zeroset::RangeSet;
+
+/// How a fetch of a block from below ended.
+#[derive(Debug, Clone)]
+pub(crate) enum LoadOutcome {
+    /// Still in flight.
+    Pending,
+    /// The block as read.
+    Done(Bytes),
+    /// The read failed.
+    Failed(std::sync::Arc<s3block_core::Error>),
+    /// The block changed below while it was read; read again.
+    Stale,
+}
+
+/// A fetch in flight; every reader of the block waits on the same one.
+#[derive(Debug)]
+pub(crate) struct Load {
+    pub(crate) id: u64,
+    pub(crate) tx: watch::Sender<LoadOutcome>,
+    /// Started by read-ahead and not yet waited on by a reader.
+    pub(crate) prefetch: bool,
+}
+
+/// Everything the cache knows, guarded by one mutex.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) entries: HashMap<BlockId, Entry>,
+    /// Clean resident blocks in recency order: the only evictable ones.
+    pub(crate) lru: LruCache<BlockId, ()>,
+    /// Blocks known to be zero (absent) below.
+    pub(crate) zeros: RangeSet,
+    pub(crate) loads: HashMap<BlockId, Load>,
+    /// Dirty blocks waiting for upload, oldest first (may hold stale items).
+    pub(crate) queue: VecDeque<BlockId>,
+    /// Dirty blocks whose last upload failed.
+    pub(crate) failed: BTreeSet<BlockId>,
+    /// Dirty blocks by the generation of their oldest unstored write.
+    pub(crate) dirty_index: BTreeSet<(u64, BlockId)>,
+    /// Block ranges being discarded below.
+    pub(crate) discarding: Vec<Range<u64>>,
+    pub(crate) resident: u64,
+    pub(crate) dirty_bytes: u64,
+    pub(crate) in_flight: usize,
+    /// The last write generation handed out.
+    pub(crate) last_gen: u64,
+    /// Counts flush calls; an upload records the value current when it starts.
+    pub(crate) flush_seq: u64,
+    pub(crate) flushers: usize,
+    pub(crate) waiting_writers: usize,
+    pub(crate) next_load_id: u64,
+    pub(crate) read_ahead: ReadAhead,
+    pub(crate) closed: bool,
+    pub(crate) cache_size: u64,
+}
+
+impl State {
+    pub(crate) fn new(cache_size: u64) -> Self {
+        State {
+            entries: HashMap::new(),
+            lru: LruCache::unbounded(),
+            zeros: RangeSet::default(),
+            loads: HashMap::new(),
+            queue: VecDeque::new(),
+            failed: BTreeSet::new(),
+            dirty_index: BTreeSet::new(),
+            discarding: Vec::new(),
+            resident: 0,
+            dirty_bytes: 0,
+            in_flight: 0,
+            last_gen: 0,
+            flush_seq: 0,
+            flushers: 0,
+            waiting_writers: 0,
+            next_load_id: 0,
+            read_ahead: ReadAhead::default(),
+            closed: false,
+            cache_size,
+        }
+    }
+
+    /// True when the block's range is being discarded below.
+    pub(crate) fn is_discarding(&self, block: BlockId) -> bool {
+        self.discarding.iter().any(|r| r.contains(&u64::from(block.0)))
+    }
+
+    /// True when the layer below holds (or is about to hold) zeros for `block`.
+    pub(crate) fn known_zero(&self, block: BlockId) -> bool {
+        self.zeros.contains(block.0.into()) || self.is_discarding(block)
+    }
+
+    /// Dirty bytes a write leaving `new_size` bytes in `block` would add.
+    pub(crate) fn dirty_growth(&self, block: BlockId, new_size: u64) -> u64 {
+        match self.entries.get(&block) {
+            Some(e) if e.is_dirty() => new_size.saturating_sub(e.content.size()),
+            _ => new_size,
+        }
+    }
+
+    /// Records a write: `block` now holds what `apply` makes of its cached
+    /// content (if any), dirty.
+    pub(crate) fn commit_write(
+        &mut self,
+        block: BlockId,
+        apply: impl FnOnce(Option<Content>) -> Content,
+        now: Instant,
+    ) {
+        self.last_gen += 1;
+        let generation = self.last_gen;
+        match self.entries.get_mut(&block) {
+            Some(e) => {
+                let old_size = e.content.size();
+                e.content = apply(Some(std::mem::replace(&mut e.content, Content::Zero)));
+                let new_size = e.content.size();
+                e.generation = generation;
+                self.resident = self.resident - old_size + new_size;
+                if e.is_dirty() {
+                    self.dirty_bytes = self.dirty_bytes - old_size + new_size;
+                    if e.wb == Wb::Uploading && e.rewritten_since.is_none() {
+                        e.rewritten_since = Some(generation);
+                    }
+                } else {
+                    self.lru.pop(&block);
+                    e.dirty_since = Some(generation);
+                    e.wb = Wb::Queued;
+                    e.dirtied_at = now;
+                    self.dirty_bytes += new_size;
+                    self.dirty_index.insert((generation, block));
+                    self.queue.push_back(block);
+                }
+            }
+            None => {
+                let mut e = Entry::clean(Bytes::new(), now);
+                e.content = apply(None);
+                let new_size = e.content.size();
+                e.generation = generation;
+                e.dirty_since = Some(generation);
+                e.wb = Wb::Queued;
+                self.entries.insert(block, e);
+                self.resident += new_size;
+                self.dirty_bytes += new_size;
+                self.dirty_index.insert((generation, block));
+                self.queue.push_back(block);
+            }
+        }
+        self.evict_to(self.cache_size);
+    }
+
+    /// Evicts clean blocks, least recently used first, until at most `limit`
+    /// bytes are resident or nothing clean is left.
+    pub(crate) fn evict_to(&mut self, limit: u64) -> bool {
+        while self.resident > limit {
+            let Some((block, ())) = self.lru.pop_lru() else { return false };
+            if let Some(e) = self.entries.remove(&block) {
+                self.resident -= e.content.size();
+            }
+        }
+        true
+    }
+
+    /// Puts what was read from below into the cache: merges it into a
+    /// partially written block, records a zero block, or keeps a clean copy
+    /// when room can be made without touching dirty data.
+    pub(crate) fn install(&mut self, block: BlockId, data: &Bytes, prefetch: bool, now: Instant) {
+        if let Some(e) = self.entries.get_mut(&block) {
+            if let Content::Partial { buf, written } = &e.content {
+                e.content = Content::Full(merge(data, buf, written));
+            }
+            return;
+        }
+        let n = u64::from(block.0);
+        if is_zero(data) {
+            self.zeros.insert(n..n + 1);
+            return;
+        }
+        self.zeros.remove(n..n + 1);
+        let size = data.len() as u64;
+        if size <= self.cache_size && self.evict_to(self.cache_size - size) {
+            let mut e = Entry::clean(data.clone(), now);
+            e.prefetched = prefetch;
+            self.entries.insert(block, e);
+            self.lru.put(block, ());
+            self.resident += size;
+        }
+    }
+
+    /// Drops the cached copy of `block` and any fetch of it in flight; the
+    /// caller makes sure no upload of it is in flight.
+    pub(crate) fn forget(&mut self, block: BlockId) {
+        self.mark_stale(block);
+        if let Some(e) = self.entries.remove(&block) {
+            let size = e.content.size();
+            self.resident -= size;
+            self.lru.pop(&block);
+            if let Some(since) = e.dirty_since {
+                self.dirty_bytes -= size;
+                self.dirty_index.remove(&(since, block));
+            }
+            self.failed.remove(&block);
+        }
+    }
+
+    /// Tells the readers waiting on a fetch of `block` that the block changed
+    /// below, so they read again.
+    pub(crate) fn mark_stale(&mut self, block: BlockId) {
+        if let Some(load) = self.loads.remove(&block) {
+            load.tx.send_replace(LoadOutcome::Stale);
+        }
+    }
+
+    /// Blocks of `range` that have entries (cheapest way round).
+    pub(crate) fn entries_in(&self, range: &Range<u64>) -> Vec<BlockId> {
+        if range.end - range.start <= self.entries.len() as u64 {
+            range.clone().map(|n| BlockId(n as u32)).filter(|b| self.entries.contains_key(b)).collect()
+        } else {
+            self.entries.keys().copied().filter(|b| range.contains(&u64::from(b.0))).collect()
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! Write-back: the upload scheduler, uploads, flush and discard.
+//!
+//! Each write takes a generation from a cache-wide sequence. An upload sends
+//! a snapshot of the block and, when it succeeds, marks the block clean only
+//! if no write came after the snapshot; otherwise the block stays dirty and
+//! is queued again. So a write that lands while its block is uploading is
+//! never lost, and a block rewritten many times before its upload starts is
+//! uploaded once.
+
+use std::ops::Range;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use s3block_core::{BlockDevice, BlockId, Error, Result};
+
+use crate::cache::Shared;
+use crate::entry::{Content, Wb};
+use crate::load::{share_error, wait};
+use crate::state::{LoadOutcome, State};
+use crate::stats::Counters;
+
+/// First wait before a failed upload is tried again; doubles up to the max.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// What an upload sends.
+enum Snapshot {
+    /// The block is zero below already: nothing to send.
+    Nothing(u64),
+    /// The bytes to write and the generation they hold.
+    Data(Bytes, u64, bool),
+}
+
+impl<D: BlockDevice + 'static> Shared<D> {
+    /// The scheduler: starts uploads of dirty blocks whose write delay has
+    /// passed (at once when a flush or a writer is waiting), and retries of
+    /// failed ones, keeping at most `upload_concurrency` in flight.
+    pub(crate) async fn run_scheduler(self: Arc<Self>) {
+        loop {
+            let deadline = {
+                let mut st = self.lock();
+                if st.closed {
+                    return;
+                }
+                self.start_uploads(&mut st, Instant::now())
+            };
+            match deadline {
+                Some(at) => {
+                    tokio::select! {
+                        () = self.work.notified() => {}
+                        () = tokio::time::sleep_until(at.into()) => {}
+                    }
+                }
+                None => self.work.notified().await,
+            }
+        }
+    }
+
+    /// Starts what can start now; returns when to look again.
+    fn start_uploads(self: &Arc<Self>, st: &mut State, now: Instant) -> Option<Instant> {
+        let max = self.config.upload_concurrency;
+        let force = st.flushers > 0 || st.waiting_writers > 0;
+        let mut deadline: Option<Instant> = None;
+        let mut deferred = Vec::new();
+        while st.in_flight < max {
+            let Some(&block) = st.queue.front() else { break };
+            let Some(e) = st.entries.get(&block).filter(|e| e.wb == Wb::Queued) else {
+                st.queue.pop_front();
+                continue;
+            };
+            if st.is_discarding(block) {
+                st.queue.pop_front();
+                deferred.push(block);
+                continue;
+            }
+            let ready = e.dirtied_at + self.config.write_delay;
+            if !force && ready > now {
+                deadline = Some(ready);
+                break;
+            }
+            st.queue.pop_front();
+            self.start_upload(st, block);
+        }
+        for block in deferred.into_iter().rev() {
+            st.queue.push_front(block);
+        }
+        let failed: Vec<BlockId> = st.failed.iter().copied().collect();
+        for block in failed {
+            if st.in_flight >= max {
+                break;
+            }
+            let Some(e) = st.entries.get(&block).filter(|e| e.wb == Wb::Failed) else {
+                st.failed.remove(&block);
+                continue;
+            };
+            if st.is_discarding(block) {
+                continue;
+            }
+            if now >= e.retry_at || (st.flushers > 0 && e.attempt_seq < st.flush_seq) {
+                st.failed.remove(&block);
+                Counters::bump(&self.counters.retries);
+                self.start_upload(st, block);
+            } else {
+                deadline = Some(deadline.map_or(e.retry_at, |d| d.min(e.retry_at)));
+            }
+        }
+        deadline
+    }
+
+    fn start_upload(self: &Arc<Self>, st: &mut State, block: BlockId) {
+        let seq = st.flush_seq;
+        let Some(e) = st.entries.get_mut(&block) else { return };
+        e.wb = Wb::Uploading;
+        e.attempt_seq = seq;
+        st.in_flight += 1;
+        let shared = Arc::clone(self);
+        self.runtime.spawn(async move { shared.upload(block).await });
+    }
+
+    /// Makes a snapshot of the block to upload, fetching and merging the rest
+    /// of a partially written block first.
+    async fn snapshot(self: &Arc<Self>, block: BlockId) -> Result<Snapshot> {
+        loop {
+            let rx = {
+                let mut st = self.lock();
+                let zero_below = st.zeros.contains(block.0.into());
+                let Some(e) = st.entries.get_mut(&block) else {
+                    return Ok(Snapshot::Nothing(0));
+                };
+                e.rewritten_since = None;
+                let generation = e.generation;
+                match &e.content {
+                    Content::Full(data) => return Ok(Snapshot::Data(data.clone(), generation, false)),
+                    Content::Zero if zero_below => return Ok(Snapshot::Nothing(generation)),
+                    Content::Zero => {
+                        return Ok(Snapshot::Data(
+                            Bytes::from(vec![0; self.geometry.block_len()]),
+                            generation,
+                            true,
+                        ));
+                    }
+                    Content::Partial { .. } => self.load(&mut st, block),
+                }
+            };
+            if let LoadOutcome::Failed(e) = wait(rx).await {
+                return Err(share_error(block, &e));
+            }
+        }
+    }
+
+    async fn upload(self: Arc<Self>, block: BlockId) {
+        let (generation, zero, result) = match self.snapshot(block).await {
+            Ok(Snapshot::Nothing(generation)) => (generation, true, Ok(())),
+            Ok(Snapshot::Data(data, generation, zero)) => {
+                (generation, zero, self.lower.write_block(block, data).await)
+            }
+            Err(e) => (0, false, Err(e)),
+        };
+        self.finish_upload(block, generation, zero, result);
+        self.progress.notify_waiters();
+        self.work.notify_one();
+    }
+
+    fn finish_upload(&self, block: BlockId, generation: u64, zero: bool, result: Result<()>) {
+        let mut st = self.lock();
+        st.in_flight -= 1;
+        let now = Instant::now();
+        let Some(e) = st.entries.get_mut(&block) else { return };
+        match result {
+            Ok(()) => {
+                Counters::bump(&self.counters.uploads);
+                e.failures = 0;
+                e.error = None;
+                let since = e.dirty_since;
+                let size = e.content.size();
+                if e.generation == generation {
+                    e.dirty_since = None;
+                    e.wb = Wb::Clean;
+                    let is_zero = matches!(e.content, Content::Zero);
+                    if let Some(since) = since {
+                        st.dirty_index.remove(&(since, block));
+                        st.dirty_bytes -= size;
+                    }
+                    if is_zero {
+                        st.entries.remove(&block);
+                    } else {
+                        st.lru.put(block, ());
+                    }
+                } else {
+                    let next = e.rewritten_since.unwrap_or(generation + 1);
+                    e.dirty_since = Some(next);
+                    e.wb = Wb::Queued;
+                    e.dirtied_at = now;
+                    if let Some(since) = since {
+                        st.dirty_index.remove(&(since, block));
+                    }
+                    st.dirty_index.insert((next, block));
+                    st.queue.push_back(block);
+                }
+                let n = u64::from(block.0);
+                if zero {
+                    st.zeros.insert(n..n + 1);
+                } else {
+                    st.zeros.remove(n..n + 1);
+                }
+                // A fetch that started before this upload may hold old bytes.
+                st.mark_stale(block);
+            }
+            Err(err) => {
+                Counters::bump(&self.counters.upload_errors);
+                tracing::warn!(block = block.0, error = %err, "block upload failed; it stays dirty and will be retried");
+                e.failures = e.failures.saturating_add(1);
+                let backoff = RETRY_FIRST.saturating_mul(1 << e.failures.min(8)).min(RETRY_MAX);
+                e.retry_at = now + backoff;
+                e.error = Some(Arc::new(err));
+                e.wb = Wb::Failed;
+                st.failed.insert(block);
+            }
+        }
+    }
+
+    /// Waits until every block dirty now is stored below (or failed during
+    /// this call), then flushes the device below.
+    pub(crate) async fn flush(&self) -> Result<()> {
+        let (my_seq, target) = {
+            let mut st = self.lock();
+            st.flush_seq += 1;
+            st.flushers += 1;
+            (st.flush_seq, st.last_gen)
+        };
+        let guard = FlushGuard(self);
+        self.work.notify_one();
+        loop {
+            let mut notified = pin!(self.progress.notified());
+            notified.as_mut().enable();
+            {
+                let st = self.lock();
+                let mut waiting = false;
+                let mut failed: Vec<BlockId> = Vec::new();
+                for &(_, block) in st.dirty_index.range(..=(target, BlockId(u32::MAX))) {
+                    match st.entries.get(&block) {
+                        Some(e) if e.wb == Wb::Failed && e.attempt_seq >= my_seq => failed.push(block),
+                        Some(_) => {
+                            waiting = true;
+                            break;
+                        }
+                        None => {}
+                    }
+                }
+                if !waiting {
+                    if let Some(&first) = failed.first() {
+                        let source = st.entries.get(&first).and_then(|e| e.error.clone());
+                        let source = match source {
+                            Some(e) => share_error(first, &e),
+                            None => Error::Config(format!("block {first} could not be written")),
+                        };
+                        return Err(Error::WriteBack {
+                            count: failed.len(),
+                            first,
+                            source: Box::new(source),
+                        });
+                    }
+                    break;
+                }
+            }
+            notified.await;
+        }
+        drop(guard);
+        self.lower.flush().await
+    }
+
+    /// Drops the cached blocks of `blocks` and discards them below. Uploads of
+    /// those blocks in flight finish first; writes arriving meanwhile are kept
+    /// and uploaded after the discard.
+    pub(crate) async fn discard(&self, blocks: Range<u64>) -> Result<()> {
+        {
+            let mut st = self.lock();
+            st.discarding.push(blocks.clone());
+            let loads: Vec<BlockId> =
+                st.loads.keys().copied().filter(|b| blocks.contains(&u64::from(b.0))).collect();
+            for b in loads {
+                st.mark_stale(b);
+            }
+        }
+        loop {
+            let mut notified = pin!(self.progress.notified());
+            notified.as_mut().enable();
+            {
+                let mut st = self.lock();
+                let inside = st.entries_in(&blocks);
+                if inside.iter().all(|b| st.entries.get(b).is_none_or(|e| e.wb != Wb::Uploading)) {
+                    for b in inside {
+                        st.forget(b);
+                    }
+                    break;
+                }
+            }
+            notified.await;
+        }
+        let result = self.lower.discard(blocks.clone()).await;
+        {
+            let mut st = self.lock();
+            if let Some(i) = st.discarding.iter().position(|r| *r == blocks) {
+                st.discarding.swap_remove(i);
+            }
+            match &result {
+                Ok(()) => st.zeros.insert(blocks),
+                Err(_) => st.zeros.remove(blocks),
+            }
+        }
+        self.progress.notify_waiters();
+        self.work.notify_one();
+        result
+    }
+}
+
+/// Ends a flush's claim to urgent uploads, however the flush ends.
+struct FlushGuard<'a, D>(&'a Shared<D>);
+
+impl<D> Drop for FlushGuard<'_, D> {
+    fn drop(&mut self) {
+        self.0.lock().flushers -= 1;
+    }
+}
