@@ -66,6 +66,8 @@ pub struct FaultConfig {
     pub error_rate: f64,
     /// Probability (0..=1) that a request fails with a timeout.
     pub timeout_rate: f64,
+    /// Probability (0..=1) that a request fails with a permanent (400-like) error.
+    pub permanent_rate: f64,
     /// Delay added to every request.
     pub latency: Duration,
     /// Probability (0..=1) of an extra delay of `spike`.
@@ -147,6 +149,8 @@ impl<T: ObjectStore> FaultStore<T> {
                 Some(InjectedFault::transient("503 Service Unavailable"))
             } else if x < cfg.error_rate + cfg.timeout_rate {
                 Some(InjectedFault::transient("request timed out"))
+            } else if x < cfg.error_rate + cfg.timeout_rate + cfg.permanent_rate {
+                Some(InjectedFault::permanent("400 Bad Request"))
             } else {
                 None
             };

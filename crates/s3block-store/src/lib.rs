@@ -20,3 +20,6 @@ pub use device::{BLOCK_CONTENT_TYPE, DIRECT_DISCARD_MAX, META_BLOCK_SIZE, META_F
 pub use list::{ListPlan, StoredBlock, delete_keys, list_blocks};
 pub use lock::{LOCK_NAME, LockInfo, LockMode, LockOptions, META_MOUNT_TOKEN, MountLock, break_lock, hostname, probe_conditional_put, read_lock, utc_stamp};
 pub use volume::{DEFAULT_BLOCK_SIZE, DESCRIPTOR_NAME, FORMAT_VERSION, GeometrySource, Volume, VolumeDescriptor, VolumeOptions, create_volume, open_volume, read_block0_geometry, read_descriptor};
+mod config;
+pub use config::{CredentialSource, Credentials, DEFAULT_ACCESS_FILE, OpenedStore, StoreConfig, StoreKind, parse_access_file};
+pub mod conformance;

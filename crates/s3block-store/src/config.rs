@@ -1,0 +1,316 @@
+//! Opening a store by URL, with credentials from the places s3backer users
+//! keep them.
+//!
+//! | URL | store |
+//! |---|---|
+//! | `s3://bucket[/prefix]` | S3 or an S3-compatible server |
+//! | `file:///dir` | a local directory (attributes in sidecars, see [`SidecarStore`]) |
+//! | `memory://` | memory, for tests |
+//!
+//! The key prefix is the URL's path (`s3://b/vol` puts blocks under `vol/`);
+//! [`StoreConfig::prefix`] sets it literally instead (s3backer's `--prefix`).
+//!
+//! Credentials come from, in order: the `AWS_ACCESS_KEY_ID`/
+//! `AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN` environment; the access key
+//! options; s3backer's access file (`accessKeyId:secretKey` lines, default
+//! `~/.s3backer_passwd`), whose line is chosen by the access key id when one
+//! was given, else the first. Region and endpoint options win over
+//! `AWS_REGION`/`AWS_DEFAULT_REGION` and `AWS_ENDPOINT_URL`.
+//!
+//! Every store is wrapped as `RetryStore<CountingStore<backend>>`: counting
+//! sees each attempt, and s3block's retry loop is the only one
+//! (`object_store`'s own S3 retries are set to zero; see [`RetryStore`]).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::ObjectStore;
+use s3block_core::{Error, RequestCounters, Result};
+
+use crate::counting::CountingStore;
+use crate::list::ListPlan;
+use crate::retry::{RetryConfig, RetryStore};
+use crate::sidecar::SidecarStore;
+
+/// Default name of s3backer's access file, in the home directory.
+pub const DEFAULT_ACCESS_FILE: &str = ".s3backer_passwd";
+
+/// Where credentials were found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// The `AWS_*` environment.
+    Environment,
+    /// The access key options.
+    Options,
+    /// An access file.
+    AccessFile(PathBuf),
+}
+
+/// An access key pair.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+    /// Session token for temporary credentials.
+    pub session_token: Option<String>,
+    /// Where they came from.
+    pub source: CredentialSource,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which backend a URL chose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// S3 or compatible, with the bucket name.
+    S3 {
+        /// Bucket.
+        bucket: String,
+    },
+    /// A local directory.
+    Local(PathBuf),
+    /// Memory.
+    Memory,
+}
+
+/// A store opened from a [`StoreConfig`].
+#[derive(Debug, Clone)]
+pub struct OpenedStore {
+    /// The store, with retries and request counting.
+    pub store: Arc<dyn ObjectStore>,
+    /// The key prefix of the volume.
+    pub prefix: String,
+    /// The counters the store adds to.
+    pub counters: Arc<RequestCounters>,
+    /// The backend.
+    pub kind: StoreKind,
+    /// How to list this store.
+    pub list_plan: ListPlan,
+}
+
+/// Parses s3backer's access file: `accessKeyId:secretKey` lines; blank lines
+/// and `#` comments are skipped. Picks the line of `wanted_id` when given,
+/// else the first.
+pub fn parse_access_file(text: &str, wanted_id: Option<&str>) -> Option<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once(':'))
+        .map(|(id, secret)| (id.trim().to_owned(), secret.trim().to_owned()))
+        .find(|(id, _)| wanted_id.is_none_or(|w| w == id))
+}
+
+/// How to reach a store; frontends map their options onto it.
+#[derive(Debug, Clone, Default)]
+pub struct StoreConfig {
+    url: String,
+    prefix: Option<String>,
+    endpoint: Option<String>,
+    region: Option<String>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    session_token: Option<String>,
+    access_file: Option<PathBuf>,
+    force_path_style: bool,
+    retry: RetryConfig,
+    env: Option<HashMap<String, String>>,
+}
+
+impl StoreConfig {
+    /// A store at `url` (`s3://bucket/prefix`, `file:///dir`, `memory://`).
+    pub fn new(url: impl Into<String>) -> Self {
+        StoreConfig { url: url.into(), ..Default::default() }
+    }
+
+    /// Uses `prefix` literally as the key prefix, instead of the URL's path.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Some(prefix.into());
+        self
+    }
+
+    /// S3 endpoint URL (`http://127.0.0.1:3900` for a loopback server).
+    pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// S3 region.
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// Access key id.
+    pub fn access_key_id(mut self, id: impl Into<String>) -> Self {
+        self.access_key_id = Some(id.into());
+        self
+    }
+
+    /// Secret access key.
+    pub fn secret_access_key(mut self, secret: impl Into<String>) -> Self {
+        self.secret_access_key = Some(secret.into());
+        self
+    }
+
+    /// Session token.
+    pub fn session_token(mut self, token: impl Into<String>) -> Self {
+        self.session_token = Some(token.into());
+        self
+    }
+
+    /// s3backer access file (default `~/.s3backer_passwd`).
+    pub fn access_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.access_file = Some(path.into());
+        self
+    }
+
+    /// Path-style requests (`endpoint/bucket/key`) rather than virtual-host.
+    pub fn force_path_style(mut self, on: bool) -> Self {
+        self.force_path_style = on;
+        self
+    }
+
+    /// Retry policy.
+    pub fn retry(mut self, retry: RetryConfig) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Reads `AWS_*` and `HOME` from `env` instead of the process environment.
+    pub fn env(mut self, env: HashMap<String, String>) -> Self {
+        self.env = Some(env);
+        self
+    }
+
+    fn var(&self, name: &str) -> Option<String> {
+        let v = match &self.env {
+            Some(m) => m.get(name).cloned(),
+            None => std::env::var(name).ok(),
+        };
+        v.filter(|s| !s.is_empty())
+    }
+
+    /// The region: option, `AWS_REGION`, `AWS_DEFAULT_REGION`, else `us-east-1`.
+    pub fn resolved_region(&self) -> String {
+        self.region
+            .clone()
+            .or_else(|| self.var("AWS_REGION"))
+            .or_else(|| self.var("AWS_DEFAULT_REGION"))
+            .unwrap_or_else(|| "us-east-1".to_owned())
+    }
+
+    /// The endpoint: option, else `AWS_ENDPOINT_URL`.
+    pub fn resolved_endpoint(&self) -> Option<String> {
+        self.endpoint.clone().or_else(|| self.var("AWS_ENDPOINT_URL"))
+    }
+
+    /// Finds credentials (see the [module docs](self)); `None` when there are none.
+    pub fn resolve_credentials(&self) -> Result<Option<Credentials>> {
+        if let (Some(id), Some(secret)) = (self.var("AWS_ACCESS_KEY_ID"), self.var("AWS_SECRET_ACCESS_KEY")) {
+            return Ok(Some(Credentials {
+                access_key_id: id,
+                secret_access_key: secret,
+                session_token: self.var("AWS_SESSION_TOKEN"),
+                source: CredentialSource::Environment,
+            }));
+        }
+        if let (Some(id), Some(secret)) = (&self.access_key_id, &self.secret_access_key) {
+            return Ok(Some(Credentials {
+                access_key_id: id.clone(),
+                secret_access_key: secret.clone(),
+                session_token: self.session_token.clone(),
+                source: CredentialSource::Options,
+            }));
+        }
+        let (path, explicit) = match &self.access_file {
+            Some(p) => (p.clone(), true),
+            None => match self.var("HOME") {
+                Some(home) => (PathBuf::from(home).join(DEFAULT_ACCESS_FILE), false),
+                None => return Ok(None),
+            },
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(Error::Io { path: path.display().to_string(), source }),
+        };
+        match parse_access_file(&text, self.access_key_id.as_deref()) {
+            Some((id, secret)) => Ok(Some(Credentials {
+                access_key_id: id,
+                secret_access_key: secret,
+                session_token: self.session_token.clone(),
+                source: CredentialSource::AccessFile(path),
+            })),
+            None => Err(Error::Config(match &self.access_key_id {
+                Some(id) => format!("access file {} has no line for access key id {id:?}", path.display()),
+                None => format!("access file {} has no accessKeyId:secretKey line", path.display()),
+            })),
+        }
+    }
+
+    /// Opens the store: backend, request counting and retries.
+    pub fn open(&self) -> Result<OpenedStore> {
+        let bad = |why: String| Error::Config(format!("store URL {:?}: {why}", self.url));
+        let url = url::Url::parse(&self.url).map_err(|e| bad(e.to_string()))?;
+        let url_prefix = {
+            let p = url.path().trim_start_matches('/');
+            if p.is_empty() || p.ends_with('/') { p.to_owned() } else { format!("{p}/") }
+        };
+        let (base, kind, sorted, prefix): (Arc<dyn ObjectStore>, StoreKind, bool, String) = match url.scheme() {
+            "s3" => {
+                let bucket = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| bad("no bucket name".into()))?;
+                (self.build_s3(bucket)?, StoreKind::S3 { bucket: bucket.to_owned() }, true, url_prefix)
+            }
+            "file" => {
+                let dir = url.to_file_path().map_err(|()| bad("not a local path".into()))?;
+                std::fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir.display().to_string(), source })?;
+                let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(e.to_string()))?;
+                (Arc::new(SidecarStore::new(fs)), StoreKind::Local(dir), false, String::new())
+            }
+            "memory" => (Arc::new(InMemory::new()), StoreKind::Memory, true, url_prefix),
+            other => return Err(bad(format!("unknown scheme {other:?}: use s3://, file:// or memory://"))),
+        };
+        let prefix = self.prefix.clone().unwrap_or(prefix);
+        let counters = Arc::new(RequestCounters::default());
+        let counted = CountingStore::new(base, counters.clone());
+        let store: Arc<dyn ObjectStore> = Arc::new(RetryStore::new(counted, self.retry.clone(), counters.clone()));
+        Ok(OpenedStore { store, prefix, counters, kind, list_plan: ListPlan { parallelism: if sorted { 8 } else { 1 }, sorted } })
+    }
+
+    fn build_s3(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
+        let endpoint = self.resolved_endpoint();
+        let mut b = AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_region(self.resolved_region())
+            .with_conditional_put(S3ConditionalPut::ETagMatch)
+            .with_virtual_hosted_style_request(!self.force_path_style && endpoint.is_none())
+            .with_retry(object_store::RetryConfig { max_retries: 0, ..Default::default() });
+        if let Some(ep) = &endpoint {
+            b = b.with_endpoint(ep).with_allow_http(ep.starts_with("http://"));
+        }
+        match self.resolve_credentials()? {
+            Some(c) => {
+                b = b.with_access_key_id(c.access_key_id).with_secret_access_key(c.secret_access_key);
+                if let Some(t) = c.session_token {
+                    b = b.with_token(t);
+                }
+            }
+            None => b = b.with_skip_signature(true),
+        }
+        let s3 = b.build().map_err(|e| Error::Config(format!("cannot configure S3 bucket {bucket:?}: {e}")))?;
+        Ok(Arc::new(s3))
+    }
+}
