@@ -90,7 +90,10 @@ impl CacheConfig {
         if self.upload_concurrency == 0 {
             return Err(Error::Config("upload concurrency must be at least 1".into()));
         }
-        Ok(Limits { cache_size: self.cache_size, max_dirty, read_ahead_blocks: self.read_ahead / block })
+        // Read-ahead may take at most a quarter of the cache, so it does not
+        // evict what it fetched before the reader gets there.
+        let read_ahead_blocks = (self.read_ahead / block).min(self.cache_size / block / 4);
+        Ok(Limits { cache_size: self.cache_size, max_dirty, read_ahead_blocks })
     }
 }
 
@@ -163,8 +166,10 @@ mod tests {
         let err =
             CacheConfig::builder().cache_size(8 << 20).max_dirty(16 << 20).build().limits(&g).unwrap_err();
         assert!(err.to_string().contains("max dirty"), "{err}");
-        let l = CacheConfig::builder().cache_size(8 << 20).read_ahead(3 << 20).build().limits(&g).unwrap();
-        assert_eq!((l.max_dirty, l.read_ahead_blocks), (4 << 20, 3));
+        let l = CacheConfig::builder().cache_size(16 << 20).read_ahead(3 << 20).build().limits(&g).unwrap();
+        assert_eq!((l.max_dirty, l.read_ahead_blocks), (8 << 20, 3));
+        let l = CacheConfig::builder().cache_size(8 << 20).read_ahead(64 << 20).build().limits(&g).unwrap();
+        assert_eq!(l.read_ahead_blocks, 2, "a quarter of the cache at most");
         assert!(CacheConfig::builder().upload_concurrency(0).build().limits(&g).is_err());
     }
 }

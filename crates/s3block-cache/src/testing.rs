@@ -26,7 +26,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug)]
 pub struct FlakyDevice<D> {
     inner: D,
-    error_rate: f64,
+    /// The fraction of requests to fail, as f64 bits.
+    error_rate: AtomicU64,
     latency: Duration,
     spike_rate: f64,
     spike: Duration,
@@ -39,7 +40,7 @@ impl<D: BlockDevice> FlakyDevice<D> {
     pub fn new(inner: D, error_rate: f64, seed: u64) -> Self {
         FlakyDevice {
             inner,
-            error_rate,
+            error_rate: AtomicU64::new(error_rate.to_bits()),
             latency: Duration::ZERO,
             spike_rate: 0.0,
             spike: Duration::ZERO,
@@ -61,6 +62,11 @@ impl<D: BlockDevice> FlakyDevice<D> {
         &self.inner
     }
 
+    /// Changes the fraction of requests that fail.
+    pub fn set_error_rate(&self, rate: f64) {
+        self.error_rate.store(rate.to_bits(), Ordering::Relaxed);
+    }
+
     /// Requests failed so far.
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
@@ -69,7 +75,8 @@ impl<D: BlockDevice> FlakyDevice<D> {
     async fn disturb(&self, block: Option<BlockId>, what: &str) -> Result<()> {
         let (fail, delay) = {
             let mut rng = lock(&self.rng);
-            let fail = rng.random_bool(self.error_rate.clamp(0.0, 1.0));
+            let fail =
+                rng.random_bool(f64::from_bits(self.error_rate.load(Ordering::Relaxed)).clamp(0.0, 1.0));
             let delay = if rng.random_bool(self.spike_rate.clamp(0.0, 1.0)) {
                 self.spike
             } else {

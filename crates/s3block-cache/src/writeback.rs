@@ -294,6 +294,16 @@ impl<D: BlockDevice + 'static> Shared<D> {
                     for b in inside {
                         st.forget(b);
                     }
+                    if st.zeros.contains_range(&blocks) {
+                        // Nothing is stored there: no request.
+                        if let Some(i) = st.discarding.iter().position(|r| *r == blocks) {
+                            st.discarding.swap_remove(i);
+                        }
+                        drop(st);
+                        self.progress.notify_waiters();
+                        self.work.notify_one();
+                        return Ok(());
+                    }
                     break;
                 }
             }

@@ -21,6 +21,11 @@ impl RangeSet {
         self.ranges.range(..=n).next_back().is_some_and(|(_, &end)| n < end)
     }
 
+    /// True when every number of `r` is in the set.
+    pub(crate) fn contains_range(&self, r: &Range<u64>) -> bool {
+        r.is_empty() || self.ranges.range(..=r.start).next_back().is_some_and(|(_, &end)| r.end <= end)
+    }
+
     /// Adds `r` to the set.
     pub(crate) fn insert(&mut self, r: Range<u64>) {
         if r.is_empty() {
@@ -96,6 +101,7 @@ mod tests {
                     set.remove(r.clone());
                     for n in r { model.remove(&n); }
                 }
+                prop_assert_eq!(set.contains_range(&(start..start + 5)), (start..start + 5).all(|n| model.contains(&n)));
                 for n in 0..230 {
                     prop_assert_eq!(set.contains(n), model.contains(&n), "block {}", n);
                 }

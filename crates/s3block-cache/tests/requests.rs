@@ -1,0 +1,193 @@
+//! What the cache asks of the store: the requests users pay for.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{block_data, config, geometry, pattern};
+use s3block_cache::BlockCache;
+use s3block_cache::testing::{CountingDevice, FlakyDevice};
+use s3block_core::{BlockDevice, BlockDeviceExt, BlockId, MemoryDevice};
+
+type Counted = Arc<CountingDevice<Arc<MemoryDevice>>>;
+
+fn counted(blocks: u64) -> (Counted, Arc<MemoryDevice>) {
+    let mem = Arc::new(MemoryDevice::new(geometry(blocks)));
+    (Arc::new(CountingDevice::new(Arc::clone(&mem))), mem)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_whole_block_writes_make_n_puts_and_no_gets() {
+    let (below, mem) = counted(64);
+    let g = below.geometry();
+    let cache = BlockCache::new(Arc::clone(&below), config(&g, 16, 8)).unwrap();
+    let n = 40u32;
+    let mut all = Vec::new();
+    for b in 0..n {
+        let data = block_data(&g, b, 1);
+        all.extend_from_slice(&data);
+        cache.write_block(BlockId(b), data).await.unwrap();
+    }
+    cache.flush().await.unwrap();
+    let c = below.counts();
+    assert_eq!((c.writes, c.reads, c.zero_writes), (u64::from(n), 0, 0), "{c:?}");
+    assert_eq!(&mem.read_at(0, all.len()).await.unwrap()[..], &all[..]);
+    // The same through byte-range writes spanning blocks.
+    below.reset();
+    cache.write_at(0, pattern(g.block_len() * 10, 9)).await.unwrap();
+    cache.flush().await.unwrap();
+    assert_eq!((below.counts().writes, below.counts().reads), (10, 0));
+    cache.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewrites_within_the_write_delay_are_uploaded_once() {
+    let (below, mem) = counted(8);
+    let g = below.geometry();
+    let mut cfg = config(&g, 8, 4);
+    cfg.write_delay = Duration::from_secs(60);
+    let cache = BlockCache::new(Arc::clone(&below), cfg).unwrap();
+    for fill in 1..=5 {
+        cache.write_block(BlockId(2), block_data(&g, 2, fill)).await.unwrap();
+        cache.write_partial(BlockId(2), 7, Bytes::from_static(b"xyz")).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(below.counts().writes, 0, "nothing uploaded before the write delay");
+    cache.flush().await.unwrap();
+    assert_eq!(below.counts().writes, 1);
+    assert_eq!(&mem.read_partial(BlockId(2), 7, 3).await.unwrap()[..], b"xyz");
+    cache.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zeros_over_a_fresh_volume_make_no_requests() {
+    let (below, _mem) = counted(32);
+    let g = below.geometry();
+    // A listing at open found no stored block.
+    let cache = BlockCache::with_known_blocks(Arc::clone(&below), config(&g, 8, 4), []).unwrap();
+    cache.write_at(0, Bytes::from(vec![0; g.size() as usize])).await.unwrap();
+    cache.write_partial(BlockId(3), 10, Bytes::from(vec![0; 20])).await.unwrap();
+    cache.zero_range(100, 5000).await.unwrap();
+    cache.discard(4..20).await.unwrap();
+    assert!(cache.read_at(0, g.size() as usize).await.unwrap().iter().all(|&b| b == 0));
+    cache.flush().await.unwrap();
+    let c = below.counts();
+    assert_eq!(c.requests(), 0, "{c:?}");
+    assert!(cache.stats().zero_hits >= g.block_count());
+    assert_eq!(cache.stats().resident_bytes, 0, "zero blocks cost no buffer");
+    cache.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zeros_over_a_stored_block_delete_it_once() {
+    let (below, mem) = counted(8);
+    let g = below.geometry();
+    let cache = BlockCache::new(Arc::clone(&below), config(&g, 8, 4)).unwrap();
+    cache.write_block(BlockId(1), block_data(&g, 1, 1)).await.unwrap();
+    cache.flush().await.unwrap();
+    assert_eq!(mem.stored_blocks(), 1);
+    for _ in 0..3 {
+        cache.write_block(BlockId(1), Bytes::from(vec![0; g.block_len()])).await.unwrap();
+        cache.flush().await.unwrap();
+    }
+    let c = below.counts();
+    assert_eq!((c.writes, c.zero_writes), (1, 1), "{c:?}");
+    assert_eq!(mem.stored_blocks(), 0);
+    // Now known zero: reading makes no request, and the block costs no buffer.
+    assert!(cache.read_block(BlockId(1)).await.unwrap().iter().all(|&b| b == 0));
+    assert_eq!(below.counts().reads, 0);
+    assert_eq!(cache.stats().resident_bytes, 0);
+    // A block found absent is known zero afterwards.
+    assert!(cache.read_block(BlockId(5)).await.unwrap().iter().all(|&b| b == 0));
+    assert!(cache.read_block(BlockId(5)).await.unwrap().iter().all(|&b| b == 0));
+    assert_eq!(below.reads_of(BlockId(5)), 1);
+    cache.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_read_ahead_reads_each_block_once() {
+    let (below, mem) = counted(256);
+    let g = below.geometry();
+    let all = pattern(g.size() as usize, 3);
+    mem.write_at(0, all.clone()).await.unwrap();
+    let mut cfg = config(&g, 64, 8);
+    cfg.read_ahead = 16 * u64::from(g.block_size());
+    let cache = BlockCache::new(Arc::clone(&below), cfg).unwrap();
+    // Reads smaller than a block, in order, as a filesystem does.
+    let step = 128;
+    for at in (0..g.size()).step_by(step) {
+        let got = cache.read_at(at, step).await.unwrap();
+        assert_eq!(&got[..], &all[at as usize..at as usize + step], "at {at}");
+    }
+    for b in 0..g.block_count() {
+        assert_eq!(below.reads_of(BlockId(b as u32)), 1, "block {b}");
+    }
+    let s = cache.stats();
+    assert!(s.read_ahead_issued > 200, "{s}");
+    assert_eq!(s.read_ahead_used, s.read_ahead_issued, "{s}");
+    assert!(s.resident_bytes <= s.cache_size, "{s}");
+    cache.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_stored_blocks_spare_gets_of_the_others() {
+    let (below, mem) = counted(64);
+    let g = below.geometry();
+    mem.write_block(BlockId(3), block_data(&g, 3, 1)).await.unwrap();
+    let cache = BlockCache::with_known_blocks(Arc::clone(&below), config(&g, 8, 4), [BlockId(3)]).unwrap();
+    for b in 0..64 {
+        cache.read_block(BlockId(b)).await.unwrap();
+    }
+    assert_eq!(below.counts().reads, 1);
+    assert_eq!(below.reads_of(BlockId(3)), 1);
+    cache.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discard_drops_cached_blocks_and_discards_below_in_one_call() {
+    let (below, mem) = counted(32);
+    let g = below.geometry();
+    let cache = BlockCache::new(Arc::clone(&below), config(&g, 32, 16)).unwrap();
+    for b in 0..10 {
+        cache.write_block(BlockId(b), block_data(&g, b, 1)).await.unwrap();
+    }
+    cache.flush().await.unwrap();
+    // Blocks 2 and 3 dirty again when the discard comes: the new data is dropped too.
+    cache.write_block(BlockId(2), block_data(&g, 2, 2)).await.unwrap();
+    below.reset();
+    cache.discard(2..8).await.unwrap();
+    assert_eq!(below.counts().discards, 1);
+    for b in 2..8 {
+        assert!(cache.read_block(BlockId(b)).await.unwrap().iter().all(|&x| x == 0), "block {b}");
+    }
+    cache.flush().await.unwrap();
+    assert_eq!(below.counts().reads, 0);
+    assert_eq!(below.counts().writes, 0);
+    assert_eq!(mem.stored_blocks(), 4);
+    cache.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_run_in_parallel_within_the_pool_size() {
+    let mem = Arc::new(MemoryDevice::new(geometry(64)));
+    let slow = FlakyDevice::new(Arc::clone(&mem), 0.0, 1).with_latency(
+        Duration::from_millis(10),
+        0.0,
+        Duration::ZERO,
+    );
+    let below = Arc::new(CountingDevice::new(slow));
+    let g = below.geometry();
+    let mut cfg = config(&g, 64, 64);
+    cfg.upload_concurrency = 3;
+    let cache = BlockCache::new(Arc::clone(&below), cfg).unwrap();
+    for b in 0..30 {
+        cache.write_block(BlockId(b), block_data(&g, b, 1)).await.unwrap();
+    }
+    cache.flush().await.unwrap();
+    let c = below.counts();
+    assert_eq!(c.writes, 30);
+    assert!(c.max_concurrent_writes > 1 && c.max_concurrent_writes <= 3, "{c:?}");
+    cache.close().await.unwrap();
+}
