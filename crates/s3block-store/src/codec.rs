@@ -160,10 +160,17 @@ impl CodecChain {
     }
 
     /// Decodes an object by its own `Content-Encoding` and checks the block length.
-    pub fn decode(&self, cx: &CodecContext<'_>, data: Bytes, encoding: Option<&str>, meta: &CodecMeta) -> Result<Bytes> {
+    pub fn decode(
+        &self,
+        cx: &CodecContext<'_>,
+        data: Bytes,
+        encoding: Option<&str>,
+        meta: &CodecMeta,
+    ) -> Result<Bytes> {
         let mut data = data;
-        let names: Vec<&str> =
-            encoding.map(|e| e.split(',').map(str::trim).filter(|s| !s.is_empty()).collect()).unwrap_or_default();
+        let names: Vec<&str> = encoding
+            .map(|e| e.split(',').map(str::trim).filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default();
         for name in names.iter().rev() {
             let codec = self
                 .known
@@ -175,7 +182,11 @@ impl CodecChain {
         if data.len() != cx.block_size {
             return Err(cx.corrupt(format!(
                 "decodes to {} bytes, the block size is {}",
-                if data.len() > cx.block_size { format!("more than {}", cx.block_size) } else { data.len().to_string() },
+                if data.len() > cx.block_size {
+                    format!("more than {}", cx.block_size)
+                } else {
+                    data.len().to_string()
+                },
                 cx.block_size
             )));
         }
@@ -211,15 +222,20 @@ mod tests {
     fn bad_objects_are_corrupt() {
         let chain = CodecChain::new();
         let err = chain.decode(&cx(), Bytes::from(vec![1u8; 4096]), Some("br"), &vec![]).unwrap_err();
-        assert!(matches!(&err, Error::Corrupt { block: BlockId(3), key, reason } if key == "v/00000003" && reason.contains("br")), "{err}");
+        assert!(
+            matches!(&err, Error::Corrupt { block: BlockId(3), key, reason } if key == "v/00000003" && reason.contains("br")),
+            "{err}"
+        );
         let err = chain.decode(&cx(), Bytes::from(vec![1u8; 100]), None, &vec![]).unwrap_err();
         assert!(err.to_string().contains("100 bytes"), "{err}");
         let err = chain.decode(&cx(), Bytes::from_static(b"not zlib"), Some("deflate"), &vec![]).unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }), "{err}");
         // A bomb that inflates past the block size is cut off, not allocated.
         let big = vec![7u8; 1 << 20];
-        let (obj, enc, _) =
-            CodecChain::new().with(Arc::new(Deflate::new(1).expect("level"))).encode(&cx(), Bytes::from(big)).expect("encode");
+        let (obj, enc, _) = CodecChain::new()
+            .with(Arc::new(Deflate::new(1).expect("level")))
+            .encode(&cx(), Bytes::from(big))
+            .expect("encode");
         let err = chain.decode(&cx(), obj, enc.as_deref(), &vec![]).unwrap_err();
         assert!(err.to_string().contains("more than 4096"), "{err}");
         assert!(Deflate::new(0).is_err() && Deflate::new(10).is_err());

@@ -25,10 +25,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use object_store::ObjectStore;
 use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
-use object_store::ObjectStore;
 use s3block_core::{Error, RequestCounters, Result};
 
 use crate::counting::CountingStore;
@@ -269,14 +269,17 @@ impl StoreConfig {
             let p = url.path().trim_start_matches('/');
             if p.is_empty() || p.ends_with('/') { p.to_owned() } else { format!("{p}/") }
         };
-        let (base, kind, sorted, prefix): (Arc<dyn ObjectStore>, StoreKind, bool, String) = match url.scheme() {
+        let (base, kind, sorted, prefix): (Arc<dyn ObjectStore>, StoreKind, bool, String) = match url.scheme()
+        {
             "s3" => {
-                let bucket = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| bad("no bucket name".into()))?;
+                let bucket =
+                    url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| bad("no bucket name".into()))?;
                 (self.build_s3(bucket)?, StoreKind::S3 { bucket: bucket.to_owned() }, true, url_prefix)
             }
             "file" => {
                 let dir = url.to_file_path().map_err(|()| bad("not a local path".into()))?;
-                std::fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir.display().to_string(), source })?;
+                std::fs::create_dir_all(&dir)
+                    .map_err(|source| Error::Io { path: dir.display().to_string(), source })?;
                 let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(e.to_string()))?;
                 (Arc::new(SidecarStore::new(fs)), StoreKind::Local(dir), false, String::new())
             }
@@ -286,8 +289,15 @@ impl StoreConfig {
         let prefix = self.prefix.clone().unwrap_or(prefix);
         let counters = Arc::new(RequestCounters::default());
         let counted = CountingStore::new(base, counters.clone());
-        let store: Arc<dyn ObjectStore> = Arc::new(RetryStore::new(counted, self.retry.clone(), counters.clone()));
-        Ok(OpenedStore { store, prefix, counters, kind, list_plan: ListPlan { parallelism: if sorted { 8 } else { 1 }, sorted } })
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(RetryStore::new(counted, self.retry.clone(), counters.clone()));
+        Ok(OpenedStore {
+            store,
+            prefix,
+            counters,
+            kind,
+            list_plan: ListPlan { parallelism: if sorted { 8 } else { 1 }, sorted },
+        })
     }
 
     fn build_s3(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
@@ -310,7 +320,8 @@ impl StoreConfig {
             }
             None => b = b.with_skip_signature(true),
         }
-        let s3 = b.build().map_err(|e| Error::Config(format!("cannot configure S3 bucket {bucket:?}: {e}")))?;
+        let s3 =
+            b.build().map_err(|e| Error::Config(format!("cannot configure S3 bucket {bucket:?}: {e}")))?;
         Ok(Arc::new(s3))
     }
 }

@@ -79,7 +79,10 @@ pub async fn zero_elision(store: Arc<dyn ObjectStore>, prefix: &str) {
     dev.write_block(BlockId(3), pattern(3)).await.expect("write");
     assert!(object_attributes(store.as_ref(), &key).await.is_some(), "{key} missing after write");
     dev.write_block(BlockId(3), Bytes::from(vec![0u8; BS as usize])).await.expect("write zeros");
-    assert!(object_attributes(store.as_ref(), &key).await.is_none(), "{key} still stored after writing zeros");
+    assert!(
+        object_attributes(store.as_ref(), &key).await.is_none(),
+        "{key} still stored after writing zeros"
+    );
     assert!(dev.read_block(BlockId(3)).await.expect("read").iter().all(|&b| b == 0));
     dev.write_block(BlockId(3), Bytes::from(vec![0u8; BS as usize])).await.expect("zeros over absent");
     dev.write_block(BlockId(4), pattern(4)).await.expect("write 4");
@@ -122,7 +125,12 @@ pub async fn geometry_detection(store: Arc<dyn ObjectStore>, prefix: &str) {
     let s = store.as_ref();
     let missing = open_volume(s, prefix, &VolumeOptions::default()).await.expect_err("no volume yet");
     assert!(missing.to_string().contains("s3block-volume.json"), "{missing}");
-    let opts = VolumeOptions { size: Some(1 << 20), block_size: Some(8192), hash_prefix: Some(true), compression: Some(3) };
+    let opts = VolumeOptions {
+        size: Some(1 << 20),
+        block_size: Some(8192),
+        hash_prefix: Some(true),
+        compression: Some(3),
+    };
     let d = create_volume(s, prefix, &opts).await.expect("create");
     assert_eq!((d.size, d.block_size, d.hash_prefix, d.compression), (1 << 20, 8192, true, Some(3)));
     assert_eq!(d.volume_id.len(), 32);
@@ -166,7 +174,8 @@ pub async fn geometry_detection(store: Arc<dyn ObjectStore>, prefix: &str) {
 pub async fn mount_lock(store: Arc<dyn ObjectStore>, prefix: &str, enforced: Option<bool>) {
     let opts = |host: &str| LockOptions { host: host.into(), now: std::time::SystemTime::now(), enforced };
     let a = crate::MountLock::acquire(store.clone(), prefix, opts("host-a")).await.expect("first lock");
-    let err = crate::MountLock::acquire(store.clone(), prefix, opts("host-b")).await.expect_err("second lock");
+    let err =
+        crate::MountLock::acquire(store.clone(), prefix, opts("host-b")).await.expect_err("second lock");
     match &err {
         Error::Locked { host, since, .. } => {
             assert_eq!(host, "host-a");
@@ -178,7 +187,8 @@ pub async fn mount_lock(store: Arc<dyn ObjectStore>, prefix: &str, enforced: Opt
     assert_eq!(info.token.as_deref(), Some(a.token()));
     assert!(a.release().await.expect("release"), "release did not delete the lock");
     assert!(read_lock(store.as_ref(), prefix).await.expect("read").is_none());
-    let b = crate::MountLock::acquire(store.clone(), prefix, opts("host-b")).await.expect("lock after release");
+    let b =
+        crate::MountLock::acquire(store.clone(), prefix, opts("host-b")).await.expect("lock after release");
     let broken = break_lock(store.as_ref(), prefix).await.expect("break").expect("there was a lock");
     assert_eq!(broken.host, "host-b");
     let c = crate::MountLock::acquire(store.clone(), prefix, opts("host-c")).await.expect("lock after break");
@@ -203,14 +213,23 @@ pub async fn listing_and_bulk_delete(store: Arc<dyn ObjectStore>, prefix: &str, 
             dev.write_block(BlockId(b), compressible(b as u8)).await.expect("write");
         }
         // Objects that are not blocks are never listed as blocks.
-        crate::MountLock::acquire(dev.store().clone(), &p, LockOptions { enforced: Some(false), ..Default::default() })
-            .await
-            .expect("lock");
+        crate::MountLock::acquire(
+            dev.store().clone(),
+            &p,
+            LockOptions { enforced: Some(false), ..Default::default() },
+        )
+        .await
+        .expect("lock");
         let listed = dev.list_blocks().await.expect("list");
-        let want: Vec<StoredBlock> = blocks.iter().map(|&b| StoredBlock { block: BlockId(b), size: BS }).collect();
+        let want: Vec<StoredBlock> =
+            blocks.iter().map(|&b| StoredBlock { block: BlockId(b), size: BS }).collect();
         assert_eq!(listed, want, "hashed={hashed}");
         let some = dev.list_blocks_in(5..512).await.expect("list range");
-        assert_eq!(some.iter().map(|s| s.block.0).collect::<Vec<_>>(), vec![5, 17, 300, 511], "hashed={hashed}");
+        assert_eq!(
+            some.iter().map(|s| s.block.0).collect::<Vec<_>>(),
+            vec![5, 17, 300, 511],
+            "hashed={hashed}"
+        );
         counters.reset();
         dev.discard(1..1024).await.expect("discard");
         let c = counters.snapshot();
@@ -229,7 +248,10 @@ pub async fn listing_and_bulk_delete(store: Arc<dyn ObjectStore>, prefix: &str, 
 pub async fn corrupt_objects(store: Arc<dyn ObjectStore>, prefix: &str) {
     let dev = device(&store, prefix);
     let key = dev.key(BlockId(7));
-    store.put_opts(&Path::from(key.as_str()), vec![1u8; 100].into(), PutOptions::default()).await.expect("put");
+    store
+        .put_opts(&Path::from(key.as_str()), vec![1u8; 100].into(), PutOptions::default())
+        .await
+        .expect("put");
     let err = dev.read_block(BlockId(7)).await.expect_err("short object");
     assert!(matches!(&err, Error::Corrupt { block: BlockId(7), key: k, .. } if *k == key), "{err}");
     let mut attrs = Attributes::new();
@@ -252,9 +274,13 @@ pub async fn retries_under_faults(store: Arc<dyn ObjectStore>, prefix: &str) {
         max_attempts: 50,
         seed: Some(1),
     };
-    let stack: Arc<dyn ObjectStore> =
-        Arc::new(RetryStore::new(CountingStore::new(faulty.clone(), counters.clone()), retry.clone(), counters.clone()));
-    let dev = ObjectBlockDevice::new(stack.clone(), KeyLayout::new(prefix, false), geometry()).with_counters(counters.clone());
+    let stack: Arc<dyn ObjectStore> = Arc::new(RetryStore::new(
+        CountingStore::new(faulty.clone(), counters.clone()),
+        retry.clone(),
+        counters.clone(),
+    ));
+    let dev = ObjectBlockDevice::new(stack.clone(), KeyLayout::new(prefix, false), geometry())
+        .with_counters(counters.clone());
     for b in 0..16u32 {
         dev.write_block(BlockId(b), pattern(b as u8)).await.expect("write under faults");
     }

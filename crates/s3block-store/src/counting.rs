@@ -43,7 +43,10 @@ impl<T: ObjectStore> CountingStore<T> {
         &self.counters
     }
 
-    fn count_list(&self, s: BoxStream<'static, Result<ObjectMeta>>) -> BoxStream<'static, Result<ObjectMeta>> {
+    fn count_list(
+        &self,
+        s: BoxStream<'static, Result<ObjectMeta>>,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
         let counters = self.counters.clone();
         counters.add_lists(1);
         let mut n = 0u64;
@@ -131,7 +134,11 @@ impl<T: ObjectStore> ObjectStore for CountingStore<T> {
         self.count_list(s)
     }
 
-    fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
         let s = self.inner.list_with_offset(prefix, offset);
         self.count_list(s)
     }

@@ -162,7 +162,9 @@ impl BlockDevice for ObjectBlockDevice {
         let (key, path) = self.path(block);
         let res = match self.store.get_opts(&path, GetOptions::default()).await {
             Ok(r) => r,
-            Err(object_store::Error::NotFound { .. }) => return Ok(Bytes::from(vec![0u8; self.geometry.block_len()])),
+            Err(object_store::Error::NotFound { .. }) => {
+                return Ok(Bytes::from(vec![0u8; self.geometry.block_len()]));
+            }
             Err(e) => return Err(self.corrupt_or_store(e, &key, block)),
         };
         let attributes = res.attributes.clone();
@@ -194,7 +196,10 @@ impl BlockDevice for ObjectBlockDevice {
                 Attribute::Metadata(META_BLOCK_SIZE.into()),
                 AttributeValue::from(self.geometry.block_size().to_string()),
             );
-            attrs.insert(Attribute::Metadata(META_FILE_SIZE.into()), AttributeValue::from(self.geometry.size().to_string()));
+            attrs.insert(
+                Attribute::Metadata(META_FILE_SIZE.into()),
+                AttributeValue::from(self.geometry.size().to_string()),
+            );
         }
         let opts = PutOptions { attributes: attrs, ..Default::default() };
         self.store.put_opts(&path, body.into(), opts).await.map_err(|e| store_error(e, &key, Some(block)))?;

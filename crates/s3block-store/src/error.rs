@@ -76,8 +76,13 @@ fn classify_source(source: &(dyn StdError + 'static)) -> StoreErrorKind {
 
 /// Classifies by the status code or S3 error code found in an error message.
 fn classify_text(text: &str) -> StoreErrorKind {
-    const TRANSIENT_CODES: [&str; 5] =
-        ["<Code>SlowDown<", "<Code>InternalError<", "<Code>ServiceUnavailable<", "<Code>RequestTimeout<", "<Code>ThrottlingException<"];
+    const TRANSIENT_CODES: [&str; 5] = [
+        "<Code>SlowDown<",
+        "<Code>InternalError<",
+        "<Code>ServiceUnavailable<",
+        "<Code>RequestTimeout<",
+        "<Code>ThrottlingException<",
+    ];
     if TRANSIENT_CODES.iter().any(|c| text.contains(c)) {
         return StoreErrorKind::Transient;
     }
@@ -109,9 +114,9 @@ fn status_in(text: &str) -> Option<u16> {
 pub fn store_error(err: object_store::Error, key: &str, block: Option<BlockId>) -> Error {
     let kind = classify(&err);
     let hint = match kind {
-        StoreErrorKind::Unauthorized => {
-            Some("access denied: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the access file, and the bucket policy")
-        }
+        StoreErrorKind::Unauthorized => Some(
+            "access denied: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the access file, and the bucket policy",
+        ),
         StoreErrorKind::NotFound if err.to_string().contains("NoSuchBucket") => {
             Some("the bucket does not exist: check the bucket name in the URL and the region/endpoint")
         }
@@ -142,9 +147,18 @@ mod tests {
 
     #[test]
     fn statuses_and_codes() {
-        assert_eq!(classify(&generic("Server returned non-2xx status code: 503 Service Unavailable: ")), StoreErrorKind::Transient);
-        assert_eq!(classify(&generic("Server returned non-2xx status code: 400 Bad Request: x")), StoreErrorKind::Permanent);
-        assert_eq!(classify(&generic("error response: <Error><Code>SlowDown</Code></Error>")), StoreErrorKind::Transient);
+        assert_eq!(
+            classify(&generic("Server returned non-2xx status code: 503 Service Unavailable: ")),
+            StoreErrorKind::Transient
+        );
+        assert_eq!(
+            classify(&generic("Server returned non-2xx status code: 400 Bad Request: x")),
+            StoreErrorKind::Permanent
+        );
+        assert_eq!(
+            classify(&generic("error response: <Error><Code>SlowDown</Code></Error>")),
+            StoreErrorKind::Transient
+        );
         assert_eq!(classify(&generic("<Error><Code>NoSuchBucket</Code></Error>")), StoreErrorKind::NotFound);
         let nf = object_store::Error::NotFound { path: "k".into(), source: "gone".into() };
         assert_eq!(classify(&nf), StoreErrorKind::NotFound);

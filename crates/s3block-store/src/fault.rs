@@ -192,8 +192,10 @@ impl<T: ObjectStore> FaultStore<T> {
         };
         if fault {
             self.injected.fetch_add(1, Ordering::SeqCst);
-            futures::stream::once(async { Err(InjectedFault::transient("503 Service Unavailable").into_error()) })
-                .boxed()
+            futures::stream::once(async {
+                Err(InjectedFault::transient("503 Service Unavailable").into_error())
+            })
+            .boxed()
         } else {
             s
         }
@@ -242,7 +244,11 @@ impl<T: ObjectStore> ObjectStore for FaultStore<T> {
         self.stream(s)
     }
 
-    fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
         let s = self.inner.list_with_offset(prefix, offset);
         self.stream(s)
     }

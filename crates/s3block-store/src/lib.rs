@@ -1,25 +1,71 @@
-//! s3block's object-store layer (in progress).
+//! s3block's object-store layer: blocks as objects, in s3backer's format.
+//!
+//! [`ObjectBlockDevice`] is a [`BlockDevice`](s3block_core::BlockDevice)
+//! whose blocks are objects of an `object_store` store, chosen by URL with
+//! [`StoreConfig`]: `s3://bucket/prefix`, `file:///dir` or `memory://`.
+//! Around it:
+//!
+//! - codecs ([`CodecChain`], [`Deflate`]): how a block's bytes become an
+//!   object's; reads obey each object's own `Content-Encoding`;
+//! - zero elision: an all-zero block is deleted, an absent one reads as zeros;
+//! - the volume descriptor and geometry detection ([`create_volume`],
+//!   [`open_volume`]);
+//! - the mount lock ([`MountLock`], [`break_lock`]);
+//! - `ObjectStore` wrappers that compose by generics: [`RetryStore`]
+//!   (backoff with full jitter, bounded time), [`CountingStore`] (request
+//!   and byte counts), [`FaultStore`] (seeded errors and latency, for tests),
+//!   [`SidecarStore`] (attributes for the local directory);
+//! - listing in parallel key ranges ([`list_blocks`]) and bulk delete
+//!   ([`delete_keys`]);
+//! - [`conformance`]: the checks every store must pass.
+//!
+//! It is not a cache: every read is a GET and every write a PUT. The cache
+//! crate sits on top.
+//!
+//! # Choices
+//!
+//! - **Local attributes in sidecars.** `LocalFileSystem` cannot store
+//!   `Content-Encoding` or metadata, so [`SidecarStore`] keeps them in
+//!   `<key>.s3block-attrs`, checksummed against the object so a crash between
+//!   the two writes never decodes a block wrongly (see its docs).
+//! - **One retry loop.** `object_store`'s S3 retries are off; [`RetryStore`]
+//!   retries what [`classify`] calls transient and fails 4xx at once.
+//! - **Advisory lock where needed.** Stores that ignore `If-None-Match` are
+//!   detected by [`probe_conditional_put`]; the lock is then advisory and the
+//!   log says so once.
+
 mod codec;
+mod config;
+pub mod conformance;
 mod counting;
+mod device;
 mod error;
 mod fault;
-mod retry;
-mod sidecar;
-
-pub use codec::{Codec, CodecChain, CodecContext, CodecMeta, Deflate};
-pub use counting::CountingStore;
-pub use error::{classify, store_error};
-pub use fault::{FaultConfig, FaultStore, InjectedFault};
-pub use retry::{RetryConfig, RetryStore};
-pub use sidecar::{SIDECAR_SUFFIX, SidecarStore, StaleAttributes};
-mod device;
 mod list;
 mod lock;
+mod retry;
+mod sidecar;
 mod volume;
-pub use device::{BLOCK_CONTENT_TYPE, DIRECT_DISCARD_MAX, META_BLOCK_SIZE, META_FILE_SIZE, ObjectBlockDevice};
+
+pub use codec::{Codec, CodecChain, CodecContext, CodecMeta, Deflate};
+pub use config::{
+    CredentialSource, Credentials, DEFAULT_ACCESS_FILE, OpenedStore, StoreConfig, StoreKind,
+    parse_access_file,
+};
+pub use counting::CountingStore;
+pub use device::{
+    BLOCK_CONTENT_TYPE, DIRECT_DISCARD_MAX, META_BLOCK_SIZE, META_FILE_SIZE, ObjectBlockDevice,
+};
+pub use error::{classify, store_error};
+pub use fault::{FaultConfig, FaultStore, InjectedFault};
 pub use list::{ListPlan, StoredBlock, delete_keys, list_blocks};
-pub use lock::{LOCK_NAME, LockInfo, LockMode, LockOptions, META_MOUNT_TOKEN, MountLock, break_lock, hostname, probe_conditional_put, read_lock, utc_stamp};
-pub use volume::{DEFAULT_BLOCK_SIZE, DESCRIPTOR_NAME, FORMAT_VERSION, GeometrySource, Volume, VolumeDescriptor, VolumeOptions, create_volume, open_volume, read_block0_geometry, read_descriptor};
-mod config;
-pub use config::{CredentialSource, Credentials, DEFAULT_ACCESS_FILE, OpenedStore, StoreConfig, StoreKind, parse_access_file};
-pub mod conformance;
+pub use lock::{
+    LOCK_NAME, LockInfo, LockMode, LockOptions, META_MOUNT_TOKEN, MountLock, break_lock, hostname,
+    probe_conditional_put, read_lock, utc_stamp,
+};
+pub use retry::{RetryConfig, RetryStore};
+pub use sidecar::{SIDECAR_SUFFIX, SidecarStore, StaleAttributes};
+pub use volume::{
+    DEFAULT_BLOCK_SIZE, DESCRIPTOR_NAME, FORMAT_VERSION, GeometrySource, Volume, VolumeDescriptor,
+    VolumeOptions, create_volume, open_volume, read_block0_geometry, read_descriptor,
+};

@@ -79,7 +79,8 @@ pub async fn list_blocks(
                 (Some(s), true) => store.list_with_offset(root.as_ref(), &Path::from(s.as_str())),
                 _ => store.list(root.as_ref()),
             };
-            let mut stream = stream.map_err(|e| store_error(e, &format!("listing of {}", layout.prefix()), None));
+            let mut stream =
+                stream.map_err(|e| store_error(e, &format!("listing of {}", layout.prefix()), None));
             let mut out = Vec::new();
             while let Some(meta) = stream.try_next().await? {
                 let key = meta.location.as_ref();
@@ -97,7 +98,8 @@ pub async fn list_blocks(
             Ok::<_, Error>(out)
         }
     });
-    let mut all: Vec<StoredBlock> = futures::future::try_join_all(tasks).await?.into_iter().flatten().collect();
+    let mut all: Vec<StoredBlock> =
+        futures::future::try_join_all(tasks).await?.into_iter().flatten().collect();
     all.sort();
     all.dedup_by_key(|b| b.block);
     Ok(all)

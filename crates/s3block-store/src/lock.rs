@@ -113,7 +113,7 @@ pub async fn probe_conditional_put(store: &dyn ObjectStore, prefix: &str) -> Res
         // The key is new: "exists" means a retried create that had worked.
         Ok(_) => {}
         Err(e) if is_exists(&e) => {}
-        Err(e) if matches!(e, object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. }) => {
+        Err(object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. }) => {
             return Ok(false);
         }
         Err(e) => return Err(store_error(e, &key, None)),

@@ -151,7 +151,10 @@ impl<T: ObjectStore> RetryStore<T> {
             Some(s) => StdRng::seed_from_u64(s),
             None => StdRng::from_os_rng(),
         };
-        RetryStore { inner: Arc::new(inner), policy: Arc::new(Policy { config, rng: Mutex::new(rng), counters }) }
+        RetryStore {
+            inner: Arc::new(inner),
+            policy: Arc::new(Policy { config, rng: Mutex::new(rng), counters }),
+        }
     }
 
     /// The wrapped store.
@@ -170,9 +173,7 @@ impl<T: fmt::Display> fmt::Display for RetryStore<T> {
 #[deny(clippy::missing_trait_methods)]
 impl<T: ObjectStore> ObjectStore for RetryStore<T> {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
-        self.policy
-            .run("PUT", || self.inner.put_opts(location, payload.clone(), opts.clone()))
-            .await
+        self.policy.run("PUT", || self.inner.put_opts(location, payload.clone(), opts.clone())).await
     }
 
     async fn put_multipart_opts(
@@ -254,7 +255,11 @@ impl<T: ObjectStore> ObjectStore for RetryStore<T> {
         resumable_list(self.inner.clone(), self.policy.clone(), prefix.cloned(), None)
     }
 
-    fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
         resumable_list(self.inner.clone(), self.policy.clone(), prefix.cloned(), Some(offset.clone()))
     }
 

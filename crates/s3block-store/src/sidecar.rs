@@ -35,8 +35,8 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
     Attribute, AttributeValue, Attributes, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult,
-    MultipartUpload, ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-    RenameOptions, Result,
+    MultipartUpload, ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload,
+    PutResult, RenameOptions, Result,
 };
 use serde::{Deserialize, Serialize};
 
@@ -45,7 +45,9 @@ pub const SIDECAR_SUFFIX: &str = ".s3block-attrs";
 
 /// A body that matches none of the attribute entries recorded for it.
 #[derive(Debug, thiserror::Error)]
-#[error("object {key}: its attributes sidecar describes another version of the object ({len} bytes, crc32 {crc:08x})")]
+#[error(
+    "object {key}: its attributes sidecar describes another version of the object ({len} bytes, crc32 {crc:08x})"
+)]
 pub struct StaleAttributes {
     /// The object key.
     pub key: String,
@@ -188,7 +190,12 @@ fn not_sidecar(r: &Result<ObjectMeta>) -> futures::future::Ready<bool> {
 #[async_trait]
 #[deny(clippy::missing_trait_methods)]
 impl<T: ObjectStore> ObjectStore for SidecarStore<T> {
-    async fn put_opts(&self, location: &Path, payload: PutPayload, mut opts: PutOptions) -> Result<PutResult> {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        mut opts: PutOptions,
+    ) -> Result<PutResult> {
         if matches!(opts.mode, PutMode::Create) {
             match self.inner.get_opts(location, GetOptions { head: true, ..Default::default() }).await {
                 Ok(_) => {
@@ -211,11 +218,11 @@ impl<T: ObjectStore> ObjectStore for SidecarStore<T> {
             attributes: encode_attributes(&attributes),
         };
         let mut versions = vec![entry.clone()];
-        versions.extend(old.versions.into_iter().filter(|e| (e.size, e.crc32) != (entry.size, entry.crc32)).take(1));
-        let raw = serde_json::to_vec(&Sidecar { versions }).map_err(|e| object_store::Error::Generic {
-            store: "SidecarStore",
-            source: Box::new(e),
-        })?;
+        versions.extend(
+            old.versions.into_iter().filter(|e| (e.size, e.crc32) != (entry.size, entry.crc32)).take(1),
+        );
+        let raw = serde_json::to_vec(&Sidecar { versions })
+            .map_err(|e| object_store::Error::Generic { store: "SidecarStore", source: Box::new(e) })?;
         self.write_raw(&side, raw.into()).await?;
         match self.inner.put_opts(location, payload, opts).await {
             Ok(r) => Ok(r),
@@ -269,10 +276,9 @@ impl<T: ObjectStore> ObjectStore for SidecarStore<T> {
         };
         let len = body.len() as u64;
         let r = match range {
-            Some(r) => r.as_range(len).map_err(|e| object_store::Error::Generic {
-                store: "SidecarStore",
-                source: Box::new(e),
-            })?,
+            Some(r) => r
+                .as_range(len)
+                .map_err(|e| object_store::Error::Generic { store: "SidecarStore", source: Box::new(e) })?,
             None => 0..len,
         };
         let data = if head { Bytes::new() } else { body.slice(r.start as usize..r.end as usize) };
@@ -314,7 +320,11 @@ impl<T: ObjectStore> ObjectStore for SidecarStore<T> {
         self.inner.list(prefix).filter(not_sidecar).boxed()
     }
 
-    fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
         self.inner.list_with_offset(prefix, offset).filter(not_sidecar).boxed()
     }
 

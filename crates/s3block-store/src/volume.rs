@@ -11,8 +11,8 @@ use std::time::SystemTime;
 use object_store::path::Path;
 use object_store::{GetOptions, ObjectStore, PutMode, PutOptions};
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 use s3block_core::{BlockId, Error, Geometry, KeyLayout, Result, format_size};
+use serde::{Deserialize, Serialize};
 
 use crate::device::{META_BLOCK_SIZE, META_FILE_SIZE, object_metadata};
 use crate::error::store_error;
@@ -100,12 +100,17 @@ pub async fn read_descriptor(store: &dyn ObjectStore, prefix: &str) -> Result<Op
         Err(object_store::Error::NotFound { .. }) => return Ok(None),
         Err(e) => return Err(store_error(e, &key, None)),
     };
-    let d: VolumeDescriptor = serde_json::from_slice(&raw)
-        .map_err(|e| Error::BadMetadata { key: key.clone(), reason: format!("not a volume descriptor: {e}") })?;
+    let d: VolumeDescriptor = serde_json::from_slice(&raw).map_err(|e| Error::BadMetadata {
+        key: key.clone(),
+        reason: format!("not a volume descriptor: {e}"),
+    })?;
     if d.format != FORMAT_VERSION {
         return Err(Error::BadMetadata {
             key,
-            reason: format!("format version {} is not supported (this s3block reads {FORMAT_VERSION})", d.format),
+            reason: format!(
+                "format version {} is not supported (this s3block reads {FORMAT_VERSION})",
+                d.format
+            ),
         });
     }
     d.geometry().map_err(|e| Error::BadMetadata { key, reason: e.to_string() })?;
@@ -116,20 +121,28 @@ pub async fn read_descriptor(store: &dyn ObjectStore, prefix: &str) -> Result<Op
 pub async fn read_block0_geometry(store: &dyn ObjectStore, prefix: &str) -> Result<Option<(Geometry, bool)>> {
     for hashed in [false, true] {
         let key = KeyLayout::new(prefix, hashed).key(BlockId(0));
-        let res = match store.get_opts(&Path::from(key.as_str()), GetOptions { head: true, ..Default::default() }).await {
+        let res = match store
+            .get_opts(&Path::from(key.as_str()), GetOptions { head: true, ..Default::default() })
+            .await
+        {
             Ok(r) => r,
             Err(object_store::Error::NotFound { .. }) => continue,
             Err(e) => return Err(store_error(e, &key, Some(BlockId(0)))),
         };
         let meta = object_metadata(&res.attributes);
-        let get = |name: &str| meta.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+        let get =
+            |name: &str| meta.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
         let (Some(bs), Some(fs)) = (get(META_BLOCK_SIZE), get(META_FILE_SIZE)) else {
             continue;
         };
-        let bad = |what: &str, v: &str| Error::BadMetadata { key: key.clone(), reason: format!("{what} {v:?} is not a number") };
+        let bad = |what: &str, v: &str| Error::BadMetadata {
+            key: key.clone(),
+            reason: format!("{what} {v:?} is not a number"),
+        };
         let bs: u64 = bs.trim().parse().map_err(|_| bad(META_BLOCK_SIZE, &bs))?;
         let fs: u64 = fs.trim().parse().map_err(|_| bad(META_FILE_SIZE, &fs))?;
-        let g = Geometry::new(fs, bs).map_err(|e| Error::BadMetadata { key: key.clone(), reason: e.to_string() })?;
+        let g = Geometry::new(fs, bs)
+            .map_err(|e| Error::BadMetadata { key: key.clone(), reason: e.to_string() })?;
         return Ok(Some((g, hashed)));
     }
     Ok(None)
@@ -166,16 +179,28 @@ pub async fn open_volume(store: &dyn ObjectStore, prefix: &str, opts: &VolumeOpt
                 requested: h.to_string(),
             });
         }
-        return Ok(Volume { geometry, layout: KeyLayout::new(prefix, d.hash_prefix), source: GeometrySource::Descriptor(d) });
+        return Ok(Volume {
+            geometry,
+            layout: KeyLayout::new(prefix, d.hash_prefix),
+            source: GeometrySource::Descriptor(d),
+        });
     }
     if let Some((geometry, hashed)) = read_block0_geometry(store, prefix).await? {
         check_geometry(&geometry, opts)?;
         if let Some(h) = opts.hash_prefix
             && h != hashed
         {
-            return Err(Error::Mismatch { what: "hash prefix", stored: hashed.to_string(), requested: h.to_string() });
+            return Err(Error::Mismatch {
+                what: "hash prefix",
+                stored: hashed.to_string(),
+                requested: h.to_string(),
+            });
         }
-        return Ok(Volume { geometry, layout: KeyLayout::new(prefix, hashed), source: GeometrySource::Block0 });
+        return Ok(Volume {
+            geometry,
+            layout: KeyLayout::new(prefix, hashed),
+            source: GeometrySource::Block0,
+        });
     }
     let Some(size) = opts.size else {
         return Err(Error::Config(format!(
@@ -184,12 +209,20 @@ pub async fn open_volume(store: &dyn ObjectStore, prefix: &str, opts: &VolumeOpt
         )));
     };
     let geometry = Geometry::new(size, opts.block_size.unwrap_or(DEFAULT_BLOCK_SIZE))?;
-    Ok(Volume { geometry, layout: KeyLayout::new(prefix, opts.hash_prefix.unwrap_or(false)), source: GeometrySource::Options })
+    Ok(Volume {
+        geometry,
+        layout: KeyLayout::new(prefix, opts.hash_prefix.unwrap_or(false)),
+        source: GeometrySource::Options,
+    })
 }
 
 /// Creates a volume under `prefix`: writes its descriptor. Refuses when a
 /// descriptor or a block 0 is already there.
-pub async fn create_volume(store: &dyn ObjectStore, prefix: &str, opts: &VolumeOptions) -> Result<VolumeDescriptor> {
+pub async fn create_volume(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    opts: &VolumeOptions,
+) -> Result<VolumeDescriptor> {
     let key = descriptor_key(prefix);
     let size = opts.size.ok_or_else(|| Error::Config("creating a volume needs its size (--size)".into()))?;
     let geometry = Geometry::new(size, opts.block_size.unwrap_or(DEFAULT_BLOCK_SIZE))?;
@@ -219,12 +252,15 @@ pub async fn create_volume(store: &dyn ObjectStore, prefix: &str, opts: &VolumeO
         volume_id: format!("{id:032x}"),
         created_at: utc_stamp(SystemTime::now()),
     };
-    let body = serde_json::to_vec_pretty(&d).map_err(|e| Error::Config(format!("cannot encode {key}: {e}")))?;
+    let body =
+        serde_json::to_vec_pretty(&d).map_err(|e| Error::Config(format!("cannot encode {key}: {e}")))?;
     let put = PutOptions { mode: PutMode::Create, ..Default::default() };
     match store.put_opts(&Path::from(key.as_str()), body.into(), put).await {
         Ok(_) => Ok(d),
         Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
-            Err(Error::Config(format!("a volume was created at {key} at the same time; refusing to overwrite it")))
+            Err(Error::Config(format!(
+                "a volume was created at {key} at the same time; refusing to overwrite it"
+            )))
         }
         Err(e) => Err(store_error(e, &key, None)),
     }

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use object_store::memory::InMemory;
 use object_store::ObjectStore;
+use object_store::memory::InMemory;
 use s3block_store::conformance as c;
 use s3block_store::{ListPlan, StoreConfig, StoreKind};
 
