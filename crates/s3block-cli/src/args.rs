@@ -166,6 +166,9 @@ pub struct LsArgs {
     /// Runs of consecutive stored blocks instead of one line per block.
     #[arg(long)]
     pub summary: bool,
+    /// Also show each block's Content-Encoding (one HEAD request per block).
+    #[arg(long, short)]
+    pub long: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub store_args: StoreArgs,

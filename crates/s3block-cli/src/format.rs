@@ -130,6 +130,12 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// Writes `value` as pretty JSON and a newline.
+pub fn write_json<T: serde::Serialize>(out: &mut dyn std::io::Write, value: &T) -> std::io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, value).map_err(std::io::Error::from)?;
+    writeln!(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

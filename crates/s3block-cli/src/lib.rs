@@ -30,10 +30,14 @@
 //! ```
 
 mod args;
+pub mod copy;
 pub mod cost;
 pub mod exit;
 pub mod format;
+pub mod maint;
 pub mod stats;
+pub mod target;
+pub mod volume;
 
 use std::io::Write;
 
@@ -79,18 +83,85 @@ fn dispatch(cli: Cli, out: &mut dyn Write) -> CliResult {
     match cli.command {
         Command::Cost(args) => cost_command(&args, out),
         Command::Stats(args) => stats::run(&args.mountpoint, &args.stats_filename, args.output.json, out),
-        Command::Create(_)
-        | Command::Info(_)
-        | Command::Ls(_)
-        | Command::Cat(_)
-        | Command::Stat(_)
-        | Command::Verify(_)
-        | Command::Erase(_)
-        | Command::Unlock(_)
-        | Command::Copy(_) => Err(Error::Config(
-            "this build of s3block has no object store support yet; only `cost` and `stats` work".into(),
-        )
-        .into()),
+        command => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|source| Error::Io { path: "the async runtime".into(), source })?;
+            runtime.block_on(store_command(command, out))
+        }
+    }
+}
+
+fn open_target(url: &str, s: &StoreArgs) -> Result<target::Target, CliError> {
+    Ok(target::open(url, &s.connection, s.layout.prefix.as_deref())?)
+}
+
+/// Asks on stderr and reads a line from stdin; true when it equals `expected`.
+fn ask(question: &str, expected: &str) -> bool {
+    eprint!("{question} Type {expected:?} to go on: ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).is_ok() && line.trim() == expected
+}
+
+async fn store_command(command: Command, out: &mut dyn Write) -> CliResult {
+    match command {
+        Command::Create(a) => {
+            let t = open_target(&a.store, &a.store_args)?;
+            volume::create(&t, &a.store_args.layout, a.output.json, out).await
+        }
+        Command::Info(a) => {
+            let t = open_target(&a.store, &a.store_args)?;
+            volume::info(&t, &a.store_args.layout, a.output.json, out).await
+        }
+        Command::Ls(a) => {
+            let t = open_target(&a.store, &a.store_args)?;
+            volume::ls(&t, &a.store_args.layout, a.range, a.summary, a.long, a.output.json, out).await
+        }
+        Command::Cat(a) => {
+            let t = open_target(&a.store, &a.store_args)?;
+            volume::cat(&t, &a.store_args.layout, a.block, a.raw, out).await
+        }
+        Command::Stat(a) => {
+            let t = open_target(&a.store, &a.store_args)?;
+            volume::stat(&t, &a.store_args.layout, a.block, a.output.json, out).await
+        }
+        Command::Verify(a) => {
+            let t = open_target(&a.store, &a.store_args)?;
+            maint::verify(&t, &a.store_args.layout, a.parallel.into(), a.quiet, a.output.json, out).await
+        }
+        Command::Erase(a) => {
+            let t = open_target(&a.store, &a.store_args)?;
+            let url = a.store.clone();
+            let mut confirm =
+                |n: u64| ask(&format!("Erase all {n} blocks of {url}? This cannot be undone."), "erase");
+            maint::erase(&t, &a.store_args.layout, a.force, a.quiet, &mut confirm, out).await
+        }
+        Command::Unlock(a) => {
+            let t = open_target(&a.store, &a.store_args)?;
+            let force = a.force;
+            let mut confirm = |_: &s3block_store::LockInfo| {
+                force || ask("Remove the lock? Only do this if that mount is gone.", "unlock")
+            };
+            volume::unlock(&t, &mut confirm, out).await
+        }
+        Command::Copy(a) => {
+            let src = target::open(&a.src, &a.connection, None)?;
+            let dst = target::open(&a.dst, &a.connection, None)?;
+            let opts = copy::CopyOptions {
+                block_size: a.block_size,
+                compress: a.compress,
+                hash_prefix: a.hash_prefix,
+                no_verify: a.no_verify,
+                force: a.force,
+                parallel: a.parallel.into(),
+                quiet: a.quiet,
+            };
+            copy::copy(&src, &dst, &opts, a.output.json, out).await
+        }
+        Command::Cost(_) | Command::Stats(_) => Err(Error::Config("not a store command".into()).into()),
     }
 }
 

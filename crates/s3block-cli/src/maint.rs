@@ -1,0 +1,158 @@
+//! `s3block verify` and `s3block erase`: read every stored block back, or
+//! delete every object of a volume, in parallel with a progress bar.
+
+use std::io::Write;
+
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use s3block_core::{BlockDevice, Error};
+use s3block_store::{DESCRIPTOR_NAME, LOCK_NAME, delete_keys, read_lock};
+
+use crate::args::LayoutArgs;
+use crate::exit::{CliError, CliResult, OK, PROBLEMS};
+use crate::format::{self, Align, Table, write_json};
+use crate::target::Target;
+use crate::volume::open;
+
+/// A progress bar on stderr over `len` items, hidden when `quiet` (and by
+/// indicatif when stderr is not a terminal).
+pub fn progress(len: u64, what: &str, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    let style = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// A block that failed verification.
+#[derive(Debug, Clone, Serialize)]
+pub struct BadBlock {
+    /// Block number.
+    pub block: u32,
+    /// Object key.
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    /// Blocks read.
+    pub checked: u64,
+    /// Blocks that failed, by number.
+    pub bad: Vec<BadBlock>,
+}
+
+/// Reads and decodes every stored block of the volume, `parallel` at a time.
+pub async fn verify_blocks(
+    target: &Target,
+    layout: &LayoutArgs,
+    parallel: usize,
+    quiet: bool,
+) -> Result<VerifyReport, CliError> {
+    let v = open(target, layout).await?;
+    let stored = v.device.list_blocks().await?;
+    let bar = progress(stored.len() as u64, "verifying", quiet);
+    let device = &v.device;
+    let mut results = futures::stream::iter(stored.iter().map(|s| async move {
+        let r = device.read_block(s.block).await;
+        (s.block, r)
+    }))
+    .buffer_unordered(parallel.max(1));
+    let mut bad = Vec::new();
+    while let Some((block, r)) = results.next().await {
+        bar.inc(1);
+        match r {
+            Ok(_) => {}
+            Err(Error::Corrupt { key, reason, .. }) => bad.push(BadBlock { block: block.0, key, reason }),
+            Err(e) if e.store_kind().is_some() && !e.is_transient() && e.block().is_some() => {
+                bad.push(BadBlock { block: block.0, key: v.volume.layout.key(block), reason: e.to_string() })
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    bar.finish_and_clear();
+    bad.sort_by_key(|b| b.block);
+    Ok(VerifyReport { checked: stored.len() as u64, bad })
+}
+
+/// `s3block verify`: exits with [`PROBLEMS`] when a block is bad.
+pub async fn verify(
+    target: &Target,
+    layout: &LayoutArgs,
+    parallel: usize,
+    quiet: bool,
+    json: bool,
+    out: &mut dyn Write,
+) -> CliResult {
+    let report = verify_blocks(target, layout, parallel, quiet).await?;
+    if json {
+        write_json(out, &report)?;
+    } else if report.bad.is_empty() {
+        writeln!(out, "{} blocks checked, all good.", format::count(report.checked))?;
+    } else {
+        let mut t = Table::new(&[("block", Align::Right), ("key", Align::Left), ("problem", Align::Left)]);
+        for b in &report.bad {
+            t.row(vec![b.block.to_string(), b.key.clone(), b.reason.clone()]);
+        }
+        write!(out, "{}", t.render())?;
+        writeln!(
+            out,
+            "{} of {} blocks are bad.",
+            format::count(report.bad.len() as u64),
+            format::count(report.checked)
+        )?;
+    }
+    Ok(if report.bad.is_empty() { OK } else { PROBLEMS })
+}
+
+/// `s3block erase`: deletes every block, then the descriptor, then the lock.
+/// Refuses while the volume is locked unless `force`; `confirm` is asked
+/// (with the number of blocks) unless `force`.
+pub async fn erase(
+    target: &Target,
+    layout: &LayoutArgs,
+    force: bool,
+    quiet: bool,
+    confirm: &mut dyn FnMut(u64) -> bool,
+    out: &mut dyn Write,
+) -> CliResult {
+    let store = target.store.as_ref();
+    if let Some(lock) = read_lock(store, &target.prefix).await? {
+        if !force {
+            return Err(Error::Locked {
+                key: format!("{}{LOCK_NAME}", target.prefix),
+                host: lock.host,
+                since: lock.since,
+            }
+            .into());
+        }
+    }
+    let v = open(target, layout).await?;
+    let stored = v.device.list_blocks().await?;
+    let n = stored.len() as u64;
+    if !force && !confirm(n) {
+        return Err(CliError::Cancelled("nothing was deleted".into()));
+    }
+    let bar = progress(n, "erasing", quiet);
+    let keys: Vec<String> = stored.iter().map(|s| v.volume.layout.key(s.block)).collect();
+    let mut deletes =
+        futures::stream::iter(keys.chunks(1000).map(|chunk| delete_keys(store, chunk.to_vec())))
+            .buffer_unordered(4);
+    while let Some(r) = deletes.next().await {
+        bar.inc(r?);
+    }
+    bar.finish_and_clear();
+    let meta = [DESCRIPTOR_NAME, LOCK_NAME].map(|name| format!("{}{name}", target.prefix)).to_vec();
+    delete_keys(store, meta).await?;
+    writeln!(out, "Erased {} blocks, the descriptor and the lock of {}.", format::count(n), target.url)?;
+    Ok(OK)
+}

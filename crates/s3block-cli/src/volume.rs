@@ -1,0 +1,496 @@
+//! The commands that look at one volume: `create`, `info`, `ls`, `cat`,
+//! `stat` and `unlock`. Each takes an opened [`Target`], so tests and the
+//! Garage suite drive them with any store handle.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{Attribute, GetOptions};
+use serde::Serialize;
+
+use s3block_core::{BlockDevice, BlockId, Error, Result};
+use s3block_store::{
+    CodecChain, Deflate, GeometrySource, LockInfo, ObjectBlockDevice, StoredBlock, Volume, VolumeOptions,
+    create_volume, open_volume, read_lock, store_error,
+};
+
+use crate::args::{BlockRange, LayoutArgs};
+use crate::cost::{S3_STANDARD_PRICES, S3_STANDARD_SOURCE};
+use crate::exit::{CliResult, OK};
+use crate::format::{self, Align, Table, write_json};
+use crate::target::Target;
+
+/// An opened volume: the store, the volume's layout and a device over it.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// Where it lives.
+    pub target: Target,
+    /// Geometry and key layout.
+    pub volume: Volume,
+    /// Block access (reads decode every known encoding).
+    pub device: ObjectBlockDevice,
+}
+
+/// The volume options the layout flags give.
+pub fn volume_options(layout: &LayoutArgs) -> VolumeOptions {
+    VolumeOptions {
+        size: layout.size,
+        block_size: layout.block_size,
+        hash_prefix: layout.hash_prefix.then_some(true),
+        compression: layout.compress,
+    }
+}
+
+/// Opens the volume at `target`; layout flags are checked against it.
+pub async fn open(target: &Target, layout: &LayoutArgs) -> Result<Opened> {
+    let volume = open_volume(target.store.as_ref(), &target.prefix, &volume_options(layout)).await?;
+    let compression = match &volume.source {
+        GeometrySource::Descriptor(d) => d.compression,
+        _ => layout.compress,
+    };
+    let mut codecs = CodecChain::new();
+    if let Some(level) = compression {
+        codecs = codecs.with(Arc::new(Deflate::new(level)?));
+    }
+    let device = ObjectBlockDevice::new(target.store.clone(), volume.layout.clone(), volume.geometry)
+        .with_codecs(codecs)
+        .with_list_plan(target.plan);
+    Ok(Opened { target: target.clone(), volume, device })
+}
+
+/// `s3block create`.
+pub async fn create(target: &Target, layout: &LayoutArgs, json: bool, out: &mut dyn Write) -> CliResult {
+    let d = create_volume(target.store.as_ref(), &target.prefix, &volume_options(layout)).await?;
+    if json {
+        write_json(out, &d)?;
+    } else {
+        writeln!(
+            out,
+            "Created volume {} at {}: {} in {} blocks of {}{}{}.",
+            d.volume_id,
+            target.url,
+            format::bytes(d.size),
+            format::count(d.size / d.block_size),
+            format::bytes(d.block_size),
+            d.compression.map(|l| format!(", deflate level {l}")).unwrap_or_default(),
+            if d.hash_prefix { ", hash-prefixed keys" } else { "" },
+        )?;
+    }
+    Ok(OK)
+}
+
+/// What `info` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct InfoReport {
+    /// Volume size in bytes.
+    pub size: u64,
+    /// Block size in bytes.
+    pub block_size: u32,
+    /// Number of blocks.
+    pub block_count: u64,
+    /// Key prefix.
+    pub prefix: String,
+    /// Whether keys carry the hash prefix.
+    pub hash_prefix: bool,
+    /// Where the geometry came from: `descriptor`, `block0` or `options`.
+    pub geometry_source: String,
+    /// Deflate level new blocks are written with, if any.
+    pub compression: Option<u32>,
+    /// Volume id from the descriptor.
+    pub volume_id: Option<String>,
+    /// Creation time from the descriptor.
+    pub created_at: Option<String>,
+    /// Lock holder's host, when locked.
+    pub locked_by: Option<String>,
+    /// When the lock was taken.
+    pub locked_since: Option<String>,
+    /// Blocks stored.
+    pub blocks_stored: u64,
+    /// Bytes of the stored objects.
+    pub bytes_stored: u64,
+    /// Bytes those blocks hold decoded (blocks stored times block size).
+    pub bytes_decoded: u64,
+    /// Decoded bytes per stored byte (1.0 without compression).
+    pub compression_ratio: f64,
+    /// Storage cost per month at S3 Standard prices.
+    pub storage_cost_per_month: f64,
+}
+
+/// `s3block info`.
+pub async fn info(target: &Target, layout: &LayoutArgs, json: bool, out: &mut dyn Write) -> CliResult {
+    let v = open(target, layout).await?;
+    let lock = read_lock(target.store.as_ref(), &target.prefix).await?;
+    let stored = v.device.list_blocks().await?;
+    let g = v.volume.geometry;
+    let bytes_stored: u64 = stored.iter().map(|s| s.size).sum();
+    let bytes_decoded = stored.len() as u64 * u64::from(g.block_size());
+    let (source, descriptor) = match &v.volume.source {
+        GeometrySource::Descriptor(d) => ("descriptor", Some(d)),
+        GeometrySource::Block0 => ("block0", None),
+        GeometrySource::Options => ("options", None),
+    };
+    let report = InfoReport {
+        size: g.size(),
+        block_size: g.block_size(),
+        block_count: g.block_count(),
+        prefix: target.prefix.clone(),
+        hash_prefix: v.volume.layout.hash_prefix(),
+        geometry_source: source.into(),
+        compression: descriptor.and_then(|d| d.compression),
+        volume_id: descriptor.map(|d| d.volume_id.clone()),
+        created_at: descriptor.map(|d| d.created_at.clone()),
+        locked_by: lock.as_ref().map(|l| l.host.clone()),
+        locked_since: lock.as_ref().map(|l| l.since.clone()),
+        blocks_stored: stored.len() as u64,
+        bytes_stored,
+        bytes_decoded,
+        compression_ratio: if bytes_stored == 0 { 1.0 } else { bytes_decoded as f64 / bytes_stored as f64 },
+        storage_cost_per_month: bytes_stored as f64 / (1u64 << 30) as f64
+            * S3_STANDARD_PRICES.storage_per_gb_month,
+    };
+    if json {
+        write_json(out, &report)?;
+        return Ok(OK);
+    }
+    let r = &report;
+    let mut t = Table::new(&[("", Align::Left), ("", Align::Left)]);
+    let mut row = |k: &str, v: String| t.row(vec![k.to_owned(), v]);
+    row("volume", target.url.clone());
+    row("size", format!("{} ({} bytes)", format::bytes(r.size), format::count(r.size)));
+    row("blocks", format!("{} of {}", format::count(r.block_count), format::bytes(r.block_size.into())));
+    row(
+        "geometry from",
+        match source {
+            "descriptor" => "the s3block volume descriptor".into(),
+            "block0" => "block 0's s3backer metadata (no s3block descriptor)".into(),
+            _ => "the options given (nothing stored yet)".into(),
+        },
+    );
+    row("keys", if r.hash_prefix { "hash-prefixed".into() } else { "plain block numbers".to_owned() });
+    row("compression", r.compression.map_or("none".into(), |l| format!("deflate, level {l}")));
+    if let Some(id) = &r.volume_id {
+        row("volume id", id.clone());
+    }
+    if let Some(at) = &r.created_at {
+        row("created", at.clone());
+    }
+    row(
+        "lock",
+        match &lock {
+            Some(l) => format!("held by {} since {}", l.host, l.since),
+            None => "not mounted".into(),
+        },
+    );
+    row("blocks stored", format!("{} ({:.1}% of the volume)", format::count(r.blocks_stored), percent(r)));
+    row(
+        "bytes stored",
+        format!("{} ({} decoded)", format::bytes(r.bytes_stored), format::bytes(r.bytes_decoded)),
+    );
+    row("compression ratio", format!("{:.2}", r.compression_ratio));
+    row("storage per month", format!("{} ({S3_STANDARD_SOURCE})", format::money(r.storage_cost_per_month)));
+    let text = t.render();
+    write!(out, "{}", text.split_once('\n').map_or("", |(_, rows)| rows))?;
+    Ok(OK)
+}
+
+fn percent(r: &InfoReport) -> f64 {
+    r.blocks_stored as f64 * 100.0 / r.block_count as f64
+}
+
+/// One stored block as `ls` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LsEntry {
+    /// Block number.
+    pub block: u32,
+    /// Object key.
+    pub key: String,
+    /// Object size in bytes.
+    pub size: u64,
+    /// Content-Encoding, with `--long` only (it costs a HEAD per block).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
+}
+
+/// A run of consecutive stored blocks, for `ls --summary`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Run {
+    /// First block.
+    pub first: u32,
+    /// Last block.
+    pub last: u32,
+    /// Number of blocks.
+    pub blocks: u64,
+    /// Bytes of their objects.
+    pub bytes: u64,
+}
+
+/// Groups stored blocks (sorted by number) into runs of consecutive ones.
+pub fn runs(stored: &[StoredBlock]) -> Vec<Run> {
+    let mut out: Vec<Run> = Vec::new();
+    for s in stored {
+        match out.last_mut() {
+            Some(r) if u64::from(r.last) + 1 == u64::from(s.block.0) => {
+                r.last = s.block.0;
+                r.blocks += 1;
+                r.bytes += s.size;
+            }
+            _ => out.push(Run { first: s.block.0, last: s.block.0, blocks: 1, bytes: s.size }),
+        }
+    }
+    out
+}
+
+/// `s3block ls`. With `long`, fetches each block's headers to show its encoding.
+pub async fn ls(
+    target: &Target,
+    layout: &LayoutArgs,
+    range: Option<BlockRange>,
+    summary: bool,
+    long: bool,
+    json: bool,
+    out: &mut dyn Write,
+) -> CliResult {
+    let v = open(target, layout).await?;
+    let count = v.volume.geometry.block_count();
+    let (start, end) = match range {
+        Some(r) => (r.start.min(count), r.end.unwrap_or(count).min(count)),
+        None => (0, count),
+    };
+    let stored = v.device.list_blocks_in(start..end).await?;
+    if summary {
+        let runs = runs(&stored);
+        if json {
+            write_json(out, &runs)?;
+            return Ok(OK);
+        }
+        let mut t = Table::new(&[
+            ("first", Align::Right),
+            ("last", Align::Right),
+            ("blocks", Align::Right),
+            ("bytes", Align::Right),
+        ]);
+        for r in &runs {
+            t.row(vec![
+                r.first.to_string(),
+                r.last.to_string(),
+                format::count(r.blocks),
+                format::bytes(r.bytes),
+            ]);
+        }
+        write!(out, "{}", t.render())?;
+        writeln!(
+            out,
+            "{} blocks stored in {} runs",
+            format::count(stored.len() as u64),
+            format::count(runs.len() as u64)
+        )?;
+        return Ok(OK);
+    }
+    let layout = &v.volume.layout;
+    let entries: Vec<LsEntry> = futures::stream::iter(stored.iter().map(|s| async move {
+        let key = layout.key(s.block);
+        let encoding = if long { Some(head_encoding(target, &key, s.block).await?) } else { None };
+        Ok::<_, Error>(LsEntry { block: s.block.0, key, size: s.size, encoding })
+    }))
+    .buffered(16)
+    .try_collect()
+    .await?;
+    if json {
+        write_json(out, &entries)?;
+        return Ok(OK);
+    }
+    let mut cols = vec![("block", Align::Right), ("key", Align::Left), ("size", Align::Right)];
+    if long {
+        cols.push(("encoding", Align::Left));
+    }
+    let mut t = Table::new(&cols);
+    for e in &entries {
+        let mut row = vec![e.block.to_string(), e.key.clone(), format::count(e.size)];
+        if let Some(enc) = &e.encoding {
+            row.push(enc.clone());
+        }
+        t.row(row);
+    }
+    write!(out, "{}", t.render())?;
+    Ok(OK)
+}
+
+async fn head_encoding(target: &Target, key: &str, block: BlockId) -> Result<String> {
+    let head = GetOptions { head: true, ..Default::default() };
+    let r =
+        target.store.get_opts(&Path::from(key), head).await.map_err(|e| store_error(e, key, Some(block)))?;
+    Ok(r.attributes.get(&Attribute::ContentEncoding).map_or_else(|| "identity".to_owned(), |v| v.to_string()))
+}
+
+/// `s3block cat`: the decoded block, or the object as stored with `raw`.
+pub async fn cat(
+    target: &Target,
+    layout: &LayoutArgs,
+    block: u32,
+    raw: bool,
+    out: &mut dyn Write,
+) -> CliResult {
+    let v = open(target, layout).await?;
+    let id = BlockId(block);
+    v.volume.geometry.check_block(id)?;
+    let data = if raw {
+        let key = v.volume.layout.key(id);
+        match target.store.get_opts(&Path::from(key.as_str()), GetOptions::default()).await {
+            Ok(r) => r.bytes().await.map_err(|e| store_error(e, &key, Some(id)))?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(Error::Config(format!(
+                    "block {block} is not stored (no object {key}): it reads as zeros"
+                ))
+                .into());
+            }
+            Err(e) => return Err(store_error(e, &key, Some(id)).into()),
+        }
+    } else {
+        v.device.read_block(id).await?
+    };
+    out.write_all(&data)?;
+    Ok(OK)
+}
+
+/// What `stat` reports about one block's object.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatReport {
+    /// Block number.
+    pub block: u32,
+    /// Object key.
+    pub key: String,
+    /// Whether the object exists (absent: the block is all zeros).
+    pub stored: bool,
+    /// Object size in bytes.
+    pub size: Option<u64>,
+    /// Last modified, RFC 3339.
+    pub last_modified: Option<String>,
+    /// ETag.
+    pub etag: Option<String>,
+    /// Headers and metadata, each with what it means.
+    pub headers: Vec<(String, String, String)>,
+}
+
+/// `s3block stat`.
+pub async fn stat(
+    target: &Target,
+    layout: &LayoutArgs,
+    block: u32,
+    json: bool,
+    out: &mut dyn Write,
+) -> CliResult {
+    let v = open(target, layout).await?;
+    let id = BlockId(block);
+    v.volume.geometry.check_block(id)?;
+    let key = v.volume.layout.key(id);
+    let head = GetOptions { head: true, ..Default::default() };
+    let mut report = StatReport {
+        block,
+        key: key.clone(),
+        stored: false,
+        size: None,
+        last_modified: None,
+        etag: None,
+        headers: vec![],
+    };
+    match target.store.get_opts(&Path::from(key.as_str()), head).await {
+        Ok(r) => {
+            report.stored = true;
+            report.size = Some(r.meta.size);
+            report.last_modified = Some(r.meta.last_modified.to_rfc3339());
+            report.etag = r.meta.e_tag.clone();
+            for (k, val) in r.attributes.iter() {
+                let (name, meaning) = describe(k, val.as_ref(), v.volume.geometry.block_size());
+                report.headers.push((name, val.to_string(), meaning));
+            }
+        }
+        Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(store_error(e, &key, Some(id)).into()),
+    }
+    if json {
+        write_json(out, &report)?;
+        return Ok(OK);
+    }
+    writeln!(out, "block {block}, key {key}")?;
+    if !report.stored {
+        writeln!(out, "not stored: the block is all zeros (s3block deletes the object of a zeroed block)")?;
+        return Ok(OK);
+    }
+    let size = report.size.unwrap_or(0);
+    writeln!(
+        out,
+        "size           {} bytes (block size {})",
+        format::count(size),
+        format::bytes(v.volume.geometry.block_size().into())
+    )?;
+    if let Some(m) = &report.last_modified {
+        writeln!(out, "last modified  {m}")?;
+    }
+    if let Some(e) = &report.etag {
+        writeln!(out, "etag           {e}")?;
+    }
+    let mut t = Table::new(&[("header", Align::Left), ("value", Align::Left), ("meaning", Align::Left)]);
+    for (k, val, meaning) in &report.headers {
+        t.row(vec![k.clone(), val.clone(), meaning.clone()]);
+    }
+    write!(out, "{}", t.render())?;
+    Ok(OK)
+}
+
+fn describe(attr: &Attribute, value: &str, block_size: u32) -> (String, String) {
+    match attr {
+        Attribute::ContentEncoding => (
+            "Content-Encoding".into(),
+            match value.trim() {
+                "deflate" => "zlib-compressed; decoded on read".into(),
+                v if v.contains("encrypt") => "compressed and encrypted (s3backer)".into(),
+                v => format!("encoding {v:?}"),
+            },
+        ),
+        Attribute::ContentType => (
+            "Content-Type".into(),
+            if value == s3block_store::BLOCK_CONTENT_TYPE {
+                "an s3backer/s3block block".into()
+            } else {
+                "not the block content type".into()
+            },
+        ),
+        Attribute::Metadata(name) => {
+            let meaning = match name.as_ref() {
+                s3block_store::META_BLOCK_SIZE => {
+                    if value.trim() == block_size.to_string() {
+                        "volume block size (matches)".to_owned()
+                    } else {
+                        format!("volume block size: DOES NOT MATCH the volume's {block_size}")
+                    }
+                }
+                s3block_store::META_FILE_SIZE => "volume size in bytes, recorded on block 0".into(),
+                _ => "user metadata".into(),
+            };
+            (format!("x-amz-meta-{name}"), meaning)
+        }
+        other => (format!("{other:?}"), String::new()),
+    }
+}
+
+/// `s3block unlock`: removes the mount lock after showing who held it.
+/// `confirm` is asked first, with the holder; it returns false to cancel.
+pub async fn unlock(
+    target: &Target,
+    confirm: &mut dyn FnMut(&LockInfo) -> bool,
+    out: &mut dyn Write,
+) -> CliResult {
+    let Some(info) = read_lock(target.store.as_ref(), &target.prefix).await? else {
+        writeln!(out, "{} is not locked.", target.url)?;
+        return Ok(OK);
+    };
+    writeln!(out, "Locked by {} since {}.", info.host, info.since)?;
+    if !confirm(&info) {
+        return Err(crate::exit::CliError::Cancelled("the lock was left in place".into()));
+    }
+    s3block_store::break_lock(target.store.as_ref(), &target.prefix).await?;
+    writeln!(out, "Lock removed.")?;
+    Ok(OK)
+}
