@@ -45,6 +45,14 @@ pub(crate) fn init_logging(debug: bool) {
         .try_init();
 }
 
+/// True while `dir` is a mount point, from /proc/self/mountinfo.
+fn is_mounted(dir: &Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    // Field 5 is the mount point; spaces in it are written as \040.
+    let wanted = dir.to_string_lossy().replace(' ', "\\040");
+    mounts.lines().any(|l| l.split(' ').nth(4) == Some(wanted.as_str()))
+}
+
 /// Effective user and group ids, from /proc/self/status.
 fn effective_ids() -> (u32, u32) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -99,6 +107,8 @@ pub(crate) fn run_mount(opts: Options) -> ExitCode {
     let in_flight = InFlight::default();
     let adapter = FuseFs::new(fs, runtime.handle().clone(), in_flight.clone());
     let config = mount_config(opts.read_only, &opts.kernel_flags, uid == 0);
+    // Absolute, so the unmount and the mount table check name the same path.
+    let mountpoint = opts.mountpoint.canonicalize().unwrap_or_else(|_| opts.mountpoint.clone());
     let session = match fuser::Session::new(adapter, &opts.mountpoint, &config) {
         Ok(session) => session,
         Err(e) => {
@@ -131,7 +141,6 @@ pub(crate) fn run_mount(opts: Options) -> ExitCode {
 
     let device = stack.device.clone();
     let release = stack.release;
-    let mountpoint = opts.mountpoint.clone();
     let outcome = runtime.block_on(async move {
         let sigints = match watch_signals(&mountpoint, device.as_ref(), done_rx).await {
             Ok(sigints) => sigints,
@@ -217,6 +226,11 @@ async fn request_unmount(signal: &str, mountpoint: &Path, device: &dyn s3block_c
     let result =
         tokio::task::spawn_blocking(move || unmount(&path)).await.unwrap_or_else(|e| Err(e.to_string()));
     if let Err(e) = result {
+        if !is_mounted(mountpoint) {
+            // Unmounted by someone else a moment ago; the session is ending.
+            tracing::info!("{} is already unmounted", mountpoint.display());
+            return;
+        }
         tracing::error!(
             "cannot unmount {} ({e}); still serving it. Detach the loop device and unmount what is on it, \
              then unmount again. Storing what is written so far.",
