@@ -1,0 +1,263 @@
+//! Write-back, fetch and memory behaviour, with requests held in flight.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{block_data, config, geometry, pattern};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use s3block_cache::BlockCache;
+use s3block_cache::testing::{CountingDevice, FlakyDevice, GatedDevice};
+use s3block_core::{BlockDevice, BlockDeviceExt, BlockId, Error, MemoryDevice};
+use tokio::time::timeout;
+
+type Stack = Arc<GatedDevice<Arc<CountingDevice<Arc<MemoryDevice>>>>>;
+
+fn stack(blocks: u64) -> (Stack, Arc<CountingDevice<Arc<MemoryDevice>>>, Arc<MemoryDevice>) {
+    let mem = Arc::new(MemoryDevice::new(geometry(blocks)));
+    let counted = Arc::new(CountingDevice::new(Arc::clone(&mem)));
+    (Arc::new(GatedDevice::new(Arc::clone(&counted))), counted, mem)
+}
+
+const SOON: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_on_one_block_make_one_get() {
+    let (gated, counted, mem) = stack(16);
+    let g = gated.geometry();
+    mem.write_block(BlockId(3), block_data(&g, 3, 1)).await.unwrap();
+    let cache = Arc::new(BlockCache::new(Arc::clone(&gated), config(&g, 8, 4)).unwrap());
+    gated.hold(BlockId(3));
+    let readers: Vec<_> = (0..10)
+        .map(|i| {
+            let cache = Arc::clone(&cache);
+            tokio::spawn(async move {
+                if i % 2 == 0 {
+                    cache.read_block(BlockId(3)).await
+                } else {
+                    cache.read_partial(BlockId(3), 100, 50).await
+                }
+            })
+        })
+        .collect();
+    timeout(SOON, gated.wait_arrived(BlockId(3), 1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    gated.release(BlockId(3));
+    let want = block_data(&g, 3, 1);
+    for (i, r) in readers.into_iter().enumerate() {
+        let got = r.await.unwrap().unwrap();
+        let want = if i % 2 == 0 { want.clone() } else { want.slice(100..150) };
+        assert_eq!(got, want, "reader {i}");
+    }
+    assert_eq!(counted.reads_of(BlockId(3)), 1);
+    assert_eq!(cache.stats().misses, 1);
+    cache.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_during_the_upload_of_its_block_is_not_lost() {
+    let (gated, counted, mem) = stack(16);
+    let g = gated.geometry();
+    let cache = Arc::new(BlockCache::new(Arc::clone(&gated), config(&g, 8, 4)).unwrap());
+    let (v1, v2) = (block_data(&g, 1, 1), block_data(&g, 1, 2));
+    gated.hold(BlockId(1));
+    cache.write_block(BlockId(1), v1.clone()).await.unwrap();
+    let flusher = tokio::spawn({
+        let cache = Arc::clone(&cache);
+        async move { cache.flush().await }
+    });
+    timeout(SOON, gated.wait_arrived(BlockId(1), 1)).await.unwrap();
+    // The upload of v1 is in flight; this write must not wait for it.
+    timeout(SOON, cache.write_block(BlockId(1), v2.clone())).await.unwrap().unwrap();
+    assert_eq!(cache.read_block(BlockId(1)).await.unwrap(), v2);
+    gated.release(BlockId(1));
+    // The flush waited for what was dirty at its call: v1.
+    timeout(SOON, flusher).await.unwrap().unwrap().unwrap();
+    cache.flush().await.unwrap();
+    assert_eq!(mem.read_block(BlockId(1)).await.unwrap(), v2);
+    assert_eq!(counted.counts().writes, 2);
+    assert_eq!(cache.stats().dirty_blocks, 0);
+    cache.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dirty_limit_makes_writers_wait_not_fail() {
+    let (gated, _counted, mem) = stack(16);
+    let g = gated.geometry();
+    let cache = Arc::new(BlockCache::new(Arc::clone(&gated), config(&g, 8, 2)).unwrap());
+    gated.hold(BlockId(0));
+    gated.hold(BlockId(1));
+    cache.write_block(BlockId(0), block_data(&g, 0, 1)).await.unwrap();
+    cache.write_block(BlockId(1), block_data(&g, 1, 1)).await.unwrap();
+    let writer = tokio::spawn({
+        let cache = Arc::clone(&cache);
+        let data = block_data(&g, 2, 1);
+        async move { cache.write_block(BlockId(2), data).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!writer.is_finished(), "the third dirty block waits for room");
+    assert_eq!(cache.stats().write_waits, 1);
+    assert_eq!(cache.stats().dirty_bytes, 2 * u64::from(g.block_size()));
+    // Rewriting a block already dirty needs no room.
+    timeout(SOON, cache.write_block(BlockId(0), block_data(&g, 0, 2))).await.unwrap().unwrap();
+    gated.release(BlockId(1));
+    timeout(SOON, writer).await.unwrap().unwrap().unwrap();
+    gated.release(BlockId(0));
+    cache.flush().await.unwrap();
+    for (b, fill) in [(0, 2), (1, 1), (2, 1)] {
+        assert_eq!(mem.read_block(BlockId(b)).await.unwrap(), block_data(&g, b, fill), "block {b}");
+    }
+    cache.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_write_does_not_wait_for_the_block_to_be_fetched() {
+    let (gated, counted, mem) = stack(16);
+    let g = gated.geometry();
+    let old = block_data(&g, 5, 1);
+    mem.write_block(BlockId(5), old.clone()).await.unwrap();
+    // A long write delay: no upload (which would fetch the block) starts by itself.
+    let mut cfg = config(&g, 8, 4);
+    cfg.write_delay = Duration::from_secs(60);
+    let cache = Arc::new(BlockCache::new(Arc::clone(&gated), cfg).unwrap());
+    gated.hold(BlockId(5));
+    timeout(SOON, cache.write_partial(BlockId(5), 10, Bytes::from_static(b"hello"))).await.unwrap().unwrap();
+    timeout(SOON, cache.write_partial(BlockId(5), 300, Bytes::from_static(b"world"))).await.unwrap().unwrap();
+    // What was written reads back without a fetch.
+    assert_eq!(&cache.read_partial(BlockId(5), 11, 3).await.unwrap()[..], b"ell");
+    assert_eq!(gated.arrived(BlockId(5)), 0);
+    // Reading the rest fetches the block once and merges.
+    let reader = tokio::spawn({
+        let cache = Arc::clone(&cache);
+        async move { cache.read_block(BlockId(5)).await }
+    });
+    timeout(SOON, gated.wait_arrived(BlockId(5), 1)).await.unwrap();
+    gated.release(BlockId(5));
+    let mut want = old.to_vec();
+    want[10..15].copy_from_slice(b"hello");
+    want[300..305].copy_from_slice(b"world");
+    assert_eq!(&timeout(SOON, reader).await.unwrap().unwrap().unwrap()[..], &want[..]);
+    cache.flush().await.unwrap();
+    assert_eq!(&mem.read_block(BlockId(5)).await.unwrap()[..], &want[..]);
+    assert_eq!(counted.reads_of(BlockId(5)), 1);
+    assert_eq!(counted.counts().writes, 1);
+    cache.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_write_is_merged_at_upload_time() {
+    let (gated, counted, mem) = stack(16);
+    let g = gated.geometry();
+    let old = block_data(&g, 7, 1);
+    mem.write_block(BlockId(7), old.clone()).await.unwrap();
+    let cache = BlockCache::new(Arc::clone(&gated), config(&g, 8, 4)).unwrap();
+    cache.write_partial(BlockId(7), 0, Bytes::from_static(b"abc")).await.unwrap();
+    cache.flush().await.unwrap();
+    let mut want = old.to_vec();
+    want[..3].copy_from_slice(b"abc");
+    assert_eq!(&mem.read_block(BlockId(7)).await.unwrap()[..], &want[..]);
+    assert_eq!(counted.counts().reads, 1);
+    cache.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_reports_failed_uploads_and_keeps_them_dirty() {
+    let mem = Arc::new(MemoryDevice::new(geometry(16)));
+    let flaky = Arc::new(FlakyDevice::new(Arc::clone(&mem), 1.0, 7));
+    let g = flaky.geometry();
+    let cache = BlockCache::new(Arc::clone(&flaky), config(&g, 8, 4)).unwrap();
+    cache.write_block(BlockId(4), block_data(&g, 4, 1)).await.unwrap();
+    cache.write_block(BlockId(6), block_data(&g, 6, 1)).await.unwrap();
+    match timeout(SOON, cache.flush()).await.unwrap() {
+        Err(Error::WriteBack { count, first, source }) => {
+            assert_eq!(count, 2);
+            assert!(first == BlockId(4) || first == BlockId(6), "{first}");
+            assert!(source.is_transient(), "{source}");
+            assert!(source.to_string().contains("injected write failure"), "{source}");
+        }
+        other => panic!("expected a write-back error, got {other:?}"),
+    }
+    let s = cache.stats();
+    assert_eq!(s.dirty_blocks, 2, "{s}");
+    assert!(s.upload_errors >= 2, "{s}");
+    assert_eq!(mem.stored_blocks(), 0);
+    // A second flush tries again at once.
+    let retries = cache.stats().retries;
+    assert!(cache.flush().await.is_err());
+    assert!(cache.stats().retries >= retries + 2, "{}", cache.stats());
+    flaky.set_error_rate(0.0);
+    cache.flush().await.unwrap();
+    assert_eq!(mem.stored_blocks(), 2);
+    assert_eq!(cache.stats().dirty_blocks, 0);
+    cache.close().await.unwrap();
+    assert!(cache.write_block(BlockId(1), block_data(&g, 1, 1)).await.is_err(), "closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resident_bytes_stay_within_the_cache_size() {
+    let mem = Arc::new(MemoryDevice::new(geometry(256)));
+    let slow = Arc::new(FlakyDevice::new(Arc::clone(&mem), 0.0, 3).with_latency(
+        Duration::from_micros(300),
+        0.01,
+        Duration::from_millis(5),
+    ));
+    let g = slow.geometry();
+    let mut cfg = config(&g, 16, 6);
+    cfg.read_ahead = 8 * u64::from(g.block_size());
+    let cache = Arc::new(BlockCache::new(Arc::clone(&slow), cfg).unwrap());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = tokio::spawn({
+        let (cache, stop) = (Arc::clone(&cache), Arc::clone(&stop));
+        async move {
+            let mut samples = 0u64;
+            let mut peak = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let s = cache.stats();
+                assert!(s.resident_bytes <= s.cache_size, "{s}");
+                assert!(s.dirty_bytes <= 6 * 512, "{s}");
+                peak = peak.max(s.resident_bytes);
+                samples += 1;
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+            (samples, peak)
+        }
+    });
+    let workers: Vec<_> = (0..4u64)
+        .map(|seed| {
+            let cache = Arc::clone(&cache);
+            tokio::spawn(async move {
+                let mut rng = StdRng::seed_from_u64(seed);
+                let size = cache.geometry().size();
+                for _ in 0..300 {
+                    let len = rng.random_range(1..2048u64);
+                    let at = rng.random_range(0..size - len);
+                    if rng.random_bool(0.5) {
+                        cache.read_at(at, len as usize).await.unwrap();
+                    } else if rng.random_bool(0.2) {
+                        // A sequential stretch to trigger read-ahead.
+                        let start = rng.random_range(0..200u64) * 512;
+                        for b in 0..12 {
+                            cache.read_at(start + b * 512, 512).await.unwrap();
+                        }
+                    } else {
+                        cache.write_at(at, pattern(len as usize, at)).await.unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (samples, peak) = sampler.await.unwrap();
+    assert!(samples > 10);
+    // The workload is larger than the cache: it filled up.
+    assert!(peak > 8 * 512, "peak {peak}");
+    cache.close().await.unwrap();
+    let s = cache.stats();
+    assert!(s.read_ahead_issued > 0, "{s}");
+}
