@@ -180,6 +180,7 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        tracing::debug!(ino = ino.0, offset, size, "read");
         self.spawn(move |fs| async move {
             match fs.read(ino.0, fh.0, offset, size).await {
                 Ok(data) => reply.data(&data),
@@ -200,6 +201,7 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        tracing::debug!(ino = ino.0, offset, size = data.len(), "write");
         let data = Bytes::copy_from_slice(data);
         self.spawn(move |fs| async move {
             match fs.write(ino.0, offset, data).await {
@@ -260,6 +262,7 @@ impl Filesystem for FuseFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        tracing::debug!(ino = ino.0, offset, length, mode, "fallocate");
         self.spawn(
             move |fs| async move { sync_reply(fs.fallocate(ino.0, offset, length, mode).await, reply) },
         );

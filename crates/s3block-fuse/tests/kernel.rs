@@ -165,6 +165,38 @@ fn mount_write_fsync_read_unmount() {
 }
 
 #[test]
+fn parallel_writers_get_their_bytes_back() {
+    if !fuse_available() {
+        return;
+    }
+    let mut mount = Mount::start(&[]);
+    let file = mount.path().join("file");
+    // Eight writers, each on its own region, regions sharing blocks at their edges.
+    let region = 200_000u64;
+    let bytes_of = |w: u64| -> Vec<u8> { (0..region).map(|i| ((i as u8) ^ (w as u8 + 1)) | 1).collect() };
+    std::thread::scope(|s| {
+        for w in 0..8u64 {
+            let (file, data) = (&file, bytes_of(w));
+            s.spawn(move || {
+                let f = OpenOptions::new().write(true).open(file).unwrap();
+                for at in (0..region as usize).step_by(20_000) {
+                    f.write_all_at(&data[at..at + 20_000], w * region + at as u64).unwrap();
+                }
+                f.sync_data().unwrap();
+            });
+        }
+    });
+    let mut all = vec![0; (8 * region) as usize];
+    std::fs::File::open(&file).unwrap().read_exact_at(&mut all, 0).unwrap();
+    for w in 0..8u64 {
+        let part = &all[(w * region) as usize..((w + 1) * region) as usize];
+        assert!(part == bytes_of(w).as_slice(), "writer {w}'s bytes differ");
+    }
+    assert!(Command::new("fusermount3").arg("-u").arg(mount.path()).status().unwrap().success());
+    assert!(mount.wait_exit().success(), "{}", mount.log());
+}
+
+#[test]
 fn sigterm_unmounts_and_exits_zero() {
     if !fuse_available() {
         return;
