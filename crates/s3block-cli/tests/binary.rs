@@ -68,3 +68,31 @@ fn stats_formats_a_mount_stats_file() {
     assert_eq!(o.status.code(), Some(6));
     assert!(String::from_utf8_lossy(&o.stderr).contains("nowhere"));
 }
+
+#[test]
+fn store_commands_on_a_local_directory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("file://{}", dir.path().display());
+    let o = s3block(&["create", &url, "--size", "1M", "--block-size", "64K"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let o = s3block(&["create", &url, "--size", "1M"]);
+    assert_eq!(o.status.code(), Some(2), "a second create is refused: {o:?}");
+    // A stray block object of the wrong length: verify names it and exits 1.
+    std::fs::write(dir.path().join("00000002"), b"short").expect("write object");
+    let o = s3block(&["ls", &url, "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("ls --json");
+    assert_eq!(v[0]["key"], "00000002");
+    let o = s3block(&["verify", &url, "--quiet"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(stdout(&o).contains("00000002"), "{}", stdout(&o));
+    let o = s3block(&["cat", &url, "2", "--raw"]);
+    assert_eq!(o.stdout, b"short");
+    let o = s3block(&["cat", &url, "2"]);
+    assert_eq!(o.status.code(), Some(1), "a corrupt block is a problem found: {o:?}");
+    let o = s3block(&["erase", &url, "--force", "--quiet"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
+    let o = s3block(&["info", &url]);
+    assert_eq!(o.status.code(), Some(2), "no volume any more: {o:?}");
+}
