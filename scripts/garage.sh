@@ -63,13 +63,19 @@ cmd_install() {
     say "Garage $GARAGE_VERSION built in $((SECONDS - start)) s"
 }
 
-garage() { "$GARAGE_BIN" -c "$CONF" "$@"; }
+# The Garage CLI against this server; bounded so a hung server cannot hang us.
+garage() { timeout "${S3BLOCK_GARAGE_CLI_TIMEOUT:-30}" "$GARAGE_BIN" -c "$CONF" "$@"; }
 
+# The pid of the server this state directory started, if that process is
+# alive and still our Garage binary (a reused pid is not ours).
 running_pid() {
     [[ -f $PID_FILE ]] || return 1
-    local pid
+    local pid exe
     pid=$(<"$PID_FILE")
-    [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+    [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+    exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
+    [[ $exe == "$(readlink -f "$GARAGE_BIN")" ]] || return 1
+    echo "$pid"
 }
 
 # A TCP port on 127.0.0.1 that nothing listens on right now.
@@ -90,7 +96,7 @@ random_hex() { od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
 # Waits until the CLI reaches the server over RPC.
 wait_for_rpc() {
     local deadline=$((SECONDS + START_TIMEOUT))
-    until garage status >/dev/null 2>&1; do
+    until S3BLOCK_GARAGE_CLI_TIMEOUT=5 garage status >/dev/null 2>&1; do
         if ! running_pid >/dev/null; then
             tail -n 30 "$LOG_FILE" >&2 || true
             die "Garage exited during start; log: $LOG_FILE"
@@ -125,11 +131,18 @@ create_buckets() {
 
 cmd_start() {
     [[ -x $GARAGE_BIN ]] || die "Garage is not installed at $GARAGE_BIN; run: scripts/garage.sh install"
-    if pid=$(running_pid); then
+    local pid
+    if pid=$(running_pid) && S3BLOCK_GARAGE_CLI_TIMEOUT=10 garage status >/dev/null 2>&1 && [[ -f $ENV_FILE ]]; then
         say "Garage already running (pid $pid); env file: $ENV_FILE"
         return 0
     fi
-    rm -rf "$STATE"
+    # A server from this state directory that no longer answers is replaced.
+    if [[ -n ${pid:-} ]]; then cmd_stop; fi
+    if [[ -d $STATE ]] && [[ -n $(ls -A "$STATE") ]]; then
+        [[ -f $CONF ]] && grep -q 'Written by scripts/garage.sh' "$CONF" ||
+            die "$STATE exists and was not made by scripts/garage.sh; choose another S3BLOCK_GARAGE_STATE"
+        rm -rf "$STATE"
+    fi
     mkdir -p "$STATE/meta" "$STATE/data"
     chmod 700 "$STATE"
     local rpc_port s3_port bucket key_id secret
@@ -199,7 +212,7 @@ cmd_bucket() {
 
 cmd_status() {
     local pid
-    if pid=$(running_pid) && garage status >/dev/null 2>&1; then
+    if pid=$(running_pid) && S3BLOCK_GARAGE_CLI_TIMEOUT=10 garage status >/dev/null 2>&1; then
         say "Garage running (pid $pid); env file: $ENV_FILE"
         return 0
     fi
