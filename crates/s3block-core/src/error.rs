@@ -150,6 +150,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// The password does not open the volume: its key check failed.
+    #[error("wrong password for the volume (key check in {key} failed){}", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    WrongPassword {
+        /// The object holding the key check (the descriptor, or block 0).
+        key: String,
+        /// More context, when there is some.
+        detail: Option<String>,
+    },
+
     /// The volume is mounted elsewhere.
     #[error(
         "volume is already mounted by {host} since {since} (lock object {key}); if that mount is gone, break the lock with `s3block unlock`"

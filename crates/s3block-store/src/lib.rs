@@ -39,11 +39,15 @@ mod config;
 pub mod conformance;
 mod counting;
 mod device;
+mod encryption;
 mod error;
 mod fault;
 mod list;
 mod lock;
+mod native;
+mod password;
 mod retry;
+mod s3backer_crypto;
 mod sidecar;
 mod volume;
 
@@ -56,6 +60,9 @@ pub use counting::CountingStore;
 pub use device::{
     BLOCK_CONTENT_TYPE, DIRECT_DISCARD_MAX, META_BLOCK_SIZE, META_FILE_SIZE, ObjectBlockDevice,
 };
+pub use encryption::{
+    EncryptionOptions, EncryptionParams, EncryptionScheme, KdfParams, volume_codecs,
+};
 pub use error::{classify, store_error};
 pub use fault::{FaultConfig, FaultStore, InjectedFault};
 pub use list::{ListPlan, StoredBlock, delete_keys, list_blocks};
@@ -63,9 +70,19 @@ pub use lock::{
     LOCK_NAME, LockInfo, LockMode, LockOptions, META_MOUNT_TOKEN, MountLock, break_lock, hostname,
     probe_conditional_put, read_lock, utc_stamp,
 };
+pub use native::XChaChaCodec;
+pub use password::{PASSWORD_ENV, Password, PasswordSource};
 pub use retry::{RetryConfig, RetryStore};
+pub use s3backer_crypto::{META_HMAC, S3BACKER_CIPHER, S3BACKER_PBKDF2_ITERATIONS, S3backerCodec};
 pub use sidecar::{SIDECAR_SUFFIX, SidecarStore, StaleAttributes};
 pub use volume::{
     DEFAULT_BLOCK_SIZE, DESCRIPTOR_NAME, FORMAT_VERSION, GeometrySource, Volume, VolumeDescriptor,
-    VolumeOptions, create_volume, open_volume, read_block0_geometry, read_descriptor,
+    VolumeOptions, create_volume, create_volume_with, open_volume, open_volume_with, read_block0_geometry,
+    read_descriptor,
 };
+
+/// S3 Standard list price of PUT, COPY, POST and LIST requests, in dollars
+/// per 1,000: what frontends show the cost of a volume's requests at.
+pub const PUT_PRICE_PER_1000: f64 = 0.005;
+/// S3 Standard list price of GET and HEAD requests, in dollars per 1,000.
+pub const GET_PRICE_PER_1000: f64 = 0.0004;

@@ -6,17 +6,24 @@
 //! metadata (volumes made by s3backer); the options given. Options that
 //! contradict what is stored are refused, naming both values.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use object_store::path::Path;
-use object_store::{GetOptions, ObjectStore, PutMode, PutOptions};
+use object_store::{Attribute, GetOptions, ObjectStore, PutMode, PutOptions};
 use rand::Rng;
 use s3block_core::{BlockId, Error, Geometry, KeyLayout, Result, format_size};
 use serde::{Deserialize, Serialize};
 
+use crate::codec::CodecChain;
 use crate::device::{META_BLOCK_SIZE, META_FILE_SIZE, object_metadata};
+use crate::encryption::{
+    EncryptionOptions, EncryptionParams, EncryptionScheme, new_encryption, unlock, volume_codecs,
+};
 use crate::error::store_error;
 use crate::lock::utc_stamp;
+use crate::password::PASSWORD_ENV;
+use crate::s3backer_crypto::{META_HMAC, S3backerCodec};
 
 /// Name of the descriptor object under the volume's prefix.
 pub const DESCRIPTOR_NAME: &str = "s3block-volume.json";
@@ -36,7 +43,8 @@ pub struct VolumeDescriptor {
     pub size: u64,
     /// Deflate level blocks are written with, `None` for none.
     pub compression: Option<u32>,
-    /// Encryption parameters (reserved; `None` until encryption lands).
+    /// Encryption parameters ([`EncryptionParams`] as JSON), `None` when
+    /// blocks are not encrypted.
     pub encryption: Option<serde_json::Value>,
     /// Whether keys carry the hash prefix.
     pub hash_prefix: bool,
@@ -50,6 +58,19 @@ impl VolumeDescriptor {
     /// The volume's geometry.
     pub fn geometry(&self) -> Result<Geometry> {
         Geometry::new(self.size, self.block_size)
+    }
+
+    /// The encryption parameters, `None` when the volume is not encrypted.
+    pub fn encryption_params(&self) -> Result<Option<EncryptionParams>> {
+        self.encryption
+            .as_ref()
+            .map(|v| {
+                serde_json::from_value(v.clone()).map_err(|e| Error::BadMetadata {
+                    key: DESCRIPTOR_NAME.to_owned(),
+                    reason: format!("encryption parameters are not understood: {e}"),
+                })
+            })
+            .transpose()
     }
 }
 
@@ -113,7 +134,11 @@ pub async fn read_descriptor(store: &dyn ObjectStore, prefix: &str) -> Result<Op
             ),
         });
     }
-    d.geometry().map_err(|e| Error::BadMetadata { key, reason: e.to_string() })?;
+    d.geometry().map_err(|e| Error::BadMetadata { key: key.clone(), reason: e.to_string() })?;
+    d.encryption_params().map_err(|e| match e {
+        Error::BadMetadata { reason, .. } => Error::BadMetadata { key, reason },
+        e => e,
+    })?;
     Ok(Some(d))
 }
 
@@ -223,6 +248,18 @@ pub async fn create_volume(
     prefix: &str,
     opts: &VolumeOptions,
 ) -> Result<VolumeDescriptor> {
+    create_volume_with(store, prefix, opts, None).await.map(|(d, _)| d)
+}
+
+/// Creates a volume like [`create_volume`], encrypted when `encryption` is
+/// given (its parameters and key check go into the descriptor), and returns
+/// the codecs to write its blocks with.
+pub async fn create_volume_with(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    opts: &VolumeOptions,
+    encryption: Option<&EncryptionOptions>,
+) -> Result<(VolumeDescriptor, CodecChain)> {
     let key = descriptor_key(prefix);
     let size = opts.size.ok_or_else(|| Error::Config("creating a volume needs its size (--size)".into()))?;
     let geometry = Geometry::new(size, opts.block_size.unwrap_or(DEFAULT_BLOCK_SIZE))?;
@@ -242,26 +279,133 @@ pub async fn create_volume(
         )));
     }
     let id: u128 = rand::rng().random();
+    let volume_id = format!("{id:032x}");
+    let (params, codec) = match encryption {
+        Some(enc) => {
+            let (params, codec) = new_encryption(enc, prefix, &volume_id)?;
+            let json = serde_json::to_value(&params)
+                .map_err(|e| Error::Config(format!("cannot encode the encryption parameters: {e}")))?;
+            (Some(json), Some(codec))
+        }
+        None => (None, None),
+    };
+    let codecs = volume_codecs(opts.compression, codec)?;
     let d = VolumeDescriptor {
         format: FORMAT_VERSION,
         block_size: geometry.block_size().into(),
         size: geometry.size(),
         compression: opts.compression,
-        encryption: None,
+        encryption: params,
         hash_prefix: opts.hash_prefix.unwrap_or(false),
-        volume_id: format!("{id:032x}"),
+        volume_id,
         created_at: utc_stamp(SystemTime::now()),
     };
     let body =
         serde_json::to_vec_pretty(&d).map_err(|e| Error::Config(format!("cannot encode {key}: {e}")))?;
     let put = PutOptions { mode: PutMode::Create, ..Default::default() };
     match store.put_opts(&Path::from(key.as_str()), body.into(), put).await {
-        Ok(_) => Ok(d),
+        Ok(_) => Ok((d, codecs)),
         Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
             Err(Error::Config(format!(
                 "a volume was created at {key} at the same time; refusing to overwrite it"
             )))
         }
         Err(e) => Err(store_error(e, &key, None)),
+    }
+}
+
+/// Opens a volume like [`open_volume`] and returns the codecs to access its
+/// blocks with: the descriptor's compression (else `opts.compression`), and
+/// its encryption unlocked with `encryption`.
+///
+/// Refuses a wrong password here, with [`Error::WrongPassword`]: against the
+/// descriptor's key check, or for an s3backer volume (no descriptor) against
+/// block 0's `s3backer-hmac` when block 0 exists. Refuses an encrypted
+/// volume opened without a password, and a password for a volume that is
+/// not encrypted.
+pub async fn open_volume_with(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    opts: &VolumeOptions,
+    encryption: Option<&EncryptionOptions>,
+) -> Result<(Volume, CodecChain)> {
+    let volume = open_volume(store, prefix, opts).await?;
+    let key = descriptor_key(prefix);
+    let codecs = match (&volume.source, encryption) {
+        (GeometrySource::Descriptor(d), enc) => {
+            let codec = match (d.encryption_params()?, enc) {
+                (Some(params), Some(enc)) => Some(unlock(&params, enc, prefix, &d.volume_id, &key)?),
+                (Some(params), None) => {
+                    return Err(Error::Config(format!(
+                        "the volume at {key} is encrypted ({}): give its password (prompt, --password-file or {PASSWORD_ENV})",
+                        params.scheme()
+                    )));
+                }
+                (None, Some(enc)) => {
+                    return Err(Error::Mismatch {
+                        what: "encryption",
+                        stored: "none".into(),
+                        requested: enc.scheme.unwrap_or(EncryptionScheme::XChaCha20Poly1305).to_string(),
+                    });
+                }
+                (None, None) => None,
+            };
+            volume_codecs(d.compression, codec)?
+        }
+        (_, None) => volume_codecs(opts.compression, None)?,
+        (_, Some(enc)) => {
+            if enc.scheme == Some(EncryptionScheme::XChaCha20Poly1305) {
+                return Err(Error::Config(format!(
+                    "no volume descriptor at {key}: s3block's own encryption needs one (create the volume with encryption); a volume s3backer made uses --encrypt=aes-128-cbc"
+                )));
+            }
+            let codec = S3backerCodec::new(&enc.password, &enc.bucket, prefix);
+            check_block0_hmac(store, &volume.layout, &codec).await?;
+            volume_codecs(opts.compression, Some(Arc::new(codec)))?
+        }
+    };
+    Ok((volume, codecs))
+}
+
+/// Checks an s3backer volume's password against block 0's HMAC (its only
+/// stand-in for a key check); nothing to check when block 0 is absent.
+async fn check_block0_hmac(store: &dyn ObjectStore, layout: &KeyLayout, codec: &S3backerCodec) -> Result<()> {
+    let block = BlockId(0);
+    let key = layout.key(block);
+    let res = match store.get_opts(&Path::from(key.as_str()), GetOptions::default()).await {
+        Ok(r) => r,
+        Err(object_store::Error::NotFound { .. }) => {
+            tracing::warn!(
+                "s3backer volume without block 0 ({key}): the password cannot be checked at open; a wrong one shows as \"authentication failed\" on the first block read"
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(store_error(e, &key, Some(block))),
+    };
+    let attributes = res.attributes.clone();
+    let encoding =
+        attributes.get(&Attribute::ContentEncoding).map(|v| v.as_ref().to_owned()).unwrap_or_default();
+    let body = res.bytes().await.map_err(|e| store_error(e, &key, Some(block)))?;
+    if !encoding.split(',').any(|t| t.trim().eq_ignore_ascii_case(S3backerCodec::NAME)) {
+        tracing::warn!(
+            "block 0 ({key}) is not encrypted with {} (Content-Encoding {encoding:?}); the password cannot be checked at open",
+            S3backerCodec::NAME
+        );
+        return Ok(());
+    }
+    match codec.verify(block, &body, &object_metadata(&attributes)) {
+        Some(true) => Ok(()),
+        Some(false) => Err(Error::WrongPassword {
+            key,
+            detail: Some(
+                "block 0's s3backer-hmac does not match: a wrong password, bucket name or prefix, or block 0 was altered"
+                    .into(),
+            ),
+        }),
+        None => Err(Error::Corrupt {
+            block,
+            key,
+            reason: format!("encrypted, but its {META_HMAC} signature is missing or unreadable"),
+        }),
     }
 }

@@ -30,6 +30,7 @@ async fn suite(store: Arc<dyn ObjectStore>, plan: ListPlan) {
     c::listing_and_bulk_delete(store.clone(), "list/", plan).await;
     c::corrupt_objects(store.clone(), "bad/").await;
     c::retries_under_faults(store.clone(), "faults/").await;
+    c::encryption(store.clone(), "crypt/").await;
 }
 
 #[tokio::test]
