@@ -183,12 +183,13 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
     async fn read_range(&self, block: BlockId, range: Range<usize>) -> Result<Bytes> {
         let shared = &self.shared;
         let len = range.len();
-        let mut first = true;
+        let mut read_ahead_pending = true;
+        let mut first_try = true;
         loop {
             let rx = {
                 let mut st = shared.lock();
-                if first {
-                    first = false;
+                if read_ahead_pending {
+                    read_ahead_pending = false;
                     self.read_ahead(&mut st, block);
                 }
                 let hit = st.entries.get_mut(&block).and_then(|e| {
@@ -208,17 +209,31 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
                 });
                 if let Some((data, prefetched)) = hit {
                     st.lru.promote(&block);
-                    Counters::bump(&shared.counters.hits);
+                    if first_try {
+                        Counters::bump(&shared.counters.hits);
+                    }
                     if prefetched {
                         Counters::bump(&shared.counters.read_ahead_used);
                     }
                     return Ok(data);
                 }
                 if !st.entries.contains_key(&block) && st.known_zero(block) {
-                    Counters::bump(&shared.counters.zero_hits);
+                    if first_try {
+                        Counters::bump(&shared.counters.zero_hits);
+                    }
                     return Ok(Bytes::from(vec![0; len]));
                 }
-                shared.load(&mut st, block)
+                if !first_try {
+                    // Counted as a miss already: join or start the fetch quietly.
+                    if let Some(load) = st.loads.get(&block) {
+                        load.tx.subscribe()
+                    } else {
+                        shared.start_load(&mut st, block, false)
+                    }
+                } else {
+                    first_try = false;
+                    shared.load(&mut st, block)
+                }
             };
             match wait(rx).await {
                 LoadOutcome::Failed(e) => return Err(share_error(block, &e)),

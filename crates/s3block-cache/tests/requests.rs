@@ -191,3 +191,34 @@ async fn uploads_run_in_parallel_within_the_pool_size() {
     assert!(c.max_concurrent_writes > 1 && c.max_concurrent_writes <= 3, "{c:?}");
     cache.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_hits_misses_and_store_requests_and_reset() {
+    let (below, _mem) = counted(16);
+    let g = below.geometry();
+    let requests = Arc::new(s3block_core::RequestCounters::default());
+    let mut cfg = config(&g, 8, 4);
+    cfg.counters = Some(Arc::clone(&requests));
+    let cache = BlockCache::new(Arc::clone(&below), cfg).unwrap();
+    cache.write_block(BlockId(1), block_data(&g, 1, 1)).await.unwrap();
+    cache.read_block(BlockId(1)).await.unwrap();
+    cache.read_block(BlockId(1)).await.unwrap();
+    cache.read_block(BlockId(2)).await.unwrap(); // a miss, found absent
+    cache.read_block(BlockId(2)).await.unwrap(); // now a zero hit
+    requests.add_gets(1);
+    requests.add_puts(1);
+    cache.flush().await.unwrap();
+    let s = cache.stats();
+    assert_eq!((s.hits, s.misses, s.zero_hits, s.uploads), (2, 1, 1, 1), "{s}");
+    assert_eq!((s.dirty_blocks, s.resident_blocks, s.resident_bytes), (0, 1, 512), "{s}");
+    assert_eq!(s.requests.map(|r| (r.gets, r.puts)), Some((1, 1)));
+    let text = s.to_string();
+    assert!(text.contains("2 hits, 1 misses, 1 zero-block hits"), "{text}");
+    assert!(text.contains("1 GET, 1 PUT"), "{text}");
+    cache.reset_stats();
+    let s = cache.stats();
+    assert_eq!((s.hits, s.misses, s.uploads), (0, 0, 0));
+    assert_eq!(s.requests.map(|r| r.gets), Some(0));
+    assert_eq!(s.resident_bytes, 512, "a reset keeps the cache's contents");
+    cache.close().await.unwrap();
+}
