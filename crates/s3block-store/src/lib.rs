@@ -7,6 +7,12 @@
 //!
 //! - codecs ([`CodecChain`], [`Deflate`]): how a block's bytes become an
 //!   object's; reads obey each object's own `Content-Encoding`;
+//! - client-side encryption ([`EncryptionOptions`], [`create_volume_with`],
+//!   [`open_volume_with`]): XChaCha20-Poly1305 with an Argon2id key by
+//!   default ([`XChaChaCodec`]), s3backer's AES-128-CBC + HMAC-SHA1 to
+//!   migrate ([`S3backerCodec`]); compression runs before encryption; a
+//!   wrong password is refused at open; passwords come from a prompt, a
+//!   file or [`PASSWORD_ENV`] ([`PasswordSource`]), never the command line;
 //! - zero elision: an all-zero block is deleted, an absent one reads as zeros;
 //! - the volume descriptor and geometry detection ([`create_volume`],
 //!   [`open_volume`]);
@@ -30,6 +36,14 @@
 //!   the two writes never decodes a block wrongly (see its docs).
 //! - **One retry loop.** `object_store`'s S3 retries are off; [`RetryStore`]
 //!   retries what [`classify`] calls transient and fails 4xx at once.
+//! - **Zero blocks stay absent when encrypted.** As with s3backer, an
+//!   all-zero block has no object even on an encrypted volume: storing an
+//!   encrypted zero block would cost a PUT and storage for every block
+//!   ever trimmed, and the bucket listing then reveals which blocks are zero
+//!   (and object sizes how well the others compress). That is the trade-off.
+//! - **What authentication covers.** The native scheme binds each object to
+//!   its volume and block number; an older object of the same block still
+//!   authenticates (refusing it would need a trusted record of versions).
 //! - **Advisory lock where needed.** Stores that ignore `If-None-Match` are
 //!   detected by [`probe_conditional_put`]; the lock is then advisory and the
 //!   log says so once.
@@ -60,9 +74,7 @@ pub use counting::CountingStore;
 pub use device::{
     BLOCK_CONTENT_TYPE, DIRECT_DISCARD_MAX, META_BLOCK_SIZE, META_FILE_SIZE, ObjectBlockDevice,
 };
-pub use encryption::{
-    EncryptionOptions, EncryptionParams, EncryptionScheme, KdfParams, volume_codecs,
-};
+pub use encryption::{EncryptionOptions, EncryptionParams, EncryptionScheme, KdfParams, volume_codecs};
 pub use error::{classify, store_error};
 pub use fault::{FaultConfig, FaultStore, InjectedFault};
 pub use list::{ListPlan, StoredBlock, delete_keys, list_blocks};
