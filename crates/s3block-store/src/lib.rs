@@ -48,6 +48,8 @@
 //!   detected by [`probe_conditional_put`]; the lock is then advisory and the
 //!   log says so once.
 
+#[cfg(feature = "clap")]
+mod args;
 mod codec;
 mod config;
 pub mod conformance;
@@ -65,6 +67,8 @@ mod s3backer_crypto;
 mod sidecar;
 mod volume;
 
+#[cfg(feature = "clap")]
+pub use args::StoreArgs;
 pub use codec::{Codec, CodecChain, CodecContext, CodecMeta, Deflate};
 pub use config::{
     CredentialSource, Credentials, DEFAULT_ACCESS_FILE, OpenedStore, StoreConfig, StoreKind,
