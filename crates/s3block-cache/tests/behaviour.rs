@@ -261,3 +261,24 @@ async fn resident_bytes_stay_within_the_cache_size() {
     let s = cache.stats();
     assert!(s.read_ahead_issued > 0, "{s}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_in_flight_blocks_no_read() {
+    let (gated, _counted, mem) = stack(16);
+    let g = gated.geometry();
+    mem.write_block(BlockId(2), block_data(&g, 2, 1)).await.unwrap();
+    let cache = Arc::new(BlockCache::new(Arc::clone(&gated), config(&g, 8, 4)).unwrap());
+    gated.hold(BlockId(1));
+    cache.write_block(BlockId(1), block_data(&g, 1, 1)).await.unwrap();
+    timeout(SOON, gated.wait_arrived(BlockId(1), 1)).await.unwrap();
+    // Block 1 is uploading: a miss on block 2 and a read of block 1 itself go on.
+    assert_eq!(timeout(SOON, cache.read_block(BlockId(2))).await.unwrap().unwrap(), block_data(&g, 2, 1));
+    assert_eq!(timeout(SOON, cache.read_block(BlockId(1))).await.unwrap().unwrap(), block_data(&g, 1, 1));
+    assert_eq!(cache.stats().uploads_in_flight, 1);
+    gated.release(BlockId(1));
+    // close() flushes what is dirty.
+    cache.write_block(BlockId(3), block_data(&g, 3, 1)).await.unwrap();
+    cache.close().await.unwrap();
+    assert_eq!(mem.read_block(BlockId(3)).await.unwrap(), block_data(&g, 3, 1));
+    assert_eq!(mem.read_block(BlockId(1)).await.unwrap(), block_data(&g, 1, 1));
+}

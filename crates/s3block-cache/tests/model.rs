@@ -191,12 +191,17 @@ async fn run_model<D: BlockDevice + 'static>(
     assert_device_equals(check, &model).await;
 }
 
+/// Cases per run: `PROPTEST_CASES` when set (for a longer soak), else `default`.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(64), ..ProptestConfig::default() })]
 
     #[test]
     fn cache_over_memory_matches_the_model(plan in plan(), delay in prop_oneof![Just(0u64), Just(2)]) {
@@ -208,7 +213,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(24), ..ProptestConfig::default() })]
 
     #[test]
     fn cache_over_a_failing_store_loses_nothing(plan in plan(), seed in any::<u64>()) {
