@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use s3block_core::parse_size;
+use s3block_store::StoreArgs;
 
 /// The block size of a new volume when `--block-size` is not given: 256 KiB.
 ///
@@ -94,25 +95,9 @@ pub struct Options {
           default_missing_value = "6", value_parser = clap::value_parser!(u32).range(1..=9))]
     pub compress: Option<u32>,
 
-    /// Key prefix inside the bucket, added after the one in STORE.
-    #[arg(long)]
-    pub prefix: Option<String>,
-
-    /// S3 endpoint URL, for servers other than AWS.
-    #[arg(long, alias = "baseURL", value_name = "URL")]
-    pub endpoint: Option<String>,
-
-    /// S3 region.
-    #[arg(long)]
-    pub region: Option<String>,
-
-    /// File holding `access_key_id:secret_access_key`.
-    #[arg(long = "access-file", alias = "accessFile", value_name = "FILE")]
-    pub access_file: Option<PathBuf>,
-
-    /// Address buckets as https://endpoint/bucket rather than https://bucket.endpoint.
-    #[arg(long = "force-path-style")]
-    pub force_path_style: bool,
+    /// How to reach the store: endpoint, region, credentials, key prefix.
+    #[command(flatten)]
+    pub store_args: StoreArgs,
 
     /// List the stored blocks at start, so reads of absent blocks need no request.
     #[arg(long = "list-blocks", alias = "listBlocks")]
@@ -383,6 +368,18 @@ mod tests {
         assert_eq!(o.compress, Some(9));
         assert_eq!(o.file_mode, Some(0o644));
         assert_eq!(o.stats_name(), None);
+        // The shared store options, in fstab form too.
+        let o = parse(&[
+            "-o",
+            "endpoint=http://127.0.0.1:3900,force_path_style,access_file=/etc/s3.crd,prefix=vol-",
+            "s3://b",
+            "/m",
+        ])
+        .unwrap();
+        assert_eq!(o.store_args.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
+        assert!(o.store_args.force_path_style);
+        assert_eq!(o.store_args.access_file, Some(PathBuf::from("/etc/s3.crd")));
+        assert_eq!(o.store_args.key_prefix(&o.store).as_deref(), Some("vol-"));
     }
 
     #[test]
@@ -408,10 +405,10 @@ mod tests {
         assert_eq!(o.cache_bytes(4096), Some(409_600));
         assert!(o.read_only && o.hash_prefix && o.list_blocks);
         assert_eq!(o.compress, Some(6));
-        assert_eq!(o.prefix.as_deref(), Some("some/prefix/"));
-        assert_eq!(o.endpoint.as_deref(), Some("http://127.0.0.1:3900/"));
-        assert_eq!(o.access_file, Some(PathBuf::from("/etc/s3.crd")));
-        assert_eq!(o.region.as_deref(), Some("garage"));
+        assert_eq!(o.store_args.prefix.as_deref(), Some("some/prefix/"));
+        assert_eq!(o.store_args.endpoint.as_deref(), Some("http://127.0.0.1:3900/"));
+        assert_eq!(o.store_args.access_file, Some(PathBuf::from("/etc/s3.crd")));
+        assert_eq!(o.store_args.region.as_deref(), Some("garage"));
         assert_eq!(o.filename, "disk");
         // The same in fstab form.
         let o = parse(&["-o", "blockSize=64K,readOnly", "memory://", "/m"]).unwrap();

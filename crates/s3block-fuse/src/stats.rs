@@ -10,10 +10,7 @@ use std::sync::Arc;
 
 use s3block_core::{RequestCounters, RequestCounts, format_size};
 
-/// S3 Standard list price of PUT, COPY, POST and LIST, dollars per 1,000 requests.
-pub const PUT_PRICE_PER_1000: f64 = 0.005;
-/// S3 Standard list price of GET and HEAD, dollars per 1,000 requests.
-pub const GET_PRICE_PER_1000: f64 = 0.0004;
+pub use s3block_store::{GET_PRICE_PER_1000, PUT_PRICE_PER_1000};
 
 /// Produces the stats file's text and resets the counters behind it.
 pub trait StatsSource: Send + Sync {

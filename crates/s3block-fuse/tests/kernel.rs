@@ -153,9 +153,11 @@ fn mount_write_fsync_read_unmount() {
 
     // The stats file shows the writes; unlinking it is allowed.
     let stats = std::fs::read_to_string(mount.path().join("stats")).unwrap();
-    assert!(stats.contains("stored blocks"), "{stats}");
-    assert!(!stats.contains("stored blocks   0\n"), "{stats}");
+    assert!(stats.contains("[cache]") && stats.contains("[store requests]"), "{stats}");
+    assert!(!stats.contains("PUT             0\n"), "fsync stored blocks, yet: {stats}");
     std::fs::remove_file(mount.path().join("stats")).unwrap();
+    let stats = std::fs::read_to_string(mount.path().join("stats")).unwrap();
+    assert!(stats.contains("PUT             0\n"), "unlinking did not reset: {stats}");
 
     let out = Command::new("fusermount3").arg("-u").arg(mount.path()).output().unwrap();
     assert!(out.status.success(), "fusermount3 -u: {}", String::from_utf8_lossy(&out.stderr));
