@@ -147,14 +147,14 @@ async fn find_volume(opts: &Options, opened: &OpenedStore) -> Result<Found> {
     };
     let volume = match open_volume(opened.store.as_ref(), &opened.prefix, &wanted).await {
         Ok(volume) => Some(volume),
-        Err(Error::Config(message)) => match opts.size {
-            Some(_) => None,
-            None => {
-                return Err(Error::Config(format!(
-                    "{message}. To create a new volume here, mount it once with --size (e.g. --size=30G)"
-                )));
-            }
-        },
+        Err(Error::Config(_)) if opts.size.is_some() => None,
+        Err(Error::Config(_)) => {
+            return Err(Error::Config(format!(
+                "no volume at {} (key prefix {:?}: no s3block descriptor, no s3backer block 0); give \
+                 --size (e.g. --size=30G) to create one, or check the URL and --prefix",
+                opts.store, opened.prefix
+            )));
+        }
         Err(Error::Mismatch { what, stored, requested }) => return Err(mismatch(what, stored, requested)),
         Err(other) => return Err(other),
     };
