@@ -255,11 +255,19 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
             shared.limits.read_ahead_blocks,
             shared.geometry.block_count(),
         );
+        let block_len = u64::from(shared.geometry.block_size());
+        // Only what clean blocks could make room for: read-ahead never
+        // competes with dirty data.
+        let mut room = shared.limits.cache_size.saturating_sub(st.dirty_bytes);
         for n in ahead {
             let b = BlockId(n as u32);
             if st.entries.contains_key(&b) || st.loads.contains_key(&b) || st.known_zero(b) {
                 continue;
             }
+            if room < block_len {
+                break;
+            }
+            room -= block_len;
             Counters::bump(&shared.counters.read_ahead_issued);
             drop(shared.start_load(st, b, true));
         }

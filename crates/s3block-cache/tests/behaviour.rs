@@ -282,3 +282,28 @@ async fn an_upload_in_flight_blocks_no_read() {
     assert_eq!(mem.read_block(BlockId(3)).await.unwrap(), block_data(&g, 3, 1));
     assert_eq!(mem.read_block(BlockId(1)).await.unwrap(), block_data(&g, 1, 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discard_waits_for_an_upload_in_its_range_so_nothing_comes_back() {
+    let (gated, counted, mem) = stack(16);
+    let g = gated.geometry();
+    let cache = Arc::new(BlockCache::new(Arc::clone(&gated), config(&g, 8, 4)).unwrap());
+    gated.hold(BlockId(4));
+    cache.write_block(BlockId(4), block_data(&g, 4, 1)).await.unwrap();
+    timeout(SOON, gated.wait_arrived(BlockId(4), 1)).await.unwrap();
+    let discard = tokio::spawn({
+        let cache = Arc::clone(&cache);
+        async move { cache.discard(0..8).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!discard.is_finished(), "the discard waits for the upload in flight");
+    // Reads in the range during the discard see zeros.
+    assert!(cache.read_block(BlockId(5)).await.unwrap().iter().all(|&b| b == 0));
+    gated.release(BlockId(4));
+    timeout(SOON, discard).await.unwrap().unwrap().unwrap();
+    cache.flush().await.unwrap();
+    assert_eq!(mem.stored_blocks(), 0, "the upload landed before the discard, not after");
+    assert!(cache.read_block(BlockId(4)).await.unwrap().iter().all(|&b| b == 0));
+    assert_eq!(counted.counts().discards, 1);
+    cache.close().await.unwrap();
+}
