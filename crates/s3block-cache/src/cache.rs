@@ -156,11 +156,21 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
         }
     }
 
-    /// Flushes every dirty block and stops the background work. On error the
-    /// cache keeps running with the failed blocks dirty; call again.
+    /// Refuses further writes, flushes every dirty block and stops the
+    /// background work. Reads still work afterwards. On error the failed
+    /// blocks stay dirty and the uploads keep running; call again.
     pub async fn close(&self) -> Result<()> {
-        self.flush().await?;
         self.shared.lock().closed = true;
+        loop {
+            self.shared.flush().await?;
+            // A write that was already past its check when the cache closed
+            // may have landed after the flush began: flush again for it.
+            let mut st = self.shared.lock();
+            if st.dirty_index.is_empty() {
+                st.stopped = true;
+                break;
+            }
+        }
         self.shared.work.notify_one();
         let handle = self.scheduler.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(handle) = handle {

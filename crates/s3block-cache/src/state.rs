@@ -63,7 +63,10 @@ pub(crate) struct State {
     pub(crate) waiting_writers: usize,
     pub(crate) next_load_id: u64,
     pub(crate) read_ahead: ReadAhead,
+    /// No more writes, discards or flushes are accepted.
     pub(crate) closed: bool,
+    /// The scheduler stops.
+    pub(crate) stopped: bool,
     pub(crate) cache_size: u64,
 }
 
@@ -88,6 +91,7 @@ impl State {
             next_load_id: 0,
             read_ahead: ReadAhead::default(),
             closed: false,
+            stopped: false,
             cache_size,
         }
     }

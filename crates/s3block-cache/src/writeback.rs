@@ -41,7 +41,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
         loop {
             let deadline = {
                 let mut st = self.lock();
-                if st.closed {
+                if st.stopped {
                     return;
                 }
                 self.start_uploads(&mut st, Instant::now())

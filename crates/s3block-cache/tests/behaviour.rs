@@ -188,12 +188,16 @@ async fn flush_reports_failed_uploads_and_keeps_them_dirty() {
     let retries = cache.stats().retries;
     assert!(cache.flush().await.is_err());
     assert!(cache.stats().retries >= retries + 2, "{}", cache.stats());
+    // Closing fails the same way, and refuses writes from then on.
+    assert!(matches!(cache.close().await, Err(Error::WriteBack { count: 2, .. })));
+    assert!(cache.write_block(BlockId(1), block_data(&g, 1, 1)).await.is_err(), "closed");
+    assert_eq!(cache.stats().dirty_blocks, 2);
     flaky.set_error_rate(0.0);
-    cache.flush().await.unwrap();
+    cache.close().await.unwrap();
     assert_eq!(mem.stored_blocks(), 2);
     assert_eq!(cache.stats().dirty_blocks, 0);
-    cache.close().await.unwrap();
-    assert!(cache.write_block(BlockId(1), block_data(&g, 1, 1)).await.is_err(), "closed");
+    // Reads still work after close.
+    assert_eq!(cache.read_block(BlockId(4)).await.unwrap(), block_data(&g, 4, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
