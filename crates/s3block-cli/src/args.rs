@@ -1,12 +1,15 @@
 //! The command line: every subcommand and its options (clap derive).
 //!
-//! [`StoreArgs`] are the options that say where a volume lives and how it is
-//! laid out; the mount binary flattens the same struct so both read the same
-//! flags and the same environment variables.
+//! [`StoreArgs`] (from the store crate) say where a volume lives, how to
+//! reach it and where its password comes from; the mount binary flattens the
+//! same struct, so both read the same flags and the same environment
+//! variables. [`LayoutArgs`] say how a volume is laid out.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use s3block_store::EncryptionScheme;
+pub use s3block_store::StoreArgs;
 
 use crate::cost::{self, S3_2009_PRICES, S3_2009_SOURCE, S3_STANDARD_PRICES, S3_STANDARD_SOURCE};
 use crate::exit::EXIT_CODES_HELP;
@@ -58,54 +61,12 @@ pub enum Command {
     Stats(StatsArgs),
 }
 
-/// Where a volume lives and how it is laid out: shared with the mount binary.
-///
-/// The store is a URL: `s3://BUCKET/PREFIX`, `file:///PATH` or `memory://`.
-/// S3 credentials come from `--access-file` or the standard `AWS_*`
-/// environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
-/// `AWS_SESSION_TOKEN`). Layout options are only needed to create a
-/// volume; for an existing one they are checked against what it was created
-/// with, and a contradiction is refused.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
-pub struct StoreArgs {
-    /// How to reach the store.
-    #[command(flatten)]
-    pub connection: ConnectionArgs,
-    /// How the volume is laid out.
-    #[command(flatten)]
-    pub layout: LayoutArgs,
-}
-
-/// How to reach an S3 store: endpoint, region, credentials, addressing.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
-pub struct ConnectionArgs {
-    /// S3 endpoint URL, for S3-compatible servers (Garage, MinIO, ...); AWS when unset.
-    #[arg(long, alias = "baseURL", env = "AWS_ENDPOINT_URL", value_name = "URL")]
-    pub endpoint: Option<String>,
-
-    /// S3 region.
-    #[arg(long, env = "AWS_REGION", value_name = "REGION")]
-    pub region: Option<String>,
-
-    /// File holding `ACCESS_KEY_ID:SECRET_ACCESS_KEY` on one line (s3backer's --accessFile).
-    #[arg(long, alias = "accessFile", env = "S3BLOCK_ACCESS_FILE", value_name = "PATH")]
-    pub access_file: Option<PathBuf>,
-
-    /// Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (most self-hosted servers need this).
-    #[arg(long, env = "S3BLOCK_FORCE_PATH_STYLE")]
-    pub force_path_style: bool,
-}
-
 /// How a volume is laid out: geometry, key naming, compression.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
 pub struct LayoutArgs {
     /// Prefix block keys with a hash of the block number, spreading them over the key space (s3backer's --blockHashPrefix).
     #[arg(long, alias = "blockHashPrefix", env = "S3BLOCK_HASH_PREFIX")]
     pub hash_prefix: bool,
-
-    /// Key prefix inside the bucket, added after the one in STORE.
-    #[arg(long, env = "S3BLOCK_PREFIX", value_name = "PREFIX")]
-    pub prefix: Option<String>,
 
     /// Block size, a power of two from 512 to 64M (e.g. 256K).
     #[arg(long, alias = "blockSize", env = "S3BLOCK_BLOCK_SIZE", value_name = "SIZE", value_parser = parse_size_arg)]
@@ -139,6 +100,9 @@ pub struct CreateArgs {
     pub store_args: StoreArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
+    pub layout: LayoutArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
     pub output: OutputArgs,
 }
 
@@ -150,6 +114,9 @@ pub struct InfoArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub store_args: StoreArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub layout: LayoutArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub output: OutputArgs,
@@ -174,6 +141,9 @@ pub struct LsArgs {
     pub store_args: StoreArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
+    pub layout: LayoutArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
     pub output: OutputArgs,
 }
 
@@ -191,6 +161,9 @@ pub struct CatArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub store_args: StoreArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub layout: LayoutArgs,
 }
 
 /// `s3block stat`.
@@ -204,6 +177,9 @@ pub struct StatArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub store_args: StoreArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub layout: LayoutArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub output: OutputArgs,
@@ -225,6 +201,9 @@ pub struct VerifyArgs {
     pub store_args: StoreArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
+    pub layout: LayoutArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
     pub output: OutputArgs,
 }
 
@@ -242,6 +221,9 @@ pub struct EraseArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub store_args: StoreArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub layout: LayoutArgs,
 }
 
 /// `s3block unlock`.
@@ -287,12 +269,49 @@ pub struct CopyArgs {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+    /// How to reach both stores, and the source's password.
+    #[command(flatten)]
+    pub store_args: StoreArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub connection: ConnectionArgs,
+    pub dest: DestArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub output: OutputArgs,
+}
+
+/// The encryption of a copy, when it differs from the source's.
+///
+/// By default a copy is encrypted as its source is: with the same scheme
+/// and the same password (new salt and volume id), and a plaintext source
+/// gives a plaintext copy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct DestArgs {
+    /// Encrypt the copy with SCHEME (xchacha20poly1305, the default, or aes-128-cbc), or `none` for a plaintext copy.
+    #[arg(long = "dest-encrypt", value_name = "SCHEME", require_equals = true, value_parser = dest_encrypt_arg)]
+    pub dest_encrypt: Option<Option<DestEncryption>>,
+    /// File whose first line is the copy's password (else S3BLOCK_DEST_PASSWORD, else the source's, else a prompt).
+    #[arg(long = "dest-password-file", env = "S3BLOCK_DEST_PASSWORD_FILE", value_name = "FILE")]
+    pub dest_password_file: Option<PathBuf>,
+}
+
+/// What `--dest-encrypt` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DestEncryption {
+    /// A plaintext copy.
+    None,
+    /// This scheme.
+    Scheme(EncryptionScheme),
+}
+
+/// The environment variable holding the copy's password.
+pub const DEST_PASSWORD_ENV: &str = "S3BLOCK_DEST_PASSWORD";
+
+fn dest_encrypt_arg(text: &str) -> Result<DestEncryption, String> {
+    if text.trim().eq_ignore_ascii_case("none") {
+        return Ok(DestEncryption::None);
+    }
+    EncryptionScheme::parse(text).map(DestEncryption::Scheme).map_err(|e| e.to_string())
 }
 
 /// `s3block stats`.
@@ -461,14 +480,74 @@ mod tests {
         .unwrap();
         let Command::Create(args) = cli.command else { panic!("not create: {cli:?}") };
         assert_eq!(args.store, "s3://bucket/vol/");
-        let StoreArgs { connection, layout } = args.store_args;
+        let (store, layout) = (args.store_args, args.layout);
         assert_eq!(layout.size, Some(30 << 30));
         assert_eq!(layout.block_size, Some(256 << 10));
         assert_eq!(layout.compress, Some(6));
-        assert!(layout.hash_prefix && connection.force_path_style);
-        assert_eq!(connection.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
+        assert!(layout.hash_prefix && store.force_path_style);
+        assert_eq!(store.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
         let err = Cli::try_parse_from(["s3block", "info", "memory://", "--block-size", "3X"]).unwrap_err();
         assert!(err.to_string().contains("3X"), "{err}");
+    }
+
+    #[test]
+    fn every_store_command_takes_the_shared_store_flags() {
+        for command in ["create", "info", "ls", "verify", "erase", "unlock"] {
+            let cli = Cli::try_parse_from([
+                "s3block",
+                command,
+                "s3://bucket/vol/",
+                "--baseURL=http://127.0.0.1:3900",
+                "--accessFile",
+                "/etc/s3.crd",
+                "--region=garage",
+                "--prefix=p-",
+                "--encrypt=aes-128-cbc",
+                "--passwordFile=/etc/pw",
+            ])
+            .unwrap_or_else(|e| panic!("{command}: {e}"));
+            let store = match cli.command {
+                Command::Create(a) => a.store_args,
+                Command::Info(a) => a.store_args,
+                Command::Ls(a) => a.store_args,
+                Command::Verify(a) => a.store_args,
+                Command::Erase(a) => a.store_args,
+                Command::Unlock(a) => a.store_args,
+                other => panic!("unexpected {other:?}"),
+            };
+            assert_eq!(store.endpoint.as_deref(), Some("http://127.0.0.1:3900"), "{command}");
+            assert_eq!(store.access_file, Some(PathBuf::from("/etc/s3.crd")), "{command}");
+            assert_eq!(store.region.as_deref(), Some("garage"), "{command}");
+            assert_eq!(store.key_prefix("s3://bucket/vol/").as_deref(), Some("vol/p-"), "{command}");
+            assert_eq!(store.encrypt, Some(Some(EncryptionScheme::Aes128Cbc)), "{command}");
+            assert_eq!(store.password_file, Some(PathBuf::from("/etc/pw")), "{command}");
+        }
+        let cli = Cli::try_parse_from(["s3block", "cat", "memory://", "3", "--encrypt"]).unwrap();
+        let Command::Cat(a) = cli.command else { panic!("not cat") };
+        assert_eq!((a.block, a.store_args.encrypt), (3, Some(None)));
+        let err = Cli::try_parse_from(["s3block", "info", "memory://", "--password=secret"]).unwrap_err();
+        assert!(err.to_string().contains("--password-file") && !err.to_string().contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn copy_takes_the_destination_encryption() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["s3block", "copy", "file:///a", "file:///b"];
+            args.extend_from_slice(extra);
+            let cli = Cli::try_parse_from(args).unwrap();
+            let Command::Copy(a) = cli.command else { panic!("not copy") };
+            a
+        };
+        let a = parse(&["--password-file=/src", "--dest-encrypt", "--dest-password-file=/dst"]);
+        assert_eq!(a.store_args.password_file, Some(PathBuf::from("/src")));
+        assert_eq!(a.dest.dest_encrypt, Some(None));
+        assert_eq!(a.dest.dest_password_file, Some(PathBuf::from("/dst")));
+        assert_eq!(parse(&["--dest-encrypt=none"]).dest.dest_encrypt, Some(Some(DestEncryption::None)));
+        assert_eq!(
+            parse(&["--dest-encrypt=aes-128-cbc"]).dest.dest_encrypt,
+            Some(Some(DestEncryption::Scheme(EncryptionScheme::Aes128Cbc)))
+        );
+        assert_eq!(parse(&[]).dest, DestArgs::default());
     }
 
     #[test]

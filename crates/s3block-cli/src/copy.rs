@@ -6,6 +6,13 @@
 //! ones are written. Chunks run in parallel, bounded so the chunks in flight
 //! stay within [`COPY_MEMORY`]. At the end every chunk is read back from both
 //! volumes and compared, unless the caller skips it.
+//!
+//! Encryption: blocks are decrypted from the source and encrypted for the
+//! copy, so a copy can change scheme or password, or add or drop
+//! encryption. By default the copy is encrypted as its source is (same
+//! scheme, same password, its own salt and volume id); `--dest-encrypt`
+//! chooses a scheme (`none` for a plaintext copy) and `--dest-password-file`
+//! or `S3BLOCK_DEST_PASSWORD` another password.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -15,14 +22,16 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use s3block_core::{BlockDevice, BlockId, Error, Result, is_zero};
-use s3block_store::{LOCK_NAME, read_lock};
+use s3block_store::{
+    EncryptionOptions, EncryptionScheme, GeometrySource, LOCK_NAME, PasswordSource, StoreArgs, read_lock,
+};
 
-use crate::args::LayoutArgs;
+use crate::args::{DEST_PASSWORD_ENV, DestEncryption, LayoutArgs};
 use crate::exit::{CliResult, OK, PROBLEMS};
 use crate::format::{self, write_json};
 use crate::maint::progress;
 use crate::target::Target;
-use crate::volume::{Opened, create, open};
+use crate::volume::{Opened, create_with, open_with, terminal_prompt};
 
 /// Most memory the chunks in flight may take.
 pub const COPY_MEMORY: u64 = 64 << 20;
@@ -44,6 +53,52 @@ pub struct CopyOptions {
     pub parallel: usize,
     /// No progress bar.
     pub quiet: bool,
+    /// `--dest-encrypt`: `None` to encrypt as the source is.
+    pub dest_encrypt: Option<Option<DestEncryption>>,
+    /// `--dest-password-file`.
+    pub dest_password_file: Option<std::path::PathBuf>,
+}
+
+/// The scheme the source volume is encrypted with, if any.
+fn source_scheme(s: &Opened, enc: Option<&EncryptionOptions>) -> Result<Option<EncryptionScheme>> {
+    Ok(match &s.volume.source {
+        GeometrySource::Descriptor(d) => d.encryption_params()?.map(|p| p.scheme()),
+        // A volume s3backer made is opened encrypted only with its scheme.
+        _ => enc.map(|_| EncryptionScheme::Aes128Cbc),
+    })
+}
+
+/// The encryption of the copy at `dst`: as `opts` say, else as the source's.
+fn dest_encryption(
+    dst: &Target,
+    opts: &CopyOptions,
+    source: Option<EncryptionScheme>,
+    source_enc: Option<&EncryptionOptions>,
+) -> Result<Option<EncryptionOptions>> {
+    let scheme = match opts.dest_encrypt {
+        Some(Some(DestEncryption::None)) => return Ok(None),
+        Some(Some(DestEncryption::Scheme(s))) => Some(s),
+        Some(None) => None,
+        None => match source {
+            Some(s) => Some(s),
+            None => return Ok(None),
+        },
+    };
+    let given = match &opts.dest_password_file {
+        Some(file) => Some(PasswordSource::File(file.clone())),
+        None => std::env::var_os(DEST_PASSWORD_ENV).map(|_| PasswordSource::Env(DEST_PASSWORD_ENV.into())),
+    };
+    let password = match (given, source_enc) {
+        (Some(source), _) => source.read()?,
+        (None, Some(enc)) => enc.password.clone(),
+        (None, None) => {
+            let ask = StoreArgs { password_file: None, ..dst.args.clone() };
+            ask.password(&format!("the copy at {}", dst.url), true, &mut terminal_prompt)?
+        }
+    };
+    let mut options = EncryptionOptions::new(password, StoreArgs::bucket_name(&dst.kind));
+    options.scheme = scheme;
+    Ok(Some(options))
 }
 
 /// What `copy` did.
@@ -98,17 +153,19 @@ pub async fn copy(
             .into());
         }
     }
-    let s = open(src, &LayoutArgs::default()).await?;
+    let source_enc = src.args.open_encryption(&src.opened(), &src.url, &mut terminal_prompt).await?;
+    let s = open_with(src, &LayoutArgs::default(), source_enc.as_ref()).await?;
     let g = s.volume.geometry;
     let dst_layout = LayoutArgs {
         hash_prefix: opts.hash_prefix,
-        prefix: None,
         block_size: Some(opts.block_size.unwrap_or(g.block_size().into())),
         size: Some(g.size()),
         compress: opts.compress,
     };
-    create(dst, &dst_layout, false, &mut std::io::sink()).await?;
-    let d = open(dst, &dst_layout).await?;
+    let scheme = source_scheme(&s, source_enc.as_ref())?;
+    let dest_enc = dest_encryption(dst, opts, scheme, source_enc.as_ref())?;
+    create_with(dst, &dst_layout, dest_enc.as_ref(), false, &mut std::io::sink()).await?;
+    let d = open_with(dst, &dst_layout, dest_enc.as_ref()).await?;
     let src_bs = u64::from(g.block_size());
     let dst_bs = u64::from(d.volume.geometry.block_size());
     let chunk_len = src_bs.max(dst_bs);

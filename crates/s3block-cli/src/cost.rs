@@ -10,6 +10,7 @@
 use serde::Serialize;
 
 use s3block_core::{Error, Geometry, Result, parse_size};
+use s3block_store::{GET_PRICE_PER_1000, PUT_PRICE_PER_1000};
 
 use crate::format::{self, Align, Table};
 
@@ -25,8 +26,11 @@ pub struct Prices {
 }
 
 /// S3 Standard list prices in us-east-1 (first 50 TB tier), as of 2025.
-pub const S3_STANDARD_PRICES: Prices =
-    Prices { put_per_1000: 0.005, get_per_1000: 0.0004, storage_per_gb_month: 0.023 };
+pub const S3_STANDARD_PRICES: Prices = Prices {
+    put_per_1000: PUT_PRICE_PER_1000,
+    get_per_1000: GET_PRICE_PER_1000,
+    storage_per_gb_month: 0.023,
+};
 
 /// Where [`S3_STANDARD_PRICES`] come from, shown with every estimate.
 pub const S3_STANDARD_SOURCE: &str = "S3 Standard list prices, us-east-1, first 50 TB tier, as of 2025";

@@ -20,6 +20,8 @@ pub const LOCKED: u8 = 4;
 pub const CANCELLED: u8 = 5;
 /// A local file could not be read or written (a mount's stats file, stdout).
 pub const LOCAL_IO: u8 = 6;
+/// The password does not open the encrypted volume (its key check failed).
+pub const WRONG_PASSWORD: u8 = 7;
 
 /// The exit codes, as shown at the end of `--help`.
 pub const EXIT_CODES_HELP: &str = "\
@@ -30,7 +32,8 @@ Exit codes:
   3  store error (unreachable, credentials refused, request failed)
   4  volume locked (mounted elsewhere, or a stale lock: see `s3block unlock`)
   5  cancelled at the confirmation prompt
-  6  local file error (a mount's stats file, writing the output)";
+  6  local file error (a mount's stats file, a password file, writing the output)
+  7  wrong password for an encrypted volume";
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +86,7 @@ pub fn core_exit_code(error: &Error) -> u8 {
         Error::Corrupt { .. } | Error::BadMetadata { .. } | Error::WrongLength { .. } => PROBLEMS,
         Error::Locked { .. } => LOCKED,
         Error::Io { .. } => LOCAL_IO,
+        Error::WrongPassword { .. } => WRONG_PASSWORD,
         _ => STORE,
     }
 }
@@ -123,7 +127,9 @@ mod tests {
         let pipe = CliError::from(io::Error::from(io::ErrorKind::BrokenPipe));
         assert!(pipe.is_broken_pipe());
         assert_eq!(pipe.exit_code(), LOCAL_IO);
-        for code in [OK, PROBLEMS, USAGE, STORE, LOCKED, CANCELLED, LOCAL_IO] {
+        let wrong = Error::WrongPassword { key: "v/s3block-volume.json".into(), detail: None };
+        assert_eq!(CliError::from(wrong).exit_code(), WRONG_PASSWORD);
+        for code in [OK, PROBLEMS, USAGE, STORE, LOCKED, CANCELLED, LOCAL_IO, WRONG_PASSWORD] {
             assert!(EXIT_CODES_HELP.contains(&format!("  {code}  ")), "code {code} undocumented");
         }
     }

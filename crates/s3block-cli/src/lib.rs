@@ -42,9 +42,9 @@ pub mod volume;
 use std::io::Write;
 
 pub use args::{
-    BlockRange, BlockSizes, CatArgs, Cli, Command, ConnectionArgs, CopyArgs, CostArgs, CreateArgs, EraseArgs,
-    InfoArgs, LayoutArgs, LsArgs, OutputArgs, PricePreset, StatArgs, StatsArgs, StoreArgs, UnlockArgs,
-    VerifyArgs, parse_block_number, parse_block_range,
+    BlockRange, BlockSizes, CatArgs, Cli, Command, CopyArgs, CostArgs, CreateArgs, DEST_PASSWORD_ENV,
+    DestArgs, DestEncryption, EraseArgs, InfoArgs, LayoutArgs, LsArgs, OutputArgs, PricePreset, StatArgs,
+    StatsArgs, StoreArgs, UnlockArgs, VerifyArgs, parse_block_number, parse_block_range,
 };
 pub use exit::{CliError, CliResult};
 
@@ -95,7 +95,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write) -> CliResult {
 }
 
 fn open_target(url: &str, s: &StoreArgs) -> Result<target::Target, CliError> {
-    Ok(target::open(url, &s.connection, s.layout.prefix.as_deref())?)
+    Ok(target::open(url, s)?)
 }
 
 /// Asks on stderr and reads a line from stdin; true when it equals `expected`.
@@ -110,34 +110,34 @@ async fn store_command(command: Command, out: &mut dyn Write) -> CliResult {
     match command {
         Command::Create(a) => {
             let t = open_target(&a.store, &a.store_args)?;
-            volume::create(&t, &a.store_args.layout, a.output.json, out).await
+            volume::create(&t, &a.layout, a.output.json, out).await
         }
         Command::Info(a) => {
             let t = open_target(&a.store, &a.store_args)?;
-            volume::info(&t, &a.store_args.layout, a.output.json, out).await
+            volume::info(&t, &a.layout, a.output.json, out).await
         }
         Command::Ls(a) => {
             let t = open_target(&a.store, &a.store_args)?;
-            volume::ls(&t, &a.store_args.layout, a.range, a.summary, a.long, a.output.json, out).await
+            volume::ls(&t, &a.layout, a.range, a.summary, a.long, a.output.json, out).await
         }
         Command::Cat(a) => {
             let t = open_target(&a.store, &a.store_args)?;
-            volume::cat(&t, &a.store_args.layout, a.block, a.raw, out).await
+            volume::cat(&t, &a.layout, a.block, a.raw, out).await
         }
         Command::Stat(a) => {
             let t = open_target(&a.store, &a.store_args)?;
-            volume::stat(&t, &a.store_args.layout, a.block, a.output.json, out).await
+            volume::stat(&t, &a.layout, a.block, a.output.json, out).await
         }
         Command::Verify(a) => {
             let t = open_target(&a.store, &a.store_args)?;
-            maint::verify(&t, &a.store_args.layout, a.parallel.into(), a.quiet, a.output.json, out).await
+            maint::verify(&t, &a.layout, a.parallel.into(), a.quiet, a.output.json, out).await
         }
         Command::Erase(a) => {
             let t = open_target(&a.store, &a.store_args)?;
             let url = a.store.clone();
             let mut confirm =
                 |n: u64| ask(&format!("Erase all {n} blocks of {url}? This cannot be undone."), "erase");
-            maint::erase(&t, &a.store_args.layout, a.force, a.quiet, &mut confirm, out).await
+            maint::erase(&t, &a.layout, a.force, a.quiet, &mut confirm, out).await
         }
         Command::Unlock(a) => {
             let t = open_target(&a.store, &a.store_args)?;
@@ -148,8 +148,10 @@ async fn store_command(command: Command, out: &mut dyn Write) -> CliResult {
             volume::unlock(&t, &mut confirm, out).await
         }
         Command::Copy(a) => {
-            let src = target::open(&a.src, &a.connection, None)?;
-            let dst = target::open(&a.dst, &a.connection, None)?;
+            let src = target::open(&a.src, &a.store_args)?;
+            // The source's password options are not the copy's (see `copy`).
+            let dst_args = StoreArgs { encrypt: None, password_file: None, ..a.store_args.clone() };
+            let dst = target::open(&a.dst, &dst_args)?;
             let opts = copy::CopyOptions {
                 block_size: a.block_size,
                 compress: a.compress,
@@ -158,6 +160,8 @@ async fn store_command(command: Command, out: &mut dyn Write) -> CliResult {
                 force: a.force,
                 parallel: a.parallel.into(),
                 quiet: a.quiet,
+                dest_encrypt: a.dest.dest_encrypt,
+                dest_password_file: a.dest.dest_password_file,
             };
             copy::copy(&src, &dst, &opts, a.output.json, out).await
         }

@@ -14,7 +14,7 @@ use crate::args::LayoutArgs;
 use crate::exit::{CliError, CliResult, OK, PROBLEMS};
 use crate::format::{self, Align, Table, write_json};
 use crate::target::Target;
-use crate::volume::open;
+use crate::volume::{inspect, open};
 
 /// A progress bar on stderr over `len` items, hidden when `quiet` (and by
 /// indicatif when stderr is not a terminal).
@@ -136,7 +136,7 @@ pub async fn erase(
             .into());
         }
     }
-    let v = open(target, layout).await?;
+    let v = inspect(target, layout).await?;
     let stored = v.device.list_blocks().await?;
     let n = stored.len() as u64;
     if !force && !confirm(n) {

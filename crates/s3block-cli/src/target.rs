@@ -1,26 +1,23 @@
-//! Opening the store a STORE URL names: `s3://BUCKET/PREFIX`,
-//! `file:///PATH` or `memory://`, with the connection options.
+//! The store a STORE URL names, opened with the shared store options.
 //!
-//! Every store is wrapped in the store crate's retry layer, so a transient
-//! error is retried with backoff before a command gives up. A local
-//! directory keeps object attributes (Content-Encoding, block 0 metadata)
-//! in sidecar files, as the mount does.
+//! Opening is the store crate's ([`StoreArgs::to_config`]): `s3://BUCKET/PREFIX`,
+//! `file:///PATH` or `memory://HOST/PREFIX`, credentials from the `AWS_*`
+//! environment, then the access file (the line of the access key id, else
+//! the first; default `~/.s3backer_passwd`); endpoint and region from the
+//! flags, then `S3BLOCK_*`, then `AWS_*`. Every store retries transient
+//! errors and counts its requests, so a command can say what it cost.
 
 use std::sync::Arc;
 
 use object_store::ObjectStore;
-use object_store::aws::AmazonS3Builder;
-use object_store::local::LocalFileSystem;
-use object_store::memory::InMemory;
-use s3block_core::{Error, RequestCounters, Result};
-use s3block_store::{ListPlan, RetryConfig, RetryStore, SidecarStore};
+use s3block_core::{RequestCounters, Result};
+use s3block_store::{ListPlan, OpenedStore, StoreArgs, StoreKind};
 
-use crate::args::ConnectionArgs;
-
-/// An opened store and the key prefix of the volume in it.
+/// An opened store, the key prefix of the volume in it, and the options
+/// that opened it (the password options among them).
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// The store (with retries).
+    /// The store (with retries and request counting).
     pub store: Arc<dyn ObjectStore>,
     /// The volume's key prefix.
     pub prefix: String,
@@ -28,11 +25,19 @@ pub struct Target {
     pub plan: ListPlan,
     /// The URL, for messages.
     pub url: String,
+    /// The requests made through this target so far.
+    pub counters: Arc<RequestCounters>,
+    /// The backend (its bucket name is part of s3backer's encryption key).
+    pub kind: StoreKind,
+    /// The store options, for the encryption flags and password source.
+    pub args: StoreArgs,
 }
 
 impl Target {
     /// A target over an existing store handle (tests, and callers that
     /// built their own store): `sorted` says whether it lists keys in order.
+    /// Its requests are not counted unless the handle counts into
+    /// [`Target::counters`] itself.
     pub fn new(store: Arc<dyn ObjectStore>, prefix: impl Into<String>, sorted: bool) -> Self {
         let prefix = prefix.into();
         Target {
@@ -40,72 +45,42 @@ impl Target {
             url: format!("(store handle){prefix}"),
             prefix,
             plan: ListPlan { parallelism: if sorted { 4 } else { 1 }, sorted },
+            counters: Arc::new(RequestCounters::default()),
+            kind: StoreKind::Memory,
+            args: StoreArgs::default(),
+        }
+    }
+
+    /// This target with other store options (password file, `--encrypt`).
+    pub fn with_args(mut self, args: StoreArgs) -> Self {
+        self.args = args;
+        self
+    }
+
+    /// The target as the store crate's [`OpenedStore`].
+    pub fn opened(&self) -> OpenedStore {
+        OpenedStore {
+            store: self.store.clone(),
+            prefix: self.prefix.clone(),
+            counters: self.counters.clone(),
+            kind: self.kind.clone(),
+            list_plan: self.plan,
         }
     }
 }
 
-/// Opens the store `url` names; `extra_prefix` (`--prefix`) is appended to
-/// the prefix in the URL. Errors name the URL or option at fault.
-pub fn open(url: &str, conn: &ConnectionArgs, extra_prefix: Option<&str>) -> Result<Target> {
-    let bad = |why: &str| Error::Config(format!("store {url:?}: {why}"));
-    let (scheme, rest) =
-        url.split_once("://").ok_or_else(|| bad("expected s3://BUCKET/PREFIX, file:///PATH or memory://"))?;
-    let (store, mut prefix, sorted): (Arc<dyn ObjectStore>, String, bool) = match scheme {
-        "memory" => (Arc::new(InMemory::new()), rest.trim_start_matches('/').to_owned(), true),
-        "file" => {
-            if rest.is_empty() || !rest.starts_with('/') {
-                return Err(bad("a file:// store needs an absolute path, as in file:///srv/volume"));
-            }
-            let fs = LocalFileSystem::new_with_prefix(rest).map_err(|e| bad(&e.to_string()))?;
-            (Arc::new(SidecarStore::new(fs)), String::new(), false)
-        }
-        "s3" => {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                return Err(bad("no bucket name"));
-            }
-            let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
-            if let Some(endpoint) = &conn.endpoint {
-                b = b.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
-            }
-            if let Some(region) = &conn.region {
-                b = b.with_region(region);
-            }
-            if let Some(path) = &conn.access_file {
-                let (id, secret) = read_access_file(path)?;
-                b = b.with_access_key_id(id).with_secret_access_key(secret);
-            }
-            if conn.force_path_style {
-                b = b.with_virtual_hosted_style_request(false);
-            }
-            let s3 = b.build().map_err(|e| bad(&e.to_string()))?;
-            (Arc::new(s3), prefix.to_owned(), true)
-        }
-        other => return Err(bad(&format!("unknown scheme {other:?}; expected s3, file or memory"))),
-    };
-    if let Some(extra) = extra_prefix {
-        prefix.push_str(extra);
-    }
-    let counters = Arc::new(RequestCounters::default());
-    let store: Arc<dyn ObjectStore> = Arc::new(RetryStore::new(store, RetryConfig::default(), counters));
-    let mut target = Target::new(store, prefix, sorted);
-    target.url = url.to_owned();
-    Ok(target)
-}
-
-/// Reads an s3backer-style access file: `ACCESS_KEY_ID:SECRET` on the first
-/// non-comment line.
-pub fn read_access_file(path: &std::path::Path) -> Result<(String, String)> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| Error::Io { path: format!("--access-file {}", path.display()), source })?;
-    let line = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).unwrap_or("");
-    match line.split_once(':') {
-        Some((id, secret)) if !id.is_empty() && !secret.is_empty() => Ok((id.to_owned(), secret.to_owned())),
-        _ => Err(Error::Config(format!(
-            "--access-file {}: expected ACCESS_KEY_ID:SECRET_ACCESS_KEY on one line",
-            path.display()
-        ))),
-    }
+/// Opens the store `url` names with `args`. Errors name the URL or option at fault.
+pub fn open(url: &str, args: &StoreArgs) -> Result<Target> {
+    let opened = args.to_config(url).open()?;
+    Ok(Target {
+        store: opened.store,
+        prefix: opened.prefix,
+        plan: opened.list_plan,
+        url: url.to_owned(),
+        counters: opened.counters,
+        kind: opened.kind,
+        args: args.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -113,26 +88,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_are_checked() {
-        let c = ConnectionArgs::default();
-        assert!(open("ftp://x", &c, None).unwrap_err().to_string().contains("ftp"));
-        assert!(open("nothing", &c, None).unwrap_err().to_string().contains("s3://"));
-        assert!(open("file://relative", &c, None).unwrap_err().to_string().contains("absolute"));
-        let t = open("memory://vol/", &c, Some("x-")).unwrap();
-        assert_eq!(t.prefix, "vol/x-");
+    fn urls_and_prefixes() {
+        let none = StoreArgs::default();
+        assert!(open("ftp://x", &none).unwrap_err().to_string().contains("ftp"));
+        let with = StoreArgs { prefix: Some("x-".into()), ..Default::default() };
+        assert_eq!(open("memory://host/vol/", &with).unwrap().prefix, "vol/x-");
+        assert_eq!(open("memory://vol/", &none).unwrap().prefix, "");
         let dir = tempfile::tempdir().unwrap();
         let url = format!("file://{}", dir.path().display());
-        assert_eq!(open(&url, &c, None).unwrap().prefix, "");
-    }
-
-    #[test]
-    fn access_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("s3.crd");
-        std::fs::write(&p, "# keys\nAKID:se:cret\n").unwrap();
-        assert_eq!(read_access_file(&p).unwrap(), ("AKID".into(), "se:cret".into()));
-        std::fs::write(&p, "nocolon\n").unwrap();
-        assert!(read_access_file(&p).unwrap_err().to_string().contains("ACCESS_KEY_ID"));
-        assert!(read_access_file(&dir.path().join("none")).is_err());
+        let t = open(&url, &none).unwrap();
+        assert_eq!(t.prefix, "");
+        assert_eq!(t.kind, StoreKind::Local(dir.path().to_path_buf()));
     }
 }

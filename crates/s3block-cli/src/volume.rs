@@ -3,17 +3,18 @@
 //! Garage suite drive them with any store handle.
 
 use std::io::Write;
-use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{Attribute, GetOptions};
 use serde::Serialize;
 
+use s3block_core::RequestCounts;
 use s3block_core::{BlockDevice, BlockId, Error, Result};
 use s3block_store::{
-    CodecChain, Deflate, GeometrySource, LockInfo, ObjectBlockDevice, StoredBlock, Volume, VolumeOptions,
-    create_volume, open_volume, read_lock, store_error,
+    EncryptionOptions, GET_PRICE_PER_1000, GeometrySource, LockInfo, ObjectBlockDevice, PUT_PRICE_PER_1000,
+    StoredBlock, Volume, VolumeOptions, create_volume_with, open_volume, open_volume_with, read_lock,
+    store_error,
 };
 
 use crate::args::{BlockRange, LayoutArgs};
@@ -43,38 +44,79 @@ pub fn volume_options(layout: &LayoutArgs) -> VolumeOptions {
     }
 }
 
-/// Opens the volume at `target`; layout flags are checked against it.
+/// Asks for a password on the terminal, without echo.
+pub fn terminal_prompt(text: &str) -> std::io::Result<String> {
+    rpassword::prompt_password(text)
+}
+
+/// Opens the volume at `target`; layout flags are checked against it. An
+/// encrypted volume (its descriptor says so, or `--encrypt` for one s3backer
+/// made) is unlocked with the password from the target's options, else a
+/// prompt; a wrong one fails here with "wrong password".
 pub async fn open(target: &Target, layout: &LayoutArgs) -> Result<Opened> {
-    let volume = open_volume(target.store.as_ref(), &target.prefix, &volume_options(layout)).await?;
-    let compression = match &volume.source {
-        GeometrySource::Descriptor(d) => d.compression,
-        _ => layout.compress,
-    };
-    let mut codecs = CodecChain::new();
-    if let Some(level) = compression {
-        codecs = codecs.with(Arc::new(Deflate::new(level)?));
-    }
+    let encryption = target.args.open_encryption(&target.opened(), &target.url, &mut terminal_prompt).await?;
+    open_with(target, layout, encryption.as_ref()).await
+}
+
+/// Opens the volume at `target` with these encryption options.
+pub async fn open_with(
+    target: &Target,
+    layout: &LayoutArgs,
+    encryption: Option<&EncryptionOptions>,
+) -> Result<Opened> {
+    let (volume, codecs) =
+        open_volume_with(target.store.as_ref(), &target.prefix, &volume_options(layout), encryption).await?;
     let device = ObjectBlockDevice::new(target.store.clone(), volume.layout.clone(), volume.geometry)
         .with_codecs(codecs)
+        .with_counters(target.counters.clone())
         .with_list_plan(target.plan);
     Ok(Opened { target: target.clone(), volume, device })
 }
 
-/// `s3block create`.
+/// Opens the volume at `target` to look at its objects without decoding
+/// them: no password is asked (`info`, `ls`, `stat` and `erase` work on an
+/// encrypted volume without it); the device can list but not read blocks
+/// that are compressed or encrypted.
+pub async fn inspect(target: &Target, layout: &LayoutArgs) -> Result<Opened> {
+    let volume = open_volume(target.store.as_ref(), &target.prefix, &volume_options(layout)).await?;
+    let device = ObjectBlockDevice::new(target.store.clone(), volume.layout.clone(), volume.geometry)
+        .with_counters(target.counters.clone())
+        .with_list_plan(target.plan);
+    Ok(Opened { target: target.clone(), volume, device })
+}
+
+/// `s3block create`: encrypted with `--encrypt` (the password from
+/// `--password-file`, `S3BLOCK_PASSWORD` or a prompt asking twice).
 pub async fn create(target: &Target, layout: &LayoutArgs, json: bool, out: &mut dyn Write) -> CliResult {
-    let d = create_volume(target.store.as_ref(), &target.prefix, &volume_options(layout)).await?;
+    let encryption = target.args.create_encryption(&target.opened(), &target.url, &mut terminal_prompt)?;
+    create_with(target, layout, encryption.as_ref(), json, out).await
+}
+
+/// `s3block create` with these encryption options.
+pub async fn create_with(
+    target: &Target,
+    layout: &LayoutArgs,
+    encryption: Option<&EncryptionOptions>,
+    json: bool,
+    out: &mut dyn Write,
+) -> CliResult {
+    let (d, _) =
+        create_volume_with(target.store.as_ref(), &target.prefix, &volume_options(layout), encryption)
+            .await?;
+    let scheme = d.encryption_params()?.map(|p| p.scheme());
     if json {
         write_json(out, &d)?;
     } else {
         writeln!(
             out,
-            "Created volume {} at {}: {} in {} blocks of {}{}{}.",
+            "Created volume {} at {}: {} in {} blocks of {}{}{}{}.",
             d.volume_id,
             target.url,
             format::bytes(d.size),
             format::count(d.size / d.block_size),
             format::bytes(d.block_size),
             d.compression.map(|l| format!(", deflate level {l}")).unwrap_or_default(),
+            scheme.map(|s| format!(", encrypted with {s}")).unwrap_or_default(),
             if d.hash_prefix { ", hash-prefixed keys" } else { "" },
         )?;
     }
@@ -98,6 +140,8 @@ pub struct InfoReport {
     pub geometry_source: String,
     /// Deflate level new blocks are written with, if any.
     pub compression: Option<u32>,
+    /// Encryption scheme, if the descriptor records one.
+    pub encryption: Option<String>,
     /// Volume id from the descriptor.
     pub volume_id: Option<String>,
     /// Creation time from the descriptor.
@@ -116,11 +160,41 @@ pub struct InfoReport {
     pub compression_ratio: f64,
     /// Storage cost per month at S3 Standard prices.
     pub storage_cost_per_month: f64,
+    /// The requests this `info` made (opening the volume, reading the
+    /// lock, listing), and their cost at S3 Standard list prices.
+    pub requests: RequestReport,
+}
+
+/// Requests a command made, and what they cost.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestReport {
+    /// GET and HEAD requests.
+    pub gets: u64,
+    /// PUT requests.
+    pub puts: u64,
+    /// LIST requests.
+    pub lists: u64,
+    /// DELETE requests (single and bulk).
+    pub deletes: u64,
+    /// Dollars, at PUT/LIST and GET list prices.
+    pub cost: f64,
+}
+
+impl From<RequestCounts> for RequestReport {
+    fn from(c: RequestCounts) -> Self {
+        RequestReport {
+            gets: c.gets,
+            puts: c.puts,
+            lists: c.lists,
+            deletes: c.deletes + c.bulk_deletes,
+            cost: c.cost(PUT_PRICE_PER_1000, GET_PRICE_PER_1000),
+        }
+    }
 }
 
 /// `s3block info`.
 pub async fn info(target: &Target, layout: &LayoutArgs, json: bool, out: &mut dyn Write) -> CliResult {
-    let v = open(target, layout).await?;
+    let v = inspect(target, layout).await?;
     let lock = read_lock(target.store.as_ref(), &target.prefix).await?;
     let stored = v.device.list_blocks().await?;
     let g = v.volume.geometry;
@@ -139,6 +213,12 @@ pub async fn info(target: &Target, layout: &LayoutArgs, json: bool, out: &mut dy
         hash_prefix: v.volume.layout.hash_prefix(),
         geometry_source: source.into(),
         compression: descriptor.and_then(|d| d.compression),
+        encryption: match descriptor {
+            Some(d) => d.encryption_params()?.map(|p| p.scheme().to_string()),
+            None => {
+                target.args.encrypt.map(|s| s.map_or("s3backer's (aes-128-cbc)".into(), |s| s.to_string()))
+            }
+        },
         volume_id: descriptor.map(|d| d.volume_id.clone()),
         created_at: descriptor.map(|d| d.created_at.clone()),
         locked_by: lock.as_ref().map(|l| l.host.clone()),
@@ -149,6 +229,7 @@ pub async fn info(target: &Target, layout: &LayoutArgs, json: bool, out: &mut dy
         compression_ratio: if bytes_stored == 0 { 1.0 } else { bytes_decoded as f64 / bytes_stored as f64 },
         storage_cost_per_month: bytes_stored as f64 / (1u64 << 30) as f64
             * S3_STANDARD_PRICES.storage_per_gb_month,
+        requests: target.counters.snapshot().into(),
     };
     if json {
         write_json(out, &report)?;
@@ -170,6 +251,7 @@ pub async fn info(target: &Target, layout: &LayoutArgs, json: bool, out: &mut dy
     );
     row("keys", if r.hash_prefix { "hash-prefixed".into() } else { "plain block numbers".to_owned() });
     row("compression", r.compression.map_or("none".into(), |l| format!("deflate, level {l}")));
+    row("encryption", r.encryption.clone().unwrap_or_else(|| "none".into()));
     if let Some(id) = &r.volume_id {
         row("volume id", id.clone());
     }
@@ -190,6 +272,18 @@ pub async fn info(target: &Target, layout: &LayoutArgs, json: bool, out: &mut dy
     );
     row("compression ratio", format!("{:.2}", r.compression_ratio));
     row("storage per month", format!("{} ({S3_STANDARD_SOURCE})", format::money(r.storage_cost_per_month)));
+    let q = &r.requests;
+    row(
+        "this command",
+        format!(
+            "{} GET, {} LIST, {} PUT, {} DELETE: {} (PUT/LIST ${PUT_PRICE_PER_1000}/1000, GET ${GET_PRICE_PER_1000}/1000)",
+            q.gets,
+            q.lists,
+            q.puts,
+            q.deletes,
+            format::money(q.cost)
+        ),
+    );
     let text = t.render();
     write!(out, "{}", text.split_once('\n').map_or("", |(_, rows)| rows))?;
     Ok(OK)
@@ -252,7 +346,7 @@ pub async fn ls(
     json: bool,
     out: &mut dyn Write,
 ) -> CliResult {
-    let v = open(target, layout).await?;
+    let v = inspect(target, layout).await?;
     let count = v.volume.geometry.block_count();
     let (start, end) = match range {
         Some(r) => (r.start.min(count), r.end.unwrap_or(count).min(count)),
@@ -381,7 +475,7 @@ pub async fn stat(
     json: bool,
     out: &mut dyn Write,
 ) -> CliResult {
-    let v = open(target, layout).await?;
+    let v = inspect(target, layout).await?;
     let id = BlockId(block);
     v.volume.geometry.check_block(id)?;
     let key = v.volume.layout.key(id);

@@ -16,7 +16,7 @@ use s3block_cli::exit::{LOCKED, OK, PROBLEMS};
 use s3block_cli::maint::{erase, verify, verify_blocks};
 use s3block_cli::target::{Target, open as open_url};
 use s3block_cli::volume::{cat, create, info, ls, open, stat, unlock};
-use s3block_cli::{ConnectionArgs, LayoutArgs};
+use s3block_cli::{LayoutArgs, StoreArgs};
 use s3block_core::{BlockDevice, BlockDeviceExt, BlockId};
 
 fn memory(prefix: &str) -> Target {
@@ -24,8 +24,7 @@ fn memory(prefix: &str) -> Target {
 }
 
 fn local(dir: &tempfile::TempDir) -> Target {
-    open_url(&format!("file://{}", dir.path().display()), &ConnectionArgs::default(), None)
-        .expect("local store")
+    open_url(&format!("file://{}", dir.path().display()), &StoreArgs::default()).expect("local store")
 }
 
 fn layout(size: &str, block_size: &str, compress: Option<u32>) -> LayoutArgs {
