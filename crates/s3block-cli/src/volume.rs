@@ -44,9 +44,10 @@ pub fn volume_options(layout: &LayoutArgs) -> VolumeOptions {
     }
 }
 
-/// Asks for a password on the terminal, without echo.
+/// Asks for a password on the terminal, without echo (an error when
+/// standard input is not a terminal).
 pub fn terminal_prompt(text: &str) -> std::io::Result<String> {
-    rpassword::prompt_password(text)
+    s3block_store::StoreArgs::terminal_prompt(|t: &str| rpassword::prompt_password(t))(text)
 }
 
 /// Opens the volume at `target`; layout flags are checked against it. An

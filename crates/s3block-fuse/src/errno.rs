@@ -33,6 +33,11 @@ fn device_errno(err: &Error) -> Errno {
             tracing::debug!("refused: {err}");
             Errno::EROFS
         }
+        Error::WrongPassword { .. } => {
+            // Refused at start; here only if a layer re-opens the volume.
+            tracing::error!("{err}");
+            Errno::EACCES
+        }
         Error::RangeOutOfBounds { .. } | Error::BlockOutOfRange { .. } => {
             tracing::error!("request outside the volume: {err}");
             Errno::ENOSPC
@@ -64,6 +69,7 @@ mod tests {
             (store.into(), libc::EIO),
             (corrupt.into(), libc::EIO),
             (Error::ReadOnly.into(), libc::EROFS),
+            (Error::WrongPassword { key: "p/s3block-volume.json".into(), detail: None }.into(), libc::EACCES),
             (FsError::ReadOnly("write"), libc::EROFS),
             (FsError::NoSpace { what: "write", offset: 10, size: 10 }, libc::ENOSPC),
             (FsError::Resize { requested: 0, size: 10 }, libc::EPERM),

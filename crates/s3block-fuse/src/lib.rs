@@ -41,7 +41,7 @@ pub use lifecycle::{EXIT_DATA_LOST, EXIT_FAILED, EXIT_USAGE};
 pub use options::{DEFAULT_BLOCK_SIZE, DEFAULT_FILE_MODE, Options, OptionsError, expand_mount_options};
 pub use session::{FuseFs, InFlight, MAX_READAHEAD, MAX_WRITE, mount_config, unmount};
 pub use shutdown::{Backoff, ShutdownOutcome, shutdown};
-pub use stack::{ReleaseHook, Stack, build_stack};
+pub use stack::{ReleaseHook, Stack, build_stack, build_stack_with, terminal_prompt};
 pub use stats::{GET_PRICE_PER_1000, PUT_PRICE_PER_1000, Stats, StatsSource, render_requests};
 
 use std::ffi::OsString;
@@ -63,7 +63,12 @@ where
     };
     lifecycle::init_logging(options.debug);
     if !options.foreground && !daemon::is_child() {
-        return daemon::spawn_and_wait();
+        // The background child cannot ask on the terminal: ask here.
+        let password = match lifecycle::ask_before_background(&options) {
+            Ok(password) => password,
+            Err(code) => return code,
+        };
+        return daemon::spawn_and_wait(password);
     }
     lifecycle::run_mount(options)
 }

@@ -24,7 +24,8 @@ use crate::fs::{BlockFs, FsConfig};
 use crate::options::Options;
 use crate::session::{FuseFs, InFlight, mount_config, unmount};
 use crate::shutdown::{Backoff, ShutdownOutcome, shutdown};
-use crate::stack::build_stack;
+use crate::stack::{build_stack_with, terminal_prompt};
+use s3block_store::{Password, VolumeOptions, open_volume};
 
 /// Exit code: the volume could not be opened or mounted.
 pub const EXIT_FAILED: u8 = 1;
@@ -74,6 +75,34 @@ fn fail(message: String) -> ExitCode {
     ExitCode::from(EXIT_FAILED)
 }
 
+/// Before going to the background: asks for the password on the terminal
+/// when the volume needs one that neither `--password-file` nor
+/// `S3BLOCK_PASSWORD` gives (the background child cannot ask). Errors in
+/// finding out are left to the child, which reports them.
+pub(crate) fn ask_before_background(opts: &Options) -> Result<Option<Password>, ExitCode> {
+    if opts.store_args.password_source().is_some() {
+        return Ok(None);
+    }
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        return Ok(None);
+    };
+    let need = runtime.block_on(async {
+        let opened = opts.store_args.to_config(&opts.store).open().ok()?;
+        if opts.store_args.encrypt.is_some() {
+            // Asking twice when the volume is about to be created.
+            let exists = open_volume(opened.store.as_ref(), &opened.prefix, &VolumeOptions::default()).await;
+            return Some(exists.is_err());
+        }
+        opts.store_args.needs_password(&opened).await.ok()?.then_some(false)
+    });
+    let Some(confirm) = need else { return Ok(None) };
+    let what = format!("the volume at {}", opts.store);
+    match opts.store_args.password(&what, confirm, &mut terminal_prompt) {
+        Ok(password) => Ok(Some(password)),
+        Err(e) => Err(fail(format!("cannot open the volume {}: {e}", opts.store))),
+    }
+}
+
 /// Runs a mount in this process, in the foreground.
 pub(crate) fn run_mount(opts: Options) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -85,7 +114,12 @@ pub(crate) fn run_mount(opts: Options) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the I/O runtime: {e}")),
     };
-    let stack = match runtime.block_on(build_stack(&opts)) {
+    let from_parent = daemon::password_from_parent();
+    let mut prompt = |text: &str| match &from_parent {
+        Some(p) => Ok(String::from_utf8_lossy(p.as_bytes()).into_owned()),
+        None => terminal_prompt(text),
+    };
+    let stack = match runtime.block_on(build_stack_with(&opts, &mut prompt)) {
         Ok(stack) => stack,
         Err(e) => return fail(format!("cannot open the volume {}: {e}", opts.store)),
     };

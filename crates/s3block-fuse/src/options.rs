@@ -438,6 +438,24 @@ mod tests {
     }
 
     #[test]
+    fn encryption_options_in_every_spelling() {
+        let o = parse(&["--encrypt", "--password-file=/etc/s3block.pw", "memory://", "/m"]).unwrap();
+        assert_eq!(o.store_args.encrypt, Some(None));
+        assert_eq!(o.store_args.password_file, Some(PathBuf::from("/etc/s3block.pw")));
+        let o = parse(&["-o", "encrypt=aes-128-cbc,passwordFile=/pw", "s3://b", "/m"]).unwrap();
+        assert_eq!(o.store_args.encrypt, Some(Some(s3block_store::EncryptionScheme::Aes128Cbc)));
+        assert_eq!(o.store_args.password_file, Some(PathBuf::from("/pw")));
+        let o = parse(&["-o", "encrypt", "memory://", "/m"]).unwrap();
+        assert_eq!(o.store_args.encrypt, Some(None));
+        for args in
+            [&["--password=pw123", "memory://", "/m"][..], &["-o", "password=pw123", "memory://", "/m"]]
+        {
+            let err = parse(args).unwrap_err();
+            assert!(err.contains("--password-file") && !err.contains("pw123"), "{err}");
+        }
+    }
+
+    #[test]
     fn missing_positionals_are_refused() {
         let err = parse(&["memory://"]).unwrap_err();
         assert!(err.contains("MOUNTPOINT"), "{err}");

@@ -9,9 +9,15 @@
 //!    naming both values. A volume that does not exist is created when
 //!    `--size` is given (as s3backer users mount a fresh bucket), except on
 //!    a read-only mount;
-//! 3. take the mount lock, unless read-only (see below);
-//! 4. an [`ObjectBlockDevice`] (with the deflate codec under `--compress`,
-//!    or when the volume was created compressed), under a [`BlockCache`];
+//! 3. unlock an encrypted volume: its descriptor says it is encrypted (or
+//!    `--encrypt`, for a volume s3backer made, or to create one); the
+//!    password comes from `--password-file`, `S3BLOCK_PASSWORD` or a prompt,
+//!    and a wrong one fails here, before anything is mounted, with "wrong
+//!    password" (never as EIO on a later read);
+//! 4. take the mount lock, unless read-only (see below);
+//! 5. an [`ObjectBlockDevice`] (with the deflate codec under `--compress`,
+//!    or when the volume was created compressed, then the cipher), under a
+//!    [`BlockCache`];
 //!    with `--list-blocks` the stored blocks are listed first and handed to
 //!    the cache, so reads of absent blocks cost no request (a new volume
 //!    needs no listing: all its blocks are absent).
@@ -31,10 +37,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use s3block_cache::{BlockCache, CacheConfig, DEFAULT_CACHE_SIZE};
-use s3block_core::{BlockDevice, BlockId, Error, Geometry, KeyLayout, Result, format_size};
+use s3block_core::{BlockDevice, BlockId, Error, Geometry, KeyLayout, MemoryDevice, Result, format_size};
 use s3block_store::{
-    CodecChain, Deflate, GeometrySource, LockMode, LockOptions, MountLock, ObjectBlockDevice, OpenedStore,
-    StoreKind, VolumeOptions, create_volume, open_volume, read_lock,
+    CodecChain, EncryptionOptions, GeometrySource, LockMode, LockOptions, MountLock, ObjectBlockDevice,
+    OpenedStore, StoreKind, VolumeOptions, create_volume_with, open_volume, open_volume_with, read_lock,
 };
 
 use crate::options::{DEFAULT_BLOCK_SIZE, Options};
@@ -71,11 +77,36 @@ struct Found {
     compression: Option<u32>,
     /// Whether it must be created (nothing stored yet).
     create: bool,
+    /// The encryption scheme the descriptor records, if any.
+    encryption: Option<String>,
 }
 
-/// Builds the stack for `opts.store`. Errors name the option, URL, key or
+/// How blocks are encoded: the codecs of an existing volume (its password
+/// already checked), or the encryption to create a new one with.
+enum Encoding {
+    Existing(CodecChain),
+    New(Option<EncryptionOptions>),
+}
+
+/// Asks for the password on the terminal, without echo (an error when
+/// standard input is not a terminal).
+pub fn terminal_prompt(text: &str) -> std::io::Result<String> {
+    s3block_store::StoreArgs::terminal_prompt(|t: &str| rpassword::prompt_password(t))(text)
+}
+
+/// Builds the stack for `opts.store`, asking for a password on the terminal
+/// when one is needed and not given. Errors name the option, URL, key or
 /// lock holder at fault.
 pub async fn build_stack(opts: &Options) -> Result<Stack> {
+    build_stack_with(opts, &mut terminal_prompt).await
+}
+
+/// [`build_stack`], with `prompt` asked for a password that neither
+/// `--password-file` nor `S3BLOCK_PASSWORD` gives.
+pub async fn build_stack_with(
+    opts: &Options,
+    prompt: &mut dyn FnMut(&str) -> std::io::Result<String>,
+) -> Result<Stack> {
     let url = opts.store.as_str();
     if !matches!(url.split_once("://").map(|(s, _)| s), Some("s3" | "file" | "memory")) {
         return Err(Error::Config(format!(
@@ -84,6 +115,7 @@ pub async fn build_stack(opts: &Options) -> Result<Stack> {
     }
     let opened = opts.store_args.to_config(url).open()?;
     let found = find_volume(opts, &opened).await?;
+    let encoding = unlock(opts, &opened, &found, prompt).await?;
     let lock = if opts.read_only {
         if let Some(holder) = read_lock(opened.store.as_ref(), &opened.prefix).await? {
             tracing::warn!(
@@ -97,7 +129,7 @@ pub async fn build_stack(opts: &Options) -> Result<Stack> {
     } else {
         Some(MountLock::acquire(opened.store.clone(), &opened.prefix, LockOptions::default()).await?)
     };
-    match assemble(opts, &opened, &found).await {
+    match assemble(opts, &opened, &found, encoding).await {
         Ok((cache, stats, description)) => {
             let lock_note = match lock.as_ref().map(MountLock::mode) {
                 None => ", read-only, no lock",
@@ -176,6 +208,7 @@ async fn find_volume(opts: &Options, opened: &OpenedStore) -> Result<Found> {
             layout: KeyLayout::new(&opened.prefix, opts.hash_prefix),
             compression: None,
             create: true,
+            encryption: None,
         });
     };
     let size = volume.geometry.size();
@@ -185,11 +218,32 @@ async fn find_volume(opts: &Options, opened: &OpenedStore) -> Result<Found> {
         let show = |v: u64| format!("{} ({v} bytes)", format_size(v));
         return Err(mismatch("size", show(size), show(requested)));
     }
-    let compression = match &volume.source {
-        GeometrySource::Descriptor(d) => d.compression,
-        _ => None,
+    let (compression, encryption) = match &volume.source {
+        GeometrySource::Descriptor(d) => {
+            (d.compression, d.encryption_params()?.map(|p| p.scheme().to_string()))
+        }
+        _ => (None, opts.store_args.encrypt.map(|_| "aes-128-cbc (s3backer's)".to_owned())),
     };
-    Ok(Found { geometry: volume.geometry, layout: volume.layout, compression, create: false })
+    Ok(Found { geometry: volume.geometry, layout: volume.layout, compression, create: false, encryption })
+}
+
+/// Checks the password of an existing volume and returns its codecs, or
+/// reads the password to create a new one with (`--encrypt`).
+async fn unlock(
+    opts: &Options,
+    opened: &OpenedStore,
+    found: &Found,
+    prompt: &mut dyn FnMut(&str) -> std::io::Result<String>,
+) -> Result<Encoding> {
+    let what = format!("the volume at {}", opts.store);
+    if found.create {
+        return Ok(Encoding::New(opts.store_args.create_encryption(opened, &what, prompt)?));
+    }
+    let encryption = opts.store_args.open_encryption(opened, &what, prompt).await?;
+    let wanted = VolumeOptions { compression: opts.compress, ..Default::default() };
+    let (_, codecs) =
+        open_volume_with(opened.store.as_ref(), &opened.prefix, &wanted, encryption.as_ref()).await?;
+    Ok(Encoding::Existing(codecs))
 }
 
 fn option_of(what: &str) -> &'static str {
@@ -208,14 +262,51 @@ async fn assemble(
     opts: &Options,
     opened: &OpenedStore,
     found: &Found,
+    encoding: Encoding,
 ) -> Result<(Arc<Cache>, Arc<dyn StatsSource>, String)> {
     let geometry = found.geometry;
     let block_size = u64::from(geometry.block_size());
-    let compression = opts.compress.or(found.compression);
-    let mut codecs = CodecChain::new();
-    if let Some(level) = compression {
-        codecs = codecs.with(Arc::new(Deflate::new(level)?));
+    let compression = if found.create { opts.compress } else { found.compression.or(opts.compress) };
+    if !found.create
+        && found.compression.is_some()
+        && opts.compress.is_some()
+        && found.compression != opts.compress
+    {
+        tracing::warn!(
+            "--compress={} ignored: the volume records deflate level {}",
+            opts.compress.unwrap_or_default(),
+            found.compression.unwrap_or_default()
+        );
     }
+    let (codecs, encrypted) = match encoding {
+        Encoding::Existing(codecs) => (codecs, found.encryption.clone()),
+        Encoding::New(encryption) => {
+            // Refuse bad cache options before anything is written.
+            let probe = BlockCache::new(MemoryDevice::new(geometry), cache_config(opts, geometry))
+                .map_err(bad_cache)?;
+            probe.close().await?;
+            let new = VolumeOptions {
+                size: Some(geometry.size()),
+                block_size: Some(block_size),
+                hash_prefix: Some(opts.hash_prefix),
+                compression: opts.compress,
+            };
+            let (d, codecs) =
+                create_volume_with(opened.store.as_ref(), &opened.prefix, &new, encryption.as_ref()).await?;
+            let scheme = d.encryption_params()?.map(|p| p.scheme().to_string());
+            tracing::info!(
+                "created a new volume at {} (key prefix {:?}): {} in blocks of {}{}{}, id {}",
+                opts.store,
+                opened.prefix,
+                format_size(d.size),
+                format_size(d.block_size),
+                d.compression.map(|l| format!(", deflate level {l}")).unwrap_or_default(),
+                scheme.as_ref().map(|s| format!(", encrypted with {s}")).unwrap_or_default(),
+                d.volume_id
+            );
+            (codecs, scheme)
+        }
+    };
     let device = ObjectBlockDevice::new(opened.store.clone(), found.layout.clone(), geometry)
         .with_codecs(codecs)
         .with_counters(opened.counters.clone())
@@ -237,6 +328,32 @@ async fn assemble(
         None
     };
 
+    let config = cache_config(opts, geometry);
+    let cache = Arc::new(
+        match known {
+            Some(stored) => BlockCache::with_known_blocks(device, config, stored),
+            None => BlockCache::new(device, config),
+        }
+        .map_err(bad_cache)?,
+    );
+
+    let shown = cache.clone();
+    let reset = cache.clone();
+    let stats = Stats::new()
+        .with_section("cache", move || shown.stats().to_string(), move || reset.reset_stats())
+        .with_requests(opened.counters.clone());
+    let description = format!(
+        "{}{} in blocks of {}{}{}",
+        if found.create { "a new volume of " } else { "" },
+        format_size(geometry.size()),
+        format_size(block_size),
+        compression.map(|l| format!(", deflate level {l}")).unwrap_or_default(),
+        encrypted.map(|s| format!(", encrypted with {s}")).unwrap_or_default(),
+    );
+    Ok((cache, Arc::new(stats), description))
+}
+
+fn cache_config(opts: &Options, geometry: Geometry) -> CacheConfig {
     let mut config = CacheConfig::builder()
         .cache_size(opts.cache_bytes(geometry.block_size()).unwrap_or(DEFAULT_CACHE_SIZE));
     if let Some(bytes) = opts.max_dirty {
@@ -248,59 +365,13 @@ async fn assemble(
     if let Some(bytes) = opts.read_ahead {
         config = config.read_ahead(bytes);
     }
-    let bad_cache = |e: Error| {
-        Error::Config(format!(
-            "cache options (--cache-size/--blockCacheSize, --max-dirty, --upload-concurrency): {e}"
-        ))
-    };
-    let cache = Arc::new(
-        match known {
-            Some(stored) => BlockCache::with_known_blocks(device, config.build(), stored),
-            None => BlockCache::new(device, config.build()),
-        }
-        .map_err(bad_cache)?,
-    );
+    config.build()
+}
 
-    if found.create {
-        let new = VolumeOptions {
-            size: Some(geometry.size()),
-            block_size: Some(block_size),
-            hash_prefix: Some(opts.hash_prefix),
-            compression: opts.compress,
-        };
-        // The cache holds nothing yet; closing it only stops its task.
-        let created = create_volume(opened.store.as_ref(), &opened.prefix, &new).await;
-        let d = match created {
-            Ok(d) => d,
-            Err(e) => {
-                let _ = cache.close().await;
-                return Err(e);
-            }
-        };
-        tracing::info!(
-            "created a new volume at {} (key prefix {:?}): {} in blocks of {}{}, id {}",
-            opts.store,
-            opened.prefix,
-            format_size(d.size),
-            format_size(d.block_size),
-            d.compression.map(|l| format!(", deflate level {l}")).unwrap_or_default(),
-            d.volume_id
-        );
-    }
-
-    let shown = cache.clone();
-    let reset = cache.clone();
-    let stats = Stats::new()
-        .with_section("cache", move || shown.stats().to_string(), move || reset.reset_stats())
-        .with_requests(opened.counters.clone());
-    let description = format!(
-        "{}{} in blocks of {}{}",
-        if found.create { "a new volume of " } else { "" },
-        format_size(geometry.size()),
-        format_size(block_size),
-        compression.map(|l| format!(", deflate level {l}")).unwrap_or_default(),
-    );
-    Ok((cache, Arc::new(stats), description))
+fn bad_cache(e: Error) -> Error {
+    Error::Config(format!(
+        "cache options (--cache-size/--blockCacheSize, --max-dirty, --upload-concurrency): {e}"
+    ))
 }
 
 #[cfg(test)]
@@ -384,5 +455,46 @@ mod tests {
         // The refused start released its lock: the next one gets it.
         let ok = build_stack(&opts(&["--size=4M", &url, "/m"])).await.unwrap();
         (ok.release)().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_encrypted_volume_needs_its_password_before_anything_is_mounted() {
+        let dir = tempfile::tempdir().unwrap();
+        let vol = dir.path().join("vol");
+        std::fs::create_dir(&vol).unwrap();
+        let url = format!("file://{}", vol.display());
+        let (right, wrong) = (dir.path().join("right"), dir.path().join("wrong"));
+        std::fs::write(&right, "correct horse\n").unwrap();
+        std::fs::write(&wrong, "battery staple\n").unwrap();
+        let pw = |p: &std::path::Path| format!("--password-file={}", p.display());
+        let mut no_prompt =
+            |_: &str| -> std::io::Result<String> { Err(std::io::Error::other("no terminal")) };
+
+        let first = build_stack_with(
+            &opts(&["--size=1M", "--block-size=64K", "--encrypt", &pw(&right), &url, "/m"]),
+            &mut no_prompt,
+        )
+        .await
+        .unwrap();
+        assert!(first.description.contains("xchacha20poly1305"), "{}", first.description);
+        first.device.write_at(65_536, Bytes::from_static(b"secret words")).await.unwrap();
+        first.device.flush().await.unwrap();
+        (first.release)().await.unwrap();
+        // The object holds no plaintext.
+        let object = std::fs::read(vol.join("00000001")).unwrap();
+        assert!(!object.windows(6).any(|w| w == b"secret"));
+
+        // Wrong password: refused at start, naming it, and no lock left behind.
+        let err = build_stack_with(&opts(&[&pw(&wrong), &url, "/m"]), &mut no_prompt).await.unwrap_err();
+        assert!(matches!(err, Error::WrongPassword { .. }), "{err}");
+        assert!(err.to_string().contains("wrong password"), "{err}");
+        // No password and no terminal: the error says how to give one.
+        let err = build_stack_with(&opts(&[&url, "/m"]), &mut no_prompt).await.unwrap_err().to_string();
+        assert!(err.contains("--password-file") && err.contains("S3BLOCK_PASSWORD"), "{err}");
+        // The prompt's answer opens it, without --encrypt (the descriptor says so).
+        let mut typed = |_: &str| Ok("correct horse".to_owned());
+        let again = build_stack_with(&opts(&[&url, "/m"]), &mut typed).await.unwrap();
+        assert_eq!(&again.device.read_at(65_536, 12).await.unwrap()[..], b"secret words");
+        (again.release)().await.unwrap();
     }
 }

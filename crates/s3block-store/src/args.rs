@@ -28,7 +28,6 @@
 //! `S3BLOCK_PASSWORD`, else a prompt on the terminal (twice when creating).
 //! It never goes on the command line: s3backer's `--password=` is refused.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use s3block_core::{Error, Result};
@@ -39,7 +38,7 @@ use crate::password::{PASSWORD_ENV, Password, PasswordSource};
 use crate::volume::read_descriptor;
 
 /// Asks for a password on the terminal without echo: given the prompt
-/// text, returns the line typed (`rpassword::prompt_password` fits).
+/// text, returns the line typed (see [`StoreArgs::terminal_prompt`]).
 type PasswordPrompt<'a> = &'a mut dyn FnMut(&str) -> std::io::Result<String>;
 
 /// Where a volume's store is and how to reach it: flatten into a clap parser.
@@ -217,9 +216,6 @@ impl StoreArgs {
                  or set {PASSWORD_ENV}"
             ))
         };
-        if !std::io::stdin().is_terminal() {
-            return Err(no_prompt("standard input is not a terminal to ask on".into()));
-        }
         let ask = |text: &str, prompt: &mut dyn FnMut(&str) -> std::io::Result<String>| {
             prompt(text).map_err(|e| no_prompt(format!("asking on the terminal failed ({e})")))
         };
@@ -233,6 +229,21 @@ impl StoreArgs {
             }
         }
         PasswordSource::Given(Password::new(first.into_bytes())).read()
+    }
+
+    /// A prompt for [`password`](Self::password) that refuses to ask when
+    /// standard input is not a terminal, and otherwise asks with `read`
+    /// (a no-echo reader such as `rpassword::prompt_password`).
+    pub fn terminal_prompt(
+        read: impl Fn(&str) -> std::io::Result<String>,
+    ) -> impl FnMut(&str) -> std::io::Result<String> {
+        move |text| {
+            use std::io::IsTerminal;
+            if !std::io::stdin().is_terminal() {
+                return Err(std::io::Error::other("standard input is not a terminal to ask on"));
+            }
+            read(text)
+        }
     }
 
     /// The bucket name the s3backer scheme's key is derived with: the S3
