@@ -110,8 +110,15 @@ say "cargo clippy ${scope[*]} --all-targets -- -D warnings"
 cargo clippy "${scope[@]}" --all-targets -- -D warnings
 phase_done "clippy"
 
-say "cargo test ${scope[*]}"
-cargo test "${scope[@]}" --no-fail-fast
+# A hung test must fail the run with a message, not eat CI's whole time budget.
+test_timeout=${S3BLOCK_TEST_TIMEOUT:-1800}
+say "cargo test ${scope[*]} (at most ${test_timeout} s)"
+rc=0
+timeout --kill-after=30 "$test_timeout" cargo test "${scope[@]}" --no-fail-fast || rc=$?
 phase_done "cargo test"
+if ((rc == 124 || rc == 137)); then
+    die "cargo test did not finish within ${test_timeout} s (S3BLOCK_TEST_TIMEOUT); a test hangs: see the last 'has been running for over 60 seconds' lines above"
+fi
+((rc == 0)) || die "cargo test failed (exit $rc)"
 
 say "all passed"
