@@ -288,6 +288,8 @@ impl StoreConfig {
         };
         let prefix = self.prefix.clone().unwrap_or(prefix);
         let counters = Arc::new(RequestCounters::default());
+        // Testing hook: S3BLOCK_INJECT_FAULTS puts a FaultStore under counting and retries.
+        let base = crate::faultenv::wrap(base, self.var(crate::faultenv::INJECT_FAULTS_ENV).as_deref())?;
         let counted = CountingStore::new(base, counters.clone());
         let store: Arc<dyn ObjectStore> =
             Arc::new(RetryStore::new(counted, self.retry.clone(), counters.clone()));

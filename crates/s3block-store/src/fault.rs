@@ -2,7 +2,9 @@
 //!
 //! [`FaultStore`] fails requests at a configured rate with transient errors
 //! (a 503-like server error or a timeout) and delays them (a base latency
-//! plus occasional spikes). All choices come from one seeded RNG, so a run
+//! plus occasional spikes), or drops the connection (a reset, reported the
+//! way the HTTP client reports a real one, so it takes the same path through
+//! [`classify`](crate::classify)). All choices come from one seeded RNG, so a run
 //! with the same seed and the same request order replays the same faults.
 //! Faults can be switched on and off while the store is in use.
 //!
@@ -68,6 +70,10 @@ pub struct FaultConfig {
     pub timeout_rate: f64,
     /// Probability (0..=1) that a request fails with a permanent (400-like) error.
     pub permanent_rate: f64,
+    /// Probability (0..=1) that the connection is dropped: an HTTP error of
+    /// kind "interrupted" around an I/O `ConnectionReset`, as a server
+    /// closing the socket mid-request gives.
+    pub reset_rate: f64,
     /// Delay added to every request.
     pub latency: Duration,
     /// Probability (0..=1) of an extra delay of `spike`.
@@ -85,8 +91,19 @@ impl FaultConfig {
 
 enum Fault {
     None,
-    Before(InjectedFault),
-    After(InjectedFault),
+    Before(object_store::Error),
+    After(object_store::Error),
+}
+
+/// A dropped connection, as the S3 client reports one.
+fn connection_reset() -> object_store::Error {
+    use object_store::client::{HttpError, HttpErrorKind};
+    let io =
+        std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset by peer (injected fault)");
+    object_store::Error::Generic {
+        store: "fault",
+        source: Box::new(HttpError::new(HttpErrorKind::Interrupted, io)),
+    }
 }
 
 /// An `ObjectStore` that injects seeded errors and latency in front of `T`.
@@ -145,12 +162,15 @@ impl<T: ObjectStore> FaultStore<T> {
             }
             let x: f64 = rng.random();
             let after: bool = rng.random();
+            let transient = cfg.error_rate + cfg.timeout_rate;
             let fault = if x < cfg.error_rate {
-                Some(InjectedFault::transient("503 Service Unavailable"))
-            } else if x < cfg.error_rate + cfg.timeout_rate {
-                Some(InjectedFault::transient("request timed out"))
-            } else if x < cfg.error_rate + cfg.timeout_rate + cfg.permanent_rate {
-                Some(InjectedFault::permanent("400 Bad Request"))
+                Some(InjectedFault::transient("503 Service Unavailable").into_error())
+            } else if x < transient {
+                Some(InjectedFault::transient("request timed out").into_error())
+            } else if x < transient + cfg.permanent_rate {
+                Some(InjectedFault::permanent("400 Bad Request").into_error())
+            } else if x < transient + cfg.permanent_rate + cfg.reset_rate {
+                Some(connection_reset())
             } else {
                 None
             };
@@ -174,10 +194,10 @@ impl<T: ObjectStore> FaultStore<T> {
     async fn run<R>(&self, op: impl std::future::Future<Output = Result<R>>) -> Result<R> {
         match self.roll().await {
             Fault::None => op.await,
-            Fault::Before(f) => Err(f.into_error()),
-            Fault::After(f) => {
+            Fault::Before(e) => Err(e),
+            Fault::After(e) => {
                 let _ = op.await;
-                Err(f.into_error())
+                Err(e)
             }
         }
     }
@@ -188,7 +208,7 @@ impl<T: ObjectStore> FaultStore<T> {
             let cfg = self.config.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
             let x: f64 = rng.random();
-            self.enabled.load(Ordering::SeqCst) && x < cfg.error_rate + cfg.timeout_rate
+            self.enabled.load(Ordering::SeqCst) && x < cfg.error_rate + cfg.timeout_rate + cfg.reset_rate
         };
         if fault {
             self.injected.fetch_add(1, Ordering::SeqCst);

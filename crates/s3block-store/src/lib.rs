@@ -58,6 +58,7 @@ mod device;
 mod encryption;
 mod error;
 mod fault;
+mod faultenv;
 mod list;
 mod lock;
 mod native;
@@ -81,6 +82,7 @@ pub use device::{
 pub use encryption::{EncryptionOptions, EncryptionParams, EncryptionScheme, KdfParams, volume_codecs};
 pub use error::{classify, store_error};
 pub use fault::{FaultConfig, FaultStore, InjectedFault};
+pub use faultenv::{FaultSpec, INJECT_FAULTS_ENV};
 pub use list::{ListPlan, StoredBlock, delete_keys, list_blocks};
 pub use lock::{
     LOCK_NAME, LockInfo, LockMode, LockOptions, META_MOUNT_TOKEN, MountLock, break_lock, hostname,

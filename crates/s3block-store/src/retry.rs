@@ -43,6 +43,11 @@ use s3block_core::{RequestCounters, StoreErrorKind};
 use crate::counting::PAGE;
 use crate::error::classify;
 
+/// After this many failed attempts in a row, each further retry is logged
+/// as a warning (the first ones, which faults of a moment explain, only at
+/// debug level).
+const UNREACHABLE_AFTER: u32 = 3;
+
 /// How transient errors are retried.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryConfig {
@@ -121,7 +126,16 @@ impl Policy {
                     if kind == StoreErrorKind::Transient {
                         retry += 1;
                         if let Some(wait) = self.next_wait(retry, started) {
-                            tracing::debug!("{what}: {e}; retry {retry} in {wait:?}");
+                            if retry >= UNREACHABLE_AFTER {
+                                // A failure that persists is worth telling without --debug.
+                                tracing::warn!(
+                                    "{what} failed {retry} times: the store is unreachable or failing ({e}); \
+                                     retrying in {:.1}s",
+                                    wait.as_secs_f32()
+                                );
+                            } else {
+                                tracing::debug!("{what}: {e}; retry {retry} in {wait:?}");
+                            }
                             self.counters.add_retries(1);
                             tokio::time::sleep(wait).await;
                             continue;
