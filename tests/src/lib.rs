@@ -14,6 +14,8 @@
 //! server: CI never passes by skipping. [`unique_prefix`] gives each test its
 //! own key prefix so tests can share one bucket.
 
+pub mod kernel;
+
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
