@@ -269,11 +269,13 @@ impl StoreConfig {
             let p = url.path().trim_start_matches('/');
             if p.is_empty() || p.ends_with('/') { p.to_owned() } else { format!("{p}/") }
         };
+        let mut target = None;
         let (base, kind, sorted, prefix): (Arc<dyn ObjectStore>, StoreKind, bool, String) = match url.scheme()
         {
             "s3" => {
                 let bucket =
                     url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| bad("no bucket name".into()))?;
+                target = Some((self.endpoint_description(bucket), bucket.to_owned()));
                 (self.build_s3(bucket)?, StoreKind::S3 { bucket: bucket.to_owned() }, true, url_prefix)
             }
             "file" => {
@@ -291,8 +293,11 @@ impl StoreConfig {
         // Testing hook: S3BLOCK_INJECT_FAULTS puts a FaultStore under counting and retries.
         let base = crate::faultenv::wrap(base, self.var(crate::faultenv::INJECT_FAULTS_ENV).as_deref())?;
         let counted = CountingStore::new(base, counters.clone());
-        let store: Arc<dyn ObjectStore> =
-            Arc::new(RetryStore::new(counted, self.retry.clone(), counters.clone()));
+        let mut retry = RetryStore::new(counted, self.retry.clone(), counters.clone());
+        if let Some((endpoint, bucket)) = target {
+            retry = retry.with_target(endpoint, bucket);
+        }
+        let store: Arc<dyn ObjectStore> = Arc::new(retry);
         Ok(OpenedStore {
             store,
             prefix,
@@ -300,6 +305,15 @@ impl StoreConfig {
             kind,
             list_plan: ListPlan { parallelism: if sorted { 8 } else { 1 }, sorted },
         })
+    }
+
+    /// The S3 endpoint as users know it, for messages.
+    fn endpoint_description(&self, bucket: &str) -> String {
+        match self.resolved_endpoint() {
+            Some(ep) => ep,
+            None if self.force_path_style => format!("https://s3.{}.amazonaws.com", self.resolved_region()),
+            None => format!("https://{bucket}.s3.{}.amazonaws.com", self.resolved_region()),
+        }
     }
 
     fn build_s3(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>> {

@@ -274,6 +274,7 @@ pub async fn retries_under_faults(store: Arc<dyn ObjectStore>, prefix: &str) {
         max_elapsed: Duration::from_secs(30),
         max_attempts: 50,
         seed: Some(1),
+        connect_budget: Duration::from_secs(30),
     };
     let stack: Arc<dyn ObjectStore> = Arc::new(RetryStore::new(
         CountingStore::new(faulty.clone(), counters.clone()),

@@ -13,7 +13,7 @@ use s3block_core::{
 };
 
 use crate::codec::{CodecChain, CodecContext, CodecMeta};
-use crate::error::store_error;
+use crate::error::{is_absent, store_error};
 use crate::list::{ListPlan, StoredBlock, delete_keys, list_blocks};
 use crate::sidecar::StaleAttributes;
 
@@ -162,7 +162,7 @@ impl BlockDevice for ObjectBlockDevice {
         let (key, path) = self.path(block);
         let res = match self.store.get_opts(&path, GetOptions::default()).await {
             Ok(r) => r,
-            Err(object_store::Error::NotFound { .. }) => {
+            Err(e) if is_absent(&e) => {
                 return Ok(Bytes::from(vec![0u8; self.geometry.block_len()]));
             }
             Err(e) => return Err(self.corrupt_or_store(e, &key, block)),

@@ -19,6 +19,8 @@
 //!   saying what to fix;
 //! - a fault from the [`FaultStore`](crate::FaultStore) says itself whether it
 //!   is transient;
+//! - an error the [`RetryStore`](crate::RetryStore) named after its endpoint
+//!   and bucket is classified by the error inside;
 //! - anything else (other 4xx, decoding failures) is **permanent** and fails
 //!   at once.
 
@@ -37,8 +39,62 @@ pub fn classify(err: &object_store::Error) -> StoreErrorKind {
         E::AlreadyExists { .. } | E::Precondition { .. } => StoreErrorKind::AlreadyExists,
         E::PermissionDenied { .. } | E::Unauthenticated { .. } => StoreErrorKind::Unauthorized,
         E::NotSupported { .. } | E::NotImplemented { .. } => StoreErrorKind::NotSupported,
-        E::Generic { source, .. } => classify_source(source.as_ref()),
+        E::Generic { source, .. } => match source.downcast_ref::<TargetError>() {
+            Some(t) => classify(&t.source),
+            None => classify_source(source.as_ref()),
+        },
         _ => StoreErrorKind::Permanent,
+    }
+}
+
+/// Whether `err` says the bucket does not exist (S3 `NoSuchBucket`).
+/// `object_store` reports it as `NotFound`, like a missing object; only the
+/// error code in the answer tells them apart (a HEAD has no body, so a HEAD
+/// on a missing bucket looks like a missing object).
+pub(crate) fn is_missing_bucket(err: &object_store::Error) -> bool {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if e.to_string().contains("NoSuchBucket") {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+/// Whether `err` means the object is absent (and not the bucket).
+pub(crate) fn is_absent(err: &object_store::Error) -> bool {
+    matches!(err, object_store::Error::NotFound { .. }) && !is_missing_bucket(err)
+}
+
+/// The innermost error of `err`'s chain, as text ("Connection refused (os
+/// error 111)"): the cause a user can act on.
+pub(crate) fn root_cause(err: &object_store::Error) -> String {
+    let mut last: &(dyn StdError + 'static) = err;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    last.to_string()
+}
+
+/// An error with a message naming the endpoint and bucket and saying what to
+/// fix; made by the [`RetryStore`](crate::RetryStore), carried inside
+/// `object_store::Error::Generic` and unwrapped again by [`store_error`].
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct TargetError {
+    message: String,
+    #[source]
+    source: object_store::Error,
+}
+
+impl TargetError {
+    pub(crate) fn new(message: String, source: object_store::Error) -> Self {
+        TargetError { message, source }
+    }
+
+    pub(crate) fn into_error(self) -> object_store::Error {
+        object_store::Error::Generic { store: "S3", source: Box::new(self) }
     }
 }
 
@@ -113,11 +169,19 @@ fn status_in(text: &str) -> Option<u16> {
 /// with a hint saying what to fix for the errors a user can fix.
 pub fn store_error(err: object_store::Error, key: &str, block: Option<BlockId>) -> Error {
     let kind = classify(&err);
+    let err = match err {
+        object_store::Error::Generic { store, source } => match source.downcast::<TargetError>() {
+            // Already says what to fix, naming the endpoint and bucket.
+            Ok(t) => return Error::Store { block, key: key.to_owned(), kind, source: t },
+            Err(source) => object_store::Error::Generic { store, source },
+        },
+        other => other,
+    };
     let hint = match kind {
-        StoreErrorKind::Unauthorized => Some(
-            "access denied: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the access file, and the bucket policy",
-        ),
-        StoreErrorKind::NotFound if err.to_string().contains("NoSuchBucket") => {
+        StoreErrorKind::Unauthorized => {
+            Some("check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the access file, and the bucket policy")
+        }
+        StoreErrorKind::NotFound if is_missing_bucket(&err) => {
             Some("the bucket does not exist: check the bucket name in the URL and the region/endpoint")
         }
         _ => None,
@@ -173,5 +237,29 @@ mod tests {
             source: Box::new(HttpError::new(HttpErrorKind::Timeout, std::io::Error::other("slow"))),
         };
         assert_eq!(classify(&timeout), StoreErrorKind::Transient);
+    }
+
+    #[test]
+    fn a_missing_bucket_is_not_an_absent_object() {
+        let body =
+            "Server returned non-2xx status code: 404 Not Found: <Error><Code>NoSuchBucket</Code></Error>";
+        let bucket = object_store::Error::NotFound { path: "vol/x".into(), source: body.into() };
+        let object = object_store::Error::NotFound { path: "vol/x".into(), source: "404".into() };
+        assert!(is_missing_bucket(&bucket) && !is_absent(&bucket));
+        assert!(!is_missing_bucket(&object) && is_absent(&object));
+        let msg = store_error(bucket, "vol/x", None).to_string();
+        assert!(msg.contains("the bucket does not exist"), "{msg}");
+    }
+
+    #[test]
+    fn target_errors_keep_their_kind_and_message() {
+        let denied = object_store::Error::PermissionDenied { path: "k".into(), source: "403".into() };
+        let wrapped = TargetError::new("endpoint E refused the credentials".into(), denied).into_error();
+        assert_eq!(classify(&wrapped), StoreErrorKind::Unauthorized);
+        let e = store_error(wrapped, "vol/k", None);
+        assert!(matches!(e, Error::Store { kind: StoreErrorKind::Unauthorized, .. }));
+        assert_eq!(e.to_string(), "key vol/k: access denied: endpoint E refused the credentials");
+        let chain = std::error::Error::source(&e).and_then(std::error::Error::source).map(|s| s.to_string());
+        assert!(chain.unwrap_or_default().contains("privileges"), "the original error stays in the chain");
     }
 }

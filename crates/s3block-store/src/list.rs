@@ -17,7 +17,7 @@ use object_store::ObjectStore;
 use object_store::path::Path;
 use s3block_core::{BlockId, Error, KeyLayout, Result};
 
-use crate::error::store_error;
+use crate::error::{is_absent, store_error};
 
 /// The folder to list for a key prefix: `a/b/` and `a/b/x` list under `a/b`.
 pub(crate) fn list_root(prefix: &str) -> Option<Path> {
@@ -117,7 +117,8 @@ pub async fn delete_keys(store: &dyn ObjectStore, keys: Vec<String>) -> Result<u
     let mut results = store.delete_stream(paths);
     while let Some(r) = results.next().await {
         match r {
-            Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+            Ok(_) => {}
+            Err(e) if is_absent(&e) => {}
             Err(e) => return Err(store_error(e, &format!("bulk delete of {n} keys from {first}"), None)),
         }
     }

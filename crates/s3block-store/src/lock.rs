@@ -21,7 +21,7 @@ use rand::Rng;
 use s3block_core::{Error, KeyLayout, Result};
 
 use crate::device::object_metadata;
-use crate::error::store_error;
+use crate::error::{is_absent, store_error};
 use crate::list::delete_keys;
 
 /// Name of the lock object under the volume's prefix.
@@ -135,7 +135,7 @@ pub async fn read_lock(store: &dyn ObjectStore, prefix: &str) -> Result<Option<L
     let key = lock_key(prefix);
     let res = match store.get_opts(&Path::from(key.as_str()), GetOptions::default()).await {
         Ok(r) => r,
-        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) if is_absent(&e) => return Ok(None),
         Err(e) => return Err(store_error(e, &key, None)),
     };
     let meta = object_metadata(&res.attributes);

@@ -15,6 +15,23 @@
 //! takes a seeded RNG and tokio's (pausable) clock so tests replay, and
 //! bounds the total time of a block request in one place.
 //!
+//! # A short budget until the store first answers
+//!
+//! Block I/O rides out outages of up to `max_elapsed` (a minute by
+//! default): giving up sooner would fail writes the cache then has to keep.
+//! But until the store has answered once, an error is far more likely a
+//! mistyped endpoint or a server that is not running, and a user starting a
+//! mount should not wait a minute to learn that. So until the first answer
+//! (any answer that is not a transient failure), retries stop after
+//! `connect_budget` (10 s by default); the first failure is logged once as
+//! "cannot reach ENDPOINT: CAUSE; retrying for up to 10s".
+//!
+//! When the store knows its endpoint and bucket ([`RetryStore::with_target`],
+//! set for S3 by [`StoreConfig`](crate::StoreConfig)), the errors a user can
+//! fix come out naming them: an unreachable endpoint, a bucket that does not
+//! exist (S3 `NoSuchBucket`, which `object_store` reports as "not found",
+//! like a missing object), and refused credentials.
+//!
 //! GET bodies are read inside the loop (objects are blocks, a few MiB at
 //! most), so a connection reset in the middle of a body is retried too.
 //! A bulk delete is retried per batch of 1000 keys; keys already gone count as
@@ -24,6 +41,7 @@
 use std::fmt;
 use std::future::Future;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,7 +59,7 @@ use rand::{Rng, SeedableRng};
 use s3block_core::{RequestCounters, StoreErrorKind};
 
 use crate::counting::PAGE;
-use crate::error::classify;
+use crate::error::{TargetError, classify, is_missing_bucket, root_cause};
 
 /// After this many failed attempts in a row, each further retry is logged
 /// as a warning (the first ones, which faults of a moment explain, only at
@@ -61,6 +79,9 @@ pub struct RetryConfig {
     pub max_attempts: u32,
     /// Seed of the jitter RNG; `None` seeds from the OS.
     pub seed: Option<u64>,
+    /// Until the store has answered once, no retry starts after this long
+    /// since the first attempt (see the [module docs](self)).
+    pub connect_budget: Duration,
 }
 
 impl Default for RetryConfig {
@@ -71,6 +92,7 @@ impl Default for RetryConfig {
             max_elapsed: Duration::from_secs(60),
             max_attempts: 20,
             seed: None,
+            connect_budget: Duration::from_secs(10),
         }
     }
 }
@@ -82,14 +104,87 @@ impl RetryConfig {
     }
 }
 
+/// The endpoint and bucket a store talks to, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    endpoint: String,
+    bucket: String,
+}
+
 #[derive(Debug)]
 struct Policy {
     config: RetryConfig,
     rng: Mutex<StdRng>,
     counters: Arc<RequestCounters>,
+    target: Option<Target>,
+    /// The store has answered a request (anything but a transient failure).
+    answered: AtomicBool,
+    /// "cannot reach" was logged.
+    warned: AtomicBool,
 }
 
 impl Policy {
+    /// How long retries may go on: short until the store has answered once.
+    fn budget(&self) -> Duration {
+        if self.answered.load(Ordering::Relaxed) {
+            self.config.max_elapsed
+        } else {
+            self.config.max_elapsed.min(self.config.connect_budget)
+        }
+    }
+
+    fn endpoint(&self) -> &str {
+        self.target.as_ref().map_or("the object store", |t| t.endpoint.as_str())
+    }
+
+    /// Notes the outcome of one attempt: whether the store answered, and a
+    /// warning the first time it could not be reached at all.
+    fn observe(&self, kind: Option<StoreErrorKind>, err: Option<&object_store::Error>) {
+        match (kind, err) {
+            (Some(StoreErrorKind::Transient), Some(e)) => {
+                if !self.answered.load(Ordering::Relaxed) && !self.warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "cannot reach {}: {}; retrying for up to {:?}",
+                        self.endpoint(),
+                        root_cause(e),
+                        self.budget()
+                    );
+                }
+            }
+            _ => self.answered.store(true, Ordering::Relaxed),
+        }
+    }
+
+    /// The error a request finally fails with: named after the endpoint and
+    /// bucket when they are known and the user can fix the cause.
+    fn finish(
+        &self,
+        err: object_store::Error,
+        kind: StoreErrorKind,
+        started: tokio::time::Instant,
+    ) -> object_store::Error {
+        let Some(t) = &self.target else { return err };
+        let message = match kind {
+            StoreErrorKind::Transient if !self.answered.load(Ordering::Relaxed) => format!(
+                "cannot reach {} (bucket {:?}): {}; gave up after {:.0?}: check the endpoint (--endpoint, AWS_ENDPOINT_URL) and that the server is running",
+                t.endpoint,
+                t.bucket,
+                root_cause(&err),
+                started.elapsed()
+            ),
+            StoreErrorKind::NotFound if is_missing_bucket(&err) => format!(
+                "bucket {:?} does not exist at {}: check the bucket name in the store URL, the endpoint and the region",
+                t.bucket, t.endpoint
+            ),
+            StoreErrorKind::Unauthorized => format!(
+                "{} refused the credentials for bucket {:?}: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the access file (~/.s3backer_passwd, --accessFile) and the key's permissions on the bucket",
+                t.endpoint, t.bucket
+            ),
+            _ => return err,
+        };
+        TargetError::new(message, err).into_error()
+    }
+
     /// The wait before retry number `retry` (1-based), or `None` to give up.
     fn next_wait(&self, retry: u32, started: tokio::time::Instant) -> Option<Duration> {
         if retry >= self.config.max_attempts {
@@ -105,7 +200,7 @@ impl Policy {
             let nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
             Duration::from_nanos(rng.random_range(0..=nanos))
         };
-        if started.elapsed() + wait > self.config.max_elapsed {
+        if started.elapsed() + wait > self.budget() {
             return None;
         }
         Some(wait)
@@ -120,9 +215,13 @@ impl Policy {
         let mut retry = 0u32;
         loop {
             match op().await {
-                Ok(v) => return Ok(v),
+                Ok(v) => {
+                    self.observe(None, None);
+                    return Ok(v);
+                }
                 Err(e) => {
                     let kind = classify(&e);
+                    self.observe(Some(kind), Some(&e));
                     if kind == StoreErrorKind::Transient {
                         retry += 1;
                         if let Some(wait) = self.next_wait(retry, started) {
@@ -144,7 +243,7 @@ impl Policy {
                     if !matches!(kind, StoreErrorKind::NotFound | StoreErrorKind::AlreadyExists) {
                         self.counters.add_errors(1);
                     }
-                    return Err(e);
+                    return Err(self.finish(e, kind, started));
                 }
             }
         }
@@ -167,8 +266,26 @@ impl<T: ObjectStore> RetryStore<T> {
         };
         RetryStore {
             inner: Arc::new(inner),
-            policy: Arc::new(Policy { config, rng: Mutex::new(rng), counters }),
+            policy: Arc::new(Policy {
+                config,
+                rng: Mutex::new(rng),
+                counters,
+                target: None,
+                answered: AtomicBool::new(false),
+                warned: AtomicBool::new(false),
+            }),
         }
+    }
+
+    /// Names the endpoint and bucket in the errors a user can fix (see the
+    /// [module docs](self)). Call before the store is shared.
+    pub fn with_target(mut self, endpoint: impl Into<String>, bucket: impl Into<String>) -> Self {
+        let target = Target { endpoint: endpoint.into(), bucket: bucket.into() };
+        match Arc::get_mut(&mut self.policy) {
+            Some(p) => p.target = Some(target),
+            None => tracing::debug!("RetryStore::with_target after sharing: {target:?} not set"),
+        }
+        self
     }
 
     /// The wrapped store.
@@ -340,14 +457,20 @@ fn resumable_list<T: ObjectStore>(
                 None => st.inner.list(st.prefix.as_ref()),
             });
             match stream.next().await {
-                None => return None,
+                None => {
+                    st.policy.observe(None, None);
+                    return None;
+                }
                 Some(Ok(meta)) => {
+                    st.policy.observe(None, None);
                     st.last = Some(meta.location.clone());
                     return Some((Ok(meta), st));
                 }
                 Some(Err(e)) => {
                     st.stream = None;
-                    if classify(&e) == StoreErrorKind::Transient {
+                    let kind = classify(&e);
+                    st.policy.observe(Some(kind), Some(&e));
+                    if kind == StoreErrorKind::Transient {
                         st.retry += 1;
                         if let Some(wait) = st.policy.next_wait(st.retry, st.started) {
                             st.policy.counters.add_retries(1);
@@ -357,6 +480,7 @@ fn resumable_list<T: ObjectStore>(
                     }
                     st.policy.counters.add_errors(1);
                     st.done = true;
+                    let e = st.policy.finish(e, kind, st.started);
                     return Some((Err(e), st));
                 }
             }

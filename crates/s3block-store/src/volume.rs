@@ -20,7 +20,7 @@ use crate::device::{META_BLOCK_SIZE, META_FILE_SIZE, object_metadata};
 use crate::encryption::{
     EncryptionOptions, EncryptionParams, EncryptionScheme, new_encryption, unlock, volume_codecs,
 };
-use crate::error::store_error;
+use crate::error::{is_absent, store_error};
 use crate::lock::utc_stamp;
 use crate::password::PASSWORD_ENV;
 use crate::s3backer_crypto::{META_HMAC, S3backerCodec};
@@ -118,7 +118,7 @@ pub async fn read_descriptor(store: &dyn ObjectStore, prefix: &str) -> Result<Op
     let key = descriptor_key(prefix);
     let raw = match store.get_opts(&Path::from(key.as_str()), GetOptions::default()).await {
         Ok(r) => r.bytes().await.map_err(|e| store_error(e, &key, None))?,
-        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) if is_absent(&e) => return Ok(None),
         Err(e) => return Err(store_error(e, &key, None)),
     };
     let d: VolumeDescriptor = serde_json::from_slice(&raw).map_err(|e| Error::BadMetadata {
@@ -151,7 +151,7 @@ pub async fn read_block0_geometry(store: &dyn ObjectStore, prefix: &str) -> Resu
             .await
         {
             Ok(r) => r,
-            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) if is_absent(&e) => continue,
             Err(e) => return Err(store_error(e, &key, Some(BlockId(0)))),
         };
         let meta = object_metadata(&res.attributes);
@@ -374,7 +374,7 @@ async fn check_block0_hmac(store: &dyn ObjectStore, layout: &KeyLayout, codec: &
     let key = layout.key(block);
     let res = match store.get_opts(&Path::from(key.as_str()), GetOptions::default()).await {
         Ok(r) => r,
-        Err(object_store::Error::NotFound { .. }) => {
+        Err(e) if is_absent(&e) => {
             tracing::warn!(
                 "s3backer volume without block 0 ({key}): the password cannot be checked at open; a wrong one shows as \"authentication failed\" on the first block read"
             );

@@ -1,0 +1,64 @@
+//! The retry budget: short until the store has answered once (a wrong
+//! endpoint fails a start in seconds), long afterwards (block I/O rides out
+//! an outage), and the final error naming the endpoint and bucket.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{GetOptions, ObjectStore, PutOptions};
+use s3block_core::{RequestCounters, StoreErrorKind};
+use s3block_store::{FaultConfig, FaultStore, RetryConfig, RetryStore, classify, store_error};
+
+type Faulty = Arc<FaultStore<InMemory>>;
+
+fn stack(seed: u64) -> (Arc<RetryStore<Faulty>>, Faulty) {
+    let faulty = Arc::new(FaultStore::new(InMemory::new(), FaultConfig::errors(1.0), seed));
+    let config = RetryConfig { seed: Some(seed), ..RetryConfig::default() };
+    let retry = RetryStore::new(faulty.clone(), config, Arc::new(RequestCounters::default()))
+        .with_target("http://127.0.0.1:9", "the-bucket");
+    (Arc::new(retry), faulty)
+}
+
+#[test]
+fn default_budgets() {
+    let c = RetryConfig::default();
+    assert_eq!(c.connect_budget, Duration::from_secs(10));
+    assert_eq!(c.max_elapsed, Duration::from_secs(60));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_that_never_answered_gives_up_within_the_connect_budget() {
+    for seed in 0..5 {
+        let (store, faulty) = stack(seed);
+        let started = tokio::time::Instant::now();
+        let err = store.get_opts(&Path::from("vol/x"), GetOptions::default()).await.expect_err("all fail");
+        let took = started.elapsed();
+        assert!(took <= Duration::from_secs(10), "seed {seed}: gave up after {took:?}");
+        assert!(faulty.injected() > 1, "seed {seed}: no retry at all");
+        assert_eq!(classify(&err), StoreErrorKind::Transient);
+        let msg = store_error(err, "vol/s3block-volume.json", None).to_string();
+        assert!(
+            msg.contains("cannot reach http://127.0.0.1:9")
+                && msg.contains("\"the-bucket\"")
+                && msg.contains("injected fault")
+                && msg.contains("vol/s3block-volume.json"),
+            "{msg}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_the_first_answer_block_io_gets_the_long_budget() {
+    let (store, faulty) = stack(3);
+    faulty.set_enabled(false);
+    store.put_opts(&Path::from("vol/00000000"), "x".into(), PutOptions::default()).await.expect("put");
+    faulty.set_enabled(true);
+    let started = tokio::time::Instant::now();
+    let err = store.get_opts(&Path::from("vol/00000000"), GetOptions::default()).await.expect_err("all fail");
+    let took = started.elapsed();
+    assert!(took > Duration::from_secs(10) && took <= Duration::from_secs(60), "gave up after {took:?}");
+    let msg = store_error(err, "vol/00000000", None).to_string();
+    assert!(!msg.contains("cannot reach"), "the store had answered: {msg}");
+}
