@@ -110,3 +110,27 @@ async fn encryption() {
     let Some((store, prefix, _)) = garage("conf_encryption") else { return };
     c::encryption(store, &prefix).await;
 }
+
+/// Every check of the suite runs against every store: here on Garage, and
+/// in the store crate's tests on memory and a local directory.
+#[test]
+fn every_check_runs_against_every_store() {
+    let suite = include_str!("../../crates/s3block-store/src/conformance.rs");
+    let checks: Vec<&str> = suite
+        .lines()
+        .filter_map(|l| l.strip_prefix("pub async fn "))
+        .filter(|l| l.contains("(store: Arc<dyn ObjectStore>"))
+        .filter_map(|l| l.split('(').next())
+        .collect();
+    assert!(checks.len() >= 10, "found only {checks:?}");
+    let garage = include_str!("conformance.rs");
+    let local = include_str!("../../crates/s3block-store/tests/conformance.rs");
+    let suite_fn = local.split("async fn suite(").nth(1).expect("the store crate's suite()");
+    for check in checks {
+        assert!(garage.contains(&format!("c::{check}(")), "{check} does not run against Garage");
+        assert!(
+            suite_fn.contains(&format!("c::{check}(")),
+            "{check} is not in the suite() the memory and local-directory stores run"
+        );
+    }
+}
