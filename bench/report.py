@@ -1,0 +1,286 @@
+#!/usr/bin/env python3
+"""Turns bench/run.sh's results into the comparison table and docs/BENCHMARKS.md.
+
+    bench/report.py RESULTS.tsv [--report FILE|-] [--started STAMP] [run settings]
+
+RESULTS.tsv has one line per figure: block size, system, metric, value.
+The table is printed; with --report FILE the report is written there, from
+the template below (machine, date, settings, how to reproduce, the table).
+"""
+
+import argparse
+import collections
+import os
+import platform
+import subprocess
+import sys
+
+MIB = 1 << 20
+
+
+def load(path):
+    data = collections.defaultdict(dict)
+    with open(path) as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != 4 or parts[3] == "":
+                continue
+            bs, system, metric, value = parts
+            try:
+                data[(bs, system)][metric] = float(value)
+            except ValueError:
+                print(f"report.py: ignoring non-numeric {metric}={value!r} for {system} {bs}", file=sys.stderr)
+    return data
+
+
+def size_bytes(text):
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    t = text.strip().upper()
+    return int(t[:-1]) * units[t[-1]] if t and t[-1] in units else int(t)
+
+
+def fmt(v, digits=1):
+    if v is None:
+        return "–"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.{digits}f}"
+
+
+def ratio(a, b):
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def verdict(ok):
+    return "–" if ok is None else ("met" if ok else "**missed**")
+
+
+class Figures:
+    """The figures of one system at one block size, with derived ones."""
+
+    def __init__(self, raw, seq_bytes):
+        self.raw = raw
+        self.seq_bytes = seq_bytes
+
+    def get(self, key):
+        return self.raw.get(key)
+
+    def durable(self, job, extra):
+        """Throughput counting the time until the data was in the store."""
+        secs, mbps = self.get(f"{job}_s"), self.get(f"{job}_mbps")
+        if secs is None or mbps is None:
+            return None
+        return mbps * secs / (secs + (self.get(extra) or 0.0))
+
+    def durable_iops(self, job, extra):
+        secs, iops = self.get(f"{job}_s"), self.get(f"{job}_iops")
+        if secs is None or iops is None:
+            return None
+        return iops * secs / (secs + (self.get(extra) or 0.0))
+
+    def peak_rss_mib(self):
+        hwm = [v for k, v in self.raw.items() if k.startswith("hwm_kib_")]
+        return max(hwm) / 1024 if hwm else None
+
+
+def block_table(bs, a, b, ceil, cache_bytes, seq_bytes):
+    """Rows for one block size: (figure, s3block, s3backer, ratio, ceiling, fraction, target, verdict)."""
+    rows = []
+    bsz = size_bytes(bs)
+
+    def add(name, x, y, better, ceiling=None, target=None, ok=None):
+        r = ratio(x, y) if better == "higher" else ratio(y, x)
+        frac = ratio(x, ceiling)
+        rows.append(
+            (name, fmt(x), fmt(y), "–" if r is None else f"{r:.2f}×", fmt(ceiling),
+             "–" if frac is None else f"{frac:.0%}", target or "", verdict(ok)))
+        return r, frac
+
+    w_a, w_b = a.durable("seqwrite", "seqwrite_clean_extra_s"), b.durable("seqwrite", "seqwrite_clean_extra_s")
+    put = ceil.get("raw_put_mbps")
+    r = ratio(w_a, w_b)
+    f = ratio(w_a, put)
+    add("sequential write, MB/s (until stored)", w_a, w_b, "higher", put, "≥ 2× and ≥ 80% of PUT",
+        None if r is None and f is None else (r is None or r >= 2) and (f is None or f >= 0.8))
+    if b.get("seqwrite_clean_extra_s"):
+        add("  as fio reports it (s3backer's fsync does not wait)", a.get("seqwrite_mbps"), b.get("seqwrite_mbps"),
+            "higher")
+    get = ceil.get("raw_get_mbps")
+    rd_a, rd_b = a.get("seqread_mbps"), b.get("seqread_mbps")
+    r, f = ratio(rd_a, rd_b), ratio(rd_a, get)
+    add("cold sequential read, MB/s", rd_a, rd_b, "higher", get, "≥ 2.5× and ≥ 80% of GET",
+        None if r is None and f is None else (r is None or r >= 2.5) and (f is None or f >= 0.8))
+    rr_a, rr_b = a.get("randread_iops"), b.get("randread_iops")
+    r = ratio(rr_a, rr_b)
+    add("random 4K read, IOPS", rr_a, rr_b, "higher", None, "≥ 1.5×", None if r is None else r >= 1.5)
+    rw_a = a.durable_iops("randwrite", "randwrite_clean_extra_s")
+    rw_b = b.durable_iops("randwrite", "randwrite_clean_extra_s")
+    r = ratio(rw_a, rw_b)
+    add("random 4K write + fsync, IOPS (until stored)", rw_a, rw_b, "higher", None, "≥ 5×",
+        None if r is None else r >= 5)
+    if b.get("randwrite_clean_extra_s"):
+        add("  as fio reports it", a.get("randwrite_iops"), b.get("randwrite_iops"), "higher")
+    m_a, m_b = a.get("mkfs_s"), b.get("mkfs_s")
+    r = ratio(m_b, m_a)
+    add("mkfs.ext4 16 GiB, s", m_a, m_b, "lower", None, "≤ 1/5 of s3backer", None if r is None else r >= 5)
+    u_a, u_b = a.get("untar_s"), b.get("untar_s")
+    r = ratio(u_b, u_a)
+    add("unpack small files + sync, s", u_a, u_b, "lower", None, "≥ 2×", None if r is None else r >= 2)
+    add("e2fsck -fn, s", a.get("fsck_s"), b.get("fsck_s"), "lower")
+    add("loop detach, then until stored, s",
+        None if a.get("detach_s") is None else a.get("detach_s") + (a.get("ext4_clean_extra_s") or 0),
+        None if b.get("detach_s") is None else b.get("detach_s") + (b.get("ext4_clean_extra_s") or 0), "lower")
+    for label, what in (("seqwrite", "after the sequential write"), ("fio", "after the random write"),
+                        ("ext4", "after the ext4 tests")):
+        add(f"unmount (flush and exit) {what}, s", a.get(f"unmount_s_{label}"), b.get(f"unmount_s_{label}"), "lower")
+    limit = (cache_bytes + 64 * MIB) / MIB
+    p_a, p_b = a.peak_rss_mib(), b.peak_rss_mib()
+    add("peak RSS, MiB", p_a, p_b, "lower", None, f"≤ cache + 64 MiB = {limit:.0f}",
+        None if p_a is None else p_a <= limit)
+    expected = seq_bytes / bsz
+    puts_a, puts_b = a.get("puts_seqwrite"), b.get("puts_seqwrite")
+    add(f"PUTs during the sequential write (data blocks: {expected:,.0f})", puts_a, puts_b, "lower", None,
+        f"exactly {expected:,.0f}", None if puts_a is None else abs(puts_a - expected) <= 2)
+    for label, what in (("fio", "read and random jobs"), ("ext4", "ext4 tests")):
+        for k in ("gets", "puts", "deletes"):
+            add(f"{k[:-1].upper()}s, {what}", a.get(f"{k}_{label}"), b.get(f"{k}_{label}"), "lower")
+    return rows
+
+
+def table(data, block_sizes, cache_bytes, seq_bytes):
+    out = []
+    mem = Figures(data.get(("1M", "memory"), {}), seq_bytes)
+    if mem.raw:
+        out += ["### Memory store through FUSE (the FUSE ceiling; 1M blocks, direct I/O, 1M requests)", "",
+                "| figure | s3block | target | |", "| --- | --- | --- | --- |"]
+        w, r = mem.get("mem_write_mbps"), mem.get("mem_read_mbps")
+        out.append(f"| sequential write, MB/s | {fmt(w)} | ≥ 1,200 | {verdict(None if w is None else w >= 1200)} |")
+        out.append(f"| sequential read, MB/s | {fmt(r)} | ≥ 2,000 | {verdict(None if r is None else r >= 2000)} |")
+        out.append("")
+    for bs in block_sizes:
+        a = Figures(data.get((bs, "s3block"), {}), seq_bytes)
+        b = Figures(data.get((bs, "s3backer"), {}), seq_bytes)
+        ceil = data.get((bs, "ceiling"), {})
+        if not (a.raw or b.raw or ceil):
+            continue
+        out += [f"### Block size {bs}", ""]
+        if ceil:
+            out.append(f"Raw store ceiling ({bs} objects): PUT {fmt(ceil.get('raw_put_mbps'))} MB/s, "
+                       f"GET {fmt(ceil.get('raw_get_mbps'))} MB/s.")
+            out.append("")
+        out += ["| figure | s3block | s3backer | s3block vs s3backer | ceiling | s3block / ceiling | target | |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+        for row in block_table(bs, a, b, ceil, cache_bytes, seq_bytes):
+            out.append("| " + " | ".join(row) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def machine():
+    def run(cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return "?"
+    mem_kib = 0
+    try:
+        with open("/proc/meminfo") as f:
+            mem_kib = int(f.readline().split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "?")
+    except OSError:
+        pass
+    return (f"{os.cpu_count()} CPUs ({cpu}), {mem_kib / (1 << 20):.1f} GiB RAM, Linux {platform.release()}; "
+            f"{run(['fio', '--version'])}; s3backer {run(['dpkg-query', '-W', '-f=${Version}', 's3backer'])}; "
+            f"Garage 2.5.0 (single node, loopback, data_fsync off)")
+
+
+TEMPLATE = """# Benchmarks: s3block beside s3backer
+
+s3block and s3backer mounted side by side on two buckets of one Garage
+server on loopback, with the same block size and cache size, running the
+same jobs; and the ceilings they are measured against: the object store's
+own PUT and GET throughput (the `raw_store` example: the same `object_store`
+S3 client s3block uses, objects of the block size, {concurrency} requests in
+flight, which is s3block's default upload concurrency), and the memory store
+through FUSE.
+
+Run of {started} on {machine}.
+
+Settings: cache {cache} for each daemon (s3backer: `--blockCacheSize` =
+cache / block size, its other options at their defaults, 20 upload threads);
+s3block at its defaults otherwise ({concurrency} uploads in flight, 4 MiB
+read-ahead); volumes of 16 GiB; sequential jobs of {seq} with 1M requests
+(`--end_fsync=1` on the write); random jobs 4K, `psync`, {runtime} s
+time-based over the first {seq} (the region the sequential write filled),
+the write with an fsync at the end; {files} small files (bench/make-tree.py,
+deterministic) unpacked into ext4 on a loop device, then `sync`.
+
+## How to read it
+
+- Throughput is over the wall time of the whole job, fsync included.
+- **s3backer's fsync does not wait for its uploads**: when fsync returns,
+  its written blocks are still in its cache. Its rows marked "until stored"
+  add the time until its stats show no dirty block (what s3block's fsync
+  waits for). fio's own figure for s3backer is shown below them.
+- Request counts come from each daemon's stats file just before the
+  unmount; s3backer's count its mount-token PUT, s3block's its lock and
+  volume descriptor.
+- Ratios are s3block's advantage (above 1 is better for s3block, for times
+  too); "s3block / ceiling" is the share of the raw store's throughput.
+
+{table}
+## Reproduce
+
+```
+apt-get install -y fio s3backer e2fsprogs jq
+scripts/garage.sh install            # once, about 10 minutes
+bench/run.sh                         # about 30-40 minutes on 2 cores; writes this file
+bench/run.sh --quick                 # 64K only, smaller jobs, prints the table
+bench/run.sh --block-sizes 1M --parts ceiling,fio --report -
+```
+
+It needs root (FUSE, loop devices, dropping the page cache). Everything it
+starts is stopped and detached on exit; logs and raw figures stay in
+`/tmp/s3block-bench.*`. The micro-benchmarks are `cargo bench -p
+s3block-examples` (zero detection, deflate) and `cargo bench -p
+s3block-cache` (cache hit path, write-back path).
+
+{notes}"""
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("results")
+    p.add_argument("--report", default="-")
+    p.add_argument("--started", default="?")
+    p.add_argument("--cache-size", default="64M")
+    p.add_argument("--seq-size", default="1G")
+    p.add_argument("--runtime", default="20")
+    p.add_argument("--files", default="20000")
+    p.add_argument("--concurrency", default="8")
+    p.add_argument("--notes", help="a file whose text ends the report (analysis of this run)")
+    args = p.parse_args()
+    data = load(args.results)
+    sizes = sorted({bs for bs, sys_ in data if sys_ != "memory"}, key=size_bytes)
+    text = table(data, sizes, size_bytes(args.cache_size), size_bytes(args.seq_size))
+    print(text)
+    if args.report != "-":
+        notes = ""
+        if args.notes:
+            with open(args.notes) as f:
+                notes = f.read()
+        with open(args.report, "w") as f:
+            f.write(TEMPLATE.format(started=args.started, machine=machine(), cache=args.cache_size,
+                                    concurrency=args.concurrency, seq=args.seq_size, runtime=args.runtime,
+                                    files=args.files, table=text, notes=notes).rstrip() + "\n")
+        print(f"report written to {args.report}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
