@@ -217,6 +217,12 @@ impl<D: BlockDevice + 'static> Shared<D> {
                 e.error = Some(Arc::new(err));
                 e.wb = Wb::Failed;
                 st.failed.insert(block);
+                // A failed PUT may still have stored the block (the answer
+                // was lost, not the request), so the block is no longer
+                // known to be zero below: zeros written over it later must
+                // reach the store as a DELETE, not be skipped.
+                let n = u64::from(block.0);
+                st.zeros.remove(n..n + 1);
             }
         }
     }
