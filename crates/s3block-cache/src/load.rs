@@ -54,13 +54,16 @@ impl<D: BlockDevice + 'static> Shared<D> {
                 return;
             }
             let Some(load) = st.loads.remove(&block) else { return };
-            if let Ok(data) = &result {
-                st.install(block, data, load.prefetch, Instant::now());
-            }
-            load
+            let newer = match &result {
+                Ok(data) => st.install(block, data, load.prefetch, Instant::now()),
+                Err(_) => None,
+            };
+            (load, newer)
         };
+        let (load, newer) = load;
         load.tx.send_replace(match result {
-            Ok(data) => LoadOutcome::Done(data),
+            // The block as the cache holds it, written parts merged in.
+            Ok(data) => LoadOutcome::Done(newer.unwrap_or(data)),
             Err(e) => {
                 tracing::warn!(block = block.0, error = %e, "block read failed");
                 LoadOutcome::Failed(Arc::new(e))

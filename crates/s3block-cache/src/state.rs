@@ -178,17 +178,32 @@ impl State {
     /// Puts what was read from below into the cache: merges it into a
     /// partially written block, records a zero block, or keeps a clean copy
     /// when room can be made without touching dirty data.
-    pub(crate) fn install(&mut self, block: BlockId, data: &Bytes, prefetch: bool, now: Instant) {
+    ///
+    /// Returns what the block holds when the cache has newer bytes than
+    /// `data` (an entry written while the fetch was in flight): the fetch's
+    /// readers must get those, since the entry may be uploaded and evicted
+    /// before they look again.
+    pub(crate) fn install(
+        &mut self,
+        block: BlockId,
+        data: &Bytes,
+        prefetch: bool,
+        now: Instant,
+    ) -> Option<Bytes> {
         if let Some(e) = self.entries.get_mut(&block) {
             if let Content::Partial { buf, written } = &e.content {
                 e.content = Content::Full(merge(data, buf, written));
             }
-            return;
+            return match &e.content {
+                Content::Full(b) => Some(b.clone()),
+                Content::Zero => Some(Bytes::from(vec![0; data.len()])),
+                Content::Partial { .. } => None,
+            };
         }
         let n = u64::from(block.0);
         if is_zero(data) {
             self.zeros.insert(n..n + 1);
-            return;
+            return None;
         }
         self.zeros.remove(n..n + 1);
         let size = data.len() as u64;
@@ -199,6 +214,7 @@ impl State {
             self.lru.put(block, ());
             self.resident += size;
         }
+        None
     }
 
     /// Drops the cached copy of `block` and any fetch of it in flight; the
