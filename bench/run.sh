@@ -182,13 +182,23 @@ mount_volume() {
     done) &
 }
 
+# wait_exit PID: waits for a process to end, polling every 20 ms (tail
+# --pid polls once a second, too coarse to time an unmount).
+wait_exit() {
+    local deadline=$((SECONDS + STEP_TIMEOUT))
+    while kill -0 "$1" 2>/dev/null; do
+        ((SECONDS < deadline)) || return 1
+        sleep 0.02
+    done
+}
+
 # unmount_volume BS SYSTEM LABEL MNT: unmounts, times until the daemon has
 # exited (it stores every dirty block first), records the peak RSS.
 unmount_volume() {
     local bs=$1 sys=$2 label=$3 mnt=$4 pid=$DAEMON_PID t0
     t0=$(now)
     timeout "$STEP_TIMEOUT" umount "$mnt" || die "umount $mnt failed"
-    timeout "$STEP_TIMEOUT" tail --pid="$pid" -f /dev/null || die "$sys (pid $pid) did not exit after unmount"
+    wait_exit "$pid" || die "$sys (pid $pid) did not exit within ${STEP_TIMEOUT}s of the unmount"
     record "$bs" "$sys" "unmount_s_$label" "$(since "$t0")"
     sleep 0.3
     [[ -f $WORK/hwm-$pid ]] && record "$bs" "$sys" "hwm_kib_$label" "$(<"$WORK/hwm-$pid")"
@@ -341,4 +351,4 @@ done
 
 python3 "$ROOT/bench/report.py" "$RESULTS" --started "$START" --cache-size "$CACHE_SIZE" --seq-size "$SEQ_SIZE" \
     --runtime "$RUNTIME" --files "$FILES" --concurrency "$UPLOAD_CONCURRENCY" --report "$REPORT"
-cp "$RESULTS" "$ROOT/bench/last-results.tsv" 2>/dev/null || true
+[[ $REPORT == - ]] || cp "$RESULTS" "$ROOT/bench/results-$(date -u +%Y-%m-%d).tsv"
