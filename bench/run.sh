@@ -20,7 +20,8 @@
 # raw_store example in release mode unless S3BLOCK_FUSE_BIN and
 # S3BLOCK_RAW_STORE_BIN name binaries. Everything it starts (Garage, both
 # daemons, loop devices, mounts) is undone on exit, also on error or Ctrl-C.
-# Each step runs under `timeout`.
+# Each step runs under `timeout`. BENCH_NOTES=FILE appends that text (the
+# analysis of a run) to the report.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -350,5 +351,6 @@ for bs in ${BLOCK_SIZES//,/ }; do
 done
 
 python3 "$ROOT/bench/report.py" "$RESULTS" --started "$START" --cache-size "$CACHE_SIZE" --seq-size "$SEQ_SIZE" \
-    --runtime "$RUNTIME" --files "$FILES" --concurrency "$UPLOAD_CONCURRENCY" --report "$REPORT"
+    --runtime "$RUNTIME" --files "$FILES" --concurrency "$UPLOAD_CONCURRENCY" --report "$REPORT" \
+    ${BENCH_NOTES:+--notes "$BENCH_NOTES"}
 [[ $REPORT == - ]] || cp "$RESULTS" "$ROOT/bench/results-$(date -u +%Y-%m-%d).tsv"
