@@ -54,7 +54,7 @@ while (($#)); do
     --files) FILES=$2; shift ;;
     --report) REPORT=$2; shift ;;
     --quick) BLOCK_SIZES=64K SEQ_SIZE=256M RUNTIME=5 FILES=5000 REPORT=- ;;
-    -h | --help) sed -n '2,24s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,/^set /{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
     esac
     shift
