@@ -17,6 +17,20 @@
 //! - Output is a table for people by default and JSON with `--json`.
 //! - Exit codes are in [`exit`] and listed at the end of `--help`.
 //!
+//! # Encrypted volumes
+//!
+//! `create --encrypt[=SCHEME]` makes an encrypted volume. Commands that
+//! decode blocks (`cat`, `verify`, `copy`) need its password: from
+//! `--password-file FILE`, else `S3BLOCK_PASSWORD`, else a prompt on the
+//! terminal; the descriptor says the volume is encrypted, so no flag is
+//! needed (a volume s3backer encrypted needs `--encrypt`). A wrong password
+//! exits with code 7 and "wrong password"; a block that fails
+//! authentication is a bad block in `verify`. `info`, `ls`, `stat`,
+//! `unlock` and `erase` look only at objects and need no password. A copy
+//! is encrypted as its source (same scheme and password, new salt) unless
+//! `--dest-encrypt=SCHEME|none` and `--dest-password-file` (or
+//! `S3BLOCK_DEST_PASSWORD`) say otherwise.
+//!
 //! # Example
 //!
 //! ```

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use bytes::Bytes;
-use object_store::{GetOptions, PutOptions};
 use object_store::path::Path as ObjectPath;
+use object_store::{GetOptions, PutOptions};
 use s3block_cli::exit::{OK, PROBLEMS, USAGE, WRONG_PASSWORD};
 use s3block_cli::target::open as open_url;
 use s3block_cli::volume::{create, open};
