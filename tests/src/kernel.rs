@@ -160,7 +160,7 @@ impl Mount {
     /// Unmounts with `fusermount3 -u`, waits for exit 0 with every block
     /// stored and no panic; returns the log.
     pub fn unmount(mut self) -> String {
-        let out = Command::new("fusermount3").arg("-u").arg(self.path()).output().expect("fusermount3");
+        let out = fusermount_u(self.path());
         assert!(out.status.success(), "fusermount3 -u: {}", String::from_utf8_lossy(&out.stderr));
         let status = self.wait_exit();
         let log = self.log();
@@ -325,4 +325,21 @@ impl XorShift {
 /// Seconds a bounded workload runs: `S3BLOCK_RELIABILITY_SECS`, else `default`.
 pub fn workload_secs(default: u64) -> u64 {
     std::env::var("S3BLOCK_RELIABILITY_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// `fusermount3 -u`, tried again for up to five seconds while the kernel
+/// says the mount is busy: the tests of one binary run in parallel threads,
+/// and a child process another test starts holds a copy of every open
+/// descriptor between its fork and its exec, an instant in which a file this
+/// test has just closed still pins the mount.
+pub fn fusermount_u(path: &Path) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = Command::new("fusermount3").arg("-u").arg(path).output().expect("run fusermount3");
+        let busy = String::from_utf8_lossy(&out.stderr).contains("Device or resource busy");
+        if out.status.success() || !busy || Instant::now() >= deadline {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
