@@ -95,6 +95,12 @@ pub struct OutputArgs {
 pub struct CreateArgs {
     /// The volume: s3://BUCKET/PREFIX, file:///PATH or memory://.
     pub store: String,
+    /// Write the descriptor for block objects already stored under the
+    /// prefix (a volume whose descriptor was lost, or an s3backer volume
+    /// whose block 0 is zero), with the --size and --block-size they were
+    /// written with. Without it, create refuses a prefix that holds blocks.
+    #[arg(long)]
+    pub adopt: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub store_args: StoreArgs,

@@ -124,7 +124,7 @@ async fn store_command(command: Command, out: &mut dyn Write) -> CliResult {
     match command {
         Command::Create(a) => {
             let t = open_target(&a.store, &a.store_args)?;
-            volume::create(&t, &a.layout, a.output.json, out).await
+            volume::create(&t, &a.layout, a.adopt, a.output.json, out).await
         }
         Command::Info(a) => {
             let t = open_target(&a.store, &a.store_args)?;

@@ -13,8 +13,8 @@ use s3block_core::RequestCounts;
 use s3block_core::{BlockDevice, BlockId, Error, Result};
 use s3block_store::{
     EncryptionOptions, GET_PRICE_PER_1000, GeometrySource, LockInfo, ObjectBlockDevice, PUT_PRICE_PER_1000,
-    StoredBlock, Volume, VolumeOptions, create_volume_with, open_volume, open_volume_with, read_lock,
-    store_error,
+    StoredBlock, Volume, VolumeOptions, adopt_volume_with, create_volume_with, open_volume, open_volume_with,
+    read_lock, store_error,
 };
 
 use crate::args::{BlockRange, LayoutArgs};
@@ -88,9 +88,25 @@ pub async fn inspect(target: &Target, layout: &LayoutArgs) -> Result<Opened> {
 
 /// `s3block create`: encrypted with `--encrypt` (the password from
 /// `--password-file`, `S3BLOCK_PASSWORD` or a prompt asking twice).
-pub async fn create(target: &Target, layout: &LayoutArgs, json: bool, out: &mut dyn Write) -> CliResult {
+///
+/// With `adopt`, writes the descriptor for block objects already stored
+/// under the prefix (a volume whose descriptor was lost); `layout` must give
+/// the size and block size they were written with.
+pub async fn create(
+    target: &Target,
+    layout: &LayoutArgs,
+    adopt: bool,
+    json: bool,
+    out: &mut dyn Write,
+) -> CliResult {
     let encryption = target.args.create_encryption(&target.opened(), &target.url, &mut terminal_prompt)?;
-    create_with(target, layout, encryption.as_ref(), json, out).await
+    if adopt && layout.block_size.is_none() {
+        return Err(Error::Config(
+            "--adopt needs the --block-size the stored blocks were written with".into(),
+        )
+        .into());
+    }
+    write_volume(target, layout, encryption.as_ref(), adopt, json, out).await
 }
 
 /// `s3block create` with these encryption options.
@@ -101,9 +117,24 @@ pub async fn create_with(
     json: bool,
     out: &mut dyn Write,
 ) -> CliResult {
-    let (d, _) =
-        create_volume_with(target.store.as_ref(), &target.prefix, &volume_options(layout), encryption)
-            .await?;
+    write_volume(target, layout, encryption, false, json, out).await
+}
+
+async fn write_volume(
+    target: &Target,
+    layout: &LayoutArgs,
+    encryption: Option<&EncryptionOptions>,
+    adopt: bool,
+    json: bool,
+    out: &mut dyn Write,
+) -> CliResult {
+    let store = target.store.as_ref();
+    let opts = volume_options(layout);
+    let (d, _) = if adopt {
+        adopt_volume_with(store, &target.prefix, &opts, encryption).await?
+    } else {
+        create_volume_with(store, &target.prefix, &opts, encryption).await?
+    };
     let scheme = d.encryption_params()?.map(|p| p.scheme());
     if json {
         write_json(out, &d)?;

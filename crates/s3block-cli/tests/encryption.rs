@@ -44,7 +44,7 @@ fn stderr(o: &Output) -> String {
 async fn plain_volume(dir: &Path) {
     let t = open_url(&url(dir), &StoreArgs::default()).unwrap();
     let layout = LayoutArgs { size: Some(1 << 20), block_size: Some(64 << 10), ..Default::default() };
-    create(&t, &layout, false, &mut Vec::new()).await.unwrap();
+    create(&t, &layout, false, false, &mut Vec::new()).await.unwrap();
     let v = open(&t, &LayoutArgs::default()).await.unwrap();
     v.device.write_block(BlockId(1), Bytes::from(block(1))).await.unwrap();
     v.device.write_block(BlockId(5), Bytes::from(block(5))).await.unwrap();

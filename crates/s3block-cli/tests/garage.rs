@@ -59,7 +59,7 @@ async fn keys_under(env: &S3Env, prefix: &str) -> Vec<String> {
 async fn verify_names_truncated_garbage_and_wrongly_encoded_objects_on_garage() {
     let Some(env) = s3_env() else { return };
     let t = target(&env, "cli-verify");
-    create(&t, &layout(1 << 20, 4096), false, &mut Vec::new()).await.unwrap();
+    create(&t, &layout(1 << 20, 4096), false, false, &mut Vec::new()).await.unwrap();
     let v = open(&t, &LayoutArgs::default()).await.unwrap();
     v.device.write_block(BlockId(0), Bytes::from(fill(4096, 3))).await.unwrap();
     v.device.write_block(BlockId(4), Bytes::from(fill(4096, 4))).await.unwrap();
@@ -90,7 +90,7 @@ async fn erase_leaves_no_object_of_the_volume_on_garage() {
     let t = target(&env, "cli-erase");
     let neighbour = target(&env, "cli-erase-neighbour");
     for v in [&t, &neighbour] {
-        create(v, &layout(4 << 20, 4096), false, &mut Vec::new()).await.unwrap();
+        create(v, &layout(4 << 20, 4096), false, false, &mut Vec::new()).await.unwrap();
     }
     let v = open(&t, &LayoutArgs::default()).await.unwrap();
     for b in (0..1024).step_by(5) {
@@ -130,7 +130,7 @@ async fn erase_leaves_no_object_of_the_volume_on_garage() {
 
 async fn copy_and_compare(env: &S3Env, from: u64, to: u64) {
     let (src, dst) = (target(env, "cli-copy-src"), target(env, "cli-copy-dst"));
-    create(&src, &layout(4 << 20, from), false, &mut Vec::new()).await.unwrap();
+    create(&src, &layout(4 << 20, from), false, false, &mut Vec::new()).await.unwrap();
     let s = open(&src, &LayoutArgs::default()).await.unwrap();
     // Data across block boundaries of both sizes, and zero gaps.
     s.device.write_at(100, Bytes::from(fill(200_000, 7))).await.unwrap();

@@ -47,7 +47,7 @@ fn fill(len: usize, seed: u8) -> Vec<u8> {
 
 async fn new_volume(t: &Target, size: &str, block_size: &str, compress: Option<u32>) {
     let l = layout(size, block_size, compress);
-    create(t, &l, false, &mut Vec::new()).await.expect("create");
+    create(t, &l, false, false, &mut Vec::new()).await.expect("create");
 }
 
 #[tokio::test]
@@ -56,7 +56,7 @@ async fn create_info_ls_cat_stat_on_memory_and_local() {
     for t in [memory("vol/"), local(&dir)] {
         new_volume(&t, "1M", "64K", Some(6)).await;
         // A second create is refused.
-        let err = create(&t, &layout("1M", "64K", None), false, &mut Vec::new()).await.unwrap_err();
+        let err = create(&t, &layout("1M", "64K", None), false, false, &mut Vec::new()).await.unwrap_err();
         assert!(err.to_string().contains("refusing to overwrite"), "{err}");
         let v = open(&t, &LayoutArgs::default()).await.unwrap();
         let block = Bytes::from(fill(64 << 10, 1));

@@ -83,7 +83,7 @@ pub use encryption::{EncryptionOptions, EncryptionParams, EncryptionScheme, KdfP
 pub use error::{classify, store_error};
 pub use fault::{FaultConfig, FaultStore, InjectedFault};
 pub use faultenv::{FaultSpec, INJECT_FAULTS_ENV};
-pub use list::{ListPlan, StoredBlock, delete_keys, list_blocks};
+pub use list::{ListPlan, StoredBlock, delete_keys, first_block_key, list_blocks};
 pub use lock::{
     LOCK_NAME, LockInfo, LockMode, LockOptions, META_MOUNT_TOKEN, MountLock, break_lock, hostname,
     probe_conditional_put, read_lock, utc_stamp,
@@ -95,8 +95,8 @@ pub use s3backer_crypto::{META_HMAC, S3BACKER_CIPHER, S3BACKER_PBKDF2_ITERATIONS
 pub use sidecar::{SIDECAR_SUFFIX, SidecarStore, StaleAttributes};
 pub use volume::{
     DEFAULT_BLOCK_SIZE, DESCRIPTOR_NAME, FORMAT_VERSION, GeometrySource, Volume, VolumeDescriptor,
-    VolumeOptions, create_volume, create_volume_with, open_volume, open_volume_with, read_block0_geometry,
-    read_descriptor,
+    VolumeOptions, adopt_volume_with, create_volume, create_volume_with, open_volume, open_volume_with,
+    read_block0_geometry, read_descriptor,
 };
 
 /// S3 Standard list price of PUT, COPY, POST and LIST requests, in dollars

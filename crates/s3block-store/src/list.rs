@@ -105,6 +105,23 @@ pub async fn list_blocks(
     Ok(all)
 }
 
+/// The key of the first block object stored under `prefix`, in either key
+/// layout (plain or hash-prefixed), or `None` when there is none. Stops at
+/// the first one found.
+pub async fn first_block_key(store: &dyn ObjectStore, prefix: &str) -> Result<Option<String>> {
+    let root = list_root(prefix);
+    let layouts = [KeyLayout::new(prefix, false), KeyLayout::new(prefix, true)];
+    let mut stream =
+        store.list(root.as_ref()).map_err(|e| store_error(e, &format!("listing of {prefix}"), None));
+    while let Some(meta) = stream.try_next().await? {
+        let key = meta.location.as_ref();
+        if layouts.iter().any(|l| l.parse(key).is_some()) {
+            return Ok(Some(key.to_owned()));
+        }
+    }
+    Ok(None)
+}
+
 /// Deletes `keys` with bulk deletes (up to 1000 keys per request); keys
 /// already absent count as deleted. Returns how many keys were sent.
 pub async fn delete_keys(store: &dyn ObjectStore, keys: Vec<String>) -> Result<u64> {

@@ -254,11 +254,41 @@ pub async fn create_volume(
 /// Creates a volume like [`create_volume`], encrypted when `encryption` is
 /// given (its parameters and key check go into the descriptor), and returns
 /// the codecs to write its blocks with.
+///
+/// Also refuses when block objects are already stored under the prefix
+/// without a descriptor or block 0 (a volume whose descriptor was lost, or
+/// an s3backer volume whose block 0 is zero): a new volume would read them
+/// as zeros and overwrite them. [`adopt_volume_with`] writes a descriptor
+/// for such blocks instead.
 pub async fn create_volume_with(
     store: &dyn ObjectStore,
     prefix: &str,
     opts: &VolumeOptions,
     encryption: Option<&EncryptionOptions>,
+) -> Result<(VolumeDescriptor, CodecChain)> {
+    write_descriptor(store, prefix, opts, encryption, false).await
+}
+
+/// Writes a descriptor for block objects already stored under `prefix`
+/// whose descriptor was lost (or for an s3backer volume whose block 0 is
+/// zero), with the geometry in `opts`, which must be the one the blocks
+/// were written with. Refuses, like [`create_volume_with`], when a
+/// descriptor or a block 0 is there.
+pub async fn adopt_volume_with(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    opts: &VolumeOptions,
+    encryption: Option<&EncryptionOptions>,
+) -> Result<(VolumeDescriptor, CodecChain)> {
+    write_descriptor(store, prefix, opts, encryption, true).await
+}
+
+async fn write_descriptor(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    opts: &VolumeOptions,
+    encryption: Option<&EncryptionOptions>,
+    adopt: bool,
 ) -> Result<(VolumeDescriptor, CodecChain)> {
     let key = descriptor_key(prefix);
     let size = opts.size.ok_or_else(|| Error::Config("creating a volume needs its size (--size)".into()))?;
@@ -276,6 +306,14 @@ pub async fn create_volume_with(
     if let Some((g, _)) = read_block0_geometry(store, prefix).await? {
         return Err(Error::Config(format!(
             "an s3backer volume already exists under prefix {prefix:?} ({g}); refusing to overwrite it"
+        )));
+    }
+    if !adopt && let Some(block_key) = crate::list::first_block_key(store, prefix).await? {
+        return Err(Error::Config(format!(
+            "block objects are already stored under prefix {prefix:?} (for example {block_key}) but there is no {key} and no block 0: \
+             they are a volume whose descriptor was lost, or an s3backer volume whose block 0 is zero; refusing to create a new volume over them. \
+             If they are a volume, write its descriptor with `s3block create --adopt` and the --size and --block-size it was written with; \
+             otherwise remove them with `s3block erase`"
         )));
     }
     let id: u128 = rand::rng().random();

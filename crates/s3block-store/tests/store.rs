@@ -228,3 +228,29 @@ async fn advisory_lock_where_conditional_create_is_ignored() {
     lock.release().await.expect("release");
     c::mount_lock(store, "adv/", None).await;
 }
+
+/// Blocks stored without a descriptor or block 0 are never taken for an
+/// empty prefix: creating a volume over them is refused, adopting them
+/// with their geometry makes them readable again.
+#[tokio::test]
+async fn create_refuses_stored_blocks_and_adopt_takes_them() {
+    use s3block_core::{BlockDevice, BlockId, Bytes, Geometry, KeyLayout};
+    use s3block_store::{
+        ObjectBlockDevice, VolumeOptions, adopt_volume_with, create_volume_with, open_volume,
+    };
+    let store: std::sync::Arc<dyn object_store::ObjectStore> =
+        std::sync::Arc::new(object_store::memory::InMemory::new());
+    let geometry = Geometry::new(1 << 20, 64 << 10).unwrap();
+    let dev = ObjectBlockDevice::new(store.clone(), KeyLayout::new("v/", false), geometry);
+    let data = Bytes::from(vec![9u8; 64 << 10]);
+    dev.write_block(BlockId(3), data.clone()).await.unwrap();
+    let opts = VolumeOptions { size: Some(1 << 20), block_size: Some(64 << 10), ..Default::default() };
+    let err = create_volume_with(store.as_ref(), "v/", &opts, None).await.unwrap_err().to_string();
+    assert!(err.contains("v/00000003") && err.contains("--adopt"), "{err}");
+    adopt_volume_with(store.as_ref(), "v/", &opts, None).await.unwrap();
+    let vol = open_volume(store.as_ref(), "v/", &VolumeOptions::default()).await.unwrap();
+    assert_eq!(vol.geometry, geometry);
+    assert_eq!(dev.read_block(BlockId(3)).await.unwrap(), data);
+    // A prefix with no blocks is still free to create.
+    create_volume_with(store.as_ref(), "w/", &opts, None).await.unwrap();
+}
