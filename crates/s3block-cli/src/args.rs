@@ -3,7 +3,8 @@
 //! [`StoreArgs`] (from the store crate) say where a volume lives, how to
 //! reach it and where its password comes from; the mount binary flattens the
 //! same struct, so both read the same flags and the same environment
-//! variables. [`LayoutArgs`] say how a volume is laid out.
+//! variables. [`LayoutArgs`] say how a volume is laid out; [`VolumeArgs`]
+//! holds both for the commands that open one volume.
 
 use std::path::PathBuf;
 
@@ -82,6 +83,18 @@ pub struct LayoutArgs {
     pub compress: Option<u32>,
 }
 
+/// How to reach a volume and how it is laid out: the options every command
+/// that opens one volume takes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct VolumeArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub store_args: StoreArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub layout: LayoutArgs,
+}
+
 /// `--json` for commands that print data.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Args)]
 pub struct OutputArgs {
@@ -103,10 +116,7 @@ pub struct CreateArgs {
     pub adopt: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub store_args: StoreArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub layout: LayoutArgs,
+    pub volume: VolumeArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub output: OutputArgs,
@@ -119,10 +129,7 @@ pub struct InfoArgs {
     pub store: String,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub store_args: StoreArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub layout: LayoutArgs,
+    pub volume: VolumeArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub output: OutputArgs,
@@ -144,10 +151,7 @@ pub struct LsArgs {
     pub long: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub store_args: StoreArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub layout: LayoutArgs,
+    pub volume: VolumeArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub output: OutputArgs,
@@ -166,10 +170,7 @@ pub struct CatArgs {
     pub raw: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub store_args: StoreArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub layout: LayoutArgs,
+    pub volume: VolumeArgs,
 }
 
 /// `s3block stat`.
@@ -182,10 +183,7 @@ pub struct StatArgs {
     pub block: u32,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub store_args: StoreArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub layout: LayoutArgs,
+    pub volume: VolumeArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub output: OutputArgs,
@@ -204,10 +202,7 @@ pub struct VerifyArgs {
     pub quiet: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub store_args: StoreArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub layout: LayoutArgs,
+    pub volume: VolumeArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub output: OutputArgs,
@@ -226,10 +221,7 @@ pub struct EraseArgs {
     pub quiet: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub store_args: StoreArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub layout: LayoutArgs,
+    pub volume: VolumeArgs,
 }
 
 /// `s3block unlock`.
@@ -486,7 +478,7 @@ mod tests {
         .unwrap();
         let Command::Create(args) = cli.command else { panic!("not create: {cli:?}") };
         assert_eq!(args.store, "s3://bucket/vol/");
-        let (store, layout) = (args.store_args, args.layout);
+        let (store, layout) = (args.volume.store_args, args.volume.layout);
         assert_eq!(layout.size, Some(30 << 30));
         assert_eq!(layout.block_size, Some(256 << 10));
         assert_eq!(layout.compress, Some(6));
@@ -513,11 +505,11 @@ mod tests {
             ])
             .unwrap_or_else(|e| panic!("{command}: {e}"));
             let store = match cli.command {
-                Command::Create(a) => a.store_args,
-                Command::Info(a) => a.store_args,
-                Command::Ls(a) => a.store_args,
-                Command::Verify(a) => a.store_args,
-                Command::Erase(a) => a.store_args,
+                Command::Create(a) => a.volume.store_args,
+                Command::Info(a) => a.volume.store_args,
+                Command::Ls(a) => a.volume.store_args,
+                Command::Verify(a) => a.volume.store_args,
+                Command::Erase(a) => a.volume.store_args,
                 Command::Unlock(a) => a.store_args,
                 other => panic!("unexpected {other:?}"),
             };
@@ -530,7 +522,7 @@ mod tests {
         }
         let cli = Cli::try_parse_from(["s3block", "cat", "memory://", "3", "--encrypt"]).unwrap();
         let Command::Cat(a) = cli.command else { panic!("not cat") };
-        assert_eq!((a.block, a.store_args.encrypt), (3, Some(None)));
+        assert_eq!((a.block, a.volume.store_args.encrypt), (3, Some(None)));
         let err = Cli::try_parse_from(["s3block", "info", "memory://", "--password=secret"]).unwrap_err();
         assert!(err.to_string().contains("--password-file") && !err.to_string().contains("secret"), "{err}");
     }

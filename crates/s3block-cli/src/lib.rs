@@ -123,35 +123,35 @@ fn ask(question: &str, expected: &str) -> bool {
 async fn store_command(command: Command, out: &mut dyn Write) -> CliResult {
     match command {
         Command::Create(a) => {
-            let t = open_target(&a.store, &a.store_args)?;
-            volume::create(&t, &a.layout, a.adopt, a.output.json, out).await
+            let t = open_target(&a.store, &a.volume.store_args)?;
+            volume::create(&t, &a.volume.layout, a.adopt, a.output.json, out).await
         }
         Command::Info(a) => {
-            let t = open_target(&a.store, &a.store_args)?;
-            volume::info(&t, &a.layout, a.output.json, out).await
+            let t = open_target(&a.store, &a.volume.store_args)?;
+            volume::info(&t, &a.volume.layout, a.output.json, out).await
         }
         Command::Ls(a) => {
-            let t = open_target(&a.store, &a.store_args)?;
-            volume::ls(&t, &a.layout, a.range, a.summary, a.long, a.output.json, out).await
+            let t = open_target(&a.store, &a.volume.store_args)?;
+            volume::ls(&t, &a.volume.layout, a.range, a.summary, a.long, a.output.json, out).await
         }
         Command::Cat(a) => {
-            let t = open_target(&a.store, &a.store_args)?;
-            volume::cat(&t, &a.layout, a.block, a.raw, out).await
+            let t = open_target(&a.store, &a.volume.store_args)?;
+            volume::cat(&t, &a.volume.layout, a.block, a.raw, out).await
         }
         Command::Stat(a) => {
-            let t = open_target(&a.store, &a.store_args)?;
-            volume::stat(&t, &a.layout, a.block, a.output.json, out).await
+            let t = open_target(&a.store, &a.volume.store_args)?;
+            volume::stat(&t, &a.volume.layout, a.block, a.output.json, out).await
         }
         Command::Verify(a) => {
-            let t = open_target(&a.store, &a.store_args)?;
-            maint::verify(&t, &a.layout, a.parallel.into(), a.quiet, a.output.json, out).await
+            let t = open_target(&a.store, &a.volume.store_args)?;
+            maint::verify(&t, &a.volume.layout, a.parallel.into(), a.quiet, a.output.json, out).await
         }
         Command::Erase(a) => {
-            let t = open_target(&a.store, &a.store_args)?;
+            let t = open_target(&a.store, &a.volume.store_args)?;
             let url = a.store.clone();
             let mut confirm =
                 |n: u64| ask(&format!("Erase all {n} blocks of {url}? This cannot be undone."), "erase");
-            maint::erase(&t, &a.layout, a.force, a.quiet, &mut confirm, out).await
+            maint::erase(&t, &a.volume.layout, a.force, a.quiet, &mut confirm, out).await
         }
         Command::Unlock(a) => {
             let t = open_target(&a.store, &a.store_args)?;
