@@ -77,6 +77,7 @@ pub struct Mount {
     dir: tempfile::TempDir,
     child: Option<Child>,
     log: PathBuf,
+    exit_limit: Duration,
 }
 
 impl Mount {
@@ -85,18 +86,32 @@ impl Mount {
     ///
     /// # Panics
     /// When the program exits first or is not mounted in 60 s (with its log).
-    pub fn spawn(mut cmd: Command, dir: tempfile::TempDir) -> Mount {
+    pub fn spawn(cmd: Command, dir: tempfile::TempDir) -> Mount {
+        Mount::spawn_within(cmd, dir, Duration::from_secs(60), Duration::from_secs(180))
+    }
+
+    /// [`Mount::spawn`] with the time the program has to mount and, in
+    /// [`Mount::wait_exit`], to exit.
+    ///
+    /// # Panics
+    /// When the program exits first or is not mounted within `mount_limit`.
+    pub fn spawn_within(
+        mut cmd: Command,
+        dir: tempfile::TempDir,
+        mount_limit: Duration,
+        exit_limit: Duration,
+    ) -> Mount {
         let log = dir.path().with_extension("log");
         let file = std::fs::File::create(&log).expect("create the mount log");
         let child = cmd.stderr(file).spawn().expect("start the mount program");
-        let mut mount = Mount { dir, child: Some(child), log };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut mount = Mount { dir, child: Some(child), log, exit_limit };
+        let deadline = Instant::now() + mount_limit;
         while !is_mounted(mount.path()) {
             if let Some(status) = mount.child_mut().try_wait().expect("poll the mount program") {
                 mount.child = None;
                 panic!("the mount program exited with {status} before mounting:\n{}", mount.log());
             }
-            assert!(Instant::now() < deadline, "not mounted after 60s:\n{}", mount.log());
+            assert!(Instant::now() < deadline, "not mounted after {mount_limit:?}:\n{}", mount.log());
             std::thread::sleep(Duration::from_millis(50));
         }
         mount
@@ -136,6 +151,12 @@ impl Mount {
             .unwrap_or(0)
     }
 
+    /// Sends the signal `name` (`TERM`, `INT`, ...) to the mount program.
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status();
+        assert!(ok.is_ok_and(|s| s.success()), "kill -{name} failed");
+    }
+
     /// `kill -9`: the process dies at once, with whatever it had not stored.
     pub fn kill9(&mut self) {
         let child = self.child_mut();
@@ -144,9 +165,10 @@ impl Mount {
         self.child = None;
     }
 
-    /// Waits for the process to exit (up to three minutes).
+    /// Waits for the process to exit (up to three minutes, or the exit limit
+    /// given to [`Mount::spawn_within`]).
     pub fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(180);
+        let deadline = Instant::now() + self.exit_limit;
         loop {
             if let Some(status) = self.child_mut().try_wait().expect("poll the mount program") {
                 self.child = None;

@@ -13,33 +13,9 @@ use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use s3block_tests::kernel::{is_mounted, kernel_available};
+
 const BIN: &str = env!("CARGO_BIN_EXE_s3block-fuse");
-
-fn fuse_available() -> bool {
-    let missing = if !Path::new("/dev/fuse").exists() {
-        Some("/dev/fuse does not exist")
-    } else if Command::new("fusermount3").arg("-V").output().is_err() {
-        Some("fusermount3 is not installed (apt-get install fuse3)")
-    } else {
-        None
-    };
-    match missing {
-        None => true,
-        Some(what) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("cannot run the FUSE mount test under CI: {what}")
-        }
-        Some(what) => {
-            eprintln!("skipping the encrypted FUSE mount test: {what}");
-            false
-        }
-    }
-}
-
-fn is_mounted(dir: &Path) -> bool {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let dir = dir.to_str().expect("temp dir path is UTF-8");
-    mounts.lines().any(|l| l.split(' ').nth(4) == Some(dir))
-}
 
 /// Mounts in the background (the program returns once mounted or failed);
 /// its exit status and what it wrote to standard error (a file: the
@@ -85,7 +61,7 @@ impl Drop for Unmount<'_> {
 
 #[test]
 fn encrypted_volume_mounts_with_its_password_only() {
-    if !fuse_available() {
+    if !kernel_available(&[]) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

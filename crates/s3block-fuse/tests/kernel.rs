@@ -9,100 +9,22 @@
 use std::fs::OpenOptions;
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use s3block_tests::kernel::{Mount, fuse_command, is_mounted, kernel_available};
 
 const BIN: &str = env!("CARGO_BIN_EXE_s3block-fuse");
 const SIZE: u64 = 16 << 20;
 
-/// True when FUSE mounts can be tested here; panics under CI when not.
-fn fuse_available() -> bool {
-    let missing = if !Path::new("/dev/fuse").exists() {
-        Some("/dev/fuse does not exist")
-    } else if Command::new("fusermount3").arg("-V").output().is_err() {
-        Some("fusermount3 is not installed (apt-get install fuse3)")
-    } else {
-        None
-    };
-    match missing {
-        None => true,
-        Some(what) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("cannot run the FUSE mount test under CI: {what}")
-        }
-        Some(what) => {
-            eprintln!("skipping the FUSE mount test: {what}");
-            false
-        }
-    }
-}
-
-fn is_mounted(dir: &Path) -> bool {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let dir = dir.to_str().expect("temp dir path is UTF-8");
-    mounts.lines().any(|l| l.split(' ').nth(4) == Some(dir))
-}
-
-/// A mounted s3block-fuse; unmounts and kills whatever is left on drop.
-struct Mount {
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Mount {
-    fn start(extra: &[&str]) -> Mount {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().with_extension("log");
-        let mut cmd = Command::new(BIN);
-        cmd.args(["-f", "--size=16M", "--block-size=64K"]).args(extra).arg("memory://").arg(dir.path());
-        cmd.stdin(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
-        let child = cmd.spawn().expect("start s3block-fuse");
-        let mut mount = Mount { dir, child: Some(child), log };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !is_mounted(mount.path()) {
-            if let Some(status) = mount.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("s3block-fuse exited with {status} before mounting:\n{}", mount.log());
-            }
-            assert!(Instant::now() < deadline, "not mounted after 15s:\n{}", mount.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        mount
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_exit(&mut self) -> ExitStatus {
-        let child = self.child.as_mut().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                self.child = None;
-                return status;
-            }
-            assert!(Instant::now() < deadline, "s3block-fuse did not exit:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        if is_mounted(self.dir.path()) {
-            let _ = Command::new("fusermount3").arg("-uz").arg(self.dir.path()).status();
-        }
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_file(&self.log);
-    }
+/// s3block-fuse in the foreground on a 16M `memory://` volume of 64K blocks:
+/// up within 15 s, and given 30 s to exit once told to.
+fn start(extra: &[&str]) -> Mount {
+    let dir = tempfile::tempdir().unwrap();
+    let args: Vec<&str> =
+        ["--size=16M", "--block-size=64K"].into_iter().chain(extra.iter().copied()).collect();
+    let cmd = fuse_command(BIN, "memory://", dir.path(), &args);
+    Mount::spawn_within(cmd, dir, Duration::from_secs(15), Duration::from_secs(30))
 }
 
 fn pattern(len: usize) -> Vec<u8> {
@@ -111,10 +33,10 @@ fn pattern(len: usize) -> Vec<u8> {
 
 #[test]
 fn mount_write_fsync_read_unmount() {
-    if !fuse_available() {
+    if !kernel_available(&[]) {
         return;
     }
-    let mut mount = Mount::start(&[]);
+    let mut mount = start(&[]);
     let file = mount.path().join("file");
     assert_eq!(std::fs::metadata(&file).unwrap().len(), SIZE);
 
@@ -168,10 +90,10 @@ fn mount_write_fsync_read_unmount() {
 
 #[test]
 fn parallel_writers_get_their_bytes_back() {
-    if !fuse_available() {
+    if !kernel_available(&[]) {
         return;
     }
-    let mut mount = Mount::start(&[]);
+    let mut mount = start(&[]);
     let file = mount.path().join("file");
     // Eight writers, each on its own region, regions sharing blocks at their edges.
     let region = 200_000u64;
@@ -200,17 +122,17 @@ fn parallel_writers_get_their_bytes_back() {
 
 #[test]
 fn sigterm_unmounts_and_exits_zero() {
-    if !fuse_available() {
+    if !kernel_available(&[]) {
         return;
     }
-    let mut mount = Mount::start(&[]);
+    let mut mount = start(&[]);
     std::fs::OpenOptions::new()
         .write(true)
         .open(mount.path().join("file"))
         .unwrap()
         .write_all(b"hello")
         .unwrap();
-    let pid = mount.child.as_ref().unwrap().id().to_string();
+    let pid = mount.pid().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let status = mount.wait_exit();
     assert!(status.success(), "exit {status}:\n{}", mount.log());
@@ -219,10 +141,10 @@ fn sigterm_unmounts_and_exits_zero() {
 
 #[test]
 fn read_only_mount_refuses_writes() {
-    if !fuse_available() {
+    if !kernel_available(&[]) {
         return;
     }
-    let mut mount = Mount::start(&["-o", "ro,stats_filename="]);
+    let mut mount = start(&["-o", "ro,stats_filename="]);
     let file = mount.path().join("file");
     let err = OpenOptions::new().write(true).open(&file).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
@@ -236,7 +158,7 @@ fn read_only_mount_refuses_writes() {
 
 #[test]
 fn background_mode_returns_once_mounted_and_reports_errors() {
-    if !fuse_available() {
+    if !kernel_available(&[]) {
         return;
     }
     // A mount error is reported by the waiting parent, with exit code 1.

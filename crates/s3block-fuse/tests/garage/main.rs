@@ -19,7 +19,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use harness::{FsMount, Loop, Mount, checksum, mount_fails, pattern, run, setup, stored_objects, volume_url};
+use harness::{
+    FsMount, Loop, checksum, mkfs_ext4, mount, mount_fails, pattern, run, setup, stored_objects, volume_url,
+};
 
 const EXT4_TOOLS: &[&str] = &["losetup", "mkfs.ext4", "e2fsck", "mount", "umount"];
 
@@ -39,10 +41,6 @@ fn make_tree(root: &Path, count: usize) -> BTreeMap<String, u64> {
     sums
 }
 
-fn mkfs(device: &str) {
-    run("mkfs.ext4", &["-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", device]);
-}
-
 #[test]
 fn ext4_end_to_end() {
     let Some(env) = setup(EXT4_TOOLS) else { return };
@@ -53,9 +51,9 @@ fn ext4_end_to_end() {
     let sums = make_tree(source.path(), 2000);
     let started = Instant::now();
     {
-        let fuse = Mount::start(&env, &url, &args);
+        let fuse = mount(&env, &url, &args);
         let lo = Loop::attach(&fuse.file());
-        mkfs(&lo.device);
+        mkfs_ext4(&lo.device);
         let fs = FsMount::mount(&lo.device);
         let target = fs.path().join("tree");
         run("cp", &["-a", &format!("{}/.", source.path().display()), target.to_str().unwrap()]);
@@ -70,7 +68,7 @@ fn ext4_end_to_end() {
     eprintln!("ext4 filled in {:.1}s: {blocks} block objects", started.elapsed().as_secs_f32());
 
     // Everything again, from the bucket alone: geometry detected, fsck clean, every file intact.
-    let fuse = Mount::start(&env, &url, &["--list-blocks"]);
+    let fuse = mount(&env, &url, &["--list-blocks"]);
     let lo = Loop::attach(&fuse.file());
     let fsck = run("e2fsck", &["-fn", &lo.device]);
     assert!(fsck.contains("files"), "{fsck}");
@@ -92,9 +90,9 @@ fn ext4_end_to_end() {
 fn fstrim_deletes_objects() {
     let Some(env) = setup(&["losetup", "mkfs.ext4", "mount", "umount", "fstrim"]) else { return };
     let (url, prefix) = volume_url(&env, "fstrim_deletes_objects");
-    let fuse = Mount::start(&env, &url, &["--size=256M", "--block-size=64K", "--cache-size=16M"]);
+    let fuse = mount(&env, &url, &["--size=256M", "--block-size=64K", "--cache-size=16M"]);
     let lo = Loop::attach(&fuse.file());
-    mkfs(&lo.device);
+    mkfs_ext4(&lo.device);
     let fs = FsMount::mount(&lo.device);
     for i in 0..16u64 {
         std::fs::write(fs.path().join(format!("big{i}")), pattern(i + 100, 1 << 20)).unwrap();
@@ -124,7 +122,7 @@ fn fstrim_deletes_objects() {
 fn second_mount_is_refused_naming_the_holder() {
     let Some(env) = setup(&[]) else { return };
     let (url, _) = volume_url(&env, "second_mount_is_refused");
-    let first = Mount::start(&env, &url, &["--size=64M"]);
+    let first = mount(&env, &url, &["--size=64M"]);
     let out = mount_fails(&env, &url, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -133,7 +131,7 @@ fn second_mount_is_refused_naming_the_holder() {
     assert!(stderr.contains("s3block unlock"), "{stderr}");
     first.unmount();
     // Released at exit: the next mount gets it.
-    Mount::start(&env, &url, &[]).unmount();
+    mount(&env, &url, &[]).unmount();
 }
 
 #[test]
@@ -141,14 +139,14 @@ fn read_only_mount_refuses_writes_and_takes_no_lock() {
     let Some(env) = setup(&[]) else { return };
     let (url, _) = volume_url(&env, "read_only_mount");
     let data = pattern(7, 300_000);
-    let rw = Mount::start(&env, &url, &["--size=64M", "--block-size=64K"]);
+    let rw = mount(&env, &url, &["--size=64M", "--block-size=64K"]);
     let f = OpenOptions::new().write(true).open(rw.file()).unwrap();
     f.write_all_at(&data, 1_000_000).unwrap();
     f.sync_data().unwrap();
     drop(f);
 
     // Beside the read-write mount: it starts, reads what was fsync'd, refuses writes.
-    let ro = Mount::start(&env, &url, &["-o", "ro"]);
+    let ro = mount(&env, &url, &["-o", "ro"]);
     let err = OpenOptions::new().write(true).open(ro.file()).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
     let mut back = vec![0; data.len()];
@@ -164,7 +162,7 @@ fn parallel_writers_get_exact_bytes_after_remount() {
     let Some(env) = setup(&[]) else { return };
     let (url, _) = volume_url(&env, "parallel_writers");
     let region = 300_000u64;
-    let fuse = Mount::start(&env, &url, &["--size=64M", "--block-size=64K", "--upload-concurrency=4"]);
+    let fuse = mount(&env, &url, &["--size=64M", "--block-size=64K", "--upload-concurrency=4"]);
     let file = fuse.file();
     std::thread::scope(|s| {
         for w in 0..8u64 {
@@ -180,7 +178,7 @@ fn parallel_writers_get_exact_bytes_after_remount() {
         }
     });
     fuse.unmount();
-    let fuse = Mount::start(&env, &url, &[]);
+    let fuse = mount(&env, &url, &[]);
     let mut all = vec![0; (8 * region) as usize];
     std::fs::File::open(fuse.file()).unwrap().read_exact_at(&mut all, 0).unwrap();
     for w in 0..8u64 {
@@ -194,13 +192,13 @@ fn parallel_writers_get_exact_bytes_after_remount() {
 fn mismatched_block_size_fails_before_mounting() {
     let Some(env) = setup(&[]) else { return };
     let (url, _) = volume_url(&env, "mismatched_block_size");
-    Mount::start(&env, &url, &["--size=64M", "--block-size=64K"]).unmount();
+    mount(&env, &url, &["--size=64M", "--block-size=64K"]).unmount();
     let out = mount_fails(&env, &url, &["--block-size=128K"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("64K") && stderr.contains("128K") && stderr.contains("--block-size"), "{stderr}");
     // The refused start left the volume unlocked.
-    Mount::start(&env, &url, &[]).unmount();
+    mount(&env, &url, &[]).unmount();
 }
 
 #[test]
@@ -208,7 +206,7 @@ fn sigterm_during_writes_keeps_every_fsynced_byte() {
     let Some(env) = setup(&[]) else { return };
     let (url, _) = volume_url(&env, "sigterm_during_writes");
     const CHUNK: usize = 100_000;
-    let mut fuse = Mount::start(&env, &url, &["--size=64M", "--block-size=64K"]);
+    let mut fuse = mount(&env, &url, &["--size=64M", "--block-size=64K"]);
     let durable = Arc::new(Mutex::new(Vec::<u64>::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
@@ -245,7 +243,7 @@ fn sigterm_during_writes_keeps_every_fsynced_byte() {
     let status = fuse.wait_exit();
     assert!(status.success(), "exit {status}:\n{}", fuse.log());
 
-    let fuse = Mount::start(&env, &url, &[]);
+    let fuse = mount(&env, &url, &[]);
     let f = std::fs::File::open(fuse.file()).unwrap();
     let chunks = durable.lock().unwrap().clone();
     let mut buf = vec![0; CHUNK];
