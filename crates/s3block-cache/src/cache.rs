@@ -51,8 +51,9 @@ impl<D> Shared<D> {
 ///   blocks are evicted, least recently used first.
 /// - Writes are stored in memory and uploaded in the background by at most
 ///   [`CacheConfig::upload_concurrency`] uploads at once, after
-///   [`CacheConfig::write_delay`], so rewrites are uploaded once. Beyond
-///   [`CacheConfig::max_dirty`] dirty bytes, writers wait.
+///   [`CacheConfig::write_delay`], so rewrites are uploaded once; above half
+///   of [`CacheConfig::max_dirty`] uploads start without the delay, and
+///   beyond it writers wait.
 /// - A partial write to a block not in memory keeps only the bytes written;
 ///   the rest of the block is fetched and merged when it is uploaded or read.
 /// - Blocks known to be zero below cost no memory and no requests.

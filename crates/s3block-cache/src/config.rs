@@ -39,6 +39,7 @@ pub struct CacheConfig {
     /// Uploads in flight at once.
     pub upload_concurrency: usize,
     /// How long a dirty block waits before it is uploaded, so rewrites coalesce.
+    /// Not applied while dirty data is above half of the dirty limit.
     pub write_delay: Duration,
     /// Largest read-ahead window in bytes; 0 turns read-ahead off.
     pub read_ahead: u64,

@@ -59,9 +59,16 @@ impl<D: BlockDevice + 'static> Shared<D> {
     }
 
     /// Starts what can start now; returns when to look again.
+    ///
+    /// The write delay is skipped when a flush or a writer waits, and while
+    /// dirty data is above half the dirty limit: a streaming writer then
+    /// keeps every upload slot busy instead of filling the limit, stalling,
+    /// and leaving the slots idle while it refills. A rewrite-heavy writer
+    /// stays below the mark and keeps its coalescing.
     fn start_uploads(self: &Arc<Self>, st: &mut State, now: Instant) -> Option<Instant> {
         let max = self.config.upload_concurrency;
-        let force = st.flushers > 0 || st.waiting_writers > 0;
+        let high_water = st.dirty_bytes > self.limits.max_dirty / 2;
+        let force = st.flushers > 0 || st.waiting_writers > 0 || high_water;
         let mut deadline: Option<Instant> = None;
         let mut deferred = Vec::new();
         while st.in_flight < max {

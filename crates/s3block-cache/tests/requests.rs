@@ -62,6 +62,40 @@ async fn rewrites_within_the_write_delay_are_uploaded_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dirty_data_above_half_the_limit_is_uploaded_without_the_write_delay() {
+    let (below, mem) = counted(32);
+    let g = below.geometry();
+    let mut cfg = config(&g, 16, 8);
+    cfg.write_delay = Duration::from_secs(60);
+    let cache = BlockCache::new(Arc::clone(&below), cfg).unwrap();
+    // Half the dirty limit (4 of 8 blocks) keeps the write delay.
+    for b in 0..4 {
+        cache.write_block(BlockId(b), block_data(&g, b, 1)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(below.counts().writes, 0, "at half the limit the write delay still holds");
+    // Past the mark a streaming writer's blocks go out at once, with no
+    // flush and no writer waiting.
+    cache.write_block(BlockId(4), block_data(&g, 4, 1)).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while below.counts().writes == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "nothing uploaded above half the dirty limit");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(cache.stats().write_waits, 0, "no writer had to wait");
+    // Once dirty data is back at half the limit or below, the rest waits
+    // for its write delay again.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let uploaded = below.counts().writes;
+    assert!((1..=4).contains(&uploaded), "{uploaded} uploads");
+    assert_eq!(cache.stats().dirty_blocks, 5 - uploaded);
+    cache.flush().await.unwrap();
+    assert_eq!(below.counts().writes, 5, "each block uploaded once");
+    assert_eq!(mem.read_block(BlockId(4)).await.unwrap(), block_data(&g, 4, 1));
+    cache.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zeros_over_a_fresh_volume_make_no_requests() {
     let (below, _mem) = counted(32);
     let g = below.geometry();
