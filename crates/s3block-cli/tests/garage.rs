@@ -5,13 +5,16 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use bytes::Bytes;
+use common::{fill, plant_bad_blocks_and_verify, put};
 use futures::TryStreamExt;
+use object_store::ObjectStore;
 use object_store::path::Path;
-use object_store::{Attribute, AttributeValue, Attributes, ObjectStore, PutOptions};
 use s3block_cli::copy::{CopyOptions, copy};
 use s3block_cli::exit::{OK, PROBLEMS};
-use s3block_cli::maint::{erase, verify, verify_blocks};
+use s3block_cli::maint::{erase, verify};
 use s3block_cli::target::{Target, open as open_url};
 use s3block_cli::volume::{create, open};
 use s3block_cli::{LayoutArgs, StoreArgs};
@@ -34,21 +37,6 @@ fn layout(size: u64, block_size: u64) -> LayoutArgs {
     LayoutArgs { size: Some(size), block_size: Some(block_size), ..Default::default() }
 }
 
-fn fill(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| ((i / 7) as u8).wrapping_mul(31).wrapping_add(seed)).collect()
-}
-
-async fn put(store: &dyn ObjectStore, key: &str, body: Vec<u8>, encoding: Option<&str>) {
-    let mut attributes = Attributes::new();
-    if let Some(e) = encoding {
-        attributes.insert(Attribute::ContentEncoding, AttributeValue::from(e.to_owned()));
-    }
-    store
-        .put_opts(&Path::from(key), body.into(), PutOptions { attributes, ..Default::default() })
-        .await
-        .unwrap();
-}
-
 async fn keys_under(env: &S3Env, prefix: &str) -> Vec<String> {
     let store = env.store();
     let listed: Vec<_> = store.list(Some(&Path::from(prefix))).try_collect().await.unwrap();
@@ -60,26 +48,12 @@ async fn verify_names_truncated_garbage_and_wrongly_encoded_objects_on_garage() 
     let Some(env) = s3_env() else { return };
     let t = target(&env, "cli-verify");
     create(&t, &layout(1 << 20, 4096), false, false, &mut Vec::new()).await.unwrap();
-    let v = open(&t, &LayoutArgs::default()).await.unwrap();
-    v.device.write_block(BlockId(0), Bytes::from(fill(4096, 3))).await.unwrap();
-    v.device.write_block(BlockId(4), Bytes::from(fill(4096, 4))).await.unwrap();
-    let key = |b| v.volume.layout.key(BlockId(b));
-    let store = t.store.as_ref();
-    put(store, &key(1), fill(100, 1), None).await; // truncated
-    put(store, &key(2), b"definitely not zlib".to_vec(), Some("deflate")).await; // garbage
-    put(store, &key(3), fill(4096, 2), Some("br")).await; // wrong Content-Encoding
-    let report = verify_blocks(&t, &LayoutArgs::default(), 4, true).await.unwrap();
-    assert_eq!(report.checked, 5);
-    let bad: Vec<(u32, &str)> = report.bad.iter().map(|b| (b.block, b.key.as_str())).collect();
-    assert_eq!(bad, vec![(1, key(1).as_str()), (2, key(2).as_str()), (3, key(3).as_str())]);
-    assert!(report.bad[0].reason.contains("100 bytes"), "{:?}", report.bad[0]);
-    assert!(report.bad[1].reason.contains("decompress"), "{:?}", report.bad[1]);
-    assert!(report.bad[2].reason.contains("br"), "{:?}", report.bad[2]);
+    let keys = plant_bad_blocks_and_verify(&t, &[0, 4]).await;
     let mut out = Vec::new();
     assert_eq!(verify(&t, &LayoutArgs::default(), 4, true, false, &mut out).await.unwrap(), PROBLEMS);
     let text = String::from_utf8(out).unwrap();
-    for b in 1..=3 {
-        assert!(text.contains(&key(b)), "verify does not name {}: {text}", key(b));
+    for key in &keys {
+        assert!(text.contains(key), "verify does not name {key}: {text}");
     }
     erase(&t, &LayoutArgs::default(), true, true, &mut |_| true, &mut Vec::new()).await.unwrap();
 }

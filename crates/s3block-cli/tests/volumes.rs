@@ -4,16 +4,18 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{fill, plant_bad_blocks_and_verify, put};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
+use object_store::ObjectStore;
 use object_store::memory::InMemory;
-use object_store::path::Path;
-use object_store::{Attribute, AttributeValue, Attributes, ObjectStore, PutOptions};
 use s3block_cli::copy::{CopyOptions, copy};
 use s3block_cli::exit::{LOCKED, OK, PROBLEMS};
-use s3block_cli::maint::{erase, verify, verify_blocks};
+use s3block_cli::maint::{erase, verify};
 use s3block_cli::target::{Target, open as open_url};
 use s3block_cli::volume::{cat, create, info, ls, open, stat, unlock};
 use s3block_cli::{LayoutArgs, StoreArgs};
@@ -38,11 +40,6 @@ fn layout(size: &str, block_size: &str, compress: Option<u32>) -> LayoutArgs {
 
 fn text(out: Vec<u8>) -> String {
     String::from_utf8(out).expect("utf-8 output")
-}
-
-/// A pattern that differs per byte and per block, with zero blocks between.
-fn fill(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| ((i / 7) as u8).wrapping_mul(31).wrapping_add(seed)).collect()
 }
 
 async fn new_volume(t: &Target, size: &str, block_size: &str, compress: Option<u32>) {
@@ -111,40 +108,16 @@ async fn create_info_ls_cat_stat_on_memory_and_local() {
     }
 }
 
-async fn put(store: &dyn ObjectStore, key: &str, body: Vec<u8>, encoding: Option<&str>) {
-    let mut attributes = Attributes::new();
-    if let Some(e) = encoding {
-        attributes.insert(Attribute::ContentEncoding, AttributeValue::from(e.to_owned()));
-    }
-    store
-        .put_opts(&Path::from(key), body.into(), PutOptions { attributes, ..Default::default() })
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn verify_names_truncated_garbage_and_wrongly_encoded_blocks() {
     let dir = tempfile::tempdir().unwrap();
     for t in [memory(""), local(&dir)] {
         new_volume(&t, "1M", "4K", None).await;
-        let v = open(&t, &LayoutArgs::default()).await.unwrap();
-        v.device.write_block(BlockId(0), Bytes::from(fill(4096, 3))).await.unwrap();
-        let key = |b| v.volume.layout.key(BlockId(b));
-        let store = t.store.as_ref();
-        put(store, &key(1), fill(100, 1), None).await; // truncated
-        put(store, &key(2), b"definitely not zlib".to_vec(), Some("deflate")).await; // garbage
-        put(store, &key(3), fill(4096, 2), Some("br")).await; // wrong Content-Encoding
-        let report = verify_blocks(&t, &LayoutArgs::default(), 4, true).await.unwrap();
-        assert_eq!(report.checked, 4);
-        let bad: Vec<(u32, &str)> = report.bad.iter().map(|b| (b.block, b.key.as_str())).collect();
-        assert_eq!(bad, vec![(1, key(1).as_str()), (2, key(2).as_str()), (3, key(3).as_str())]);
-        assert!(report.bad[0].reason.contains("100 bytes"), "{:?}", report.bad[0]);
-        assert!(report.bad[1].reason.contains("decompress"), "{:?}", report.bad[1]);
-        assert!(report.bad[2].reason.contains("br"), "{:?}", report.bad[2]);
+        let [_, key2, _] = plant_bad_blocks_and_verify(&t, &[0]).await;
         let mut out = Vec::new();
         assert_eq!(verify(&t, &LayoutArgs::default(), 4, true, false, &mut out).await.unwrap(), PROBLEMS);
         let s = text(out);
-        assert!(s.contains(&key(2)) && s.contains("3 of 4 blocks are bad"), "{s}");
+        assert!(s.contains(&key2) && s.contains("3 of 4 blocks are bad"), "{s}");
     }
 }
 
