@@ -177,7 +177,7 @@ impl Policy {
                 t.bucket, t.endpoint
             ),
             StoreErrorKind::Unauthorized => format!(
-                "{} refused the credentials for bucket {:?}: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the access file (~/.s3backer_passwd, --accessFile) and the key's permissions on the bucket",
+                "{} refused the credentials for bucket {:?}: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the access file (--access-file, default ~/.s3backer_passwd) and the key's permissions on the bucket",
                 t.endpoint, t.bucket
             ),
             _ => return err,
