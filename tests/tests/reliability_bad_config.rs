@@ -230,11 +230,11 @@ fn missing_mount_point_is_refused_naming_it() {
     assert_data_intact(&url);
 }
 
-/// fuse3 mounts over a non-empty directory (s3backer's fuse2 refused without
-/// `-o nonempty`); s3block does too. What matters for data: the files
-/// underneath are hidden while mounted and untouched afterwards.
+/// A mount point that is not empty is refused, naming it, before the
+/// volume is opened (s3backer's fuse2 refused it too); with `--nonempty`
+/// the files underneath are hidden while mounted and untouched afterwards.
 #[test]
-fn non_empty_mount_point_keeps_its_files() {
+fn non_empty_mount_point_is_refused_unless_asked() {
     if !kernel_available(&[]) {
         return;
     }
@@ -242,7 +242,16 @@ fn non_empty_mount_point_keeps_its_files() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("keep.txt"), b"underneath").unwrap();
     let kept = dir.path().to_owned();
-    let mut cmd = fuse_command(FUSE, &url, &kept, &[]);
+    let out = std::process::Command::new(FUSE).args(["-f", &url, kept.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot mount on {}: the directory is not empty", kept.display()))
+            && stderr.contains("--nonempty"),
+        "{stderr}"
+    );
+    assert_no_panic("the refused mount", &stderr);
+    let mut cmd = fuse_command(FUSE, &url, &kept, &["--nonempty"]);
     cmd.stderr(std::process::Stdio::null());
     let mut child = cmd.spawn().unwrap();
     while !is_mounted(&kept) {
@@ -254,6 +263,7 @@ fn non_empty_mount_point_keeps_its_files() {
     assert!(hidden, "the mount does not cover the directory");
     assert!(child.wait().unwrap().success());
     assert_eq!(std::fs::read(kept.join("keep.txt")).unwrap(), b"underneath");
+    assert_data_intact(&url);
 }
 
 #[test]

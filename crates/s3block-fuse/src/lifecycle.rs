@@ -119,6 +119,11 @@ pub(crate) fn run_mount(opts: Options) -> ExitCode {
         Some(p) => Ok(String::from_utf8_lossy(p.as_bytes()).into_owned()),
         None => terminal_prompt(text),
     };
+    // Checked before the volume is opened, so a typo creates nothing in the
+    // bucket and takes no lock.
+    if let Err(e) = check_mountpoint(&opts.mountpoint, opts.nonempty) {
+        return fail(e);
+    }
     let stack = match runtime.block_on(build_stack_with(&opts, &mut prompt)) {
         Ok(stack) => stack,
         Err(e) => return fail(format!("cannot open the volume {}: {e}", opts.store)),
@@ -274,5 +279,38 @@ async fn request_unmount(signal: &str, mountpoint: &Path, device: &dyn s3block_c
             Ok(()) => tracing::info!("everything written so far is stored"),
             Err(e) => tracing::error!("could not store everything written so far: {e}"),
         }
+    }
+}
+
+/// Refuses a mount point that is missing, not a directory, or not empty
+/// (unless `nonempty`), naming it.
+fn check_mountpoint(path: &Path, nonempty: bool) -> Result<(), String> {
+    let shown = path.display();
+    let mut entries = std::fs::read_dir(path).map_err(|e| format!("cannot mount on {shown}: {e}"))?;
+    if !nonempty && entries.next().is_some() {
+        return Err(format!(
+            "cannot mount on {shown}: the directory is not empty (its files would be hidden); \
+             use an empty directory, or --nonempty (-o nonempty) to mount over it"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod mountpoint_tests {
+    use super::check_mountpoint;
+
+    #[test]
+    fn mount_points_are_checked_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(check_mountpoint(dir.path(), false).is_ok());
+        std::fs::write(dir.path().join("x"), b"x").unwrap();
+        let err = check_mountpoint(dir.path(), false).unwrap_err();
+        assert!(err.contains("not empty") && err.contains(&dir.path().display().to_string()), "{err}");
+        assert!(check_mountpoint(dir.path(), true).is_ok());
+        let err = check_mountpoint(&dir.path().join("missing"), false).unwrap_err();
+        assert!(err.contains("No such file or directory"), "{err}");
+        let err = check_mountpoint(&dir.path().join("x"), true).unwrap_err();
+        assert!(err.contains("Not a directory"), "{err}");
     }
 }

@@ -143,6 +143,11 @@ pub struct Options {
     #[arg(long = "direct-io", alias = "directIO")]
     pub direct_io: bool,
 
+    /// Mount over a mount point that is not empty (its files are hidden
+    /// while mounted); without it such a mount point is refused.
+    #[arg(long)]
+    pub nonempty: bool,
+
     /// Stay in the foreground (for systemd and for debugging).
     #[arg(short = 'f', long)]
     pub foreground: bool,
