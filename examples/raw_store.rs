@@ -88,18 +88,9 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
     Ok(out)
 }
 
-/// Incompressible bytes for object `i` (xorshift, seeded by the index).
+/// Incompressible bytes for object `i`, seeded by the index.
 fn payload(len: usize, i: usize) -> Bytes {
-    let mut x = 0x9e37_79b9_7f4a_7c15_u64 ^ (i as u64 + 1);
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v.into()
+    s3block_examples::incompressible(len, 0x9e37_79b9_7f4a_7c15_u64 ^ (i as u64 + 1))
 }
 
 fn mbps(bytes: u64, secs: f64) -> f64 {

@@ -28,18 +28,9 @@ fn compressible(len: usize) -> Bytes {
     v.into()
 }
 
-/// Data no compressor can shrink (xorshift).
+/// Data no compressor can shrink.
 fn random(len: usize) -> Bytes {
-    let mut x = 0x2545_f491_4f6c_dd1d_u64;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v.into()
+    s3block_examples::incompressible(len, 0x2545_f491_4f6c_dd1d)
 }
 
 fn zero_detection(c: &mut Criterion) {
