@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use s3block_core::{
     BlockDevice, BlockId, Error, Geometry, Result, check_block_len, check_block_range, is_zero,
 };
@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::config::{CacheConfig, Limits};
-use crate::entry::{Content, covers};
+use crate::entry::Content;
 use crate::load::{share_error, wait};
 use crate::state::{LoadOutcome, State};
 use crate::stats::{CacheStats, Counters};
@@ -54,8 +54,13 @@ impl<D> Shared<D> {
 ///   [`CacheConfig::write_delay`], so rewrites are uploaded once; above half
 ///   of [`CacheConfig::max_dirty`] uploads start without the delay, and
 ///   beyond it writers wait.
-/// - A partial write to a block not in memory keeps only the bytes written;
-///   the rest of the block is fetched and merged when it is uploaded or read.
+/// - A partial write to a block not in memory keeps only the bytes written,
+///   in 4 KiB pages (an eighth of the block for blocks under 32 KiB), and
+///   costs those pages against the limits, not a whole block; the rest of
+///   the block is fetched and merged when it is uploaded or read. Scattered
+///   small writes at a large block size thus keep many blocks dirty and
+///   gather many writes per upload. A flush then uploads more blocks: up to
+///   `max_dirty` / 4 KiB of them, each a fetch and an upload.
 /// - Blocks known to be zero below cost no memory and no requests.
 /// - [`flush`](BlockDevice::flush) returns once every block dirty at its call
 ///   is stored below.
@@ -82,7 +87,7 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
             geometry,
             limits,
             config,
-            state: Mutex::new(State::new(limits.cache_size)),
+            state: Mutex::new(State::new(limits.cache_size, limits.max_dirty)),
             progress: Notify::new(),
             work: Notify::new(),
             counters: Counters::default(),
@@ -205,14 +210,7 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
                 }
                 let hit = st.entries.get_mut(&block).and_then(|e| {
                     let prefetched = std::mem::take(&mut e.prefetched);
-                    let data = match &e.content {
-                        Content::Full(b) => Some(b.slice(range.clone())),
-                        Content::Zero => Some(Bytes::from(vec![0; len])),
-                        Content::Partial { buf, written } => {
-                            covers(written, &(range.start as u32..range.end as u32))
-                                .then(|| Bytes::copy_from_slice(&buf[range.clone()]))
-                        }
-                    };
+                    let data = e.content.read(range.clone());
                     if data.is_none() {
                         e.prefetched = prefetched;
                     }
@@ -248,11 +246,11 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
             };
             match wait(rx).await {
                 LoadOutcome::Failed(e) => return Err(share_error(block, &e)),
-                // The fetch may not have been kept (no room); a block with
-                // an entry was merged into it and is read from there.
-                LoadOutcome::Done(data) if !self.shared.lock().entries.contains_key(&block) => {
-                    return Ok(data.slice(range));
-                }
+                // What the block held when the fetch ended: the stored bytes,
+                // or the cache's newer ones merged over them. It may not have
+                // been kept (no room, or a dirty block the dirty limit has no
+                // room to hold whole), so it is read from here.
+                LoadOutcome::Done(data) => return Ok(data.slice(range)),
                 _ => {}
             }
         }
@@ -408,25 +406,24 @@ impl<D: BlockDevice + 'static> BlockDevice for BlockCache<D> {
             Some(e) => zero && matches!(e.content, Content::Zero),
             None => zero && st.known_zero(block),
         };
+        // The dirty limit counts what the block will hold: the pages written
+        // for a block not cached whole, so scattered small writes cost their
+        // pages and not a block each.
+        let new_size = |st: &State| match st.entries.get(&block) {
+            Some(e) => e.content.size_after_write(offset, data.len(), block_len),
+            None => Content::over_stored(block_len).size_after_write(offset, data.len(), block_len),
+        };
         self.write_with(
             block,
-            |st| (!no_op(st)).then_some(block_len as u64),
-            |old, known_zero| match old {
-                Some(mut c) => {
-                    c.write_at(offset, &data, block_len);
-                    c
-                }
-                None => {
-                    let mut buf = BytesMut::zeroed(block_len);
-                    let start = offset as usize;
-                    buf[start..start + data.len()].copy_from_slice(&data);
-                    if known_zero {
-                        Content::Full(buf.freeze())
-                    } else {
-                        let written = std::iter::once(offset..offset + data.len() as u32).collect();
-                        Content::Partial { buf, written }
-                    }
-                }
+            |st| (!no_op(st)).then(|| new_size(st)),
+            |old, known_zero| {
+                let mut c = match old {
+                    Some(c) => c,
+                    None if known_zero => Content::Zero,
+                    None => Content::over_stored(block_len),
+                };
+                c.write_at(offset, &data, block_len);
+                c
             },
         )
         .await

@@ -7,6 +7,116 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use s3block_core::Error;
 
+/// Largest granule of a partly written block's buffer: the kernel's page.
+const PAGE: u32 = 4096;
+/// A page is at most this share of a block, so small blocks gain too.
+const PAGES_PER_BLOCK_AT_LEAST: u32 = 8;
+/// Smallest granule, where the bookkeeping would outweigh the bytes.
+const PAGE_MIN: u32 = 64;
+/// Bookkeeping counted with each page held (its box and its slot).
+const PAGE_OVERHEAD: u64 = 32;
+
+/// The written bytes of a block, held a page at a time: a block written in a
+/// few small places costs those pages, not a whole block. That is what lets
+/// random small writes at a large block size keep many blocks dirty (and
+/// gather many writes per upload) within the same dirty limit in bytes.
+#[derive(Debug)]
+pub(crate) struct Pages {
+    page_len: u32,
+    /// `(page index, bytes)`, sorted by index; a page not held reads as zeros.
+    held: Vec<(u32, Box<[u8]>)>,
+}
+
+impl Pages {
+    /// No page held yet, for a block of `block_len` bytes.
+    pub(crate) fn new(block_len: usize) -> Self {
+        // Block sizes are powers of two, so the page length divides them.
+        let block_len = block_len as u32;
+        let page_len = (block_len / PAGES_PER_BLOCK_AT_LEAST).clamp(PAGE_MIN.min(block_len), PAGE);
+        Pages { page_len, held: Vec::new() }
+    }
+
+    /// Bytes of memory the pages take.
+    pub(crate) fn size(&self) -> u64 {
+        Self::bytes_for(self.page_len, self.held.len())
+    }
+
+    fn bytes_for(page_len: u32, pages: usize) -> u64 {
+        pages as u64 * (u64::from(page_len) + PAGE_OVERHEAD)
+    }
+
+    fn span(&self, offset: u32, len: usize) -> Range<u32> {
+        let end = offset as usize + len;
+        offset / self.page_len..end.div_ceil(self.page_len as usize) as u32
+    }
+
+    fn slot(&self, index: u32) -> std::result::Result<usize, usize> {
+        self.held.binary_search_by_key(&index, |(i, _)| *i)
+    }
+
+    /// Bytes of memory the pages would take after a write of `len` bytes at
+    /// `offset`.
+    pub(crate) fn size_after(&self, offset: u32, len: usize) -> u64 {
+        let new = self.span(offset, len).filter(|&i| self.slot(i).is_err()).count();
+        Self::bytes_for(self.page_len, self.held.len() + new)
+    }
+
+    /// True when every page of the block is held.
+    fn all_held(&self, block_len: usize) -> bool {
+        self.held.len() * self.page_len as usize == block_len
+    }
+
+    /// Copies `data` in at `offset`, taking zeroed pages as needed.
+    pub(crate) fn write(&mut self, offset: u32, data: &[u8]) {
+        let page_len = self.page_len as usize;
+        let start = offset as usize;
+        let mut pos = start;
+        while pos < start + data.len() {
+            let index = pos / page_len;
+            let page_start = index * page_len;
+            let n = (page_start + page_len).min(start + data.len()) - pos;
+            let slot = match self.slot(index as u32) {
+                Ok(slot) => slot,
+                Err(slot) => {
+                    self.held.insert(slot, (index as u32, vec![0; page_len].into_boxed_slice()));
+                    slot
+                }
+            };
+            let within = pos - page_start;
+            self.held[slot].1[within..within + n].copy_from_slice(&data[pos - start..pos - start + n]);
+            pos += n;
+        }
+    }
+
+    /// Copies the block's bytes from `start` into `out`; pages not held give
+    /// zeros.
+    pub(crate) fn read(&self, start: usize, out: &mut [u8]) {
+        let page_len = self.page_len as usize;
+        let mut pos = start;
+        while pos < start + out.len() {
+            let index = pos / page_len;
+            let page_start = index * page_len;
+            let n = (page_start + page_len).min(start + out.len()) - pos;
+            let dst = &mut out[pos - start..pos - start + n];
+            match self.slot(index as u32) {
+                Ok(slot) => dst.copy_from_slice(&self.held[slot].1[pos - page_start..pos - page_start + n]),
+                Err(_) => dst.fill(0),
+            }
+            pos += n;
+        }
+    }
+
+    /// The whole block, zeros where no page is held.
+    pub(crate) fn to_block(&self, block_len: usize) -> Bytes {
+        let mut out = BytesMut::zeroed(block_len);
+        for (index, page) in &self.held {
+            let at = *index as usize * self.page_len as usize;
+            out[at..at + page.len()].copy_from_slice(page);
+        }
+        out.freeze()
+    }
+}
+
 /// What the cache knows of a block's bytes.
 #[derive(Debug)]
 pub(crate) enum Content {
@@ -14,46 +124,101 @@ pub(crate) enum Content {
     Full(Bytes),
     /// All zeros; costs no buffer.
     Zero,
-    /// Only the byte ranges written since the block entered the cache; the rest
-    /// is whatever is stored below, fetched and merged before upload or on read.
-    Partial { buf: BytesMut, written: Vec<Range<u32>> },
+    /// The whole block, known to be zero outside the pages held: a block
+    /// absent below (or zeroed) and then written in places. Uploading it
+    /// needs no read.
+    Sparse(Pages),
+    /// Only the byte ranges written since the block entered the cache; the
+    /// rest is whatever is stored below, fetched and merged before upload or
+    /// on read.
+    Partial { pages: Pages, written: Vec<Range<u32>> },
 }
 
 impl Content {
+    /// A block nothing is known of yet, to be written in places over what is
+    /// stored below.
+    pub(crate) fn over_stored(block_len: usize) -> Self {
+        Content::Partial { pages: Pages::new(block_len), written: Vec::new() }
+    }
+
     /// Bytes of memory this content holds.
     pub(crate) fn size(&self) -> u64 {
         match self {
             Content::Full(b) => b.len() as u64,
             Content::Zero => 0,
-            Content::Partial { buf, .. } => buf.len() as u64,
+            Content::Sparse(pages) | Content::Partial { pages, .. } => pages.size(),
+        }
+    }
+
+    /// At most the bytes of memory this content would hold after a write of
+    /// `len` bytes at `offset`.
+    pub(crate) fn size_after_write(&self, offset: u32, len: usize, block_len: usize) -> u64 {
+        match self {
+            Content::Full(_) => block_len as u64,
+            Content::Zero => Pages::new(block_len).size_after(offset, len),
+            Content::Sparse(pages) | Content::Partial { pages, .. } => pages.size_after(offset, len),
+        }
+    }
+
+    /// `range` of the block, when this content knows those bytes.
+    pub(crate) fn read(&self, range: Range<usize>) -> Option<Bytes> {
+        match self {
+            Content::Full(b) => Some(b.slice(range)),
+            Content::Zero => Some(Bytes::from(vec![0; range.len()])),
+            Content::Sparse(pages) => {
+                let mut out = vec![0; range.len()];
+                pages.read(range.start, &mut out);
+                Some(Bytes::from(out))
+            }
+            Content::Partial { pages, written } => covers(written, &(range.start as u32..range.end as u32))
+                .then(|| {
+                    let mut out = vec![0; range.len()];
+                    pages.read(range.start, &mut out);
+                    Bytes::from(out)
+                }),
         }
     }
 
     /// Writes `data` at `offset`, in place when the buffer is not shared.
-    /// `block_len` is the block size; a Partial becomes Full once covered.
+    /// `block_len` is the block size; a Sparse or Partial block becomes Full
+    /// once all of it is held.
     pub(crate) fn write_at(&mut self, offset: u32, data: &[u8], block_len: usize) {
-        let start = offset as usize;
-        let end = start + data.len();
+        let end = offset as usize + data.len();
         match std::mem::replace(self, Content::Zero) {
             Content::Full(bytes) => {
                 let mut m = bytes.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-                m[start..end].copy_from_slice(data);
+                m[offset as usize..end].copy_from_slice(data);
                 *self = Content::Full(m.freeze());
             }
             Content::Zero => {
-                let mut m = BytesMut::zeroed(block_len);
-                m[start..end].copy_from_slice(data);
-                *self = Content::Full(m.freeze());
+                let mut pages = Pages::new(block_len);
+                pages.write(offset, data);
+                *self = Content::Sparse(pages);
+                self.fill_up(block_len);
             }
-            Content::Partial { mut buf, mut written } => {
-                buf[start..end].copy_from_slice(data);
+            Content::Sparse(mut pages) => {
+                pages.write(offset, data);
+                *self = Content::Sparse(pages);
+                self.fill_up(block_len);
+            }
+            Content::Partial { mut pages, mut written } => {
+                pages.write(offset, data);
                 add_range(&mut written, offset..end as u32);
                 *self = if written.len() == 1 && written[0] == (0..block_len as u32) {
-                    Content::Full(buf.freeze())
+                    Content::Full(pages.to_block(block_len))
                 } else {
-                    Content::Partial { buf, written }
+                    Content::Partial { pages, written }
                 };
             }
+        }
+    }
+
+    /// Turns a Sparse block holding every page into one buffer.
+    fn fill_up(&mut self, block_len: usize) {
+        if let Content::Sparse(pages) = self
+            && pages.all_held(block_len)
+        {
+            *self = Content::Full(pages.to_block(block_len));
         }
     }
 }
@@ -82,11 +247,11 @@ pub(crate) fn covers(ranges: &[Range<u32>], r: &Range<u32>) -> bool {
 }
 
 /// Overlays the written ranges of a partial block on the stored block.
-pub(crate) fn merge(stored: &[u8], buf: &[u8], written: &[Range<u32>]) -> Bytes {
+pub(crate) fn merge(stored: &[u8], pages: &Pages, written: &[Range<u32>]) -> Bytes {
     let mut out = BytesMut::from(stored);
     for r in written {
         let (s, e) = (r.start as usize, r.end as usize);
-        out[s..e].copy_from_slice(&buf[s..e]);
+        pages.read(s, &mut out[s..e]);
     }
     out.freeze()
 }
@@ -173,17 +338,72 @@ mod tests {
 
     #[test]
     fn partial_becomes_full_when_covered() {
-        let mut c = Content::Partial { buf: BytesMut::zeroed(8), written: vec![] };
+        let mut c = Content::over_stored(8);
         c.write_at(0, &[1, 2, 3, 4], 8);
         assert!(matches!(c, Content::Partial { .. }));
-        if let Content::Partial { buf, written } = &c {
-            assert_eq!(&merge(&[9; 8], buf, written)[..], &[1, 2, 3, 4, 9, 9, 9, 9]);
+        assert_eq!(c.read(0..4).as_deref(), Some(&[1, 2, 3, 4][..]));
+        assert_eq!(c.read(2..6), None, "bytes 4..6 are stored below, not known here");
+        if let Content::Partial { pages, written } = &c {
+            assert_eq!(&merge(&[9; 8], pages, written)[..], &[1, 2, 3, 4, 9, 9, 9, 9]);
         }
         c.write_at(4, &[5, 6, 7, 8], 8);
         match c {
             Content::Full(b) => assert_eq!(&b[..], &[1, 2, 3, 4, 5, 6, 7, 8]),
             other => panic!("still partial: {other:?}"),
         }
+    }
+
+    #[test]
+    fn small_writes_to_a_large_block_cost_their_pages() {
+        let block = 1 << 20;
+        let mut c = Content::over_stored(block);
+        assert_eq!(c.size_after_write(4096 * 3 + 100, 10, block), 4096 + PAGE_OVERHEAD);
+        c.write_at(4096 * 3 + 100, &[7; 10], block);
+        c.write_at(4096 * 200, &[8; 8192], block);
+        assert_eq!(c.size(), 3 * (4096 + PAGE_OVERHEAD));
+        // A write across a page boundary takes both pages; one already held costs nothing more.
+        assert_eq!(c.size_after_write(4096 * 4 - 2, 4, block), 4 * (4096 + PAGE_OVERHEAD));
+        assert_eq!(c.size_after_write(4096 * 3, 4096, block), c.size());
+        let Content::Partial { pages, written } = &c else { panic!("{c:?}") };
+        let merged = merge(&vec![1; block], pages, written);
+        assert_eq!(merged.iter().filter(|&&b| b == 7).count(), 10);
+        assert_eq!(merged.iter().filter(|&&b| b == 8).count(), 8192);
+        assert_eq!(merged.iter().filter(|&&b| b == 1).count(), block - 10 - 8192);
+        assert_eq!(&merged[4096 * 3 + 100..4096 * 3 + 110], &[7; 10]);
+    }
+
+    #[test]
+    fn sparse_block_reads_zeros_between_pages_and_fills_up() {
+        let block = 65536;
+        let mut c = Content::Zero;
+        c.write_at(5000, &[3; 100], block);
+        assert!(matches!(c, Content::Sparse(_)), "{c:?}");
+        assert_eq!(c.size(), 4096 + PAGE_OVERHEAD);
+        let all = c.read(0..block).expect("a sparse block knows all its bytes");
+        assert_eq!(all.iter().filter(|&&b| b == 3).count(), 100);
+        assert_eq!(&all[5000..5100], &[3; 100]);
+        assert_eq!(c.read(4990..5010).as_deref(), Some(&[[0; 10], [3; 10]].concat()[..]));
+        c.write_at(0, &vec![4; block], block);
+        match c {
+            Content::Full(b) => assert!(b.iter().all(|&x| x == 4)),
+            other => panic!("still sparse: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn small_blocks_are_held_in_eighths() {
+        let mut c = Content::over_stored(512);
+        assert_eq!(c.size_after_write(60, 8, 512), 2 * (64 + PAGE_OVERHEAD));
+        c.write_at(60, &[1; 8], 512);
+        assert_eq!(c.read(56..72), None);
+        assert_eq!(c.read(60..68).as_deref(), Some(&[1; 8][..]));
+        let mut z = Content::Zero;
+        z.write_at(60, &[1; 8], 512);
+        assert_eq!(z.read(56..72).as_deref(), Some(&[0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0][..]));
+        z.write_at(0, &[2; 448], 512);
+        assert!(matches!(z, Content::Sparse(_)));
+        z.write_at(448, &[3; 64], 512);
+        assert!(matches!(z, Content::Full(ref b) if b.len() == 512 && b[447..449] == [2, 3]));
     }
 
     #[test]

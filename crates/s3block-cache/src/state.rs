@@ -68,10 +68,11 @@ pub(crate) struct State {
     /// The scheduler stops.
     pub(crate) stopped: bool,
     pub(crate) cache_size: u64,
+    pub(crate) max_dirty: u64,
 }
 
 impl State {
-    pub(crate) fn new(cache_size: u64) -> Self {
+    pub(crate) fn new(cache_size: u64, max_dirty: u64) -> Self {
         State {
             entries: HashMap::new(),
             lru: LruCache::unbounded(),
@@ -93,6 +94,7 @@ impl State {
             closed: false,
             stopped: false,
             cache_size,
+            max_dirty,
         }
     }
 
@@ -191,14 +193,28 @@ impl State {
         now: Instant,
     ) -> Option<Bytes> {
         if let Some(e) = self.entries.get_mut(&block) {
-            if let Content::Partial { buf, written } = &e.content {
-                e.content = Content::Full(merge(data, buf, written));
-            }
-            return match &e.content {
-                Content::Full(b) => Some(b.clone()),
-                Content::Zero => Some(Bytes::from(vec![0; data.len()])),
-                Content::Partial { .. } => None,
+            let Content::Partial { pages, written } = &e.content else {
+                return e.content.read(0..data.len());
             };
+            let merged = merge(data, pages, written);
+            // The pages give way to the whole block (so later reads of it
+            // hit) while dirty data stays under the high-water mark, half the
+            // dirty limit, where uploads start without delay; above it the
+            // entry keeps its pages and the merged bytes go only to the
+            // fetch's readers and the upload waiting for them, so a stream
+            // of scattered small writes keeps its room.
+            let old_size = e.content.size();
+            let new_size = merged.len() as u64;
+            let growth = new_size.saturating_sub(old_size);
+            if !e.is_dirty() || self.dirty_bytes + growth <= self.max_dirty / 2 {
+                e.content = Content::Full(merged.clone());
+                self.resident = self.resident - old_size + new_size;
+                if e.is_dirty() {
+                    self.dirty_bytes = self.dirty_bytes - old_size + new_size;
+                }
+                self.evict_to(self.cache_size);
+            }
+            return Some(merged);
         }
         let n = u64::from(block.0);
         if is_zero(data) {

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use s3block_core::{BlockDevice, BlockId, Error, Result};
 
 use crate::cache::Shared;
-use crate::entry::{Content, Wb};
+use crate::entry::{Content, Wb, merge};
 use crate::load::{share_error, wait};
 use crate::state::{LoadOutcome, State};
 use crate::stats::Counters;
@@ -129,6 +129,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
     /// Makes a snapshot of the block to upload, fetching and merging the rest
     /// of a partially written block first.
     async fn snapshot(self: &Arc<Self>, block: BlockId) -> Result<Snapshot> {
+        let mut below: Option<Bytes> = None;
         loop {
             let rx = {
                 let mut st = self.lock();
@@ -138,21 +139,33 @@ impl<D: BlockDevice + 'static> Shared<D> {
                 };
                 e.rewritten_since = None;
                 let generation = e.generation;
-                match &e.content {
-                    Content::Full(data) => return Ok(Snapshot::Data(data.clone(), generation, false)),
-                    Content::Zero if zero_below => return Ok(Snapshot::Nothing(generation)),
-                    Content::Zero => {
+                match (&e.content, &below) {
+                    (Content::Full(data), _) => return Ok(Snapshot::Data(data.clone(), generation, false)),
+                    (Content::Zero, _) if zero_below => return Ok(Snapshot::Nothing(generation)),
+                    (Content::Zero, _) => {
                         return Ok(Snapshot::Data(
                             Bytes::from(vec![0; self.geometry.block_len()]),
                             generation,
                             true,
                         ));
                     }
-                    Content::Partial { .. } => self.load(&mut st, block),
+                    (Content::Sparse(pages), _) => {
+                        let data = pages.to_block(self.geometry.block_len());
+                        return Ok(Snapshot::Data(data, generation, false));
+                    }
+                    // The bytes fetched hold the block as it was then, older
+                    // writes merged in; the pages hold every write since.
+                    (Content::Partial { pages, written }, Some(fetched)) => {
+                        let data = merge(fetched, pages, written);
+                        return Ok(Snapshot::Data(data, generation, false));
+                    }
+                    (Content::Partial { .. }, None) => self.load(&mut st, block),
                 }
             };
-            if let LoadOutcome::Failed(e) = wait(rx).await {
-                return Err(share_error(block, &e));
+            match wait(rx).await {
+                LoadOutcome::Failed(e) => return Err(share_error(block, &e)),
+                LoadOutcome::Done(data) => below = Some(data),
+                LoadOutcome::Stale | LoadOutcome::Pending => below = None,
             }
         }
     }

@@ -311,3 +311,57 @@ async fn a_discard_waits_for_an_upload_in_its_range_so_nothing_comes_back() {
     assert_eq!(counted.counts().discards, 1);
     cache.close().await.unwrap();
 }
+
+/// Scattered small writes at a large block size: each dirty block costs the
+/// pages written, so many blocks stay dirty within a dirty limit a few blocks
+/// big, gathering writes; at the flush each is fetched once, merged and
+/// uploaded once, and the dirty limit holds throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scattered_small_writes_cost_their_pages_not_whole_blocks() {
+    let g = s3block_core::Geometry::with_blocks(64, 64 * 1024).unwrap();
+    let mem = Arc::new(MemoryDevice::new(g));
+    for b in 0..64 {
+        mem.write_block(BlockId(b), block_data(&g, b, 1)).await.unwrap();
+    }
+    let counted = Arc::new(CountingDevice::new(Arc::clone(&mem)));
+    // Room for 8 whole blocks of dirty data, and a write delay no test outlives.
+    let cfg = s3block_cache::CacheConfig::builder()
+        .cache_size(1024 * 1024)
+        .max_dirty(512 * 1024)
+        .write_delay(Duration::from_secs(3600))
+        .read_ahead(0)
+        .upload_concurrency(4)
+        .build();
+    let cache = BlockCache::new(Arc::clone(&counted), cfg).unwrap();
+    let mut want: Vec<Vec<u8>> = (0..64).map(|b| block_data(&g, b, 1).to_vec()).collect();
+    // Two 4 KiB writes into each of 30 blocks: 60 pages, under half the
+    // dirty limit, where uploads would start without the write delay.
+    for round in 0..2u64 {
+        for b in 0..30u64 {
+            let at = (b * 7 + round * 5) % 16 * 4096;
+            let data = pattern(4096, b * 10 + round);
+            cache.write_at(b * 65536 + at, data.clone()).await.unwrap();
+            want[b as usize][at as usize..at as usize + 4096].copy_from_slice(&data);
+        }
+    }
+    let s = cache.stats();
+    assert_eq!(s.dirty_blocks, 30, "{s}");
+    assert!(s.dirty_bytes <= 256 * 1024, "{s}");
+    assert_eq!((s.write_waits, s.uploads), (0, 0), "no writer waited, nothing was uploaded yet: {s}");
+    assert_eq!(counted.counts().reads, 0, "a partial write does not fetch its block");
+    // A read inside what was written is answered from the pages.
+    let at = 3 * 65536 + (3 * 7 % 16) * 4096 + 100;
+    let want3 = &want[3][at as usize - 3 * 65536..][..3996];
+    assert_eq!(cache.read_at(at, 3996).await.unwrap(), want3);
+    assert_eq!(counted.counts().reads, 0);
+    cache.flush().await.unwrap();
+    let s = cache.stats();
+    assert_eq!((s.dirty_blocks, s.dirty_bytes, s.uploads), (0, 0, 30), "{s}");
+    assert!(s.resident_bytes <= s.cache_size, "{s}");
+    let c = counted.counts();
+    assert_eq!((c.reads, c.writes), (30, 30), "one fetch and one upload per block: {c:?}");
+    for b in 0..64u32 {
+        assert_eq!(mem.read_block(BlockId(b)).await.unwrap(), want[b as usize], "block {b}");
+    }
+    cache.close().await.unwrap();
+}
