@@ -286,11 +286,15 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
     /// what the write leaves in the block: `None` when it changes nothing,
     /// else the size of the new content; `apply` builds the new content from
     /// the old (if cached) and whether the block is known zero below.
+    /// `partial` marks a write of part of a block: above the high-water mark
+    /// a clean cached copy then gives way to the pages written (`apply` gets
+    /// no old content), as `plan` must reckon with.
     async fn write_with(
         &self,
         block: BlockId,
         plan: impl Fn(&State) -> Option<u64>,
         apply: impl FnOnce(Option<Content>, bool) -> Content,
+        partial: bool,
     ) -> Result<()> {
         self.check_open()?;
         let shared = &self.shared;
@@ -314,7 +318,12 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
                     }
                     if let Some(apply) = apply.take() {
                         let known_zero = st.known_zero(block);
-                        st.commit_write(block, |old| apply(old, known_zero), Instant::now());
+                        let drop_clean = partial && st.keeps_only_pages(block);
+                        st.commit_write(
+                            block,
+                            |old| apply(if drop_clean { None } else { old }, known_zero),
+                            Instant::now(),
+                        );
                     }
                     drop(st);
                     shared.work.notify_one();
@@ -383,6 +392,7 @@ impl<D: BlockDevice + 'static> BlockDevice for BlockCache<D> {
             block,
             |st| (!(zero && !st.entries.contains_key(&block) && st.known_zero(block))).then_some(size),
             |_, _| if zero { Content::Zero } else { Content::Full(data) },
+            false,
         )
         .await
     }
@@ -410,8 +420,10 @@ impl<D: BlockDevice + 'static> BlockDevice for BlockCache<D> {
         // for a block not cached whole, so scattered small writes cost their
         // pages and not a block each.
         let new_size = |st: &State| match st.entries.get(&block) {
-            Some(e) => e.content.size_after_write(offset, data.len(), block_len),
-            None => Content::over_stored(block_len).size_after_write(offset, data.len(), block_len),
+            Some(e) if !st.keeps_only_pages(block) => {
+                e.content.size_after_write(offset, data.len(), block_len)
+            }
+            _ => Content::over_stored(block_len).size_after_write(offset, data.len(), block_len),
         };
         self.write_with(
             block,
@@ -425,6 +437,7 @@ impl<D: BlockDevice + 'static> BlockDevice for BlockCache<D> {
                 c.write_at(offset, &data, block_len);
                 c
             },
+            true,
         )
         .await
     }

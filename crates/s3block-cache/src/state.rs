@@ -108,6 +108,25 @@ impl State {
         self.zeros.contains(block.0.into()) || self.is_discarding(block)
     }
 
+    /// True above the high-water mark, half the dirty limit: uploads start
+    /// without the write delay, and room for dirty data is scarce.
+    pub(crate) fn under_pressure(&self) -> bool {
+        self.dirty_bytes > self.max_dirty / 2
+    }
+
+    /// True when a partial write to `block` should drop its clean cached
+    /// copy and keep only the pages written: above the high-water mark a
+    /// clean whole block turned dirty would pin all its bytes against the
+    /// dirty limit for one small write. The copy is stored below, so the
+    /// upload fetches it again; a GET is far cheaper than the room.
+    pub(crate) fn keeps_only_pages(&self, block: BlockId) -> bool {
+        self.under_pressure()
+            && self
+                .entries
+                .get(&block)
+                .is_some_and(|e| !e.is_dirty() && matches!(e.content, Content::Full(_)))
+    }
+
     /// Dirty bytes a write leaving `new_size` bytes in `block` would add.
     pub(crate) fn dirty_growth(&self, block: BlockId, new_size: u64) -> u64 {
         match self.entries.get(&block) {

@@ -67,8 +67,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
     /// stays below the mark and keeps its coalescing.
     fn start_uploads(self: &Arc<Self>, st: &mut State, now: Instant) -> Option<Instant> {
         let max = self.config.upload_concurrency;
-        let high_water = st.dirty_bytes > self.limits.max_dirty / 2;
-        let force = st.flushers > 0 || st.waiting_writers > 0 || high_water;
+        let force = st.flushers > 0 || st.waiting_writers > 0 || st.under_pressure();
         let mut deadline: Option<Instant> = None;
         let mut deferred = Vec::new();
         while st.in_flight < max {

@@ -365,3 +365,59 @@ async fn scattered_small_writes_cost_their_pages_not_whole_blocks() {
     }
     cache.close().await.unwrap();
 }
+
+/// Above the high-water mark, a small write to a clean cached block keeps
+/// only the page written instead of pinning the whole block as dirty; the
+/// upload fetches the block again and stores the merge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_pressure_a_small_write_to_a_clean_block_costs_a_page() {
+    let g = s3block_core::Geometry::with_blocks(128, 64 * 1024).unwrap();
+    let mem = Arc::new(MemoryDevice::new(g));
+    for b in 0..128 {
+        mem.write_block(BlockId(b), block_data(&g, b, 1)).await.unwrap();
+    }
+    let counted = Arc::new(CountingDevice::new(Arc::clone(&mem)));
+    let gated = Arc::new(GatedDevice::new(Arc::clone(&counted)));
+    let cfg = s3block_cache::CacheConfig::builder()
+        .cache_size(1024 * 1024)
+        .max_dirty(512 * 1024)
+        .write_delay(Duration::from_secs(3600))
+        .read_ahead(0)
+        .upload_concurrency(4)
+        .build();
+    let cache = BlockCache::new(Arc::clone(&gated), cfg).unwrap();
+    // Block 0 cached whole and clean; blocks 1..=70 written in one page each,
+    // their uploads held at the gate: dirty data passes half the limit.
+    assert_eq!(cache.read_block(BlockId(0)).await.unwrap(), block_data(&g, 0, 1));
+    for b in 1..=70u32 {
+        gated.hold(BlockId(b));
+        cache.write_partial(BlockId(b), 0, pattern(4096, b.into())).await.unwrap();
+    }
+    let before = cache.stats();
+    assert!(before.dirty_bytes > 256 * 1024, "{before}");
+    cache.write_partial(BlockId(0), 8192, pattern(4096, 99)).await.unwrap();
+    let after = cache.stats();
+    assert_eq!(after.dirty_blocks, before.dirty_blocks + 1, "{after}");
+    assert!(
+        after.dirty_bytes - before.dirty_bytes < 8192,
+        "one page, not the 64K block: {} more dirty bytes",
+        after.dirty_bytes - before.dirty_bytes
+    );
+    assert!(after.resident_bytes < before.resident_bytes, "the clean copy was dropped: {after}");
+    // Reads of the page hit; the rest of the block is fetched again.
+    assert_eq!(cache.read_partial(BlockId(0), 8192, 4096).await.unwrap(), pattern(4096, 99));
+    let mut want = block_data(&g, 0, 1).to_vec();
+    want[8192..12288].copy_from_slice(&pattern(4096, 99));
+    assert_eq!(cache.read_block(BlockId(0)).await.unwrap(), want);
+    for b in 1..=70u32 {
+        gated.release(BlockId(b));
+    }
+    cache.flush().await.unwrap();
+    assert_eq!(mem.read_block(BlockId(0)).await.unwrap(), want);
+    for b in 1..=70u32 {
+        let mut w = block_data(&g, b, 1).to_vec();
+        w[..4096].copy_from_slice(&pattern(4096, b.into()));
+        assert_eq!(mem.read_block(BlockId(b)).await.unwrap(), w, "block {b}");
+    }
+    cache.close().await.unwrap();
+}
