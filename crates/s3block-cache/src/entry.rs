@@ -246,9 +246,10 @@ pub(crate) fn covers(ranges: &[Range<u32>], r: &Range<u32>) -> bool {
     ranges.iter().any(|x| x.start <= r.start && r.end <= x.end)
 }
 
-/// Overlays the written ranges of a partial block on the stored block.
-pub(crate) fn merge(stored: &[u8], pages: &Pages, written: &[Range<u32>]) -> Bytes {
-    let mut out = BytesMut::from(stored);
+/// Overlays the written ranges of a partial block on the stored block, in
+/// the stored block's own buffer when nothing else shares it.
+pub(crate) fn merge(stored: Bytes, pages: &Pages, written: &[Range<u32>]) -> Bytes {
+    let mut out = stored.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
     for r in written {
         let (s, e) = (r.start as usize, r.end as usize);
         pages.read(s, &mut out[s..e]);
@@ -344,7 +345,7 @@ mod tests {
         assert_eq!(c.read(0..4).as_deref(), Some(&[1, 2, 3, 4][..]));
         assert_eq!(c.read(2..6), None, "bytes 4..6 are stored below, not known here");
         if let Content::Partial { pages, written } = &c {
-            assert_eq!(&merge(&[9; 8], pages, written)[..], &[1, 2, 3, 4, 9, 9, 9, 9]);
+            assert_eq!(&merge(Bytes::from(vec![9; 8]), pages, written)[..], &[1, 2, 3, 4, 9, 9, 9, 9]);
         }
         c.write_at(4, &[5, 6, 7, 8], 8);
         match c {
@@ -365,7 +366,7 @@ mod tests {
         assert_eq!(c.size_after_write(4096 * 4 - 2, 4, block), 4 * (4096 + PAGE_OVERHEAD));
         assert_eq!(c.size_after_write(4096 * 3, 4096, block), c.size());
         let Content::Partial { pages, written } = &c else { panic!("{c:?}") };
-        let merged = merge(&vec![1; block], pages, written);
+        let merged = merge(Bytes::from(vec![1; block]), pages, written);
         assert_eq!(merged.iter().filter(|&&b| b == 7).count(), 10);
         assert_eq!(merged.iter().filter(|&&b| b == 8).count(), 8192);
         assert_eq!(merged.iter().filter(|&&b| b == 1).count(), block - 10 - 8192);

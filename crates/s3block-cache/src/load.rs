@@ -47,28 +47,24 @@ impl<D: BlockDevice + 'static> Shared<D> {
             Ok(data) => check_block_len(&self.geometry, block, &data).map(|()| data),
             Err(e) => Err(e),
         };
-        let load = {
+        let (load, outcome) = {
             let mut st = self.lock();
             if st.loads.get(&block).is_none_or(|l| l.id != id) {
                 // Marked stale while in flight; its readers already retried.
                 return;
             }
             let Some(load) = st.loads.remove(&block) else { return };
-            let newer = match &result {
-                Ok(data) => st.install(block, data, load.prefetch, Instant::now()),
-                Err(_) => None,
+            let outcome = match result {
+                // The block as the cache holds it, written parts merged in.
+                Ok(data) => LoadOutcome::Done(st.install(block, data, load.prefetch, Instant::now())),
+                Err(e) => {
+                    tracing::warn!(block = block.0, error = %e, "block read failed");
+                    LoadOutcome::Failed(Arc::new(e))
+                }
             };
-            (load, newer)
+            (load, outcome)
         };
-        let (load, newer) = load;
-        load.tx.send_replace(match result {
-            // The block as the cache holds it, written parts merged in.
-            Ok(data) => LoadOutcome::Done(newer.unwrap_or(data)),
-            Err(e) => {
-                tracing::warn!(block = block.0, error = %e, "block read failed");
-                LoadOutcome::Failed(Arc::new(e))
-            }
-        });
+        load.tx.send_replace(outcome);
     }
 }
 

@@ -200,20 +200,14 @@ impl State {
     /// partially written block, records a zero block, or keeps a clean copy
     /// when room can be made without touching dirty data.
     ///
-    /// Returns what the block holds when the cache has newer bytes than
-    /// `data` (an entry written while the fetch was in flight): the fetch's
-    /// readers must get those, since the entry may be uploaded and evicted
-    /// before they look again.
-    pub(crate) fn install(
-        &mut self,
-        block: BlockId,
-        data: &Bytes,
-        prefetch: bool,
-        now: Instant,
-    ) -> Option<Bytes> {
+    /// Returns what the fetch's readers get: the block as the cache holds it
+    /// when it has newer bytes than `data` (an entry written while the fetch
+    /// was in flight, which may be uploaded and evicted before they look
+    /// again), else `data`.
+    pub(crate) fn install(&mut self, block: BlockId, data: Bytes, prefetch: bool, now: Instant) -> Bytes {
         if let Some(e) = self.entries.get_mut(&block) {
             let Content::Partial { pages, written } = &e.content else {
-                return e.content.read(0..data.len());
+                return e.content.read(0..data.len()).unwrap_or(data);
             };
             let merged = merge(data, pages, written);
             // The pages give way to the whole block (so later reads of it
@@ -233,12 +227,12 @@ impl State {
                 }
                 self.evict_to(self.cache_size);
             }
-            return Some(merged);
+            return merged;
         }
         let n = u64::from(block.0);
-        if is_zero(data) {
+        if is_zero(&data) {
             self.zeros.insert(n..n + 1);
-            return None;
+            return data;
         }
         self.zeros.remove(n..n + 1);
         let size = data.len() as u64;
@@ -249,7 +243,7 @@ impl State {
             self.lru.put(block, ());
             self.resident += size;
         }
-        None
+        data
     }
 
     /// Drops the cached copy of `block` and any fetch of it in flight; the

@@ -138,27 +138,28 @@ impl<D: BlockDevice + 'static> Shared<D> {
                 };
                 e.rewritten_since = None;
                 let generation = e.generation;
-                match (&e.content, &below) {
-                    (Content::Full(data), _) => return Ok(Snapshot::Data(data.clone(), generation, false)),
-                    (Content::Zero, _) if zero_below => return Ok(Snapshot::Nothing(generation)),
-                    (Content::Zero, _) => {
+                match &e.content {
+                    Content::Full(data) => return Ok(Snapshot::Data(data.clone(), generation, false)),
+                    Content::Zero if zero_below => return Ok(Snapshot::Nothing(generation)),
+                    Content::Zero => {
                         return Ok(Snapshot::Data(
                             Bytes::from(vec![0; self.geometry.block_len()]),
                             generation,
                             true,
                         ));
                     }
-                    (Content::Sparse(pages), _) => {
+                    Content::Sparse(pages) => {
                         let data = pages.to_block(self.geometry.block_len());
                         return Ok(Snapshot::Data(data, generation, false));
                     }
                     // The bytes fetched hold the block as it was then, older
                     // writes merged in; the pages hold every write since.
-                    (Content::Partial { pages, written }, Some(fetched)) => {
-                        let data = merge(fetched, pages, written);
-                        return Ok(Snapshot::Data(data, generation, false));
-                    }
-                    (Content::Partial { .. }, None) => self.load(&mut st, block),
+                    Content::Partial { pages, written } => match below.take() {
+                        Some(fetched) => {
+                            return Ok(Snapshot::Data(merge(fetched, pages, written), generation, false));
+                        }
+                        None => self.load(&mut st, block),
+                    },
                 }
             };
             match wait(rx).await {
