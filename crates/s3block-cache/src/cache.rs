@@ -234,7 +234,8 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
                 }
                 if !first_try {
                     // Counted as a miss already: join or start the fetch quietly.
-                    if let Some(load) = st.loads.get(&block) {
+                    if let Some(load) = st.loads.get_mut(&block) {
+                        load.for_upload = false;
                         load.tx.subscribe()
                     } else {
                         shared.start_load(&mut st, block, false)

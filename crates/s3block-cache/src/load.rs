@@ -16,6 +16,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
     /// or starting one. A reader joining a read-ahead counts it as used.
     pub(crate) fn load(self: &Arc<Self>, st: &mut State, block: BlockId) -> watch::Receiver<LoadOutcome> {
         if let Some(load) = st.loads.get_mut(&block) {
+            load.for_upload = false;
             if load.prefetch {
                 load.prefetch = false;
                 Counters::bump(&self.counters.read_ahead_used);
@@ -24,6 +25,23 @@ impl<D: BlockDevice + 'static> Shared<D> {
         }
         Counters::bump(&self.counters.misses);
         self.start_load(st, block, false)
+    }
+
+    /// Returns a receiver for the fetch of `block` an upload of a partly
+    /// written block needs, joining the one in flight or starting one.
+    pub(crate) fn load_for_upload(
+        self: &Arc<Self>,
+        st: &mut State,
+        block: BlockId,
+    ) -> watch::Receiver<LoadOutcome> {
+        if let Some(load) = st.loads.get(&block) {
+            return load.tx.subscribe();
+        }
+        let rx = self.start_load(st, block, false);
+        if let Some(load) = st.loads.get_mut(&block) {
+            load.for_upload = true;
+        }
+        rx
     }
 
     /// Starts a fetch of `block` on the cache's runtime.
@@ -36,7 +54,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
         st.next_load_id += 1;
         let id = st.next_load_id;
         let (tx, rx) = watch::channel(LoadOutcome::Pending);
-        st.loads.insert(block, Load { id, tx, prefetch });
+        st.loads.insert(block, Load { id, tx, prefetch, for_upload: false });
         let shared = Arc::clone(self);
         self.runtime.spawn(async move { shared.run_load(block, id).await });
         rx
@@ -56,7 +74,9 @@ impl<D: BlockDevice + 'static> Shared<D> {
             let Some(load) = st.loads.remove(&block) else { return };
             let outcome = match result {
                 // The block as the cache holds it, written parts merged in.
-                Ok(data) => LoadOutcome::Done(st.install(block, data, load.prefetch, Instant::now())),
+                Ok(data) => {
+                    LoadOutcome::Done(st.install(block, data, load.prefetch, load.for_upload, Instant::now()))
+                }
                 Err(e) => {
                     tracing::warn!(block = block.0, error = %e, "block read failed");
                     LoadOutcome::Failed(Arc::new(e))

@@ -33,6 +33,9 @@ pub(crate) struct Load {
     pub(crate) tx: watch::Sender<LoadOutcome>,
     /// Started by read-ahead and not yet waited on by a reader.
     pub(crate) prefetch: bool,
+    /// Started by an upload of a partly written block and waited on by no
+    /// reader: its bytes are merged for the upload, not kept whole.
+    pub(crate) for_upload: bool,
 }
 
 /// Everything the cache knows, guarded by one mutex.
@@ -204,22 +207,33 @@ impl State {
     /// when it has newer bytes than `data` (an entry written while the fetch
     /// was in flight, which may be uploaded and evicted before they look
     /// again), else `data`.
-    pub(crate) fn install(&mut self, block: BlockId, data: Bytes, prefetch: bool, now: Instant) -> Bytes {
+    pub(crate) fn install(
+        &mut self,
+        block: BlockId,
+        data: Bytes,
+        prefetch: bool,
+        for_upload: bool,
+        now: Instant,
+    ) -> Bytes {
         if let Some(e) = self.entries.get_mut(&block) {
             let Content::Partial { pages, written } = &e.content else {
                 return e.content.read(0..data.len()).unwrap_or(data);
             };
             let merged = merge(data, pages, written);
-            // The pages give way to the whole block (so later reads of it
-            // hit) while dirty data stays under the high-water mark, half the
-            // dirty limit, where uploads start without delay; above it the
-            // entry keeps its pages and the merged bytes go only to the
-            // fetch's readers and the upload waiting for them, so a stream
-            // of scattered small writes keeps its room.
+            // For a reader, the pages give way to the whole block (so later
+            // reads of it hit) while dirty data stays under the high-water
+            // mark, half the dirty limit, where uploads start without delay;
+            // above it the entry keeps its pages and the merged bytes go only
+            // to the fetch's readers and the upload waiting for them, so a
+            // stream of scattered small writes keeps its room. A fetch only
+            // an upload waits for keeps nothing whole: nobody read the block,
+            // and turning many small entries into whole blocks at a flush
+            // would grow memory in a burst.
             let old_size = e.content.size();
             let new_size = merged.len() as u64;
             let growth = new_size.saturating_sub(old_size);
-            if !e.is_dirty() || self.dirty_bytes + growth <= self.max_dirty / 2 {
+            let room = !e.is_dirty() || self.dirty_bytes + growth <= self.max_dirty / 2;
+            if !for_upload && room {
                 e.content = Content::Full(merged.clone());
                 self.resident = self.resident - old_size + new_size;
                 if e.is_dirty() {

@@ -158,7 +158,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
                         Some(fetched) => {
                             return Ok(Snapshot::Data(merge(fetched, pages, written), generation, false));
                         }
-                        None => self.load(&mut st, block),
+                        None => self.load_for_upload(&mut st, block),
                     },
                 }
             };

@@ -25,7 +25,6 @@
 //! message names the option); 3: the user abandoned unstored data with a
 //! second SIGINT (the message says how many blocks).
 
-mod alloc;
 mod daemon;
 mod errno;
 mod fs;

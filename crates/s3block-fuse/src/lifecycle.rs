@@ -19,12 +19,12 @@ use s3block_core::format_size;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
+use crate::daemon;
 use crate::fs::{BlockFs, FsConfig};
 use crate::options::Options;
 use crate::session::{FuseFs, InFlight, mount_config, unmount};
 use crate::shutdown::{Backoff, ShutdownOutcome, shutdown};
 use crate::stack::{build_stack_with, terminal_prompt};
-use crate::{alloc, daemon};
 use s3block_store::{Password, VolumeOptions, open_volume};
 
 /// Exit code: the volume could not be opened or mounted.
@@ -105,8 +105,6 @@ pub(crate) fn ask_before_background(opts: &Options) -> Result<Option<Password>, 
 
 /// Runs a mount in this process, in the foreground.
 pub(crate) fn run_mount(opts: Options) -> ExitCode {
-    alloc::tune();
-    alloc::start_trimming();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4)))
         .thread_name("s3block-io")
