@@ -312,27 +312,40 @@ async fn a_discard_waits_for_an_upload_in_its_range_so_nothing_comes_back() {
     cache.close().await.unwrap();
 }
 
+/// A volume of `blocks` 64 KiB blocks, each stored with non-zero bytes, and
+/// the request counter over it.
+async fn filled_64k_blocks(
+    blocks: u32,
+) -> (s3block_core::Geometry, Arc<MemoryDevice>, Arc<CountingDevice<Arc<MemoryDevice>>>) {
+    let g = s3block_core::Geometry::with_blocks(blocks.into(), 64 * 1024).expect("valid test geometry");
+    let mem = Arc::new(MemoryDevice::new(g));
+    for b in 0..blocks {
+        mem.write_block(BlockId(b), block_data(&g, b, 1)).await.expect("the memory device stores blocks");
+    }
+    let counted = Arc::new(CountingDevice::new(Arc::clone(&mem)));
+    (g, mem, counted)
+}
+
+/// A 1 MiB cache with room for 8 whole 64 KiB blocks of dirty data, and a
+/// write delay no test outlives.
+fn pages_config() -> s3block_cache::CacheConfig {
+    s3block_cache::CacheConfig::builder()
+        .cache_size(1024 * 1024)
+        .max_dirty(512 * 1024)
+        .write_delay(Duration::from_secs(3600))
+        .read_ahead(0)
+        .upload_concurrency(4)
+        .build()
+}
+
 /// Scattered small writes at a large block size: each dirty block costs the
 /// pages written, so many blocks stay dirty within a dirty limit a few blocks
 /// big, gathering writes; at the flush each is fetched once, merged and
 /// uploaded once, and the dirty limit holds throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scattered_small_writes_cost_their_pages_not_whole_blocks() {
-    let g = s3block_core::Geometry::with_blocks(64, 64 * 1024).unwrap();
-    let mem = Arc::new(MemoryDevice::new(g));
-    for b in 0..64 {
-        mem.write_block(BlockId(b), block_data(&g, b, 1)).await.unwrap();
-    }
-    let counted = Arc::new(CountingDevice::new(Arc::clone(&mem)));
-    // Room for 8 whole blocks of dirty data, and a write delay no test outlives.
-    let cfg = s3block_cache::CacheConfig::builder()
-        .cache_size(1024 * 1024)
-        .max_dirty(512 * 1024)
-        .write_delay(Duration::from_secs(3600))
-        .read_ahead(0)
-        .upload_concurrency(4)
-        .build();
-    let cache = BlockCache::new(Arc::clone(&counted), cfg).unwrap();
+    let (g, mem, counted) = filled_64k_blocks(64).await;
+    let cache = BlockCache::new(Arc::clone(&counted), pages_config()).unwrap();
     let mut want: Vec<Vec<u8>> = (0..64).map(|b| block_data(&g, b, 1).to_vec()).collect();
     // Two 4 KiB writes into each of 30 blocks: 60 pages, under half the
     // dirty limit, where uploads would start without the write delay.
@@ -371,21 +384,9 @@ async fn scattered_small_writes_cost_their_pages_not_whole_blocks() {
 /// upload fetches the block again and stores the merge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_pressure_a_small_write_to_a_clean_block_costs_a_page() {
-    let g = s3block_core::Geometry::with_blocks(128, 64 * 1024).unwrap();
-    let mem = Arc::new(MemoryDevice::new(g));
-    for b in 0..128 {
-        mem.write_block(BlockId(b), block_data(&g, b, 1)).await.unwrap();
-    }
-    let counted = Arc::new(CountingDevice::new(Arc::clone(&mem)));
+    let (g, mem, counted) = filled_64k_blocks(128).await;
     let gated = Arc::new(GatedDevice::new(Arc::clone(&counted)));
-    let cfg = s3block_cache::CacheConfig::builder()
-        .cache_size(1024 * 1024)
-        .max_dirty(512 * 1024)
-        .write_delay(Duration::from_secs(3600))
-        .read_ahead(0)
-        .upload_concurrency(4)
-        .build();
-    let cache = BlockCache::new(Arc::clone(&gated), cfg).unwrap();
+    let cache = BlockCache::new(Arc::clone(&gated), pages_config()).unwrap();
     // Block 0 cached whole and clean; blocks 1..=70 written in one page each,
     // their uploads held at the gate: dirty data passes half the limit.
     assert_eq!(cache.read_block(BlockId(0)).await.unwrap(), block_data(&g, 0, 1));
