@@ -239,7 +239,7 @@ deterministic) unpacked into ext4 on a loop device, then `sync`.
 ```
 apt-get install -y fio s3backer e2fsprogs jq
 scripts/garage.sh install            # once, about 10 minutes
-bench/run.sh                         # about 30-40 minutes on 2 cores; writes this file
+bench/run.sh                         # about 11 minutes on 2 cores (4.5 of them s3backer's mkfs at 64K); writes this file
 bench/run.sh --quick                 # 64K only, smaller jobs, prints the table
 bench/run.sh --block-sizes 1M --parts ceiling,fio --report -
 ```
