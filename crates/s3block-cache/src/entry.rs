@@ -69,41 +69,35 @@ impl Pages {
     /// Copies `data` in at `offset`, taking zeroed pages as needed.
     pub(crate) fn write(&mut self, offset: u32, data: &[u8]) {
         let page_len = self.page_len as usize;
-        let start = offset as usize;
-        let mut pos = start;
-        while pos < start + data.len() {
-            let index = pos / page_len;
-            let page_start = index * page_len;
-            let n = (page_start + page_len).min(start + data.len()) - pos;
-            let slot = match self.slot(index as u32) {
+        for piece in pieces(page_len, offset as usize, data.len()) {
+            let slot = match self.slot(piece.index) {
                 Ok(slot) => slot,
                 Err(slot) => {
-                    self.held.insert(slot, (index as u32, vec![0; page_len].into_boxed_slice()));
+                    self.held.insert(slot, (piece.index, vec![0; page_len].into_boxed_slice()));
                     slot
                 }
             };
-            let within = pos - page_start;
-            self.held[slot].1[within..within + n].copy_from_slice(&data[pos - start..pos - start + n]);
-            pos += n;
+            self.held[slot].1[piece.in_page].copy_from_slice(&data[piece.in_span]);
         }
     }
 
     /// Copies the block's bytes from `start` into `out`; pages not held give
     /// zeros.
     pub(crate) fn read(&self, start: usize, out: &mut [u8]) {
-        let page_len = self.page_len as usize;
-        let mut pos = start;
-        while pos < start + out.len() {
-            let index = pos / page_len;
-            let page_start = index * page_len;
-            let n = (page_start + page_len).min(start + out.len()) - pos;
-            let dst = &mut out[pos - start..pos - start + n];
-            match self.slot(index as u32) {
-                Ok(slot) => dst.copy_from_slice(&self.held[slot].1[pos - page_start..pos - page_start + n]),
+        for piece in pieces(self.page_len as usize, start, out.len()) {
+            let dst = &mut out[piece.in_span];
+            match self.slot(piece.index) {
+                Ok(slot) => dst.copy_from_slice(&self.held[slot].1[piece.in_page]),
                 Err(_) => dst.fill(0),
             }
-            pos += n;
         }
+    }
+
+    /// The block's bytes in `range`, in a buffer of their own.
+    fn copy(&self, range: Range<usize>) -> Bytes {
+        let mut out = vec![0; range.len()];
+        self.read(range.start, &mut out);
+        Bytes::from(out)
     }
 
     /// The whole block, zeros where no page is held.
@@ -115,6 +109,35 @@ impl Pages {
         }
         out.freeze()
     }
+}
+
+/// The part of a byte span that falls in one page.
+struct Piece {
+    index: u32,
+    /// Where it lies in the page.
+    in_page: Range<usize>,
+    /// Where it lies in the span.
+    in_span: Range<usize>,
+}
+
+/// Splits the span of `len` bytes from `start` at page boundaries.
+fn pieces(page_len: usize, start: usize, len: usize) -> impl Iterator<Item = Piece> {
+    let end = start + len;
+    let mut pos = start;
+    std::iter::from_fn(move || {
+        (pos < end).then(|| {
+            let index = pos / page_len;
+            let within = pos - index * page_len;
+            let n = (page_len - within).min(end - pos);
+            let piece = Piece {
+                index: index as u32,
+                in_page: within..within + n,
+                in_span: pos - start..pos - start + n,
+            };
+            pos += n;
+            piece
+        })
+    })
 }
 
 /// What the cache knows of a block's bytes.
@@ -165,17 +188,10 @@ impl Content {
         match self {
             Content::Full(b) => Some(b.slice(range)),
             Content::Zero => Some(Bytes::from(vec![0; range.len()])),
-            Content::Sparse(pages) => {
-                let mut out = vec![0; range.len()];
-                pages.read(range.start, &mut out);
-                Some(Bytes::from(out))
+            Content::Sparse(pages) => Some(pages.copy(range)),
+            Content::Partial { pages, written } => {
+                covers(written, &(range.start as u32..range.end as u32)).then(|| pages.copy(range))
             }
-            Content::Partial { pages, written } => covers(written, &(range.start as u32..range.end as u32))
-                .then(|| {
-                    let mut out = vec![0; range.len()];
-                    pages.read(range.start, &mut out);
-                    Bytes::from(out)
-                }),
         }
     }
 
