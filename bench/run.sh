@@ -229,6 +229,13 @@ requests() {
     done
 }
 
+# put_count SYSTEM MOUNT: the PUTs the daemon has made since it started.
+put_count() {
+    local name
+    case $1 in s3backer) name=http_puts ;; *) name=PUT ;; esac
+    awk -v k="$name" '$1 == k {n = $2} END {print n + 0}' "$2/stats"
+}
+
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
 # fio_job BS SYSTEM METRIC FILE ARGS...: runs one job, records MB/s or IOPS
@@ -256,13 +263,14 @@ run_ceiling() {
     count=$((512 * 1024 * 1024 / size))
     say "raw store ceiling at $bs: $count objects, $UPLOAD_CONCURRENCY in flight"
     timeout "$STEP_TIMEOUT" "$RAW_BIN" --endpoint "$ENDPOINT" --force-path-style --object-size "$bs" \
-        --count "$count" --concurrency "$UPLOAD_CONCURRENCY" "s3://bench-raw/raw-$bs/" >"$WORK/raw-$bs.txt" ||
+        --count "$count" --concurrency "$UPLOAD_CONCURRENCY" --cold "s3://bench-raw/raw-$bs/" >"$WORK/raw-$bs.txt" ||
         die "raw_store failed; see $WORK/raw-$bs.txt"
     cat "$WORK/raw-$bs.txt" >&2
     local line
     line=$(grep '^RESULT' "$WORK/raw-$bs.txt")
     record "$bs" ceiling raw_put_mbps "$(sed 's/.*put_mbps=\([0-9.]*\).*/\1/' <<<"$line")"
     record "$bs" ceiling raw_get_mbps "$(sed 's/.*get_mbps=\([0-9.]*\).*/\1/' <<<"$line")"
+    record "$bs" ceiling raw_single_get_ops "$(sed 's/.*single_get_ops=\([0-9.]*\).*/\1/' <<<"$line")"
 }
 
 run_memory_fuse() {
@@ -318,7 +326,10 @@ run_ext4() {
     mkdir -p "$fsmnt"
     mount "$loop" "$fsmnt"
     MOUNTS+=("$fsmnt")
+    local puts0
+    puts0=$(put_count "$sys" "$mnt")
     timed "$bs" "$sys" untar sh -c "tar -xf '$TREE' -C '$fsmnt' && sync"
+    record "$bs" "$sys" puts_untar "$(($(put_count "$sys" "$mnt") - puts0))"
     umount "$fsmnt"
     timed "$bs" "$sys" fsck e2fsck -fn "$loop"
     local t0

@@ -7,6 +7,18 @@
 //! then GETs them back the same way, and deletes them. The data is
 //! pseudo-random so no layer can compress it.
 //!
+//! Between the two it also GETs up to `--single-gets` of the objects one at a
+//! time, in a scattered order: the rate a reader gets when it waits for each
+//! block before asking for the next, as random 4K reads that miss the cache
+//! do. No block device that fetches whole blocks can beat that rate at one
+//! request in flight.
+//!
+//! With `--cold` it syncs and drops the page cache between the PUTs and the
+//! GETs (Linux, as root), so a server on the same machine reads the objects
+//! from disk, as it does for a cold read of a mounted volume. The one-at-a-time
+//! GETs come after the others and find the objects cached again, as random
+//! reads that follow a sequential read do.
+//!
 //! ```text
 //! cargo run --release -p s3block-examples --example raw_store -- \
 //!     --endpoint http://127.0.0.1:3900 --force-path-style \
@@ -14,9 +26,11 @@
 //! ```
 //!
 //! Credentials and region come from the `AWS_*` environment. The last line
-//! printed is machine-readable: `RESULT put_mbps=... get_mbps=...` in
-//! MB/s (10^6 bytes per second).
+//! printed is machine-readable: `RESULT put_mbps=... get_mbps=...
+//! single_get_ops=...`, the first two in MB/s (10^6 bytes per second), the
+//! last in GETs per second.
 
+use std::io::Write;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -35,10 +49,12 @@ struct Args {
     object_size: usize,
     count: usize,
     concurrency: usize,
+    single_gets: usize,
+    cold: bool,
 }
 
 const USAGE: &str = "usage: raw_store [--endpoint URL] [--force-path-style] [--object-size SIZE] \
-                     [--count N] [--concurrency N] STORE_URL";
+                     [--count N] [--concurrency N] [--single-gets N] [--cold] STORE_URL";
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
     let mut out = Args {
@@ -48,6 +64,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
         object_size: 1 << 20,
         count: 256,
         concurrency: 8,
+        single_gets: 1000,
+        cold: false,
     };
     let mut it = args.into_iter();
     let bad = |opt: &str, v: &str, why: String| Error::Config(format!("{opt} {v:?}: {why}"));
@@ -57,6 +75,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
         match a.as_str() {
             "--endpoint" => out.endpoint = Some(value("--endpoint")?),
             "--force-path-style" => out.force_path_style = true,
+            "--cold" => out.cold = true,
             "--object-size" => {
                 let v = value("--object-size")?;
                 let n = parse_size(&v)?;
@@ -65,16 +84,14 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
                     .filter(|n| *n > 0)
                     .ok_or_else(|| bad("--object-size", &v, "must be > 0".into()))?;
             }
-            "--count" | "--concurrency" => {
+            "--count" | "--concurrency" | "--single-gets" => {
                 let v = value(&a)?;
                 let n: usize = v.parse().map_err(|e| bad(&a, &v, format!("{e}")))?;
-                if n == 0 {
-                    return Err(bad(&a, &v, "must be at least 1".into()));
-                }
-                if a == "--count" {
-                    out.count = n;
-                } else {
-                    out.concurrency = n;
+                match a.as_str() {
+                    "--single-gets" => out.single_gets = n,
+                    _ if n == 0 => return Err(bad(&a, &v, "must be at least 1".into())),
+                    "--count" => out.count = n,
+                    _ => out.concurrency = n,
                 }
             }
             s if s.starts_with("--") => return Err(Error::Config(format!("unknown option {s}; {USAGE}"))),
@@ -91,6 +108,27 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
 /// Incompressible bytes for object `i`, seeded by the index.
 fn payload(len: usize, i: usize) -> Bytes {
     s3block_examples::incompressible(len, 0x9e37_79b9_7f4a_7c15_u64 ^ (i as u64 + 1))
+}
+
+/// `n` of the indexes `0..count`, each at most once, in a scattered order:
+/// a stride through them that is coprime with `count` visits each once.
+fn scattered(count: usize, n: usize) -> impl Iterator<Item = usize> {
+    fn gcd(a: usize, b: usize) -> usize {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    let stride = (count * 5 / 8 + 1..).find(|s| gcd(*s, count) == 1).unwrap_or(1);
+    (0..n.min(count)).map(move |i| i * stride % count)
+}
+
+/// Writes dirty pages out, then asks the kernel to drop its clean page cache.
+fn drop_page_cache() -> Result<()> {
+    const DROP: &str = "/proc/sys/vm/drop_caches";
+    let synced = std::process::Command::new("sync").status();
+    if !synced.as_ref().is_ok_and(|s| s.success()) {
+        return Err(Error::Config(format!("--cold: sync failed: {synced:?}")));
+    }
+    std::fs::write(DROP, "3")
+        .map_err(|e| Error::Config(format!("--cold: cannot write {DROP} (needs root): {e}")))
 }
 
 fn mbps(bytes: u64, secs: f64) -> f64 {
@@ -122,6 +160,9 @@ async fn run(args: Args) -> Result<()> {
         .try_for_each(|_| async { Ok(()) })
         .await?;
     let put_secs = start.elapsed().as_secs_f64();
+    if args.cold {
+        drop_page_cache()?;
+    }
 
     let start = Instant::now();
     let got: u64 = stream::iter(0..args.count)
@@ -141,6 +182,24 @@ async fn run(args: Args) -> Result<()> {
         return Err(Error::Config(format!("read back {got} bytes, wrote {total}")));
     }
 
+    let start = Instant::now();
+    let mut single = 0usize;
+    for i in scattered(args.count, args.single_gets) {
+        let r = store.get(&key(i)).await.map_err(|e| map_err("GET", i, e))?;
+        let b = r.bytes().await.map_err(|e| map_err("GET body", i, e))?;
+        if b.len() != args.object_size {
+            return Err(Error::Config(format!(
+                "{} read back {} bytes, wrote {}",
+                key(i),
+                b.len(),
+                args.object_size
+            )));
+        }
+        single += 1;
+    }
+    let single_secs = start.elapsed().as_secs_f64();
+    let single_ops = single as f64 / single_secs.max(1e-9);
+
     stream::iter(0..args.count)
         .map(|i| {
             let store = store.clone();
@@ -151,20 +210,37 @@ async fn run(args: Args) -> Result<()> {
         .await?;
 
     let counts = opened.counters.snapshot();
-    println!(
-        "{} objects of {} bytes, {} in flight: PUT {:.1} MB/s ({:.2} s), GET {:.1} MB/s ({:.2} s); {} PUTs, {} GETs, {} retries",
+    let single_part = if single == 0 {
+        String::new()
+    } else {
+        format!(
+            "; one at a time: {single} GETs, {single_ops:.0} per second ({:.2} ms each)",
+            single_secs * 1e3 / single as f64
+        )
+    };
+    let summary = format!(
+        "{} objects of {} bytes, {} in flight: PUT {:.1} MB/s ({:.2} s), GET{} {:.1} MB/s ({:.2} s){single_part}; \
+         {} PUTs, {} GETs, {} retries",
         args.count,
         args.object_size,
         args.concurrency,
         mbps(total, put_secs),
         put_secs,
+        if args.cold { " (cold)" } else { "" },
         mbps(total, get_secs),
         get_secs,
         counts.puts,
         counts.gets,
         counts.retries
     );
-    println!("RESULT put_mbps={:.1} get_mbps={:.1}", mbps(total, put_secs), mbps(total, get_secs));
+    let result = format!(
+        "RESULT put_mbps={:.1} get_mbps={:.1} single_get_ops={single_ops:.0}",
+        mbps(total, put_secs),
+        mbps(total, get_secs)
+    );
+    // A reader that closed the pipe early (`| head -1`) is not a failure of the store.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{summary}").and_then(|()| writeln!(out, "{result}"));
     Ok(())
 }
 
@@ -191,6 +267,24 @@ mod tests {
         assert_eq!((a.object_size, a.count, a.url.as_str()), (65536, 3, "s3://b/p/"));
         assert!(parse_args(["--count", "0", "s3://b/"].map(String::from)).is_err());
         assert!(parse_args(["--bogus".to_owned()]).is_err());
+        let a = parse_args(["--single-gets", "0", "s3://b/"].map(String::from)).expect("args");
+        assert_eq!((a.single_gets, a.count), (0, 256), "no single GETs is allowed");
+    }
+
+    #[test]
+    fn scattered_visits_each_index_at_most_once() {
+        for (count, n) in [(1, 5), (8, 8), (512, 512), (8192, 1000), (10, 3)] {
+            let v: Vec<usize> = scattered(count, n).collect();
+            assert_eq!(v.len(), n.min(count));
+            let mut sorted = v.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!(sorted.len(), v.len(), "{count}/{n}: {v:?}");
+            assert!(v.iter().all(|i| *i < count));
+            if count > 2 && n > 2 {
+                assert_ne!(v[1], v[0] + 1, "{count}: not in order");
+            }
+        }
     }
 
     #[test]
