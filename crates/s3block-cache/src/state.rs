@@ -111,10 +111,15 @@ impl State {
         self.zeros.contains(block.0.into()) || self.is_discarding(block)
     }
 
-    /// True above the high-water mark, half the dirty limit: uploads start
-    /// without the write delay, and room for dirty data is scarce.
+    /// The high-water mark: half the dirty limit.
+    fn high_water(&self) -> u64 {
+        self.max_dirty / 2
+    }
+
+    /// True above the high-water mark: uploads start without the write
+    /// delay, and room for dirty data is scarce.
     pub(crate) fn under_pressure(&self) -> bool {
-        self.dirty_bytes > self.max_dirty / 2
+        self.dirty_bytes > self.high_water()
     }
 
     /// True when a partial write to `block` should drop its clean cached
@@ -215,6 +220,7 @@ impl State {
         for_upload: bool,
         now: Instant,
     ) -> Bytes {
+        let high_water = self.high_water();
         if let Some(e) = self.entries.get_mut(&block) {
             let Content::Partial { pages, written } = &e.content else {
                 return e.content.read(0..data.len()).unwrap_or(data);
@@ -232,7 +238,7 @@ impl State {
             let old_size = e.content.size();
             let new_size = merged.len() as u64;
             let growth = new_size.saturating_sub(old_size);
-            let room = !e.is_dirty() || self.dirty_bytes + growth <= self.max_dirty / 2;
+            let room = !e.is_dirty() || self.dirty_bytes + growth <= high_water;
             if !for_upload && room {
                 e.content = Content::Full(merged.clone());
                 self.resident = self.resident - old_size + new_size;
