@@ -147,6 +147,15 @@ async fn run(args: Args) -> Result<()> {
     let map_err = |what: &str, i: usize, e: object_store::Error| {
         Error::Config(format!("{what} of {} failed: {e}", key(i)))
     };
+    // The length of object `i`, read whole.
+    let get_len = |i: usize| {
+        let store = store.clone();
+        async move {
+            let r = store.get(&key(i)).await.map_err(|e| map_err("GET", i, e))?;
+            let b = r.bytes().await.map_err(|e| map_err("GET body", i, e))?;
+            Ok::<usize, Error>(b.len())
+        }
+    };
 
     // Payloads are made before the clock starts: only the store is timed.
     let bodies: Vec<Bytes> = (0..args.count).map(|i| payload(args.object_size, i)).collect();
@@ -166,16 +175,9 @@ async fn run(args: Args) -> Result<()> {
 
     let start = Instant::now();
     let got: u64 = stream::iter(0..args.count)
-        .map(|i| {
-            let store = store.clone();
-            async move {
-                let r = store.get(&key(i)).await.map_err(|e| map_err("GET", i, e))?;
-                let b = r.bytes().await.map_err(|e| map_err("GET body", i, e))?;
-                Ok::<u64, Error>(b.len() as u64)
-            }
-        })
+        .map(get_len)
         .buffer_unordered(args.concurrency)
-        .try_fold(0u64, |acc, n| async move { Ok(acc + n) })
+        .try_fold(0u64, |acc, n| async move { Ok(acc + n as u64) })
         .await?;
     let get_secs = start.elapsed().as_secs_f64();
     if got != total {
@@ -185,13 +187,11 @@ async fn run(args: Args) -> Result<()> {
     let start = Instant::now();
     let mut single = 0usize;
     for i in scattered(args.count, args.single_gets) {
-        let r = store.get(&key(i)).await.map_err(|e| map_err("GET", i, e))?;
-        let b = r.bytes().await.map_err(|e| map_err("GET body", i, e))?;
-        if b.len() != args.object_size {
+        let len = get_len(i).await?;
+        if len != args.object_size {
             return Err(Error::Config(format!(
-                "{} read back {} bytes, wrote {}",
+                "{} read back {len} bytes, wrote {}",
                 key(i),
-                b.len(),
                 args.object_size
             )));
         }
