@@ -5,7 +5,6 @@
 use std::io::Write;
 
 use futures::{StreamExt, TryStreamExt};
-use object_store::path::Path;
 use object_store::{Attribute, GetOptions};
 use serde::Serialize;
 
@@ -446,7 +445,7 @@ pub async fn ls(
 async fn head_encoding(target: &Target, key: &str, block: BlockId) -> Result<String> {
     let head = GetOptions { head: true, ..Default::default() };
     let r =
-        target.store.get_opts(&Path::from(key), head).await.map_err(|e| store_error(e, key, Some(block)))?;
+        target.store.get_opts(&s3block_store::key_path(key)?, head).await.map_err(|e| store_error(e, key, Some(block)))?;
     Ok(r.attributes.get(&Attribute::ContentEncoding).map_or_else(|| "identity".to_owned(), |v| v.to_string()))
 }
 
@@ -463,7 +462,7 @@ pub async fn cat(
     v.volume.geometry.check_block(id)?;
     let data = if raw {
         let key = v.volume.layout.key(id);
-        match target.store.get_opts(&Path::from(key.as_str()), GetOptions::default()).await {
+        match target.store.get_opts(&s3block_store::key_path(&key)?, GetOptions::default()).await {
             Ok(r) => r.bytes().await.map_err(|e| store_error(e, &key, Some(id)))?,
             Err(object_store::Error::NotFound { .. }) => {
                 return Err(Error::Config(format!(
@@ -521,7 +520,7 @@ pub async fn stat(
         etag: None,
         headers: vec![],
     };
-    match target.store.get_opts(&Path::from(key.as_str()), head).await {
+    match target.store.get_opts(&s3block_store::key_path(&key)?, head).await {
         Ok(r) => {
             report.stored = true;
             report.size = Some(r.meta.size);

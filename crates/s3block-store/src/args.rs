@@ -116,10 +116,8 @@ impl StoreArgs {
     pub fn key_prefix(&self, url: &str) -> Option<String> {
         let extra = self.prefix.as_deref()?;
         let base = match url::Url::parse(url) {
-            Ok(u) if u.scheme() != "file" => {
-                let p = u.path().trim_start_matches('/');
-                if p.is_empty() || p.ends_with('/') { p.to_owned() } else { format!("{p}/") }
-            }
+            // A URL whose prefix cannot be read fails when opened.
+            Ok(u) if u.scheme() != "file" => crate::config::url_key_prefix(&u).unwrap_or_default(),
             // A directory's path is not a key prefix; a bad URL fails when opened.
             _ => String::new(),
         };

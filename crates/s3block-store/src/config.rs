@@ -32,6 +32,7 @@ use object_store::memory::InMemory;
 use s3block_core::{Error, RequestCounters, Result};
 
 use crate::counting::CountingStore;
+use crate::keys::check_prefix;
 use crate::list::ListPlan;
 use crate::retry::{RetryConfig, RetryStore};
 use crate::sidecar::SidecarStore;
@@ -265,10 +266,7 @@ impl StoreConfig {
     pub fn open(&self) -> Result<OpenedStore> {
         let bad = |why: String| Error::Config(format!("store URL {:?}: {why}", self.url));
         let url = url::Url::parse(&self.url).map_err(|e| bad(e.to_string()))?;
-        let url_prefix = {
-            let p = url.path().trim_start_matches('/');
-            if p.is_empty() || p.ends_with('/') { p.to_owned() } else { format!("{p}/") }
-        };
+        let url_prefix = url_key_prefix(&url).map_err(bad)?;
         let mut target = None;
         let (base, kind, sorted, prefix): (Arc<dyn ObjectStore>, StoreKind, bool, String) = match url.scheme()
         {
@@ -280,15 +278,22 @@ impl StoreConfig {
             }
             "file" => {
                 let dir = url.to_file_path().map_err(|()| bad("not a local path".into()))?;
-                std::fs::create_dir_all(&dir)
-                    .map_err(|source| Error::Io { path: dir.display().to_string(), source })?;
+                local_dir(&dir)?;
                 let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(e.to_string()))?;
                 (Arc::new(SidecarStore::new(fs)), StoreKind::Local(dir), false, String::new())
             }
-            "memory" => (Arc::new(InMemory::new()), StoreKind::Memory, true, url_prefix),
+            "memory" => {
+                if let Some(name) = url.host_str().filter(|h| !h.is_empty()) {
+                    return Err(bad(format!(
+                        "memory:// takes no name ({name:?} would be ignored): write memory:// or memory:///PREFIX/"
+                    )));
+                }
+                (Arc::new(InMemory::new()), StoreKind::Memory, true, url_prefix)
+            }
             other => return Err(bad(format!("unknown scheme {other:?}: use s3://, file:// or memory://"))),
         };
         let prefix = self.prefix.clone().unwrap_or(prefix);
+        check_prefix(&prefix, matches!(kind, StoreKind::Local(_)))?;
         let counters = Arc::new(RequestCounters::default());
         // Testing hook: S3BLOCK_INJECT_FAULTS puts a FaultStore under counting and retries.
         let base = crate::faultenv::wrap(base, self.var(crate::faultenv::INJECT_FAULTS_ENV).as_deref())?;
@@ -343,6 +348,54 @@ impl StoreConfig {
     }
 }
 
+/// The key prefix a store URL's path gives (`s3://b/vol` and `s3://b/vol/`
+/// give `vol/`), with its percent-escapes decoded: the prefix is the bytes
+/// the user meant, not the URL's spelling of them. A `?` or `#` in a URL
+/// starts a query or a fragment, which a store URL has none of: the error
+/// says to write them as `%3F` and `%23`, or to give `--prefix`.
+pub(crate) fn url_key_prefix(url: &url::Url) -> std::result::Result<String, String> {
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("a store URL has no query or fragment: write '?' as %3F and '#' as %23 in the \
+             prefix, or give the prefix with --prefix"
+            .into());
+    }
+    let path = percent_encoding::percent_decode_str(url.path())
+        .decode_utf8()
+        .map_err(|e| format!("its path is not UTF-8 once decoded: {e}"))?;
+    let p = path.strip_prefix('/').unwrap_or(&path);
+    Ok(if p.is_empty() || p.ends_with('/') { p.to_owned() } else { format!("{p}/") })
+}
+
+/// Makes sure a local store's directory can be used: an existing directory,
+/// or a new one whose parent exists (a mistyped path does not grow a tree
+/// of directories). Errors name the path and what it is.
+fn local_dir(dir: &std::path::Path) -> Result<()> {
+    let io = |source| Error::Io { path: dir.display().to_string(), source };
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(_) => {
+            return Err(Error::Config(format!(
+                "store directory {} is a file, not a directory: file:// names the directory that holds the volume",
+                dir.display()
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() && !parent.is_dir() => Err(Error::Config(format!(
+            "store directory {}: its parent {} does not exist (create it first; s3block creates only the last directory)",
+            dir.display(),
+            parent.display()
+        ))),
+        _ => {
+            std::fs::create_dir(dir).map_err(io)?;
+            tracing::info!("created the store directory {}", dir.display());
+            Ok(())
+        }
+    }
+}
+
 /// Whether PUTs sign a SHA-256 of their body. Over TLS (every endpoint but a
 /// plain `http://` one) the connection already protects the body, so the
 /// hash is left out: it is the largest CPU cost of an upload, about 0.5 s
@@ -354,7 +407,41 @@ fn signs_payload(endpoint: Option<&str>) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::signs_payload;
+    use super::{StoreConfig, signs_payload};
+
+    fn open_err(url: &str) -> String {
+        StoreConfig::new(url).open().expect_err(url).to_string()
+    }
+
+    #[test]
+    fn a_file_url_must_name_a_directory_whose_parent_exists() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("disk.img");
+        std::fs::write(&file, b"x").expect("write");
+        let err = open_err(&format!("file://{}", file.display()));
+        assert!(err.contains("is a file, not a directory") && err.contains("disk.img"), "{err}");
+
+        let deep = dir.path().join("typo/vols/a");
+        let err = open_err(&format!("file://{}", deep.display()));
+        assert!(err.contains("does not exist") && err.contains("typo/vols"), "{err}");
+        assert!(!dir.path().join("typo").exists(), "no directory tree is made for a mistyped path");
+
+        let new = dir.path().join("vol");
+        StoreConfig::new(format!("file://{}", new.display()))
+            .open()
+            .expect("a new directory in an existing one");
+        assert!(new.is_dir());
+    }
+
+    #[test]
+    fn store_urls_with_ignored_parts_are_refused() {
+        let err = open_err("memory://foo");
+        assert!(err.contains("\"foo\"") && err.contains("memory:///PREFIX/"), "{err}");
+        let err = open_err("s3://bucket/vol?versionId=3");
+        assert!(err.contains("%3F"), "{err}");
+        let err = open_err("s3://bucket/vol#frag");
+        assert!(err.contains("%23"), "{err}");
+    }
 
     #[test]
     fn only_plain_http_endpoints_sign_the_body() {

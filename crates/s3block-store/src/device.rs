@@ -14,6 +14,7 @@ use s3block_core::{
 
 use crate::codec::{CodecChain, CodecContext, CodecMeta};
 use crate::error::{is_absent, store_error};
+use crate::keys::key_path;
 use crate::list::{ListPlan, StoredBlock, delete_keys, list_blocks};
 use crate::sidecar::StaleAttributes;
 
@@ -124,10 +125,10 @@ impl ObjectBlockDevice {
         self.delete_blocks(stored.into_iter().map(|s| s.block)).await
     }
 
-    fn path(&self, block: BlockId) -> (String, Path) {
+    fn path(&self, block: BlockId) -> Result<(String, Path)> {
         let key = self.layout.key(block);
-        let path = Path::from(key.as_str());
-        (key, path)
+        let path = key_path(&key)?;
+        Ok((key, path))
     }
 
     fn corrupt_or_store(&self, e: object_store::Error, key: &str, block: BlockId) -> Error {
@@ -159,7 +160,7 @@ impl BlockDevice for ObjectBlockDevice {
 
     async fn read_block(&self, block: BlockId) -> Result<Bytes> {
         self.geometry.check_block(block)?;
-        let (key, path) = self.path(block);
+        let (key, path) = self.path(block)?;
         let res = match self.store.get_opts(&path, GetOptions::default()).await {
             Ok(r) => r,
             Err(e) if is_absent(&e) => {
@@ -180,7 +181,7 @@ impl BlockDevice for ObjectBlockDevice {
         if is_zero(&data) {
             return self.delete_blocks([block]).await.map(|_| ());
         }
-        let (key, path) = self.path(block);
+        let (key, path) = self.path(block)?;
         let cx = CodecContext { block, key: &key, block_size: self.geometry.block_len() };
         let (body, encoding, meta) = self.codecs.encode(&cx, data)?;
         let mut attrs = Attributes::new();

@@ -59,6 +59,7 @@ mod encryption;
 mod error;
 mod fault;
 mod faultenv;
+mod keys;
 mod list;
 mod lock;
 mod native;
@@ -83,6 +84,7 @@ pub use encryption::{EncryptionOptions, EncryptionParams, EncryptionScheme, KdfP
 pub use error::{classify, store_error};
 pub use fault::{FaultConfig, FaultStore, InjectedFault};
 pub use faultenv::{FaultSpec, INJECT_FAULTS_ENV};
+pub use keys::{check_prefix, key_path};
 pub use list::{ListPlan, StoredBlock, delete_keys, first_block_key, list_blocks};
 pub use lock::{
     LOCK_NAME, LockInfo, LockMode, LockOptions, META_MOUNT_TOKEN, MountLock, break_lock, hostname,

@@ -18,12 +18,13 @@ use object_store::path::Path;
 use s3block_core::{BlockId, Error, KeyLayout, Result};
 
 use crate::error::{is_absent, store_error};
+use crate::keys::key_path;
 
 /// The folder to list for a key prefix: `a/b/` and `a/b/x` list under `a/b`.
-pub(crate) fn list_root(prefix: &str) -> Option<Path> {
+pub(crate) fn list_root(prefix: &str) -> Result<Option<Path>> {
     match prefix.rfind('/') {
-        Some(i) if i > 0 => Some(Path::from(&prefix[..i])),
-        _ => None,
+        Some(i) if i > 0 => key_path(&prefix[..i]).map(Some),
+        _ => Ok(None),
     }
 }
 
@@ -52,7 +53,7 @@ pub async fn list_blocks(
     blocks: Range<u64>,
     plan: ListPlan,
 ) -> Result<Vec<StoredBlock>> {
-    let root = list_root(layout.prefix());
+    let root = list_root(layout.prefix())?;
     let parts = if plan.sorted { plan.parallelism.max(1) as u64 } else { 1 };
     // Each part: an exclusive start key (strictly before every key in it) and
     // an end key (the first key past it), both as strings.
@@ -69,6 +70,7 @@ pub async fn list_blocks(
             s
         });
         let end = (b < (1u64 << 32) && plan.sorted).then(|| format!("{}{b:08x}", layout.prefix()));
+        let start = start.map(|s| key_path(&s)).transpose()?;
         ranges.push((start, end));
     }
     let tasks = ranges.into_iter().map(|(start, end)| {
@@ -76,7 +78,7 @@ pub async fn list_blocks(
         let blocks = blocks.clone();
         async move {
             let stream = match (&start, plan.sorted) {
-                (Some(s), true) => store.list_with_offset(root.as_ref(), &Path::from(s.as_str())),
+                (Some(s), true) => store.list_with_offset(root.as_ref(), s),
                 _ => store.list(root.as_ref()),
             };
             let mut stream =
@@ -109,7 +111,7 @@ pub async fn list_blocks(
 /// layout (plain or hash-prefixed), or `None` when there is none. Stops at
 /// the first one found.
 pub async fn first_block_key(store: &dyn ObjectStore, prefix: &str) -> Result<Option<String>> {
-    let root = list_root(prefix);
+    let root = list_root(prefix)?;
     let layouts = [KeyLayout::new(prefix, false), KeyLayout::new(prefix, true)];
     let mut stream =
         store.list(root.as_ref()).map_err(|e| store_error(e, &format!("listing of {prefix}"), None));
@@ -130,7 +132,8 @@ pub async fn delete_keys(store: &dyn ObjectStore, keys: Vec<String>) -> Result<u
         return Ok(0);
     }
     let first = keys[0].clone();
-    let paths = futures::stream::iter(keys.into_iter().map(|k| Ok(Path::from(k)))).boxed();
+    let paths = keys.iter().map(|k| key_path(k)).collect::<Result<Vec<_>>>()?;
+    let paths = futures::stream::iter(paths.into_iter().map(Ok)).boxed();
     let mut results = store.delete_stream(paths);
     while let Some(r) = results.next().await {
         match r {

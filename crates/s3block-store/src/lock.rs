@@ -15,13 +15,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use object_store::path::Path;
 use object_store::{Attribute, AttributeValue, Attributes, GetOptions, ObjectStore, PutMode, PutOptions};
 use rand::Rng;
 use s3block_core::{Error, KeyLayout, Result};
 
 use crate::device::object_metadata;
 use crate::error::{is_absent, store_error};
+use crate::keys::key_path;
 use crate::list::delete_keys;
 
 /// Name of the lock object under the volume's prefix.
@@ -107,7 +107,7 @@ fn is_exists(e: &object_store::Error) -> bool {
 pub async fn probe_conditional_put(store: &dyn ObjectStore, prefix: &str) -> Result<bool> {
     let n: u64 = rand::rng().random();
     let key = KeyLayout::new(prefix, false).meta_key(&format!("s3block-probe-{n:016x}"));
-    let path = Path::from(key.as_str());
+    let path = key_path(&key)?;
     let create = || PutOptions { mode: PutMode::Create, ..Default::default() };
     match store.put_opts(&path, "probe".into(), create()).await {
         // The key is new: "exists" means a retried create that had worked.
@@ -133,7 +133,7 @@ pub async fn probe_conditional_put(store: &dyn ObjectStore, prefix: &str) -> Res
 /// Reads the lock under `prefix`, `None` when the volume is not locked.
 pub async fn read_lock(store: &dyn ObjectStore, prefix: &str) -> Result<Option<LockInfo>> {
     let key = lock_key(prefix);
-    let res = match store.get_opts(&Path::from(key.as_str()), GetOptions::default()).await {
+    let res = match store.get_opts(&key_path(&key)?, GetOptions::default()).await {
         Ok(r) => r,
         Err(e) if is_absent(&e) => return Ok(None),
         Err(e) => return Err(store_error(e, &key, None)),
@@ -202,7 +202,7 @@ impl MountLock {
             ..Default::default()
         };
         let body = format!("{}\n{}\n", opts.host, utc_stamp(opts.now));
-        match store.put_opts(&Path::from(key.as_str()), body.into(), put).await {
+        match store.put_opts(&key_path(&key)?, body.into(), put).await {
             Ok(_) => {}
             Err(e) if is_exists(&e) => match read_lock(store.as_ref(), prefix).await? {
                 // A retried create whose first attempt had worked.

@@ -74,7 +74,8 @@ fn crc32(data: &[u8]) -> u32 {
 }
 
 fn sidecar_path(location: &Path) -> Path {
-    Path::from(format!("{location}{SIDECAR_SUFFIX}"))
+    // The location is a valid path; a suffix without '/' keeps it one.
+    Path::parse(format!("{location}{SIDECAR_SUFFIX}")).expect("a valid path with a plain suffix is valid")
 }
 
 fn is_sidecar(location: &Path) -> bool {

@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use object_store::path::Path;
 use object_store::{Attribute, GetOptions, ObjectStore, PutMode, PutOptions};
 use rand::Rng;
 use s3block_core::{BlockId, Error, Geometry, KeyLayout, Result, format_size};
@@ -21,6 +20,7 @@ use crate::encryption::{
     EncryptionOptions, EncryptionParams, EncryptionScheme, new_encryption, unlock, volume_codecs,
 };
 use crate::error::{is_absent, store_error};
+use crate::keys::key_path;
 use crate::lock::utc_stamp;
 use crate::password::PASSWORD_ENV;
 use crate::s3backer_crypto::{META_HMAC, S3backerCodec};
@@ -116,7 +116,7 @@ fn descriptor_key(prefix: &str) -> String {
 /// Reads the descriptor under `prefix`, `None` when there is none.
 pub async fn read_descriptor(store: &dyn ObjectStore, prefix: &str) -> Result<Option<VolumeDescriptor>> {
     let key = descriptor_key(prefix);
-    let raw = match store.get_opts(&Path::from(key.as_str()), GetOptions::default()).await {
+    let raw = match store.get_opts(&key_path(&key)?, GetOptions::default()).await {
         Ok(r) => r.bytes().await.map_err(|e| store_error(e, &key, None))?,
         Err(e) if is_absent(&e) => return Ok(None),
         Err(e) => return Err(store_error(e, &key, None)),
@@ -146,14 +146,12 @@ pub async fn read_descriptor(store: &dyn ObjectStore, prefix: &str) -> Result<Op
 pub async fn read_block0_geometry(store: &dyn ObjectStore, prefix: &str) -> Result<Option<(Geometry, bool)>> {
     for hashed in [false, true] {
         let key = KeyLayout::new(prefix, hashed).key(BlockId(0));
-        let res = match store
-            .get_opts(&Path::from(key.as_str()), GetOptions { head: true, ..Default::default() })
-            .await
-        {
-            Ok(r) => r,
-            Err(e) if is_absent(&e) => continue,
-            Err(e) => return Err(store_error(e, &key, Some(BlockId(0)))),
-        };
+        let res =
+            match store.get_opts(&key_path(&key)?, GetOptions { head: true, ..Default::default() }).await {
+                Ok(r) => r,
+                Err(e) if is_absent(&e) => continue,
+                Err(e) => return Err(store_error(e, &key, Some(BlockId(0)))),
+            };
         let meta = object_metadata(&res.attributes);
         let get =
             |name: &str| meta.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
@@ -341,7 +339,7 @@ async fn write_descriptor(
     let body =
         serde_json::to_vec_pretty(&d).map_err(|e| Error::Config(format!("cannot encode {key}: {e}")))?;
     let put = PutOptions { mode: PutMode::Create, ..Default::default() };
-    match store.put_opts(&Path::from(key.as_str()), body.into(), put).await {
+    match store.put_opts(&key_path(&key)?, body.into(), put).await {
         Ok(_) => Ok((d, codecs)),
         Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
             Err(Error::Config(format!(
@@ -410,7 +408,7 @@ pub async fn open_volume_with(
 async fn check_block0_hmac(store: &dyn ObjectStore, layout: &KeyLayout, codec: &S3backerCodec) -> Result<()> {
     let block = BlockId(0);
     let key = layout.key(block);
-    let res = match store.get_opts(&Path::from(key.as_str()), GetOptions::default()).await {
+    let res = match store.get_opts(&key_path(&key)?, GetOptions::default()).await {
         Ok(r) => r,
         Err(e) if is_absent(&e) => {
             tracing::warn!(
