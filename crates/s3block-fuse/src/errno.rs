@@ -11,6 +11,14 @@ use crate::fs::FsError;
 /// and object key, since the program reading the disk only sees "I/O error".
 /// Requests refused by design (read-only, resize, past the end) are logged
 /// at debug level: the errno alone tells the caller.
+///
+/// Changes to the directory's fixed entries ([`FsError::Namespace`]:
+/// create, mknod, mkdir, rmdir, rename, link, symlink, removing the device
+/// file) all get one errno, EPERM ("Operation not permitted"): the request
+/// is understood and refused by design, as link(2) and unlink(2) document
+/// for an entry a filesystem does not let change. Never ENOSYS, which
+/// would say the mount program lacks a feature, nor EROFS, which would
+/// claim the mount is read-only.
 pub fn errno(err: &FsError) -> Errno {
     let errno = match err {
         FsError::Device(e) => return device_errno(e),
@@ -21,7 +29,7 @@ pub fn errno(err: &FsError) -> Errno {
         FsError::NoSpace { .. } => Errno::ENOSPC,
         FsError::Resize { .. } => Errno::EPERM,
         FsError::FallocateMode(_) => Errno::EOPNOTSUPP,
-        FsError::NotPermitted(_) => Errno::EPERM,
+        FsError::NotPermitted(_) | FsError::Namespace(_) => Errno::EPERM,
     };
     tracing::debug!(errno = errno.code(), "refused: {err}");
     errno
@@ -79,6 +87,7 @@ mod tests {
             (FsError::NotDir, libc::ENOTDIR),
             (FsError::FallocateMode(8), libc::EOPNOTSUPP),
             (FsError::NotPermitted("x"), libc::EPERM),
+            (FsError::Namespace("rename"), libc::EPERM),
         ];
         for (err, code) in cases {
             assert_eq!(errno(&err).code(), code, "{err}");

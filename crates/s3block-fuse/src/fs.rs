@@ -17,7 +17,13 @@
 //!   deleting the objects of whole blocks; plain allocation inside the size
 //!   succeeds and does nothing, since a block exists as soon as it is written;
 //! - flush on close, fsync and fdatasync wait until every block written
-//!   before them is in the object store.
+//!   before them is in the object store;
+//! - each of the three inodes keeps its own owner, mode and times, which
+//!   `chown`, `chmod` and `touch` change for this mount only (they are held
+//!   in memory, not stored);
+//! - the directory's entries are fixed: creating, renaming, linking or
+//!   removing a file is refused with one error, [`FsError::Namespace`]
+//!   (removing the stats file only resets its counters).
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -51,9 +57,9 @@ pub struct FsConfig {
     pub read_only: bool,
     /// Open the device file with FOPEN_DIRECT_IO (no kernel page cache).
     pub direct_io: bool,
-    /// Owner shown for every file.
+    /// Owner of every inode at start (`-o uid=`, else the mounting user).
     pub uid: u32,
-    /// Group shown for every file.
+    /// Group of every inode at start (`-o gid=`, else the mounting user's).
     pub gid: u32,
 }
 
@@ -103,6 +109,10 @@ pub enum FsError {
     /// An operation the stats file or the directory does not allow.
     #[error("{0} is not permitted here")]
     NotPermitted(&'static str),
+    /// A change to the directory's fixed entries: create, mknod, mkdir,
+    /// rmdir, rename, link, symlink, or removing the device file.
+    #[error("{0}: the mount shows a fixed set of files")]
+    Namespace(&'static str),
 }
 
 /// Result of a filesystem request.
@@ -119,8 +129,12 @@ pub struct SetAttr {
     pub gid: Option<u32>,
     /// New size (refused unless equal to the volume's).
     pub size: Option<u64>,
+    /// New access time.
+    pub atime: Option<SystemTime>,
     /// New modification time.
     pub mtime: Option<SystemTime>,
+    /// New change time (else the time of the change).
+    pub ctime: Option<SystemTime>,
 }
 
 /// One directory entry from [`BlockFs::readdir`].
@@ -136,12 +150,26 @@ pub struct DirEntry {
     pub name: String,
 }
 
+/// What `chown`, `chmod` and `touch` change: one per inode.
 #[derive(Debug, Clone, Copy)]
 struct Meta {
     mode: u16,
     uid: u32,
     gid: u32,
+    atime: SystemTime,
     mtime: SystemTime,
+    ctime: SystemTime,
+}
+
+impl Meta {
+    fn new(mode: u16, config: &FsConfig, now: SystemTime) -> Meta {
+        Meta { mode, uid: config.uid, gid: config.gid, atime: now, mtime: now, ctime: now }
+    }
+}
+
+/// Index of an inode's [`Meta`] (the inode numbers are 1, 2, 3).
+fn slot(ino: u64) -> usize {
+    (ino - ROOT_INO) as usize
 }
 
 /// The filesystem over a block device: see the module docs.
@@ -151,7 +179,8 @@ pub struct BlockFs {
     stats: Arc<dyn StatsSource>,
     config: FsConfig,
     started: SystemTime,
-    meta: Mutex<Meta>,
+    /// Root, device file, stats file.
+    meta: Mutex<[Meta; 3]>,
     /// Snapshots of the stats text, one per open handle, so a reader sees
     /// one consistent text however it splits its reads.
     stats_handles: Mutex<HashMap<u64, Bytes>>,
@@ -168,7 +197,11 @@ impl BlockFs {
     /// A filesystem showing `device` as `config.filename`.
     pub fn new(device: Arc<dyn BlockDevice>, stats: Arc<dyn StatsSource>, config: FsConfig) -> Self {
         let now = SystemTime::now();
-        let meta = Meta { mode: config.file_mode, uid: config.uid, gid: config.gid, mtime: now };
+        let meta = [
+            Meta::new(0o755, &config, now),
+            Meta::new(config.file_mode, &config, now),
+            Meta::new(0o444, &config, now),
+        ];
         BlockFs {
             geometry: device.geometry(),
             device,
@@ -191,7 +224,7 @@ impl BlockFs {
         &self.config
     }
 
-    fn meta(&self) -> MutexGuard<'_, Meta> {
+    fn meta(&self) -> MutexGuard<'_, [Meta; 3]> {
         // Meta is plain values, each write complete: a poisoned lock is still consistent.
         self.meta.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -222,22 +255,22 @@ impl BlockFs {
     /// Attributes of an inode.
     pub fn getattr(&self, ino: u64) -> FsResult<FileAttr> {
         self.check_ino(ino)?;
-        let meta = *self.meta();
-        let (kind, perm, size, nlink, mtime) = match ino {
-            ROOT_INO => (FileType::Directory, 0o755, 0, 2, self.started),
-            DEVICE_INO => (FileType::RegularFile, meta.mode, self.geometry.size(), 1, meta.mtime),
-            _ => (FileType::RegularFile, 0o444, self.stats.render().len() as u64, 1, SystemTime::now()),
+        let meta = self.meta()[slot(ino)];
+        let (kind, size, nlink) = match ino {
+            ROOT_INO => (FileType::Directory, 0, 2),
+            DEVICE_INO => (FileType::RegularFile, self.geometry.size(), 1),
+            _ => (FileType::RegularFile, self.stats.render().len() as u64, 1),
         };
         Ok(FileAttr {
             ino: INodeNo(ino),
             size,
             blocks: size.div_ceil(512),
-            atime: mtime,
-            mtime,
-            ctime: mtime,
+            atime: meta.atime,
+            mtime: meta.mtime,
+            ctime: meta.ctime,
             crtime: self.started,
             kind,
-            perm,
+            perm: meta.mode,
             nlink,
             uid: meta.uid,
             gid: meta.gid,
@@ -256,8 +289,8 @@ impl BlockFs {
         self.getattr(ino)
     }
 
-    /// Changes attributes. Mode, owner and times are kept for this mount only;
-    /// the size cannot change.
+    /// Changes attributes of one inode. Mode, owner and times are kept in
+    /// memory for this mount; the size cannot change.
     pub fn setattr(&self, ino: u64, set: SetAttr) -> FsResult<FileAttr> {
         self.check_ino(ino)?;
         if let Some(size) = set.size {
@@ -271,8 +304,9 @@ impl BlockFs {
                 return Err(FsError::Resize { requested: size, size: self.geometry.size() });
             }
         }
-        if ino == DEVICE_INO {
-            let mut meta = self.meta();
+        {
+            let mut all = self.meta();
+            let meta = &mut all[slot(ino)];
             if let Some(mode) = set.mode {
                 meta.mode = (mode & 0o7777) as u16;
             }
@@ -282,11 +316,13 @@ impl BlockFs {
             if let Some(gid) = set.gid {
                 meta.gid = gid;
             }
+            if let Some(atime) = set.atime {
+                meta.atime = atime;
+            }
             if let Some(mtime) = set.mtime {
                 meta.mtime = mtime;
             }
-        } else if set.mode.is_some() || set.uid.is_some() || set.gid.is_some() {
-            return Err(FsError::NotPermitted("changing this file's owner or mode"));
+            meta.ctime = set.ctime.unwrap_or_else(SystemTime::now);
         }
         self.getattr(ino)
     }
@@ -391,8 +427,15 @@ impl BlockFs {
         }
         let len = (data.len() as u64).min(size.saturating_sub(offset)) as usize;
         self.device.write_at(offset, data.slice(..len)).await?;
-        self.meta().mtime = SystemTime::now();
+        self.touch_device();
         Ok(len as u32)
+    }
+
+    /// A write changed the volume: its modification time is now.
+    fn touch_device(&self) {
+        let now = SystemTime::now();
+        let meta = &mut self.meta()[slot(DEVICE_INO)];
+        (meta.mtime, meta.ctime) = (now, now);
     }
 
     /// Waits until everything written before is stored (flush on close,
@@ -429,13 +472,13 @@ impl BlockFs {
         }
         if mode & zeroing != 0 && offset < size {
             self.device.zero_range(offset, end.min(size) - offset).await?;
-            self.meta().mtime = SystemTime::now();
+            self.touch_device();
         }
         Ok(())
     }
 
     /// Unlinking the stats file resets the counters; the file stays.
-    /// Nothing else can be removed.
+    /// Removing the device file is a [`FsError::Namespace`] error.
     pub fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
         if parent != ROOT_INO {
             return Err(FsError::NotDir);
@@ -443,11 +486,20 @@ impl BlockFs {
         match self.ino_of(name) {
             Some(STATS_INO) => {
                 self.stats.reset();
+                let now = SystemTime::now();
+                let meta = &mut self.meta()[slot(STATS_INO)];
+                (meta.mtime, meta.ctime) = (now, now);
                 Ok(())
             }
-            Some(_) => Err(FsError::NotPermitted("removing the device file")),
+            Some(_) => Err(FsError::Namespace("removing the device file")),
             None => Err(FsError::NotFound(name.to_string_lossy().into_owned())),
         }
+    }
+
+    /// Creating, renaming, linking or removing an entry (`what`): always
+    /// refused, since the mount shows a fixed set of files.
+    pub fn change_entries(&self, what: &'static str) -> FsResult<()> {
+        Err(FsError::Namespace(what))
     }
 
     /// `statfs`: (total blocks, free blocks, block size) in units of the

@@ -226,3 +226,53 @@ async fn direct_io_flag_follows_the_option() {
     let (fs, _, _) = setup(false);
     assert!(!fs.open(DEVICE_INO, true).unwrap().1.contains(FopenFlags::FOPEN_DIRECT_IO));
 }
+
+#[test]
+fn each_inode_keeps_its_own_owner_mode_and_times() {
+    let (fs, _, _) = setup(false);
+    let chown = SetAttr { uid: Some(1000), gid: Some(100), ..SetAttr::default() };
+    let attr = fs.setattr(DEVICE_INO, chown).unwrap();
+    assert_eq!((attr.uid, attr.gid), (1000, 100));
+    for ino in [ROOT_INO, STATS_INO] {
+        let other = fs.getattr(ino).unwrap();
+        assert_eq!((other.uid, other.gid), (0, 0), "chown of the file changed inode {ino}");
+    }
+    // The root keeps its own mode; a chmod of it stays its own.
+    assert_eq!(fs.getattr(ROOT_INO).unwrap().perm, 0o755);
+    fs.setattr(ROOT_INO, SetAttr { mode: Some(0o40700), ..SetAttr::default() }).unwrap();
+    assert_eq!(fs.getattr(ROOT_INO).unwrap().perm, 0o700);
+    assert_eq!(fs.getattr(DEVICE_INO).unwrap().perm, 0o600);
+    // touch -d: both times are set, on any inode, and stay set.
+    let then = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_577_934_245);
+    let earlier = then - std::time::Duration::from_secs(3600);
+    for ino in [DEVICE_INO, ROOT_INO, STATS_INO] {
+        let set = SetAttr { atime: Some(earlier), mtime: Some(then), ..SetAttr::default() };
+        fs.setattr(ino, set).unwrap();
+        let attr = fs.getattr(ino).unwrap();
+        assert_eq!((attr.atime, attr.mtime), (earlier, then), "inode {ino}");
+        assert!(attr.ctime > then, "the change time is the time of the change");
+    }
+}
+
+#[tokio::test]
+async fn a_write_moves_only_the_device_file_times() {
+    let (fs, _, _) = setup(false);
+    let then = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    for ino in [DEVICE_INO, ROOT_INO] {
+        fs.setattr(ino, SetAttr { mtime: Some(then), ..SetAttr::default() }).unwrap();
+    }
+    fs.write(DEVICE_INO, 0, pattern(10, 1)).await.unwrap();
+    assert!(fs.getattr(DEVICE_INO).unwrap().mtime > then);
+    assert_eq!(fs.getattr(ROOT_INO).unwrap().mtime, then);
+}
+
+#[test]
+fn every_change_of_entries_gets_one_errno() {
+    let (fs, _, _) = setup(false);
+    for what in ["create", "mknod", "mkdir", "rmdir", "rename", "link", "symlink"] {
+        let err = fs.change_entries(what).unwrap_err();
+        assert_eq!(errno(&err).code(), libc::EPERM, "{what}");
+        assert!(err.to_string().contains(what), "{err}");
+    }
+    assert_eq!(code(fs.unlink(ROOT_INO, OsStr::new("file"))), libc::EPERM);
+}

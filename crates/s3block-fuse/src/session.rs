@@ -17,8 +17,8 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use fuser::{
     FileHandle, Filesystem, Generation, INodeNo, KernelConfig, LockOwner, MountOption, OpenAccMode,
-    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, Request, SessionACL, TimeOrNow, WriteFlags,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyWrite, Request, SessionACL, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
@@ -130,9 +130,9 @@ impl Filesystem for FuseFs {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
-        _ctime: Option<SystemTime>,
+        ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
@@ -140,7 +140,8 @@ impl Filesystem for FuseFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let set = SetAttr { mode, uid, gid, size, mtime: mtime.map(time_of) };
+        let set =
+            SetAttr { mode, uid, gid, size, atime: atime.map(time_of), mtime: mtime.map(time_of), ctime };
         match self.fs.setattr(ino.0, set) {
             Ok(attr) => reply.attr(&TTL, &attr),
             Err(e) => reply.error(errno(&e)),
@@ -252,6 +253,69 @@ impl Filesystem for FuseFs {
         }
     }
 
+    fn create(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        refuse(&self.fs, "create", |e| reply.error(e));
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        refuse(&self.fs, "mknod", |e| reply.error(e));
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        refuse(&self.fs, "mkdir", |e| reply.error(e));
+    }
+
+    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        refuse(&self.fs, "rmdir", |e| reply.error(e));
+    }
+
+    fn symlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _target: &Path, reply: ReplyEntry) {
+        refuse(&self.fs, "symlink", |e| reply.error(e));
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        _flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        refuse(&self.fs, "rename", |e| reply.error(e));
+    }
+
+    fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
+        refuse(&self.fs, "link", |e| reply.error(e));
+    }
+
     fn fallocate(
         &self,
         _req: &Request,
@@ -267,6 +331,12 @@ impl Filesystem for FuseFs {
             move |fs| async move { sync_reply(fs.fallocate(ino.0, offset, length, mode).await, reply) },
         );
     }
+}
+
+/// Answers a change to the directory's entries with its errno.
+fn refuse(fs: &BlockFs, what: &'static str, reply: impl FnOnce(fuser::Errno)) {
+    let refused = fs.change_entries(what).err().unwrap_or(crate::fs::FsError::Namespace(what));
+    reply(errno(&refused));
 }
 
 fn sync_reply(result: crate::fs::FsResult<()>, reply: ReplyEmpty) {

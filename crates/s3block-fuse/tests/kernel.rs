@@ -182,3 +182,47 @@ fn background_mode_returns_once_mounted_and_reports_errors() {
     assert!(mounted, "the parent exited before the mount was up");
     assert_eq!(size, Some(SIZE));
 }
+
+#[test]
+fn attributes_are_per_file_and_entries_are_fixed() {
+    if !kernel_available(&[]) {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let mount = start(&[]);
+    let (root, file, stats) = (mount.path().to_owned(), mount.file(), mount.path().join("stats"));
+    std::os::unix::fs::chown(&file, Some(1000), Some(1000)).unwrap();
+    // Past the kernel's attribute cache (1 s), the owners are still each inode's own.
+    std::thread::sleep(Duration::from_millis(1200));
+    let owner = |p: &std::path::Path| {
+        let m = std::fs::metadata(p).unwrap();
+        (m.uid(), m.gid())
+    };
+    assert_eq!(owner(&file), (1000, 1000));
+    assert_eq!(owner(&root), (0, 0), "chown of the file changed the mount root");
+    assert_eq!(owner(&stats), (0, 0), "chown of the file changed the stats file");
+
+    // touch -d sets both times, on the file and on the root, and they stay.
+    for path in [&file, &root] {
+        let out = Command::new("touch").args(["-d", "2020-01-02 03:04:05Z"]).arg(path).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    for path in [&file, &root] {
+        let m = std::fs::metadata(path).unwrap();
+        assert_eq!((m.mtime(), m.atime()), (1_577_934_245, 1_577_934_245), "{}", path.display());
+    }
+
+    // Every change of the directory's entries gets the same errno.
+    let eperm = |what: &str, result: std::io::Result<()>| {
+        let err = result.expect_err(what);
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{what}: {err}");
+    };
+    eperm("rename", std::fs::rename(&file, root.join("moved")));
+    eperm("create", std::fs::File::create(root.join("new")).map(drop));
+    eperm("mkdir", std::fs::create_dir(root.join("dir")));
+    eperm("link", std::fs::hard_link(&file, root.join("link")));
+    eperm("symlink", std::os::unix::fs::symlink("file", root.join("sym")));
+    eperm("unlink", std::fs::remove_file(&file));
+    mount.unmount();
+}
