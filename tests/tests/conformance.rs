@@ -85,6 +85,14 @@ async fn mount_lock_is_advisory_on_garage() {
     c::mount_lock(store, &prefix, None).await;
 }
 
+/// Garage ignores conditional creates: ten pairs of mounts (and of creates)
+/// started at the same moment, and exactly one of each pair wins.
+#[tokio::test]
+async fn simultaneous_mounts_on_garage() {
+    let Some((store, prefix, _)) = garage("conf_race") else { return };
+    c::simultaneous_mounts(store, &prefix, None).await;
+}
+
 #[tokio::test]
 async fn listing_and_bulk_delete() {
     let Some((store, prefix, plan)) = garage("conf_listing") else { return };

@@ -18,7 +18,7 @@ use crate::{
     CodecChain, CountingStore, Deflate, EncryptionOptions, EncryptionScheme, FaultConfig, FaultStore,
     GeometrySource, KdfParams, ListPlan, LockOptions, ObjectBlockDevice, Password, RetryConfig, RetryStore,
     StoredBlock, VolumeOptions, break_lock, create_volume, create_volume_with, open_volume, open_volume_with,
-    read_lock,
+    read_descriptor, read_lock,
 };
 
 const BS: u64 = 4096;
@@ -197,6 +197,53 @@ pub async fn mount_lock(store: Arc<dyn ObjectStore>, prefix: &str, enforced: Opt
     assert!(!b.release().await.expect("stale release"));
     assert_eq!(read_lock(store.as_ref(), prefix).await.expect("read").expect("locked").host, "host-c");
     assert!(c.release().await.expect("release c"));
+}
+
+/// Mounts and creates started at the same moment: of ten pairs of lock
+/// takers, and of ten pairs of creates of one volume, exactly one of each
+/// pair succeeds, whether the store enforces conditional creates or not
+/// (`enforced` as in [`mount_lock`]; `Some(false)` takes the lock the way a
+/// store that ignores them needs). The loser of a lock names the winner.
+pub async fn simultaneous_mounts(store: Arc<dyn ObjectStore>, prefix: &str, enforced: Option<bool>) {
+    let opts = |host: &str| LockOptions { host: host.into(), now: std::time::SystemTime::now(), enforced };
+    for pair in 0..10 {
+        let p = format!("{prefix}race-{pair}/");
+        let (a, b) = futures::join!(
+            crate::MountLock::acquire(store.clone(), &p, opts("host-a")),
+            crate::MountLock::acquire(store.clone(), &p, opts("host-b")),
+        );
+        let (winner, loser) = match (a, b) {
+            (Ok(w), Err(l)) => (w, l),
+            (Err(l), Ok(w)) => (w, l),
+            (Ok(_), Ok(_)) => panic!("pair {pair}: both mounts took the lock of {p}"),
+            (Err(a), Err(b)) => panic!("pair {pair}: neither mount took the lock of {p}: {a}; {b}"),
+        };
+        let holder = read_lock(store.as_ref(), &p).await.expect("read").expect("the winner's lock");
+        assert_eq!(holder.token.as_deref(), Some(winner.token()), "pair {pair}: the lock is the winner's");
+        match &loser {
+            Error::Locked { host, .. } => {
+                assert_eq!(host, &holder.host, "pair {pair}: the loser names the winner")
+            }
+            other => panic!("pair {pair}: expected Locked, got {other}"),
+        }
+        assert!(winner.release().await.expect("release"), "pair {pair}");
+
+        let opts = VolumeOptions { size: Some(1 << 20), block_size: Some(4096), ..Default::default() };
+        let (a, b) = futures::join!(
+            create_volume(store.as_ref(), &p, &opts),
+            create_volume(store.as_ref(), &p, &opts)
+        );
+        let created = match (a, b) {
+            (Ok(d), Err(_)) | (Err(_), Ok(d)) => d,
+            (Ok(_), Ok(_)) => panic!("pair {pair}: both creates of {p} succeeded"),
+            (Err(a), Err(b)) => panic!("pair {pair}: neither create of {p} succeeded: {a}; {b}"),
+        };
+        let stored = read_descriptor(store.as_ref(), &p).await.expect("read").expect("a descriptor");
+        assert_eq!(
+            stored.volume_id, created.volume_id,
+            "pair {pair}: the winner's descriptor is the one stored"
+        );
+    }
 }
 
 /// Listing (plain and hashed keys, block ranges) and bulk delete counts.

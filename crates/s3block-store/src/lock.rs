@@ -5,15 +5,20 @@
 //! hex digits). It is taken with a conditional create (`If-None-Match: *`).
 //! Some S3 servers accept that header and ignore it (Garage 2.5 does); s3block
 //! detects this once per store with a probe object created twice, and there
-//! takes the lock by checking first and then writing: an advisory lock that
-//! two mounts starting at the same instant could both take. It says so once
-//! in the log.
+//! takes the lock by checking first, writing, then waiting a short settle
+//! time and reading the lock back: a mount proceeds only if the lock still
+//! holds its own token, so of two mounts started at the same instant the one
+//! whose write landed last wins and the other backs off, naming it. The
+//! settle time is four times what the check and the write took (at least
+//! half a second, at most five): longer than another mount can take between
+//! finding no lock and writing its own. It says once in the log that the
+//! lock is only as safe as that.
 //!
 //! Release deletes the lock only if it still holds this mount's token.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use object_store::{Attribute, AttributeValue, Attributes, GetOptions, ObjectStore, PutMode, PutOptions};
 use rand::Rng;
@@ -96,6 +101,17 @@ impl Default for LockOptions {
 
 fn lock_key(prefix: &str) -> String {
     KeyLayout::new(prefix, false).meta_key(LOCK_NAME)
+}
+
+/// Shortest and longest settle time of a write to a store that ignores
+/// conditional creates (see the [module docs](self)).
+const SETTLE_BOUNDS: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(5));
+
+/// Waits long enough after a write that took `took` (with the check before
+/// it) for a competing write to have landed: four times `took`, within
+/// [`SETTLE_BOUNDS`].
+pub(crate) async fn settle(took: Duration) {
+    tokio::time::sleep((took * 4).clamp(SETTLE_BOUNDS.0, SETTLE_BOUNDS.1)).await;
 }
 
 fn is_exists(e: &object_store::Error) -> bool {
@@ -189,6 +205,7 @@ impl MountLock {
         let token = format!("{:08x}", rand::rng().random::<u32>());
         let key = lock_key(prefix);
         let locked = |info: LockInfo| Error::Locked { key: key.clone(), host: info.host, since: info.since };
+        let started = Instant::now();
         if mode == LockMode::Advisory
             && let Some(info) = read_lock(store.as_ref(), prefix).await?
         {
@@ -211,6 +228,27 @@ impl MountLock {
                 None => return Err(store_error(e, &key, None)),
             },
             Err(e) => return Err(store_error(e, &key, None)),
+        }
+        if mode == LockMode::Advisory {
+            // Another mount may have written its lock over this one.
+            settle(started.elapsed()).await;
+            match read_lock(store.as_ref(), prefix).await? {
+                Some(info) if info.token.as_deref() == Some(token.as_str()) => {}
+                Some(info) => {
+                    tracing::info!(
+                        "another mount ({} since {}) took the lock {key} at the same moment; this one backs off",
+                        info.host,
+                        info.since
+                    );
+                    return Err(locked(info));
+                }
+                None => {
+                    return Err(Error::Config(format!(
+                        "the mount lock {key} was removed right after this mount wrote it (by a mount \
+                         started at the same moment, or `s3block unlock`); nothing was mounted, try again"
+                    )));
+                }
+            }
         }
         Ok(MountLock { store, prefix: prefix.to_owned(), token, mode })
     }

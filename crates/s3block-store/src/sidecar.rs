@@ -143,6 +143,28 @@ impl<T: ObjectStore> SidecarStore<T> {
     }
 
     /// The raw bytes of the sidecar, `None` when there is none.
+    /// A conditional create: the object first, then its sidecar, so that a
+    /// create that loses to another one never touches the winner's sidecar
+    /// (two processes racing to create one object on a local directory).
+    /// Between the two writes the object reads with no attributes.
+    async fn create(&self, location: &Path, payload: PutPayload, mut opts: PutOptions) -> Result<PutResult> {
+        let attributes = std::mem::take(&mut opts.attributes);
+        let entry = Entry {
+            size: payload.content_length() as u64,
+            crc32: payload_crc(&payload),
+            attributes: encode_attributes(&attributes),
+        };
+        let raw = serde_json::to_vec(&Sidecar { versions: vec![entry] })
+            .map_err(|e| object_store::Error::Generic { store: "SidecarStore", source: Box::new(e) })?;
+        let put = self.inner.put_opts(location, payload, opts).await?;
+        if let Err(e) = self.write_raw(&sidecar_path(location), raw.into()).await {
+            // Without its attributes the object would be read wrongly: take it back.
+            let _ = self.delete_quiet(location).await;
+            return Err(e);
+        }
+        Ok(put)
+    }
+
     async fn read_raw(&self, path: &Path) -> Result<Option<Bytes>> {
         match self.inner.get_opts(path, GetOptions::default()).await {
             Ok(r) => Ok(Some(r.bytes().await?)),
@@ -198,16 +220,7 @@ impl<T: ObjectStore> ObjectStore for SidecarStore<T> {
         mut opts: PutOptions,
     ) -> Result<PutResult> {
         if matches!(opts.mode, PutMode::Create) {
-            match self.inner.get_opts(location, GetOptions { head: true, ..Default::default() }).await {
-                Ok(_) => {
-                    return Err(object_store::Error::AlreadyExists {
-                        path: location.to_string(),
-                        source: "object exists".into(),
-                    });
-                }
-                Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(e),
-            }
+            return self.create(location, payload, opts).await;
         }
         let attributes = std::mem::take(&mut opts.attributes);
         let side = sidecar_path(location);

@@ -294,6 +294,10 @@ async fn write_descriptor(
     if let Some(level) = opts.compression {
         crate::codec::Deflate::new(level)?;
     }
+    // Where the store ignores conditional creates, two creates at the same
+    // moment both succeed: the one whose descriptor is read back wins.
+    let enforced = crate::lock::probe_conditional_put(store, prefix).await?;
+    let started = std::time::Instant::now();
     if let Some(d) = read_descriptor(store, prefix).await? {
         return Err(Error::Config(format!(
             "a volume already exists at {key} ({} in blocks of {}); refusing to overwrite it",
@@ -339,15 +343,30 @@ async fn write_descriptor(
     let body =
         serde_json::to_vec_pretty(&d).map_err(|e| Error::Config(format!("cannot encode {key}: {e}")))?;
     let put = PutOptions { mode: PutMode::Create, ..Default::default() };
+    let raced =
+        || Error::Config(format!("a volume was created at {key} at the same time; refusing to overwrite it"));
     match store.put_opts(&key_path(&key)?, body.into(), put).await {
-        Ok(_) => Ok((d, codecs)),
+        Ok(_) => {}
         Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
-            Err(Error::Config(format!(
-                "a volume was created at {key} at the same time; refusing to overwrite it"
-            )))
+            return Err(raced());
         }
-        Err(e) => Err(store_error(e, &key, None)),
+        Err(e) => return Err(store_error(e, &key, None)),
     }
+    if !enforced {
+        crate::lock::settle(started.elapsed()).await;
+        match read_descriptor(store, prefix).await? {
+            Some(stored) if stored.volume_id == d.volume_id => {}
+            Some(stored) => {
+                tracing::info!(
+                    "another create wrote {key} (volume id {}) at the same moment",
+                    stored.volume_id
+                );
+                return Err(raced());
+            }
+            None => return Err(raced()),
+        }
+    }
+    Ok((d, codecs))
 }
 
 /// Opens a volume like [`open_volume`] and returns the codecs to access its
