@@ -8,7 +8,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 use s3block_core::{
-    BlockDevice, BlockId, Error, Geometry, Result, check_block_len, check_block_range, is_zero,
+    BlockDevice, BlockId, Error, FetchReason, Geometry, Result, check_block_len, check_block_range, is_zero,
 };
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
@@ -218,11 +218,12 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
                 });
                 if let Some((data, prefetched)) = hit {
                     st.lru.promote(&block);
-                    if first_try {
-                        Counters::bump(&shared.counters.hits);
-                    }
-                    if prefetched {
+                    // The first read of a block read-ahead brought in is not
+                    // a hit: a request was made for it.
+                    if first_try && prefetched {
                         Counters::bump(&shared.counters.read_ahead_used);
+                    } else if first_try {
+                        Counters::bump(&shared.counters.hits);
                     }
                     return Ok(data);
                 }
@@ -238,7 +239,7 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
                         load.for_upload = false;
                         load.tx.subscribe()
                     } else {
-                        shared.start_load(&mut st, block, false)
+                        shared.start_load(&mut st, block, FetchReason::Demand)
                     }
                 } else {
                     first_try = false;
@@ -279,7 +280,7 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
             }
             room -= block_len;
             Counters::bump(&shared.counters.read_ahead_issued);
-            drop(shared.start_load(st, b, true));
+            drop(shared.start_load(st, b, FetchReason::ReadAhead));
         }
     }
 

@@ -48,6 +48,7 @@ mod config;
 mod entry;
 mod load;
 mod readahead;
+pub mod report;
 mod state;
 mod stats;
 pub mod testing;
@@ -58,5 +59,9 @@ pub use cache::BlockCache;
 pub use config::{
     CacheConfig, CacheConfigBuilder, DEFAULT_CACHE_SIZE, DEFAULT_READ_AHEAD, DEFAULT_UPLOAD_CONCURRENCY,
     DEFAULT_WRITE_DELAY,
+};
+pub use report::{
+    CacheFigures, CostFigures, MountStats, ReadAheadFigures, ReadFigures, RequestFigures, STATS_FORMAT,
+    WriteBackFigures,
 };
 pub use stats::CacheStats;

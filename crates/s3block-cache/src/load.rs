@@ -4,7 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
-use s3block_core::{BlockDevice, BlockId, Error, StoreErrorKind, check_block_len};
+use s3block_core::{
+    BlockDevice, BlockId, Error, FetchReason, StoreErrorKind, check_block_len, with_fetch_reason,
+};
 use tokio::sync::watch;
 
 use crate::cache::Shared;
@@ -13,18 +15,21 @@ use crate::stats::Counters;
 
 impl<D: BlockDevice + 'static> Shared<D> {
     /// Returns a receiver for the fetch of `block`, joining the one in flight
-    /// or starting one. A reader joining a read-ahead counts it as used.
+    /// or starting one. A reader joining a read-ahead counts it as used;
+    /// any other reader that waits for a fetch is a miss.
     pub(crate) fn load(self: &Arc<Self>, st: &mut State, block: BlockId) -> watch::Receiver<LoadOutcome> {
         if let Some(load) = st.loads.get_mut(&block) {
             load.for_upload = false;
             if load.prefetch {
                 load.prefetch = false;
                 Counters::bump(&self.counters.read_ahead_used);
+            } else {
+                Counters::bump(&self.counters.misses);
             }
             return load.tx.subscribe();
         }
         Counters::bump(&self.counters.misses);
-        self.start_load(st, block, false)
+        self.start_load(st, block, FetchReason::Demand)
     }
 
     /// Returns a receiver for the fetch of `block` an upload of a partly
@@ -37,26 +42,28 @@ impl<D: BlockDevice + 'static> Shared<D> {
         if let Some(load) = st.loads.get(&block) {
             return load.tx.subscribe();
         }
-        let rx = self.start_load(st, block, false);
+        let rx = self.start_load(st, block, FetchReason::Upload);
         if let Some(load) = st.loads.get_mut(&block) {
             load.for_upload = true;
         }
         rx
     }
 
-    /// Starts a fetch of `block` on the cache's runtime.
+    /// Starts a fetch of `block` on the cache's runtime. The requests it
+    /// makes are counted under `reason` (see [`with_fetch_reason`]).
     pub(crate) fn start_load(
         self: &Arc<Self>,
         st: &mut State,
         block: BlockId,
-        prefetch: bool,
+        reason: FetchReason,
     ) -> watch::Receiver<LoadOutcome> {
         st.next_load_id += 1;
         let id = st.next_load_id;
         let (tx, rx) = watch::channel(LoadOutcome::Pending);
+        let prefetch = reason == FetchReason::ReadAhead;
         st.loads.insert(block, Load { id, tx, prefetch, for_upload: false });
         let shared = Arc::clone(self);
-        self.runtime.spawn(async move { shared.run_load(block, id).await });
+        self.runtime.spawn(with_fetch_reason(reason, async move { shared.run_load(block, id).await }));
         rx
     }
 

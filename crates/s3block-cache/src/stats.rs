@@ -6,18 +6,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use s3block_core::{RequestCounts, format_size};
 
+use crate::report::MountStats;
+
 /// A snapshot of a [`BlockCache`](crate::BlockCache)'s activity and state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheStats {
-    /// Block reads served from memory.
+    /// Block reads served from memory, the block already there (read or
+    /// written before; not the first read of a block read-ahead fetched).
     pub hits: u64,
-    /// Block reads that had to read the block below.
+    /// Block reads that waited for a fetch of their block.
     pub misses: u64,
     /// Reads of blocks known to be zero, answered without a request.
     pub zero_hits: u64,
     /// Blocks fetched ahead of the reader.
     pub read_ahead_issued: u64,
-    /// Blocks fetched ahead that were then read.
+    /// Blocks fetched ahead that were then read: each one's first read
+    /// (neither a hit nor a miss: a request was made for it, ahead).
     pub read_ahead_used: u64,
     /// Blocks written to the layer below (uploads that succeeded).
     pub uploads: u64,
@@ -46,58 +50,36 @@ pub struct CacheStats {
 }
 
 impl CacheStats {
-    /// Fraction of block reads served without a request (hits and zero hits).
+    /// Every block read: hits, read-ahead reads, zero hits and misses.
+    pub fn reads(&self) -> u64 {
+        self.hits + self.read_ahead_used + self.zero_hits + self.misses
+    }
+
+    /// Fraction of block reads that needed no request at all (hits and zero
+    /// hits); a read of a block read-ahead fetched is not one.
     pub fn hit_ratio(&self) -> f64 {
-        let served = self.hits + self.zero_hits;
-        let total = served + self.misses;
-        if total == 0 { 0.0 } else { served as f64 / total as f64 }
+        let total = self.reads();
+        if total == 0 { 0.0 } else { (self.hits + self.zero_hits) as f64 / total as f64 }
     }
 }
 
 impl fmt::Display for CacheStats {
+    /// The `[cache]` lines of the stats file (see [`MountStats`]), then,
+    /// when the cache was given the store's counters, the requests by method.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "cache:       {} of {} resident in {} blocks",
-            format_size(self.resident_bytes),
-            format_size(self.cache_size),
-            self.resident_blocks
-        )?;
-        writeln!(
-            f,
-            "reads:       {} hits, {} misses, {} zero-block hits ({:.1}% without a request)",
-            self.hits,
-            self.misses,
-            self.zero_hits,
-            self.hit_ratio() * 100.0
-        )?;
-        writeln!(f, "read-ahead:  {} issued, {} used", self.read_ahead_issued, self.read_ahead_used)?;
-        writeln!(
-            f,
-            "dirty:       {} blocks, {}; {} uploads in flight",
-            self.dirty_blocks,
-            format_size(self.dirty_bytes),
-            self.uploads_in_flight
-        )?;
-        writeln!(
-            f,
-            "write-back:  {} uploads, {} retries, {} errors, {} writer waits",
-            self.uploads, self.retries, self.upload_errors, self.write_waits
-        )?;
-        writeln!(f, "zero blocks: {} known", self.known_zero_blocks)?;
+        let requests = self.requests.unwrap_or_default();
+        f.write_str(&MountStats::new(self, &requests, 0.0, 0.0).render_cache())?;
         if let Some(r) = &self.requests {
             writeln!(
                 f,
-                "requests:    {} GET, {} PUT, {} DELETE ({} bulk), {} LIST",
-                r.gets, r.puts, r.deletes, r.bulk_deletes, r.lists
+                "requests        {} GET, {} PUT, {} DELETE ({} keys), {} LIST; {} retries, {} errors",
+                r.gets, r.puts, r.bulk_deletes, r.deletes, r.lists, r.retries, r.errors
             )?;
             writeln!(
                 f,
-                "transfer:    {} sent, {} received; {} retries, {} errors",
+                "transfer        {} sent, {} received",
                 format_size(r.bytes_sent),
-                format_size(r.bytes_received),
-                r.retries,
-                r.errors
+                format_size(r.bytes_received)
             )?;
         }
         Ok(())
@@ -171,7 +153,8 @@ mod tests {
             ..Default::default()
         };
         let text = s.to_string();
-        assert!(text.contains("30 hits, 10 misses"), "{text}");
+        assert!(text.contains("  hits          30 "), "{text}");
+        assert!(text.contains("  misses        10 "), "{text}");
         assert!(text.contains("75.0%"), "{text}");
         assert!(text.contains("7 blocks"), "{text}");
         assert!(text.contains("12 GET, 11 PUT"), "{text}");

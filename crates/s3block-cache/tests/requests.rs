@@ -247,7 +247,8 @@ async fn stats_count_hits_misses_and_store_requests_and_reset() {
     assert_eq!((s.dirty_blocks, s.resident_blocks, s.resident_bytes), (0, 1, 512), "{s}");
     assert_eq!(s.requests.map(|r| (r.gets, r.puts)), Some((1, 1)));
     let text = s.to_string();
-    assert!(text.contains("2 hits, 1 misses, 1 zero-block hits"), "{text}");
+    assert!(text.contains("  hits          2 ") && text.contains("  misses        1 "), "{text}");
+    assert!(text.contains("  zero blocks   1 "), "{text}");
     assert!(text.contains("1 GET, 1 PUT"), "{text}");
     cache.reset_stats();
     let s = cache.stats();

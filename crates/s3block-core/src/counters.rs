@@ -1,6 +1,25 @@
 //! Counts of requests made to the object store: what the user is billed for.
+//!
+//! Every request is counted twice over: once by method (GET, PUT, DELETE,
+//! LIST: what prices apply to) and once by what it was for (a block fetched
+//! on demand, fetched ahead of a reader, fetched to complete a partly written
+//! block before its upload, a block uploaded or deleted, the lock and the
+//! descriptor, a listing). Each request falls in exactly one class of each,
+//! so the classes add up to the method totals:
+//!
+//! - `gets == block_fetches + read_ahead_fetches + upload_fetches + metadata_gets`
+//! - `puts == block_uploads + metadata_puts`
+//! - `bulk_deletes == block_deletes + metadata_deletes`
+//!
+//! Why a block is fetched is known only to the cache that asks; it runs the
+//! fetch inside [`with_fetch_reason`], and the counting layer below reads
+//! [`fetch_reason`] when it counts the GET.
 
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 
 /// A snapshot of [`RequestCounters`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -9,9 +28,9 @@ pub struct RequestCounts {
     pub gets: u64,
     /// PUT requests.
     pub puts: u64,
-    /// DELETE requests, one per key (a bulk delete of 1000 keys counts 1000 here).
+    /// Keys deleted (a bulk delete of 1000 keys counts 1000 here).
     pub deletes: u64,
-    /// Bulk delete requests (S3 multi-object delete).
+    /// DELETE requests (S3 multi-object deletes, up to 1000 keys each).
     pub bulk_deletes: u64,
     /// LIST requests (pages).
     pub lists: u64,
@@ -19,10 +38,27 @@ pub struct RequestCounts {
     pub bytes_sent: u64,
     /// Bytes received in response bodies.
     pub bytes_received: u64,
-    /// Requests that failed and were tried again.
+    /// Requests that failed and were tried again (each attempt is counted
+    /// in the other fields too).
     pub retries: u64,
     /// Requests that finally failed.
     pub errors: u64,
+    /// GETs of block objects a reader (or a command) waited for.
+    pub block_fetches: u64,
+    /// GETs of block objects fetched ahead of a sequential reader.
+    pub read_ahead_fetches: u64,
+    /// GETs of block objects to complete a partly written block before its upload.
+    pub upload_fetches: u64,
+    /// PUTs of block objects.
+    pub block_uploads: u64,
+    /// DELETE requests for block objects (blocks written as zeros, discarded or erased).
+    pub block_deletes: u64,
+    /// GETs of other objects: the mount lock, the volume descriptor, probes.
+    pub metadata_gets: u64,
+    /// PUTs of other objects: the mount lock, the volume descriptor, probes.
+    pub metadata_puts: u64,
+    /// DELETE requests for other objects: the mount lock at unmount, probes.
+    pub metadata_deletes: u64,
 }
 
 /// Live request counters, shared by the layers that make and retry requests
@@ -38,6 +74,14 @@ pub struct RequestCounters {
     bytes_received: AtomicU64,
     retries: AtomicU64,
     errors: AtomicU64,
+    block_fetches: AtomicU64,
+    read_ahead_fetches: AtomicU64,
+    upload_fetches: AtomicU64,
+    block_uploads: AtomicU64,
+    block_deletes: AtomicU64,
+    metadata_gets: AtomicU64,
+    metadata_puts: AtomicU64,
+    metadata_deletes: AtomicU64,
 }
 
 macro_rules! counter {
@@ -73,6 +117,72 @@ counter! {
     add_bytes_received => bytes_received,
     add_retries => retries,
     add_errors => errors,
+    add_block_fetches => block_fetches,
+    add_read_ahead_fetches => read_ahead_fetches,
+    add_upload_fetches => upload_fetches,
+    add_block_uploads => block_uploads,
+    add_block_deletes => block_deletes,
+    add_metadata_gets => metadata_gets,
+    add_metadata_puts => metadata_puts,
+    add_metadata_deletes => metadata_deletes,
+}
+
+/// What an object request is about, for [`RequestCounters::count`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestClass {
+    /// A GET or HEAD of a block object.
+    BlockGet,
+    /// A PUT (or copy) of a block object.
+    BlockPut,
+    /// A DELETE request whose keys are block objects.
+    BlockDelete,
+    /// A GET or HEAD of another object (lock, descriptor, probe).
+    MetadataGet,
+    /// A PUT of another object.
+    MetadataPut,
+    /// A DELETE request for other objects.
+    MetadataDelete,
+    /// A LIST request (one page).
+    List,
+}
+
+impl RequestCounters {
+    /// Counts `n` requests of `class`: the method total and the class. A
+    /// block GET goes to the class [`fetch_reason`] names. (Keys deleted and
+    /// bytes are counted apart.)
+    pub fn count(&self, class: RequestClass, n: u64) {
+        match class {
+            RequestClass::BlockGet => {
+                self.add_gets(n);
+                match fetch_reason() {
+                    FetchReason::Demand => self.add_block_fetches(n),
+                    FetchReason::ReadAhead => self.add_read_ahead_fetches(n),
+                    FetchReason::Upload => self.add_upload_fetches(n),
+                }
+            }
+            RequestClass::BlockPut => {
+                self.add_puts(n);
+                self.add_block_uploads(n);
+            }
+            RequestClass::BlockDelete => {
+                self.add_bulk_deletes(n);
+                self.add_block_deletes(n);
+            }
+            RequestClass::MetadataGet => {
+                self.add_gets(n);
+                self.add_metadata_gets(n);
+            }
+            RequestClass::MetadataPut => {
+                self.add_puts(n);
+                self.add_metadata_puts(n);
+            }
+            RequestClass::MetadataDelete => {
+                self.add_bulk_deletes(n);
+                self.add_metadata_deletes(n);
+            }
+            RequestClass::List => self.add_lists(n),
+        }
+    }
 }
 
 impl RequestCounts {
@@ -80,6 +190,57 @@ impl RequestCounts {
     /// DELETE is free on S3; LIST is billed like PUT.
     pub fn cost(&self, put_per_1000: f64, get_per_1000: f64) -> f64 {
         ((self.puts + self.lists) as f64 * put_per_1000 + self.gets as f64 * get_per_1000) / 1000.0
+    }
+
+    /// Every request: GETs, PUTs, DELETE requests and LISTs.
+    pub fn total(&self) -> u64 {
+        self.gets + self.puts + self.bulk_deletes + self.lists
+    }
+}
+
+/// Why a block is being fetched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FetchReason {
+    /// A reader (or a command) waits for it.
+    #[default]
+    Demand,
+    /// Read-ahead: fetched before a sequential reader asks.
+    ReadAhead,
+    /// A partly written block is completed from the stored one before its upload.
+    Upload,
+}
+
+thread_local! {
+    static FETCH_REASON: Cell<FetchReason> = const { Cell::new(FetchReason::Demand) };
+}
+
+/// Why the fetch running on this task was started ([`FetchReason::Demand`]
+/// outside [`with_fetch_reason`]).
+pub fn fetch_reason() -> FetchReason {
+    FETCH_REASON.with(Cell::get)
+}
+
+/// Runs `fut` with [`fetch_reason`] returning `reason` whenever it is polled,
+/// so the requests it makes are counted under that reason.
+pub fn with_fetch_reason<F: Future>(reason: FetchReason, fut: F) -> WithFetchReason<F> {
+    WithFetchReason { reason, inner: Box::pin(fut) }
+}
+
+/// The future [`with_fetch_reason`] returns.
+#[derive(Debug)]
+pub struct WithFetchReason<F> {
+    reason: FetchReason,
+    inner: Pin<Box<F>>,
+}
+
+impl<F: Future> Future for WithFetchReason<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let previous = FETCH_REASON.with(|r| r.replace(self.reason));
+        let out = self.inner.as_mut().poll(cx);
+        FETCH_REASON.with(|r| r.set(previous));
+        out
     }
 }
 
@@ -98,5 +259,33 @@ mod tests {
         assert!((s.cost(5.0, 0.4) - (3.0 * 5.0 + 400.0) / 1000.0).abs() < 1e-9);
         c.reset();
         assert_eq!(c.snapshot(), RequestCounts::default());
+    }
+
+    #[tokio::test]
+    async fn classes_add_up_to_the_methods_and_reasons_follow_the_future() {
+        let c = std::sync::Arc::new(RequestCounters::default());
+        c.count(RequestClass::BlockGet, 2);
+        let inner = c.clone();
+        with_fetch_reason(FetchReason::ReadAhead, async move {
+            tokio::task::yield_now().await;
+            inner.count(RequestClass::BlockGet, 3);
+        })
+        .await;
+        let inner = c.clone();
+        with_fetch_reason(FetchReason::Upload, async move { inner.count(RequestClass::BlockGet, 1) }).await;
+        c.count(RequestClass::BlockGet, 1);
+        c.count(RequestClass::BlockPut, 4);
+        c.count(RequestClass::MetadataPut, 1);
+        c.count(RequestClass::MetadataGet, 2);
+        c.count(RequestClass::BlockDelete, 1);
+        c.count(RequestClass::MetadataDelete, 1);
+        c.count(RequestClass::List, 1);
+        let s = c.snapshot();
+        assert_eq!((s.block_fetches, s.read_ahead_fetches, s.upload_fetches), (3, 3, 1));
+        assert_eq!(s.gets, s.block_fetches + s.read_ahead_fetches + s.upload_fetches + s.metadata_gets);
+        assert_eq!(s.puts, s.block_uploads + s.metadata_puts);
+        assert_eq!(s.bulk_deletes, s.block_deletes + s.metadata_deletes);
+        assert_eq!(s.total(), 9 + 5 + 2 + 1);
+        assert_eq!(fetch_reason(), FetchReason::Demand);
     }
 }

@@ -49,7 +49,10 @@ mod mem;
 mod range;
 mod zero;
 
-pub use counters::{RequestCounters, RequestCounts};
+pub use counters::{
+    FetchReason, RequestClass, RequestCounters, RequestCounts, WithFetchReason, fetch_reason,
+    with_fetch_reason,
+};
 pub use device::{BlockDevice, check_block_len, check_block_range};
 pub use error::{BoxError, Error, Result, StoreErrorKind};
 pub use geometry::{Geometry, MAX_BLOCK_COUNT, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, format_size, parse_size};
