@@ -43,6 +43,9 @@ pub const ROOT_INO: u64 = 1;
 pub const DEVICE_INO: u64 = 2;
 /// Inode of the stats file.
 pub const STATS_INO: u64 = 3;
+/// Inode of the stats file's JSON twin, `{stats file}.json`: the same
+/// figures for scripts (it shares the stats file's owner, mode and times).
+pub(crate) const STATS_JSON_INO: u64 = 4;
 
 /// What the filesystem shows and how.
 #[derive(Debug, Clone)]
@@ -169,7 +172,7 @@ impl Meta {
 
 /// Index of an inode's [`Meta`] (the inode numbers are 1, 2, 3).
 fn slot(ino: u64) -> usize {
-    (ino - ROOT_INO) as usize
+    (ino.min(STATS_INO) - ROOT_INO) as usize
 }
 
 /// The filesystem over a block device: see the module docs.
@@ -239,15 +242,27 @@ impl BlockFs {
             Some(DEVICE_INO)
         } else if self.config.stats_filename.as_deref() == Some(name) {
             Some(STATS_INO)
+        } else if self.stats_json_name().as_deref() == Some(name) {
+            Some(STATS_JSON_INO)
         } else {
             None
         }
     }
 
+    /// The JSON stats file's name: the stats file's, plus `.json`.
+    fn stats_json_name(&self) -> Option<String> {
+        self.config.stats_filename.as_ref().map(|name| format!("{name}.json"))
+    }
+
+    /// The contents of the stats file or of its JSON twin, now.
+    fn stats_bytes(&self, ino: u64) -> Bytes {
+        Bytes::from(if ino == STATS_JSON_INO { self.stats.render_json() } else { self.stats.render() })
+    }
+
     fn check_ino(&self, ino: u64) -> FsResult<()> {
         match ino {
             ROOT_INO | DEVICE_INO => Ok(()),
-            STATS_INO if self.config.stats_filename.is_some() => Ok(()),
+            STATS_INO | STATS_JSON_INO if self.config.stats_filename.is_some() => Ok(()),
             _ => Err(FsError::NoInode(ino)),
         }
     }
@@ -259,7 +274,7 @@ impl BlockFs {
         let (kind, size, nlink) = match ino {
             ROOT_INO => (FileType::Directory, 0, 2),
             DEVICE_INO => (FileType::RegularFile, self.geometry.size(), 1),
-            _ => (FileType::RegularFile, self.stats.render().len() as u64, 1),
+            _ => (FileType::RegularFile, self.stats_bytes(ino).len() as u64, 1),
         };
         Ok(FileAttr {
             ino: INodeNo(ino),
@@ -335,8 +350,10 @@ impl BlockFs {
         }
         let mut all = vec![(ROOT_INO, FileType::Directory, "."), (ROOT_INO, FileType::Directory, "..")];
         all.push((DEVICE_INO, FileType::RegularFile, self.config.filename.as_str()));
-        if let Some(stats) = &self.config.stats_filename {
+        let json = self.stats_json_name();
+        if let (Some(stats), Some(json)) = (&self.config.stats_filename, &json) {
             all.push((STATS_INO, FileType::RegularFile, stats.as_str()));
+            all.push((STATS_JSON_INO, FileType::RegularFile, json.as_str()));
         }
         Ok(all
             .into_iter()
@@ -372,7 +389,7 @@ impl BlockFs {
                 if write {
                     return Err(FsError::NotPermitted("writing the stats file"));
                 }
-                self.handles().insert(fh, Bytes::from(self.stats.render()));
+                self.handles().insert(fh, self.stats_bytes(ino));
                 Ok((fh, FopenFlags::FOPEN_DIRECT_IO))
             }
         }
@@ -380,7 +397,7 @@ impl BlockFs {
 
     /// Forgets a handle.
     pub fn release(&self, ino: u64, fh: u64) {
-        if ino == STATS_INO {
+        if ino == STATS_INO || ino == STATS_JSON_INO {
             self.handles().remove(&fh);
         }
     }
@@ -401,7 +418,7 @@ impl BlockFs {
             _ => {
                 let text = match self.handles().get(&fh) {
                     Some(text) => text.clone(),
-                    None => Bytes::from(self.stats.render()),
+                    None => self.stats_bytes(ino),
                 };
                 let start = (offset.min(text.len() as u64)) as usize;
                 let end = (start + size as usize).min(text.len());
@@ -415,7 +432,7 @@ impl BlockFs {
         self.check_ino(ino)?;
         match ino {
             ROOT_INO => return Err(FsError::IsDir),
-            STATS_INO => return Err(FsError::NotPermitted("writing the stats file")),
+            STATS_INO | STATS_JSON_INO => return Err(FsError::NotPermitted("writing the stats file")),
             _ => {}
         }
         if self.config.read_only {
@@ -484,7 +501,7 @@ impl BlockFs {
             return Err(FsError::NotDir);
         }
         match self.ino_of(name) {
-            Some(STATS_INO) => {
+            Some(STATS_INO | STATS_JSON_INO) => {
                 self.stats.reset();
                 let now = SystemTime::now();
                 let meta = &mut self.meta()[slot(STATS_INO)];

@@ -63,10 +63,12 @@ fn directory_shows_the_two_files() {
     assert_eq!(fs.lookup(ROOT_INO, OsStr::new("stats")).unwrap().ino, INodeNo(STATS_INO));
     assert_eq!(code(fs.lookup(ROOT_INO, OsStr::new("nope"))), libc::ENOENT);
     let names: Vec<String> = fs.readdir(ROOT_INO, 0).unwrap().into_iter().map(|e| e.name).collect();
-    assert_eq!(names, [".", "..", "file", "stats"]);
+    assert_eq!(names, [".", "..", "file", "stats", "stats.json"]);
     let rest = fs.readdir(ROOT_INO, 3).unwrap();
-    assert_eq!(rest.len(), 1);
+    assert_eq!(rest.len(), 2);
     assert_eq!((rest[0].name.as_str(), rest[0].next_offset), ("stats", 4));
+    let json = fs.lookup(ROOT_INO, OsStr::new("stats.json")).unwrap();
+    assert_eq!((json.ino, json.size), (INodeNo(STATS_JSON_INO), 3), "the fake source's empty object");
     assert_eq!(fs.getattr(ROOT_INO).unwrap().kind, FileType::Directory);
 }
 

@@ -340,7 +340,7 @@ async fn assemble(
     let shown = cache.clone();
     let reset = cache.clone();
     let stats = Stats::new()
-        .with_section("cache", move || shown.stats().to_string(), move || reset.reset_stats())
+        .with_cache(move || shown.stats(), move || reset.reset_stats())
         .with_requests(opened.counters.clone());
     let description = format!(
         "{}{} in blocks of {}{}{}",
@@ -438,7 +438,7 @@ mod tests {
         assert!(err.contains("4M") && err.contains("8M"), "{err}");
         // The failed starts left no lock behind.
         let last = build_stack(&opts(&["--list-blocks", &url, "/m"])).await.unwrap();
-        assert!(last.stats.render().contains("zero blocks: 63 known"), "{}", last.stats.render());
+        assert!(last.stats.render().contains("known zero      63 blocks"), "{}", last.stats.render());
         (last.release)().await.unwrap();
     }
 
