@@ -28,7 +28,7 @@ fn with_env(mut cmd: Command, env: &S3Env, endpoint: &str) -> Command {
     cmd
 }
 
-/// A mount that must be refused with exit 1; its standard error and how long it took.
+/// A mount that must be refused with exit 3 (a store error); its standard error and how long it took.
 fn mount_refused(env: &S3Env, endpoint: &str, url: &str) -> (String, Duration) {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(FUSE);
@@ -38,7 +38,7 @@ fn mount_refused(env: &S3Env, endpoint: &str, url: &str) -> (String, Duration) {
     let took = started.elapsed();
     assert!(!is_mounted(dir.path()), "mounted against a bad store");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert_no_panic("the refused mount", &stderr);
     eprintln!("mount ({took:.1?}): {}", stderr.lines().last().unwrap_or_default());
     (stderr, took)
@@ -75,6 +75,34 @@ fn wrong_credentials_are_refused_naming_what_to_check() {
     assert!(took < Duration::from_secs(10), "refused only after {took:?}");
     let stderr = info_refused(&bad, &env.endpoint, &url);
     assert!(stderr.contains(&expect), "{stderr}");
+}
+
+/// With no credentials anywhere the refusal says so, and where s3block
+/// looked, in a few lines and without the server's XML.
+#[test]
+fn no_credentials_at_all_says_where_it_looked() {
+    let Some(env) = setup() else { return };
+    let home = tempfile::tempdir().unwrap();
+    let url = format!("s3://{}/{}", env.bucket, unique_prefix("no_credentials"));
+    let mut cmd = Command::new(CLI);
+    cmd.args(["info", &url]);
+    let mut cmd = with_env(cmd, &env, &env.endpoint);
+    cmd.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("S3BLOCK_ACCESS_FILE")
+        .env("HOME", home.path());
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_no_panic("s3block info", &stderr);
+    assert!(stderr.contains("no credentials found, tried: AWS_ACCESS_KEY_ID"), "{stderr}");
+    assert!(stderr.contains(&home.path().join(".s3backer_passwd").display().to_string()), "{stderr}");
+    assert!(
+        !stderr.contains("<?xml") && !stderr.contains("<Error>"),
+        "the server's XML is left out: {stderr}"
+    );
+    assert!(stderr.len() < 500, "{} characters: {stderr}", stderr.len());
 }
 
 #[test]

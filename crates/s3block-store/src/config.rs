@@ -246,8 +246,11 @@ impl StoreConfig {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(Error::Io { path: path.display().to_string(), source }),
+            Err(source) => return Err(Error::Io { path: format!("access file {}", path.display()), source }),
         };
+        if let Some(warning) = access_file_warning(&path) {
+            tracing::warn!("{warning}");
+        }
         match parse_access_file(&text, self.access_key_id.as_deref()) {
             Some((id, secret)) => Ok(Some(Credentials {
                 access_key_id: id,
@@ -262,6 +265,34 @@ impl StoreConfig {
         }
     }
 
+    /// What S3 requests are signed with, in words for messages: the source
+    /// of `credentials` (as [`resolve_credentials`](Self::resolve_credentials)
+    /// found them), or that none were found and where s3block looked.
+    pub fn describe_credentials(&self, credentials: Option<&Credentials>) -> String {
+        match credentials {
+            Some(c) => match &c.source {
+                CredentialSource::Environment => {
+                    "the credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY".to_owned()
+                }
+                CredentialSource::Options => "the credentials from the access key options".to_owned(),
+                CredentialSource::AccessFile(p) => {
+                    format!("the credentials of the access file {}", p.display())
+                }
+            },
+            None => {
+                let file = match (&self.access_file, self.var("HOME")) {
+                    (Some(p), _) => p.display().to_string(),
+                    (None, Some(home)) => PathBuf::from(home).join(DEFAULT_ACCESS_FILE).display().to_string(),
+                    (None, None) => format!("~/{DEFAULT_ACCESS_FILE} (HOME unset)"),
+                };
+                format!(
+                    "no credentials found, tried: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (unset), the access \
+                     file {file} (absent; --access-file names another); set one of them"
+                )
+            }
+        }
+    }
+
     /// Opens the store: backend, request counting and retries.
     pub fn open(&self) -> Result<OpenedStore> {
         let bad = |why: String| Error::Config(format!("store URL {:?}: {why}", self.url));
@@ -273,8 +304,15 @@ impl StoreConfig {
             "s3" => {
                 let bucket =
                     url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| bad("no bucket name".into()))?;
-                target = Some((self.endpoint_description(bucket), bucket.to_owned()));
-                (self.build_s3(bucket)?, StoreKind::S3 { bucket: bucket.to_owned() }, true, url_prefix)
+                let credentials = self.resolve_credentials()?;
+                let signed_with = self.describe_credentials(credentials.as_ref());
+                target = Some((self.endpoint_description(bucket), bucket.to_owned(), signed_with));
+                (
+                    self.build_s3(bucket, credentials)?,
+                    StoreKind::S3 { bucket: bucket.to_owned() },
+                    true,
+                    url_prefix,
+                )
             }
             "file" => {
                 let dir = url.to_file_path().map_err(|()| bad("not a local path".into()))?;
@@ -299,8 +337,8 @@ impl StoreConfig {
         let base = crate::faultenv::wrap(base, self.var(crate::faultenv::INJECT_FAULTS_ENV).as_deref())?;
         let counted = CountingStore::new(base, counters.clone());
         let mut retry = RetryStore::new(counted, self.retry.clone(), counters.clone());
-        if let Some((endpoint, bucket)) = target {
-            retry = retry.with_target(endpoint, bucket);
+        if let Some((endpoint, bucket, signed_with)) = target {
+            retry = retry.with_target(endpoint, bucket).with_credentials(signed_with);
         }
         let store: Arc<dyn ObjectStore> = Arc::new(retry);
         Ok(OpenedStore {
@@ -321,7 +359,7 @@ impl StoreConfig {
         }
     }
 
-    fn build_s3(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
+    fn build_s3(&self, bucket: &str, credentials: Option<Credentials>) -> Result<Arc<dyn ObjectStore>> {
         let endpoint = self.resolved_endpoint();
         let mut b = AmazonS3Builder::new()
             .with_bucket_name(bucket)
@@ -333,7 +371,7 @@ impl StoreConfig {
             b = b.with_endpoint(ep).with_allow_http(ep.starts_with("http://"));
         }
         b = b.with_unsigned_payload(!signs_payload(endpoint.as_deref()));
-        match self.resolve_credentials()? {
+        match credentials {
             Some(c) => {
                 b = b.with_access_key_id(c.access_key_id).with_secret_access_key(c.secret_access_key);
                 if let Some(t) = c.session_token {
@@ -364,6 +402,22 @@ pub(crate) fn url_key_prefix(url: &url::Url) -> std::result::Result<String, Stri
         .map_err(|e| format!("its path is not UTF-8 once decoded: {e}"))?;
     let p = path.strip_prefix('/').unwrap_or(&path);
     Ok(if p.is_empty() || p.ends_with('/') { p.to_owned() } else { format!("{p}/") })
+}
+
+/// A warning when the access file at `path` can be read by users other than
+/// its owner: it holds secret keys.
+fn access_file_warning(path: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o004 != 0).then(|| {
+        format!(
+            "the access file {} can be read by every user of this machine (mode {:o}): it holds secret keys; \
+             make it private with chmod 600 {}",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        )
+    })
 }
 
 /// Makes sure a local store's directory can be used: an existing directory,
@@ -431,6 +485,34 @@ mod tests {
             .open()
             .expect("a new directory in an existing one");
         assert!(new.is_dir());
+    }
+
+    #[test]
+    fn access_files_are_named_and_checked() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let missing = dir.path().join("nope");
+        let err =
+            StoreConfig::new("s3://b").access_file(&missing).resolve_credentials().expect_err("missing");
+        assert!(err.to_string().starts_with("access file ") && err.to_string().contains("nope"), "{err}");
+
+        let file = dir.path().join("passwd");
+        std::fs::write(&file, "id:secret\n").expect("write");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let warning = super::access_file_warning(&file).expect("world-readable");
+        assert!(warning.contains("644") && warning.contains("chmod 600"), "{warning}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert_eq!(super::access_file_warning(&file), None);
+
+        let home =
+            StoreConfig::new("s3://b").env([("HOME".to_owned(), dir.path().display().to_string())].into());
+        assert!(home.resolve_credentials().expect("no credentials is not an error").is_none());
+        let none = home.describe_credentials(None);
+        assert!(none.starts_with("no credentials found, tried: AWS_ACCESS_KEY_ID"), "{none}");
+        assert!(none.contains(".s3backer_passwd"), "{none}");
+        let from_file = StoreConfig::new("s3://b").env(Default::default()).access_file(&file);
+        let found = from_file.resolve_credentials().expect("file");
+        assert!(from_file.describe_credentials(found.as_ref()).contains("access file"));
     }
 
     #[test]

@@ -109,6 +109,8 @@ impl RetryConfig {
 struct Target {
     endpoint: String,
     bucket: String,
+    /// What the requests are signed with, for the refused-credentials message.
+    credentials: Option<String>,
 }
 
 #[derive(Debug)]
@@ -176,10 +178,25 @@ impl Policy {
                 "bucket {:?} does not exist at {}: check the bucket name in the store URL, the endpoint and the region",
                 t.bucket, t.endpoint
             ),
-            StoreErrorKind::Unauthorized => format!(
-                "{} refused the credentials for bucket {:?}: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the access file (--access-file, default ~/.s3backer_passwd) and the key's permissions on the bucket",
-                t.endpoint, t.bucket
-            ),
+            StoreErrorKind::Unauthorized => {
+                let message = match &t.credentials {
+                    Some(what) if what.starts_with("no credentials") => {
+                        format!("{} refused unsigned requests to bucket {:?}: {what}", t.endpoint, t.bucket)
+                    }
+                    what => format!(
+                        "{} refused the credentials for bucket {:?}{}: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the access file (--access-file, default ~/.s3backer_passwd) and the key's permissions on the bucket",
+                        t.endpoint,
+                        t.bucket,
+                        what.as_deref().map(|w| format!(" ({w})")).unwrap_or_default()
+                    ),
+                };
+                // The server's XML says no more than its status and code.
+                let short = object_store::Error::PermissionDenied {
+                    path: t.bucket.clone(),
+                    source: denial_summary(&err).into(),
+                };
+                return TargetError::new(message, short).into_error();
+            }
             _ => return err,
         };
         TargetError::new(message, err).into_error()
@@ -280,10 +297,22 @@ impl<T: ObjectStore> RetryStore<T> {
     /// Names the endpoint and bucket in the errors a user can fix (see the
     /// [module docs](self)). Call before the store is shared.
     pub fn with_target(mut self, endpoint: impl Into<String>, bucket: impl Into<String>) -> Self {
-        let target = Target { endpoint: endpoint.into(), bucket: bucket.into() };
+        let target = Target { endpoint: endpoint.into(), bucket: bucket.into(), credentials: None };
         match Arc::get_mut(&mut self.policy) {
             Some(p) => p.target = Some(target),
             None => tracing::debug!("RetryStore::with_target after sharing: {target:?} not set"),
+        }
+        self
+    }
+
+    /// Says, in the message for refused credentials, what the requests are
+    /// signed with (`"no credentials (none found; tried ...)"`, `"the access
+    /// file /root/.s3backer_passwd"`). Call after
+    /// [`with_target`](Self::with_target), before the store is shared.
+    pub fn with_credentials(mut self, what: impl Into<String>) -> Self {
+        match Arc::get_mut(&mut self.policy).and_then(|p| p.target.as_mut()) {
+            Some(t) => t.credentials = Some(what.into()),
+            None => tracing::debug!("RetryStore::with_credentials without a target or after sharing"),
         }
         self
     }
@@ -487,4 +516,23 @@ fn resumable_list<T: ObjectStore>(
         }
     })
     .boxed()
+}
+/// A refusal in a few words: the HTTP status and the S3 error code of the
+/// answer (`"HTTP 403, AccessDenied"`), instead of the whole XML body.
+fn denial_summary(err: &object_store::Error) -> String {
+    let text = crate::error::root_cause(err);
+    let full = err.to_string();
+    let status =
+        ["403", "401"].into_iter().find(|s| full.contains(&format!("status code: {s}")) || text.contains(s));
+    let code = text
+        .split("<Code>")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .filter(|c| !c.is_empty() && c.len() < 64);
+    match (status, code) {
+        (Some(s), Some(c)) => format!("HTTP {s}, {c}"),
+        (None, Some(c)) => c.to_owned(),
+        (Some(s), None) => format!("HTTP {s}"),
+        (None, None) => "access denied".to_owned(),
+    }
 }
