@@ -1,39 +1,14 @@
-//! Exit codes, and the one place errors become them.
+//! Exit codes: the table both programs follow is `s3block_core::exit`;
+//! here the command's own errors map onto it.
 
 use std::io;
 
 use s3block_core::Error;
 
-/// The command did what was asked.
-pub const OK: u8 = 0;
-/// The command ran and found problems: bad blocks (`verify`), a copy that
-/// does not read back equal (`copy`), a corrupt block (`cat`).
-pub const PROBLEMS: u8 = 1;
-/// Bad usage or configuration: an unknown option, a bad value, options that
-/// contradict the volume, no volume where one was expected.
-pub const USAGE: u8 = 2;
-/// The store failed: unreachable, credentials refused, a request error.
-pub const STORE: u8 = 3;
-/// The volume is locked: mounted, or a stale lock left by a crash.
-pub const LOCKED: u8 = 4;
-/// The user declined at a confirmation prompt.
-pub const CANCELLED: u8 = 5;
-/// A local file could not be read or written (a mount's stats file, stdout).
-pub const LOCAL_IO: u8 = 6;
-/// The password does not open the encrypted volume (its key check failed).
-pub const WRONG_PASSWORD: u8 = 7;
-
-/// The exit codes, as shown at the end of `--help`.
-pub const EXIT_CODES_HELP: &str = "\
-Exit codes:
-  0  success
-  1  problems found (bad blocks from verify, a copy that does not verify, a corrupt block)
-  2  usage or configuration error (bad option, options contradicting the volume, no volume)
-  3  store error (unreachable, credentials refused, request failed)
-  4  volume locked (mounted elsewhere, or a stale lock: see `s3block unlock`)
-  5  cancelled at the confirmation prompt
-  6  local file error (a mount's stats file, a password file, writing the output)
-  7  wrong password for an encrypted volume";
+pub use s3block_core::exit::{
+    CANCELLED, EXIT_CODES_HELP, LOCAL_IO, LOCKED, OK, PROBLEMS, STORE, USAGE, WRONG_PASSWORD,
+    exit_code as core_exit_code,
+};
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -70,24 +45,6 @@ impl CliError {
     /// not worth a message.
     pub fn is_broken_pipe(&self) -> bool {
         matches!(self, CliError::Output(e) if e.kind() == io::ErrorKind::BrokenPipe)
-    }
-}
-
-/// The exit code for an error of the s3block layers.
-pub fn core_exit_code(error: &Error) -> u8 {
-    match error {
-        Error::InvalidGeometry(_)
-        | Error::InvalidSize { .. }
-        | Error::Config(_)
-        | Error::BlockOutOfRange { .. }
-        | Error::RangeOutOfBounds { .. }
-        | Error::Mismatch { .. }
-        | Error::ReadOnly => USAGE,
-        Error::Corrupt { .. } | Error::BadMetadata { .. } | Error::WrongLength { .. } => PROBLEMS,
-        Error::Locked { .. } => LOCKED,
-        Error::Io { .. } => LOCAL_IO,
-        Error::WrongPassword { .. } => WRONG_PASSWORD,
-        _ => STORE,
     }
 }
 

@@ -13,7 +13,8 @@
 //!   the block arithmetic written once in [`segments`];
 //! - [`KeyLayout`]: the s3backer-compatible object key of each block;
 //! - [`is_zero`]: the fast all-zeros test behind zero-block elision;
-//! - [`Error`]: the one error type, carrying the block or key concerned.
+//! - [`Error`]: the one error type, carrying the block or key concerned;
+//! - [`exit`]: the exit codes every s3block program follows.
 //!
 //! # Example
 //!
@@ -43,6 +44,7 @@
 mod counters;
 mod device;
 mod error;
+pub mod exit;
 mod geometry;
 mod key;
 mod mem;
