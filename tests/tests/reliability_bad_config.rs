@@ -99,7 +99,7 @@ fn missing_descriptor_is_refused_naming_the_volume() {
     }
     let (_store, url) = volume_with_data();
     delete(&url, "s3block-volume.json");
-    let stderr = refused(&url, &[], 1);
+    let stderr = refused(&url, &[], 2);
     assert!(
         stderr.contains(&format!("no volume at {url}")) && stderr.contains("no s3block descriptor"),
         "{stderr}"
@@ -117,7 +117,7 @@ fn missing_descriptor_with_size_does_not_hide_stored_blocks() {
     }
     let (_store, url) = volume_with_data();
     delete(&url, "s3block-volume.json");
-    let stderr = refused(&url, &["--size=4M", "--block-size=64K"], 1);
+    let stderr = refused(&url, &["--size=4M", "--block-size=64K"], 2);
     assert!(
         stderr.contains("block objects are already stored") && stderr.contains("s3block create --adopt"),
         "{stderr}"
@@ -149,14 +149,14 @@ fn mismatched_block_size_and_size_are_refused_naming_both_values() {
         return;
     }
     let (_store, url) = volume_with_data();
-    let stderr = refused(&url, &["--block-size=128K"], 1);
+    let stderr = refused(&url, &["--block-size=128K"], 2);
     assert!(
         stderr.contains("block size mismatch")
             && stderr.contains("64K (65536 bytes)")
             && stderr.contains("128K (131072 bytes) was requested (--block-size)"),
         "{stderr}"
     );
-    let stderr = refused(&url, &["--size=8M"], 1);
+    let stderr = refused(&url, &["--size=8M"], 2);
     assert!(
         stderr.contains("size mismatch")
             && stderr.contains("4M (4194304 bytes)")
@@ -175,11 +175,11 @@ fn impossible_geometry_is_refused_naming_the_value() {
     let url = format!("file://{}", store.path().display());
     let stderr = refused(&url, &["--size=32M", "--block-size=100K"], 2);
     assert!(stderr.contains("--block-size 102400: must be a power of two"), "{stderr}");
-    let stderr = refused(&url, &["--size=1000000", "--block-size=64K"], 1);
+    let stderr = refused(&url, &["--size=1000000", "--block-size=64K"], 2);
     assert!(stderr.contains("the size 1000000 is not a multiple of the block size 64K"), "{stderr}");
-    let stderr = refused(&url, &["--size=0"], 1);
+    let stderr = refused(&url, &["--size=0"], 2);
     assert!(stderr.contains("the size must not be zero"), "{stderr}");
-    let stderr = refused(&url, &["--size=64T", "--block-size=4K"], 1);
+    let stderr = refused(&url, &["--size=64T", "--block-size=4K"], 2);
     assert!(
         stderr.contains("17179869184 blocks of 4K is more than the 4294967296 blocks a volume can have"),
         "{stderr}"
@@ -195,7 +195,7 @@ fn lock_held_by_another_host_is_refused_naming_it() {
     }
     let (_store, url) = volume_with_data();
     put(&url, "s3backer-mounted", b"otherhost.example\n20250101T000000Z\n");
-    let stderr = refused(&url, &[], 1);
+    let stderr = refused(&url, &[], 4);
     assert!(
         stderr.contains("volume is already mounted by otherhost.example since 20250101T000000Z")
             && stderr.contains("break the lock with `s3block unlock`"),
@@ -220,7 +220,7 @@ fn missing_mount_point_is_refused_naming_it() {
     let out =
         std::process::Command::new(FUSE).args(["-f", &url, "/nonexistent/s3block-rel"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("cannot mount on /nonexistent/s3block-rel: No such file or directory"),
         "{stderr}"
@@ -244,7 +244,7 @@ fn non_empty_mount_point_is_refused_unless_asked() {
     let kept = dir.path().to_owned();
     let out = std::process::Command::new(FUSE).args(["-f", &url, kept.to_str().unwrap()]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains(&format!("cannot mount on {}: the directory is not empty", kept.display()))
             && stderr.contains("--nonempty"),

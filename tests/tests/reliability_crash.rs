@@ -67,7 +67,7 @@ fn mount_after_crash(url: &str) -> Mount {
     let dir = tempfile::tempdir().unwrap();
     let out = fuse_command(FUSE, url, dir.path(), &[]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "a mount over a stale lock must fail:\n{stderr}");
+    assert_eq!(out.status.code(), Some(4), "a mount over a stale lock must fail:\n{stderr}");
     assert!(
         stderr.contains("already mounted by") && stderr.contains("s3block unlock"),
         "the stale lock is not reported with how to break it:\n{stderr}"

@@ -1,24 +1,32 @@
 //! Going to the background without hiding mount errors.
 //!
-//! Without `-f`, the program starts itself again as a child in its own
-//! process group (so the terminal's Ctrl-C does not reach it), with standard
-//! input closed (or a pipe that carries the password the parent asked for,
-//! since the child cannot use the terminal) and standard output a pipe back
-//! to the parent. The child
+//! Without `-f`, the program starts itself again as a child in a session of
+//! its own (`setsid`: no controlling terminal, so the terminal's Ctrl-C and
+//! hang-up do not reach it), with standard input closed (or a pipe that
+//! carries the password the parent asked for, since the child cannot use
+//! the terminal) and standard output a pipe back to the parent. The child
 //! opens the volume and mounts; then it writes `ready` on the pipe. The
 //! parent exits 0 when it reads that line, or, when the pipe closes without
 //! it, with the child's own exit code; the child's error message has already
 //! gone to the shared standard error. So `s3block-fuse` returns only once
 //! the file is there, or fails saying why.
 //!
-//! Logs of the background process go to the inherited standard error (the
-//! journal under systemd). Units should rather run `s3block-fuse -f`.
+//! Once mounted, the child lets go of everything it shares with its caller:
+//! its standard input, output and error become /dev/null, so
+//! `out=$(s3block-fuse ...)`, `s3block-fuse ... | tee log` or `ssh host
+//! s3block-fuse ...` return as soon as the mount is up. Its log goes to
+//! `--log-file`, else to syslog (see `log`). Units should rather run
+//! `s3block-fuse -f`.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode, Stdio};
 
+use s3block_core::exit::LOCAL_IO;
 use s3block_store::Password;
+
+use crate::log;
 
 /// Set in the child's environment: report readiness on standard output.
 pub(crate) const DAEMON_ENV: &str = "S3BLOCK_FUSE_DAEMON_CHILD";
@@ -41,11 +49,12 @@ pub(crate) fn spawn_and_wait(password: Option<Password>) -> ExitCode {
             eprintln!(
                 "s3block-fuse: cannot find its own program file to start in the background: {e}; use -f"
             );
-            return ExitCode::FAILURE;
+            return ExitCode::from(LOCAL_IO);
         }
     };
     let mut command = Command::new(&exe);
-    command.args(std::env::args_os().skip(1)).env(DAEMON_ENV, "1").stdout(Stdio::piped()).process_group(0);
+    command.args(std::env::args_os().skip(1)).env(DAEMON_ENV, "1").stdout(Stdio::piped());
+    new_session(&mut command);
     if password.is_some() {
         command.env(PASSWORD_ON_STDIN_ENV, "1").stdin(Stdio::piped());
     } else {
@@ -55,7 +64,7 @@ pub(crate) fn spawn_and_wait(password: Option<Password>) -> ExitCode {
         Ok(child) => child,
         Err(e) => {
             eprintln!("s3block-fuse: cannot start in the background ({}): {e}; use -f", exe.display());
-            return ExitCode::FAILURE;
+            return ExitCode::from(LOCAL_IO);
         }
     };
     if let (Some(password), Some(mut stdin)) = (password, child.stdin.take()) {
@@ -76,7 +85,7 @@ pub(crate) fn spawn_and_wait(password: Option<Password>) -> ExitCode {
         }
         Err(e) => {
             eprintln!("s3block-fuse: the background process failed: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(LOCAL_IO)
         }
     }
 }
@@ -90,11 +99,56 @@ pub(crate) fn password_from_parent() -> Option<Password> {
     Some(Password::new(text.as_bytes()))
 }
 
-/// Tells the waiting parent, if any, that the mount is up.
-pub(crate) fn notify_ready() {
-    if is_child() {
-        let mut out = std::io::stdout().lock();
-        // If the parent is gone there is no one to tell; the mount is up anyway.
-        let _ = writeln!(out, "{READY}").and_then(|()| out.flush());
+/// Makes the child the leader of a new session, before it runs, holding
+/// none of the caller's descriptors beyond the standard three (a pipe the
+/// caller left open, say, would otherwise stay open as long as the mount).
+#[allow(unsafe_code)]
+fn new_session(command: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and calls
+    // only setsid and close_range, which are async-signal-safe system
+    // calls. The child is not a process group leader (it was just forked),
+    // so setsid succeeds. close_range only marks descriptors 3 and up
+    // close-on-exec (its failure on an old kernel is harmless); the ones
+    // Rust needs until exec are close-on-exec already.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close_range(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int);
+            Ok(())
+        });
     }
+}
+
+/// The mount is up. In the background child: moves the log off standard
+/// error, tells the waiting parent, then points standard input, output and
+/// error at /dev/null so that nothing of the caller's stays open.
+pub(crate) fn mounted() {
+    if !is_child() {
+        return;
+    }
+    log::leave_stderr();
+    let mut out = std::io::stdout().lock();
+    // If the parent is gone there is no one to tell; the mount is up anyway.
+    let _ = writeln!(out, "{READY}").and_then(|()| out.flush());
+    drop(out);
+    if let Err(e) = streams_to_null() {
+        tracing::warn!("cannot point standard input, output and error at /dev/null: {e}");
+    }
+}
+
+/// Replaces file descriptors 0, 1 and 2 with /dev/null.
+#[allow(unsafe_code)]
+fn streams_to_null() -> std::io::Result<()> {
+    let null = std::fs::File::options().read(true).write(true).open("/dev/null")?;
+    for fd in 0..=2 {
+        // SAFETY: dup2 onto the standard descriptors replaces what they
+        // refer to; Rust's stdin/stdout/stderr handles keep using the same
+        // numbers, now /dev/null, and no other code owns these descriptors.
+        if unsafe { libc::dup2(null.as_raw_fd(), fd) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }

@@ -20,26 +20,31 @@
 //! [`BlockDevice`](s3block_core::BlockDevice).
 //!
 //! # Exit codes
-//! 0: unmounted with every block stored (or `--help`); 1: the volume could
-//! not be opened or mounted (the message says which); 2: bad options (the
-//! message names the option); 3: the user abandoned unstored data with a
-//! second SIGINT (the message says how many blocks).
+//! The table of [`s3block_core::exit`], shared with the `s3block` command
+//! and shown at the end of `--help`: 0 unmounted with every block stored
+//! (or `--help`); 2 bad options or configuration (the message names the
+//! option); 3 the store failed; 4 the volume is locked; 5 the user abandoned
+//! unstored data with a second SIGINT (the message says how many blocks);
+//! 6 a local file or device (a password file, /dev/fuse, the kernel mount);
+//! 7 a wrong password; 1 the FUSE session ended with an error.
 
+mod compat;
 mod daemon;
 mod errno;
 mod fs;
 mod lifecycle;
+mod log;
 mod options;
 mod session;
 mod shutdown;
 mod stack;
 mod stats;
+mod stop;
 
 pub use errno::errno;
 pub use fs::{BlockFs, DEVICE_INO, DirEntry, FsConfig, FsError, FsResult, ROOT_INO, STATS_INO, SetAttr};
-pub use lifecycle::{EXIT_DATA_LOST, EXIT_FAILED, EXIT_USAGE};
 pub use options::{DEFAULT_BLOCK_SIZE, DEFAULT_FILE_MODE, Options, OptionsError, expand_mount_options};
-pub use session::{FuseFs, InFlight, MAX_READAHEAD, MAX_WRITE, mount_config, unmount};
+pub use session::{FuseFs, InFlight, MAX_READAHEAD, MAX_WRITE, detach, mount_config, unmount};
 pub use shutdown::{Backoff, ShutdownOutcome, shutdown};
 pub use stack::{ReleaseHook, Stack, build_stack, build_stack_with, terminal_prompt};
 pub use stats::{GET_PRICE_PER_1000, PUT_PRICE_PER_1000, Stats, StatsSource, render_requests};
@@ -58,10 +63,17 @@ where
         Ok(options) => options,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(s3block_core::exit::USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
-    lifecycle::init_logging(options.debug);
+    // The background child's log leaves the terminal once mounted: no colours.
+    if let Err(message) = log::init(options.debug, options.log_file.as_deref(), !daemon::is_child()) {
+        return lifecycle::fail(s3block_core::exit::LOCAL_IO, message);
+    }
     if !options.foreground && !daemon::is_child() {
         // The background child cannot ask on the terminal: ask here.
         let password = match lifecycle::ask_before_background(&options) {

@@ -1,58 +1,35 @@
 //! A mount from start to exit: open, mount, serve, unmount, store, release.
 //!
-//! 1. Build the device stack (this takes the mount lock); on failure exit 1.
-//! 2. Mount; on failure release the lock and exit 1. Only then tell a
-//!    waiting parent that the mount is up.
-//! 3. Serve until the kernel ends the session (`umount`, `fusermount3 -u`).
-//!    SIGTERM and SIGINT ask the kernel to unmount, exactly as a user would;
-//!    if the mount is busy (a loop device is still attached), the program
-//!    says so, stores what is written so far and keeps serving.
+//! 1. Check the mount point and that a `file://` store is not under it,
+//!    then build the device stack (this takes the mount lock). A failure
+//!    prints one plain line, `s3block-fuse: cannot open ...`, and exits with
+//!    the code of the shared table ([`s3block_core::exit`]).
+//! 2. Mount; on failure release the lock and exit. Only then tell a
+//!    waiting parent that the mount is up (and, in the background, let go
+//!    of the caller's terminal and pipes).
+//! 3. Serve until the kernel ends the session (`umount`, `fusermount3 -u`);
+//!    SIGTERM and SIGINT unmount as a user would, retrying while the mount
+//!    is busy (see `stop`).
 //! 4. Wait for requests still running, then [`shutdown`]: flush until
 //!    stored, then release the lock, exit 0. A second SIGINT abandons
-//!    unstored data (exit 3, saying how many blocks).
+//!    unstored data (exit 5, saying how many blocks).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use s3block_core::exit::{self, CANCELLED, LOCAL_IO, OK, PROBLEMS, USAGE};
 use s3block_core::format_size;
-use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
 
 use crate::daemon;
 use crate::fs::{BlockFs, FsConfig};
+use crate::log;
 use crate::options::Options;
-use crate::session::{FuseFs, InFlight, mount_config, unmount};
+use crate::session::{FuseFs, InFlight, mount_config};
 use crate::shutdown::{Backoff, ShutdownOutcome, shutdown};
 use crate::stack::{build_stack_with, terminal_prompt};
+use crate::stop::{Served, serve_until_stopped};
 use s3block_store::{Password, VolumeOptions, open_volume};
-
-/// Exit code: the volume could not be opened or mounted.
-pub const EXIT_FAILED: u8 = 1;
-/// Exit code: bad options.
-pub const EXIT_USAGE: u8 = 2;
-/// Exit code: the user abandoned data that was not stored.
-pub const EXIT_DATA_LOST: u8 = 3;
-
-/// Logs to standard error; `--debug` or `RUST_LOG` for more.
-pub(crate) fn init_logging(debug: bool) {
-    let default = if debug { "debug" } else { "info" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
-}
-
-/// True while `dir` is a mount point, from /proc/self/mountinfo.
-fn is_mounted(dir: &Path) -> bool {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    // Field 5 is the mount point; spaces in it are written as \040.
-    let wanted = dir.to_string_lossy().replace(' ', "\\040");
-    mounts.lines().any(|l| l.split(' ').nth(4) == Some(wanted.as_str()))
-}
 
 /// Effective user and group ids, from /proc/self/status.
 fn effective_ids() -> (u32, u32) {
@@ -67,12 +44,14 @@ fn effective_ids() -> (u32, u32) {
     (field("Uid:").unwrap_or(0), field("Gid:").unwrap_or(0))
 }
 
-fn fail(message: String) -> ExitCode {
-    tracing::error!("{message}");
-    if !tracing::enabled!(tracing::Level::ERROR) {
-        eprintln!("s3block-fuse: {message}");
+/// A start that failed: one plain line on standard error (also logged when
+/// the log goes elsewhere), and the exit code `code`.
+pub(crate) fn fail(code: u8, message: String) -> ExitCode {
+    eprintln!("s3block-fuse: {message}");
+    if log::away_from_stderr() {
+        tracing::error!("{message}");
     }
-    ExitCode::from(EXIT_FAILED)
+    ExitCode::from(code)
 }
 
 /// Before going to the background: asks for the password on the terminal
@@ -80,6 +59,8 @@ fn fail(message: String) -> ExitCode {
 /// `S3BLOCK_PASSWORD` gives (the background child cannot ask). Errors in
 /// finding out are left to the child, which reports them.
 pub(crate) fn ask_before_background(opts: &Options) -> Result<Option<Password>, ExitCode> {
+    // Opening the store may create its directory: not inside the mount point.
+    check_places(opts)?;
     if opts.store_args.password_source().is_some() {
         return Ok(None);
     }
@@ -99,7 +80,7 @@ pub(crate) fn ask_before_background(opts: &Options) -> Result<Option<Password>, 
     let what = format!("the volume at {}", opts.store);
     match opts.store_args.password(&what, confirm, &mut terminal_prompt) {
         Ok(password) => Ok(Some(password)),
-        Err(e) => Err(fail(format!("cannot open the volume {}: {e}", opts.store))),
+        Err(e) => Err(fail(exit::exit_code(&e), format!("cannot open the volume {}: {e}", opts.store))),
     }
 }
 
@@ -112,23 +93,22 @@ pub(crate) fn run_mount(opts: Options) -> ExitCode {
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => return fail(format!("cannot start the I/O runtime: {e}")),
+        Err(e) => return fail(LOCAL_IO, format!("cannot start the I/O runtime: {e}")),
     };
     let from_parent = daemon::password_from_parent();
     let mut prompt = |text: &str| match &from_parent {
         Some(p) => Ok(String::from_utf8_lossy(p.as_bytes()).into_owned()),
         None => terminal_prompt(text),
     };
-    // Checked before the volume is opened, so a typo creates nothing in the
-    // bucket and takes no lock.
-    if let Err(e) = check_mountpoint(&opts.mountpoint, opts.nonempty) {
-        return fail(e);
+    if let Err(code) = check_places(&opts) {
+        return code;
     }
     let stack = match runtime.block_on(build_stack_with(&opts, &mut prompt)) {
         Ok(stack) => stack,
-        Err(e) => return fail(format!("cannot open the volume {}: {e}", opts.store)),
+        Err(e) => return fail(exit::exit_code(&e), format!("cannot open the volume {}: {e}", opts.store)),
     };
-    let (uid, gid) = effective_ids();
+    let (euid, egid) = effective_ids();
+    let (uid, gid) = (opts.uid.unwrap_or(euid), opts.gid.unwrap_or(egid));
     let geometry = stack.device.geometry();
     let fs = Arc::new(BlockFs::new(
         stack.device.clone(),
@@ -145,29 +125,22 @@ pub(crate) fn run_mount(opts: Options) -> ExitCode {
     ));
     let in_flight = InFlight::default();
     let adapter = FuseFs::new(fs, runtime.handle().clone(), in_flight.clone());
-    let config = mount_config(opts.read_only, &opts.kernel_flags, uid == 0);
+    let config = mount_config(opts.read_only, &opts.kernel_flags, euid == 0 || opts.allow_other);
     // Absolute, so the unmount and the mount table check name the same path.
     let mountpoint = opts.mountpoint.canonicalize().unwrap_or_else(|_| opts.mountpoint.clone());
     let session = match fuser::Session::new(adapter, &opts.mountpoint, &config) {
         Ok(session) => session,
         Err(e) => {
-            let code = fail(format!("cannot mount on {}: {e}", opts.mountpoint.display()));
+            let code = fail(LOCAL_IO, format!("cannot mount on {}: {e}", opts.mountpoint.display()));
             if let Err(e) = runtime.block_on((stack.release)()) {
                 tracing::warn!("could not release the mount lock: {e}");
             }
             return code;
         }
     };
-    tracing::info!(
-        "mounted {} on {}: {} is {}{}",
-        opts.store,
-        opts.mountpoint.display(),
-        opts.filename,
-        stack.description,
-        if opts.read_only { ", read-only" } else { "" }
-    );
+    tracing::info!("{}", mounted_line(&opts, &stack.description));
     tracing::debug!("{} blocks of {}", geometry.block_count(), format_size(geometry.block_size().into()));
-    daemon::notify_ready();
+    daemon::mounted();
 
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let serving = std::thread::Builder::new().name("fuse-session".into()).spawn(move || {
@@ -175,19 +148,22 @@ pub(crate) fn run_mount(opts: Options) -> ExitCode {
     });
     if let Err(e) = serving {
         // The session was moved into the closure and is dropped, which unmounts.
-        return fail(format!("cannot start the FUSE session thread: {e}"));
+        return fail(LOCAL_IO, format!("cannot start the FUSE session thread: {e}"));
     }
 
     let device = stack.device.clone();
     let release = stack.release;
     let outcome = runtime.block_on(async move {
-        let sigints = match watch_signals(&mountpoint, device.as_ref(), done_rx).await {
-            Ok(sigints) => sigints,
+        let (served, sigints) = match serve_until_stopped(&mountpoint, device.clone(), done_rx).await {
+            Ok(served) => served,
             Err(message) => {
                 tracing::error!("{message}");
                 return None;
             }
         };
+        if served == Served::Abandoned {
+            return Some(ShutdownOutcome::Abandoned { lost_blocks: None, attempts: 0 });
+        }
         in_flight.drain().await;
         tracing::info!("unmounted; storing every written block before exit");
         let mut abandon_rx = sigints.clone();
@@ -203,83 +179,42 @@ pub(crate) fn run_mount(opts: Options) -> ExitCode {
                 if attempts > 1 { format!(" after {attempts} attempts") } else { String::new() },
                 if lock_released { "" } else { " (the mount lock was left behind)" }
             );
-            ExitCode::SUCCESS
+            ExitCode::from(OK)
         }
         Some(ShutdownOutcome::Abandoned { lost_blocks, attempts }) => {
-            let lost = lost_blocks.map_or_else(|| "an unknown number of".to_string(), |n| n.to_string());
+            let lost = match lost_blocks {
+                Some(n) => format!("{n} written block(s) were NOT stored and are lost"),
+                None => "written blocks not stored yet, if any, are lost".to_owned(),
+            };
+            let when = if attempts == 0 {
+                "while the mount was busy (it is detached; programs still using the file get I/O errors)"
+                    .to_owned()
+            } else {
+                format!("after {attempts} attempts to store")
+            };
             tracing::error!(
-                "abandoned at the user's request after {attempts} attempts: {lost} written block(s) were NOT \
-                 stored and are lost; the mount lock is kept to mark the volume as not cleanly unmounted"
+                "abandoned at the user's request {when}: {lost}; the mount lock is kept to mark the volume \
+                 as not cleanly unmounted"
             );
-            ExitCode::from(EXIT_DATA_LOST)
+            ExitCode::from(CANCELLED)
         }
-        None => ExitCode::from(EXIT_FAILED),
+        None => ExitCode::from(PROBLEMS),
     }
 }
 
-/// Waits for the session to end, turning SIGTERM/SIGINT into an unmount
-/// request. Returns the SIGINT counter, which keeps counting afterwards.
-async fn watch_signals(
-    mountpoint: &Path,
-    device: &dyn s3block_core::BlockDevice,
-    mut done: tokio::sync::oneshot::Receiver<std::io::Result<()>>,
-) -> Result<watch::Receiver<u32>, String> {
-    let register = |kind: SignalKind| signal(kind).map_err(|e| format!("cannot watch for signals: {e}"));
-    let (mut term, mut int, mut hup) = (
-        register(SignalKind::terminate())?,
-        register(SignalKind::interrupt())?,
-        register(SignalKind::hangup())?,
-    );
-    let (sigint_tx, sigint_rx) = watch::channel(0u32);
-    loop {
-        tokio::select! {
-            result = &mut done => {
-                match result {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!("the FUSE session ended with an error: {e}"),
-                    Err(_) => tracing::error!("the FUSE session thread ended unexpectedly"),
-                }
-                break;
-            }
-            _ = term.recv() => request_unmount("SIGTERM", mountpoint, device).await,
-            _ = int.recv() => {
-                sigint_tx.send_modify(|n| *n += 1);
-                request_unmount("SIGINT", mountpoint, device).await;
-            }
-            _ = hup.recv() => tracing::info!("SIGHUP ignored; unmount with fusermount3 -u or SIGTERM"),
-        }
-    }
-    // Keep counting SIGINTs during the final flush: the second one abandons.
-    tokio::spawn(async move {
-        while int.recv().await.is_some() {
-            sigint_tx.send_modify(|n| *n += 1);
-            tracing::warn!("SIGINT received while storing data; a second SIGINT abandons what is not stored");
-        }
-    });
-    Ok(sigint_rx)
+/// The log line saying what is mounted where; `description` (the stack's)
+/// already says read-only, and that no lock is taken, once.
+fn mounted_line(opts: &Options, description: &str) -> String {
+    format!("mounted {} on {}: {} is {description}", opts.store, opts.mountpoint.display(), opts.filename)
 }
 
-async fn request_unmount(signal: &str, mountpoint: &Path, device: &dyn s3block_core::BlockDevice) {
-    tracing::info!("{signal}: unmounting {}", mountpoint.display());
-    let path = mountpoint.to_owned();
-    let result =
-        tokio::task::spawn_blocking(move || unmount(&path)).await.unwrap_or_else(|e| Err(e.to_string()));
-    if let Err(e) = result {
-        if !is_mounted(mountpoint) {
-            // Unmounted by someone else a moment ago; the session is ending.
-            tracing::info!("{} is already unmounted", mountpoint.display());
-            return;
-        }
-        tracing::error!(
-            "cannot unmount {} ({e}); still serving it. Detach the loop device and unmount what is on it, \
-             then unmount again. Storing what is written so far.",
-            mountpoint.display()
-        );
-        match device.flush().await {
-            Ok(()) => tracing::info!("everything written so far is stored"),
-            Err(e) => tracing::error!("could not store everything written so far: {e}"),
-        }
-    }
+/// Checks the mount point, and that a `file://` store is not under it,
+/// before the store is opened, so a typo creates nothing in the bucket and
+/// takes no lock.
+fn check_places(opts: &Options) -> Result<(), ExitCode> {
+    check_mountpoint(&opts.mountpoint, opts.nonempty)
+        .and_then(|()| check_store_outside(&opts.store, &opts.mountpoint))
+        .map_err(|e| fail(USAGE, e))
 }
 
 /// Refuses a mount point that is missing, not a directory, or not empty
@@ -296,9 +231,74 @@ fn check_mountpoint(path: &Path, nonempty: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// Refuses a `file://` store whose directory is the mount point or lies
+/// under it: the mount would hide its own store. Paths are compared
+/// canonicalized (symbolic links, `..`); a store directory not created yet
+/// is resolved through its nearest existing parent.
+fn check_store_outside(store: &str, mountpoint: &Path) -> Result<(), String> {
+    let Some(dir) =
+        url::Url::parse(store).ok().filter(|u| u.scheme() == "file").and_then(|u| u.to_file_path().ok())
+    else {
+        return Ok(());
+    };
+    let Ok(mount) = mountpoint.canonicalize() else { return Ok(()) };
+    let dir = resolve(&dir);
+    if dir.starts_with(&mount) {
+        return Err(format!(
+            "the store directory {} is {} the mount point {}: the mount would hide its own store; keep the \
+             volume's directory outside the mount point",
+            dir.display(),
+            if dir == mount { "the same directory as" } else { "inside" },
+            mount.display()
+        ));
+    }
+    Ok(())
+}
+
+/// `path` canonicalized through its nearest existing ancestor.
+fn resolve(path: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut existing = path;
+    loop {
+        if let Ok(base) = existing.canonicalize() {
+            return rest.iter().rev().fold(base, |p, c| p.join(c));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => return path.to_owned(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod mountpoint_tests {
-    use super::check_mountpoint;
+    use super::{check_mountpoint, check_store_outside, mounted_line};
+    use crate::options::Options;
+
+    #[tokio::test]
+    async fn a_read_only_mount_says_so_once() {
+        let store = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", store.path().display());
+        let parse = |args: &[&str]| {
+            let mut full = vec!["s3block-fuse"];
+            full.extend_from_slice(args);
+            full.extend_from_slice(&[url.as_str(), "/m"]);
+            Options::parse_from_args(full).unwrap()
+        };
+        let rw = crate::stack::build_stack(&parse(&["--size=1M", "--block-size=64K"])).await.unwrap();
+        (rw.release)().await.unwrap();
+        for args in [&["--read-only"][..], &["-o", "ro"]] {
+            let opts = parse(args);
+            let stack = crate::stack::build_stack(&opts).await.unwrap();
+            let line = mounted_line(&opts, &stack.description);
+            assert_eq!(line.matches("read-only").count(), 1, "{line}");
+            assert!(line.contains("no lock"), "{line}");
+            (stack.release)().await.unwrap();
+        }
+    }
 
     #[test]
     fn mount_points_are_checked_and_named() {
@@ -312,5 +312,39 @@ mod mountpoint_tests {
         assert!(err.contains("No such file or directory"), "{err}");
         let err = check_mountpoint(&dir.path().join("x"), true).unwrap_err();
         assert!(err.contains("Not a directory"), "{err}");
+    }
+
+    #[test]
+    fn a_store_in_its_own_mount_point_is_refused_naming_both() {
+        let top = tempfile::tempdir().unwrap();
+        let mnt = top.path().join("mnt");
+        std::fs::create_dir_all(mnt.join("sub")).unwrap();
+        let shown = mnt.canonicalize().unwrap().display().to_string();
+        // The mount point itself, a directory under it (existing or not),
+        // and the same reached through `..` or a symbolic link.
+        std::os::unix::fs::symlink(&mnt, top.path().join("link")).unwrap();
+        for store in [
+            format!("file://{}", mnt.display()),
+            format!("file://{}/sub", mnt.display()),
+            format!("file://{}/new/deeper", mnt.display()),
+            format!("file://{}/other/../mnt/sub", top.path().display()),
+            format!("file://{}/link/sub", top.path().display()),
+        ] {
+            std::fs::create_dir_all(top.path().join("other")).unwrap();
+            let err = check_store_outside(&store, &mnt).expect_err(&store);
+            assert!(err.contains(&shown) && err.contains("store directory"), "{store}: {err}");
+        }
+        let err = check_store_outside(&format!("file://{}", mnt.display()), &mnt).unwrap_err();
+        assert!(err.contains("the same directory as"), "{err}");
+        // Beside it, above it, or not a directory store: fine.
+        for store in [
+            format!("file://{}/store", top.path().display()),
+            format!("file://{}", top.path().display()),
+            format!("file://{}/mnt-store", top.path().display()),
+            "memory://".to_owned(),
+            "s3://bucket/mnt".to_owned(),
+        ] {
+            assert!(check_store_outside(&store, &mnt).is_ok(), "{store}");
+        }
     }
 }

@@ -3,14 +3,19 @@
 //!
 //! The `-o` form is rewritten into long options before parsing, so every
 //! option is validated once, by the same code, and errors name the option
-//! as the user wrote it.
+//! as the user wrote it. s3backer options that s3block does not implement
+//! are refused by name first (see `compat`).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::Parser;
-use s3block_core::parse_size;
+use clap::{CommandFactory, FromArgMatches, Parser};
+use s3block_cache::{DEFAULT_CACHE_SIZE, DEFAULT_READ_AHEAD, DEFAULT_UPLOAD_CONCURRENCY};
+use s3block_core::exit::EXIT_CODES_HELP;
+use s3block_core::{format_size, parse_size};
 use s3block_store::StoreArgs;
+
+use crate::compat;
 
 /// The block size of a new volume when `--block-size` is not given: 256 KiB.
 ///
@@ -53,10 +58,10 @@ const IGNORED_OPTIONS: &[&str] = &[
     "nofail",
     "_netdev",
     "rw",
-    "allow_other",
     "allow_root",
-    "default_permissions",
     "auto_unmount",
+    // Always set: the kernel checks the file modes.
+    "default_permissions",
 ];
 
 /// The options of `s3block-fuse`.
@@ -67,9 +72,7 @@ const IGNORED_OPTIONS: &[&str] = &[
 #[command(
     name = "s3block-fuse",
     version,
-    about = "Mount an object-store volume as one file, for a loop device, ext4, XFS or LVM",
-    after_help = "STORE is s3://bucket[/prefix], file:///dir or memory://.\n\
-                  Every option also works in fstab form: -o size=30G,block-size=256K,ro"
+    about = "Mount an object-store volume as one file, for a loop device, ext4, XFS or LVM"
 )]
 pub struct Options {
     /// Where the volume lives: s3://bucket[/prefix], file:///dir or memory://.
@@ -103,7 +106,7 @@ pub struct Options {
     #[arg(long = "list-blocks", alias = "listBlocks")]
     pub list_blocks: bool,
 
-    /// Memory for cached blocks, in bytes (e.g. 32M).
+    /// Memory for cached blocks, in bytes (e.g. 32M); [`DEFAULT_CACHE_SIZE`] when not given.
     #[arg(long = "cache-size", value_parser = size_arg, conflicts_with = "block_cache_blocks")]
     pub cache_size: Option<u64>,
 
@@ -152,6 +155,24 @@ pub struct Options {
     #[arg(short = 'f', long)]
     pub foreground: bool,
 
+    /// Append the log to FILE (else standard error; in the background,
+    /// once mounted, syslog).
+    #[arg(long = "log-file", value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+
+    /// Owner of the device file and the mount root (default: the user mounting).
+    #[arg(long, value_name = "UID")]
+    pub uid: Option<u32>,
+
+    /// Group of the device file and the mount root (default: the user's group).
+    #[arg(long, value_name = "GID")]
+    pub gid: Option<u32>,
+
+    /// Let other users open the file (always so when mounted by root; a
+    /// user needs user_allow_other in /etc/fuse.conf).
+    #[arg(long = "allow-other")]
+    pub allow_other: bool,
+
     /// Log every request (implies nothing else).
     #[arg(long)]
     pub debug: bool,
@@ -183,11 +204,42 @@ impl Options {
         let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
         let expanded = expand_mount_options(args)
             .map_err(|e| clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{e}\n")))?;
-        let options = Options::try_parse_from(expanded)?;
+        let matches = Options::command_with_help().try_get_matches_from(expanded)?;
+        let options = Options::from_arg_matches(&matches)?;
         options
             .check()
             .map_err(|e| clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, format!("{e}\n")))?;
         Ok(options)
+    }
+
+    /// The clap command, with the defaults of the cache options and the
+    /// exit codes in its help (taken from the constants, so they agree).
+    pub fn command_with_help() -> clap::Command {
+        let help = |text: String| move |arg: clap::Arg| arg.help(text);
+        Options::command()
+            .mut_arg(
+                "cache_size",
+                help(format!("Memory for cached blocks, in bytes [default: {}]", format_size(DEFAULT_CACHE_SIZE))),
+            )
+            .mut_arg(
+                "max_dirty",
+                help("Most bytes of written blocks waiting for upload before writers wait [default: half the cache size]".into()),
+            )
+            .mut_arg(
+                "upload_concurrency",
+                help(format!("Blocks uploaded at once [default: {DEFAULT_UPLOAD_CONCURRENCY}]")),
+            )
+            .mut_arg(
+                "read_ahead",
+                help(format!(
+                    "Bytes read ahead after a sequential read [default: {}, at most a quarter of the cache]",
+                    format_size(DEFAULT_READ_AHEAD)
+                )),
+            )
+            .after_help(format!(
+                "STORE is s3://bucket[/prefix], file:///dir or memory://.\n\
+                 Every option also works in fstab form: -o size=30G,block-size=256K,ro\n\n{EXIT_CODES_HELP}"
+            ))
     }
 
     /// Cross-option checks that clap cannot express.
@@ -270,6 +322,7 @@ fn kernel_flag_arg(s: &str) -> Result<String, String> {
 /// that belong to mount(8) or fstab (`defaults`, `noauto`, `_netdev`,
 /// `x-systemd.*`, ...) are dropped. Arguments after `--` are left alone.
 pub fn expand_mount_options(args: Vec<OsString>) -> Result<Vec<OsString>, OptionsError> {
+    let known = known_long_names();
     let mut out = Vec::with_capacity(args.len());
     let mut iter = args.into_iter();
     if let Some(program) = iter.next() {
@@ -289,6 +342,9 @@ pub fn expand_mount_options(args: Vec<OsString>) -> Result<Vec<OsString>, Option
         } else if let Some(rest) = arg.to_str().and_then(|s| s.strip_prefix("-o")) {
             OsString::from(rest)
         } else {
+            if let Some(message) = arg.to_str().and_then(compat::long_name).and_then(compat::unsupported) {
+                return Err(OptionsError(message));
+            }
             out.push(arg);
             continue;
         };
@@ -296,13 +352,24 @@ pub fn expand_mount_options(args: Vec<OsString>) -> Result<Vec<OsString>, Option
             .into_string()
             .map_err(|bad| OptionsError(format!("-o {}: options must be UTF-8", bad.to_string_lossy())))?;
         for item in list.split(',').filter(|s| !s.is_empty()) {
-            out.extend(expand_one(item)?);
+            out.extend(expand_one(item, &known)?);
         }
     }
     Ok(out)
 }
 
-fn expand_one(item: &str) -> Result<Option<OsString>, OptionsError> {
+/// Every long option name and alias the parser knows.
+fn known_long_names() -> Vec<String> {
+    let command = Options::command();
+    let mut names: Vec<String> = vec!["help".into(), "version".into()];
+    for arg in command.get_arguments() {
+        names.extend(arg.get_long().map(str::to_owned));
+        names.extend(arg.get_all_aliases().unwrap_or_default().into_iter().map(str::to_owned));
+    }
+    names
+}
+
+fn expand_one(item: &str, known: &[String]) -> Result<Option<OsString>, OptionsError> {
     let (name, value) = match item.split_once('=') {
         Some((n, v)) => (n, Some(v)),
         None => (item, None),
@@ -310,8 +377,15 @@ fn expand_one(item: &str) -> Result<Option<OsString>, OptionsError> {
     if name.is_empty() {
         return Err(OptionsError(format!("-o {item:?}: option name is missing")));
     }
-    if IGNORED_OPTIONS.contains(&name) || name.starts_with("x-") || name == "comment" {
+    if IGNORED_OPTIONS.contains(&name)
+        || name.starts_with("x-")
+        || name.starts_with("X-")
+        || name == "comment"
+    {
         return Ok(None);
+    }
+    if let Some(message) = compat::unsupported(name) {
+        return Err(OptionsError(message));
     }
     if KERNEL_FLAGS.contains(&name) {
         return Ok(Some(format!("--kernel-flag={name}").into()));
@@ -320,6 +394,13 @@ fn expand_one(item: &str) -> Result<Option<OsString>, OptionsError> {
         return Ok(Some("--foreground".into()));
     }
     let long = if name.starts_with('_') { name.to_owned() } else { name.replace('_', "-") };
+    if !known.contains(&long) {
+        return Err(OptionsError(format!(
+            "-o {name}: unknown option; -o takes s3block-fuse's options (see --help), s3backer's names \
+             and the kernel's mount flags ({})",
+            KERNEL_FLAGS.join(", ")
+        )));
+    }
     Ok(Some(match value {
         Some(v) => format!("--{long}={v}").into(),
         None => format!("--{long}").into(),
@@ -431,7 +512,9 @@ mod tests {
             (&["--file-mode=999", "memory://", "/m"], "--file-mode"),
             (&["--filename=a/b", "memory://", "/m"], "--filename"),
             (&["--filename=x", "--stats-filename=x", "memory://", "/m"], "--stats-filename"),
-            (&["-o", "frobnicate", "memory://", "/m"], "--frobnicate"),
+            (&["-o", "frobnicate", "memory://", "/m"], "-o frobnicate: unknown option"),
+            (&["-o", "ssl", "memory://", "/m"], "s3backer option --ssl is not supported by s3block (yet)"),
+            (&["--vhost", "memory://", "/m"], "s3backer option --vhost is not supported by s3block (yet)"),
             (&["--cache-size=1M", "--blockCacheSize=3", "memory://", "/m"], "--blockCacheSize"),
             (&["--upload-concurrency=0", "memory://", "/m"], "--upload-concurrency"),
             (&["memory://", "/m", "-o"], "-o"),
@@ -457,6 +540,50 @@ mod tests {
         {
             let err = parse(args).unwrap_err();
             assert!(err.contains("--password-file") && !err.contains("pw123"), "{err}");
+        }
+    }
+
+    #[test]
+    fn fuse_owner_and_access_options_from_fstab() {
+        let o = parse(&["-o", "uid=1000,gid=100,allow_other,default_permissions,size=1M", "memory://", "/m"])
+            .unwrap();
+        assert_eq!((o.uid, o.gid, o.allow_other), (Some(1000), Some(100), true));
+        let o = parse(&["memory://", "/m"]).unwrap();
+        assert_eq!((o.uid, o.gid, o.allow_other), (None, None, false));
+        let err = parse(&["-o", "uid=bob", "memory://", "/m"]).unwrap_err();
+        assert!(err.contains("--uid"), "{err}");
+    }
+
+    #[test]
+    fn every_s3backer_option_is_implemented_or_named() {
+        // s3backer 2.1.6's options that s3block implements under their own name.
+        let implemented = [
+            "accessFile",
+            "baseURL",
+            "blockCacheSize",
+            "blockHashPrefix",
+            "blockSize",
+            "compress",
+            "debug",
+            "directIO",
+            "encrypt",
+            "filename",
+            "fileMode",
+            "listBlocks",
+            "password",
+            "passwordFile",
+            "prefix",
+            "readOnly",
+            "region",
+            "size",
+            "statsFilename",
+            "version",
+            "help",
+        ];
+        let known = known_long_names();
+        for name in implemented {
+            assert!(known.iter().any(|k| k == name), "--{name} is not an option");
+            assert!(compat::unsupported(name).is_none(), "--{name} is implemented");
         }
     }
 

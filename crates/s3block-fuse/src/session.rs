@@ -350,9 +350,10 @@ fn sync_reply(result: crate::fs::FsResult<()>, reply: ReplyEmpty) {
 ///
 /// `fsname=s3block`, `subtype=s3block` (the mount shows as `fuse.s3block`),
 /// `default_permissions` (the kernel checks the file mode), `allow_other`
-/// when running as root (so a loop device and other users can open the
-/// file), `ro` when read-only, plus kernel flags given with `-o`.
-pub fn mount_config(read_only: bool, kernel_flags: &[String], is_root: bool) -> fuser::Config {
+/// when asked (`-o allow_other`; the program passes it when running as
+/// root, so a loop device and other users can open the file), `ro` when
+/// read-only, plus kernel flags given with `-o`.
+pub fn mount_config(read_only: bool, kernel_flags: &[String], allow_other: bool) -> fuser::Config {
     let mut options = vec![
         MountOption::FSName("s3block".into()),
         MountOption::Subtype("s3block".into()),
@@ -377,7 +378,7 @@ pub fn mount_config(read_only: bool, kernel_flags: &[String], is_root: bool) -> 
     }
     let mut config = fuser::Config::default();
     config.mount_options = options;
-    config.acl = if is_root { SessionACL::All } else { SessionACL::Owner };
+    config.acl = if allow_other { SessionACL::All } else { SessionACL::Owner };
     config.n_threads = Some(FUSE_THREADS);
     config.clone_fd = true;
     config
@@ -386,8 +387,20 @@ pub fn mount_config(read_only: bool, kernel_flags: &[String], is_root: bool) -> 
 /// Asks the kernel to unmount `mountpoint`, as a user would: `fusermount3
 /// -u`, else `fusermount -u`, else `umount`. The session then ends by itself.
 pub fn unmount(mountpoint: &Path) -> Result<(), String> {
+    run_first_tool(mountpoint, [("fusermount3", &["-u"][..]), ("fusermount", &["-u"]), ("umount", &[])])
+}
+
+/// Detaches `mountpoint` even while it is busy (`fusermount3 -uz`, else
+/// `fusermount -uz`, else `umount -l`): the mount point is free at once, and
+/// the file's users get errors once the program exits.
+pub fn detach(mountpoint: &Path) -> Result<(), String> {
+    run_first_tool(mountpoint, [("fusermount3", &["-uz"][..]), ("fusermount", &["-uz"]), ("umount", &["-l"])])
+}
+
+/// Runs the first of `tools` that exists on `mountpoint`.
+fn run_first_tool(mountpoint: &Path, tools: [(&str, &[&str]); 3]) -> Result<(), String> {
     let mut last = String::new();
-    for (program, args) in [("fusermount3", &["-u"][..]), ("fusermount", &["-u"][..]), ("umount", &[][..])] {
+    for (program, args) in tools {
         match std::process::Command::new(program).args(args).arg(mountpoint).output() {
             Ok(out) if out.status.success() => return Ok(()),
             Ok(out) => {

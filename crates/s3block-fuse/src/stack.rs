@@ -39,8 +39,8 @@ use std::time::Instant;
 use s3block_cache::{BlockCache, CacheConfig, DEFAULT_CACHE_SIZE};
 use s3block_core::{BlockDevice, BlockId, Error, Geometry, KeyLayout, MemoryDevice, Result, format_size};
 use s3block_store::{
-    CodecChain, EncryptionOptions, GeometrySource, LockMode, LockOptions, MountLock, ObjectBlockDevice,
-    OpenedStore, StoreKind, VolumeOptions, create_volume_with, open_volume, open_volume_with, read_lock,
+    CodecChain, EncryptionOptions, GeometrySource, LockOptions, MountLock, ObjectBlockDevice, OpenedStore,
+    StoreKind, VolumeOptions, create_volume_with, open_volume, open_volume_with, read_lock,
 };
 
 use crate::options::{DEFAULT_BLOCK_SIZE, Options};
@@ -131,11 +131,8 @@ pub async fn build_stack_with(
     };
     match assemble(opts, &opened, &found, encoding).await {
         Ok((cache, stats, description)) => {
-            let lock_note = match lock.as_ref().map(MountLock::mode) {
-                None => ", read-only, no lock",
-                Some(LockMode::Enforced) => "",
-                Some(LockMode::Advisory) => ", advisory lock",
-            };
+            // An advisory lock was announced once, by a warning, when taken.
+            let lock_note = if lock.is_none() { ", read-only, no lock" } else { "" };
             let closing = cache.clone();
             let release: ReleaseHook = Box::new(move || {
                 Box::pin(async move {

@@ -92,7 +92,7 @@ fn encrypted_volume_mounts_with_its_password_only() {
 
     // The wrong password fails at start, saying so, and nothing is mounted.
     let (status, err) = mount(&store, &mnt, &[&pw(&wrong)]);
-    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(status.code(), Some(7), "{err}");
     assert!(err.contains("wrong password"), "{err}");
     assert!(!is_mounted(&mnt));
     assert!(!volume.join("s3backer-mounted").exists(), "a refused start left the lock behind");

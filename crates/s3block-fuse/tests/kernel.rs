@@ -161,10 +161,10 @@ fn background_mode_returns_once_mounted_and_reports_errors() {
     if !kernel_available(&[]) {
         return;
     }
-    // A mount error is reported by the waiting parent, with exit code 1.
+    // A mount error is reported by the waiting parent, with the child's exit code.
     let out =
         Command::new(BIN).args(["--size=16M", "memory://", "/nonexistent/s3block/mnt"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/s3block/mnt"));
 
     let dir = tempfile::tempdir().unwrap();
@@ -225,4 +225,132 @@ fn attributes_are_per_file_and_entries_are_fixed() {
     eperm("symlink", std::os::unix::fs::symlink("file", root.join("sym")));
     eperm("unlink", std::fs::remove_file(&file));
     mount.unmount();
+}
+
+/// Unmounts lazily on drop, so a failing test leaves nothing mounted.
+struct Unmounted<'a>(&'a std::path::Path);
+
+impl Drop for Unmounted<'_> {
+    fn drop(&mut self) {
+        if is_mounted(self.0) {
+            let _ = Command::new("fusermount3").arg("-uz").arg(self.0).status();
+        }
+    }
+}
+
+#[test]
+fn background_mount_lets_go_of_its_callers_pipes() {
+    if !kernel_available(&[]) {
+        return;
+    }
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let _guard = Unmounted(dir.path());
+    // As `out=$(s3block-fuse ... 2>&1)` would run it: stdout and stderr pipes.
+    let mut child = Command::new(BIN)
+        .args(["--size=16M", "memory://"])
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let eof_of = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = pipe.read_to_end(&mut text);
+            (Instant::now(), String::from_utf8_lossy(&text).into_owned())
+        })
+    };
+    let out = eof_of(Box::new(child.stdout.take().unwrap()));
+    let err = eof_of(Box::new(child.stderr.take().unwrap()));
+    let status = child.wait().unwrap();
+    let exited = Instant::now();
+    assert!(status.success(), "{status}");
+    assert!(is_mounted(dir.path()), "the parent exited before the mount was up");
+    for (name, reader) in [("stdout", out), ("stderr", err)] {
+        let (eof, text) = reader.join().unwrap();
+        let late = eof.saturating_duration_since(exited);
+        assert!(late < Duration::from_secs(1), "{name} reached EOF {late:?} after the mount was up:\n{text}");
+    }
+    let out = s3block_tests::kernel::fusermount_u(dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn background_log_goes_to_the_log_file_after_detaching() {
+    if !kernel_available(&[]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let _guard = Unmounted(dir.path());
+    let log = dir.path().with_extension("s3block.log");
+    let status = Command::new(BIN)
+        .args(["--size=16M", "memory://", "--log-file"])
+        .arg(&log)
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::OpenOptions::new().write(true).open(dir.path().join("file")).unwrap().write_all(b"x").unwrap();
+    let out = s3block_tests::kernel::fusermount_u(dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The daemon logs its exit, after detaching from the caller, to the file.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("every block is stored") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = std::fs::remove_file(&log);
+    assert!(text.contains("mounted memory://") && text.contains("every block is stored"), "{text}");
+}
+
+#[test]
+fn a_stop_while_the_file_is_open_unmounts_once_it_is_closed() {
+    if !kernel_available(&[]) {
+        return;
+    }
+    let mut mount = start(&[]);
+    // A writer holds the file open (as `dd` would), with data written.
+    let mut writer = OpenOptions::new().write(true).open(mount.file()).unwrap();
+    writer.write_all(&pattern(100_000)).unwrap();
+    mount.signal("TERM");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(is_mounted(mount.path()), "unmounted under an open file:\n{}", mount.log());
+    assert!(mount.log().contains("cannot unmount"), "{}", mount.log());
+    // The writer still works, then closes: the retried unmount goes through.
+    writer.write_all(b"more").unwrap();
+    drop(writer);
+    let closed = std::time::Instant::now();
+    let status = mount.wait_exit();
+    let took = closed.elapsed();
+    assert!(status.success(), "exit {status}:\n{}", mount.log());
+    assert!(took < Duration::from_secs(5), "exited {took:?} after the file was closed:\n{}", mount.log());
+    assert!(!is_mounted(mount.path()));
+    assert!(mount.log().contains("every block is stored"), "{}", mount.log());
+}
+
+#[test]
+fn a_second_sigint_abandons_a_busy_mount() {
+    if !kernel_available(&[]) {
+        return;
+    }
+    let mut mount = start(&[]);
+    let mut writer = OpenOptions::new().write(true).open(mount.file()).unwrap();
+    writer.write_all(&pattern(100_000)).unwrap();
+    mount.signal("INT");
+    std::thread::sleep(Duration::from_millis(300));
+    mount.signal("INT");
+    let status = mount.wait_exit();
+    assert_eq!(status.code(), Some(i32::from(s3block_core::exit::CANCELLED)), "{}", mount.log());
+    assert!(mount.log().contains("abandoned at the user's request"), "{}", mount.log());
+    assert!(!is_mounted(mount.path()), "the abandoned mount is still mounted");
+    // The writer's file is gone with the program.
+    let err = writer.write_all(b"late").and_then(|()| writer.sync_all()).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
 }

@@ -125,7 +125,7 @@ fn second_mount_is_refused_naming_the_holder() {
     let first = mount(&env, &url, &["--size=64M"]);
     let out = mount_fails(&env, &url, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     assert!(stderr.contains("already mounted by") && stderr.contains(host.trim()), "{stderr}");
     assert!(stderr.contains("s3block unlock"), "{stderr}");
@@ -195,7 +195,7 @@ fn mismatched_block_size_fails_before_mounting() {
     mount(&env, &url, &["--size=64M", "--block-size=64K"]).unmount();
     let out = mount_fails(&env, &url, &["--block-size=128K"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("64K") && stderr.contains("128K") && stderr.contains("--block-size"), "{stderr}");
     // The refused start left the volume unlocked.
     mount(&env, &url, &[]).unmount();
