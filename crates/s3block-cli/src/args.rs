@@ -70,11 +70,11 @@ pub struct LayoutArgs {
     pub hash_prefix: bool,
 
     /// Block size, a power of two from 512 to 64M (e.g. 256K).
-    #[arg(long, alias = "blockSize", env = "S3BLOCK_BLOCK_SIZE", value_name = "SIZE", value_parser = parse_size_arg)]
+    #[arg(long, alias = "blockSize", env = "S3BLOCK_BLOCK_SIZE", value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_size_arg)]
     pub block_size: Option<u64>,
 
     /// Volume size (e.g. 30G).
-    #[arg(long, env = "S3BLOCK_SIZE", value_name = "SIZE", value_parser = parse_size_arg)]
+    #[arg(long, env = "S3BLOCK_SIZE", value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_size_arg)]
     pub size: Option<u64>,
 
     /// Compress blocks with zlib (Content-Encoding: deflate) at LEVEL 1-9 (default 6) when they are written.
@@ -129,7 +129,7 @@ pub struct InfoArgs {
     pub store: String,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub volume: VolumeArgs,
+    pub store_args: StoreArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub output: OutputArgs,
@@ -151,7 +151,7 @@ pub struct LsArgs {
     pub long: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub volume: VolumeArgs,
+    pub store_args: StoreArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub output: OutputArgs,
@@ -170,7 +170,7 @@ pub struct CatArgs {
     pub raw: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub volume: VolumeArgs,
+    pub store_args: StoreArgs,
 }
 
 /// `s3block stat`.
@@ -183,7 +183,7 @@ pub struct StatArgs {
     pub block: u32,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub volume: VolumeArgs,
+    pub store_args: StoreArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub output: OutputArgs,
@@ -202,7 +202,7 @@ pub struct VerifyArgs {
     pub quiet: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub volume: VolumeArgs,
+    pub store_args: StoreArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub output: OutputArgs,
@@ -213,7 +213,7 @@ pub struct VerifyArgs {
 pub struct EraseArgs {
     /// The volume: s3://BUCKET/PREFIX, file:///PATH or memory://.
     pub store: String,
-    /// Do not ask for confirmation, and erase even while the mount lock is held.
+    /// Do not ask for confirmation (needed when standard input is not a terminal), and erase even while the mount lock is held.
     #[arg(long)]
     pub force: bool,
     /// No progress bar.
@@ -221,7 +221,7 @@ pub struct EraseArgs {
     pub quiet: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub volume: VolumeArgs,
+    pub store_args: StoreArgs,
 }
 
 /// `s3block unlock`.
@@ -229,24 +229,32 @@ pub struct EraseArgs {
 pub struct UnlockArgs {
     /// The volume: s3://BUCKET/PREFIX, file:///PATH or memory://.
     pub store: String,
-    /// Do not ask for confirmation.
+    /// Do not ask for confirmation (needed when standard input is not a terminal).
     #[arg(long)]
     pub force: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub store_args: StoreArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
 }
 
 /// `s3block copy`.
 #[derive(Debug, Clone, Args)]
 pub struct CopyArgs {
-    /// The volume to copy from (its layout is read from the store).
+    /// The volume to copy from (its layout is read from the store); its key
+    /// prefix is the URL's, followed by --prefix.
     pub src: String,
-    /// Where to create the copy (must hold no volume yet); the copy has the
+    /// Where to create the copy (must hold no volume yet); its key prefix is
+    /// the URL's, followed by --dst-prefix (never --prefix). The copy has the
     /// source's layout unless --block-size, --compress or --hash-prefix say otherwise.
     pub dst: String,
+    /// Key prefix of the copy, added after the one in DST (--prefix is the source's).
+    #[arg(long = "dst-prefix", value_name = "PREFIX")]
+    pub dst_prefix: Option<String>,
     /// Block size of the copy (default: the source's).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_size_arg)]
     pub block_size: Option<u64>,
     /// Compress the copy's blocks with zlib at LEVEL 1-9 (default 6).
     #[arg(long, value_name = "LEVEL", num_args = 0..=1, require_equals = true,
@@ -267,7 +275,7 @@ pub struct CopyArgs {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
-    /// How to reach both stores, and the source's password.
+    /// How to reach both stores, the source's prefix and the source's password.
     #[command(flatten)]
     pub store_args: StoreArgs,
     #[command(flatten)]
@@ -350,25 +358,25 @@ impl PricePreset {
 #[derive(Debug, Clone, Args)]
 pub struct CostArgs {
     /// Volume size.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_size_arg)]
     pub size: u64,
     /// Block sizes to compare: one (256K), a list (4K,64K,1M) or a range of powers of two (4K..4M). May be repeated.
-    #[arg(long = "block-size", value_name = "SIZES", default_value = "4K..4M", value_parser = parse_block_sizes_arg)]
+    #[arg(long = "block-size", value_name = "SIZES", default_value = "4K..4M", allow_hyphen_values = true, value_parser = parse_block_sizes_arg)]
     pub block_sizes: Vec<BlockSizes>,
     /// Data stored in the volume (billed storage; all-zero blocks are not stored). Default: the whole volume.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_size_arg)]
     pub stored: Option<u64>,
     /// Data written per month.
-    #[arg(long, value_name = "SIZE", default_value = "0", value_parser = parse_size_arg)]
+    #[arg(long, value_name = "SIZE", default_value = "0", allow_hyphen_values = true, value_parser = parse_size_arg)]
     pub write_per_month: u64,
     /// Data read from the store per month (what the cache misses).
-    #[arg(long, value_name = "SIZE", default_value = "0", value_parser = parse_size_arg)]
+    #[arg(long, value_name = "SIZE", default_value = "0", allow_hyphen_values = true, value_parser = parse_size_arg)]
     pub read_per_month: u64,
     /// Memory given to the block cache.
-    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size_arg)]
+    #[arg(long, value_name = "SIZE", default_value = "64M", allow_hyphen_values = true, value_parser = parse_size_arg)]
     pub cache_size: u64,
     /// Memory of the machine: s3backer block caches larger than this are flagged.
-    #[arg(long, value_name = "SIZE", default_value = "128M", value_parser = parse_size_arg)]
+    #[arg(long, value_name = "SIZE", default_value = "128M", allow_hyphen_values = true, value_parser = parse_size_arg)]
     pub memory: u64,
     /// s3backer --blockCacheSize to compare against (its default is 1000 blocks).
     #[arg(long, value_name = "BLOCKS", default_value_t = 1000)]
@@ -403,11 +411,22 @@ pub struct BlockRange {
     pub end: Option<u64>,
 }
 
+/// Parses a size option; a negative one gets a plain message (clap would
+/// take `-1` for an unknown flag).
 fn parse_size_arg(text: &str) -> Result<u64, String> {
+    if text.starts_with("--") {
+        return Err(format!("expected a size (like 30G or 256K), found the option {text}"));
+    }
+    if text.trim_start().starts_with('-') {
+        return Err(format!("size must be a positive number of bytes (like 30G or 256K), not {text:?}"));
+    }
     s3block_core::parse_size(text).map_err(|e| e.to_string())
 }
 
 fn parse_block_sizes_arg(text: &str) -> Result<BlockSizes, String> {
+    if text.trim_start().starts_with('-') {
+        return Err(format!("block size must be a positive number of bytes (like 256K), not {text:?}"));
+    }
     cost::parse_block_sizes(text).map(BlockSizes).map_err(|e| e.to_string())
 }
 
@@ -437,158 +456,5 @@ pub fn parse_block_range(text: &str) -> Result<BlockRange, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::CommandFactory;
-
-    #[test]
-    fn the_command_line_is_consistent() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn block_numbers_and_ranges() {
-        assert_eq!(parse_block_number("31"), Ok(31));
-        assert_eq!(parse_block_number("0x1f"), Ok(31));
-        assert!(parse_block_number("-1").unwrap_err().contains("-1"));
-        assert!(parse_block_number("4294967296").is_err());
-        assert_eq!(parse_block_range("2..10"), Ok(BlockRange { start: 2, end: Some(10) }));
-        assert_eq!(parse_block_range("0x10.."), Ok(BlockRange { start: 16, end: None }));
-        assert_eq!(parse_block_range("..5"), Ok(BlockRange { start: 0, end: Some(5) }));
-        assert!(parse_block_range("5..2").unwrap_err().contains("backwards"));
-        assert!(parse_block_range("5").is_err());
-    }
-
-    #[test]
-    fn store_options_parse_sizes_and_flags() {
-        let cli = Cli::try_parse_from([
-            "s3block",
-            "create",
-            "s3://bucket/vol/",
-            "--size",
-            "30G",
-            "--block-size",
-            "256K",
-            "--compress",
-            "--blockHashPrefix",
-            "--endpoint",
-            "http://127.0.0.1:3900",
-            "--force-path-style",
-        ])
-        .unwrap();
-        let Command::Create(args) = cli.command else { panic!("not create: {cli:?}") };
-        assert_eq!(args.store, "s3://bucket/vol/");
-        let (store, layout) = (args.volume.store_args, args.volume.layout);
-        assert_eq!(layout.size, Some(30 << 30));
-        assert_eq!(layout.block_size, Some(256 << 10));
-        assert_eq!(layout.compress, Some(6));
-        assert!(layout.hash_prefix && store.force_path_style);
-        assert_eq!(store.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
-        let err = Cli::try_parse_from(["s3block", "info", "memory://", "--block-size", "3X"]).unwrap_err();
-        assert!(err.to_string().contains("3X"), "{err}");
-    }
-
-    #[test]
-    fn every_store_command_takes_the_shared_store_flags() {
-        for command in ["create", "info", "ls", "verify", "erase", "unlock"] {
-            let cli = Cli::try_parse_from([
-                "s3block",
-                command,
-                "s3://bucket/vol/",
-                "--baseURL=http://127.0.0.1:3900",
-                "--accessFile",
-                "/etc/s3.crd",
-                "--region=garage",
-                "--prefix=p-",
-                "--encrypt=aes-128-cbc",
-                "--passwordFile=/etc/pw",
-            ])
-            .unwrap_or_else(|e| panic!("{command}: {e}"));
-            let store = match cli.command {
-                Command::Create(a) => a.volume.store_args,
-                Command::Info(a) => a.volume.store_args,
-                Command::Ls(a) => a.volume.store_args,
-                Command::Verify(a) => a.volume.store_args,
-                Command::Erase(a) => a.volume.store_args,
-                Command::Unlock(a) => a.store_args,
-                other => panic!("unexpected {other:?}"),
-            };
-            assert_eq!(store.endpoint.as_deref(), Some("http://127.0.0.1:3900"), "{command}");
-            assert_eq!(store.access_file, Some(PathBuf::from("/etc/s3.crd")), "{command}");
-            assert_eq!(store.region.as_deref(), Some("garage"), "{command}");
-            assert_eq!(store.key_prefix("s3://bucket/vol/").as_deref(), Some("vol/p-"), "{command}");
-            assert_eq!(store.encrypt, Some(Some(EncryptionScheme::Aes128Cbc)), "{command}");
-            assert_eq!(store.password_file, Some(PathBuf::from("/etc/pw")), "{command}");
-        }
-        let cli = Cli::try_parse_from(["s3block", "cat", "memory://", "3", "--encrypt"]).unwrap();
-        let Command::Cat(a) = cli.command else { panic!("not cat") };
-        assert_eq!((a.block, a.volume.store_args.encrypt), (3, Some(None)));
-        let err = Cli::try_parse_from(["s3block", "info", "memory://", "--password=secret"]).unwrap_err();
-        assert!(err.to_string().contains("--password-file") && !err.to_string().contains("secret"), "{err}");
-    }
-
-    #[test]
-    fn copy_takes_the_destination_encryption() {
-        let parse = |extra: &[&str]| {
-            let mut args = vec!["s3block", "copy", "file:///a", "file:///b"];
-            args.extend_from_slice(extra);
-            let cli = Cli::try_parse_from(args).unwrap();
-            let Command::Copy(a) = cli.command else { panic!("not copy") };
-            a
-        };
-        let a = parse(&["--password-file=/src", "--dest-encrypt", "--dest-password-file=/dst"]);
-        assert_eq!(a.store_args.password_file, Some(PathBuf::from("/src")));
-        assert_eq!(a.dest.dest_encrypt, Some(None));
-        assert_eq!(a.dest.dest_password_file, Some(PathBuf::from("/dst")));
-        assert_eq!(parse(&["--dest-encrypt=none"]).dest.dest_encrypt, Some(Some(DestEncryption::None)));
-        assert_eq!(
-            parse(&["--dest-encrypt=aes-128-cbc"]).dest.dest_encrypt,
-            Some(Some(DestEncryption::Scheme(EncryptionScheme::Aes128Cbc)))
-        );
-        assert_eq!(parse(&[]).dest, DestArgs::default());
-    }
-
-    #[test]
-    fn copy_takes_the_new_layout() {
-        let cli = Cli::try_parse_from([
-            "s3block",
-            "copy",
-            "s3://b/old/",
-            "s3://b/new/",
-            "--block-size",
-            "1M",
-            "--compress=9",
-            "--no-verify",
-        ])
-        .unwrap();
-        let Command::Copy(args) = cli.command else { panic!("not copy") };
-        assert_eq!((args.src.as_str(), args.dst.as_str()), ("s3://b/old/", "s3://b/new/"));
-        assert_eq!(args.block_size, Some(1 << 20));
-        assert_eq!(args.compress, Some(9));
-        assert!(args.no_verify && !args.force);
-        assert!(Cli::try_parse_from(["s3block", "copy", "a", "b", "--compress=0"]).is_err());
-    }
-
-    #[test]
-    fn cost_takes_several_block_size_forms() {
-        let cli = Cli::try_parse_from([
-            "s3block",
-            "cost",
-            "--size",
-            "30G",
-            "--block-size",
-            "4K..16K",
-            "--block-size",
-            "1M",
-            "--prices",
-            "s3-2009",
-            "--json",
-        ])
-        .unwrap();
-        let Command::Cost(args) = cli.command else { panic!("not cost") };
-        let sizes: Vec<u32> = args.block_sizes.iter().flat_map(|b| b.0.clone()).collect();
-        assert_eq!(sizes, vec![4096, 8192, 16384, 1 << 20]);
-        assert_eq!(args.prices, PricePreset::S32009);
-        assert!(args.output.json);
-    }
-}
+#[path = "args_tests.rs"]
+mod tests;

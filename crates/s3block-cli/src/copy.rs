@@ -31,7 +31,7 @@ use crate::exit::{CliResult, OK, PROBLEMS};
 use crate::format::{self, write_json};
 use crate::maint::progress;
 use crate::target::Target;
-use crate::volume::{Opened, create_with, open_with, terminal_prompt};
+use crate::volume::{Opened, create_with, open_with, stored_blocks, terminal_prompt};
 
 /// Most memory the chunks in flight may take.
 pub const COPY_MEMORY: u64 = 64 << 20;
@@ -101,9 +101,38 @@ fn dest_encryption(
     Ok(Some(options))
 }
 
+/// One side of a copy: where it is.
+#[derive(Debug, Clone, Serialize)]
+pub struct Location {
+    /// The store URL as given.
+    pub url: String,
+    /// The full key prefix (the URL's, then the side's prefix option).
+    pub prefix: String,
+}
+
+impl Location {
+    fn of(t: &Target) -> Self {
+        Location { url: t.url.clone(), prefix: t.prefix.clone() }
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.prefix.is_empty() {
+            write!(f, "{} (no key prefix)", self.url)
+        } else {
+            write!(f, "{} (key prefix {:?})", self.url, self.prefix)
+        }
+    }
+}
+
 /// What `copy` did.
 #[derive(Debug, Clone, Serialize)]
 pub struct CopyReport {
+    /// Where the volume was copied from.
+    pub source: Location,
+    /// Where the copy is.
+    pub destination: Location,
     /// Source blocks stored.
     pub source_blocks: u64,
     /// Destination blocks written.
@@ -170,11 +199,11 @@ pub async fn copy(
     let dst_bs = u64::from(d.volume.geometry.block_size());
     let chunk_len = src_bs.max(dst_bs);
     let parallel = (opts.parallel.max(1) as u64).min((COPY_MEMORY / chunk_len).max(1)) as usize;
-    let src_blocks = s.device.list_blocks().await?;
+    let src_blocks = stored_blocks(&s).await?;
     let src_stored = stored_set(&src_blocks);
     let chunks: BTreeSet<u64> =
         src_blocks.iter().map(|b| u64::from(b.block.0) * src_bs / chunk_len).collect();
-    let bar = progress(chunks.len() as u64, "copying", opts.quiet);
+    let bar = progress(chunks.len() as u64, "copying", "chunks", opts.quiet);
     let (s_ref, d_ref, stored_ref) = (&s, &d, &src_stored);
     let written: u64 = futures::stream::iter(chunks.iter().map(|&c| async move {
         let data = read_chunk(s_ref, stored_ref, c, chunk_len).await?;
@@ -194,17 +223,19 @@ pub async fn copy(
     .await?;
     bar.finish_and_clear();
     let mut report = CopyReport {
+        source: Location::of(src),
+        destination: Location::of(dst),
         source_blocks: src_blocks.len() as u64,
         blocks_written: written,
         chunks_verified: 0,
         mismatched_chunks: vec![],
     };
     if !opts.no_verify {
-        let dst_stored = stored_set(&d.device.list_blocks().await?);
+        let dst_stored = stored_set(&stored_blocks(&d).await?);
         let dst_chunks: BTreeSet<u64> =
             dst_stored.iter().map(|&b| u64::from(b) * dst_bs / chunk_len).collect();
         let all: BTreeSet<u64> = chunks.union(&dst_chunks).copied().collect();
-        let bar = progress(all.len() as u64, "verifying", opts.quiet);
+        let bar = progress(all.len() as u64, "verifying", "chunks", opts.quiet);
         let ds = &dst_stored;
         let mut bad: Vec<u64> = futures::stream::iter(all.iter().map(|&c| async move {
             let a = read_chunk(s_ref, stored_ref, c, chunk_len).await?;
@@ -229,10 +260,10 @@ pub async fn copy(
             "Copied {} blocks of {} from {} into {} blocks of {} at {}{}.",
             format::count(report.source_blocks),
             format::bytes(src_bs),
-            src.url,
+            report.source,
             format::count(report.blocks_written),
             format::bytes(dst_bs),
-            dst.url,
+            report.destination,
             if opts.no_verify { " (not verified)" } else { "" }
         )?;
         if !report.mismatched_chunks.is_empty() {

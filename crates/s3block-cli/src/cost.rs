@@ -155,6 +155,19 @@ pub fn estimate(input: &CostInput) -> Result<CostReport> {
     let mut block_sizes = input.block_sizes.clone();
     block_sizes.sort_unstable();
     block_sizes.dedup();
+    // A volume holds at least one block: block sizes above the volume's
+    // size are left out, and a volume smaller than every one is refused.
+    let asked = block_sizes.len();
+    block_sizes.retain(|&b| u64::from(b) <= input.size);
+    if block_sizes.is_empty() {
+        return Err(Error::Config(format!(
+            "--size {} is smaller than one block of {}: a volume holds at least one block; give a larger \
+             --size or a smaller --block-size",
+            format::bytes(input.size),
+            format::bytes(u64::from(input.block_sizes.iter().copied().min().unwrap_or(0)))
+        )));
+    }
+    let left_out = asked - block_sizes.len();
     let storage_cost = input.stored as f64 / GB * p.storage_per_gb_month;
     let mut rows = Vec::with_capacity(block_sizes.len());
     for bs in block_sizes {
@@ -189,6 +202,12 @@ pub fn estimate(input: &CostInput) -> Result<CostReport> {
             .to_owned(),
         "data transfer, LIST and DELETE requests and taxes are not included".to_owned(),
     ];
+    if left_out > 0 {
+        assumptions.push(format!(
+            "{left_out} block sizes larger than the volume ({}) are left out",
+            format::bytes(input.size)
+        ));
+    }
     if rows.iter().any(|r| input.size % u64::from(r.block_size) != 0) {
         assumptions
             .push("the size is not a multiple of every block size; the last block is counted whole".into());

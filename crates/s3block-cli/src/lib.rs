@@ -44,13 +44,16 @@
 //! ```
 
 mod args;
+pub mod confirm;
 pub mod copy;
 pub mod cost;
 pub mod exit;
 pub mod format;
 pub mod maint;
+pub mod stat;
 pub mod stats;
 pub mod target;
+pub mod unlock;
 pub mod volume;
 
 use std::io::Write;
@@ -112,14 +115,6 @@ fn open_target(url: &str, s: &StoreArgs) -> Result<target::Target, CliError> {
     Ok(target::open(url, s)?)
 }
 
-/// Asks on stderr and reads a line from stdin; true when it equals `expected`.
-fn ask(question: &str, expected: &str) -> bool {
-    eprint!("{question} Type {expected:?} to go on: ");
-    let _ = std::io::stderr().flush();
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line).is_ok() && line.trim() == expected
-}
-
 async fn store_command(command: Command, out: &mut dyn Write) -> CliResult {
     match command {
         Command::Create(a) => {
@@ -127,44 +122,63 @@ async fn store_command(command: Command, out: &mut dyn Write) -> CliResult {
             volume::create(&t, &a.volume.layout, a.adopt, a.output.json, out).await
         }
         Command::Info(a) => {
-            let t = open_target(&a.store, &a.volume.store_args)?;
-            volume::info(&t, &a.volume.layout, a.output.json, out).await
+            let t = open_target(&a.store, &a.store_args)?;
+            volume::info(&t, &LayoutArgs::default(), a.output.json, out).await
         }
         Command::Ls(a) => {
-            let t = open_target(&a.store, &a.volume.store_args)?;
-            volume::ls(&t, &a.volume.layout, a.range, a.summary, a.long, a.output.json, out).await
+            let t = open_target(&a.store, &a.store_args)?;
+            volume::ls(&t, &LayoutArgs::default(), a.range, a.summary, a.long, a.output.json, out).await
         }
         Command::Cat(a) => {
-            let t = open_target(&a.store, &a.volume.store_args)?;
-            volume::cat(&t, &a.volume.layout, a.block, a.raw, out).await
+            let t = open_target(&a.store, &a.store_args)?;
+            volume::cat(&t, &LayoutArgs::default(), a.block, a.raw, out).await
         }
         Command::Stat(a) => {
-            let t = open_target(&a.store, &a.volume.store_args)?;
-            volume::stat(&t, &a.volume.layout, a.block, a.output.json, out).await
+            let t = open_target(&a.store, &a.store_args)?;
+            volume::stat(&t, &LayoutArgs::default(), a.block, a.output.json, out).await
         }
         Command::Verify(a) => {
-            let t = open_target(&a.store, &a.volume.store_args)?;
-            maint::verify(&t, &a.volume.layout, a.parallel.into(), a.quiet, a.output.json, out).await
+            let t = open_target(&a.store, &a.store_args)?;
+            maint::verify(&t, &LayoutArgs::default(), a.parallel.into(), a.quiet, a.output.json, out).await
         }
         Command::Erase(a) => {
-            let t = open_target(&a.store, &a.volume.store_args)?;
+            let t = open_target(&a.store, &a.store_args)?;
             let url = a.store.clone();
-            let mut confirm =
-                |n: u64| ask(&format!("Erase all {n} blocks of {url}? This cannot be undone."), "erase");
-            maint::erase(&t, &a.volume.layout, a.force, a.quiet, &mut confirm, out).await
+            let mut failed = None;
+            let mut confirm = |n: u64| {
+                confirm::ask(&maint::erase_question(n, &url), "erase").unwrap_or_else(|e| {
+                    failed = Some(e);
+                    false
+                })
+            };
+            let done = maint::erase(&t, &LayoutArgs::default(), a.force, a.quiet, &mut confirm, out).await;
+            match failed {
+                Some(e) => Err(e),
+                None => done,
+            }
         }
         Command::Unlock(a) => {
             let t = open_target(&a.store, &a.store_args)?;
             let force = a.force;
             let mut confirm = |_: &s3block_store::LockInfo| {
-                force || ask("Remove the lock? Only do this if that mount is gone.", "unlock")
+                if force {
+                    Ok(true)
+                } else {
+                    confirm::ask("Remove the lock? Only do this if that mount is gone.", "unlock")
+                }
             };
-            volume::unlock(&t, &mut confirm, out).await
+            unlock::unlock(&t, &mut confirm, a.output.json, out).await
         }
         Command::Copy(a) => {
             let src = target::open(&a.src, &a.store_args)?;
             // The source's password options are not the copy's (see `copy`).
-            let dst_args = StoreArgs { encrypt: None, password_file: None, ..a.store_args.clone() };
+            // Nor is its --prefix: the copy's is --dst-prefix.
+            let dst_args = StoreArgs {
+                encrypt: None,
+                password_file: None,
+                prefix: a.dst_prefix.clone(),
+                ..a.store_args.clone()
+            };
             let dst = target::open(&a.dst, &dst_args)?;
             let opts = copy::CopyOptions {
                 block_size: a.block_size,

@@ -1,10 +1,11 @@
 //! `s3block verify` and `s3block erase`: read every stored block back, or
 //! delete every object of a volume, in parallel with a progress bar.
 
+use std::fmt;
 use std::io::Write;
 
 use futures::StreamExt;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use serde::Serialize;
 
 use s3block_core::{BlockDevice, Error};
@@ -14,21 +15,42 @@ use crate::args::LayoutArgs;
 use crate::exit::{CliError, CliResult, OK, PROBLEMS};
 use crate::format::{self, Align, Table, write_json};
 use crate::target::Target;
-use crate::volume::{inspect, open};
+use crate::volume::{inspect, open, stored_blocks};
 
-/// A progress bar on stderr over `len` items, hidden when `quiet` (and by
-/// indicatif when stderr is not a terminal).
-pub fn progress(len: u64, what: &str, quiet: bool) -> ProgressBar {
+/// A progress bar on stderr over `len` items counted in `unit` (`blocks`,
+/// `chunks`), hidden when `quiet` (and by indicatif when stderr is not a
+/// terminal). Its rate is whole items per second with the unit
+/// (`1,273 blocks/s`).
+pub fn progress(len: u64, what: &str, unit: &'static str, quiet: bool) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(len);
-    let style = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
-        .map(|s| s.progress_chars("=> "))
+    let style = ProgressStyle::with_template(PROGRESS_TEMPLATE)
+        .map(|s| {
+            s.progress_chars("=> ").with_key("rate", move |state: &ProgressState, w: &mut dyn fmt::Write| {
+                let _ = w.write_str(&rate(state.per_sec(), unit));
+            })
+        })
         .unwrap_or_else(|_| ProgressStyle::default_bar());
     bar.set_style(style);
     bar.set_message(what.to_owned());
     bar
+}
+
+/// The progress bar's layout: `{rate}` is [`rate`]'s, not indicatif's
+/// unitless `{per_sec}`.
+pub const PROGRESS_TEMPLATE: &str = "{msg} [{bar:30}] {pos}/{len} {rate} eta {eta}";
+
+/// A rate for people: whole `unit`s per second with separators.
+pub fn rate(per_sec: f64, unit: &str) -> String {
+    let whole = if per_sec.is_finite() && per_sec > 0.0 { per_sec.round() as u64 } else { 0 };
+    format!("{} {unit}/s", format::count(whole))
+}
+
+/// The question `erase` asks before deleting `blocks` blocks of `url`.
+pub fn erase_question(blocks: u64, url: &str) -> String {
+    format!("Erase all {} blocks of {url}? This cannot be undone.", format::count(blocks))
 }
 
 /// A block that failed verification.
@@ -59,8 +81,8 @@ pub async fn verify_blocks(
     quiet: bool,
 ) -> Result<VerifyReport, CliError> {
     let v = open(target, layout).await?;
-    let stored = v.device.list_blocks().await?;
-    let bar = progress(stored.len() as u64, "verifying", quiet);
+    let stored = stored_blocks(&v).await?;
+    let bar = progress(stored.len() as u64, "verifying", "blocks", quiet);
     let device = &v.device;
     let mut results = futures::stream::iter(stored.iter().map(|s| async move {
         let r = device.read_block(s.block).await;
@@ -137,12 +159,12 @@ pub async fn erase(
         }
     }
     let v = inspect(target, layout).await?;
-    let stored = v.device.list_blocks().await?;
+    let stored = stored_blocks(&v).await?;
     let n = stored.len() as u64;
     if !force && !confirm(n) {
         return Err(CliError::Cancelled("nothing was deleted".into()));
     }
-    let bar = progress(n, "erasing", quiet);
+    let bar = progress(n, "erasing", "blocks", quiet);
     let keys: Vec<String> = stored.iter().map(|s| v.volume.layout.key(s.block)).collect();
     let mut deletes =
         futures::stream::iter(keys.chunks(1000).map(|chunk| delete_keys(store, chunk.to_vec())))
@@ -155,4 +177,18 @@ pub async fn erase(
     delete_keys(store, meta).await?;
     writeln!(out, "Erased {} blocks, the descriptor and the lock of {}.", format::count(n), target.url)?;
     Ok(OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_have_a_unit_and_counts_separators() {
+        assert_eq!(rate(1272.8829, "blocks"), "1,273 blocks/s");
+        assert_eq!(rate(0.2, "chunks"), "0 chunks/s");
+        assert_eq!(rate(f64::INFINITY, "blocks"), "0 blocks/s");
+        assert!(PROGRESS_TEMPLATE.contains("{rate}") && !PROGRESS_TEMPLATE.contains("per_sec"));
+        assert!(erase_question(8321, "file:///v").contains("Erase all 8,321 blocks of file:///v?"));
+    }
 }

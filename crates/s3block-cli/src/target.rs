@@ -1,7 +1,7 @@
 //! The store a STORE URL names, opened with the shared store options.
 //!
 //! Opening is the store crate's ([`StoreArgs::to_config`]): `s3://BUCKET/PREFIX`,
-//! `file:///PATH` or `memory://HOST/PREFIX`, credentials from the `AWS_*`
+//! `file:///PATH` or `memory:///PREFIX`, credentials from the `AWS_*`
 //! environment, then the access file (the line of the access key id, else
 //! the first; default `~/.s3backer_passwd`); endpoint and region from the
 //! flags, then `S3BLOCK_*`, then `AWS_*`. Every store retries transient
@@ -92,8 +92,8 @@ mod tests {
         let none = StoreArgs::default();
         assert!(open("ftp://x", &none).unwrap_err().to_string().contains("ftp"));
         let with = StoreArgs { prefix: Some("x-".into()), ..Default::default() };
-        assert_eq!(open("memory://host/vol/", &with).unwrap().prefix, "vol/x-");
-        assert_eq!(open("memory://vol/", &none).unwrap().prefix, "");
+        assert_eq!(open("memory:///vol/", &with).unwrap().prefix, "vol/x-");
+        assert_eq!(open("memory://", &none).unwrap().prefix, "");
         let dir = tempfile::tempdir().unwrap();
         let url = format!("file://{}", dir.path().display());
         let t = open(&url, &none).unwrap();

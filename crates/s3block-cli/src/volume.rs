@@ -1,5 +1,5 @@
-//! The commands that look at one volume: `create`, `info`, `ls`, `cat`,
-//! `stat` and `unlock`. Each takes an opened [`Target`], so tests and the
+//! The commands that look at one volume: `create`, `info`, `ls` and `cat`
+//! (`stat` is in [`crate::stat`], `unlock` in [`crate::unlock`]). Each takes an opened [`Target`], so tests and the
 //! Garage suite drive them with any store handle.
 
 use std::io::Write;
@@ -11,9 +11,9 @@ use serde::Serialize;
 use s3block_core::RequestCounts;
 use s3block_core::{BlockDevice, BlockId, Error, Result};
 use s3block_store::{
-    EncryptionOptions, GET_PRICE_PER_1000, GeometrySource, LockInfo, ObjectBlockDevice, PUT_PRICE_PER_1000,
-    StoredBlock, Volume, VolumeOptions, adopt_volume_with, create_volume_with, open_volume, open_volume_with,
-    read_lock, store_error,
+    EncryptionOptions, GET_PRICE_PER_1000, GeometrySource, ObjectBlockDevice, PUT_PRICE_PER_1000,
+    StoredBlock, Volume, VolumeOptions, adopt_volume_with, create_volume_with, key_path, open_volume,
+    open_volume_with, read_lock, store_error,
 };
 
 use crate::args::{BlockRange, LayoutArgs};
@@ -21,6 +21,8 @@ use crate::cost::{S3_STANDARD_PRICES, S3_STANDARD_SOURCE};
 use crate::exit::{CliResult, OK};
 use crate::format::{self, Align, Table, write_json};
 use crate::target::Target;
+
+pub use crate::stat::{StatReport, stat};
 
 /// An opened volume: the store, the volume's layout and a device over it.
 #[derive(Debug, Clone)]
@@ -65,7 +67,9 @@ pub async fn open_with(
     encryption: Option<&EncryptionOptions>,
 ) -> Result<Opened> {
     let (volume, codecs) =
-        open_volume_with(target.store.as_ref(), &target.prefix, &volume_options(layout), encryption).await?;
+        open_volume_with(target.store.as_ref(), &target.prefix, &volume_options(layout), encryption)
+            .await
+            .map_err(|e| no_volume(target, layout, e))?;
     let device = ObjectBlockDevice::new(target.store.clone(), volume.layout.clone(), volume.geometry)
         .with_codecs(codecs)
         .with_counters(target.counters.clone())
@@ -78,11 +82,72 @@ pub async fn open_with(
 /// encrypted volume without it); the device can list but not read blocks
 /// that are compressed or encrypted.
 pub async fn inspect(target: &Target, layout: &LayoutArgs) -> Result<Opened> {
-    let volume = open_volume(target.store.as_ref(), &target.prefix, &volume_options(layout)).await?;
+    let volume = open_volume(target.store.as_ref(), &target.prefix, &volume_options(layout))
+        .await
+        .map_err(|e| no_volume(target, layout, e))?;
     let device = ObjectBlockDevice::new(target.store.clone(), volume.layout.clone(), volume.geometry)
         .with_counters(target.counters.clone())
         .with_list_plan(target.plan);
     Ok(Opened { target: target.clone(), volume, device })
+}
+
+/// The error for a prefix holding no volume, for commands that take no
+/// geometry options: how to make one, or how to record the geometry of
+/// blocks an s3backer volume stored without its block 0.
+fn no_volume(target: &Target, layout: &LayoutArgs, e: Error) -> Error {
+    match e {
+        Error::Config(msg) if layout.size.is_none() && msg.starts_with("no volume found") => {
+            Error::Config(format!(
+                "no volume at {} (key prefix {:?}: no s3block descriptor, no s3backer block 0); create one with \
+                 `s3block create {} --size SIZE`, or, for blocks an s3backer volume stored without block 0, \
+                 record their geometry once with `s3block create {} --adopt --size SIZE --block-size SIZE`",
+                target.url, target.prefix, target.url, target.url
+            ))
+        }
+        other => other,
+    }
+}
+
+/// The stored blocks of `v`, sorted by number. On a store that lists keys
+/// in order, one LIST request first looks for any block: an empty volume
+/// costs that one request instead of one per range of a parallel listing.
+pub async fn stored_blocks(v: &Opened) -> Result<Vec<StoredBlock>> {
+    stored_blocks_in(v, 0..v.volume.geometry.block_count()).await
+}
+
+/// [`stored_blocks`] among `blocks`.
+pub async fn stored_blocks_in(v: &Opened, blocks: std::ops::Range<u64>) -> Result<Vec<StoredBlock>> {
+    if v.target.plan.sorted && !any_block_stored(v).await? {
+        return Ok(Vec::new());
+    }
+    v.device.list_blocks_in(blocks).await
+}
+
+/// Whether any block object is stored under the volume's prefix: the keys
+/// from the first possible block key on, until one is a block or the keys
+/// pass every hex digit.
+async fn any_block_stored(v: &Opened) -> Result<bool> {
+    let layout = &v.volume.layout;
+    let prefix = layout.prefix();
+    let root = match prefix.rfind('/') {
+        Some(i) if i > 0 => Some(key_path(&prefix[..i])?),
+        _ => None,
+    };
+    let offset = key_path(&format!("{prefix}0000000"))?;
+    let past = format!("{prefix}g");
+    let mut keys = v.target.store.list_with_offset(root.as_ref(), &offset);
+    while let Some(meta) =
+        keys.try_next().await.map_err(|e| store_error(e, &format!("listing of {prefix}"), None))?
+    {
+        let key = meta.location.as_ref();
+        if layout.parse(key).is_some() {
+            return Ok(true);
+        }
+        if !key.starts_with(prefix) || key >= past.as_str() {
+            return Ok(false);
+        }
+    }
+    Ok(false)
 }
 
 /// `s3block create`: encrypted with `--encrypt` (the password from
@@ -227,7 +292,7 @@ impl From<RequestCounts> for RequestReport {
 pub async fn info(target: &Target, layout: &LayoutArgs, json: bool, out: &mut dyn Write) -> CliResult {
     let v = inspect(target, layout).await?;
     let lock = read_lock(target.store.as_ref(), &target.prefix).await?;
-    let stored = v.device.list_blocks().await?;
+    let stored = stored_blocks(&v).await?;
     let g = v.volume.geometry;
     let bytes_stored: u64 = stored.iter().map(|s| s.size).sum();
     let bytes_decoded = stored.len() as u64 * u64::from(g.block_size());
@@ -383,7 +448,7 @@ pub async fn ls(
         Some(r) => (r.start.min(count), r.end.unwrap_or(count).min(count)),
         None => (0, count),
     };
-    let stored = v.device.list_blocks_in(start..end).await?;
+    let stored = stored_blocks_in(&v, start..end).await?;
     if summary {
         let runs = runs(&stored);
         if json {
@@ -444,8 +509,11 @@ pub async fn ls(
 
 async fn head_encoding(target: &Target, key: &str, block: BlockId) -> Result<String> {
     let head = GetOptions { head: true, ..Default::default() };
-    let r =
-        target.store.get_opts(&s3block_store::key_path(key)?, head).await.map_err(|e| store_error(e, key, Some(block)))?;
+    let r = target
+        .store
+        .get_opts(&s3block_store::key_path(key)?, head)
+        .await
+        .map_err(|e| store_error(e, key, Some(block)))?;
     Ok(r.attributes.get(&Attribute::ContentEncoding).map_or_else(|| "identity".to_owned(), |v| v.to_string()))
 }
 
@@ -476,146 +544,5 @@ pub async fn cat(
         v.device.read_block(id).await?
     };
     out.write_all(&data)?;
-    Ok(OK)
-}
-
-/// What `stat` reports about one block's object.
-#[derive(Debug, Clone, Serialize)]
-pub struct StatReport {
-    /// Block number.
-    pub block: u32,
-    /// Object key.
-    pub key: String,
-    /// Whether the object exists (absent: the block is all zeros).
-    pub stored: bool,
-    /// Object size in bytes.
-    pub size: Option<u64>,
-    /// Last modified, RFC 3339.
-    pub last_modified: Option<String>,
-    /// ETag.
-    pub etag: Option<String>,
-    /// Headers and metadata, each with what it means.
-    pub headers: Vec<(String, String, String)>,
-}
-
-/// `s3block stat`.
-pub async fn stat(
-    target: &Target,
-    layout: &LayoutArgs,
-    block: u32,
-    json: bool,
-    out: &mut dyn Write,
-) -> CliResult {
-    let v = inspect(target, layout).await?;
-    let id = BlockId(block);
-    v.volume.geometry.check_block(id)?;
-    let key = v.volume.layout.key(id);
-    let head = GetOptions { head: true, ..Default::default() };
-    let mut report = StatReport {
-        block,
-        key: key.clone(),
-        stored: false,
-        size: None,
-        last_modified: None,
-        etag: None,
-        headers: vec![],
-    };
-    match target.store.get_opts(&s3block_store::key_path(&key)?, head).await {
-        Ok(r) => {
-            report.stored = true;
-            report.size = Some(r.meta.size);
-            report.last_modified = Some(r.meta.last_modified.to_rfc3339());
-            report.etag = r.meta.e_tag.clone();
-            for (k, val) in r.attributes.iter() {
-                let (name, meaning) = describe(k, val.as_ref(), v.volume.geometry.block_size());
-                report.headers.push((name, val.to_string(), meaning));
-            }
-        }
-        Err(object_store::Error::NotFound { .. }) => {}
-        Err(e) => return Err(store_error(e, &key, Some(id)).into()),
-    }
-    if json {
-        write_json(out, &report)?;
-        return Ok(OK);
-    }
-    writeln!(out, "block {block}, key {key}")?;
-    if !report.stored {
-        writeln!(out, "not stored: the block is all zeros (s3block deletes the object of a zeroed block)")?;
-        return Ok(OK);
-    }
-    let size = report.size.unwrap_or(0);
-    writeln!(
-        out,
-        "size           {} bytes (block size {})",
-        format::count(size),
-        format::bytes(v.volume.geometry.block_size().into())
-    )?;
-    if let Some(m) = &report.last_modified {
-        writeln!(out, "last modified  {m}")?;
-    }
-    if let Some(e) = &report.etag {
-        writeln!(out, "etag           {e}")?;
-    }
-    let mut t = Table::new(&[("header", Align::Left), ("value", Align::Left), ("meaning", Align::Left)]);
-    for (k, val, meaning) in &report.headers {
-        t.row(vec![k.clone(), val.clone(), meaning.clone()]);
-    }
-    write!(out, "{}", t.render())?;
-    Ok(OK)
-}
-
-fn describe(attr: &Attribute, value: &str, block_size: u32) -> (String, String) {
-    match attr {
-        Attribute::ContentEncoding => (
-            "Content-Encoding".into(),
-            match value.trim() {
-                "deflate" => "zlib-compressed; decoded on read".into(),
-                v if v.contains("encrypt") => "compressed and encrypted (s3backer)".into(),
-                v => format!("encoding {v:?}"),
-            },
-        ),
-        Attribute::ContentType => (
-            "Content-Type".into(),
-            if value == s3block_store::BLOCK_CONTENT_TYPE {
-                "an s3backer/s3block block".into()
-            } else {
-                "not the block content type".into()
-            },
-        ),
-        Attribute::Metadata(name) => {
-            let meaning = match name.as_ref() {
-                s3block_store::META_BLOCK_SIZE => {
-                    if value.trim() == block_size.to_string() {
-                        "volume block size (matches)".to_owned()
-                    } else {
-                        format!("volume block size: DOES NOT MATCH the volume's {block_size}")
-                    }
-                }
-                s3block_store::META_FILE_SIZE => "volume size in bytes, recorded on block 0".into(),
-                _ => "user metadata".into(),
-            };
-            (format!("x-amz-meta-{name}"), meaning)
-        }
-        other => (format!("{other:?}"), String::new()),
-    }
-}
-
-/// `s3block unlock`: removes the mount lock after showing who held it.
-/// `confirm` is asked first, with the holder; it returns false to cancel.
-pub async fn unlock(
-    target: &Target,
-    confirm: &mut dyn FnMut(&LockInfo) -> bool,
-    out: &mut dyn Write,
-) -> CliResult {
-    let Some(info) = read_lock(target.store.as_ref(), &target.prefix).await? else {
-        writeln!(out, "{} is not locked.", target.url)?;
-        return Ok(OK);
-    };
-    writeln!(out, "Locked by {} since {}.", info.host, info.since)?;
-    if !confirm(&info) {
-        return Err(crate::exit::CliError::Cancelled("the lock was left in place".into()));
-    }
-    s3block_store::break_lock(target.store.as_ref(), &target.prefix).await?;
-    writeln!(out, "Lock removed.")?;
     Ok(OK)
 }

@@ -1,7 +1,7 @@
 //! Runs the built `s3block` binary: exit codes, help, and the commands that
 //! need no store.
 
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 fn s3block(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_s3block")).args(args).output().expect("the s3block binary runs")
@@ -50,7 +50,7 @@ fn help_documents_the_exit_codes() {
         let o = s3block(args);
         assert_eq!(o.status.code(), Some(0));
         let text = stdout(&o);
-        assert!(text.contains("Exit codes:"), "{args:?}: {text}");
+        assert!(text.contains("Exit codes"), "{args:?}: {text}");
         assert!(text.contains("4  volume locked"), "{args:?}: {text}");
     }
 }
@@ -58,15 +58,146 @@ fn help_documents_the_exit_codes() {
 #[test]
 fn stats_formats_a_mount_stats_file() {
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("stats"), "http_puts 1234567\n").expect("write stats");
+    let cache = s3block_cache::CacheStats { hits: 1_234_567, dirty_bytes: 65_536, ..Default::default() };
+    let stats = s3block_cache::MountStats::new(&cache, &Default::default(), 0.005, 0.0004);
+    let json = serde_json::to_string(&stats).expect("JSON");
+    std::fs::write(dir.path().join("stats.json"), json).expect("write stats");
     let path = dir.path().to_str().expect("utf-8 temp path");
     let o = s3block(&["stats", path]);
     assert_eq!(o.status.code(), Some(0), "{o:?}");
-    assert!(stdout(&o).contains("1,234,567"));
+    assert!(stdout(&o).contains("1,234,567"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("65,536 bytes (64K)"), "{}", stdout(&o));
+    let o = s3block(&["stats", path, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stats --json prints JSON");
+    assert_eq!(v["reads"]["hits"], 1_234_567);
+    assert_eq!(v["cache"]["dirty_bytes"], 65_536);
     let missing = dir.path().join("nowhere");
     let o = s3block(&["stats", missing.to_str().expect("utf-8")]);
     assert_eq!(o.status.code(), Some(6));
     assert!(String::from_utf8_lossy(&o.stderr).contains("nowhere"));
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A local volume of 1M in 64K blocks, locked by `host`; returns its URL.
+fn locked_volume(dir: &tempfile::TempDir, host: &str) -> String {
+    let url = format!("file://{}", dir.path().display());
+    let o = s3block(&["create", &url, "--size", "1M", "--block-size", "64K"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    std::fs::write(dir.path().join("s3backer-mounted"), format!("{host}\n20260101T000000Z\n")).expect("lock");
+    url
+}
+
+#[test]
+fn confirmations_without_a_terminal_say_to_pass_force() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = locked_volume(&dir, "elsewhere");
+    // Standard input is not a terminal (here: empty).
+    let o = Command::new(env!("CARGO_BIN_EXE_s3block"))
+        .args(["unlock", &url])
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(stderr(&o).contains("terminal") && stderr(&o).contains("--force"), "{}", stderr(&o));
+    assert!(dir.path().join("s3backer-mounted").exists(), "the lock was kept");
+    let o = s3block(&["unlock", &url, "--force", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("unlock --json");
+    assert_eq!((v["host"].as_str(), v["removed"].as_bool()), (Some("elsewhere"), Some(true)));
+    let o = Command::new(env!("CARGO_BIN_EXE_s3block"))
+        .args(["erase", &url, "--quiet"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
+    assert!(dir.path().join("s3block-volume.json").exists(), "nothing was erased");
+}
+
+#[test]
+fn a_lock_held_by_this_host_is_named_as_this_machine() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let here = s3block_core::local_hostname();
+    let url = locked_volume(&dir, &here);
+    let o = s3block(&["erase", &url, "--quiet"]);
+    assert_eq!(o.status.code(), Some(4), "{o:?}");
+    assert!(stderr(&o).contains(&format!("{here} is this machine")), "{}", stderr(&o));
+    let o = Command::new(env!("CARGO_BIN_EXE_s3block"))
+        .args(["unlock", &url])
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    assert!(stdout(&o).contains(&format!("{here} is this machine")), "{}", stdout(&o));
+}
+
+#[test]
+fn every_bad_option_value_exits_2_with_a_plain_message() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("file://{}", dir.path().display());
+    let cases: &[(&[&str], &str)] = &[
+        (&["cost", "--size", "-1"], "positive number of bytes"),
+        (&["cost", "--size=-1"], "positive number of bytes"),
+        (&["create", &url, "--size", "-5G"], "positive number of bytes"),
+        (&["cost", "--size", "1K", "--block-size", "4K"], "smaller than one block"),
+        (&["cost", "--size", "0"], "--size"),
+        (&["cost", "--size", "1G", "--block-size", "-4K"], "positive"),
+        (&["create", &url, "--size", "1M", "--block-size", "3K"], "power of two"),
+        (&["create", &url, "--size", "1000", "--block-size", "4K"], "1000"),
+        (&["verify", &url, "--parallel", "0"], "0"),
+        (&["ls", &url, "--range", "5..2"], "backwards"),
+        (&["cat", &url, "-1"], "-1"),
+        // Geometry options mean nothing to commands that read the volume's own.
+        (&["info", &url, "--size", "1M"], "--size"),
+        (&["ls", &url, "--block-size", "4K"], "--block-size"),
+        (&["erase", &url, "--compress"], "--compress"),
+        (&["verify", &url, "--hash-prefix"], "--hash-prefix"),
+    ];
+    for (args, says) in cases {
+        let o = s3block(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{args:?} does not say {says:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn cost_leaves_out_block_sizes_larger_than_the_volume() {
+    let o = s3block(&["cost", "--size", "16K", "--block-size", "4K..64K", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(v["rows"].as_array().map(Vec::len), Some(3), "{v}");
+}
+
+#[test]
+fn copy_takes_a_prefix_for_each_side_and_names_both() {
+    let (a, b) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let (src, dst) = (format!("file://{}", a.path().display()), format!("file://{}", b.path().display()));
+    let o = s3block(&["create", &src, "--prefix", "src-", "--size", "1M", "--block-size", "64K"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    // --prefix is the source's only: the copy has no prefix.
+    let o = s3block(&["copy", &src, &dst, "--prefix", "src-", "--quiet"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(
+        b.path().join("s3block-volume.json").exists(),
+        "{:?}",
+        std::fs::read_dir(b.path()).map(|d| d.count())
+    );
+    assert!(
+        stdout(&o).contains("key prefix \"src-\"") && stdout(&o).contains("no key prefix"),
+        "{}",
+        stdout(&o)
+    );
+    // --dst-prefix is the copy's.
+    let o = s3block(&["copy", &src, &src, "--prefix", "src-", "--dst-prefix", "dst-", "--quiet", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(a.path().join("dst-s3block-volume.json").exists());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("copy --json");
+    assert_eq!(
+        (v["source"]["prefix"].as_str(), v["destination"]["prefix"].as_str()),
+        (Some("src-"), Some("dst-"))
+    );
 }
 
 #[test]

@@ -17,7 +17,8 @@ use s3block_cli::copy::{CopyOptions, copy};
 use s3block_cli::exit::{LOCKED, OK, PROBLEMS};
 use s3block_cli::maint::{erase, verify};
 use s3block_cli::target::{Target, open as open_url};
-use s3block_cli::volume::{cat, create, info, ls, open, stat, unlock};
+use s3block_cli::unlock::unlock;
+use s3block_cli::volume::{cat, create, info, ls, open, stat};
 use s3block_cli::{LayoutArgs, StoreArgs};
 use s3block_core::{BlockDevice, BlockDeviceExt, BlockId};
 
@@ -147,7 +148,7 @@ async fn erase_leaves_no_object_and_respects_the_lock() {
         assert_eq!(err.exit_code(), LOCKED);
         assert!(err.to_string().contains("vps"), "{err}");
         let mut out = Vec::new();
-        unlock(&t, &mut |info| info.host == "vps", &mut out).await.unwrap();
+        unlock(&t, &mut |info| Ok(info.host == "vps"), false, &mut out).await.unwrap();
         assert!(text(out).contains("Locked by vps"));
         let before = object_count(t.store.as_ref()).await;
         let err = erase(&t, &LayoutArgs::default(), false, true, &mut |_| false, &mut Vec::new())
@@ -238,4 +239,63 @@ async fn copy_refuses_a_mounted_source_and_an_existing_destination() {
     assert_eq!(copy(&src, &dst, &forced, false, &mut Vec::new()).await.unwrap(), OK);
     let err = copy(&src, &dst, &forced, false, &mut Vec::new()).await.unwrap_err();
     assert!(err.to_string().contains("refusing to overwrite"), "{err}");
+}
+
+#[tokio::test]
+async fn a_lock_naming_this_host_says_so_and_unlock_reports_json() {
+    let t = memory("v/");
+    new_volume(&t, "1M", "64K", None).await;
+    let here = s3block_core::local_hostname();
+    let lock = format!("{here}\n20260101T000000Z\n").into_bytes();
+    put(t.store.as_ref(), &format!("{}s3backer-mounted", t.prefix), lock, None).await;
+    let err =
+        erase(&t, &LayoutArgs::default(), false, true, &mut |_| true, &mut Vec::new()).await.unwrap_err();
+    assert_eq!(err.exit_code(), LOCKED);
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("{here} is this machine")), "{msg}");
+    assert!(msg.contains("s3block unlock"), "{msg}");
+    // unlock --json: who held it, that it is this host, that it was removed.
+    let mut out = Vec::new();
+    unlock(&t, &mut |_| Ok(true), true, &mut out).await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        (v["locked"].as_bool(), v["this_host"].as_bool(), v["removed"].as_bool()),
+        (Some(true), Some(true), Some(true))
+    );
+    assert_eq!(v["host"], here.as_str());
+    let mut out = Vec::new();
+    unlock(&t, &mut |_| Ok(true), true, &mut out).await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["locked"], false);
+}
+
+#[tokio::test]
+async fn info_on_an_empty_volume_makes_one_list() {
+    // memory:// opened from a URL lists in 8 parallel ranges, as S3 does.
+    let t = open_url("memory:///vol/", &StoreArgs::default()).unwrap();
+    new_volume(&t, "30G", "256K", None).await;
+    t.counters.reset();
+    let mut out = Vec::new();
+    info(&t, &LayoutArgs::default(), true, &mut out).await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["blocks_stored"], 0);
+    assert_eq!(t.counters.snapshot().lists, 1, "{v}");
+    // With blocks stored, the listing still finds them all.
+    let vol = open(&t, &LayoutArgs::default()).await.unwrap();
+    for b in [0u32, 7, 100_000] {
+        vol.device.write_block(BlockId(b), Bytes::from(fill(256 << 10, 1))).await.unwrap();
+    }
+    let mut out = Vec::new();
+    info(&t, &LayoutArgs::default(), true, &mut out).await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["blocks_stored"], 3);
+}
+
+#[tokio::test]
+async fn no_volume_says_how_to_make_one_without_naming_geometry_options() {
+    let t = memory("nothing/");
+    let err = info(&t, &LayoutArgs::default(), false, &mut Vec::new()).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("s3block create") && msg.contains("--adopt"), "{msg}");
+    assert!(!msg.contains("give the size"), "{msg}");
 }

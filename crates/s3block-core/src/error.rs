@@ -161,7 +161,8 @@ pub enum Error {
 
     /// The volume is mounted elsewhere.
     #[error(
-        "volume is already mounted by {host} since {since} (lock object {key}); if that mount is gone, break the lock with `s3block unlock`"
+        "volume is already mounted by {host} since {since} (lock object {key}); {}",
+        crate::holder::lock_advice(host)
     )]
     Locked {
         /// The lock object key.

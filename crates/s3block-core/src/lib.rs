@@ -46,6 +46,7 @@ mod device;
 mod error;
 pub mod exit;
 mod geometry;
+mod holder;
 mod key;
 mod mem;
 mod range;
@@ -58,6 +59,7 @@ pub use counters::{
 pub use device::{BlockDevice, check_block_len, check_block_range};
 pub use error::{BoxError, Error, Result, StoreErrorKind};
 pub use geometry::{Geometry, MAX_BLOCK_COUNT, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, format_size, parse_size};
+pub use holder::{local_hostname, local_mount_processes, lock_advice, lock_advice_for};
 pub use key::{BlockId, KeyLayout, block_hash};
 pub use mem::{MemoryDevice, MemoryDeviceCounts};
 pub use range::{BlockDeviceExt, Segment, segments};

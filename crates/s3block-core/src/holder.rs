@@ -1,0 +1,79 @@
+//! Who holds a mount lock, seen from here: whether the host the lock names
+//! is this machine, and whether a mount program runs here that could hold
+//! it. The "already mounted" error says so, since a lock naming this very
+//! host and no mount program running is a lock a crash left behind.
+
+/// Names of the programs that take the mount lock (s3backer takes the same one).
+const MOUNT_PROGRAMS: [&str; 2] = ["s3block-fuse", "s3backer"];
+
+/// This machine's host name, as mount locks record it
+/// (`/proc/sys/kernel/hostname`, else `HOSTNAME`).
+pub fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown-host".to_owned())
+}
+
+/// Processes of a mount program running here, other than this one, with
+/// their names.
+pub fn local_mount_processes() -> Vec<(u32, String)> {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut found: Vec<(u32, String)> = dir
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|&pid| pid != me)
+        .filter_map(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            let comm = comm.trim();
+            MOUNT_PROGRAMS.contains(&comm).then(|| (pid, comm.to_owned()))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// What to do about a lock held by `host`, for the "already mounted"
+/// message, looking at this machine.
+pub fn lock_advice(host: &str) -> String {
+    lock_advice_for(host, &local_hostname(), &local_mount_processes())
+}
+
+/// [`lock_advice`] with this machine's name and mount processes given.
+pub fn lock_advice_for(host: &str, this_host: &str, processes: &[(u32, String)]) -> String {
+    if host != this_host {
+        return "if that mount is gone, break the lock with `s3block unlock`".to_owned();
+    }
+    if processes.is_empty() {
+        return format!(
+            "{host} is this machine, and no s3block-fuse or s3backer process runs here: the lock was \
+             left by a mount that did not stop cleanly; break it with `s3block unlock`"
+        );
+    }
+    let running: Vec<String> = processes.iter().map(|(pid, name)| format!("{name} (pid {pid})")).collect();
+    format!(
+        "{host} is this machine, where {} runs: if it mounts this volume, unmount it first; if not, \
+         break the lock with `s3block unlock`",
+        running.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_advice_names_this_host_and_its_mount_processes() {
+        let other = lock_advice_for("vps", "laptop", &[]);
+        assert!(other.contains("s3block unlock") && !other.contains("this machine"), "{other}");
+        let stale = lock_advice_for("laptop", "laptop", &[]);
+        assert!(stale.contains("laptop is this machine") && stale.contains("no s3block-fuse"), "{stale}");
+        assert!(stale.contains("`s3block unlock`"), "{stale}");
+        let running = lock_advice_for("laptop", "laptop", &[(42, "s3block-fuse".into())]);
+        assert!(running.contains("s3block-fuse (pid 42) runs") && running.contains("unmount"), "{running}");
+        assert!(!local_hostname().is_empty());
+    }
+}
