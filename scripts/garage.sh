@@ -12,6 +12,7 @@
 #   S3BLOCK_GARAGE_STATE  directory for config, data, log, pid and env file
 #                         (default /tmp/s3block-garage); set it to run more than one
 #   S3BLOCK_GARAGE_CACHE  where the Garage binary is cached (default ~/.cache/s3block)
+#   S3BLOCK_GARAGE_REGION the region the server signs for (default us-east-1, which s3backer uses)
 #   S3BLOCK_TEST_S3_BUCKET  name of the first bucket (default s3block-test)
 set -euo pipefail
 
@@ -25,7 +26,9 @@ CONF=$STATE/garage.toml
 ENV_FILE=$STATE/env
 PID_FILE=$STATE/garage.pid
 LOG_FILE=$STATE/garage.log
-REGION=garage
+# us-east-1, so that s3backer (which signs for us-east-1 unless given --region,
+# and --region forces virtual-host URLs) can share the server with s3block.
+REGION=${S3BLOCK_GARAGE_REGION:-us-east-1}
 START_TIMEOUT=${S3BLOCK_GARAGE_START_TIMEOUT:-60}
 
 say() { printf 'garage.sh: %s\n' "$*" >&2; }

@@ -52,6 +52,8 @@ declare -A PACKAGES=(
     [mkfs.ext4]=e2fsprogs
     [losetup]=mount
     [cc]=gcc
+    # Debian's s3backer 1.5.4: the interop tests mount it beside s3block.
+    [s3backer]=s3backer
 )
 missing=()
 for cmd in "${!PACKAGES[@]}"; do

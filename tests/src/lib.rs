@@ -35,8 +35,9 @@ pub const SECRET_KEY_VAR: &str = "AWS_SECRET_ACCESS_KEY";
 /// Environment variable holding the region the server expects in signatures.
 pub const REGION_VAR: &str = "AWS_REGION";
 
-/// Region used when `AWS_REGION` is unset: Garage's default `s3_region`.
-pub const DEFAULT_REGION: &str = "garage";
+/// Region used when `AWS_REGION` is unset: the one `scripts/garage.sh`
+/// configures (us-east-1, which s3backer signs for).
+pub const DEFAULT_REGION: &str = "us-east-1";
 
 /// Connection settings of the S3 server the tests run against.
 #[derive(Clone, PartialEq, Eq)]
