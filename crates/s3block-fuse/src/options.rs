@@ -82,11 +82,11 @@ pub struct Options {
     pub mountpoint: PathBuf,
 
     /// Size of a new volume (e.g. 30G); checked against an existing one.
-    #[arg(long, value_parser = size_arg)]
+    #[arg(long, allow_hyphen_values = true, value_parser = size_arg)]
     pub size: Option<u64>,
 
     /// Block size of a new volume (default 256K); detected for an existing one.
-    #[arg(long = "block-size", alias = "blockSize", value_parser = size_arg)]
+    #[arg(long = "block-size", alias = "blockSize", allow_hyphen_values = true, value_parser = size_arg)]
     pub block_size: Option<u64>,
 
     /// Prefix block keys with a hash, spreading them over S3 partitions.
@@ -107,7 +107,7 @@ pub struct Options {
     pub list_blocks: bool,
 
     /// Memory for cached blocks, in bytes (e.g. 32M); [`DEFAULT_CACHE_SIZE`] when not given.
-    #[arg(long = "cache-size", value_parser = size_arg, conflicts_with = "block_cache_blocks")]
+    #[arg(long = "cache-size", allow_hyphen_values = true, value_parser = size_arg, conflicts_with = "block_cache_blocks")]
     pub cache_size: Option<u64>,
 
     /// s3backer's cache size, counted in blocks.
@@ -115,7 +115,7 @@ pub struct Options {
     pub block_cache_blocks: Option<u64>,
 
     /// Most bytes of written blocks waiting for upload before writers wait.
-    #[arg(long = "max-dirty", value_parser = size_arg)]
+    #[arg(long = "max-dirty", allow_hyphen_values = true, value_parser = size_arg)]
     pub max_dirty: Option<u64>,
 
     /// Blocks uploaded at once.
@@ -123,7 +123,7 @@ pub struct Options {
     pub upload_concurrency: Option<u32>,
 
     /// Bytes read ahead after a sequential read.
-    #[arg(long = "read-ahead", value_parser = size_arg)]
+    #[arg(long = "read-ahead", allow_hyphen_values = true, value_parser = size_arg)]
     pub read_ahead: Option<u64>,
 
     /// Refuse every write (EROFS).
@@ -506,6 +506,8 @@ mod tests {
     fn errors_name_the_option() {
         let cases: &[(&[&str], &str)] = &[
             (&["--size=30X", "memory://", "/m"], "--size"),
+            (&["--size", "-1", "memory://", "/m"], "invalid value '-1' for '--size"),
+            (&["--cache-size", "-64M", "memory://", "/m"], "invalid value '-64M' for '--cache-size"),
             (&["--block-size=3000", "memory://", "/m"], "--block-size"),
             (&["-o", "block-size=lots", "memory://", "/m"], "--block-size"),
             (&["--compress=12", "memory://", "/m"], "--compress"),
