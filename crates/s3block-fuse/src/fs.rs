@@ -3,7 +3,7 @@
 //! A root directory holds two files: the device file, whose bytes are the
 //! volume, and the stats file. [`BlockFs`] answers every request with plain
 //! values or an [`FsError`]; the FUSE glue in `session` only moves these
-//! into fuser's replies, and [`errno`](crate::errno) is the one place errors
+//! into fuser's replies, and [`errno`](crate::errno()) is the one place errors
 //! become errno values.
 //!
 //! Semantics chosen for a file that is a disk:
@@ -66,7 +66,7 @@ pub struct FsConfig {
     pub gid: u32,
 }
 
-/// Why a request failed; [`errno`](crate::errno) maps each to an errno.
+/// Why a request failed; [`errno`](crate::errno()) maps each to an errno.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FsError {
