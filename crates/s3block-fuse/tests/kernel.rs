@@ -352,5 +352,5 @@ fn a_second_sigint_abandons_a_busy_mount() {
     assert!(!is_mounted(mount.path()), "the abandoned mount is still mounted");
     // The writer's file is gone with the program.
     let err = writer.write_all(b"late").and_then(|()| writer.sync_all()).unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
+    assert!(matches!(err.raw_os_error(), Some(libc::ENOTCONN | libc::EIO)), "{err}");
 }
