@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The s3block test command: installs what the tests need, starts a Garage S3
-# server on loopback, runs clippy and every test of the workspace, stops Garage.
+# server on loopback, checks formatting and docs, runs clippy and every test
+# of the workspace (doctests included), stops Garage.
 #
 #   scripts/test.sh                 everything
 #   scripts/test.sh -p s3block-core only that package (arguments go to cargo clippy and cargo test)
@@ -107,6 +108,15 @@ if (($# > 0)); then
 else
     scope=(--workspace)
 fi
+
+# What a library needs: formatted code and documentation that builds
+# without warnings (broken intra-doc links, missing docs). The doctests run
+# with cargo test below.
+say "cargo fmt --check"
+cargo fmt --all --check
+say "cargo doc ${scope[*]} --no-deps (warnings denied)"
+RUSTDOCFLAGS="${RUSTDOCFLAGS:-} -D warnings" cargo doc "${scope[@]}" --no-deps -q
+phase_done "fmt and doc"
 
 say "cargo clippy ${scope[*]} --all-targets -- -D warnings"
 cargo clippy "${scope[@]}" --all-targets -- -D warnings

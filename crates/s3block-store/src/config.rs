@@ -1,25 +1,4 @@
 //! Opening a store by URL, with credentials from the places s3backer users
-//! keep them.
-//!
-//! | URL | store |
-//! |---|---|
-//! | `s3://bucket[/prefix]` | S3 or an S3-compatible server |
-//! | `file:///dir` | a local directory (attributes in sidecars, see [`SidecarStore`]) |
-//! | `memory://` | memory, for tests |
-//!
-//! The key prefix is the URL's path (`s3://b/vol` puts blocks under `vol/`);
-//! [`StoreConfig::prefix`] sets it literally instead (s3backer's `--prefix`).
-//!
-//! Credentials come from, in order: the `AWS_ACCESS_KEY_ID`/
-//! `AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN` environment; the access key
-//! options; s3backer's access file (`accessKeyId:secretKey` lines, default
-//! `~/.s3backer_passwd`), whose line is chosen by the access key id when one
-//! was given, else the first. Region and endpoint options win over
-//! `AWS_REGION`/`AWS_DEFAULT_REGION` and `AWS_ENDPOINT_URL`.
-//!
-//! Every store is wrapped as `RetryStore<CountingStore<backend>>`: counting
-//! sees each attempt, and s3block's retry loop is the only one
-//! (`object_store`'s own S3 retries are set to zero; see [`RetryStore`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -115,6 +94,29 @@ pub fn parse_access_file(text: &str, wanted_id: Option<&str>) -> Option<(String,
 }
 
 /// How to reach a store; frontends map their options onto it.
+///
+/// Opening a store by URL, with credentials from the places s3backer users
+/// keep them.
+///
+/// | URL | store |
+/// |---|---|
+/// | `s3://bucket[/prefix]` | S3 or an S3-compatible server |
+/// | `file:///dir` | a local directory (attributes in sidecars, see [`SidecarStore`]) |
+/// | `memory://` | memory, for tests |
+///
+/// The key prefix is the URL's path (`s3://b/vol` puts blocks under `vol/`);
+/// [`StoreConfig::prefix`] sets it literally instead (s3backer's `--prefix`).
+///
+/// Credentials come from, in order: the `AWS_ACCESS_KEY_ID`/
+/// `AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN` environment; the access key
+/// options; s3backer's access file (`accessKeyId:secretKey` lines, default
+/// `~/.s3backer_passwd`), whose line is chosen by the access key id when one
+/// was given, else the first. Region and endpoint options win over
+/// `AWS_REGION`/`AWS_DEFAULT_REGION` and `AWS_ENDPOINT_URL`.
+///
+/// Every store is wrapped as `RetryStore<CountingStore<backend>>`: counting
+/// sees each attempt, and s3block's retry loop is the only one
+/// (`object_store`'s own S3 retries are set to zero; see [`RetryStore`]).
 #[derive(Debug, Clone, Default)]
 pub struct StoreConfig {
     url: String,
@@ -218,7 +220,7 @@ impl StoreConfig {
         self.endpoint.clone().or_else(|| self.var("AWS_ENDPOINT_URL"))
     }
 
-    /// Finds credentials (see the [module docs](self)); `None` when there are none.
+    /// Finds credentials (in the order [`StoreConfig`] gives); `None` when there are none.
     pub fn resolve_credentials(&self) -> Result<Option<Credentials>> {
         if let (Some(id), Some(secret)) = (self.var("AWS_ACCESS_KEY_ID"), self.var("AWS_SECRET_ACCESS_KEY")) {
             return Ok(Some(Credentials {

@@ -1,33 +1,4 @@
 //! Fault injection in a real mount, switched on by an environment variable.
-//!
-//! When [`INJECT_FAULTS_ENV`] (`S3BLOCK_INJECT_FAULTS`) is set,
-//! [`StoreConfig::open`](crate::StoreConfig::open) puts a seeded
-//! [`FaultStore`] right above the backend, below request counting and the
-//! retry loop, so injected faults are counted and retried exactly like real
-//! ones. It exists for s3block's reliability tests and for soaks by hand:
-//!
-//! ```text
-//! S3BLOCK_INJECT_FAULTS=seed=7,error_rate=0.1,timeout_rate=0.02,reset_rate=0.02,spike_rate=0.05,spike_ms=500,latency_ms=1 \
-//!     s3block-fuse -f file:///tmp/vol /mnt/s3block
-//! ```
-//!
-//! The spec is comma-separated `name=value` pairs:
-//!
-//! | name | meaning | default |
-//! |---|---|---|
-//! | `seed` | seed of the fault RNG (same seed, same request order: same faults) | 0 |
-//! | `error_rate` | probability of a 503-like server error | 0 |
-//! | `timeout_rate` | probability of a timeout | 0 |
-//! | `reset_rate` | probability of a dropped connection | 0 |
-//! | `permanent_rate` | probability of a 400-like error that is not retried | 0 |
-//! | `spike_rate` | probability of an extra delay of `spike_ms` | 0 |
-//! | `spike_ms` | length of a latency spike, in milliseconds | 0 |
-//! | `latency_ms` | delay added to every request, in milliseconds | 0 |
-//!
-//! A malformed spec is refused with an error naming the variable and the
-//! pair at fault: a test that meant to inject faults must not silently run
-//! without them. A set variable is logged as a warning, loudly, since nobody
-//! wants it on a volume that matters.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +12,37 @@ use crate::fault::{FaultConfig, FaultStore};
 pub const INJECT_FAULTS_ENV: &str = "S3BLOCK_INJECT_FAULTS";
 
 /// A parsed [`INJECT_FAULTS_ENV`] value: what to inject and the seed.
+///
+/// Fault injection in a real mount, switched on by an environment variable.
+///
+/// When [`INJECT_FAULTS_ENV`] (`S3BLOCK_INJECT_FAULTS`) is set,
+/// [`StoreConfig::open`](crate::StoreConfig::open) puts a seeded
+/// [`FaultStore`] right above the backend, below request counting and the
+/// retry loop, so injected faults are counted and retried exactly like real
+/// ones. It exists for s3block's reliability tests and for soaks by hand:
+///
+/// ```text
+/// S3BLOCK_INJECT_FAULTS=seed=7,error_rate=0.1,timeout_rate=0.02,reset_rate=0.02,spike_rate=0.05,spike_ms=500,latency_ms=1 \
+///     s3block-fuse -f file:///tmp/vol /mnt/s3block
+/// ```
+///
+/// The spec is comma-separated `name=value` pairs:
+///
+/// | name | meaning | default |
+/// |---|---|---|
+/// | `seed` | seed of the fault RNG (same seed, same request order: same faults) | 0 |
+/// | `error_rate` | probability of a 503-like server error | 0 |
+/// | `timeout_rate` | probability of a timeout | 0 |
+/// | `reset_rate` | probability of a dropped connection | 0 |
+/// | `permanent_rate` | probability of a 400-like error that is not retried | 0 |
+/// | `spike_rate` | probability of an extra delay of `spike_ms` | 0 |
+/// | `spike_ms` | length of a latency spike, in milliseconds | 0 |
+/// | `latency_ms` | delay added to every request, in milliseconds | 0 |
+///
+/// A malformed spec is refused with an error naming the variable and the
+/// pair at fault: a test that meant to inject faults must not silently run
+/// without them. A set variable is logged as a warning, loudly, since nobody
+/// wants it on a volume that matters.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FaultSpec {
     /// Seed of the fault RNG.
@@ -51,7 +53,7 @@ pub struct FaultSpec {
 
 impl FaultSpec {
     /// Parses a spec such as `seed=7,error_rate=0.1,spike_ms=500`; see the
-    /// [module docs](self) for the names.
+    /// [`FaultSpec`] docs for the names.
     pub fn parse(spec: &str) -> Result<FaultSpec> {
         let bad = |why: String| Error::Config(format!("{INJECT_FAULTS_ENV}={spec:?}: {why}"));
         let mut out = FaultSpec::default();

@@ -1,26 +1,28 @@
 //! Object keys exactly as the user wrote them.
-//!
-//! s3backer stores a block under the bytes of its prefix followed by the
-//! block's hex number, whatever those bytes are. `object_store`'s
-//! `Path::from` would percent-encode non-ASCII and reserved characters
-//! (`ü` becomes `%C3%BC`, `?` becomes `%3F`, a `..` segment `%2E%2E`) and
-//! fold `x//y` into `x/y`: the objects would then live under another name
-//! than the one every listing, the lock and s3backer look for. So every key
-//! becomes a path through [`key_path`], which keeps the bytes as given or
-//! refuses them, and every prefix is checked once, when a store is opened,
-//! by [`check_prefix`], which names the character a store cannot keep.
-//!
-//! What `object_store` cannot represent, on every store: a key that starts
-//! with `/`, an empty segment (`//`), a segment that is `.` or `..`, and
-//! ASCII control characters. A local directory also cannot hold a file
-//! whose name has `#` followed by digits only (the local store's temporary
-//! files are named so), so a local prefix's last segment may not hold `#`.
 
 use object_store::path::Path;
 use s3block_core::{Error, Result};
 
-/// The store path of `key`, with its bytes exactly as given; an error naming
-/// the key when the store cannot represent it (see the [module docs](self)).
+/// The store path of `key`, with its bytes exactly as given, or an error
+/// naming the key when the store cannot represent it.
+///
+/// Object keys exactly as the user wrote them.
+///
+/// s3backer stores a block under the bytes of its prefix followed by the
+/// block's hex number, whatever those bytes are. `object_store`'s
+/// `Path::from` would percent-encode non-ASCII and reserved characters
+/// (`ü` becomes `%C3%BC`, `?` becomes `%3F`, a `..` segment `%2E%2E`) and
+/// fold `x//y` into `x/y`: the objects would then live under another name
+/// than the one every listing, the lock and s3backer look for. So every key
+/// becomes a path through [`key_path`], which keeps the bytes as given or
+/// refuses them, and every prefix is checked once, when a store is opened,
+/// by [`check_prefix`], which names the character a store cannot keep.
+///
+/// What `object_store` cannot represent, on every store: a key that starts
+/// with `/`, an empty segment (`//`), a segment that is `.` or `..`, and
+/// ASCII control characters. A local directory also cannot hold a file
+/// whose name has `#` followed by digits only (the local store's temporary
+/// files are named so), so a local prefix's last segment may not hold `#`.
 pub fn key_path(key: &str) -> Result<Path> {
     let refused = |why: String| Error::Config(format!("object key {key:?}: {why}"));
     if let Some(why) = unrepresentable(key) {

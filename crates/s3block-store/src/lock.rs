@@ -1,20 +1,4 @@
 //! The mount lock: one mount of a volume at a time.
-//!
-//! The lock is the object `{prefix}s3backer-mounted` (s3backer's), with body
-//! `hostname\nYYYYMMDDTHHMMSSZ\n` and metadata `s3backer-mount-token` (eight
-//! hex digits). It is taken with a conditional create (`If-None-Match: *`).
-//! Some S3 servers accept that header and ignore it (Garage 2.5 does); s3block
-//! detects this once per store with a probe object created twice, and there
-//! takes the lock by checking first, writing, then waiting a short settle
-//! time and reading the lock back: a mount proceeds only if the lock still
-//! holds its own token, so of two mounts started at the same instant the one
-//! whose write landed last wins and the other backs off, naming it. The
-//! settle time is four times what the check and the write took (at least
-//! half a second, at most five): longer than another mount can take between
-//! finding no lock and writing its own. It says once in the log that the
-//! lock is only as safe as that.
-//!
-//! Release deletes the lock only if it still holds this mount's token.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -104,7 +88,7 @@ fn lock_key(prefix: &str) -> String {
 }
 
 /// Shortest and longest settle time of a write to a store that ignores
-/// conditional creates (see the [module docs](self)).
+/// conditional creates (see [`MountLock`]).
 const SETTLE_BOUNDS: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(5));
 
 /// Waits long enough after a write that took `took` (with the check before
@@ -180,6 +164,23 @@ pub async fn break_lock(store: &dyn ObjectStore, prefix: &str) -> Result<Option<
 static ADVISORY_WARNED: AtomicBool = AtomicBool::new(false);
 
 /// A held mount lock. Release it with [`release`](MountLock::release).
+///
+///
+/// The lock is the object `{prefix}s3backer-mounted` (s3backer's), with body
+/// `hostname\nYYYYMMDDTHHMMSSZ\n` and metadata `s3backer-mount-token` (eight
+/// hex digits). It is taken with a conditional create (`If-None-Match: *`).
+/// Some S3 servers accept that header and ignore it (Garage 2.5 does); s3block
+/// detects this once per store with a probe object created twice, and there
+/// takes the lock by checking first, writing, then waiting a short settle
+/// time and reading the lock back: a mount proceeds only if the lock still
+/// holds its own token, so of two mounts started at the same instant the one
+/// whose write landed last wins and the other backs off, naming it. The
+/// settle time is four times what the check and the write took (at least
+/// half a second, at most five): longer than another mount can take between
+/// finding no lock and writing its own. It says once in the log that the
+/// lock is only as safe as that.
+///
+/// Release deletes the lock only if it still holds this mount's token.
 #[derive(Debug)]
 pub struct MountLock {
     store: Arc<dyn ObjectStore>,

@@ -1,42 +1,4 @@
 //! Retrying transient store errors with exponential backoff and full jitter.
-//!
-//! [`RetryStore`] wraps an `ObjectStore` and retries each request whose
-//! error is transient (see [`classify`](crate::classify)): 5xx answers,
-//! timeouts, connection failures and resets. The wait before attempt `n` is
-//! drawn uniformly from `0..=min(max_backoff, initial_backoff * 2^n)` ("full
-//! jitter"), and no retry starts once `max_elapsed` has passed since the first
-//! attempt. Permanent errors (4xx, auth, missing bucket) fail at once.
-//!
-//! # One retry loop, not two
-//!
-//! `object_store`'s S3 client has its own retry loop. s3block turns it off
-//! (`max_retries = 0`, see [`StoreConfig`](crate::StoreConfig)) so that there
-//! is exactly one loop: this one, which counts retries for the statistics,
-//! takes a seeded RNG and tokio's (pausable) clock so tests replay, and
-//! bounds the total time of a block request in one place.
-//!
-//! # A short budget until the store first answers
-//!
-//! Block I/O rides out outages of up to `max_elapsed` (a minute by
-//! default): giving up sooner would fail writes the cache then has to keep.
-//! But until the store has answered once, an error is far more likely a
-//! mistyped endpoint or a server that is not running, and a user starting a
-//! mount should not wait a minute to learn that. So until the first answer
-//! (any answer that is not a transient failure), retries stop after
-//! `connect_budget` (10 s by default); the first failure is logged once as
-//! "cannot reach ENDPOINT: CAUSE; retrying for up to 10s".
-//!
-//! When the store knows its endpoint and bucket ([`RetryStore::with_target`],
-//! set for S3 by [`StoreConfig`](crate::StoreConfig)), the errors a user can
-//! fix come out naming them: an unreachable endpoint, a bucket that does not
-//! exist (S3 `NoSuchBucket`, which `object_store` reports as "not found",
-//! like a missing object), and refused credentials.
-//!
-//! GET bodies are read inside the loop (objects are blocks, a few MiB at
-//! most), so a connection reset in the middle of a body is retried too.
-//! A bulk delete is retried per batch of 1000 keys; keys already gone count as
-//! deleted. A listing that fails midway resumes after the last key seen
-//! (listing is ordered on S3).
 
 use std::fmt;
 use std::future::Future;
@@ -80,7 +42,7 @@ pub struct RetryConfig {
     /// Seed of the jitter RNG; `None` seeds from the OS.
     pub seed: Option<u64>,
     /// Until the store has answered once, no retry starts after this long
-    /// since the first attempt (see the [module docs](self)).
+    /// since the first attempt (see [`RetryStore`]).
     pub connect_budget: Duration,
 }
 
@@ -267,7 +229,45 @@ impl Policy {
     }
 }
 
-/// Retries transient errors of `T`; see the [module docs](self).
+/// Retrying transient store errors with exponential backoff and full jitter.
+///
+/// [`RetryStore`] wraps an `ObjectStore` and retries each request whose
+/// error is transient (see [`classify`](crate::classify)): 5xx answers,
+/// timeouts, connection failures and resets. The wait before attempt `n` is
+/// drawn uniformly from `0..=min(max_backoff, initial_backoff * 2^n)` ("full
+/// jitter"), and no retry starts once `max_elapsed` has passed since the first
+/// attempt. Permanent errors (4xx, auth, missing bucket) fail at once.
+///
+/// # One retry loop, not two
+///
+/// `object_store`'s S3 client has its own retry loop. s3block turns it off
+/// (`max_retries = 0`, see [`StoreConfig`](crate::StoreConfig)) so that there
+/// is exactly one loop: this one, which counts retries for the statistics,
+/// takes a seeded RNG and tokio's (pausable) clock so tests replay, and
+/// bounds the total time of a block request in one place.
+///
+/// # A short budget until the store first answers
+///
+/// Block I/O rides out outages of up to `max_elapsed` (a minute by
+/// default): giving up sooner would fail writes the cache then has to keep.
+/// But until the store has answered once, an error is far more likely a
+/// mistyped endpoint or a server that is not running, and a user starting a
+/// mount should not wait a minute to learn that. So until the first answer
+/// (any answer that is not a transient failure), retries stop after
+/// `connect_budget` (10 s by default); the first failure is logged once as
+/// "cannot reach ENDPOINT: CAUSE; retrying for up to 10s".
+///
+/// When the store knows its endpoint and bucket ([`RetryStore::with_target`],
+/// set for S3 by [`StoreConfig`](crate::StoreConfig)), the errors a user can
+/// fix come out naming them: an unreachable endpoint, a bucket that does not
+/// exist (S3 `NoSuchBucket`, which `object_store` reports as "not found",
+/// like a missing object), and refused credentials.
+///
+/// GET bodies are read inside the loop (objects are blocks, a few MiB at
+/// most), so a connection reset in the middle of a body is retried too.
+/// A bulk delete is retried per batch of 1000 keys; keys already gone count as
+/// deleted. A listing that fails midway resumes after the last key seen
+/// (listing is ordered on S3).
 #[derive(Debug)]
 pub struct RetryStore<T> {
     inner: Arc<T>,
@@ -294,8 +294,8 @@ impl<T: ObjectStore> RetryStore<T> {
         }
     }
 
-    /// Names the endpoint and bucket in the errors a user can fix (see the
-    /// [module docs](self)). Call before the store is shared.
+    /// Names the endpoint and bucket in the errors a user can fix (see
+    /// [`RetryStore`]). Call before the store is shared.
     pub fn with_target(mut self, endpoint: impl Into<String>, bucket: impl Into<String>) -> Self {
         let target = Target { endpoint: endpoint.into(), bucket: bucket.into(), credentials: None };
         match Arc::get_mut(&mut self.policy) {

@@ -1,28 +1,4 @@
 //! Object attributes for stores that cannot keep them: the local directory.
-//!
-//! `object_store`'s `LocalFileSystem` refuses a PUT that carries attributes,
-//! but s3block needs `Content-Encoding` (how to decode a block), the content
-//! type, block 0's geometry metadata and the mount lock's token.
-//! [`SidecarStore`] keeps them in a small JSON object next to each object,
-//! `<key>.s3block-attrs`, and hides those sidecars from listings.
-//!
-//! # Why a sidecar, and how it stays crash-safe
-//!
-//! Extended attributes would bind the attributes to the file, but they are
-//! not available on every filesystem (tmpfs without `user_xattr`, some
-//! container overlays) and are lost by plain `cp`. A sidecar is an ordinary
-//! file on any filesystem.
-//!
-//! An object and its sidecar are two files, so a crash can leave one new and
-//! the other old. Each sidecar entry therefore records the length and CRC-32
-//! of the object body it describes, and the sidecar keeps the previous entry
-//! too. A PUT writes the sidecar (new entry first, previous one kept) and
-//! then the object; a read uses the entry whose length and CRC match the body
-//! it got. So after a crash between the two writes, the old object still
-//! finds its old attributes, and a body that matches no entry is reported as
-//! [`StaleAttributes`] (s3block turns that into a corrupt-block error) rather
-//! than decoded with the wrong encoding. An object with no sidecar at all has
-//! no attributes.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -129,8 +105,31 @@ fn payload_crc(payload: &PutPayload) -> u32 {
     c.sum()
 }
 
-/// Keeps object attributes in sidecar objects for a store that cannot; see
-/// the [module docs](self).
+/// Object attributes for stores that cannot keep them: the local directory.
+///
+/// `object_store`'s `LocalFileSystem` refuses a PUT that carries attributes,
+/// but s3block needs `Content-Encoding` (how to decode a block), the content
+/// type, block 0's geometry metadata and the mount lock's token.
+/// [`SidecarStore`] keeps them in a small JSON object next to each object,
+/// `<key>.s3block-attrs`, and hides those sidecars from listings.
+///
+/// # Why a sidecar, and how it stays crash-safe
+///
+/// Extended attributes would bind the attributes to the file, but they are
+/// not available on every filesystem (tmpfs without `user_xattr`, some
+/// container overlays) and are lost by plain `cp`. A sidecar is an ordinary
+/// file on any filesystem.
+///
+/// An object and its sidecar are two files, so a crash can leave one new and
+/// the other old. Each sidecar entry therefore records the length and CRC-32
+/// of the object body it describes, and the sidecar keeps the previous entry
+/// too. A PUT writes the sidecar (new entry first, previous one kept) and
+/// then the object; a read uses the entry whose length and CRC match the body
+/// it got. So after a crash between the two writes, the old object still
+/// finds its old attributes, and a body that matches no entry is reported as
+/// [`StaleAttributes`] (s3block turns that into a corrupt-block error) rather
+/// than decoded with the wrong encoding. An object with no sidecar at all has
+/// no attributes.
 #[derive(Debug)]
 pub struct SidecarStore<T> {
     inner: T,
