@@ -359,9 +359,9 @@ mod tests {
     #[test]
     fn config_opens_with_the_combined_prefix() {
         let a = StoreArgs { prefix: Some("p-".into()), ..Default::default() };
-        let opened = a.to_config("memory://host/vol").open().expect("memory store opens");
+        let opened = a.to_config("memory:///vol").open().expect("memory store opens");
         assert_eq!(opened.prefix, "vol/p-");
-        let opened = StoreArgs::default().to_config("memory://host/vol").open().expect("memory store opens");
+        let opened = StoreArgs::default().to_config("memory:///vol").open().expect("memory store opens");
         assert_eq!(opened.prefix, "vol/");
     }
 

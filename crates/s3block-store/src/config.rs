@@ -494,8 +494,11 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("temp dir");
         let missing = dir.path().join("nope");
-        let err =
-            StoreConfig::new("s3://b").access_file(&missing).resolve_credentials().expect_err("missing");
+        let err = StoreConfig::new("s3://b")
+            .env(Default::default())
+            .access_file(&missing)
+            .resolve_credentials()
+            .expect_err("missing");
         assert!(err.to_string().starts_with("access file ") && err.to_string().contains("nope"), "{err}");
 
         let file = dir.path().join("passwd");
