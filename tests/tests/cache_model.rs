@@ -10,9 +10,9 @@
 //! objects, read by a new device without the cache and without faults, must
 //! equal the model: nothing written is lost. Runs over memory (many cases)
 //! and over Garage (a few). The model driver is the cache's own
-//! (`crates/s3block-cache/tests/common/model.rs`), included by path.
+//! (`s3block-cache/tests/common/model.rs`), included by path.
 
-#[path = "../../crates/s3block-cache/tests/common/mod.rs"]
+#[path = "../../s3block-cache/tests/common/mod.rs"]
 mod common;
 
 use std::sync::Arc;

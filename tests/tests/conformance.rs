@@ -123,7 +123,7 @@ async fn encryption() {
 /// in the store crate's tests on memory and a local directory.
 #[test]
 fn every_check_runs_against_every_store() {
-    let suite = include_str!("../../crates/s3block-store/src/conformance.rs");
+    let suite = include_str!("../../s3block-store/src/conformance.rs");
     let checks: Vec<&str> = suite
         .lines()
         .filter_map(|l| l.strip_prefix("pub async fn "))
@@ -132,7 +132,7 @@ fn every_check_runs_against_every_store() {
         .collect();
     assert!(checks.len() >= 10, "found only {checks:?}");
     let garage = include_str!("conformance.rs");
-    let local = include_str!("../../crates/s3block-store/tests/conformance.rs");
+    let local = include_str!("../../s3block-store/tests/conformance.rs");
     let suite_fn = local.split("async fn suite(").nth(1).expect("the store crate's suite()");
     for check in checks {
         assert!(garage.contains(&format!("c::{check}(")), "{check} does not run against Garage");

@@ -1,0 +1,447 @@
+//! [`MountStats`]: a mount's statistics as data, the one source of both the
+//! mount's text stats file and its `stats.json`, and of `s3block stats`.
+//!
+//! The mount program fills it from the cache's [`CacheStats`] and the
+//! store's [`RequestCounts`]; it serialises to JSON with stable snake_case
+//! keys, every count and byte count an integer, and renders the text file
+//! people read. `s3block stats` reads the JSON back into the same struct.
+//! The schema is documented field by field here and in `docs/STATS.md`;
+//! fields may be added (a reader ignores what it does not know), none is
+//! renamed or removed without raising [`STATS_FORMAT`].
+//!
+//! The numbers add up, and the text says how:
+//! - every block read is exactly one of a hit, a read-ahead hit, a
+//!   zero-block hit or a miss, so `reads.total` is their sum, and the hit
+//!   ratio counts only the reads that needed no request at all;
+//! - every request is in exactly one line by purpose (block fetches,
+//!   read-ahead fetches, upload fetches, block uploads, block deletes, the
+//!   lock and descriptor, lists), which add up to `requests.total`, and
+//!   again by method (GET, PUT, DELETE, LIST).
+
+use std::fmt::Write as _;
+
+use s3block_core::{RequestCounts, format_size};
+use serde::{Deserialize, Serialize};
+
+use crate::stats::CacheStats;
+
+/// Version of the [`MountStats`] schema, its `format` field.
+pub const STATS_FORMAT: u32 = 1;
+
+/// A mount's statistics at one moment. Counters count from the mount's
+/// start or from the last reset (unlinking the stats file).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MountStats {
+    /// The schema version, [`STATS_FORMAT`].
+    pub format: u32,
+    /// What the cache holds now.
+    pub cache: CacheFigures,
+    /// Block reads, each counted once by how it was served.
+    pub reads: ReadFigures,
+    /// Blocks fetched ahead of a sequential reader.
+    pub read_ahead: ReadAheadFigures,
+    /// Dirty blocks stored below.
+    pub write_back: WriteBackFigures,
+    /// Requests made to the object store.
+    pub requests: RequestFigures,
+    /// What the requests cost.
+    pub cost: CostFigures,
+}
+
+/// What the cache holds now (gauges, not counters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheFigures {
+    /// The cache's capacity in bytes.
+    pub size_bytes: u64,
+    /// Bytes of block data held in memory.
+    pub resident_bytes: u64,
+    /// Blocks held in memory, clean or dirty.
+    pub resident_blocks: u64,
+    /// Blocks written but not yet stored.
+    pub dirty_blocks: u64,
+    /// Bytes of those blocks held in memory.
+    pub dirty_bytes: u64,
+    /// Uploads running now.
+    pub uploads_in_flight: u64,
+    /// Blocks known to be zero below, read without a request.
+    pub known_zero_blocks: u64,
+}
+
+/// Block reads: `total == hits + read_ahead_hits + zero_hits + misses`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReadFigures {
+    /// Every block read (a read spanning blocks counts once per block).
+    pub total: u64,
+    /// Served from memory, the block already there (read or written before).
+    pub hits: u64,
+    /// The first read of a block that read-ahead fetched: served from
+    /// memory or from the fetch in flight, but a request was made for it.
+    pub read_ahead_hits: u64,
+    /// Reads of blocks known to be zero: no request.
+    pub zero_hits: u64,
+    /// Reads that waited for a fetch of their block.
+    pub misses: u64,
+    /// `(hits + zero_hits) / total`: reads that needed no request at all
+    /// (0 when there were no reads).
+    pub hit_ratio: f64,
+}
+
+/// Read-ahead: blocks fetched before a sequential reader asked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadAheadFigures {
+    /// Blocks fetched ahead.
+    pub issued: u64,
+    /// Of those, blocks then read (`reads.read_ahead_hits`).
+    pub used: u64,
+}
+
+/// Write-back: dirty blocks stored below.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteBackFigures {
+    /// Blocks stored: a PUT each, or a DELETE for a block now all zeros.
+    pub blocks_stored: u64,
+    /// Uploads tried again after a failure.
+    pub retries: u64,
+    /// Uploads that failed (the block stays dirty and is tried again).
+    pub errors: u64,
+    /// Writers that waited for room under the dirty limit.
+    pub writer_waits: u64,
+}
+
+/// Requests made to the object store. Each is counted once by purpose and
+/// once by method:
+///
+/// - `total == block_fetches + read_ahead_fetches + upload_fetches +
+///   block_uploads + block_deletes + metadata_gets + metadata_puts +
+///   metadata_deletes + lists`
+/// - `total == gets + puts + deletes + lists`
+///
+/// A request that failed and was tried again counts once per attempt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestFigures {
+    /// All requests.
+    pub total: u64,
+    /// GETs of blocks a reader waited for.
+    pub block_fetches: u64,
+    /// GETs of blocks fetched ahead of a sequential reader.
+    pub read_ahead_fetches: u64,
+    /// GETs of blocks to complete a partly written block before its upload.
+    pub upload_fetches: u64,
+    /// PUTs of blocks.
+    pub block_uploads: u64,
+    /// DELETE requests for blocks (written as zeros, or discarded).
+    pub block_deletes: u64,
+    /// GETs of the mount lock, the volume descriptor and probes.
+    pub metadata_gets: u64,
+    /// PUTs of the mount lock, the volume descriptor and probes.
+    pub metadata_puts: u64,
+    /// DELETE requests for the mount lock and probes.
+    pub metadata_deletes: u64,
+    /// LIST requests (pages of up to 1000 keys).
+    pub lists: u64,
+    /// GET and HEAD requests.
+    pub gets: u64,
+    /// PUT requests.
+    pub puts: u64,
+    /// DELETE requests (each deletes up to 1000 keys).
+    pub deletes: u64,
+    /// Keys deleted by those requests.
+    pub keys_deleted: u64,
+    /// Attempts that failed and were made again (each is counted above).
+    pub retries: u64,
+    /// Requests that finally failed.
+    pub errors: u64,
+    /// Bytes sent in request bodies.
+    pub bytes_sent: u64,
+    /// Bytes received in response bodies.
+    pub bytes_received: u64,
+}
+
+/// The requests' cost at list prices.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct CostFigures {
+    /// Dollars: (PUTs + LISTs) at the PUT price plus GETs at the GET
+    /// price; DELETEs are free.
+    pub requests_dollars: f64,
+    /// Dollars per 1000 PUT or LIST requests.
+    pub put_price_per_1000: f64,
+    /// Dollars per 1000 GET requests.
+    pub get_price_per_1000: f64,
+}
+
+impl MountStats {
+    /// The figures of `cache` (its own `requests` are ignored) and
+    /// `requests`, with the cost at these prices (dollars per 1000).
+    pub fn new(cache: &CacheStats, requests: &RequestCounts, put_per_1000: f64, get_per_1000: f64) -> Self {
+        let c = cache;
+        let r = requests;
+        let total_reads = c.hits + c.read_ahead_used + c.zero_hits + c.misses;
+        MountStats {
+            format: STATS_FORMAT,
+            cache: CacheFigures {
+                size_bytes: c.cache_size,
+                resident_bytes: c.resident_bytes,
+                resident_blocks: c.resident_blocks,
+                dirty_blocks: c.dirty_blocks,
+                dirty_bytes: c.dirty_bytes,
+                uploads_in_flight: c.uploads_in_flight,
+                known_zero_blocks: c.known_zero_blocks,
+            },
+            reads: ReadFigures {
+                total: total_reads,
+                hits: c.hits,
+                read_ahead_hits: c.read_ahead_used,
+                zero_hits: c.zero_hits,
+                misses: c.misses,
+                hit_ratio: if total_reads == 0 {
+                    0.0
+                } else {
+                    (c.hits + c.zero_hits) as f64 / total_reads as f64
+                },
+            },
+            read_ahead: ReadAheadFigures { issued: c.read_ahead_issued, used: c.read_ahead_used },
+            write_back: WriteBackFigures {
+                blocks_stored: c.uploads,
+                retries: c.retries,
+                errors: c.upload_errors,
+                writer_waits: c.write_waits,
+            },
+            requests: RequestFigures {
+                total: r.total(),
+                block_fetches: r.block_fetches,
+                read_ahead_fetches: r.read_ahead_fetches,
+                upload_fetches: r.upload_fetches,
+                block_uploads: r.block_uploads,
+                block_deletes: r.block_deletes,
+                metadata_gets: r.metadata_gets,
+                metadata_puts: r.metadata_puts,
+                metadata_deletes: r.metadata_deletes,
+                lists: r.lists,
+                gets: r.gets,
+                puts: r.puts,
+                deletes: r.bulk_deletes,
+                keys_deleted: r.deletes,
+                retries: r.retries,
+                errors: r.errors,
+                bytes_sent: r.bytes_sent,
+                bytes_received: r.bytes_received,
+            },
+            cost: CostFigures {
+                requests_dollars: r.cost(put_per_1000, get_per_1000),
+                put_price_per_1000: put_per_1000,
+                get_price_per_1000: get_per_1000,
+            },
+        }
+    }
+
+    /// The text of the stats file: a `[cache]` and a `[store requests]`
+    /// section, one figure per line, the name in the first 16 columns.
+    pub fn render_text(&self) -> String {
+        let mut out = String::from("[cache]\n");
+        out.push_str(&self.render_cache());
+        out.push('\n');
+        out.push_str(&self.render_requests());
+        out
+    }
+
+    /// The `[cache]` section's lines (without the heading).
+    pub fn render_cache(&self) -> String {
+        let (c, r) = (&self.cache, &self.reads);
+        let mut out = String::new();
+        line(
+            &mut out,
+            "memory",
+            &format!(
+                "{} of {} in {} blocks ({} of {} bytes)",
+                format_size(c.resident_bytes),
+                format_size(c.size_bytes),
+                count(c.resident_blocks),
+                count(c.resident_bytes),
+                count(c.size_bytes)
+            ),
+        );
+        line(
+            &mut out,
+            "dirty",
+            &format!(
+                "{} blocks, {}; {} uploads in flight",
+                count(c.dirty_blocks),
+                bytes(c.dirty_bytes),
+                count(c.uploads_in_flight)
+            ),
+        );
+        line(
+            &mut out,
+            "known zero",
+            &format!("{} blocks, read without a request", count(c.known_zero_blocks)),
+        );
+        line(&mut out, "reads", &format!("{} block reads, each one of:", count(r.total)));
+        noted(&mut out, "  hits", r.hits, "already in memory");
+        noted(&mut out, "  read-ahead", r.read_ahead_hits, "first read of a block fetched ahead (a request)");
+        noted(&mut out, "  zero blocks", r.zero_hits, "known to be zero");
+        noted(&mut out, "  misses", r.misses, "waited for a fetch");
+        line(
+            &mut out,
+            "hit ratio",
+            &format!("{:.1}% of reads needed no request (hits and zero blocks)", r.hit_ratio * 100.0),
+        );
+        line(
+            &mut out,
+            "fetched ahead",
+            &format!(
+                "{} blocks, {} of them read",
+                count(self.read_ahead.issued),
+                count(self.read_ahead.used)
+            ),
+        );
+        let w = &self.write_back;
+        line(
+            &mut out,
+            "write-back",
+            &format!(
+                "{} blocks stored (a PUT each, a DELETE if now zero), {} retries, {} errors, {} writer waits",
+                count(w.blocks_stored),
+                count(w.retries),
+                count(w.errors),
+                count(w.writer_waits)
+            ),
+        );
+        out
+    }
+
+    /// The `[store requests]` section, heading included.
+    pub fn render_requests(&self) -> String {
+        let q = &self.requests;
+        let mut out = String::from("[store requests]\n");
+        noted(&mut out, "block fetches", q.block_fetches, "GET of a block a reader waited for");
+        noted(&mut out, "read-ahead", q.read_ahead_fetches, "GET of a block ahead of a sequential reader");
+        noted(&mut out, "upload fetches", q.upload_fetches, "GET to complete a partly written block");
+        noted(&mut out, "block uploads", q.block_uploads, "PUT of a block");
+        noted(
+            &mut out,
+            "block deletes",
+            q.block_deletes,
+            "DELETE of blocks now zero or discarded (1000 a request)",
+        );
+        noted(
+            &mut out,
+            "lock/descriptor",
+            q.metadata_gets + q.metadata_puts + q.metadata_deletes,
+            &format!(
+                "{} GET, {} PUT, {} DELETE of the mount lock, volume descriptor and probes",
+                count(q.metadata_gets),
+                count(q.metadata_puts),
+                count(q.metadata_deletes)
+            ),
+        );
+        noted(&mut out, "lists", q.lists, "LIST pages");
+        noted(&mut out, "total", q.total, "the lines above; by method:");
+        line(&mut out, "GET", &count(q.gets));
+        line(&mut out, "PUT", &count(q.puts));
+        noted(&mut out, "DELETE", q.deletes, &format!("deleting {} keys", count(q.keys_deleted)));
+        line(&mut out, "LIST", &count(q.lists));
+        noted(&mut out, "retries", q.retries, "failed attempts made again (each counted above)");
+        noted(&mut out, "errors", q.errors, "requests that finally failed");
+        line(&mut out, "bytes sent", &bytes(q.bytes_sent));
+        line(&mut out, "bytes received", &bytes(q.bytes_received));
+        let p = &self.cost;
+        line(
+            &mut out,
+            "request cost",
+            &format!(
+                "${:.4} (PUT/LIST ${} per 1000, GET ${} per 1000)",
+                p.requests_dollars, p.put_price_per_1000, p.get_price_per_1000
+            ),
+        );
+        out
+    }
+}
+
+/// `name` in 16 columns, then `value`.
+fn line(out: &mut String, name: &str, value: &str) {
+    let _ = writeln!(out, "{name:<15} {value}");
+}
+
+/// A count in 11 columns after the name, then what it is.
+fn noted(out: &mut String, name: &str, n: u64, note: &str) {
+    line(out, name, &format!("{:<10} {note}", count(n)));
+}
+
+/// `7864320` as `7,864,320`.
+fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `65536` as `65,536 bytes (64K)`; below 1K just the bytes.
+fn bytes(n: u64) -> String {
+    if n < 1024 { format!("{n} bytes") } else { format!("{} bytes ({})", count(n), format_size(n)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> MountStats {
+        let cache = CacheStats {
+            hits: 6140,
+            read_ahead_used: 2048,
+            read_ahead_issued: 2074,
+            zero_hits: 0,
+            misses: 4,
+            uploads: 3,
+            dirty_bytes: 65_536,
+            cache_size: 64 << 20,
+            ..Default::default()
+        };
+        let requests = RequestCounts {
+            gets: 2087 + 2,
+            block_fetches: 13,
+            read_ahead_fetches: 2074,
+            metadata_gets: 2,
+            puts: 4,
+            block_uploads: 3,
+            metadata_puts: 1,
+            bulk_deletes: 1,
+            metadata_deletes: 1,
+            deletes: 1,
+            lists: 1,
+            ..Default::default()
+        };
+        MountStats::new(&cache, &requests, 0.005, 0.0004)
+    }
+
+    #[test]
+    fn the_text_shows_every_line_and_the_parts_add_up() {
+        let s = sample();
+        assert_eq!(s.reads.total, 6140 + 2048 + 4);
+        assert!((s.reads.hit_ratio - 6140.0 / 8192.0).abs() < 1e-9);
+        assert_eq!(s.requests.total, 2089 + 4 + 1 + 1);
+        let text = s.render_text();
+        assert!(text.starts_with("[cache]\n"), "{text}");
+        assert!(text.contains("\n[store requests]\n"), "{text}");
+        assert!(text.contains("75.0% of reads needed no request"), "{text}");
+        assert!(text.contains("read-ahead      2,074"), "{text}");
+        assert!(text.contains("PUT             4\n"), "{text}");
+        assert!(text.contains("GET             2,089\n"), "{text}");
+        assert!(text.contains("0 blocks, 65,536 bytes (64K)"), "{text}");
+        assert!(text.contains("retries         0"), "{text}");
+    }
+
+    #[test]
+    fn json_round_trips_with_snake_case_keys() {
+        let s = sample();
+        let json = serde_json::to_string(&s).unwrap_or_default();
+        let back: MountStats = serde_json::from_str(&json).unwrap_or_default();
+        assert_eq!(back, s);
+        assert!(json.contains("\"read_ahead_fetches\":2074"), "{json}");
+        assert!(!json.contains(' '), "{json}");
+    }
+}

@@ -1,0 +1,169 @@
+//! Byte-range I/O over any [`BlockDevice`]: the block/offset arithmetic, once.
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::{StreamExt, TryStreamExt, stream};
+
+use crate::{BlockDevice, BlockId, Geometry, Result};
+
+/// How many blocks of one byte-range request are in flight at once.
+const PARALLEL_BLOCKS: usize = 64;
+
+/// The part of a byte-range request that falls in one block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    /// The block.
+    pub block: BlockId,
+    /// Offset inside the block.
+    pub offset: u32,
+    /// Length inside the block.
+    pub len: usize,
+    /// Offset of this segment inside the request's buffer.
+    pub pos: usize,
+}
+
+impl Segment {
+    /// True when the segment covers its whole block.
+    pub fn is_whole(&self, geometry: &Geometry) -> bool {
+        self.offset == 0 && self.len == geometry.block_len()
+    }
+}
+
+/// Splits `offset..offset+len` into per-block segments, in order.
+///
+/// The range must be inside the volume (see [`Geometry::check_range`]).
+pub fn segments(geometry: &Geometry, offset: u64, len: usize) -> impl Iterator<Item = Segment> + use<> {
+    let bs = u64::from(geometry.block_size());
+    let end = offset + len as u64;
+    let mut at = offset;
+    std::iter::from_fn(move || {
+        if at >= end {
+            return None;
+        }
+        let block = at / bs;
+        let in_block = at % bs;
+        let seg_len = (bs - in_block).min(end - at);
+        let seg = Segment {
+            block: BlockId(block as u32),
+            offset: in_block as u32,
+            len: seg_len as usize,
+            pos: (at - offset) as usize,
+        };
+        at += seg_len;
+        Some(seg)
+    })
+}
+
+/// Byte-range reads and writes over any [`BlockDevice`].
+///
+/// Whole blocks go to `read_block`/`write_block` (a whole-block write never
+/// reads); partial blocks go to `read_partial`/`write_partial`, which a cache
+/// can serve without waiting for the store. The blocks of one request are
+/// handled concurrently.
+#[async_trait]
+pub trait BlockDeviceExt: BlockDevice {
+    /// Reads `len` bytes at byte `offset` of the volume.
+    async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
+        let geometry = self.geometry();
+        geometry.check_range(offset, len as u64)?;
+        let mut parts = stream::iter(segments(&geometry, offset, len))
+            .map(|seg| async move {
+                if seg.is_whole(&geometry) {
+                    self.read_block(seg.block).await
+                } else {
+                    self.read_partial(seg.block, seg.offset, seg.len).await
+                }
+            })
+            .buffered(PARALLEL_BLOCKS);
+        let first = match parts.try_next().await? {
+            None => return Ok(Bytes::new()),
+            Some(first) if first.len() == len => return Ok(first),
+            Some(first) => first,
+        };
+        let mut out = BytesMut::with_capacity(len);
+        out.extend_from_slice(&first);
+        while let Some(part) = parts.try_next().await? {
+            out.extend_from_slice(&part);
+        }
+        Ok(out.freeze())
+    }
+
+    /// Writes `data` at byte `offset` of the volume.
+    async fn write_at(&self, offset: u64, data: Bytes) -> Result<()> {
+        let geometry = self.geometry();
+        geometry.check_range(offset, data.len() as u64)?;
+        stream::iter(segments(&geometry, offset, data.len()))
+            .map(|seg| {
+                let part = data.slice(seg.pos..seg.pos + seg.len);
+                async move {
+                    if seg.is_whole(&geometry) {
+                        self.write_block(seg.block, part).await
+                    } else {
+                        self.write_partial(seg.block, seg.offset, part).await
+                    }
+                }
+            })
+            .buffer_unordered(PARALLEL_BLOCKS)
+            .try_collect::<()>()
+            .await
+    }
+
+    /// Makes `len` bytes at `offset` read as zeros: whole blocks are
+    /// discarded, the partial blocks at either end are overwritten with zeros.
+    async fn zero_range(&self, offset: u64, len: u64) -> Result<()> {
+        let geometry = self.geometry();
+        geometry.check_range(offset, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let bs = u64::from(geometry.block_size());
+        let end = offset + len;
+        let first_whole = offset.div_ceil(bs);
+        let end_whole = end / bs;
+        let mut partial = Vec::with_capacity(2);
+        if first_whole > end_whole {
+            partial.push((offset, len));
+        } else {
+            if first_whole < end_whole {
+                self.discard(first_whole..end_whole).await?;
+            }
+            if !offset.is_multiple_of(bs) {
+                partial.push((offset, first_whole * bs - offset));
+            }
+            if !end.is_multiple_of(bs) {
+                partial.push((end_whole * bs, end - end_whole * bs));
+            }
+        }
+        for (at, n) in partial {
+            let block = BlockId((at / bs) as u32);
+            let zeros = Bytes::from(vec![0u8; n as usize]);
+            self.write_partial(block, (at % bs) as u32, zeros).await?;
+        }
+        Ok(())
+    }
+}
+
+impl<T: BlockDevice + ?Sized> BlockDeviceExt for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_cover_the_range() {
+        let g = Geometry::new(1 << 20, 4096).unwrap();
+        let segs: Vec<_> = segments(&g, 4000, 9000).collect();
+        assert_eq!(
+            segs,
+            vec![
+                Segment { block: BlockId(0), offset: 4000, len: 96, pos: 0 },
+                Segment { block: BlockId(1), offset: 0, len: 4096, pos: 96 },
+                Segment { block: BlockId(2), offset: 0, len: 4096, pos: 4192 },
+                Segment { block: BlockId(3), offset: 0, len: 712, pos: 8288 },
+            ]
+        );
+        assert!(segs[1].is_whole(&g));
+        assert!(!segs[3].is_whole(&g));
+        assert_eq!(segments(&g, 10, 0).count(), 0);
+    }
+}

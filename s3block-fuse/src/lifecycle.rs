@@ -1,0 +1,350 @@
+//! A mount from start to exit: open, mount, serve, unmount, store, release.
+//!
+//! 1. Check the mount point and that a `file://` store is not under it,
+//!    then build the device stack (this takes the mount lock). A failure
+//!    prints one plain line, `s3block-fuse: cannot open ...`, and exits with
+//!    the code of the shared table ([`s3block_core::exit`]).
+//! 2. Mount; on failure release the lock and exit. Only then tell a
+//!    waiting parent that the mount is up (and, in the background, let go
+//!    of the caller's terminal and pipes).
+//! 3. Serve until the kernel ends the session (`umount`, `fusermount3 -u`);
+//!    SIGTERM and SIGINT unmount as a user would, retrying while the mount
+//!    is busy (see `stop`).
+//! 4. Wait for requests still running, then [`shutdown`]: flush until
+//!    stored, then release the lock, exit 0. A second SIGINT abandons
+//!    unstored data (exit 5, saying how many blocks).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use s3block_core::exit::{self, CANCELLED, LOCAL_IO, OK, PROBLEMS, USAGE};
+use s3block_core::format_size;
+
+use crate::daemon;
+use crate::fs::{BlockFs, FsConfig};
+use crate::log;
+use crate::options::Options;
+use crate::session::{FuseFs, InFlight, mount_config};
+use crate::shutdown::{Backoff, ShutdownOutcome, shutdown};
+use crate::stack::{build_stack_with, terminal_prompt};
+use crate::stop::{Served, serve_until_stopped};
+use s3block_store::{Password, VolumeOptions, open_volume};
+
+/// Effective user and group ids, from /proc/self/status.
+fn effective_ids() -> (u32, u32) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    };
+    (field("Uid:").unwrap_or(0), field("Gid:").unwrap_or(0))
+}
+
+/// A start that failed: one plain line on standard error (also logged when
+/// the log goes elsewhere), and the exit code `code`.
+pub(crate) fn fail(code: u8, message: String) -> ExitCode {
+    eprintln!("s3block-fuse: {message}");
+    if log::away_from_stderr() {
+        tracing::error!("{message}");
+    }
+    ExitCode::from(code)
+}
+
+/// Before going to the background: asks for the password on the terminal
+/// when the volume needs one that neither `--password-file` nor
+/// `S3BLOCK_PASSWORD` gives (the background child cannot ask). Errors in
+/// finding out are left to the child, which reports them.
+pub(crate) fn ask_before_background(opts: &Options) -> Result<Option<Password>, ExitCode> {
+    // Opening the store may create its directory: not inside the mount point.
+    check_places(opts)?;
+    if opts.store_args.password_source().is_some() {
+        return Ok(None);
+    }
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        return Ok(None);
+    };
+    let need = runtime.block_on(async {
+        let opened = opts.store_args.to_config(&opts.store).open().ok()?;
+        if opts.store_args.encrypt.is_some() {
+            // Asking twice when the volume is about to be created.
+            let exists = open_volume(opened.store.as_ref(), &opened.prefix, &VolumeOptions::default()).await;
+            return Some(exists.is_err());
+        }
+        opts.store_args.needs_password(&opened).await.ok()?.then_some(false)
+    });
+    let Some(confirm) = need else { return Ok(None) };
+    let what = format!("the volume at {}", opts.store);
+    match opts.store_args.password(&what, confirm, &mut terminal_prompt) {
+        Ok(password) => Ok(Some(password)),
+        Err(e) => Err(fail(exit::exit_code(&e), format!("cannot open the volume {}: {e}", opts.store))),
+    }
+}
+
+/// Runs a mount in this process, in the foreground.
+pub(crate) fn run_mount(opts: Options) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4)))
+        .thread_name("s3block-io")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(LOCAL_IO, format!("cannot start the I/O runtime: {e}")),
+    };
+    let from_parent = daemon::password_from_parent();
+    let prompt = move |text: &str| match &from_parent {
+        Some(p) => Ok(String::from_utf8_lossy(p.as_bytes()).into_owned()),
+        None => terminal_prompt(text),
+    };
+    if let Err(code) = check_places(&opts) {
+        return code;
+    }
+    let stack = match runtime.block_on(build_stack_with(&opts, prompt)) {
+        Ok(stack) => stack,
+        Err(e) => return fail(exit::exit_code(&e), format!("cannot open the volume {}: {e}", opts.store)),
+    };
+    let (euid, egid) = effective_ids();
+    let (uid, gid) = (opts.uid.unwrap_or(euid), opts.gid.unwrap_or(egid));
+    let geometry = stack.device.geometry();
+    let fs = Arc::new(BlockFs::new(
+        stack.device.clone(),
+        stack.stats.clone(),
+        FsConfig {
+            filename: opts.filename.clone(),
+            stats_filename: opts.stats_name().map(str::to_owned),
+            file_mode: opts.effective_file_mode(),
+            read_only: opts.read_only,
+            direct_io: opts.direct_io,
+            uid,
+            gid,
+        },
+    ));
+    let in_flight = InFlight::default();
+    let adapter = FuseFs::new(fs, runtime.handle().clone(), in_flight.clone());
+    let config = mount_config(opts.read_only, &opts.kernel_flags, euid == 0 || opts.allow_other);
+    // Absolute, so the unmount and the mount table check name the same path.
+    let mountpoint = opts.mountpoint.canonicalize().unwrap_or_else(|_| opts.mountpoint.clone());
+    let session = match fuser::Session::new(adapter, &opts.mountpoint, &config) {
+        Ok(session) => session,
+        Err(e) => {
+            let code = fail(LOCAL_IO, format!("cannot mount on {}: {e}", opts.mountpoint.display()));
+            if let Err(e) = runtime.block_on((stack.release)()) {
+                tracing::warn!("could not release the mount lock: {e}");
+            }
+            return code;
+        }
+    };
+    tracing::info!("{}", mounted_line(&opts, &stack.description));
+    tracing::debug!("{} blocks of {}", geometry.block_count(), format_size(geometry.block_size().into()));
+    daemon::mounted();
+
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let serving = std::thread::Builder::new().name("fuse-session".into()).spawn(move || {
+        let _ = done_tx.send(session.run());
+    });
+    if let Err(e) = serving {
+        // The session was moved into the closure and is dropped, which unmounts.
+        return fail(LOCAL_IO, format!("cannot start the FUSE session thread: {e}"));
+    }
+
+    let device = stack.device.clone();
+    let release = stack.release;
+    let outcome = runtime.block_on(async move {
+        let (served, sigints) = match serve_until_stopped(&mountpoint, device.clone(), done_rx).await {
+            Ok(served) => served,
+            Err(message) => {
+                tracing::error!("{message}");
+                return None;
+            }
+        };
+        if served == Served::Abandoned {
+            return Some(ShutdownOutcome::Abandoned { lost_blocks: None, attempts: 0 });
+        }
+        in_flight.drain().await;
+        tracing::info!("unmounted; storing every written block before exit");
+        let mut abandon_rx = sigints.clone();
+        let abandon = async move {
+            let _ = abandon_rx.wait_for(|n| *n >= 2).await;
+        };
+        Some(shutdown(device.as_ref(), Backoff::default(), abandon, release).await)
+    });
+    match outcome {
+        Some(ShutdownOutcome::Stored { lock_released, attempts }) => {
+            tracing::info!(
+                "every block is stored{}{}; exiting",
+                if attempts > 1 { format!(" after {attempts} attempts") } else { String::new() },
+                if lock_released { "" } else { " (the mount lock was left behind)" }
+            );
+            ExitCode::from(OK)
+        }
+        Some(ShutdownOutcome::Abandoned { lost_blocks, attempts }) => {
+            let lost = match lost_blocks {
+                Some(n) => format!("{n} written block(s) were NOT stored and are lost"),
+                None => "written blocks not stored yet, if any, are lost".to_owned(),
+            };
+            let when = if attempts == 0 {
+                "while the mount was busy (it is detached; programs still using the file get I/O errors)"
+                    .to_owned()
+            } else {
+                format!("after {attempts} attempts to store")
+            };
+            tracing::error!(
+                "abandoned at the user's request {when}: {lost}; the mount lock is kept to mark the volume \
+                 as not cleanly unmounted"
+            );
+            ExitCode::from(CANCELLED)
+        }
+        None => ExitCode::from(PROBLEMS),
+    }
+}
+
+/// The log line saying what is mounted where; `description` (the stack's)
+/// already says read-only, and that no lock is taken, once.
+fn mounted_line(opts: &Options, description: &str) -> String {
+    format!("mounted {} on {}: {} is {description}", opts.store, opts.mountpoint.display(), opts.filename)
+}
+
+/// Checks the mount point, and that a `file://` store is not under it,
+/// before the store is opened, so a typo creates nothing in the bucket and
+/// takes no lock.
+fn check_places(opts: &Options) -> Result<(), ExitCode> {
+    check_mountpoint(&opts.mountpoint, opts.nonempty)
+        .and_then(|()| check_store_outside(&opts.store, &opts.mountpoint))
+        .map_err(|e| fail(USAGE, e))
+}
+
+/// Refuses a mount point that is missing, not a directory, or not empty
+/// (unless `nonempty`), naming it.
+fn check_mountpoint(path: &Path, nonempty: bool) -> Result<(), String> {
+    let shown = path.display();
+    let mut entries = std::fs::read_dir(path).map_err(|e| format!("cannot mount on {shown}: {e}"))?;
+    if !nonempty && entries.next().is_some() {
+        return Err(format!(
+            "cannot mount on {shown}: the directory is not empty (its files would be hidden); \
+             use an empty directory, or --nonempty (-o nonempty) to mount over it"
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a `file://` store whose directory is the mount point or lies
+/// under it: the mount would hide its own store. Paths are compared
+/// canonicalized (symbolic links, `..`); a store directory not created yet
+/// is resolved through its nearest existing parent.
+fn check_store_outside(store: &str, mountpoint: &Path) -> Result<(), String> {
+    let Some(dir) =
+        url::Url::parse(store).ok().filter(|u| u.scheme() == "file").and_then(|u| u.to_file_path().ok())
+    else {
+        return Ok(());
+    };
+    let Ok(mount) = mountpoint.canonicalize() else { return Ok(()) };
+    let dir = resolve(&dir);
+    if dir.starts_with(&mount) {
+        return Err(format!(
+            "the store directory {} is {} the mount point {}: the mount would hide its own store; keep the \
+             volume's directory outside the mount point",
+            dir.display(),
+            if dir == mount { "the same directory as" } else { "inside" },
+            mount.display()
+        ));
+    }
+    Ok(())
+}
+
+/// `path` canonicalized through its nearest existing ancestor.
+fn resolve(path: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut existing = path;
+    loop {
+        if let Ok(base) = existing.canonicalize() {
+            return rest.iter().rev().fold(base, |p, c| p.join(c));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => return path.to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod mountpoint_tests {
+    use super::{check_mountpoint, check_store_outside, mounted_line};
+    use crate::options::Options;
+
+    #[tokio::test]
+    async fn a_read_only_mount_says_so_once() {
+        let store = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", store.path().display());
+        let parse = |args: &[&str]| {
+            let mut full = vec!["s3block-fuse"];
+            full.extend_from_slice(args);
+            full.extend_from_slice(&[url.as_str(), "/m"]);
+            Options::parse_from_args(full).unwrap()
+        };
+        let rw = crate::stack::build_stack(&parse(&["--size=1M", "--block-size=64K"])).await.unwrap();
+        (rw.release)().await.unwrap();
+        for args in [&["--read-only"][..], &["-o", "ro"]] {
+            let opts = parse(args);
+            let stack = crate::stack::build_stack(&opts).await.unwrap();
+            let line = mounted_line(&opts, &stack.description);
+            assert_eq!(line.matches("read-only").count(), 1, "{line}");
+            assert!(line.contains("no lock"), "{line}");
+            (stack.release)().await.unwrap();
+        }
+    }
+
+    #[test]
+    fn mount_points_are_checked_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(check_mountpoint(dir.path(), false).is_ok());
+        std::fs::write(dir.path().join("x"), b"x").unwrap();
+        let err = check_mountpoint(dir.path(), false).unwrap_err();
+        assert!(err.contains("not empty") && err.contains(&dir.path().display().to_string()), "{err}");
+        assert!(check_mountpoint(dir.path(), true).is_ok());
+        let err = check_mountpoint(&dir.path().join("missing"), false).unwrap_err();
+        assert!(err.contains("No such file or directory"), "{err}");
+        let err = check_mountpoint(&dir.path().join("x"), true).unwrap_err();
+        assert!(err.contains("Not a directory"), "{err}");
+    }
+
+    #[test]
+    fn a_store_in_its_own_mount_point_is_refused_naming_both() {
+        let top = tempfile::tempdir().unwrap();
+        let mnt = top.path().join("mnt");
+        std::fs::create_dir_all(mnt.join("sub")).unwrap();
+        let shown = mnt.canonicalize().unwrap().display().to_string();
+        // The mount point itself, a directory under it (existing or not),
+        // and the same reached through `..` or a symbolic link.
+        std::os::unix::fs::symlink(&mnt, top.path().join("link")).unwrap();
+        for store in [
+            format!("file://{}", mnt.display()),
+            format!("file://{}/sub", mnt.display()),
+            format!("file://{}/new/deeper", mnt.display()),
+            format!("file://{}/other/../mnt/sub", top.path().display()),
+            format!("file://{}/link/sub", top.path().display()),
+        ] {
+            std::fs::create_dir_all(top.path().join("other")).unwrap();
+            let err = check_store_outside(&store, &mnt).expect_err(&store);
+            assert!(err.contains(&shown) && err.contains("store directory"), "{store}: {err}");
+        }
+        let err = check_store_outside(&format!("file://{}", mnt.display()), &mnt).unwrap_err();
+        assert!(err.contains("the same directory as"), "{err}");
+        // Beside it, above it, or not a directory store: fine.
+        for store in [
+            format!("file://{}/store", top.path().display()),
+            format!("file://{}", top.path().display()),
+            format!("file://{}/mnt-store", top.path().display()),
+            "memory://".to_owned(),
+            "s3://bucket/mnt".to_owned(),
+        ] {
+            assert!(check_store_outside(&store, &mnt).is_ok(), "{store}");
+        }
+    }
+}

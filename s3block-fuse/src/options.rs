@@ -1,0 +1,587 @@
+//! Command-line options of `s3block-fuse`, in three spellings: long options,
+//! `-o opt[,opt]` as in `/etc/fstab`, and the camelCase names of s3backer.
+//!
+//! The `-o` form is rewritten into long options before parsing, so every
+//! option is validated once, by the same code, and errors name the option
+//! as the user wrote it. s3backer options that s3block does not implement
+//! are refused by name first (see `compat`).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{CommandFactory, FromArgMatches, Parser};
+use s3block_cache::{DEFAULT_CACHE_SIZE, DEFAULT_READ_AHEAD, DEFAULT_UPLOAD_CONCURRENCY};
+use s3block_core::exit::EXIT_CODES_HELP;
+use s3block_core::{format_size, parse_size};
+use s3block_store::StoreArgs;
+
+use crate::compat;
+
+/// The default block size, the same for every frontend (see its docs for why 256 KiB).
+pub use s3block_core::DEFAULT_BLOCK_SIZE;
+
+/// Mode of the device file when `--file-mode` is not given (0400 when read-only).
+pub const DEFAULT_FILE_MODE: u16 = 0o600;
+
+/// Mount options from `-o` that are handed to the kernel mount as they are.
+const KERNEL_FLAGS: &[&str] =
+    &["dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime", "sync", "async", "dirsync"];
+
+/// Mount options from `-o` that belong to mount(8), fstab or systemd, or that
+/// s3block-fuse always sets itself; accepted and ignored.
+const IGNORED_OPTIONS: &[&str] = &[
+    "defaults",
+    "auto",
+    "noauto",
+    "user",
+    "users",
+    "nouser",
+    "owner",
+    "group",
+    "nofail",
+    "_netdev",
+    "rw",
+    "allow_root",
+    "auto_unmount",
+    // Always set: the kernel checks the file modes.
+    "default_permissions",
+];
+
+/// The options of `s3block-fuse`.
+///
+/// Sizes accept suffixes (`512K`, `30G`). Every option can also be given in
+/// fstab form with `-o`, for example `-o size=30G,block-size=256K,ro`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "s3block-fuse",
+    version,
+    about = "Mount an object-store volume as one file, for a loop device, ext4, XFS or LVM"
+)]
+pub struct Options {
+    /// Where the volume lives: s3://bucket[/prefix], file:///dir or memory://.
+    pub store: String,
+
+    /// The directory to mount on; it shows the device file and the stats file.
+    pub mountpoint: PathBuf,
+
+    /// Size of a new volume (e.g. 30G); checked against an existing one.
+    #[arg(long, allow_hyphen_values = true, value_parser = size_arg)]
+    pub size: Option<u64>,
+
+    /// Block size of a new volume (default 256K); detected for an existing one.
+    #[arg(long = "block-size", alias = "blockSize", allow_hyphen_values = true, value_parser = size_arg)]
+    pub block_size: Option<u64>,
+
+    /// Prefix block keys with a hash, spreading them over S3 partitions.
+    #[arg(long = "hash-prefix", alias = "blockHashPrefix")]
+    pub hash_prefix: bool,
+
+    /// Compress blocks with zlib, at LEVEL 1-9 (default 6).
+    #[arg(long, value_name = "LEVEL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "6", value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub compress: Option<u32>,
+
+    /// How to reach the store: endpoint, region, credentials, key prefix.
+    #[command(flatten)]
+    pub store_args: StoreArgs,
+
+    /// List the stored blocks at start, so reads of absent blocks need no request.
+    #[arg(long = "list-blocks", alias = "listBlocks")]
+    pub list_blocks: bool,
+
+    /// Memory for cached blocks, in bytes (e.g. 32M); [`DEFAULT_CACHE_SIZE`] when not given.
+    #[arg(long = "cache-size", allow_hyphen_values = true, value_parser = size_arg, conflicts_with = "block_cache_blocks")]
+    pub cache_size: Option<u64>,
+
+    /// s3backer's cache size, counted in blocks.
+    #[arg(long = "blockCacheSize", hide = true, value_name = "BLOCKS")]
+    pub block_cache_blocks: Option<u64>,
+
+    /// Most bytes of written blocks waiting for upload before writers wait.
+    #[arg(long = "max-dirty", allow_hyphen_values = true, value_parser = size_arg)]
+    pub max_dirty: Option<u64>,
+
+    /// Blocks uploaded at once.
+    #[arg(long = "upload-concurrency", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub upload_concurrency: Option<u32>,
+
+    /// Bytes read ahead after a sequential read.
+    #[arg(long = "read-ahead", allow_hyphen_values = true, value_parser = size_arg)]
+    pub read_ahead: Option<u64>,
+
+    /// Refuse every write (EROFS).
+    #[arg(long = "read-only", alias = "readOnly", alias = "ro")]
+    pub read_only: bool,
+
+    /// Name of the device file.
+    #[arg(long, default_value = "file", value_parser = file_name_arg)]
+    pub filename: String,
+
+    /// Name of the stats file; empty hides it.
+    #[arg(long = "stats-filename", alias = "statsFilename", default_value = "stats")]
+    pub stats_filename: String,
+
+    /// Mode of the device file, in octal (default 0600, 0400 when read-only).
+    #[arg(long = "file-mode", alias = "fileMode", value_parser = mode_arg)]
+    pub file_mode: Option<u16>,
+
+    /// Bypass the kernel page cache for the device file.
+    #[arg(long = "direct-io", alias = "directIO")]
+    pub direct_io: bool,
+
+    /// Mount over a mount point that is not empty (its files are hidden
+    /// while mounted); without it such a mount point is refused.
+    #[arg(long)]
+    pub nonempty: bool,
+
+    /// Stay in the foreground (for systemd and for debugging).
+    #[arg(short = 'f', long)]
+    pub foreground: bool,
+
+    /// Append the log to FILE (else standard error; in the background,
+    /// once mounted, syslog).
+    #[arg(long = "log-file", value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+
+    /// Owner of the device file and the mount root (default: the user mounting).
+    #[arg(long, value_name = "UID")]
+    pub uid: Option<u32>,
+
+    /// Group of the device file and the mount root (default: the user's group).
+    #[arg(long, value_name = "GID")]
+    pub gid: Option<u32>,
+
+    /// Let other users open the file (always so when mounted by root; a
+    /// user needs user_allow_other in /etc/fuse.conf).
+    #[arg(long = "allow-other")]
+    pub allow_other: bool,
+
+    /// Log every request (implies nothing else).
+    #[arg(long)]
+    pub debug: bool,
+
+    /// Options in fstab form: -o size=30G,block-size=256K,ro
+    #[arg(short = 'o', value_name = "OPT[,OPT]")]
+    pub options: Vec<String>,
+
+    /// Kernel mount flags taken from `-o` (nodev, noatime, ...).
+    #[arg(long = "kernel-flag", hide = true, value_parser = kernel_flag_arg)]
+    pub kernel_flags: Vec<String>,
+}
+
+/// A bad command line: the message names the option at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct OptionsError(pub String);
+
+impl Options {
+    /// Parses a full command line (program name first), `-o` forms included.
+    ///
+    /// `--help` and `--version` come back as errors whose kind says so; the
+    /// caller prints them and exits 0.
+    pub fn parse_from_args<I, T>(args: I) -> Result<Options, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let expanded = expand_mount_options(args)
+            .map_err(|e| clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{e}\n")))?;
+        let matches = Options::command_with_help().try_get_matches_from(expanded)?;
+        let options = Options::from_arg_matches(&matches)?;
+        options
+            .check()
+            .map_err(|e| clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, format!("{e}\n")))?;
+        Ok(options)
+    }
+
+    /// The clap command, with the defaults of the cache options and the
+    /// exit codes in its help (taken from the constants, so they agree).
+    pub fn command_with_help() -> clap::Command {
+        let help = |text: String| move |arg: clap::Arg| arg.help(text);
+        Options::command()
+            .mut_arg(
+                "cache_size",
+                help(format!("Memory for cached blocks, in bytes [default: {}]", format_size(DEFAULT_CACHE_SIZE))),
+            )
+            .mut_arg(
+                "max_dirty",
+                help("Most bytes of written blocks waiting for upload before writers wait [default: half the cache size]".into()),
+            )
+            .mut_arg(
+                "upload_concurrency",
+                help(format!("Blocks uploaded at once [default: {DEFAULT_UPLOAD_CONCURRENCY}]")),
+            )
+            .mut_arg(
+                "read_ahead",
+                help(format!(
+                    "Bytes read ahead after a sequential read [default: {}, at most a quarter of the cache]",
+                    format_size(DEFAULT_READ_AHEAD)
+                )),
+            )
+            .after_help(format!(
+                "STORE is s3://bucket[/prefix], file:///dir or memory://.\n\
+                 Every option also works in fstab form: -o size=30G,block-size=256K,ro\n\n{EXIT_CODES_HELP}"
+            ))
+    }
+
+    /// Cross-option checks that clap cannot express.
+    fn check(&self) -> Result<(), OptionsError> {
+        if self.stats_filename.contains('/') || self.stats_filename == "." || self.stats_filename == ".." {
+            return Err(OptionsError(format!(
+                "--stats-filename {:?}: must be a plain file name (or empty to hide the stats file)",
+                self.stats_filename
+            )));
+        }
+        if self.stats_filename == self.filename {
+            return Err(OptionsError(format!(
+                "--stats-filename and --filename are both {:?}; give them different names",
+                self.filename
+            )));
+        }
+        if let Some(bs) = self.block_size
+            && (!bs.is_power_of_two() || !(512..=64 << 20).contains(&bs))
+        {
+            return Err(OptionsError(format!(
+                "--block-size {bs}: must be a power of two between 512 and 64M (default 256K)"
+            )));
+        }
+        if self.block_cache_blocks == Some(0) {
+            return Err(OptionsError("--blockCacheSize 0: the cache needs at least one block".into()));
+        }
+        Ok(())
+    }
+
+    /// The cache size in bytes, converting s3backer's `--blockCacheSize`
+    /// (counted in blocks) with the volume's block size.
+    pub fn cache_bytes(&self, block_size: u32) -> Option<u64> {
+        self.cache_size.or_else(|| self.block_cache_blocks.map(|n| n.saturating_mul(u64::from(block_size))))
+    }
+
+    /// The device file's mode: `--file-mode`, else 0600 (0400 when read-only).
+    pub fn effective_file_mode(&self) -> u16 {
+        self.file_mode.unwrap_or(if self.read_only { 0o400 } else { DEFAULT_FILE_MODE })
+    }
+
+    /// The stats file's name, or `None` when hidden.
+    pub fn stats_name(&self) -> Option<&str> {
+        (!self.stats_filename.is_empty()).then_some(self.stats_filename.as_str())
+    }
+}
+
+fn size_arg(s: &str) -> Result<u64, String> {
+    parse_size(s).map_err(|e| e.to_string())
+}
+
+fn mode_arg(s: &str) -> Result<u16, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    match u16::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o7777 => Ok(mode),
+        _ => Err(format!("{s:?} is not an octal file mode such as 0600")),
+    }
+}
+
+fn file_name_arg(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.contains('/') || s == "." || s == ".." {
+        Err(format!("{s:?} is not a plain file name"))
+    } else {
+        Ok(s.to_owned())
+    }
+}
+
+fn kernel_flag_arg(s: &str) -> Result<String, String> {
+    if KERNEL_FLAGS.contains(&s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?} is not a kernel mount flag ({})", KERNEL_FLAGS.join(", ")))
+    }
+}
+
+/// Rewrites every `-o a=b,c` (also `-oa=b,c`) into `--a=b --c`.
+///
+/// Underscores in names become dashes (`block_size=` is `--block-size=`);
+/// camelCase names stay as they are and meet their aliases. Kernel flags
+/// (`nodev`, `noatime`, ...) become hidden `--kernel-flag` options; options
+/// that belong to mount(8) or fstab (`defaults`, `noauto`, `_netdev`,
+/// `x-systemd.*`, ...) are dropped. Arguments after `--` are left alone.
+pub fn expand_mount_options(args: Vec<OsString>) -> Result<Vec<OsString>, OptionsError> {
+    let known = known_long_names();
+    let mut out = Vec::with_capacity(args.len());
+    let mut iter = args.into_iter();
+    if let Some(program) = iter.next() {
+        out.push(program);
+    }
+    while let Some(arg) = iter.next() {
+        if arg == "--" {
+            out.push(arg);
+            out.extend(iter.by_ref());
+            break;
+        }
+        let list = if arg == "-o" {
+            match iter.next() {
+                Some(list) => list,
+                None => return Err(OptionsError("-o needs a list of options, e.g. -o size=30G,ro".into())),
+            }
+        } else if let Some(rest) = arg.to_str().and_then(|s| s.strip_prefix("-o")) {
+            OsString::from(rest)
+        } else {
+            if let Some(message) = arg.to_str().and_then(compat::long_name).and_then(compat::unsupported) {
+                return Err(OptionsError(message));
+            }
+            out.push(arg);
+            continue;
+        };
+        let list = list
+            .into_string()
+            .map_err(|bad| OptionsError(format!("-o {}: options must be UTF-8", bad.to_string_lossy())))?;
+        for item in list.split(',').filter(|s| !s.is_empty()) {
+            out.extend(expand_one(item, &known)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Every long option name and alias the parser knows.
+fn known_long_names() -> Vec<String> {
+    let command = Options::command();
+    let mut names: Vec<String> = vec!["help".into(), "version".into()];
+    for arg in command.get_arguments() {
+        names.extend(arg.get_long().map(str::to_owned));
+        names.extend(arg.get_all_aliases().unwrap_or_default().into_iter().map(str::to_owned));
+    }
+    names
+}
+
+fn expand_one(item: &str, known: &[String]) -> Result<Option<OsString>, OptionsError> {
+    let (name, value) = match item.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (item, None),
+    };
+    if name.is_empty() {
+        return Err(OptionsError(format!("-o {item:?}: option name is missing")));
+    }
+    if IGNORED_OPTIONS.contains(&name)
+        || name.starts_with("x-")
+        || name.starts_with("X-")
+        || name == "comment"
+    {
+        return Ok(None);
+    }
+    if let Some(message) = compat::unsupported(name) {
+        return Err(OptionsError(message));
+    }
+    if KERNEL_FLAGS.contains(&name) {
+        return Ok(Some(format!("--kernel-flag={name}").into()));
+    }
+    if matches!(name, "f" | "foreground") {
+        return Ok(Some("--foreground".into()));
+    }
+    let long = if name.starts_with('_') { name.to_owned() } else { name.replace('_', "-") };
+    if !known.contains(&long) {
+        return Err(OptionsError(format!(
+            "-o {name}: unknown option; -o takes s3block-fuse's options (see --help), s3backer's names \
+             and the kernel's mount flags ({})",
+            KERNEL_FLAGS.join(", ")
+        )));
+    }
+    Ok(Some(match value {
+        Some(v) => format!("--{long}={v}").into(),
+        None => format!("--{long}").into(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Options, String> {
+        let mut full = vec!["s3block-fuse"];
+        full.extend_from_slice(args);
+        Options::parse_from_args(full).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn long_options() {
+        let o = parse(&["--size=30G", "--block-size", "1M", "--cache-size=32M", "s3://b/p", "/mnt"]).unwrap();
+        assert_eq!(o.size, Some(30 << 30));
+        assert_eq!(o.block_size, Some(1 << 20));
+        assert_eq!(o.cache_bytes(1 << 20), Some(32 << 20));
+        assert_eq!(o.store, "s3://b/p");
+        assert_eq!(o.mountpoint, PathBuf::from("/mnt"));
+        assert_eq!(o.filename, "file");
+        assert_eq!(o.stats_name(), Some("stats"));
+        assert_eq!(o.effective_file_mode(), 0o600);
+        assert!(!o.read_only && !o.foreground);
+        assert_eq!(o.compress, None);
+    }
+
+    #[test]
+    fn fstab_form() {
+        let o = parse(&[
+            "memory://",
+            "/mnt",
+            "-o",
+            "size=30G,block-size=256K,ro,_netdev,noauto,x-systemd.automount,nodev",
+        ])
+        .unwrap();
+        assert_eq!(o.size, Some(30 << 30));
+        assert_eq!(o.block_size, Some(256 << 10));
+        assert!(o.read_only);
+        assert_eq!(o.effective_file_mode(), 0o400);
+        assert_eq!(o.kernel_flags, vec!["nodev".to_string()]);
+        // Attached form, underscores, several -o.
+        let o =
+            parse(&["-ocache_size=8M,compress=9", "-o", "file_mode=0644,stats_filename=", "memory://", "/m"])
+                .unwrap();
+        assert_eq!(o.cache_size, Some(8 << 20));
+        assert_eq!(o.compress, Some(9));
+        assert_eq!(o.file_mode, Some(0o644));
+        assert_eq!(o.stats_name(), None);
+        // The shared store options, in fstab form too.
+        let o = parse(&[
+            "-o",
+            "endpoint=http://127.0.0.1:3900,force_path_style,access_file=/etc/s3.crd,prefix=vol-",
+            "s3://b",
+            "/m",
+        ])
+        .unwrap();
+        assert_eq!(o.store_args.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
+        assert!(o.store_args.force_path_style);
+        assert_eq!(o.store_args.access_file, Some(PathBuf::from("/etc/s3.crd")));
+        assert_eq!(o.store_args.key_prefix(&o.store).as_deref(), Some("vol-"));
+    }
+
+    #[test]
+    fn s3backer_aliases() {
+        let o = parse(&[
+            "--blockSize=4K",
+            "--blockCacheSize=100",
+            "--readOnly",
+            "--prefix=some/prefix/",
+            "--compress",
+            "--blockHashPrefix",
+            "--listBlocks",
+            "--baseURL=http://127.0.0.1:3900/",
+            "--accessFile=/etc/s3.crd",
+            "--region=garage",
+            "--filename=disk",
+            "--size=1G",
+            "s3://bucket",
+            "/mnt/s3backer",
+        ])
+        .unwrap();
+        assert_eq!(o.block_size, Some(4096));
+        assert_eq!(o.cache_bytes(4096), Some(409_600));
+        assert!(o.read_only && o.hash_prefix && o.list_blocks);
+        assert_eq!(o.compress, Some(6));
+        assert_eq!(o.store_args.prefix.as_deref(), Some("some/prefix/"));
+        assert_eq!(o.store_args.endpoint.as_deref(), Some("http://127.0.0.1:3900/"));
+        assert_eq!(o.store_args.access_file, Some(PathBuf::from("/etc/s3.crd")));
+        assert_eq!(o.store_args.region.as_deref(), Some("garage"));
+        assert_eq!(o.filename, "disk");
+        // The same in fstab form.
+        let o = parse(&["-o", "blockSize=64K,readOnly", "memory://", "/m"]).unwrap();
+        assert_eq!(o.block_size, Some(64 << 10));
+        assert!(o.read_only);
+    }
+
+    #[test]
+    fn errors_name_the_option() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--size=30X", "memory://", "/m"], "--size"),
+            (&["--size", "-1", "memory://", "/m"], "invalid value '-1' for '--size"),
+            (&["--cache-size", "-64M", "memory://", "/m"], "invalid value '-64M' for '--cache-size"),
+            (&["--block-size=3000", "memory://", "/m"], "--block-size"),
+            (&["-o", "block-size=lots", "memory://", "/m"], "--block-size"),
+            (&["--compress=12", "memory://", "/m"], "--compress"),
+            (&["--file-mode=999", "memory://", "/m"], "--file-mode"),
+            (&["--filename=a/b", "memory://", "/m"], "--filename"),
+            (&["--filename=x", "--stats-filename=x", "memory://", "/m"], "--stats-filename"),
+            (&["-o", "frobnicate", "memory://", "/m"], "-o frobnicate: unknown option"),
+            (&["-o", "ssl", "memory://", "/m"], "s3backer option --ssl is not supported by s3block (yet)"),
+            (&["--vhost", "memory://", "/m"], "s3backer option --vhost is not supported by s3block (yet)"),
+            (&["--cache-size=1M", "--blockCacheSize=3", "memory://", "/m"], "--blockCacheSize"),
+            (&["--upload-concurrency=0", "memory://", "/m"], "--upload-concurrency"),
+            (&["memory://", "/m", "-o"], "-o"),
+        ];
+        for (args, option) in cases {
+            let err = parse(args).expect_err(&format!("{args:?} should be refused"));
+            assert!(err.contains(option), "error for {args:?} does not name {option}: {err}");
+        }
+    }
+
+    #[test]
+    fn encryption_options_in_every_spelling() {
+        let o = parse(&["--encrypt", "--password-file=/etc/s3block.pw", "memory://", "/m"]).unwrap();
+        assert_eq!(o.store_args.encrypt, Some(None));
+        assert_eq!(o.store_args.password_file, Some(PathBuf::from("/etc/s3block.pw")));
+        let o = parse(&["-o", "encrypt=aes-128-cbc,passwordFile=/pw", "s3://b", "/m"]).unwrap();
+        assert_eq!(o.store_args.encrypt, Some(Some(s3block_store::EncryptionScheme::Aes128Cbc)));
+        assert_eq!(o.store_args.password_file, Some(PathBuf::from("/pw")));
+        let o = parse(&["-o", "encrypt", "memory://", "/m"]).unwrap();
+        assert_eq!(o.store_args.encrypt, Some(None));
+        for args in
+            [&["--password=pw123", "memory://", "/m"][..], &["-o", "password=pw123", "memory://", "/m"]]
+        {
+            let err = parse(args).unwrap_err();
+            assert!(err.contains("--password-file") && !err.contains("pw123"), "{err}");
+        }
+    }
+
+    #[test]
+    fn fuse_owner_and_access_options_from_fstab() {
+        let o = parse(&["-o", "uid=1000,gid=100,allow_other,default_permissions,size=1M", "memory://", "/m"])
+            .unwrap();
+        assert_eq!((o.uid, o.gid, o.allow_other), (Some(1000), Some(100), true));
+        let o = parse(&["memory://", "/m"]).unwrap();
+        assert_eq!((o.uid, o.gid, o.allow_other), (None, None, false));
+        let err = parse(&["-o", "uid=bob", "memory://", "/m"]).unwrap_err();
+        assert!(err.contains("--uid"), "{err}");
+    }
+
+    #[test]
+    fn every_s3backer_option_is_implemented_or_named() {
+        // s3backer 2.1.6's options that s3block implements under their own name.
+        let implemented = [
+            "accessFile",
+            "baseURL",
+            "blockCacheSize",
+            "blockHashPrefix",
+            "blockSize",
+            "compress",
+            "debug",
+            "directIO",
+            "encrypt",
+            "filename",
+            "fileMode",
+            "listBlocks",
+            "password",
+            "passwordFile",
+            "prefix",
+            "readOnly",
+            "region",
+            "size",
+            "statsFilename",
+            "version",
+            "help",
+        ];
+        let known = known_long_names();
+        for name in implemented {
+            assert!(known.iter().any(|k| k == name), "--{name} is not an option");
+            assert!(compat::unsupported(name).is_none(), "--{name} is implemented");
+        }
+    }
+
+    #[test]
+    fn missing_positionals_are_refused() {
+        let err = parse(&["memory://"]).unwrap_err();
+        assert!(err.contains("MOUNTPOINT"), "{err}");
+    }
+
+    #[test]
+    fn double_dash_stops_expansion() {
+        let args = ["p", "-o", "ro", "--", "-o"].map(OsString::from).to_vec();
+        let out = expand_mount_options(args).unwrap();
+        assert_eq!(out, ["p", "--ro", "--", "-o"].map(OsString::from).to_vec());
+    }
+}

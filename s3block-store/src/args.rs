@@ -1,0 +1,353 @@
+//! The store options every s3block program shares, as a clap argument group.
+//!
+//! Both the mount program and the `s3block` command flatten [`StoreArgs`],
+//! so a volume is reached with the same flags, the same s3backer spellings
+//! and the same environment whichever program opens it. Compiled with the
+//! `clap` feature.
+//!
+//! Environment variables fill in what the flags leave out; the standard
+//! `AWS_*` variables are read by [`StoreConfig`] itself (after these):
+//!
+//! | flag | s3backer spelling | environment |
+//! |---|---|---|
+//! | `--endpoint` | `--baseURL` | `S3BLOCK_ENDPOINT`, then `AWS_ENDPOINT_URL` |
+//! | `--region` | `--region` | `S3BLOCK_REGION`, then `AWS_REGION`, `AWS_DEFAULT_REGION` |
+//! | `--access-file` | `--accessFile` | `S3BLOCK_ACCESS_FILE`, else `~/.s3backer_passwd` |
+//! | `--force-path-style` | | `S3BLOCK_FORCE_PATH_STYLE` |
+//! | `--prefix` | `--prefix` | `S3BLOCK_PREFIX` |
+//! | `--encrypt[=SCHEME]` | `--encrypt` | |
+//! | `--password-file` | `--passwordFile` | `S3BLOCK_PASSWORD_FILE`; the password itself in `S3BLOCK_PASSWORD` |
+//!
+//! # Encryption and passwords
+//!
+//! `--encrypt` creates an encrypted volume (XChaCha20-Poly1305 with an
+//! Argon2id key; `--encrypt=aes-128-cbc` for s3backer's scheme). Opening a
+//! volume needs no flag: its descriptor says whether it is encrypted. Only a
+//! volume s3backer made (no descriptor) needs `--encrypt` to be opened
+//! encrypted. The password comes from `--password-file`, else
+//! `S3BLOCK_PASSWORD`, else a prompt on the terminal (twice when creating).
+//! It never goes on the command line: s3backer's `--password=` is refused.
+
+use std::path::PathBuf;
+
+use s3block_core::Result;
+
+use crate::config::{OpenedStore, StoreConfig, StoreKind};
+use crate::encryption::{EncryptionOptions, EncryptionScheme};
+use crate::password::{PASSWORD_ENV, Password, PasswordPrompt, PasswordSource, obtain_password};
+use crate::volume::read_descriptor;
+
+/// Where a volume's store is and how to reach it: flatten into a clap parser.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct StoreArgs {
+    /// S3 endpoint URL, for S3-compatible servers (Garage, MinIO, ...); AWS when unset.
+    #[arg(long, alias = "baseURL", env = "S3BLOCK_ENDPOINT", value_name = "URL")]
+    pub endpoint: Option<String>,
+
+    /// S3 region (default: AWS_REGION, else us-east-1).
+    #[arg(long, env = "S3BLOCK_REGION", value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// File of `accessKeyId:secretKey` lines, s3backer's format (default ~/.s3backer_passwd).
+    #[arg(long = "access-file", alias = "accessFile", env = "S3BLOCK_ACCESS_FILE", value_name = "FILE")]
+    pub access_file: Option<PathBuf>,
+
+    /// Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (always so with --endpoint).
+    #[arg(long = "force-path-style", env = "S3BLOCK_FORCE_PATH_STYLE")]
+    pub force_path_style: bool,
+
+    /// Key prefix inside the bucket, added after the one in STORE (s3://bucket/vol/ + p- gives vol/p-).
+    #[arg(long, env = "S3BLOCK_PREFIX", value_name = "PREFIX")]
+    pub prefix: Option<String>,
+
+    /// Encrypt a new volume: xchacha20poly1305 (the default), or aes-128-cbc for s3backer's scheme.
+    /// An existing volume's descriptor says whether it is encrypted; only a volume s3backer made needs this flag.
+    #[arg(long, value_name = "SCHEME", require_equals = true, value_parser = encrypt_arg)]
+    pub encrypt: Option<Option<EncryptionScheme>>,
+
+    /// File whose first line is the encryption password (else S3BLOCK_PASSWORD, else a prompt).
+    #[arg(
+        long = "password-file",
+        alias = "passwordFile",
+        env = "S3BLOCK_PASSWORD_FILE",
+        value_name = "FILE"
+    )]
+    pub password_file: Option<PathBuf>,
+
+    /// Refused: a password on the command line is visible to every user of the machine.
+    #[arg(long, hide = true, value_name = "PASSWORD", value_parser = RefusePassword)]
+    pub password: Option<String>,
+}
+
+fn encrypt_arg(text: &str) -> std::result::Result<EncryptionScheme, String> {
+    EncryptionScheme::parse(text).map_err(|e| e.to_string())
+}
+
+/// The message for s3backer's `--password=`, which s3block refuses.
+const PASSWORD_REFUSED: &str = "--password is refused: a password on the command line is visible to every \
+    user of the machine (ps, /proc); put it in a file readable only by you and give --password-file FILE, \
+    or set S3BLOCK_PASSWORD";
+
+/// Refuses every `--password` value, without repeating the value.
+#[derive(Debug, Clone, Copy)]
+struct RefusePassword;
+
+impl clap::builder::TypedValueParser for RefusePassword {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        _value: &std::ffi::OsStr,
+    ) -> std::result::Result<String, clap::Error> {
+        Err(clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{PASSWORD_REFUSED}\n")))
+    }
+}
+
+impl StoreArgs {
+    /// The key prefix these options give for the store `url`: the URL's own
+    /// prefix (its path, for `s3://` and `memory://`) followed by `--prefix`.
+    /// `None` when `--prefix` is not given (the URL's prefix applies as is).
+    pub fn key_prefix(&self, url: &str) -> Option<String> {
+        let extra = self.prefix.as_deref()?;
+        let base = match url::Url::parse(url) {
+            // A URL whose prefix cannot be read fails when opened.
+            Ok(u) if u.scheme() != "file" => crate::config::url_key_prefix(&u).unwrap_or_default(),
+            // A directory's path is not a key prefix; a bad URL fails when opened.
+            _ => String::new(),
+        };
+        Some(format!("{base}{extra}"))
+    }
+
+    /// The [`StoreConfig`] for the store at `url` with these options.
+    pub fn to_config(&self, url: &str) -> StoreConfig {
+        let mut config = StoreConfig::new(url).force_path_style(self.force_path_style);
+        if let Some(endpoint) = &self.endpoint {
+            config = config.endpoint(endpoint);
+        }
+        if let Some(region) = &self.region {
+            config = config.region(region);
+        }
+        if let Some(file) = &self.access_file {
+            config = config.access_file(file);
+        }
+        if let Some(prefix) = self.key_prefix(url) {
+            config = config.prefix(prefix);
+        }
+        config
+    }
+
+    /// Where the password comes from without asking: `--password-file`,
+    /// else [`PASSWORD_ENV`] when set; `None` means a prompt is needed.
+    pub fn password_source(&self) -> Option<PasswordSource> {
+        if let Some(file) = &self.password_file {
+            return Some(PasswordSource::File(file.clone()));
+        }
+        std::env::var_os(PASSWORD_ENV).map(|_| PasswordSource::env())
+    }
+
+    /// Whether the volume under `opened` needs a password to open: with
+    /// `--encrypt`, or when its descriptor says it is encrypted (one GET).
+    pub async fn needs_password(&self, opened: &OpenedStore) -> Result<bool> {
+        if self.encrypt.is_some() {
+            return Ok(true);
+        }
+        let descriptor = read_descriptor(opened.store.as_ref(), &opened.prefix).await?;
+        Ok(descriptor.is_some_and(|d| d.encryption.is_some()))
+    }
+
+    /// The encryption to open the volume under `opened` with: `None` when
+    /// it is not encrypted (and `--encrypt` was not given); otherwise the
+    /// password from [`password_source`](Self::password_source), else from
+    /// `prompt`. `what` names the volume in the prompt.
+    pub async fn open_encryption(
+        &self,
+        opened: &OpenedStore,
+        what: &str,
+        prompt: PasswordPrompt<'_>,
+    ) -> Result<Option<EncryptionOptions>> {
+        if !self.needs_password(opened).await? {
+            return Ok(None);
+        }
+        let password = self.password(what, false, prompt)?;
+        Ok(Some(self.options_with(password, opened)))
+    }
+
+    /// The encryption to create a volume with: `None` without `--encrypt`;
+    /// otherwise as [`open_encryption`](Self::open_encryption), and a
+    /// prompt asks twice.
+    pub fn create_encryption(
+        &self,
+        opened: &OpenedStore,
+        what: &str,
+        prompt: PasswordPrompt<'_>,
+    ) -> Result<Option<EncryptionOptions>> {
+        if self.encrypt.is_none() {
+            return Ok(None);
+        }
+        let password = self.password(what, true, prompt)?;
+        Ok(Some(self.options_with(password, opened)))
+    }
+
+    /// Encryption options with this password for the store `opened`, with
+    /// the scheme `--encrypt` named (if any).
+    pub fn options_with(&self, password: Password, opened: &OpenedStore) -> EncryptionOptions {
+        let mut options = EncryptionOptions::new(password, Self::bucket_name(&opened.kind));
+        options.scheme = self.encrypt.flatten();
+        options
+    }
+
+    /// The password: from the file or environment, else asked (twice when
+    /// `confirm`). Without a terminal the error says how to give it.
+    pub fn password(&self, what: &str, confirm: bool, prompt: PasswordPrompt<'_>) -> Result<Password> {
+        obtain_password(self.password_source().as_ref(), Some(prompt), what, confirm)
+    }
+
+    /// A prompt for [`password`](Self::password) that refuses to ask when
+    /// standard input is not a terminal, and otherwise asks with `read`
+    /// (a no-echo reader such as `rpassword::prompt_password`).
+    pub fn terminal_prompt(
+        read: impl Fn(&str) -> std::io::Result<String>,
+    ) -> impl FnMut(&str) -> std::io::Result<String> {
+        move |text| {
+            use std::io::IsTerminal;
+            if !std::io::stdin().is_terminal() {
+                return Err(std::io::Error::other("standard input is not a terminal to ask on"));
+            }
+            read(text)
+        }
+    }
+
+    /// The bucket name the s3backer scheme's key is derived with: the S3
+    /// bucket; for a local directory its last path component; `memory` for memory.
+    pub fn bucket_name(kind: &StoreKind) -> String {
+        kind.encryption_bucket_name()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        store: StoreArgs,
+    }
+
+    fn parse(args: &[&str]) -> StoreArgs {
+        let mut full = vec!["prog"];
+        full.extend_from_slice(args);
+        Cli::try_parse_from(full).expect("valid arguments").store
+    }
+
+    #[test]
+    fn long_names_and_s3backer_aliases() {
+        let a = parse(&[
+            "--baseURL=http://127.0.0.1:3900/",
+            "--accessFile",
+            "/etc/s3.crd",
+            "--region=garage",
+            "--prefix=vol-",
+            "--force-path-style",
+        ]);
+        assert_eq!(a.endpoint.as_deref(), Some("http://127.0.0.1:3900/"));
+        assert_eq!(a.access_file, Some(PathBuf::from("/etc/s3.crd")));
+        assert_eq!(a.region.as_deref(), Some("garage"));
+        assert_eq!(a.prefix.as_deref(), Some("vol-"));
+        assert!(a.force_path_style);
+        let b = parse(&["--endpoint", "http://e", "--access-file=/k"]);
+        assert_eq!(b.endpoint.as_deref(), Some("http://e"));
+        assert_eq!(b.access_file, Some(PathBuf::from("/k")));
+        assert!(!b.force_path_style);
+    }
+
+    #[test]
+    fn encryption_flags() {
+        let a = parse(&["--encrypt", "--passwordFile=/etc/pw"]);
+        assert_eq!(a.encrypt, Some(None));
+        assert_eq!(a.password_file, Some(PathBuf::from("/etc/pw")));
+        assert_eq!(parse(&["--encrypt=aes-128-cbc"]).encrypt, Some(Some(EncryptionScheme::Aes128Cbc)));
+        assert_eq!(
+            parse(&["--encrypt=xchacha20poly1305"]).encrypt,
+            Some(Some(EncryptionScheme::XChaCha20Poly1305))
+        );
+        assert_eq!(parse(&[]).encrypt, None);
+        let err = Cli::try_parse_from(["prog", "--encrypt=rot13"]).unwrap_err().to_string();
+        assert!(err.contains("rot13") && err.contains("aes-128-cbc"), "{err}");
+        // A password on the command line is refused, and not repeated.
+        for args in [&["prog", "--password=hunter2"][..], &["prog", "--password", "hunter2"]] {
+            let err = Cli::try_parse_from(args).unwrap_err().to_string();
+            assert!(err.contains("--password-file") && err.contains("S3BLOCK_PASSWORD"), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn passwords_come_from_the_file_and_encryption_from_the_descriptor() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "sesame\n").expect("write");
+        let opened = StoreArgs::default().to_config("memory://").open().expect("memory store opens");
+        let mut never = |_: &str| -> std::io::Result<String> { panic!("no prompt expected") };
+        // Not encrypted, no flag: no password needed.
+        assert!(
+            StoreArgs::default().open_encryption(&opened, "v", &mut never).await.expect("open").is_none()
+        );
+        let args = StoreArgs { encrypt: Some(None), password_file: Some(pw.clone()), ..Default::default() };
+        let mut enc = args.create_encryption(&opened, "v", &mut never).expect("create").expect("encrypted");
+        assert_eq!(enc.password.as_bytes(), b"sesame");
+        assert_eq!(enc.scheme, None);
+        assert_eq!(enc.bucket, "memory");
+        enc.kdf = Some(crate::KdfParams::with_cost(64, 1, 1));
+        let opts = crate::VolumeOptions { size: Some(1 << 20), ..Default::default() };
+        crate::create_volume_with(opened.store.as_ref(), &opened.prefix, &opts, Some(&enc))
+            .await
+            .expect("create");
+        // The descriptor says encrypted: the password is read without --encrypt.
+        let plain = StoreArgs { password_file: Some(pw), ..Default::default() };
+        assert!(plain.needs_password(&opened).await.expect("descriptor"));
+        let again = plain.open_encryption(&opened, "v", &mut never).await.expect("open").expect("encrypted");
+        assert_eq!(again.password.as_bytes(), b"sesame");
+        let local = StoreKind::Local(PathBuf::from("/srv/vol1"));
+        assert_eq!(StoreArgs::bucket_name(&local), "vol1");
+    }
+
+    #[test]
+    fn prefix_is_appended_to_the_urls() {
+        let a = StoreArgs { prefix: Some("p-".into()), ..Default::default() };
+        assert_eq!(a.key_prefix("s3://bucket/vol").as_deref(), Some("vol/p-"));
+        assert_eq!(a.key_prefix("s3://bucket/vol/").as_deref(), Some("vol/p-"));
+        assert_eq!(a.key_prefix("s3://bucket").as_deref(), Some("p-"));
+        assert_eq!(a.key_prefix("file:///srv/vol").as_deref(), Some("p-"));
+        assert_eq!(StoreArgs::default().key_prefix("s3://bucket/vol"), None);
+    }
+
+    #[test]
+    fn config_opens_with_the_combined_prefix() {
+        let a = StoreArgs { prefix: Some("p-".into()), ..Default::default() };
+        let opened = a.to_config("memory:///vol").open().expect("memory store opens");
+        assert_eq!(opened.prefix, "vol/p-");
+        let opened = StoreArgs::default().to_config("memory:///vol").open().expect("memory store opens");
+        assert_eq!(opened.prefix, "vol/");
+    }
+
+    #[test]
+    fn options_reach_the_config() {
+        let a = StoreArgs {
+            endpoint: Some("http://127.0.0.1:1".into()),
+            region: Some("garage".into()),
+            ..Default::default()
+        };
+        let c = a.to_config("s3://b");
+        assert_eq!(c.resolved_endpoint().as_deref(), Some("http://127.0.0.1:1"));
+        assert_eq!(c.resolved_region(), "garage");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let missing = dir.path().join("none");
+        let a = StoreArgs { access_file: Some(missing.clone()), ..Default::default() };
+        let err = a.to_config("s3://b").env(Default::default()).resolve_credentials().unwrap_err();
+        assert!(err.to_string().contains(&missing.display().to_string()), "{err}");
+    }
+}

@@ -1,0 +1,228 @@
+//! An `ObjectStore` wrapper that counts requests and bytes into the shared
+//! [`RequestCounters`]: what the user is billed for.
+//!
+//! It sits below the retry layer, so each attempt counts as the request it
+//! is. A HEAD counts as a GET; a copy as a PUT; a rename as a PUT and a
+//! DELETE. A bulk delete counts one request per 1000 keys (what S3's
+//! multi-object delete takes) and every key as a delete. A listing counts
+//! one request per 1000 objects returned, the S3 page size.
+//!
+//! Each request is also classed by its key ([`class_of`]): a block object
+//! (its key ends in eight hex digits) or another object (the lock, the
+//! descriptor, a probe), so the stats can say what every request was for.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
+};
+use s3block_core::{RequestClass, RequestCounters};
+
+use crate::lock::LOCK_NAME;
+use crate::volume::DESCRIPTOR_NAME;
+
+/// Keys per S3 multi-object delete request and objects per LIST page.
+pub(crate) const PAGE: u64 = 1000;
+
+/// Whether `key` names a block object: it ends in eight hex digits (plain
+/// `{prefix}{block:08x}` or hashed `{prefix}{hash:08x}-{block:08x}`) and is
+/// not one of the volume's other objects.
+fn is_block_key(key: &str) -> bool {
+    let b = key.as_bytes();
+    b.len() >= 8
+        && b[b.len() - 8..].iter().all(u8::is_ascii_hexdigit)
+        && !key.ends_with(LOCK_NAME)
+        && !key.ends_with(DESCRIPTOR_NAME)
+        && !key.contains("s3block-probe-")
+}
+
+/// The class of a request of `method` on `key`.
+fn class_of(method: Method, key: &str) -> RequestClass {
+    let block = is_block_key(key);
+    match (method, block) {
+        (Method::Get, true) => RequestClass::BlockGet,
+        (Method::Get, false) => RequestClass::MetadataGet,
+        (Method::Put, true) => RequestClass::BlockPut,
+        (Method::Put, false) => RequestClass::MetadataPut,
+        (Method::Delete, true) => RequestClass::BlockDelete,
+        (Method::Delete, false) => RequestClass::MetadataDelete,
+    }
+}
+
+/// The request methods [`class_of`] tells apart (LIST has no key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    /// GET or HEAD.
+    Get,
+    /// PUT or copy.
+    Put,
+    /// DELETE (single or bulk).
+    Delete,
+}
+
+/// Counts every request to `T` into shared counters.
+#[derive(Debug)]
+pub struct CountingStore<T> {
+    inner: T,
+    counters: Arc<RequestCounters>,
+}
+
+impl<T: ObjectStore> CountingStore<T> {
+    /// Wraps `inner`, adding to `counters`.
+    pub fn new(inner: T, counters: Arc<RequestCounters>) -> Self {
+        CountingStore { inner, counters }
+    }
+
+    /// The shared counters.
+    pub fn counters(&self) -> &Arc<RequestCounters> {
+        &self.counters
+    }
+
+    fn count_list(
+        &self,
+        s: BoxStream<'static, Result<ObjectMeta>>,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
+        let counters = self.counters.clone();
+        counters.count(RequestClass::List, 1);
+        let mut n = 0u64;
+        s.inspect(move |_| {
+            n += 1;
+            if n.is_multiple_of(PAGE) {
+                counters.count(RequestClass::List, 1);
+            }
+        })
+        .boxed()
+    }
+}
+
+impl<T: fmt::Display> fmt::Display for CountingStore<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CountingStore({})", self.inner)
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl<T: ObjectStore> ObjectStore for CountingStore<T> {
+    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+        self.counters.count(class_of(Method::Put, location.as_ref()), 1);
+        self.counters.add_bytes_sent(payload.content_length() as u64);
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        self.counters.count(class_of(Method::Put, location.as_ref()), 1);
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        self.counters.count(class_of(Method::Get, location.as_ref()), 1);
+        let mut res = self.inner.get_opts(location, options).await?;
+        let counters = self.counters.clone();
+        res.payload = match res.payload {
+            GetResultPayload::Stream(s) => GetResultPayload::Stream(
+                s.inspect(move |chunk| {
+                    if let Ok(b) = chunk {
+                        counters.add_bytes_received(b.len() as u64);
+                    }
+                })
+                .boxed(),
+            ),
+            GetResultPayload::File(file, path) => {
+                counters.add_bytes_received(res.range.end.saturating_sub(res.range.start));
+                GetResultPayload::File(file, path)
+            }
+        };
+        Ok(res)
+    }
+
+    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        self.counters.count(class_of(Method::Get, location.as_ref()), ranges.len() as u64);
+        let out = self.inner.get_ranges(location, ranges).await?;
+        self.counters.add_bytes_received(out.iter().map(|b| b.len() as u64).sum());
+        Ok(out)
+    }
+
+    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
+        let counters = self.counters.clone();
+        let mut n = 0u64;
+        let counted = locations
+            .inspect(move |p| {
+                if let Ok(path) = p {
+                    if n.is_multiple_of(PAGE) {
+                        counters.count(class_of(Method::Delete, path.as_ref()), 1);
+                    }
+                    n += 1;
+                    counters.add_deletes(1);
+                }
+            })
+            .boxed();
+        self.inner.delete_stream(counted)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        let s = self.inner.list(prefix);
+        self.count_list(s)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
+        let s = self.inner.list_with_offset(prefix, offset);
+        self.count_list(s)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.counters.count(RequestClass::List, 1);
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.counters.count(class_of(Method::Put, to.as_ref()), 1);
+        self.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
+        self.counters.count(class_of(Method::Put, to.as_ref()), 1);
+        self.counters.count(class_of(Method::Delete, from.as_ref()), 1);
+        self.counters.add_deletes(1);
+        self.inner.rename_opts(from, to, options).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_classed_as_blocks_or_volume_objects() {
+        for key in ["00000000", "vol/0000001f", "p-1a2b3c4d-000000ff", "abc00000001"] {
+            assert!(is_block_key(key), "{key}");
+        }
+        for key in [
+            "vol/s3backer-mounted",
+            "vol/s3block-volume.json",
+            "vol/s3block-probe-0123456789abcdef",
+            "vol/",
+            "ab",
+        ] {
+            assert!(!is_block_key(key), "{key}");
+        }
+        assert_eq!(class_of(Method::Put, "v/00000001"), RequestClass::BlockPut);
+        assert_eq!(class_of(Method::Delete, "v/s3backer-mounted"), RequestClass::MetadataDelete);
+    }
+}

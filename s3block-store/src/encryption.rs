@@ -1,0 +1,342 @@
+//! Encryption settings of a volume: the scheme, the key derivation, and the
+//! key check that makes a wrong password fail at open.
+//!
+//! Two schemes:
+//!
+//! - [`EncryptionScheme::XChaCha20Poly1305`], the default for `--encrypt`:
+//!   key = Argon2id(password, random 16-byte salt) with the parameters in
+//!   the volume descriptor ([`KdfParams::default`]: 19 MiB, 2 passes, 1
+//!   lane, OWASP's minimum for Argon2id, which a 128 MB host can afford
+//!   once per open); blocks as described in [`XChaChaCodec`].
+//! - [`EncryptionScheme::Aes128Cbc`] (`--encrypt=aes-128-cbc`): s3backer's,
+//!   see [`S3backerCodec`]; the key depends on the bucket name and prefix.
+//!
+//! The descriptor's `encryption` field holds [`EncryptionParams`] as JSON,
+//! with a key check: for the native scheme an XChaCha20-Poly1305 encryption
+//! of a fixed text under the key, bound to the volume id; for the s3backer
+//! scheme an HMAC-SHA1 of a fixed text. A password that does not reproduce
+//! it is refused at open with [`Error::WrongPassword`].
+//!
+//! s3backer volumes have no descriptor, so no key check: opening one checks
+//! the password against block 0's `s3backer-hmac` when block 0 exists, and
+//! otherwise the first block read with a wrong password fails with
+//! "authentication failed".
+
+use std::sync::Arc;
+
+use argon2::{Algorithm, Argon2, Params, Version};
+use chacha20poly1305::XChaCha20Poly1305;
+use chacha20poly1305::aead::KeyInit;
+use rand::RngCore;
+use s3block_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::codec::{Codec, CodecChain, Deflate};
+use crate::native::{XChaChaCodec, open, seal};
+use crate::password::Password;
+use crate::s3backer_crypto::S3backerCodec;
+
+/// The text the native key check encrypts.
+const KEY_CHECK_TEXT: &[u8] = b"s3block key check v1";
+
+/// Which encryption a volume uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EncryptionScheme {
+    /// XChaCha20-Poly1305 with an Argon2id key (s3block's default).
+    #[serde(rename = "xchacha20poly1305")]
+    XChaCha20Poly1305,
+    /// s3backer's AES-128-CBC with HMAC-SHA1 and a PBKDF2 key.
+    #[serde(rename = "aes-128-cbc")]
+    Aes128Cbc,
+}
+
+impl EncryptionScheme {
+    /// Parses an `--encrypt=` value: `xchacha20poly1305` (also `xchacha20-poly1305`,
+    /// `native`, `default`) or `aes-128-cbc` (any case).
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "default" | "native" | "xchacha20poly1305" | "xchacha20-poly1305" => {
+                Ok(EncryptionScheme::XChaCha20Poly1305)
+            }
+            "aes-128-cbc" | "aes128cbc" => Ok(EncryptionScheme::Aes128Cbc),
+            other => Err(Error::Config(format!(
+                "unknown encryption {other:?}: use xchacha20poly1305 (the default) or aes-128-cbc (s3backer's)"
+            ))),
+        }
+    }
+
+    /// Its name in options and the descriptor.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EncryptionScheme::XChaCha20Poly1305 => "xchacha20poly1305",
+            EncryptionScheme::Aes128Cbc => "aes-128-cbc",
+        }
+    }
+}
+
+impl std::fmt::Display for EncryptionScheme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Argon2id parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KdfParams {
+    /// Always `argon2id`.
+    pub algorithm: String,
+    /// Salt, hex.
+    pub salt: String,
+    /// Memory in KiB.
+    pub memory_kib: u32,
+    /// Passes.
+    pub iterations: u32,
+    /// Lanes.
+    pub parallelism: u32,
+}
+
+impl KdfParams {
+    /// OWASP's minimum for Argon2id (19 MiB, 2 passes, 1 lane) with a fresh
+    /// random salt: about a tenth of a second, and 19 MiB for that moment.
+    pub fn new_default() -> Self {
+        Self::with_cost(19 * 1024, 2, 1)
+    }
+
+    /// Given costs with a fresh random salt (small costs are for tests only).
+    pub fn with_cost(memory_kib: u32, iterations: u32, parallelism: u32) -> Self {
+        let mut salt = [0u8; 16];
+        rand::rng().fill_bytes(&mut salt);
+        KdfParams { algorithm: "argon2id".into(), salt: to_hex(&salt), memory_kib, iterations, parallelism }
+    }
+
+    /// The 256-bit key for `password`.
+    pub fn derive(&self, password: &Password) -> Result<Zeroizing<[u8; 32]>> {
+        let bad = |reason: String| Error::Config(format!("invalid key derivation parameters: {reason}"));
+        if self.algorithm != "argon2id" {
+            return Err(bad(format!("algorithm {:?} is not argon2id", self.algorithm)));
+        }
+        let salt = from_hex(&self.salt).ok_or_else(|| bad(format!("salt {:?} is not hex", self.salt)))?;
+        // Bound what a descriptor can make s3block allocate: 1 GiB.
+        if self.memory_kib > 1024 * 1024 {
+            return Err(bad(format!("memory {} KiB is more than 1 GiB", self.memory_kib)));
+        }
+        let params = Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
+            .map_err(|e| bad(e.to_string()))?;
+        let mut key = Zeroizing::new([0u8; 32]);
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password_into(password.as_bytes(), &salt, &mut *key)
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(key)
+    }
+}
+
+/// The `encryption` field of the volume descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "scheme")]
+pub enum EncryptionParams {
+    /// s3block's scheme.
+    #[serde(rename = "xchacha20poly1305")]
+    XChaCha20Poly1305 {
+        /// How the key comes from the password.
+        kdf: KdfParams,
+        /// Nonce, ciphertext and tag of the key-check text, hex.
+        key_check: String,
+    },
+    /// s3backer's scheme (key from the password, bucket and prefix).
+    #[serde(rename = "aes-128-cbc")]
+    Aes128Cbc {
+        /// HMAC-SHA1 of the key-check text under the key, hex.
+        key_check: String,
+    },
+}
+
+impl EncryptionParams {
+    /// The scheme.
+    pub fn scheme(&self) -> EncryptionScheme {
+        match self {
+            EncryptionParams::XChaCha20Poly1305 { .. } => EncryptionScheme::XChaCha20Poly1305,
+            EncryptionParams::Aes128Cbc { .. } => EncryptionScheme::Aes128Cbc,
+        }
+    }
+}
+
+/// What a frontend gives to create or open an encrypted volume.
+#[derive(Debug, Clone)]
+pub struct EncryptionOptions {
+    /// The scheme; `None` opens with whatever the volume has (the
+    /// descriptor's, or s3backer's for a volume without one) and creates
+    /// with the default.
+    pub scheme: Option<EncryptionScheme>,
+    /// The password.
+    pub password: Password,
+    /// The bucket name, part of the s3backer scheme's key (for a local
+    /// directory or memory store, whatever name the volume was made with).
+    pub bucket: String,
+    /// Argon2id costs for a new native volume (`None`: [`KdfParams::new_default`]).
+    pub kdf: Option<KdfParams>,
+}
+
+impl EncryptionOptions {
+    /// Options with the default scheme and costs.
+    pub fn new(password: Password, bucket: impl Into<String>) -> Self {
+        EncryptionOptions { scheme: None, password, bucket: bucket.into(), kdf: None }
+    }
+
+    /// Sets the scheme.
+    pub fn scheme(mut self, scheme: EncryptionScheme) -> Self {
+        self.scheme = Some(scheme);
+        self
+    }
+}
+
+fn key_check_aad(volume_id: &str) -> Vec<u8> {
+    [b"s3block-key-check\0".as_slice(), volume_id.as_bytes()].concat()
+}
+
+/// Sets up encryption for a new volume: its descriptor parameters and codec.
+pub(crate) fn new_encryption(
+    opts: &EncryptionOptions,
+    prefix: &str,
+    volume_id: &str,
+) -> Result<(EncryptionParams, Arc<dyn Codec>)> {
+    match opts.scheme.unwrap_or(EncryptionScheme::XChaCha20Poly1305) {
+        EncryptionScheme::XChaCha20Poly1305 => {
+            let kdf = opts.kdf.clone().unwrap_or_else(KdfParams::new_default);
+            let key = kdf.derive(&opts.password)?;
+            let cipher = XChaCha20Poly1305::new((&*key).into());
+            let check = seal(&cipher, KEY_CHECK_TEXT, &key_check_aad(volume_id))
+                .ok_or_else(|| Error::Config("cannot make the key check".into()))?;
+            let params = EncryptionParams::XChaCha20Poly1305 { kdf, key_check: to_hex(&check) };
+            Ok((params, Arc::new(XChaChaCodec::new(&key, volume_id))))
+        }
+        EncryptionScheme::Aes128Cbc => {
+            let codec = S3backerCodec::new(&opts.password, &opts.bucket, prefix);
+            Ok((EncryptionParams::Aes128Cbc { key_check: codec.key_check() }, Arc::new(codec)))
+        }
+    }
+}
+
+/// Checks the password against a descriptor's parameters and returns the codec.
+/// `key` names the descriptor in errors.
+pub(crate) fn unlock(
+    params: &EncryptionParams,
+    opts: &EncryptionOptions,
+    prefix: &str,
+    volume_id: &str,
+    key: &str,
+) -> Result<Arc<dyn Codec>> {
+    if let Some(s) = opts.scheme
+        && s != params.scheme()
+    {
+        return Err(Error::Mismatch {
+            what: "encryption",
+            stored: params.scheme().to_string(),
+            requested: s.to_string(),
+        });
+    }
+    let wrong = |detail: Option<String>| Error::WrongPassword { key: key.to_owned(), detail };
+    match params {
+        EncryptionParams::XChaCha20Poly1305 { kdf, key_check } => {
+            let derived = kdf.derive(&opts.password)?;
+            let sealed = from_hex(key_check).ok_or_else(|| Error::BadMetadata {
+                key: key.to_owned(),
+                reason: "the key check is not hex".into(),
+            })?;
+            let cipher = XChaCha20Poly1305::new((&*derived).into());
+            match open(&cipher, &sealed, &key_check_aad(volume_id)) {
+                Some(text) if text == KEY_CHECK_TEXT => Ok(Arc::new(XChaChaCodec::new(&derived, volume_id))),
+                _ => Err(wrong(None)),
+            }
+        }
+        EncryptionParams::Aes128Cbc { key_check } => {
+            let codec = S3backerCodec::new(&opts.password, &opts.bucket, prefix);
+            if codec.key_check().eq_ignore_ascii_case(key_check) {
+                Ok(Arc::new(codec))
+            } else {
+                Err(wrong(Some(format!(
+                    "or the bucket name {:?} is not the one the volume was made in (the s3backer scheme's key depends on it)",
+                    opts.bucket
+                ))))
+            }
+        }
+    }
+}
+
+/// The codecs a volume writes with: deflate at `compression` (if any), then
+/// `encryption` (if any). Every known encoding stays readable.
+pub fn volume_codecs(compression: Option<u32>, encryption: Option<Arc<dyn Codec>>) -> Result<CodecChain> {
+    let mut chain = CodecChain::new();
+    if let Some(level) = compression {
+        chain = chain.with(Arc::new(Deflate::new(level)?));
+    }
+    if let Some(codec) = encryption {
+        chain = chain.with(codec);
+    }
+    Ok(chain)
+}
+
+/// Lowercase hex of `bytes`.
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Bytes of a hex string, `None` when it is not hex.
+pub(crate) fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(pw: &str) -> EncryptionOptions {
+        let mut o = EncryptionOptions::new(Password::new(pw), "bucket");
+        o.kdf = Some(KdfParams::with_cost(64, 1, 1));
+        o
+    }
+
+    #[test]
+    fn native_key_check_refuses_wrong_password() {
+        let (params, _) = new_encryption(&opts("right"), "p/", "vol1").expect("new");
+        assert!(unlock(&params, &opts("right"), "p/", "vol1", "p/s3block-volume.json").is_ok());
+        let err = unlock(&params, &opts("wrong"), "p/", "vol1", "p/s3block-volume.json").unwrap_err();
+        assert!(matches!(err, Error::WrongPassword { .. }), "{err}");
+        assert!(err.to_string().contains("wrong password"), "{err}");
+        // The check is bound to the volume id.
+        assert!(unlock(&params, &opts("right"), "p/", "vol2", "k").is_err());
+        let err = unlock(&params, &opts("right").scheme(EncryptionScheme::Aes128Cbc), "p/", "vol1", "k")
+            .unwrap_err();
+        assert!(matches!(err, Error::Mismatch { what: "encryption", .. }), "{err}");
+    }
+
+    #[test]
+    fn s3backer_key_check_and_params_round_trip_json() {
+        let o = opts("pw").scheme(EncryptionScheme::Aes128Cbc);
+        let (params, _) = new_encryption(&o, "p/", "v").expect("new");
+        let json = serde_json::to_value(&params).expect("json");
+        assert_eq!(json["scheme"], "aes-128-cbc");
+        let back: EncryptionParams = serde_json::from_value(json).expect("parse");
+        assert_eq!(back, params);
+        assert!(unlock(&params, &o, "p/", "v", "k").is_ok());
+        let mut other_bucket = o.clone();
+        other_bucket.bucket = "elsewhere".into();
+        let err = unlock(&params, &other_bucket, "p/", "v", "k").unwrap_err();
+        assert!(err.to_string().contains("wrong password") && err.to_string().contains("elsewhere"), "{err}");
+    }
+
+    #[test]
+    fn scheme_names_and_hex() {
+        assert_eq!(EncryptionScheme::parse("AES-128-CBC").expect("parse"), EncryptionScheme::Aes128Cbc);
+        assert_eq!(EncryptionScheme::parse("").expect("parse"), EncryptionScheme::XChaCha20Poly1305);
+        assert!(EncryptionScheme::parse("rot13").unwrap_err().to_string().contains("rot13"));
+        assert_eq!(from_hex(&to_hex(&[0, 1, 0xab, 0xff])), Some(vec![0, 1, 0xab, 0xff]));
+        assert_eq!(from_hex("abc"), None);
+        assert_eq!(from_hex("zz"), None);
+        let bad = KdfParams { memory_kib: 2 << 20, ..KdfParams::with_cost(64, 1, 1) };
+        assert!(bad.derive(&Password::new("x")).unwrap_err().to_string().contains("1 GiB"));
+    }
+}

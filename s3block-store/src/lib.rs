@@ -1,0 +1,110 @@
+//! s3block's object-store layer: blocks as objects, in s3backer's format.
+//!
+//! [`ObjectBlockDevice`] is a [`BlockDevice`](s3block_core::BlockDevice)
+//! whose blocks are objects of an `object_store` store, chosen by URL with
+//! [`StoreConfig`]: `s3://bucket/prefix`, `file:///dir` or `memory://`.
+//! Around it:
+//!
+//! - codecs ([`CodecChain`], [`Deflate`]): how a block's bytes become an
+//!   object's; reads obey each object's own `Content-Encoding`;
+//! - client-side encryption ([`EncryptionOptions`], [`create_volume_with`],
+//!   [`open_volume_with`]): XChaCha20-Poly1305 with an Argon2id key by
+//!   default ([`XChaChaCodec`]), s3backer's AES-128-CBC + HMAC-SHA1 to
+//!   migrate ([`S3backerCodec`]); compression runs before encryption; a
+//!   wrong password is refused at open; passwords come from a prompt, a
+//!   file or [`PASSWORD_ENV`] ([`PasswordSource`]), never the command line;
+//! - zero elision: an all-zero block is deleted, an absent one reads as zeros;
+//! - the volume descriptor and geometry detection ([`create_volume`],
+//!   [`open_volume`]);
+//! - the mount lock ([`MountLock`], [`break_lock`]);
+//! - `ObjectStore` wrappers that compose by generics: [`RetryStore`]
+//!   (backoff with full jitter, bounded time), [`CountingStore`] (request
+//!   and byte counts), [`FaultStore`] (seeded errors and latency, for tests),
+//!   [`SidecarStore`] (attributes for the local directory);
+//! - listing in parallel key ranges ([`list_blocks`]) and bulk delete
+//!   ([`delete_keys`]);
+//! - [`conformance`]: the checks every store must pass.
+//!
+//! It is not a cache: every read is a GET and every write a PUT. The cache
+//! crate sits on top.
+//!
+//! # Choices
+//!
+//! - **Local attributes in sidecars.** `LocalFileSystem` cannot store
+//!   `Content-Encoding` or metadata, so [`SidecarStore`] keeps them in
+//!   `<key>.s3block-attrs`, checksummed against the object so a crash between
+//!   the two writes never decodes a block wrongly (see its docs).
+//! - **One retry loop.** `object_store`'s S3 retries are off; [`RetryStore`]
+//!   retries what [`classify`] calls transient and fails 4xx at once.
+//! - **Zero blocks stay absent when encrypted.** As with s3backer, an
+//!   all-zero block has no object even on an encrypted volume: storing an
+//!   encrypted zero block would cost a PUT and storage for every block
+//!   ever trimmed, and the bucket listing then reveals which blocks are zero
+//!   (and object sizes how well the others compress). That is the trade-off.
+//! - **What authentication covers.** The native scheme binds each object to
+//!   its volume and block number; an older object of the same block still
+//!   authenticates (refusing it would need a trusted record of versions).
+//! - **Advisory lock where needed.** Stores that ignore `If-None-Match` are
+//!   detected by [`probe_conditional_put`]; the lock is then advisory and the
+//!   log says so once.
+
+#[cfg(feature = "clap")]
+mod args;
+mod codec;
+mod config;
+pub mod conformance;
+mod counting;
+mod device;
+mod encryption;
+mod error;
+mod fault;
+mod faultenv;
+mod handle;
+mod keys;
+mod list;
+mod lock;
+mod native;
+mod password;
+mod retry;
+mod s3backer_crypto;
+mod sidecar;
+mod volume;
+
+#[cfg(feature = "clap")]
+pub use args::StoreArgs;
+pub use codec::{Codec, CodecChain, CodecContext, CodecMeta, Deflate};
+pub use config::{
+    CredentialSource, Credentials, DEFAULT_ACCESS_FILE, OpenedStore, StoreConfig, StoreKind,
+    parse_access_file,
+};
+pub use counting::CountingStore;
+pub use device::{
+    BLOCK_CONTENT_TYPE, DIRECT_DISCARD_MAX, META_BLOCK_SIZE, META_FILE_SIZE, ObjectBlockDevice,
+};
+pub use encryption::{EncryptionOptions, EncryptionParams, EncryptionScheme, KdfParams, volume_codecs};
+pub use error::{classify, store_error};
+pub use fault::{FaultConfig, FaultStore, InjectedFault};
+pub use faultenv::{FaultSpec, INJECT_FAULTS_ENV};
+pub use handle::{Create, Volume, VolumeBuilder};
+pub use keys::{check_prefix, key_path};
+pub use list::{ListPlan, StoredBlock, delete_keys, first_block_key, list_blocks};
+pub use lock::{
+    LOCK_NAME, LockInfo, LockMode, LockOptions, META_MOUNT_TOKEN, MountLock, break_lock, hostname,
+    probe_conditional_put, read_lock, utc_stamp,
+};
+pub use native::XChaChaCodec;
+pub use password::{PASSWORD_ENV, Password, PasswordPrompt, PasswordSource, obtain_password};
+pub use retry::{RetryConfig, RetryStore};
+pub use s3backer_crypto::{META_HMAC, S3BACKER_CIPHER, S3BACKER_PBKDF2_ITERATIONS, S3backerCodec};
+pub use sidecar::{SIDECAR_SUFFIX, SidecarStore, StaleAttributes};
+pub use volume::{
+    DESCRIPTOR_NAME, FORMAT_VERSION, GeometrySource, VolumeDescriptor, VolumeInfo, VolumeOptions,
+    adopt_volume_with, create_volume, create_volume_with, open_volume, open_volume_with,
+    read_block0_geometry, read_descriptor,
+};
+
+/// S3 Standard list price of PUT, COPY, POST and LIST requests, in dollars
+/// per 1,000: what frontends show the cost of a volume's requests at.
+pub const PUT_PRICE_PER_1000: f64 = 0.005;
+/// S3 Standard list price of GET and HEAD requests, in dollars per 1,000.
+pub const GET_PRICE_PER_1000: f64 = 0.0004;

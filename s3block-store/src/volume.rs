@@ -1,0 +1,461 @@
+//! The volume descriptor, and creating and opening a volume.
+//!
+//! s3block records each volume's settings in `{prefix}s3block-volume.json`
+//! (s3backer ignores it). Opening a volume takes its geometry from, in
+//! order: the descriptor; block 0's `s3backer-blocksize`/`s3backer-filesize`
+//! metadata (volumes made by s3backer); the options given. Options that
+//! contradict what is stored are refused, naming both values.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use object_store::{Attribute, GetOptions, ObjectStore, PutMode, PutOptions};
+use rand::Rng;
+use s3block_core::{BlockId, DEFAULT_BLOCK_SIZE, Error, Geometry, KeyLayout, Result, format_size};
+use serde::{Deserialize, Serialize};
+
+use crate::codec::CodecChain;
+use crate::device::{META_BLOCK_SIZE, META_FILE_SIZE, object_metadata};
+use crate::encryption::{
+    EncryptionOptions, EncryptionParams, EncryptionScheme, new_encryption, unlock, volume_codecs,
+};
+use crate::error::{is_absent, store_error};
+use crate::keys::key_path;
+use crate::lock::utc_stamp;
+use crate::password::PASSWORD_ENV;
+use crate::s3backer_crypto::{META_HMAC, S3backerCodec};
+
+/// Name of the descriptor object under the volume's prefix.
+pub const DESCRIPTOR_NAME: &str = "s3block-volume.json";
+/// The descriptor format this version writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The contents of `s3block-volume.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeDescriptor {
+    /// Descriptor format version.
+    pub format: u32,
+    /// Block size in bytes.
+    pub block_size: u64,
+    /// Volume size in bytes.
+    pub size: u64,
+    /// Deflate level blocks are written with, `None` for none.
+    pub compression: Option<u32>,
+    /// Encryption parameters ([`EncryptionParams`] as JSON), `None` when
+    /// blocks are not encrypted.
+    pub encryption: Option<serde_json::Value>,
+    /// Whether keys carry the hash prefix.
+    pub hash_prefix: bool,
+    /// Random 128-bit id, hex.
+    pub volume_id: String,
+    /// Creation time, `YYYYMMDDTHHMMSSZ` UTC.
+    pub created_at: String,
+}
+
+impl VolumeDescriptor {
+    /// The volume's geometry.
+    pub fn geometry(&self) -> Result<Geometry> {
+        Geometry::new(self.size, self.block_size)
+    }
+
+    /// The encryption parameters, `None` when the volume is not encrypted.
+    pub fn encryption_params(&self) -> Result<Option<EncryptionParams>> {
+        self.encryption
+            .as_ref()
+            .map(|v| {
+                serde_json::from_value(v.clone()).map_err(|e| Error::BadMetadata {
+                    key: DESCRIPTOR_NAME.to_owned(),
+                    reason: format!("encryption parameters are not understood: {e}"),
+                })
+            })
+            .transpose()
+    }
+}
+
+/// What the user asked for; `None` means "whatever the volume has".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VolumeOptions {
+    /// Volume size in bytes.
+    pub size: Option<u64>,
+    /// Block size in bytes.
+    pub block_size: Option<u64>,
+    /// Hash-prefixed keys.
+    pub hash_prefix: Option<bool>,
+    /// Deflate level for new blocks (recorded in the descriptor on create).
+    pub compression: Option<u32>,
+}
+
+/// Where an opened volume's geometry came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GeometrySource {
+    /// The s3block descriptor.
+    Descriptor(VolumeDescriptor),
+    /// Block 0's s3backer metadata.
+    Block0,
+    /// The options given (no stored geometry found).
+    Options,
+}
+
+/// An opened volume: its geometry, key layout and where they came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeInfo {
+    /// Geometry.
+    pub geometry: Geometry,
+    /// Key layout.
+    pub layout: KeyLayout,
+    /// Where the geometry came from.
+    pub source: GeometrySource,
+}
+
+fn descriptor_key(prefix: &str) -> String {
+    KeyLayout::new(prefix, false).meta_key(DESCRIPTOR_NAME)
+}
+
+/// Reads the descriptor under `prefix`, `None` when there is none.
+pub async fn read_descriptor(store: &dyn ObjectStore, prefix: &str) -> Result<Option<VolumeDescriptor>> {
+    let key = descriptor_key(prefix);
+    let raw = match store.get_opts(&key_path(&key)?, GetOptions::default()).await {
+        Ok(r) => r.bytes().await.map_err(|e| store_error(e, &key, None))?,
+        Err(e) if is_absent(&e) => return Ok(None),
+        Err(e) => return Err(store_error(e, &key, None)),
+    };
+    let d: VolumeDescriptor = serde_json::from_slice(&raw).map_err(|e| Error::BadMetadata {
+        key: key.clone(),
+        reason: format!("not a volume descriptor: {e}"),
+    })?;
+    if d.format != FORMAT_VERSION {
+        return Err(Error::BadMetadata {
+            key,
+            reason: format!(
+                "format version {} is not supported (this s3block reads {FORMAT_VERSION})",
+                d.format
+            ),
+        });
+    }
+    d.geometry().map_err(|e| Error::BadMetadata { key: key.clone(), reason: e.to_string() })?;
+    d.encryption_params().map_err(|e| match e {
+        Error::BadMetadata { reason, .. } => Error::BadMetadata { key, reason },
+        e => e,
+    })?;
+    Ok(Some(d))
+}
+
+/// Block 0's s3backer geometry metadata, trying plain then hashed keys.
+pub async fn read_block0_geometry(store: &dyn ObjectStore, prefix: &str) -> Result<Option<(Geometry, bool)>> {
+    for hashed in [false, true] {
+        let key = KeyLayout::new(prefix, hashed).key(BlockId(0));
+        let res =
+            match store.get_opts(&key_path(&key)?, GetOptions { head: true, ..Default::default() }).await {
+                Ok(r) => r,
+                Err(e) if is_absent(&e) => continue,
+                Err(e) => return Err(store_error(e, &key, Some(BlockId(0)))),
+            };
+        let meta = object_metadata(&res.attributes);
+        let get =
+            |name: &str| meta.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+        let (Some(bs), Some(fs)) = (get(META_BLOCK_SIZE), get(META_FILE_SIZE)) else {
+            continue;
+        };
+        let bad = |what: &str, v: &str| Error::BadMetadata {
+            key: key.clone(),
+            reason: format!("{what} {v:?} is not a number"),
+        };
+        let bs: u64 = bs.trim().parse().map_err(|_| bad(META_BLOCK_SIZE, &bs))?;
+        let fs: u64 = fs.trim().parse().map_err(|_| bad(META_FILE_SIZE, &fs))?;
+        let g = Geometry::new(fs, bs)
+            .map_err(|e| Error::BadMetadata { key: key.clone(), reason: e.to_string() })?;
+        return Ok(Some((g, hashed)));
+    }
+    Ok(None)
+}
+
+fn check(what: &'static str, stored: u64, requested: Option<u64>, show: fn(u64) -> String) -> Result<()> {
+    match requested {
+        Some(r) if r != stored => Err(Error::Mismatch { what, stored: show(stored), requested: show(r) }),
+        _ => Ok(()),
+    }
+}
+
+fn show_size(v: u64) -> String {
+    format!("{} ({v} bytes)", format_size(v))
+}
+
+fn check_geometry(g: &Geometry, opts: &VolumeOptions) -> Result<()> {
+    check("block size", g.block_size().into(), opts.block_size, show_size)?;
+    check("size", g.size(), opts.size, show_size)
+}
+
+/// Opens the volume under `prefix`: geometry from the descriptor, else from
+/// block 0, else from `opts` (which then must give the size).
+pub async fn open_volume(store: &dyn ObjectStore, prefix: &str, opts: &VolumeOptions) -> Result<VolumeInfo> {
+    if let Some(d) = read_descriptor(store, prefix).await? {
+        let geometry = d.geometry()?;
+        check_geometry(&geometry, opts)?;
+        if let Some(h) = opts.hash_prefix
+            && h != d.hash_prefix
+        {
+            return Err(Error::Mismatch {
+                what: "hash prefix",
+                stored: d.hash_prefix.to_string(),
+                requested: h.to_string(),
+            });
+        }
+        return Ok(VolumeInfo {
+            geometry,
+            layout: KeyLayout::new(prefix, d.hash_prefix),
+            source: GeometrySource::Descriptor(d),
+        });
+    }
+    if let Some((geometry, hashed)) = read_block0_geometry(store, prefix).await? {
+        check_geometry(&geometry, opts)?;
+        if let Some(h) = opts.hash_prefix
+            && h != hashed
+        {
+            return Err(Error::Mismatch {
+                what: "hash prefix",
+                stored: hashed.to_string(),
+                requested: h.to_string(),
+            });
+        }
+        return Ok(VolumeInfo {
+            geometry,
+            layout: KeyLayout::new(prefix, hashed),
+            source: GeometrySource::Block0,
+        });
+    }
+    let Some(size) = opts.size else {
+        return Err(Error::NoVolume { prefix: prefix.to_owned(), descriptor: descriptor_key(prefix) });
+    };
+    let geometry = Geometry::new(size, opts.block_size.unwrap_or(u64::from(DEFAULT_BLOCK_SIZE)))?;
+    Ok(VolumeInfo {
+        geometry,
+        layout: KeyLayout::new(prefix, opts.hash_prefix.unwrap_or(false)),
+        source: GeometrySource::Options,
+    })
+}
+
+/// Creates a volume under `prefix`: writes its descriptor. Refuses when a
+/// descriptor or a block 0 is already there.
+pub async fn create_volume(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    opts: &VolumeOptions,
+) -> Result<VolumeDescriptor> {
+    create_volume_with(store, prefix, opts, None).await.map(|(d, _)| d)
+}
+
+/// Creates a volume like [`create_volume`], encrypted when `encryption` is
+/// given (its parameters and key check go into the descriptor), and returns
+/// the codecs to write its blocks with.
+///
+/// Also refuses when block objects are already stored under the prefix
+/// without a descriptor or block 0 (a volume whose descriptor was lost, or
+/// an s3backer volume whose block 0 is zero): a new volume would read them
+/// as zeros and overwrite them. [`adopt_volume_with`] writes a descriptor
+/// for such blocks instead.
+pub async fn create_volume_with(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    opts: &VolumeOptions,
+    encryption: Option<&EncryptionOptions>,
+) -> Result<(VolumeDescriptor, CodecChain)> {
+    write_descriptor(store, prefix, opts, encryption, false).await
+}
+
+/// Writes a descriptor for block objects already stored under `prefix`
+/// whose descriptor was lost (or for an s3backer volume whose block 0 is
+/// zero), with the geometry in `opts`, which must be the one the blocks
+/// were written with. Refuses, like [`create_volume_with`], when a
+/// descriptor or a block 0 is there.
+pub async fn adopt_volume_with(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    opts: &VolumeOptions,
+    encryption: Option<&EncryptionOptions>,
+) -> Result<(VolumeDescriptor, CodecChain)> {
+    write_descriptor(store, prefix, opts, encryption, true).await
+}
+
+async fn write_descriptor(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    opts: &VolumeOptions,
+    encryption: Option<&EncryptionOptions>,
+    adopt: bool,
+) -> Result<(VolumeDescriptor, CodecChain)> {
+    let key = descriptor_key(prefix);
+    let size = opts.size.ok_or_else(|| Error::Config("creating a volume needs its size (--size)".into()))?;
+    let geometry = Geometry::new(size, opts.block_size.unwrap_or(u64::from(DEFAULT_BLOCK_SIZE)))?;
+    if let Some(level) = opts.compression {
+        crate::codec::Deflate::new(level)?;
+    }
+    // Where the store ignores conditional creates, two creates at the same
+    // moment both succeed: the one whose descriptor is read back wins.
+    let enforced = crate::lock::probe_conditional_put(store, prefix).await?;
+    let started = std::time::Instant::now();
+    if let Some(d) = read_descriptor(store, prefix).await? {
+        return Err(Error::Config(format!(
+            "a volume already exists at {key} ({} in blocks of {}); refusing to overwrite it",
+            format_size(d.size),
+            format_size(d.block_size)
+        )));
+    }
+    if let Some((g, _)) = read_block0_geometry(store, prefix).await? {
+        return Err(Error::Config(format!(
+            "an s3backer volume already exists under prefix {prefix:?} ({g}); refusing to overwrite it"
+        )));
+    }
+    if !adopt && let Some(block_key) = crate::list::first_block_key(store, prefix).await? {
+        return Err(Error::Config(format!(
+            "block objects are already stored under prefix {prefix:?} (for example {block_key}) but there is no {key} and no block 0: \
+             they are a volume whose descriptor was lost, or an s3backer volume whose block 0 is zero; refusing to create a new volume over them. \
+             If they are a volume, write its descriptor with `s3block create --adopt` and the --size and --block-size it was written with; \
+             otherwise remove them with `s3block erase`"
+        )));
+    }
+    let id: u128 = rand::rng().random();
+    let volume_id = format!("{id:032x}");
+    let (params, codec) = match encryption {
+        Some(enc) => {
+            let (params, codec) = new_encryption(enc, prefix, &volume_id)?;
+            let json = serde_json::to_value(&params)
+                .map_err(|e| Error::Config(format!("cannot encode the encryption parameters: {e}")))?;
+            (Some(json), Some(codec))
+        }
+        None => (None, None),
+    };
+    let codecs = volume_codecs(opts.compression, codec)?;
+    let d = VolumeDescriptor {
+        format: FORMAT_VERSION,
+        block_size: geometry.block_size().into(),
+        size: geometry.size(),
+        compression: opts.compression,
+        encryption: params,
+        hash_prefix: opts.hash_prefix.unwrap_or(false),
+        volume_id,
+        created_at: utc_stamp(SystemTime::now()),
+    };
+    let body =
+        serde_json::to_vec_pretty(&d).map_err(|e| Error::Config(format!("cannot encode {key}: {e}")))?;
+    let put = PutOptions { mode: PutMode::Create, ..Default::default() };
+    let raced =
+        || Error::Config(format!("a volume was created at {key} at the same time; refusing to overwrite it"));
+    match store.put_opts(&key_path(&key)?, body.into(), put).await {
+        Ok(_) => {}
+        Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+            return Err(raced());
+        }
+        Err(e) => return Err(store_error(e, &key, None)),
+    }
+    if !enforced {
+        crate::lock::settle(started.elapsed()).await;
+        match read_descriptor(store, prefix).await? {
+            Some(stored) if stored.volume_id == d.volume_id => {}
+            Some(stored) => {
+                tracing::info!(
+                    "another create wrote {key} (volume id {}) at the same moment",
+                    stored.volume_id
+                );
+                return Err(raced());
+            }
+            None => return Err(raced()),
+        }
+    }
+    Ok((d, codecs))
+}
+
+/// Opens a volume like [`open_volume`] and returns the codecs to access its
+/// blocks with: the descriptor's compression (else `opts.compression`), and
+/// its encryption unlocked with `encryption`.
+///
+/// Refuses a wrong password here, with [`Error::WrongPassword`]: against the
+/// descriptor's key check, or for an s3backer volume (no descriptor) against
+/// block 0's `s3backer-hmac` when block 0 exists. Refuses an encrypted
+/// volume opened without a password, and a password for a volume that is
+/// not encrypted.
+pub async fn open_volume_with(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    opts: &VolumeOptions,
+    encryption: Option<&EncryptionOptions>,
+) -> Result<(VolumeInfo, CodecChain)> {
+    let volume = open_volume(store, prefix, opts).await?;
+    let key = descriptor_key(prefix);
+    let codecs = match (&volume.source, encryption) {
+        (GeometrySource::Descriptor(d), enc) => {
+            let codec = match (d.encryption_params()?, enc) {
+                (Some(params), Some(enc)) => Some(unlock(&params, enc, prefix, &d.volume_id, &key)?),
+                (Some(params), None) => {
+                    return Err(Error::Config(format!(
+                        "the volume at {key} is encrypted ({}): give its password (prompt, --password-file or {PASSWORD_ENV})",
+                        params.scheme()
+                    )));
+                }
+                (None, Some(enc)) => {
+                    return Err(Error::Mismatch {
+                        what: "encryption",
+                        stored: "none".into(),
+                        requested: enc.scheme.unwrap_or(EncryptionScheme::XChaCha20Poly1305).to_string(),
+                    });
+                }
+                (None, None) => None,
+            };
+            volume_codecs(d.compression, codec)?
+        }
+        (_, None) => volume_codecs(opts.compression, None)?,
+        (_, Some(enc)) => {
+            if enc.scheme == Some(EncryptionScheme::XChaCha20Poly1305) {
+                return Err(Error::Config(format!(
+                    "no volume descriptor at {key}: s3block's own encryption needs one (create the volume with encryption); a volume s3backer made uses --encrypt=aes-128-cbc"
+                )));
+            }
+            let codec = S3backerCodec::new(&enc.password, &enc.bucket, prefix);
+            check_block0_hmac(store, &volume.layout, &codec).await?;
+            volume_codecs(opts.compression, Some(Arc::new(codec)))?
+        }
+    };
+    Ok((volume, codecs))
+}
+
+/// Checks an s3backer volume's password against block 0's HMAC (its only
+/// stand-in for a key check); nothing to check when block 0 is absent.
+async fn check_block0_hmac(store: &dyn ObjectStore, layout: &KeyLayout, codec: &S3backerCodec) -> Result<()> {
+    let block = BlockId(0);
+    let key = layout.key(block);
+    let res = match store.get_opts(&key_path(&key)?, GetOptions::default()).await {
+        Ok(r) => r,
+        Err(e) if is_absent(&e) => {
+            tracing::warn!(
+                "s3backer volume without block 0 ({key}): the password cannot be checked at open; a wrong one shows as \"authentication failed\" on the first block read"
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(store_error(e, &key, Some(block))),
+    };
+    let attributes = res.attributes.clone();
+    let encoding =
+        attributes.get(&Attribute::ContentEncoding).map(|v| v.as_ref().to_owned()).unwrap_or_default();
+    let body = res.bytes().await.map_err(|e| store_error(e, &key, Some(block)))?;
+    if !encoding.split(',').any(|t| t.trim().eq_ignore_ascii_case(S3backerCodec::NAME)) {
+        tracing::warn!(
+            "block 0 ({key}) is not encrypted with {} (Content-Encoding {encoding:?}); the password cannot be checked at open",
+            S3backerCodec::NAME
+        );
+        return Ok(());
+    }
+    match codec.verify(block, &body, &object_metadata(&attributes)) {
+        Some(true) => Ok(()),
+        Some(false) => Err(Error::WrongPassword {
+            key,
+            detail: Some(
+                "block 0's s3backer-hmac does not match: a wrong password, bucket name or prefix, or block 0 was altered"
+                    .into(),
+            ),
+        }),
+        None => Err(Error::Corrupt {
+            block,
+            key,
+            reason: format!("encrypted, but its {META_HMAC} signature is missing or unreadable"),
+        }),
+    }
+}
