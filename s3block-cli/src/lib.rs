@@ -74,7 +74,11 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         Ok(code) => code,
         Err(e) if e.is_broken_pipe() => exit::OK,
         Err(e) => {
-            let _ = writeln!(err, "s3block: {}", error_chain(&e));
+            let text = match &e {
+                CliError::Core(core) => s3block_store::with_hint(core, error_chain(&e)),
+                _ => error_chain(&e),
+            };
+            let _ = writeln!(err, "s3block: {text}");
             e.exit_code()
         }
     }

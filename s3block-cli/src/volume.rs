@@ -321,6 +321,7 @@ pub async fn info(target: &Target, layout: &LayoutArgs, json: bool, out: &mut dy
         GeometrySource::Descriptor(d) => ("descriptor", Some(d)),
         GeometrySource::Block0 => ("block0", None),
         GeometrySource::Options => ("options", None),
+        _ => ("other", None),
     };
     let report = InfoReport {
         size: g.size(),

@@ -129,6 +129,7 @@ counter! {
 
 /// What an object request is about, for [`RequestCounters::count`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RequestClass {
     /// A GET or HEAD of a block object.
     BlockGet,
@@ -200,6 +201,7 @@ impl RequestCounts {
 
 /// Why a block is being fetched.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FetchReason {
     /// A reader (or a command) waits for it.
     #[default]

@@ -82,6 +82,32 @@ pub enum Error {
         descriptor: String,
     },
 
+    /// Block objects are stored under the prefix, but no descriptor and no
+    /// block 0 say which volume they make: creating one there would read
+    /// them as zeros and overwrite them.
+    #[error(
+        "block objects are already stored under key prefix {prefix:?} (for example {example}) but there is no \
+         {descriptor} and no block 0: they are a volume whose descriptor was lost, or an s3backer volume whose \
+         block 0 is zero; refusing to create a new volume over them"
+    )]
+    StoredBlocksWithoutVolume {
+        /// The key prefix.
+        prefix: String,
+        /// One of the block objects.
+        example: String,
+        /// The descriptor's key.
+        descriptor: String,
+    },
+
+    /// The volume is encrypted and no password was given.
+    #[error("{what} is encrypted and no password was given{}", why.as_deref().map(|w| format!(", and {w}")).unwrap_or_default())]
+    PasswordNeeded {
+        /// The volume, as named to the user.
+        what: String,
+        /// Why none could be asked for, if one was to be asked.
+        why: Option<String>,
+    },
+
     /// A block number past the end of the volume.
     #[error("block {block} is outside the volume ({count} blocks)")]
     BlockOutOfRange {
@@ -171,8 +197,8 @@ pub enum Error {
 
     /// The volume is mounted elsewhere.
     #[error(
-        "volume is already mounted by {host} since {since} (lock object {key}); {}",
-        crate::holder::lock_advice(host)
+        "volume is already mounted by {host} since {since} (lock object {key}){}",
+        crate::holder::lock_facts(host).map(|f| format!("; {f}")).unwrap_or_default()
     )]
     Locked {
         /// The lock object key.

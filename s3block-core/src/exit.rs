@@ -51,6 +51,8 @@ pub fn exit_code(error: &Error) -> u8 {
         | Error::InvalidSize { .. }
         | Error::Config(_)
         | Error::NoVolume { .. }
+        | Error::StoredBlocksWithoutVolume { .. }
+        | Error::PasswordNeeded { .. }
         | Error::BlockOutOfRange { .. }
         | Error::RangeOutOfBounds { .. }
         | Error::Mismatch { .. }

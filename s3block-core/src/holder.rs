@@ -36,29 +36,26 @@ pub fn local_mount_processes() -> Vec<(u32, String)> {
     found
 }
 
-/// What to do about a lock held by `host`, for the "already mounted"
-/// message, looking at this machine.
-pub fn lock_advice(host: &str) -> String {
-    lock_advice_for(host, &local_hostname(), &local_mount_processes())
+/// What this machine knows of a lock held by `host`, for the "already
+/// mounted" message: whether `host` is this machine and which mount
+/// programs run here; `None` for another host.
+pub fn lock_facts(host: &str) -> Option<String> {
+    lock_facts_for(host, &local_hostname(), &local_mount_processes())
 }
 
-/// [`lock_advice`] with this machine's name and mount processes given.
-pub fn lock_advice_for(host: &str, this_host: &str, processes: &[(u32, String)]) -> String {
+/// [`lock_facts`] with this machine's name and mount processes given.
+pub fn lock_facts_for(host: &str, this_host: &str, processes: &[(u32, String)]) -> Option<String> {
     if host != this_host {
-        return "if that mount is gone, break the lock with `s3block unlock`".to_owned();
+        return None;
     }
     if processes.is_empty() {
-        return format!(
+        return Some(format!(
             "{host} is this machine, and no s3block-fuse or s3backer process runs here: the lock was \
-             left by a mount that did not stop cleanly; break it with `s3block unlock`"
-        );
+             left by a mount that did not stop cleanly"
+        ));
     }
     let running: Vec<String> = processes.iter().map(|(pid, name)| format!("{name} (pid {pid})")).collect();
-    format!(
-        "{host} is this machine, where {} runs: if it mounts this volume, unmount it first; if not, \
-         break the lock with `s3block unlock`",
-        running.join(", ")
-    )
+    Some(format!("{host} is this machine, where {} runs", running.join(", ")))
 }
 
 #[cfg(test)]
@@ -66,14 +63,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_advice_names_this_host_and_its_mount_processes() {
-        let other = lock_advice_for("vps", "laptop", &[]);
-        assert!(other.contains("s3block unlock") && !other.contains("this machine"), "{other}");
-        let stale = lock_advice_for("laptop", "laptop", &[]);
+    fn the_facts_name_this_host_and_its_mount_processes() {
+        assert_eq!(lock_facts_for("vps", "laptop", &[]), None);
+        let stale = lock_facts_for("laptop", "laptop", &[]).expect("this host");
         assert!(stale.contains("laptop is this machine") && stale.contains("no s3block-fuse"), "{stale}");
-        assert!(stale.contains("`s3block unlock`"), "{stale}");
-        let running = lock_advice_for("laptop", "laptop", &[(42, "s3block-fuse".into())]);
-        assert!(running.contains("s3block-fuse (pid 42) runs") && running.contains("unmount"), "{running}");
+        assert!(!stale.contains("s3block unlock"), "the library names no command: {stale}");
+        let running = lock_facts_for("laptop", "laptop", &[(42, "s3block-fuse".into())]).expect("this host");
+        assert!(running.contains("s3block-fuse (pid 42) runs"), "{running}");
         assert!(!local_hostname().is_empty());
     }
 }

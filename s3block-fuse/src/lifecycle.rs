@@ -29,7 +29,7 @@ use crate::session::{FuseFs, InFlight, mount_config};
 use crate::shutdown::{Backoff, ShutdownOutcome, shutdown};
 use crate::stack::{build_stack_with, terminal_prompt};
 use crate::stop::{Served, serve_until_stopped};
-use s3block_store::{Password, VolumeOptions, open_volume};
+use s3block_store::{Password, VolumeOptions, open_volume, with_hint};
 
 /// Effective user and group ids, from /proc/self/status.
 fn effective_ids() -> (u32, u32) {
@@ -80,7 +80,10 @@ pub(crate) fn ask_before_background(opts: &Options) -> Result<Option<Password>, 
     let what = format!("the volume at {}", opts.store);
     match opts.store_args.password(&what, confirm, &mut terminal_prompt) {
         Ok(password) => Ok(Some(password)),
-        Err(e) => Err(fail(exit::exit_code(&e), format!("cannot open the volume {}: {e}", opts.store))),
+        Err(e) => Err(fail(
+            exit::exit_code(&e),
+            with_hint(&e, format!("cannot open the volume {}: {e}", opts.store)),
+        )),
     }
 }
 
@@ -105,7 +108,12 @@ pub(crate) fn run_mount(opts: Options) -> ExitCode {
     }
     let stack = match runtime.block_on(build_stack_with(&opts, prompt)) {
         Ok(stack) => stack,
-        Err(e) => return fail(exit::exit_code(&e), format!("cannot open the volume {}: {e}", opts.store)),
+        Err(e) => {
+            return fail(
+                exit::exit_code(&e),
+                with_hint(&e, format!("cannot open the volume {}: {e}", opts.store)),
+            );
+        }
     };
     let (euid, egid) = effective_ids();
     let (uid, gid) = (opts.uid.unwrap_or(euid), opts.gid.unwrap_or(egid));

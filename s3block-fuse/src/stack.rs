@@ -369,7 +369,9 @@ mod tests {
         assert!(matches!(err, Error::WrongPassword { .. }), "{err}");
         assert!(err.to_string().contains("wrong password"), "{err}");
         // No password and no terminal: the error says how to give one.
-        let err = build_stack_with(&opts(&[&url, "/m"]), no_prompt).await.unwrap_err().to_string();
+        let err = build_stack_with(&opts(&[&url, "/m"]), no_prompt).await.unwrap_err();
+        assert!(matches!(err, Error::PasswordNeeded { .. }), "{err}");
+        let err = s3block_store::with_hint(&err, err.to_string());
         assert!(err.contains("--password-file") && err.contains("S3BLOCK_PASSWORD"), "{err}");
         // The prompt's answer opens it, without --encrypt (the descriptor says so).
         let typed = |_: &str| Ok("correct horse".to_owned());

@@ -154,7 +154,7 @@ impl StoreArgs {
             return Ok(true);
         }
         let descriptor = read_descriptor(opened.store.as_ref(), &opened.prefix).await?;
-        Ok(descriptor.is_some_and(|d| d.encryption.is_some()))
+        Ok(descriptor.is_some_and(|d| d.is_encrypted()))
     }
 
     /// The encryption to open the volume under `opened` with: `None` when

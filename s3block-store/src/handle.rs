@@ -293,7 +293,7 @@ impl VolumeBuilder {
                 self.decode
                     && (self.encrypt.is_some()
                         || self.given.is_some()
-                        || matches!(&info.source, GeometrySource::Descriptor(d) if d.encryption.is_some()))
+                        || matches!(&info.source, GeometrySource::Descriptor(d) if d.is_encrypted()))
             }
         };
         if !encrypted {

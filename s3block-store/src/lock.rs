@@ -58,6 +58,7 @@ pub struct LockInfo {
 
 /// Whether the store enforces conditional creates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LockMode {
     /// Taken by conditional create: two mounts can never both hold it.
     Enforced,
@@ -246,7 +247,7 @@ impl MountLock {
                 None => {
                     return Err(Error::Config(format!(
                         "the mount lock {key} was removed right after this mount wrote it (by a mount \
-                         started at the same moment, or `s3block unlock`); nothing was mounted, try again"
+                         started at the same moment, or a lock break); nothing was mounted, try again"
                     )));
                 }
             }

@@ -52,6 +52,7 @@ impl fmt::Debug for Password {
 
 /// Where to read the password.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum PasswordSource {
     /// Already read (from a prompt, or by the caller).
     Given(Password),
@@ -110,11 +111,7 @@ pub fn obtain_password(
     if let Some(source) = source {
         return source.read();
     }
-    let no_prompt = |why: String| {
-        Error::Config(format!(
-            "{what} is encrypted and no password was given, and {why}: give --password-file FILE or set {PASSWORD_ENV}"
-        ))
-    };
+    let no_prompt = |why: String| Error::PasswordNeeded { what: what.to_owned(), why: Some(why) };
     let Some(prompt) = prompt else { return Err(no_prompt("nothing can ask for one".into())) };
     let mut ask =
         |text: &str| prompt(text).map_err(|e| no_prompt(format!("asking on the terminal failed ({e})")));

@@ -22,7 +22,6 @@ use crate::encryption::{
 use crate::error::{is_absent, store_error};
 use crate::keys::key_path;
 use crate::lock::utc_stamp;
-use crate::password::PASSWORD_ENV;
 use crate::s3backer_crypto::{META_HMAC, S3backerCodec};
 
 /// Name of the descriptor object under the volume's prefix.
@@ -42,8 +41,10 @@ pub struct VolumeDescriptor {
     /// Deflate level blocks are written with, `None` for none.
     pub compression: Option<u32>,
     /// Encryption parameters ([`EncryptionParams`] as JSON), `None` when
-    /// blocks are not encrypted.
-    pub encryption: Option<serde_json::Value>,
+    /// blocks are not encrypted. Kept as JSON so that a descriptor whose
+    /// scheme this version does not know still shows its geometry; read it
+    /// with [`encryption_params`](Self::encryption_params).
+    encryption: Option<serde_json::Value>,
     /// Whether keys carry the hash prefix.
     pub hash_prefix: bool,
     /// Random 128-bit id, hex.
@@ -56,6 +57,11 @@ impl VolumeDescriptor {
     /// The volume's geometry.
     pub fn geometry(&self) -> Result<Geometry> {
         Geometry::new(self.size, self.block_size)
+    }
+
+    /// Whether the volume's blocks are encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.encryption.is_some()
     }
 
     /// The encryption parameters, `None` when the volume is not encrypted.
@@ -87,6 +93,7 @@ pub struct VolumeOptions {
 
 /// Where an opened volume's geometry came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum GeometrySource {
     /// The s3block descriptor.
     Descriptor(VolumeDescriptor),
@@ -284,7 +291,7 @@ async fn write_descriptor(
     adopt: bool,
 ) -> Result<(VolumeDescriptor, CodecChain)> {
     let key = descriptor_key(prefix);
-    let size = opts.size.ok_or_else(|| Error::Config("creating a volume needs its size (--size)".into()))?;
+    let size = opts.size.ok_or_else(|| Error::Config("creating a volume needs its size".into()))?;
     let geometry = Geometry::new(size, opts.block_size.unwrap_or(u64::from(DEFAULT_BLOCK_SIZE)))?;
     if let Some(level) = opts.compression {
         crate::codec::Deflate::new(level)?;
@@ -306,12 +313,11 @@ async fn write_descriptor(
         )));
     }
     if !adopt && let Some(block_key) = crate::list::first_block_key(store, prefix).await? {
-        return Err(Error::Config(format!(
-            "block objects are already stored under prefix {prefix:?} (for example {block_key}) but there is no {key} and no block 0: \
-             they are a volume whose descriptor was lost, or an s3backer volume whose block 0 is zero; refusing to create a new volume over them. \
-             If they are a volume, write its descriptor with `s3block create --adopt` and the --size and --block-size it was written with; \
-             otherwise remove them with `s3block erase`"
-        )));
+        return Err(Error::StoredBlocksWithoutVolume {
+            prefix: prefix.to_owned(),
+            example: block_key,
+            descriptor: key,
+        });
     }
     let id: u128 = rand::rng().random();
     let volume_id = format!("{id:032x}");
@@ -386,10 +392,10 @@ pub async fn open_volume_with(
             let codec = match (d.encryption_params()?, enc) {
                 (Some(params), Some(enc)) => Some(unlock(&params, enc, prefix, &d.volume_id, &key)?),
                 (Some(params), None) => {
-                    return Err(Error::Config(format!(
-                        "the volume at {key} is encrypted ({}): give its password (prompt, --password-file or {PASSWORD_ENV})",
-                        params.scheme()
-                    )));
+                    return Err(Error::PasswordNeeded {
+                        what: format!("the volume at {key} ({})", params.scheme()),
+                        why: None,
+                    });
                 }
                 (None, Some(enc)) => {
                     return Err(Error::Mismatch {
@@ -406,7 +412,7 @@ pub async fn open_volume_with(
         (_, Some(enc)) => {
             if enc.scheme == Some(EncryptionScheme::XChaCha20Poly1305) {
                 return Err(Error::Config(format!(
-                    "no volume descriptor at {key}: s3block's own encryption needs one (create the volume with encryption); a volume s3backer made uses --encrypt=aes-128-cbc"
+                    "no volume descriptor at {key}: s3block's own encryption needs one (create the volume with encryption); a volume s3backer made uses the aes-128-cbc scheme"
                 )));
             }
             let codec = S3backerCodec::new(&enc.password, &enc.bucket, prefix);
