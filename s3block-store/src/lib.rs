@@ -19,14 +19,41 @@
 //! - the mount lock ([`MountLock`], [`break_lock`]);
 //! - `ObjectStore` wrappers that compose by generics: [`RetryStore`]
 //!   (backoff with full jitter, bounded time), [`CountingStore`] (request
-//!   and byte counts), [`FaultStore`] (seeded errors and latency, for tests),
-//!   [`SidecarStore`] (attributes for the local directory);
+//!   and byte counts), [`SidecarStore`] (attributes for the local
+//!   directory), and, with the `testing` feature only, `FaultStore` (seeded
+//!   errors and latency);
 //! - listing in parallel key ranges ([`list_blocks`]) and bulk delete
 //!   ([`delete_keys`]);
-//! - [`conformance`]: the checks every store must pass.
+//! - `conformance` (with the `testing` feature): the checks every store
+//!   must pass.
 //!
 //! It is not a cache: every read is a GET and every write a PUT. The cache
 //! crate sits on top.
+//!
+//! # Opening a volume
+//!
+//! [`Volume`] is the one way to open or create one, the way the mount
+//! program and the `s3block` command do: it reads the geometry, checks it,
+//! unlocks encryption, holds the mount lock and assembles the device.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use s3block_core::{BlockDeviceExt, Bytes};
+//! use s3block_store::{Create, Volume};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let url = format!("file://{}", dir.path().display());
+//! let volume = Volume::at(&url)?.size(1 << 30).create(Create::New).open().await?;
+//! assert_eq!(volume.geometry().block_count(), 4096); // 256 KiB blocks by default
+//! volume.device().write_at(5_000_000, Bytes::from_static(b"stored as one object")).await?;
+//! volume.close().await?;
+//!
+//! // Found again from its descriptor; a wrong size would be refused.
+//! let again = Volume::at(&url)?.read_only(true).open().await?;
+//! assert_eq!(&again.device().read_at(5_000_000, 6).await?[..], b"stored");
+//! # Ok::<(), s3block_core::Error>(())
+//! # }).unwrap();
+//! ```
 //!
 //! # Choices
 //!
@@ -52,14 +79,19 @@
 mod args;
 mod codec;
 mod config;
+#[cfg(feature = "testing")]
 pub mod conformance;
 mod counting;
 mod device;
 mod encryption;
 mod error;
+#[cfg(feature = "testing")]
 mod fault;
+#[cfg(feature = "testing")]
 mod faultenv;
 mod handle;
+#[cfg(feature = "clap")]
+mod hints;
 mod keys;
 mod list;
 mod lock;
@@ -83,9 +115,13 @@ pub use device::{
 };
 pub use encryption::{EncryptionOptions, EncryptionParams, EncryptionScheme, KdfParams, volume_codecs};
 pub use error::{classify, store_error};
+#[cfg(feature = "testing")]
 pub use fault::{FaultConfig, FaultStore, InjectedFault};
+#[cfg(feature = "testing")]
 pub use faultenv::{FaultSpec, INJECT_FAULTS_ENV};
 pub use handle::{Create, Volume, VolumeBuilder};
+#[cfg(feature = "clap")]
+pub use hints::{command_hint, with_hint};
 pub use keys::{check_prefix, key_path};
 pub use list::{ListPlan, StoredBlock, delete_keys, first_block_key, list_blocks};
 pub use lock::{
