@@ -14,7 +14,9 @@
 //! - [`KeyLayout`]: the s3backer-compatible object key of each block;
 //! - [`is_zero`]: the fast all-zeros test behind zero-block elision;
 //! - [`Error`]: the one error type, carrying the block or key concerned;
-//! - [`exit`]: the exit codes every s3block program follows.
+//! - [`exit`]: the exit codes every s3block program follows;
+//! - [`Backoff`]: the one retry schedule (exponential, full jitter, budgets)
+//!   of the store's requests, the cache's uploads and a mount's final flush.
 //!
 //! # Example
 //!
@@ -41,6 +43,7 @@
 //! LVM) keeps its own metadata in those blocks. Listing a directory of a
 //! million files costs nothing extra.
 
+mod backoff;
 mod counters;
 mod device;
 mod error;
@@ -52,6 +55,7 @@ mod mem;
 mod range;
 mod zero;
 
+pub use backoff::{Backoff, Retries};
 pub use counters::{
     FetchReason, RequestClass, RequestCounters, RequestCounts, WithFetchReason, fetch_reason,
     with_fetch_reason,
