@@ -3,7 +3,6 @@
 use std::ops::Range;
 use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -13,6 +12,7 @@ use s3block_core::{
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::config::{CacheConfig, Limits};
 use crate::entry::Content;
@@ -82,12 +82,13 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
         let limits = config.limits(&geometry)?;
         let runtime = Handle::try_current()
             .map_err(|_| Error::Config("the block cache must be created inside a tokio runtime".into()))?;
+        let retry_rng = config.upload_retry.rng();
         let shared = Arc::new(Shared {
             lower,
             geometry,
             limits,
             config,
-            state: Mutex::new(State::new(limits.cache_size, limits.max_dirty)),
+            state: Mutex::new(State::new(limits.cache_size, limits.max_dirty, retry_rng)),
             progress: Notify::new(),
             work: Notify::new(),
             counters: Counters::default(),
@@ -151,6 +152,19 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
         s.cache_size = self.shared.limits.cache_size;
         s.requests = self.shared.config.counters.as_ref().map(|c| c.snapshot());
         s
+    }
+
+    /// Checks the cache's bookkeeping: the bytes accounted as resident are
+    /// the bytes its blocks hold, the dirty bytes those of its dirty blocks
+    /// (no more than the resident bytes and the dirty limit), the resident
+    /// bytes within the cache size, and the dirty index, the eviction list,
+    /// the upload queue and the uploads in flight consistent with the
+    /// blocks. Returns the first broken invariant, described.
+    ///
+    /// It costs a pass over the cached blocks under the cache's lock: for
+    /// tests (the model test calls it after every operation) and debugging.
+    pub fn check_invariants(&self) -> std::result::Result<(), String> {
+        self.shared.lock().check_invariants(self.shared.config.upload_concurrency)
     }
 
     /// Sets the cumulative counters (and the store's request counters, when

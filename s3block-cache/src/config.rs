@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use s3block_core::{Error, Geometry, RequestCounters, Result, format_size};
+use s3block_core::{Backoff, Error, Geometry, RequestCounters, Result, format_size};
 
 /// Default cache size: 64 MiB, half the RAM of the smallest host s3block targets.
 pub const DEFAULT_CACHE_SIZE: u64 = 64 << 20;
@@ -27,6 +27,13 @@ pub const DEFAULT_WRITE_DELAY: Duration = Duration::from_millis(250);
 /// Default largest read-ahead window: 4 MiB.
 pub const DEFAULT_READ_AHEAD: u64 = 4 << 20;
 
+/// Default schedule of upload retries: waits of up to half a second after
+/// the first failure, doubling to at most 30 seconds, with full jitter so
+/// the blocks of one outage do not all retry at once.
+pub fn default_upload_retry() -> Backoff {
+    Backoff::new(Duration::from_millis(500), Duration::from_secs(30))
+}
+
 /// How a [`BlockCache`](crate::BlockCache) behaves. Build with
 /// [`CacheConfig::builder`] or take [`CacheConfig::default`].
 #[derive(Debug, Clone)]
@@ -45,6 +52,10 @@ pub struct CacheConfig {
     pub read_ahead: u64,
     /// The store's request counters, reported in [`CacheStats`](crate::CacheStats).
     pub counters: Option<Arc<RequestCounters>>,
+    /// When a failed upload is tried again (a flush tries at once). Only
+    /// the delays are used: the cache never gives up a dirty block, so the
+    /// schedule's attempt and time budgets do not apply.
+    pub upload_retry: Backoff,
 }
 
 impl Default for CacheConfig {
@@ -56,6 +67,7 @@ impl Default for CacheConfig {
             write_delay: DEFAULT_WRITE_DELAY,
             read_ahead: DEFAULT_READ_AHEAD,
             counters: None,
+            upload_retry: default_upload_retry(),
         }
     }
 }
@@ -150,6 +162,12 @@ impl CacheConfigBuilder {
     /// The store's request counters, to include in the stats.
     pub fn counters(mut self, counters: Arc<RequestCounters>) -> Self {
         self.config.counters = Some(counters);
+        self
+    }
+
+    /// When a failed upload is tried again (the delays of `schedule`).
+    pub fn upload_retry(mut self, schedule: Backoff) -> Self {
+        self.config.upload_retry = schedule;
         self
     }
 

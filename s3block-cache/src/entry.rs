@@ -2,10 +2,10 @@
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use s3block_core::Error;
+use tokio::time::Instant;
 
 /// Largest granule of a partly written block's buffer: the kernel's page.
 const PAGE: u32 = 4096;

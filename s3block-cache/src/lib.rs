@@ -58,7 +58,7 @@ mod zeroset;
 pub use cache::BlockCache;
 pub use config::{
     CacheConfig, CacheConfigBuilder, DEFAULT_CACHE_SIZE, DEFAULT_READ_AHEAD, DEFAULT_UPLOAD_CONCURRENCY,
-    DEFAULT_WRITE_DELAY,
+    DEFAULT_WRITE_DELAY, default_upload_retry,
 };
 pub use report::{
     CacheFigures, CostFigures, MountStats, ReadAheadFigures, ReadFigures, RequestFigures, STATS_FORMAT,

@@ -2,12 +2,12 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Instant;
 
 use s3block_core::{
     BlockDevice, BlockId, Error, FetchReason, StoreErrorKind, check_block_len, with_fetch_reason,
 };
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::cache::Shared;
 use crate::state::{Load, LoadOutcome, State};

@@ -2,12 +2,13 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ops::Range;
-use std::time::Instant;
 
 use bytes::Bytes;
 use lru::LruCache;
+use rand::rngs::StdRng;
 use s3block_core::{BlockId, is_zero};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::entry::{Content, Entry, Wb, merge};
 use crate::readahead::ReadAhead;
@@ -72,10 +73,12 @@ pub(crate) struct State {
     pub(crate) stopped: bool,
     pub(crate) cache_size: u64,
     pub(crate) max_dirty: u64,
+    /// The jitter of upload retries (see [`CacheConfig::upload_retry`](crate::CacheConfig::upload_retry)).
+    pub(crate) retry_rng: StdRng,
 }
 
 impl State {
-    pub(crate) fn new(cache_size: u64, max_dirty: u64) -> Self {
+    pub(crate) fn new(cache_size: u64, max_dirty: u64, retry_rng: StdRng) -> Self {
         State {
             entries: HashMap::new(),
             lru: LruCache::unbounded(),
@@ -98,6 +101,7 @@ impl State {
             stopped: false,
             cache_size,
             max_dirty,
+            retry_rng,
         }
     }
 
@@ -290,6 +294,121 @@ impl State {
         }
     }
 
+    /// Checks what the bookkeeping keeps true between two changes: the
+    /// bytes accounted are the bytes held, the dirty bytes those of the
+    /// dirty entries, the indexes agree with the entries, and the limits
+    /// hold. Returns the first broken invariant, described.
+    pub(crate) fn check_invariants(&self, upload_concurrency: usize) -> Result<(), String> {
+        let mut held = 0u64;
+        let mut dirty = 0u64;
+        let mut dirty_count = 0usize;
+        let mut clean_count = 0usize;
+        let mut uploading = 0usize;
+        for (&block, e) in &self.entries {
+            let size = e.content.size();
+            held += size;
+            if e.generation > self.last_gen {
+                return Err(format!(
+                    "block {block}: generation {} is past the last handed out ({})",
+                    e.generation, self.last_gen
+                ));
+            }
+            match e.dirty_since {
+                Some(since) => {
+                    dirty += size;
+                    dirty_count += 1;
+                    if e.wb == Wb::Clean {
+                        return Err(format!("block {block} is dirty since {since} but marked clean"));
+                    }
+                    if since > e.generation {
+                        return Err(format!(
+                            "block {block}: dirty since generation {since}, after its last write ({})",
+                            e.generation
+                        ));
+                    }
+                    if !self.dirty_index.contains(&(since, block)) {
+                        return Err(format!(
+                            "dirty block {block} (since {since}) is missing from the dirty index"
+                        ));
+                    }
+                    if self.lru.contains(&block) {
+                        return Err(format!("dirty block {block} is evictable (in the LRU list)"));
+                    }
+                }
+                None => {
+                    clean_count += 1;
+                    if e.wb != Wb::Clean {
+                        return Err(format!("clean block {block} is in write-back state {:?}", e.wb));
+                    }
+                    if !self.lru.contains(&block) {
+                        return Err(format!(
+                            "clean block {block} is not in the LRU list: it can never be evicted"
+                        ));
+                    }
+                }
+            }
+            match e.wb {
+                Wb::Uploading => uploading += 1,
+                Wb::Failed if !self.failed.contains(&block) => {
+                    return Err(format!("block {block} failed to upload but is not in the retry set"));
+                }
+                Wb::Queued if !self.queue.contains(&block) => {
+                    return Err(format!("block {block} is queued for upload but not in the queue"));
+                }
+                _ => {}
+            }
+        }
+        if held != self.resident {
+            return Err(format!("{} bytes accounted as resident, {held} held by the entries", self.resident));
+        }
+        if dirty != self.dirty_bytes {
+            return Err(format!(
+                "{} bytes accounted as dirty, {dirty} held by dirty entries",
+                self.dirty_bytes
+            ));
+        }
+        if self.dirty_bytes > self.resident {
+            return Err(format!("{} dirty bytes exceed the {} resident", self.dirty_bytes, self.resident));
+        }
+        if self.dirty_bytes > self.max_dirty {
+            return Err(format!(
+                "{} dirty bytes exceed the dirty limit {}",
+                self.dirty_bytes, self.max_dirty
+            ));
+        }
+        if self.resident > self.cache_size {
+            return Err(format!(
+                "{} resident bytes exceed the cache size {}",
+                self.resident, self.cache_size
+            ));
+        }
+        if self.dirty_index.len() != dirty_count {
+            return Err(format!(
+                "the dirty index holds {} blocks, the entries {dirty_count} dirty ones",
+                self.dirty_index.len()
+            ));
+        }
+        if self.lru.len() != clean_count {
+            return Err(format!(
+                "the LRU list holds {} blocks, the entries {clean_count} clean ones",
+                self.lru.len()
+            ));
+        }
+        if uploading != self.in_flight {
+            return Err(format!(
+                "{uploading} blocks are uploading, {} uploads counted in flight",
+                self.in_flight
+            ));
+        }
+        if self.in_flight > upload_concurrency {
+            return Err(format!(
+                "{} uploads in flight, more than the {upload_concurrency} allowed",
+                self.in_flight
+            ));
+        }
+        Ok(())
+    }
+
     /// Blocks of `range` that have entries (cheapest way round).
     pub(crate) fn entries_in(&self, range: &Range<u64>) -> Vec<BlockId> {
         if range.end - range.start <= self.entries.len() as u64 {
@@ -297,5 +416,81 @@ impl State {
         } else {
             self.entries.keys().copied().filter(|b| range.contains(&u64::from(b.0))).collect()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn block(fill: u8) -> Bytes {
+        Bytes::from(vec![fill; 512])
+    }
+
+    /// A state holding a dirty block 1 and a clean block 2, 512 bytes each.
+    fn state() -> State {
+        let mut st = State::new(4096, 2048, StdRng::seed_from_u64(0));
+        let now = Instant::now();
+        st.commit_write(BlockId(1), |_| Content::Full(block(1)), now);
+        st.install(BlockId(2), block(2), false, false, now);
+        st
+    }
+
+    #[test]
+    fn the_invariant_check_passes_on_kept_books() {
+        let mut st = state();
+        assert_eq!(st.check_invariants(1), Ok(()));
+        assert_eq!((st.resident, st.dirty_bytes), (1024, 512));
+        st.forget(BlockId(1));
+        st.forget(BlockId(2));
+        assert_eq!(st.check_invariants(1), Ok(()));
+        assert_eq!((st.resident, st.dirty_bytes), (0, 0));
+    }
+
+    #[test]
+    fn the_invariant_check_catches_broken_books() {
+        let broken = |breaks: &dyn Fn(&mut State), says: &str| {
+            let mut st = state();
+            breaks(&mut st);
+            match st.check_invariants(1) {
+                Err(e) => assert!(e.contains(says), "{says:?} not in {e:?}"),
+                Ok(()) => panic!("not caught: {says}"),
+            }
+        };
+        broken(&|st| st.resident += 1, "1025 bytes accounted as resident, 1024 held");
+        broken(&|st| st.dirty_bytes -= 1, "511 bytes accounted as dirty, 512 held");
+        broken(
+            &|st| {
+                let e = st.entries.get_mut(&BlockId(2)).expect("block 2 is cached");
+                e.content = Content::Full(Bytes::from(vec![2; 1024]));
+            },
+            "1024 bytes accounted as resident, 1536 held",
+        );
+        broken(&|st| st.dirty_index.clear(), "dirty block 1 (since 1) is missing from the dirty index");
+        broken(
+            &|st| {
+                st.lru.pop(&BlockId(2));
+            },
+            "clean block 2 is not in the LRU list",
+        );
+        broken(
+            &|st| {
+                st.lru.put(BlockId(1), ());
+            },
+            "dirty block 1 is evictable",
+        );
+        broken(&|st| st.in_flight = 2, "0 blocks are uploading, 2 uploads counted in flight");
+        broken(
+            &|st| {
+                if let Some(e) = st.entries.get_mut(&BlockId(1)) {
+                    e.wb = Wb::Uploading;
+                }
+            },
+            "1 blocks are uploading, 0 uploads counted in flight",
+        );
+        broken(&|st| st.queue.clear(), "block 1 is queued for upload but not in the queue");
+        broken(&|st| st.cache_size = 1000, "1024 resident bytes exceed the cache size 1000");
+        broken(&|st| st.max_dirty = 256, "512 dirty bytes exceed the dirty limit 256");
     }
 }

@@ -10,20 +10,16 @@
 use std::ops::Range;
 use std::pin::pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use s3block_core::{BlockDevice, BlockId, Error, Result};
+use tokio::time::Instant;
 
 use crate::cache::Shared;
 use crate::entry::{Content, Wb, merge};
 use crate::load::{share_error, wait};
 use crate::state::{LoadOutcome, State};
 use crate::stats::Counters;
-
-/// First wait before a failed upload is tried again; doubles up to the max.
-const RETRY_FIRST: Duration = Duration::from_millis(250);
-const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// What an upload sends.
 enum Snapshot {
@@ -50,7 +46,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
                 Some(at) => {
                     tokio::select! {
                         () = self.work.notified() => {}
-                        () = tokio::time::sleep_until(at.into()) => {}
+                        () = tokio::time::sleep_until(at) => {}
                     }
                 }
                 None => self.work.notified().await,
@@ -232,7 +228,10 @@ impl<D: BlockDevice + 'static> Shared<D> {
                 Counters::bump(&self.counters.upload_errors);
                 tracing::warn!(block = block.0, error = %err, "block upload failed; it stays dirty and will be retried");
                 e.failures = e.failures.saturating_add(1);
-                let backoff = RETRY_FIRST.saturating_mul(1 << e.failures.min(8)).min(RETRY_MAX);
+                let failures = e.failures;
+                // The schedule's delays only: a dirty block is never given up.
+                let backoff = self.config.upload_retry.delay(failures, &mut st.retry_rng);
+                let Some(e) = st.entries.get_mut(&block) else { return };
                 e.retry_at = now + backoff;
                 e.error = Some(Arc::new(err));
                 e.wb = Wb::Failed;

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{block_data, config, geometry, pattern};
+use common::{block_data, config, geometry, pattern, settle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use s3block_cache::BlockCache;
 use s3block_cache::testing::{CountingDevice, FlakyDevice, GatedDevice};
-use s3block_core::{BlockDevice, BlockDeviceExt, BlockId, Error, MemoryDevice};
-use tokio::time::timeout;
+use s3block_core::{Backoff, BlockDevice, BlockDeviceExt, BlockId, Error, MemoryDevice};
+use tokio::time::{Instant, timeout};
 
 type Stack = Arc<GatedDevice<Arc<CountingDevice<Arc<MemoryDevice>>>>>;
 
@@ -24,7 +24,7 @@ fn stack(blocks: u64) -> (Stack, Arc<CountingDevice<Arc<MemoryDevice>>>, Arc<Mem
 
 const SOON: Duration = Duration::from_secs(5);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn concurrent_misses_on_one_block_make_one_get() {
     let (gated, counted, mem) = stack(16);
     let g = gated.geometry();
@@ -44,7 +44,9 @@ async fn concurrent_misses_on_one_block_make_one_get() {
         })
         .collect();
     timeout(SOON, gated.wait_arrived(BlockId(3), 1)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    settle().await;
+    // Every reader is waiting, on the one fetch in flight.
+    assert_eq!((cache.stats().misses, gated.arrived(BlockId(3))), (10, 1));
     gated.release(BlockId(3));
     let want = block_data(&g, 3, 1);
     for (i, r) in readers.into_iter().enumerate() {
@@ -85,7 +87,7 @@ async fn a_write_during_the_upload_of_its_block_is_not_lost() {
     cache.close().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn the_dirty_limit_makes_writers_wait_not_fail() {
     let (gated, _counted, mem) = stack(16);
     let g = gated.geometry();
@@ -99,7 +101,8 @@ async fn the_dirty_limit_makes_writers_wait_not_fail() {
         let data = block_data(&g, 2, 1);
         async move { cache.write_block(BlockId(2), data).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // However long it takes: nothing but room lets the writer on.
+    tokio::time::sleep(Duration::from_secs(3600)).await;
     assert!(!writer.is_finished(), "the third dirty block waits for room");
     assert_eq!(cache.stats().write_waits, 1);
     assert_eq!(cache.stats().dirty_bytes, 2 * u64::from(g.block_size()));
@@ -165,7 +168,7 @@ async fn a_partial_write_is_merged_at_upload_time() {
     cache.close().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn flush_reports_failed_uploads_and_keeps_them_dirty() {
     let mem = Arc::new(MemoryDevice::new(geometry(16)));
     let flaky = Arc::new(FlakyDevice::new(Arc::clone(&mem), 1.0, 7));
@@ -186,10 +189,11 @@ async fn flush_reports_failed_uploads_and_keeps_them_dirty() {
     assert_eq!(s.dirty_blocks, 2, "{s}");
     assert!(s.upload_errors >= 2, "{s}");
     assert_eq!(mem.stored_blocks(), 0);
-    // A second flush tries again at once.
-    let retries = cache.stats().retries;
+    // A second flush tries again at once: both blocks, the clock not moving.
+    let (retries, at) = (cache.stats().retries, Instant::now());
     assert!(cache.flush().await.is_err());
-    assert!(cache.stats().retries >= retries + 2, "{}", cache.stats());
+    assert_eq!(cache.stats().retries, retries + 2, "{}", cache.stats());
+    assert_eq!(Instant::now(), at, "the flush did not wait for the backoff");
     // Closing fails the same way, and refuses writes from then on.
     assert!(matches!(cache.close().await, Err(Error::WriteBack { count: 2, .. })));
     assert!(cache.write_block(BlockId(1), block_data(&g, 1, 1)).await.is_err(), "closed");
@@ -202,7 +206,42 @@ async fn flush_reports_failed_uploads_and_keeps_them_dirty() {
     assert_eq!(cache.read_block(BlockId(4)).await.unwrap(), block_data(&g, 4, 1));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// A failed upload waits out its backoff (the schedule's seeded delays,
+/// exactly) before it is tried again, however often it fails.
+#[tokio::test(start_paused = true)]
+async fn a_failed_upload_is_tried_again_at_its_backoff_not_before() {
+    let mem = Arc::new(MemoryDevice::new(geometry(16)));
+    let flaky = Arc::new(FlakyDevice::new(Arc::clone(&mem), 1.0, 7));
+    let g = flaky.geometry();
+    let schedule = Backoff::new(Duration::from_millis(500), Duration::from_secs(30)).with_seed(5);
+    let mut rng = schedule.rng();
+    let waits: Vec<Duration> = (1..=3).map(|retry| schedule.delay(retry, &mut rng)).collect();
+    let ms = Duration::from_millis(1);
+    assert!(waits.iter().all(|w| *w > ms), "the seed draws waits to look inside: {waits:?}");
+    let mut cfg = config(&g, 8, 4);
+    cfg.upload_retry = schedule;
+    let cache = BlockCache::new(Arc::clone(&flaky), cfg).unwrap();
+    cache.write_block(BlockId(4), block_data(&g, 4, 1)).await.unwrap();
+    settle().await;
+    assert_eq!((cache.stats().upload_errors, cache.stats().retries), (1, 0));
+    for (i, wait) in waits.iter().enumerate() {
+        if i == 2 {
+            flaky.set_error_rate(0.0);
+        }
+        tokio::time::advance(*wait - ms).await;
+        settle().await;
+        assert_eq!(cache.stats().retries, i as u64, "retry {} not before its wait of {wait:?}", i + 1);
+        tokio::time::advance(ms).await;
+        settle().await;
+        assert_eq!(cache.stats().retries, i as u64 + 1, "retry {} at its wait of {wait:?}", i + 1);
+    }
+    let s = cache.stats();
+    assert_eq!((s.upload_errors, s.uploads, s.dirty_blocks), (3, 1, 0), "{s}");
+    assert_eq!(mem.read_block(BlockId(4)).await.unwrap(), block_data(&g, 4, 1));
+    cache.close().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn resident_bytes_stay_within_the_cache_size() {
     let mem = Arc::new(MemoryDevice::new(geometry(256)));
     let slow = Arc::new(FlakyDevice::new(Arc::clone(&mem), 0.0, 3).with_latency(
@@ -224,6 +263,9 @@ async fn resident_bytes_stay_within_the_cache_size() {
                 let s = cache.stats();
                 assert!(s.resident_bytes <= s.cache_size, "{s}");
                 assert!(s.dirty_bytes <= 6 * 512, "{s}");
+                if let Err(broken) = cache.check_invariants() {
+                    panic!("the cache's bookkeeping is broken: {broken}\n{s}");
+                }
                 peak = peak.max(s.resident_bytes);
                 samples += 1;
                 tokio::time::sleep(Duration::from_micros(200)).await;
@@ -289,7 +331,7 @@ async fn an_upload_in_flight_blocks_no_read() {
     assert_eq!(mem.read_block(BlockId(1)).await.unwrap(), block_data(&g, 1, 1));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_discard_waits_for_an_upload_in_its_range_so_nothing_comes_back() {
     let (gated, counted, mem) = stack(16);
     let g = gated.geometry();
@@ -301,8 +343,9 @@ async fn a_discard_waits_for_an_upload_in_its_range_so_nothing_comes_back() {
         let cache = Arc::clone(&cache);
         async move { cache.discard(0..8).await }
     });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::time::sleep(Duration::from_secs(3600)).await;
     assert!(!discard.is_finished(), "the discard waits for the upload in flight");
+    assert_eq!(counted.counts().discards, 0, "nothing discarded below while the upload is in flight");
     // Reads in the range during the discard see zeros.
     assert!(cache.read_block(BlockId(5)).await.unwrap().iter().all(|&b| b == 0));
     gated.release(BlockId(4));

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use common::{block_data, config, geometry};
-use s3block_cache::BlockCache;
+use common::{block_data, config, geometry, settle};
+use s3block_cache::{BlockCache, default_upload_retry};
 use s3block_core::{BlockDevice, BlockId, Error, Geometry, MemoryDevice, Result, StoreErrorKind};
 
 /// Stores each write, then reports the first `lost` of them as failed.
@@ -54,27 +54,31 @@ impl BlockDevice for LostAnswers {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn zeros_after_an_upload_whose_answer_was_lost_reach_the_store() {
     let g = geometry(4);
     let mem = Arc::new(MemoryDevice::new(g));
     let lower = LostAnswers { inner: Arc::clone(&mem), lost: AtomicU32::new(1) };
-    let cache = BlockCache::new(lower, config(&g, 4, 4)).expect("cache");
+    let schedule = default_upload_retry().with_seed(1);
+    let retry_in = schedule.delay(1, &mut schedule.rng());
+    assert!(retry_in > Duration::ZERO, "the seed leaves time to write before the retry");
+    let mut cfg = config(&g, 4, 4);
+    cfg.upload_retry = schedule;
+    let cache = BlockCache::new(lower, cfg).expect("cache");
     let block = BlockId(1);
     // Found absent: the cache knows block 1 is zero below.
     assert!(cache.read_block(block).await.expect("read").iter().all(|&b| b == 0));
     cache.write_block(block, block_data(&g, 1, 9)).await.expect("write");
-    // The upload starts at once (no write delay); wait for its failure,
-    // then write before the cache tries again (it backs off 500 ms).
-    let waited = tokio::time::Instant::now();
-    while cache.stats().upload_errors == 0 {
-        assert!(waited.elapsed() < Duration::from_secs(5), "the upload never ran: {}", cache.stats());
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    // The upload starts at once (no write delay) and fails; the cache tries
+    // again only `retry_in` later, and the zeros come before that.
+    settle().await;
+    let s = cache.stats();
+    assert_eq!((s.upload_errors, s.retries, s.dirty_blocks), (1, 0, 1), "{s}");
     assert_eq!(mem.read_block(block).await.expect("below"), block_data(&g, 1, 9), "the PUT took effect");
     // Zeros over it: block 1 is no longer known zero below, so they must
     // be sent (as a delete), not skipped.
     cache.write_block(block, Bytes::from(vec![0; g.block_len()])).await.expect("write zeros");
+    assert_eq!(cache.stats().retries, 0, "written before the retry");
     cache.flush().await.expect("flush");
     assert!(
         mem.read_block(block).await.expect("below").iter().all(|&b| b == 0),

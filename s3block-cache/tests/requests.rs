@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{block_data, config, geometry, pattern};
+use common::{block_data, config, geometry, pattern, settle};
 use s3block_cache::BlockCache;
 use s3block_cache::testing::{CountingDevice, FlakyDevice};
 use s3block_core::{BlockDevice, BlockDeviceExt, BlockId, MemoryDevice};
+use tokio::time::Instant;
 
 type Counted = Arc<CountingDevice<Arc<MemoryDevice>>>;
 
@@ -42,26 +43,36 @@ async fn sequential_whole_block_writes_make_n_puts_and_no_gets() {
     cache.close().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn rewrites_within_the_write_delay_are_uploaded_once() {
     let (below, mem) = counted(8);
     let g = below.geometry();
     let mut cfg = config(&g, 8, 4);
     cfg.write_delay = Duration::from_secs(60);
     let cache = BlockCache::new(Arc::clone(&below), cfg).unwrap();
+    let dirtied = Instant::now();
     for fill in 1..=5 {
         cache.write_block(BlockId(2), block_data(&g, 2, fill)).await.unwrap();
         cache.write_partial(BlockId(2), 7, Bytes::from_static(b"xyz")).await.unwrap();
+        // Rewrites later on do not push the upload back.
+        tokio::time::advance(Duration::from_secs(10)).await;
     }
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::time::advance(Duration::from_secs(60) - dirtied.elapsed() - Duration::from_millis(1)).await;
+    settle().await;
     assert_eq!(below.counts().writes, 0, "nothing uploaded before the write delay");
+    // The upload starts exactly at the write delay, without a flush.
+    tokio::time::advance(Duration::from_millis(1)).await;
+    settle().await;
+    assert_eq!(dirtied.elapsed(), Duration::from_secs(60));
+    assert_eq!(below.counts().writes, 1, "uploaded at the write delay");
+    assert_eq!(cache.stats().dirty_blocks, 0);
     cache.flush().await.unwrap();
     assert_eq!(below.counts().writes, 1);
     assert_eq!(&mem.read_partial(BlockId(2), 7, 3).await.unwrap()[..], b"xyz");
     cache.close().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn dirty_data_above_half_the_limit_is_uploaded_without_the_write_delay() {
     let (below, mem) = counted(32);
     let g = below.geometry();
@@ -69,28 +80,32 @@ async fn dirty_data_above_half_the_limit_is_uploaded_without_the_write_delay() {
     cfg.write_delay = Duration::from_secs(60);
     let cache = BlockCache::new(Arc::clone(&below), cfg).unwrap();
     // Half the dirty limit (4 of 8 blocks) keeps the write delay.
+    let first = Instant::now();
     for b in 0..4 {
         cache.write_block(BlockId(b), block_data(&g, b, 1)).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::advance(Duration::from_secs(30)).await;
+    settle().await;
     assert_eq!(below.counts().writes, 0, "at half the limit the write delay still holds");
     // Past the mark a streaming writer's blocks go out at once, with no
-    // flush and no writer waiting.
+    // flush and no writer waiting: at this very instant, every upload slot
+    // (4) busy.
+    let fifth = Instant::now();
     cache.write_block(BlockId(4), block_data(&g, 4, 1)).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while below.counts().writes == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "nothing uploaded above half the dirty limit");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert_eq!(cache.stats().write_waits, 0, "no writer had to wait");
-    // Once dirty data is back at half the limit or below, the rest waits
-    // for its write delay again.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    settle().await;
+    assert_eq!(Instant::now(), fifth);
     let uploaded = below.counts().writes;
-    assert!((1..=4).contains(&uploaded), "{uploaded} uploads");
-    assert_eq!(cache.stats().dirty_blocks, 5 - uploaded);
-    cache.flush().await.unwrap();
-    assert_eq!(below.counts().writes, 5, "each block uploaded once");
+    assert_eq!(uploaded, 4, "the oldest blocks fill the upload slots");
+    assert_eq!(cache.stats().write_waits, 0, "no writer had to wait");
+    assert_eq!(cache.stats().dirty_blocks, 1);
+    // The rest waits for its write delay again: not a moment less.
+    tokio::time::advance(first + Duration::from_secs(60) - Instant::now() - Duration::from_millis(1)).await;
+    settle().await;
+    assert_eq!(below.counts().writes, uploaded, "below the mark, the write delay holds again");
+    tokio::time::advance(fifth + Duration::from_secs(60) - Instant::now()).await;
+    settle().await;
+    assert_eq!(below.counts().writes, 5, "each block uploaded once, the last ones at their write delay");
+    assert_eq!(cache.stats().dirty_blocks, 0);
     assert_eq!(mem.read_block(BlockId(4)).await.unwrap(), block_data(&g, 4, 1));
     cache.close().await.unwrap();
 }
@@ -203,7 +218,7 @@ async fn discard_drops_cached_blocks_and_discards_below_in_one_call() {
     cache.close().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn uploads_run_in_parallel_within_the_pool_size() {
     let mem = Arc::new(MemoryDevice::new(geometry(64)));
     let slow = FlakyDevice::new(Arc::clone(&mem), 0.0, 1).with_latency(
@@ -222,7 +237,7 @@ async fn uploads_run_in_parallel_within_the_pool_size() {
     cache.flush().await.unwrap();
     let c = below.counts();
     assert_eq!(c.writes, 30);
-    assert!(c.max_concurrent_writes > 1 && c.max_concurrent_writes <= 3, "{c:?}");
+    assert_eq!(c.max_concurrent_writes, 3, "{c:?}");
     cache.close().await.unwrap();
 }
 

@@ -76,5 +76,14 @@ pub async fn read_retrying<D: BlockDevice + ?Sized>(device: &D, offset: u64, len
     panic!("read at {offset} kept failing");
 }
 
+/// Lets every task that can run (uploads, fetches, the write-back
+/// scheduler) run, without moving the clock: on paused time, what a test
+/// sees after it is what the cache does at this very instant.
+pub async fn settle() {
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+}
+
 /// The cache and its lower device, shared between tasks.
 pub type Shared<D> = Arc<BlockCache<D>>;

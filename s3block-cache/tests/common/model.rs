@@ -8,7 +8,9 @@
 //! discards, zeroed ranges and flushes at once. Each task owns its own run of
 //! blocks, so its part of the model is exact and every read is checked as it
 //! completes; the tasks still share the cache, its memory, its dirty limit and
-//! its uploads.
+//! its uploads. After every operation the cache checks its own bookkeeping
+//! ([`BlockCache::check_invariants`]: bytes accounted equal bytes held, and
+//! the rest), while the other tasks and the uploads run on.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -185,8 +187,17 @@ async fn run_task<D: BlockDevice + 'static>(
                 }
             }
         }
+        check(&cache, &format!("task {task} after op {i}"));
     }
     model
+}
+
+/// Panics when the cache's bookkeeping is broken (see
+/// [`BlockCache::check_invariants`]), naming `when`.
+pub fn check<D: BlockDevice + 'static>(cache: &BlockCache<D>, when: &str) {
+    if let Err(broken) = cache.check_invariants() {
+        panic!("{when}: the cache's bookkeeping is broken: {broken}\n{}", cache.stats());
+    }
 }
 
 /// Runs the plan through a cache over `lower` (failures allowed when
@@ -212,10 +223,12 @@ pub async fn run_model<D: BlockDevice + 'static>(
     }
     model.resize((VOLUME_BLOCKS * BS) as usize, 0);
     until_ok("final flush", flaky, || cache.flush()).await;
+    check(&cache, "after the final flush");
     let s = cache.stats();
     assert_eq!((s.dirty_blocks, s.dirty_bytes), (0, 0), "{s}");
     assert!(s.resident_bytes <= s.cache_size, "{s}");
     cache.close().await.expect("close after a successful flush");
+    check(&cache, "after close");
     model
 }
 
