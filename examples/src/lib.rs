@@ -2,18 +2,12 @@
 //! what several of them and the benches share.
 
 use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
 
-/// `len` bytes no compressor can shrink, the same for the same `seed`
-/// (xorshift64; `seed` must not be zero).
+/// `len` bytes no compressor can shrink, the same for the same `seed`.
 pub fn incompressible(len: usize, seed: u64) -> Bytes {
-    let mut x = seed;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
+    let mut v = vec![0; len];
+    StdRng::seed_from_u64(seed).fill_bytes(&mut v);
     v.into()
 }

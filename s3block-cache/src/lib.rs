@@ -51,6 +51,7 @@ mod readahead;
 pub mod report;
 mod state;
 mod stats;
+#[cfg(feature = "testing")]
 pub mod testing;
 mod writeback;
 mod zeroset;

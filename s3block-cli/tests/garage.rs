@@ -1,5 +1,5 @@
 //! `verify`, `erase` and `copy` on a real S3 server (Garage, started by
-//! `scripts/garage.sh start`; see the `s3block-tests` helpers). Without its
+//! `scripts/garage.sh start`; see the `s3block-testkit` helpers). Without its
 //! environment these tests skip, except under `CI=true`, where they fail.
 
 // Test code: a failed unwrap is a failed test.
@@ -19,7 +19,7 @@ use s3block_cli::target::{Target, open as open_url};
 use s3block_cli::volume::{create, open};
 use s3block_cli::{LayoutArgs, StoreArgs};
 use s3block_core::{BlockDevice, BlockDeviceExt, BlockId};
-use s3block_tests::{S3Env, s3_env, unique_prefix};
+use s3block_testkit::{S3Env, s3_env, unique_prefix};
 
 /// The volume at a fresh prefix of the test bucket, opened as the CLI opens
 /// it: the shared store options, credentials from the `AWS_*` environment.

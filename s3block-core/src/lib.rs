@@ -13,6 +13,8 @@
 //!   the block arithmetic written once in [`segments`];
 //! - [`KeyLayout`]: the s3backer-compatible object key of each block;
 //! - [`is_zero`]: the fast all-zeros test behind zero-block elision;
+//! - [`is_mount_point`]: whether a directory is mounted, from the kernel's
+//!   mount table, with its octal escapes decoded;
 //! - [`Error`]: the one error type, carrying the block or key concerned;
 //! - [`exit`]: the exit codes every s3block program follows;
 //! - [`Backoff`]: the one retry schedule (exponential, full jitter, budgets)
@@ -52,6 +54,8 @@ mod geometry;
 mod holder;
 mod key;
 mod mem;
+#[cfg(unix)]
+mod mountinfo;
 mod range;
 mod zero;
 
@@ -65,9 +69,11 @@ pub use error::{BoxError, Error, Result, StoreErrorKind};
 pub use geometry::{
     DEFAULT_BLOCK_SIZE, Geometry, MAX_BLOCK_COUNT, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, format_size, parse_size,
 };
-pub use holder::{local_hostname, local_mount_processes, lock_advice, lock_advice_for};
+pub use holder::{local_hostname, local_mount_processes, lock_facts, lock_facts_for};
 pub use key::{BlockId, KeyLayout, block_hash};
 pub use mem::{MemoryDevice, MemoryDeviceCounts};
+#[cfg(unix)]
+pub use mountinfo::{MOUNTINFO_PATH, is_mount_point, mount_points};
 pub use range::{BlockDeviceExt, Segment, segments};
 pub use zero::is_zero;
 

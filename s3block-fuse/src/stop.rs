@@ -37,10 +37,7 @@ pub(crate) enum Served {
 
 /// True while `dir` is a mount point, from /proc/self/mountinfo.
 pub(crate) fn is_mounted(dir: &Path) -> bool {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    // Field 5 is the mount point; spaces in it are written as \040.
-    let wanted = dir.to_string_lossy().replace(' ', "\\040");
-    mounts.lines().any(|l| l.split(' ').nth(4) == Some(wanted.as_str()))
+    s3block_core::is_mount_point(dir)
 }
 
 /// Serves until the FUSE session ends (`done`), turning SIGTERM and SIGINT

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use s3block_tests::kernel::{is_mounted, kernel_available};
+use s3block_testkit::kernel::{is_mounted, kernel_available};
 
 const BIN: &str = env!("CARGO_BIN_EXE_s3block-fuse");
 

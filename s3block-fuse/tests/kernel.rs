@@ -12,7 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use s3block_tests::kernel::{Mount, fuse_command, is_mounted, kernel_available};
+use s3block_testkit::kernel::{Mount, fuse_command, is_mounted, kernel_available};
 
 const BIN: &str = env!("CARGO_BIN_EXE_s3block-fuse");
 const SIZE: u64 = 16 << 20;
@@ -273,7 +273,7 @@ fn background_mount_lets_go_of_its_callers_pipes() {
         let late = eof.saturating_duration_since(exited);
         assert!(late < Duration::from_secs(1), "{name} reached EOF {late:?} after the mount was up:\n{text}");
     }
-    let out = s3block_tests::kernel::fusermount_u(dir.path());
+    let out = s3block_testkit::kernel::fusermount_u(dir.path());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -295,7 +295,7 @@ fn background_log_goes_to_the_log_file_after_detaching() {
         .unwrap();
     assert!(status.success());
     std::fs::OpenOptions::new().write(true).open(dir.path().join("file")).unwrap().write_all(b"x").unwrap();
-    let out = s3block_tests::kernel::fusermount_u(dir.path());
+    let out = s3block_testkit::kernel::fusermount_u(dir.path());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // The daemon logs its exit, after detaching from the caller, to the file.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);

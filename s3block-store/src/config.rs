@@ -350,7 +350,10 @@ impl StoreConfig {
         let prefix = self.prefix.clone().unwrap_or(prefix);
         check_prefix(&prefix, matches!(kind, StoreKind::Local(_)))?;
         let counters = Arc::new(RequestCounters::default());
-        // Testing hook: S3BLOCK_INJECT_FAULTS puts a FaultStore under counting and retries.
+        // Testing hook, compiled only with the `testing` feature (a release
+        // build never reads the variable): S3BLOCK_INJECT_FAULTS puts a
+        // FaultStore under counting and retries.
+        #[cfg(feature = "testing")]
         let base = crate::faultenv::wrap(base, self.var(crate::faultenv::INJECT_FAULTS_ENV).as_deref())?;
         let counted = CountingStore::new(base, counters.clone());
         let mut retry = RetryStore::new(counted, self.retry.clone(), counters.clone());

@@ -17,7 +17,7 @@
 //! - S3 codes `NoSuchBucket` and `AccessDenied`/`InvalidAccessKeyId`/
 //!   `SignatureDoesNotMatch` become not-found and unauthorized with a message
 //!   saying what to fix;
-//! - a fault from the [`FaultStore`](crate::FaultStore) says itself whether it
+//! - a fault from the `FaultStore` (`testing` feature) says itself whether it
 //!   is transient;
 //! - an error the [`RetryStore`](crate::RetryStore) named after its endpoint
 //!   and bucket is classified by the error inside;
@@ -29,6 +29,7 @@ use std::error::Error as StdError;
 use object_store::client::{HttpError, HttpErrorKind};
 use s3block_core::{BlockId, Error, StoreErrorKind};
 
+#[cfg(feature = "testing")]
 use crate::fault::InjectedFault;
 
 /// How an `object_store` error should be treated.
@@ -102,6 +103,7 @@ fn classify_source(source: &(dyn StdError + 'static)) -> StoreErrorKind {
     let mut text = String::new();
     let mut cur: Option<&(dyn StdError + 'static)> = Some(source);
     while let Some(e) = cur {
+        #[cfg(feature = "testing")]
         if let Some(fault) = e.downcast_ref::<InjectedFault>() {
             return fault.kind();
         }

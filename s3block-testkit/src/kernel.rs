@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+
 use crate::in_ci;
 
 /// True when the kernel tests can run here: /dev/fuse and every tool in
@@ -44,11 +47,10 @@ pub fn on_path(program: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Whether `dir` is a mount point (from /proc/self/mountinfo).
+/// Whether `dir` is a mount point (from /proc/self/mountinfo, read by the
+/// same parser as the mount program's: [`s3block_core::is_mount_point`]).
 pub fn is_mounted(dir: &Path) -> bool {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let Some(dir) = dir.to_str() else { return false };
-    mounts.lines().any(|l| l.split(' ').nth(4) == Some(dir))
+    s3block_core::is_mount_point(dir)
 }
 
 /// Asserts that a program's standard error shows no panic.
@@ -310,8 +312,9 @@ pub fn mkfs_ext4(device: &str) {
 
 /// Deterministic bytes, different for each `seed`.
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut rng = XorShift::new(seed);
-    (0..len).map(|_| (rng.next() >> 24) as u8).collect()
+    let mut data = vec![0; len];
+    seeded_rng(seed).fill_bytes(&mut data);
+    data
 }
 
 /// A 64-bit FNV-1a checksum.
@@ -319,29 +322,10 @@ pub fn checksum(data: &[u8]) -> u64 {
     data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
-/// A small seeded RNG (xorshift64), so workloads replay from their seed.
-#[derive(Debug, Clone)]
-pub struct XorShift(u64);
-
-impl XorShift {
-    /// A generator from `seed` (any value).
-    pub fn new(seed: u64) -> XorShift {
-        XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    /// The next 64 random bits.
-    #[allow(clippy::should_implement_trait)]
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// A number in `0..n` (`n` > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
+/// A random number generator seeded with `seed`, so a workload replays from
+/// its seed (use it through [`rand::Rng`]: `random`, `random_range`).
+pub fn seeded_rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
 }
 
 /// Seconds a bounded workload runs: `S3BLOCK_RELIABILITY_SECS`, else `default`.

@@ -1,4 +1,10 @@
-//! Shared helpers for the s3block integration tests.
+//! What the tests of every s3block crate share: the S3 test server's
+//! settings, unique key prefixes, and the real-kernel helpers of
+//! [`kernel`] (mount programs, loop devices, ext4).
+//!
+//! This crate depends on no s3block frontend, so the tests of the mount
+//! program and of the CLI use it as the workspace `tests` package does,
+//! without a dependency cycle.
 //!
 //! The tests that need a real S3 server get it from the environment that
 //! `scripts/garage.sh start` writes (a single-node Garage on loopback):

@@ -25,7 +25,7 @@ use object_store::memory::InMemory;
 use proptest::prelude::*;
 use s3block_core::{KeyLayout, RequestCounters};
 use s3block_store::{FaultConfig, FaultStore, ObjectBlockDevice, RetryConfig, RetryStore, StoreConfig};
-use s3block_tests::{s3_env, unique_prefix};
+use s3block_testkit::{s3_env, unique_prefix};
 
 /// The device stack of a mount over `store`, with faults injected between
 /// the store and the retry layer.

@@ -15,7 +15,7 @@ use s3block_store::conformance as c;
 use s3block_store::{
     ListPlan, LockMode, LockOptions, MountLock, OpenedStore, StoreConfig, StoreKind, probe_conditional_put,
 };
-use s3block_tests::{S3Env, s3_env, unique_prefix};
+use s3block_testkit::{S3Env, s3_env, unique_prefix};
 
 /// The Garage bucket opened the way the mount program and the CLI open it.
 fn open(env: &S3Env) -> OpenedStore {

@@ -16,7 +16,7 @@ use object_store::{
     Attribute, AttributeValue, Attributes, GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
     PutPayload,
 };
-use s3block_tests::{s3_env, unique_prefix};
+use s3block_testkit::{s3_env, unique_prefix};
 
 fn path(prefix: &str, name: &str) -> Path {
     Path::from(format!("{prefix}{name}"))

@@ -26,8 +26,8 @@ use s3block_cli::target::{Target, open as open_target};
 use s3block_cli::volume::{create, open};
 use s3block_cli::{LayoutArgs, StoreArgs};
 use s3block_core::{BlockDevice, BlockId};
-use s3block_tests::kernel::{Mount, fusermount_u, kernel_available, pattern};
-use s3block_tests::{S3Env, s3_env, unique_prefix};
+use s3block_testkit::kernel::{Mount, fusermount_u, kernel_available, pattern};
+use s3block_testkit::{S3Env, s3_env, unique_prefix};
 
 const BLOCK: usize = 4096;
 const SIZE: &str = "1M";

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use s3block_core::{Error, StoreErrorKind};
 use s3block_store::{OpenedStore, StoreConfig, VolumeOptions, open_volume, read_lock};
-use s3block_tests::{S3Env, s3_env, unique_prefix};
+use s3block_testkit::{S3Env, s3_env, unique_prefix};
 
 fn open(env: &S3Env, secret: &str, prefix: &str) -> OpenedStore {
     let vars: HashMap<String, String> = [

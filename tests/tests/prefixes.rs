@@ -24,7 +24,7 @@ use s3block_cli::volume::{create, open};
 use s3block_cli::{LayoutArgs, StoreArgs};
 use s3block_core::{BlockDevice, BlockId};
 use s3block_store::{LOCK_NAME, LockOptions, MountLock, check_prefix, read_lock};
-use s3block_tests::{s3_env, unique_prefix};
+use s3block_testkit::{s3_env, unique_prefix};
 
 /// Pieces a prefix is made of: the characters that were percent-encoded or
 /// folded before, and plain ones.

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use object_store::path::Path as ObjectPath;
 use object_store::{Attribute, AttributeValue, Attributes, ObjectStoreExt, PutOptions, PutPayload};
 use s3block_core::{BlockId, KeyLayout};
-use s3block_tests::kernel::{Mount, assert_no_panic, fuse_command, kernel_available, pattern};
+use s3block_testkit::kernel::{Mount, assert_no_panic, fuse_command, kernel_available, pattern};
 
 const FUSE: &str = env!("CARGO_BIN_EXE_rel-s3block-fuse");
 const CLI: &str = env!("CARGO_BIN_EXE_rel-s3block");

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
-use s3block_tests::kernel::{
+use s3block_testkit::kernel::{
     Loop, Mount, assert_no_panic, fuse_command, is_mounted, kernel_available, pattern, run, run_output,
 };
 

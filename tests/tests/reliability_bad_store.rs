@@ -11,8 +11,8 @@
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use s3block_tests::kernel::{assert_no_panic, is_mounted, kernel_available};
-use s3block_tests::{S3Env, s3_env, unique_prefix};
+use s3block_testkit::kernel::{assert_no_panic, is_mounted, kernel_available};
+use s3block_testkit::{S3Env, s3_env, unique_prefix};
 
 const FUSE: &str = env!("CARGO_BIN_EXE_rel-s3block-fuse");
 const CLI: &str = env!("CARGO_BIN_EXE_rel-s3block");

@@ -17,9 +17,10 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use s3block_tests::kernel::{
-    FsMount, Loop, Mount, XorShift, assert_no_panic, checksum, fuse_command, kernel_available, mkfs_ext4,
-    pattern, run_output,
+use rand::Rng;
+use s3block_testkit::kernel::{
+    FsMount, Loop, Mount, assert_no_panic, checksum, fuse_command, kernel_available, mkfs_ext4, pattern,
+    run_output, seeded_rng,
 };
 
 const FUSE: &str = env!("CARGO_BIN_EXE_rel-s3block-fuse");
@@ -33,10 +34,10 @@ fn writer(root: &Path, run: u64, sent: mpsc::Sender<(String, u64)>) {
     if std::fs::create_dir(&dir).is_err() {
         return;
     }
-    let mut rng = XorShift::new(run * 1000 + 1);
+    let mut rng = seeded_rng(run * 1000 + 1);
     for i in 0.. {
         let name = format!("run{run}/f{i:05}");
-        let data = pattern(rng.next(), 1 + rng.below(100_000) as usize);
+        let data = pattern(rng.random(), 1 + rng.random_range(0..100_000) as usize);
         let durable = (|| -> std::io::Result<()> {
             let mut f = std::fs::File::create(root.join(&name))?;
             f.write_all(&data)?;
@@ -99,7 +100,7 @@ fn kill_9_during_ext4_loses_no_fsynced_file() {
     let log_path = store.path().with_extension("fsynced.log");
     let mut log = std::fs::File::create(&log_path).unwrap();
     let mut files = BTreeMap::new();
-    let mut rng = XorShift::new(2024);
+    let mut rng = seeded_rng(2024);
     let started = Instant::now();
     let mut repaired = 0;
 
@@ -123,7 +124,7 @@ fn kill_9_during_ext4_loses_no_fsynced_file() {
         let (tx, rx) = mpsc::channel();
         let root = fs.path().to_owned();
         let handle = std::thread::spawn(move || writer(&root, run, tx));
-        let kill_after = Duration::from_millis(1500 + rng.below(3500));
+        let kill_after = Duration::from_millis(1500 + rng.random_range(0..3500));
         std::thread::sleep(kill_after);
         fuse.kill9();
         let mut logged = 0;

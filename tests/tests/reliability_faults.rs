@@ -15,7 +15,10 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use s3block_tests::kernel::{Mount, XorShift, fuse_command, kernel_available, pattern, run, workload_secs};
+use rand::Rng;
+use s3block_testkit::kernel::{
+    Mount, fuse_command, kernel_available, pattern, run, seeded_rng, workload_secs,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rel-s3block-fuse");
 const SIZE: usize = 32 << 20;
@@ -42,17 +45,17 @@ fn punch_hole(file: &Path, offset: u64, len: u64) {
 /// Random writes, reads (checked against `model`), fsyncs and hole punches
 /// until `deadline`.
 fn workload(file: &Path, f: &std::fs::File, model: &mut [u8], seed: u64, deadline: Instant) -> Figures {
-    let mut rng = XorShift::new(seed);
+    let mut rng = seeded_rng(seed);
     let mut fig = Figures::default();
     while Instant::now() < deadline {
         fig.ops += 1;
-        let choice = rng.below(100);
+        let choice = rng.random_range(0..100);
         // Mostly in a hot 4 MiB region, so blocks are rewritten while uploading.
-        let span = if rng.below(4) == 0 { SIZE as u64 } else { 4 << 20 };
-        let len = 1 + rng.below(256 << 10) as usize;
-        let at = rng.below(span - len as u64) as usize;
+        let span = if rng.random_range(0..4) == 0 { SIZE as u64 } else { 4 << 20 };
+        let len = 1 + rng.random_range(0..256 << 10) as usize;
+        let at = rng.random_range(0..span - len as u64) as usize;
         if choice < 50 {
-            let data = pattern(rng.next(), len);
+            let data = pattern(rng.random(), len);
             f.write_all_at(&data, at as u64).unwrap_or_else(|e| panic!("write of {len} at {at}: {e}"));
             model[at..at + len].copy_from_slice(&data);
             fig.writes += 1;

@@ -22,11 +22,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use s3block_tests::kernel::{
-    FsMount, Loop, Mount, XorShift, checksum, fuse_command, kernel_available, mkfs_ext4, pattern, run,
-    run_output,
+use rand::Rng;
+use s3block_testkit::kernel::{
+    FsMount, Loop, Mount, checksum, fuse_command, kernel_available, mkfs_ext4, pattern, run, run_output,
+    seeded_rng,
 };
-use s3block_tests::{S3Env, in_ci, unique_prefix};
+use s3block_testkit::{S3Env, in_ci, unique_prefix};
 
 const FUSE: &str = env!("CARGO_BIN_EXE_rel-s3block-fuse");
 const TOOLS: &[&str] = &["losetup", "mkfs.ext4", "e2fsck", "mount", "umount"];
@@ -133,12 +134,12 @@ type Done = (String, u64, Instant);
 
 /// Writes and fsyncs files until `stop`; records each one once durable.
 fn writer(root: &Path, stop: &AtomicBool, done: &Mutex<Vec<Done>>) {
-    let mut rng = XorShift::new(99);
+    let mut rng = seeded_rng(99);
     let mut i = 0;
     while !stop.load(Ordering::SeqCst) {
         let name = format!("d{:02}/f{i:05}", i / 100);
         std::fs::create_dir_all(root.join(format!("d{:02}", i / 100))).unwrap();
-        let data = pattern(rng.next(), 1 + rng.below(200_000) as usize);
+        let data = pattern(rng.random(), 1 + rng.random_range(0..200_000) as usize);
         let mut f = std::fs::File::create(root.join(&name)).unwrap();
         f.write_all(&data).unwrap();
         f.sync_all().unwrap_or_else(|e| panic!("fsync of {name} failed during the outage: {e}"));

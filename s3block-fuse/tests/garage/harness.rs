@@ -1,7 +1,7 @@
 //! The Garage tests' side of the kernel harness: starting this tree's
 //! s3block-fuse against the test bucket, and counting the bucket's blocks.
 //! The guards (mount, loop device, filesystem) and the checks are the
-//! workspace test package's `s3block_tests::kernel`, shared with the
+//! test kit's `s3block_testkit::kernel`, shared with the
 //! reliability tests.
 
 use std::path::Path;
@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use object_store::ObjectStore;
-use s3block_tests::S3Env;
-use s3block_tests::kernel::{Mount, fuse_command, is_mounted, kernel_available};
+use s3block_testkit::S3Env;
+use s3block_testkit::kernel::{Mount, fuse_command, is_mounted, kernel_available};
 
-pub(crate) use s3block_tests::kernel::{FsMount, Loop, checksum, mkfs_ext4, pattern, run};
+pub(crate) use s3block_testkit::kernel::{FsMount, Loop, checksum, mkfs_ext4, pattern, run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_s3block-fuse");
 
@@ -23,12 +23,12 @@ pub(crate) fn setup(tools: &[&str]) -> Option<S3Env> {
     if !kernel_available(tools) {
         return None;
     }
-    s3block_tests::s3_env()
+    s3block_testkit::s3_env()
 }
 
 /// A new volume URL in the test bucket, under a prefix of its own.
 pub(crate) fn volume_url(env: &S3Env, name: &str) -> (String, String) {
-    let prefix = s3block_tests::unique_prefix(name);
+    let prefix = s3block_testkit::unique_prefix(name);
     (format!("s3://{}/{}", env.bucket, prefix), prefix)
 }
 
