@@ -16,9 +16,9 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
     ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
 };
+use rand::Rng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use s3block_core::{RequestCounters, StoreErrorKind};
+use s3block_core::{Backoff, RequestCounters, Retries, StoreErrorKind};
 
 use crate::counting::PAGE;
 use crate::error::{TargetError, classify, is_missing_bucket, root_cause};
@@ -64,6 +64,20 @@ impl RetryConfig {
     pub fn none() -> Self {
         RetryConfig { max_attempts: 1, ..Default::default() }
     }
+
+    /// The schedule of the waits: `initial_backoff` doubling to
+    /// `max_backoff` with full jitter, at most `max_attempts` attempts and
+    /// no retry after `max_elapsed`, seeded with `seed` when given. (The
+    /// shorter budget before the store first answers is applied on top.)
+    pub fn backoff(&self) -> Backoff {
+        let schedule = Backoff::new(self.initial_backoff, self.max_backoff)
+            .with_max_attempts(self.max_attempts)
+            .with_max_elapsed(self.max_elapsed);
+        match self.seed {
+            Some(seed) => schedule.with_seed(seed),
+            None => schedule,
+        }
+    }
 }
 
 /// The endpoint and bucket a store talks to, for messages.
@@ -78,6 +92,10 @@ struct Target {
 #[derive(Debug)]
 struct Policy {
     config: RetryConfig,
+    /// The waits between attempts.
+    schedule: Backoff,
+    /// Seeds each request's run of the schedule, so a seeded store replays
+    /// while concurrent requests still draw different waits.
     rng: Mutex<StdRng>,
     counters: Arc<RequestCounters>,
     target: Option<Target>,
@@ -164,25 +182,16 @@ impl Policy {
         TargetError::new(message, err).into_error()
     }
 
-    /// The wait before retry number `retry` (1-based), or `None` to give up.
-    fn next_wait(&self, retry: u32, started: tokio::time::Instant) -> Option<Duration> {
-        if retry >= self.config.max_attempts {
-            return None;
-        }
-        let cap = self
-            .config
-            .initial_backoff
-            .saturating_mul(1u32.checked_shl(retry.saturating_sub(1)).unwrap_or(u32::MAX))
-            .min(self.config.max_backoff);
-        let wait = {
-            let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
-            let nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
-            Duration::from_nanos(rng.random_range(0..=nanos))
-        };
-        if started.elapsed() + wait > self.budget() {
-            return None;
-        }
-        Some(wait)
+    /// Starts the retries of one request, now.
+    fn start(&self) -> Retries {
+        let seed = self.rng.lock().unwrap_or_else(|p| p.into_inner()).random();
+        self.schedule.clone().with_seed(seed).start()
+    }
+
+    /// The wait before the next retry, or `None` to give up: the schedule,
+    /// within the budget of the moment (short until the store answered).
+    fn next_wait(&self, retries: &mut Retries) -> Option<Duration> {
+        retries.next_delay_within(self.budget())
     }
 
     async fn run<R, F, Fut>(&self, what: &str, mut op: F) -> Result<R>
@@ -190,8 +199,7 @@ impl Policy {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<R>>,
     {
-        let started = tokio::time::Instant::now();
-        let mut retry = 0u32;
+        let mut retries = self.start();
         loop {
             match op().await {
                 Ok(v) => {
@@ -201,28 +209,28 @@ impl Policy {
                 Err(e) => {
                     let kind = classify(&e);
                     self.observe(Some(kind), Some(&e));
-                    if kind == StoreErrorKind::Transient {
-                        retry += 1;
-                        if let Some(wait) = self.next_wait(retry, started) {
-                            if retry >= UNREACHABLE_AFTER {
-                                // A failure that persists is worth telling without --debug.
-                                tracing::warn!(
-                                    "{what} failed {retry} times: the store is unreachable or failing ({e}); \
-                                     retrying in {:.1}s",
-                                    wait.as_secs_f32()
-                                );
-                            } else {
-                                tracing::debug!("{what}: {e}; retry {retry} in {wait:?}");
-                            }
-                            self.counters.add_retries(1);
-                            tokio::time::sleep(wait).await;
-                            continue;
+                    if kind == StoreErrorKind::Transient
+                        && let Some(wait) = self.next_wait(&mut retries)
+                    {
+                        let retry = retries.retries();
+                        if retry >= UNREACHABLE_AFTER {
+                            // A failure that persists is worth telling without --debug.
+                            tracing::warn!(
+                                "{what} failed {retry} times: the store is unreachable or failing ({e}); \
+                                 retrying in {:.1}s",
+                                wait.as_secs_f32()
+                            );
+                        } else {
+                            tracing::debug!("{what}: {e}; retry {retry} in {wait:?}");
                         }
+                        self.counters.add_retries(1);
+                        tokio::time::sleep(wait).await;
+                        continue;
                     }
                     if !matches!(kind, StoreErrorKind::NotFound | StoreErrorKind::AlreadyExists) {
                         self.counters.add_errors(1);
                     }
-                    return Err(self.finish(e, kind, started));
+                    return Err(self.finish(e, kind, retries.started()));
                 }
             }
         }
@@ -233,10 +241,12 @@ impl Policy {
 ///
 /// [`RetryStore`] wraps an `ObjectStore` and retries each request whose
 /// error is transient (see [`classify`](crate::classify)): 5xx answers,
-/// timeouts, connection failures and resets. The wait before attempt `n` is
-/// drawn uniformly from `0..=min(max_backoff, initial_backoff * 2^n)` ("full
-/// jitter"), and no retry starts once `max_elapsed` has passed since the first
-/// attempt. Permanent errors (4xx, auth, missing bucket) fail at once.
+/// timeouts, connection failures and resets. The waits follow the shared
+/// [`Backoff`] schedule ([`RetryConfig::backoff`]): the wait before retry
+/// `n` is drawn uniformly from `0..=min(max_backoff, initial_backoff *
+/// 2^(n-1))` ("full jitter"), and no retry starts once `max_elapsed` has
+/// passed since the first attempt. Permanent errors (4xx, auth, missing
+/// bucket) fail at once.
 ///
 /// # One retry loop, not two
 ///
@@ -277,14 +287,13 @@ pub struct RetryStore<T> {
 impl<T: ObjectStore> RetryStore<T> {
     /// Wraps `inner`; retries are counted into `counters`.
     pub fn new(inner: T, config: RetryConfig, counters: Arc<RequestCounters>) -> Self {
-        let rng = match config.seed {
-            Some(s) => StdRng::seed_from_u64(s),
-            None => StdRng::from_os_rng(),
-        };
+        let schedule = config.backoff();
+        let rng = schedule.rng();
         RetryStore {
             inner: Arc::new(inner),
             policy: Arc::new(Policy {
                 config,
+                schedule,
                 rng: Mutex::new(rng),
                 counters,
                 target: None,
@@ -454,8 +463,7 @@ struct ListState<T> {
     prefix: Option<Path>,
     last: Option<Path>,
     stream: Option<BoxStream<'static, Result<ObjectMeta>>>,
-    retry: u32,
-    started: tokio::time::Instant,
+    retries: Retries,
     done: bool,
 }
 
@@ -466,16 +474,8 @@ fn resumable_list<T: ObjectStore>(
     prefix: Option<Path>,
     offset: Option<Path>,
 ) -> BoxStream<'static, Result<ObjectMeta>> {
-    let state = ListState {
-        inner,
-        policy,
-        prefix,
-        last: offset,
-        stream: None,
-        retry: 0,
-        started: tokio::time::Instant::now(),
-        done: false,
-    };
+    let retries = policy.start();
+    let state = ListState { inner, policy, prefix, last: offset, stream: None, retries, done: false };
     futures::stream::unfold(state, |mut st| async move {
         if st.done {
             return None;
@@ -499,17 +499,16 @@ fn resumable_list<T: ObjectStore>(
                     st.stream = None;
                     let kind = classify(&e);
                     st.policy.observe(Some(kind), Some(&e));
-                    if kind == StoreErrorKind::Transient {
-                        st.retry += 1;
-                        if let Some(wait) = st.policy.next_wait(st.retry, st.started) {
-                            st.policy.counters.add_retries(1);
-                            tokio::time::sleep(wait).await;
-                            continue;
-                        }
+                    if kind == StoreErrorKind::Transient
+                        && let Some(wait) = st.policy.next_wait(&mut st.retries)
+                    {
+                        st.policy.counters.add_retries(1);
+                        tokio::time::sleep(wait).await;
+                        continue;
                     }
                     st.policy.counters.add_errors(1);
                     st.done = true;
-                    let e = st.policy.finish(e, kind, st.started);
+                    let e = st.policy.finish(e, kind, st.retries.started());
                     return Some((Err(e), st));
                 }
             }

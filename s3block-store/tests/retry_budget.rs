@@ -62,3 +62,48 @@ async fn after_the_first_answer_block_io_gets_the_long_budget() {
     let msg = store_error(err, "vol/00000000", None).to_string();
     assert!(!msg.contains("cannot reach"), "the store had answered: {msg}");
 }
+
+/// A store failing every request behind a retry layer of `config`, and the
+/// counters the retries are counted in.
+fn failing(config: RetryConfig) -> (RetryStore<Faulty>, Faulty, Arc<RequestCounters>) {
+    let faulty = Arc::new(FaultStore::new(InMemory::new(), FaultConfig::errors(1.0), 1));
+    let counters = Arc::new(RequestCounters::default());
+    (RetryStore::new(faulty.clone(), config, counters.clone()), faulty, counters)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_attempt_budget_is_exact_and_the_waits_within_their_ceilings() {
+    for seed in 0..5 {
+        let config = RetryConfig {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(250),
+            max_attempts: 4,
+            seed: Some(seed),
+            ..RetryConfig::default()
+        };
+        let (store, faulty, counters) = failing(config);
+        let started = tokio::time::Instant::now();
+        store.get_opts(&Path::from("vol/x"), GetOptions::default()).await.expect_err("all fail");
+        let took = started.elapsed();
+        assert_eq!(faulty.injected(), 4, "seed {seed}: four attempts, the first included");
+        assert_eq!(counters.snapshot().retries, 3, "seed {seed}");
+        // Three waits, of at most 100, 200 and 250 ms (the cap).
+        assert!(took <= Duration::from_millis(550), "seed {seed}: {took:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_seed_replays_the_same_waits() {
+    let run = |seed: u64| async move {
+        let config = RetryConfig { max_attempts: 6, seed: Some(seed), ..RetryConfig::default() };
+        let (store, _, _) = failing(config);
+        let started = tokio::time::Instant::now();
+        store.get_opts(&Path::from("vol/x"), GetOptions::default()).await.expect_err("all fail");
+        started.elapsed()
+    };
+    let first = run(11).await;
+    assert_eq!(run(11).await, first, "the same seed waits exactly as long");
+    assert!(first > Duration::ZERO);
+    let others = [run(12).await, run(13).await, run(14).await];
+    assert!(others.iter().any(|t| *t != first), "other seeds draw other waits: {first:?} {others:?}");
+}
