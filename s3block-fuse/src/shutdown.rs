@@ -1,32 +1,21 @@
 //! The end of a mount: store everything, then release the lock.
 //!
 //! [`shutdown`] flushes the device until the flush succeeds, waiting longer
-//! between attempts (the store may be down for a while: the data must not be
-//! thrown away because the network is), then calls the release hook (which
+//! between attempts by a [`Backoff`] schedule (the store may be down for a
+//! while: the data must not be thrown away because the network is), then
+//! calls the release hook (which
 //! deletes the mount lock). Only the `abandon` future, which the program
 //! completes on the user's second SIGINT, ends it with data unstored; then
 //! the lock is kept, so the next mount knows the volume was not closed
 //! cleanly.
 
 use std::future::Future;
-use std::time::Duration;
 
+/// How long to wait between failed flushes at exit: s3block's one retry
+/// schedule. Its default waits up to a second after the first failure,
+/// doubling to a minute.
+pub use s3block_core::Backoff;
 use s3block_core::{BlockDevice, Error, Result};
-
-/// How long to wait between failed flushes at exit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    /// Wait after the first failure.
-    pub first: Duration,
-    /// Longest wait; the wait doubles up to this.
-    pub max: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff { first: Duration::from_secs(1), max: Duration::from_secs(60) }
-    }
-}
 
 /// How a shutdown ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -48,8 +37,9 @@ pub enum ShutdownOutcome {
     },
 }
 
-/// Flushes `device` until it succeeds, then calls `release`. Gives up only
-/// when `abandon` completes. See the module docs.
+/// Flushes `device` until it succeeds, waiting between attempts by
+/// `backoff`, then calls `release`. Gives up only when `abandon` completes:
+/// only the schedule's delays apply, not its budgets. See the module docs.
 pub async fn shutdown<R, RF>(
     device: &dyn BlockDevice,
     backoff: Backoff,
@@ -61,7 +51,7 @@ where
     RF: Future<Output = Result<()>>,
 {
     let mut abandon = std::pin::pin!(abandon);
-    let mut wait = backoff.first;
+    let mut rng = backoff.rng();
     let mut attempts = 0u32;
     let mut lost_blocks = None;
     loop {
@@ -70,25 +60,24 @@ where
             r = device.flush() => r,
             () = &mut abandon => return ShutdownOutcome::Abandoned { lost_blocks, attempts },
         };
-        match result {
+        let e = match result {
             Ok(()) => break,
-            Err(e) => {
-                if let Error::WriteBack { count, .. } = &e {
-                    lost_blocks = Some(*count);
-                }
-                tracing::error!(
-                    attempt = attempts,
-                    "could not store the written data before exit: {e}; retrying in {}s \
-                     (the data is kept; send SIGINT twice, e.g. Ctrl-C Ctrl-C, to abandon it)",
-                    wait.as_secs_f32()
-                );
-            }
+            Err(e) => e,
+        };
+        if let Error::WriteBack { count, .. } = &e {
+            lost_blocks = Some(*count);
         }
+        let wait = backoff.delay(attempts, &mut rng);
+        tracing::error!(
+            attempt = attempts,
+            "could not store the written data before exit: {e}; retrying in {:.1}s \
+             (the data is kept; send SIGINT twice, e.g. Ctrl-C Ctrl-C, to abandon it)",
+            wait.as_secs_f32()
+        );
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = &mut abandon => return ShutdownOutcome::Abandoned { lost_blocks, attempts },
         }
-        wait = (wait * 2).min(backoff.max);
     }
     let lock_released = match release().await {
         Ok(()) => true,
@@ -106,6 +95,7 @@ mod tests {
     use std::ops::Range;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::time::Duration;
 
     use s3block_core::{BlockId, Bytes, Geometry, StoreErrorKind, async_trait};
 
@@ -150,14 +140,25 @@ mod tests {
         FlakyFlush { failures: AtomicU32::new(failures), flushes: AtomicU32::new(0) }
     }
 
-    const FAST: Backoff = Backoff { first: Duration::from_millis(1), max: Duration::from_millis(4) };
+    /// Short waits, seeded so each run draws the same ones.
+    fn fast() -> Backoff {
+        Backoff::new(Duration::from_millis(100), Duration::from_millis(400)).with_seed(3)
+    }
 
-    #[tokio::test]
+    /// Lets every task that can run run, without moving the (paused) clock.
+    async fn settle() {
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn retries_until_stored_then_releases() {
         let dev = flaky(3);
         let released = Arc::new(AtomicBool::new(false));
         let r = released.clone();
-        let outcome = shutdown(&dev, FAST, std::future::pending(), || async move {
+        let started = tokio::time::Instant::now();
+        let outcome = shutdown(&dev, fast(), std::future::pending(), || async move {
             r.store(true, Ordering::SeqCst);
             Ok(())
         })
@@ -165,35 +166,59 @@ mod tests {
         assert_eq!(outcome, ShutdownOutcome::Stored { lock_released: true, attempts: 4 });
         assert_eq!(dev.flushes.load(Ordering::SeqCst), 4);
         assert!(released.load(Ordering::SeqCst));
+        // Three waits, the schedule's, exactly.
+        let schedule = fast();
+        let mut rng = schedule.rng();
+        let waits: Duration = (1..=3).map(|n| schedule.delay(n, &mut rng)).sum();
+        assert_eq!(started.elapsed(), waits);
     }
 
-    #[tokio::test]
-    async fn abandon_keeps_the_lock_and_counts_lost_blocks() {
-        let dev = flaky(u32::MAX);
+    #[tokio::test(start_paused = true)]
+    async fn flushes_again_exactly_at_each_wait_until_abandoned() {
+        let schedule = fast();
+        let mut rng = schedule.rng();
+        let waits: Vec<Duration> = (1..=4).map(|n| schedule.delay(n, &mut rng)).collect();
+        let ms = Duration::from_millis(1);
+        assert!(waits.iter().all(|w| *w > ms), "the seed draws waits to look inside: {waits:?}");
+        let dev = Arc::new(flaky(u32::MAX));
         let released = Arc::new(AtomicBool::new(false));
-        let r = released.clone();
-        let abandon = tokio::time::sleep(Duration::from_millis(30));
-        let outcome = shutdown(&dev, FAST, abandon, || async move {
-            r.store(true, Ordering::SeqCst);
-            Ok(())
-        })
-        .await;
-        match outcome {
-            ShutdownOutcome::Abandoned { lost_blocks, attempts } => {
-                assert_eq!(lost_blocks, Some(5));
-                assert!(attempts >= 2, "only {attempts} attempts");
+        let (abandon, abandoned) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn({
+            let (dev, released) = (dev.clone(), released.clone());
+            async move {
+                let abandoned = async {
+                    let _ = abandoned.await;
+                };
+                shutdown(&*dev, schedule, abandoned, || async move {
+                    released.store(true, Ordering::SeqCst);
+                    Ok(())
+                })
+                .await
             }
-            other => panic!("expected abandon, got {other:?}"),
+        });
+        settle().await;
+        assert_eq!(dev.flushes.load(Ordering::SeqCst), 1);
+        for (i, wait) in waits.iter().enumerate() {
+            tokio::time::advance(*wait - ms).await;
+            settle().await;
+            assert_eq!(dev.flushes.load(Ordering::SeqCst), i as u32 + 1, "not before wait {i} ({wait:?})");
+            tokio::time::advance(ms).await;
+            settle().await;
+            assert_eq!(dev.flushes.load(Ordering::SeqCst), i as u32 + 2, "at the end of wait {i} ({wait:?})");
         }
+        abandon.send(()).expect("the shutdown waits");
+        let outcome = task.await.expect("the shutdown task ends");
+        assert_eq!(outcome, ShutdownOutcome::Abandoned { lost_blocks: Some(5), attempts: 5 });
         assert!(!released.load(Ordering::SeqCst), "the lock must stay when data is abandoned");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn release_failure_is_reported_not_fatal() {
         let dev = flaky(0);
-        let outcome =
-            shutdown(&dev, FAST, std::future::pending(), || async { Err(Error::Config("lock gone".into())) })
-                .await;
+        let outcome = shutdown(&dev, fast(), std::future::pending(), || async {
+            Err(Error::Config("lock gone".into()))
+        })
+        .await;
         assert_eq!(outcome, ShutdownOutcome::Stored { lock_released: false, attempts: 1 });
     }
 }
