@@ -6,14 +6,16 @@
 /// Names of the programs that take the mount lock (s3backer takes the same one).
 const MOUNT_PROGRAMS: [&str; 2] = ["s3block-fuse", "s3backer"];
 
-/// This machine's host name, as mount locks record it
-/// (`/proc/sys/kernel/hostname`, else `HOSTNAME`).
+/// This machine's host name, as mount locks record it (`gethostname`, else
+/// `HOSTNAME`, else `unknown-host`).
 pub fn local_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_owned())
+    #[cfg(unix)]
+    let name = nix::unistd::gethostname().ok().and_then(|n| n.into_string().ok());
+    #[cfg(not(unix))]
+    let name: Option<String> = None;
+    name.map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
         .unwrap_or_else(|| "unknown-host".to_owned())
 }
 
@@ -71,5 +73,12 @@ mod tests {
         let running = lock_facts_for("laptop", "laptop", &[(42, "s3block-fuse".into())]).expect("this host");
         assert!(running.contains("s3block-fuse (pid 42) runs"), "{running}");
         assert!(!local_hostname().is_empty());
+    }
+
+    #[test]
+    fn the_host_name_is_the_kernels() {
+        if let Ok(name) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+            assert_eq!(local_hostname(), name.trim());
+        }
     }
 }

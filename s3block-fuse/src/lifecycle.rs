@@ -31,17 +31,9 @@ use crate::stack::{build_stack_with, terminal_prompt};
 use crate::stop::{Served, serve_until_stopped};
 use s3block_store::{Password, VolumeOptions, open_volume, with_hint};
 
-/// Effective user and group ids, from /proc/self/status.
+/// Effective user and group ids of this process.
 fn effective_ids() -> (u32, u32) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-    };
-    (field("Uid:").unwrap_or(0), field("Gid:").unwrap_or(0))
+    (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())
 }
 
 /// A start that failed: one plain line on standard error (also logged when
@@ -354,5 +346,17 @@ mod mountpoint_tests {
         ] {
             assert!(check_store_outside(&store, &mnt).is_ok(), "{store}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn effective_ids_own_the_files_this_process_makes() {
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        let meta = file.as_file().metadata().expect("metadata");
+        assert_eq!(super::effective_ids(), (meta.uid(), meta.gid()));
     }
 }

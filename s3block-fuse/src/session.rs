@@ -5,8 +5,8 @@
 //! replies are `Send`), so a FUSE thread never waits on the network and a
 //! slow block never holds up others. Nothing here holds a lock across I/O.
 //!
-//! Every task holds a permit of [`InFlight`]; at exit the program waits for
-//! all permits, so no request is still writing when the final flush starts.
+//! Every task is tracked by [`InFlight`]; at exit the program waits for all
+//! of them, so no request is still writing when the final flush starts.
 
 use std::ffi::OsStr;
 use std::future::Future;
@@ -21,7 +21,8 @@ use fuser::{
     ReplyOpen, ReplyStatfs, ReplyWrite, Request, SessionACL, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
-use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::errno::errno;
 use crate::fs::{BlockFs, SetAttr};
@@ -34,26 +35,24 @@ pub const MAX_READAHEAD: u32 = 1 << 20;
 const TTL: Duration = Duration::from_secs(1);
 /// FUSE request threads; they only parse and hand over to the runtime.
 const FUSE_THREADS: usize = 2;
-/// Permits of [`InFlight`]; far above any real number of pending requests.
-const MAX_IN_FLIGHT: u32 = 1 << 20;
 
 /// Requests being served, so the exit can wait for them.
-#[derive(Debug, Clone)]
-pub struct InFlight(Arc<Semaphore>);
-
-impl Default for InFlight {
-    fn default() -> Self {
-        InFlight(Arc::new(Semaphore::new(MAX_IN_FLIGHT as usize)))
-    }
-}
+#[derive(Debug, Clone, Default)]
+pub struct InFlight(TaskTracker);
 
 impl InFlight {
-    /// Waits until no request is in flight, then refuses new ones (they get EIO).
+    /// Refuses new requests (they get EIO), then waits until none is in flight.
     pub async fn drain(&self) {
-        if let Ok(all) = self.0.acquire_many(MAX_IN_FLIGHT).await {
-            all.forget();
-        }
         self.0.close();
+        self.0.wait().await;
+    }
+
+    /// Counts a new request in flight until the token is dropped; `None`
+    /// once a drain has started. Counted before the check, so a drain that
+    /// starts in between waits for this request.
+    fn admit(&self) -> Option<TaskTrackerToken> {
+        let token = self.0.token();
+        (!self.0.is_closed()).then_some(token)
     }
 }
 
@@ -78,13 +77,13 @@ impl FuseFs {
         F: FnOnce(Arc<BlockFs>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
+        let Some(token) = self.in_flight.admit() else {
+            return;
+        };
         let fs = self.fs.clone();
-        let permits = self.in_flight.0.clone();
         self.rt.spawn(async move {
-            let Ok(_permit) = permits.acquire_owned().await else {
-                return;
-            };
             work(fs).await;
+            drop(token);
         });
     }
 }
@@ -434,21 +433,16 @@ mod tests {
     #[tokio::test]
     async fn drain_waits_for_requests_then_refuses() {
         let in_flight = InFlight::default();
-        let permit = in_flight.0.clone().acquire_owned().await.unwrap();
-        let drained = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (d, f) = (drained.clone(), in_flight.clone());
-        let task = tokio::spawn(async move {
-            f.drain().await;
-            d.store(true, std::sync::atomic::Ordering::SeqCst);
+        let request = in_flight.admit().expect("admitted before the drain");
+        let task = tokio::spawn({
+            let in_flight = in_flight.clone();
+            async move { in_flight.drain().await }
         });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(
-            !drained.load(std::sync::atomic::Ordering::SeqCst),
-            "drain returned with a request in flight"
-        );
-        drop(permit);
+        tokio::task::yield_now().await;
+        assert!(!task.is_finished(), "drain returned with a request in flight");
+        assert!(in_flight.admit().is_none(), "a request was admitted during the drain");
+        drop(request);
         task.await.unwrap();
-        assert!(drained.load(std::sync::atomic::Ordering::SeqCst));
-        assert!(in_flight.0.clone().acquire_owned().await.is_err());
+        assert!(in_flight.admit().is_none());
     }
 }

@@ -107,7 +107,13 @@ impl KdfParams {
     pub fn with_cost(memory_kib: u32, iterations: u32, parallelism: u32) -> Self {
         let mut salt = [0u8; 16];
         rand::rng().fill_bytes(&mut salt);
-        KdfParams { algorithm: "argon2id".into(), salt: to_hex(&salt), memory_kib, iterations, parallelism }
+        KdfParams {
+            algorithm: "argon2id".into(),
+            salt: hex::encode(salt),
+            memory_kib,
+            iterations,
+            parallelism,
+        }
     }
 
     /// The 256-bit key for `password`.
@@ -116,7 +122,8 @@ impl KdfParams {
         if self.algorithm != "argon2id" {
             return Err(bad(format!("algorithm {:?} is not argon2id", self.algorithm)));
         }
-        let salt = from_hex(&self.salt).ok_or_else(|| bad(format!("salt {:?} is not hex", self.salt)))?;
+        let salt =
+            hex::decode(&self.salt).ok().ok_or_else(|| bad(format!("salt {:?} is not hex", self.salt)))?;
         // Bound what a descriptor can make s3block allocate: 1 GiB.
         if self.memory_kib > 1024 * 1024 {
             return Err(bad(format!("memory {} KiB is more than 1 GiB", self.memory_kib)));
@@ -207,7 +214,7 @@ pub(crate) fn new_encryption(
             let cipher = XChaCha20Poly1305::new((&*key).into());
             let check = seal(&cipher, KEY_CHECK_TEXT, &key_check_aad(volume_id))
                 .ok_or_else(|| Error::Config("cannot make the key check".into()))?;
-            let params = EncryptionParams::XChaCha20Poly1305 { kdf, key_check: to_hex(&check) };
+            let params = EncryptionParams::XChaCha20Poly1305 { kdf, key_check: hex::encode(&check) };
             Ok((params, Arc::new(XChaChaCodec::new(&key, volume_id))))
         }
         EncryptionScheme::Aes128Cbc => {
@@ -239,7 +246,7 @@ pub(crate) fn unlock(
     match params {
         EncryptionParams::XChaCha20Poly1305 { kdf, key_check } => {
             let derived = kdf.derive(&opts.password)?;
-            let sealed = from_hex(key_check).ok_or_else(|| Error::BadMetadata {
+            let sealed = hex::decode(key_check).ok().ok_or_else(|| Error::BadMetadata {
                 key: key.to_owned(),
                 reason: "the key check is not hex".into(),
             })?;
@@ -251,7 +258,7 @@ pub(crate) fn unlock(
         }
         EncryptionParams::Aes128Cbc { key_check } => {
             let codec = S3backerCodec::new(&opts.password, &opts.bucket, prefix);
-            if codec.key_check().eq_ignore_ascii_case(key_check) {
+            if codec.verify_key_check(key_check) {
                 Ok(Arc::new(codec))
             } else {
                 Err(wrong(Some(format!(
@@ -274,19 +281,6 @@ pub fn volume_codecs(compression: Option<u32>, encryption: Option<Arc<dyn Codec>
         chain = chain.with(codec);
     }
     Ok(chain)
-}
-
-/// Lowercase hex of `bytes`.
-pub(crate) fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Bytes of a hex string, `None` when it is not hex.
-pub(crate) fn from_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect()
 }
 
 #[cfg(test)]
@@ -329,13 +323,34 @@ mod tests {
     }
 
     #[test]
+    fn hex_that_is_not_two_hex_digits_a_byte_is_refused() {
+        // "+f" parses as a number (u8::from_str_radix accepts a sign) but is not hex.
+        let (params, _) = new_encryption(&opts("pw"), "p/", "v").expect("new");
+        let EncryptionParams::XChaCha20Poly1305 { kdf, key_check } = params else { panic!("native scheme") };
+        let signed = EncryptionParams::XChaCha20Poly1305 {
+            kdf: kdf.clone(),
+            key_check: format!("+f{}", &key_check[2..]),
+        };
+        let err = unlock(&signed, &opts("pw"), "p/", "v", "k").unwrap_err();
+        assert!(err.to_string().contains("not hex"), "{err}");
+        let bad_salt = KdfParams { salt: "+f".repeat(16), ..kdf };
+        assert!(bad_salt.derive(&Password::new("pw")).unwrap_err().to_string().contains("not hex"));
+        let o = opts("pw").scheme(EncryptionScheme::Aes128Cbc);
+        let (EncryptionParams::Aes128Cbc { key_check }, _) = new_encryption(&o, "p/", "v").expect("new")
+        else {
+            panic!("s3backer scheme")
+        };
+        let upper = EncryptionParams::Aes128Cbc { key_check: key_check.to_uppercase() };
+        assert!(unlock(&upper, &o, "p/", "v", "k").is_ok(), "hex in capitals is hex");
+        let signed = EncryptionParams::Aes128Cbc { key_check: format!("+f{}", &key_check[2..]) };
+        assert!(matches!(unlock(&signed, &o, "p/", "v", "k"), Err(Error::WrongPassword { .. })));
+    }
+
+    #[test]
     fn scheme_names_and_hex() {
         assert_eq!(EncryptionScheme::parse("AES-128-CBC").expect("parse"), EncryptionScheme::Aes128Cbc);
         assert_eq!(EncryptionScheme::parse("").expect("parse"), EncryptionScheme::XChaCha20Poly1305);
         assert!(EncryptionScheme::parse("rot13").unwrap_err().to_string().contains("rot13"));
-        assert_eq!(from_hex(&to_hex(&[0, 1, 0xab, 0xff])), Some(vec![0, 1, 0xab, 0xff]));
-        assert_eq!(from_hex("abc"), None);
-        assert_eq!(from_hex("zz"), None);
         let bad = KdfParams { memory_kib: 2 << 20, ..KdfParams::with_cost(64, 1, 1) };
         assert!(bad.derive(&Password::new("x")).unwrap_err().to_string().contains("1 GiB"));
     }

@@ -35,15 +35,9 @@ pub fn utc_stamp(t: SystemTime) -> String {
     format!("{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-/// This machine's host name (`/proc/sys/kernel/hostname`, else `HOSTNAME`).
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown-host".to_owned())
-}
+/// This machine's host name, as the mount lock records it: the one
+/// implementation, [`s3block_core::local_hostname`].
+pub use s3block_core::local_hostname as hostname;
 
 /// Who holds a lock, as recorded in the lock object.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -100,9 +100,19 @@ impl S3backerCodec {
     /// A value that shows whether a password gives this key (for s3block's
     /// descriptor; s3backer has none): HMAC-SHA1 of a fixed text, hex.
     pub fn key_check(&self) -> String {
+        hex::encode(self.key_check_mac().finalize().into_bytes())
+    }
+
+    /// Whether `check` (hex, in either case) is this key's [`key_check`](Self::key_check),
+    /// compared in constant time.
+    pub(crate) fn verify_key_check(&self, check: &str) -> bool {
+        hex::decode(check).is_ok_and(|bytes| self.key_check_mac().verify_slice(&bytes).is_ok())
+    }
+
+    fn key_check_mac(&self) -> HmacSha1 {
         let mut mac = <HmacSha1 as Mac>::new_from_slice(&*self.key).expect("HMAC accepts keys of any length");
         mac.update(b"s3block key check");
-        crate::encryption::to_hex(&mac.finalize().into_bytes())
+        mac
     }
 
     /// Whether the HMAC in `meta` signs `body` as block `block`; `None` when
@@ -118,8 +128,8 @@ impl S3backerCodec {
 /// The 20 bytes of the `s3backer-hmac` metadata (quotes and spaces allowed).
 fn parse_hmac(meta: &CodecMeta) -> Option<Vec<u8>> {
     let (_, v) = meta.iter().find(|(k, _)| k.eq_ignore_ascii_case(META_HMAC))?;
-    let hex = v.trim().trim_matches('"');
-    let bytes = crate::encryption::from_hex(hex)?;
+    let text = v.trim().trim_matches('"');
+    let bytes = hex::decode(text).ok()?;
     (bytes.len() == 20).then_some(bytes)
 }
 
@@ -134,7 +144,7 @@ impl Codec for S3backerCodec {
             .encrypt_padded_vec_mut::<Pkcs7>(&data);
         let mut mac = self.mac(cx.block);
         mac.update(&body);
-        let sig = crate::encryption::to_hex(&mac.finalize().into_bytes());
+        let sig = hex::encode(mac.finalize().into_bytes());
         meta.push((META_HMAC.to_owned(), format!("\"{sig}\"")));
         Ok(body.into())
     }
