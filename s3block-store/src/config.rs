@@ -21,6 +21,7 @@ pub const DEFAULT_ACCESS_FILE: &str = ".s3backer_passwd";
 
 /// Where credentials were found.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CredentialSource {
     /// The `AWS_*` environment.
     Environment,
@@ -54,6 +55,7 @@ impl std::fmt::Debug for Credentials {
 
 /// Which backend a URL chose.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StoreKind {
     /// S3 or compatible, with the bucket name.
     S3 {

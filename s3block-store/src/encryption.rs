@@ -42,6 +42,7 @@ const KEY_CHECK_TEXT: &[u8] = b"s3block key check v1";
 
 /// Which encryption a volume uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum EncryptionScheme {
     /// XChaCha20-Poly1305 with an Argon2id key (s3block's default).
     #[serde(rename = "xchacha20poly1305")]
@@ -141,6 +142,7 @@ impl KdfParams {
 /// The `encryption` field of the volume descriptor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "scheme")]
+#[non_exhaustive]
 pub enum EncryptionParams {
     /// s3block's scheme.
     #[serde(rename = "xchacha20poly1305")]
