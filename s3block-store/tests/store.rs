@@ -245,8 +245,9 @@ async fn create_refuses_stored_blocks_and_adopt_takes_them() {
     let data = Bytes::from(vec![9u8; 64 << 10]);
     dev.write_block(BlockId(3), data.clone()).await.unwrap();
     let opts = VolumeOptions { size: Some(1 << 20), block_size: Some(64 << 10), ..Default::default() };
-    let err = create_volume_with(store.as_ref(), "v/", &opts, None).await.unwrap_err().to_string();
-    assert!(err.contains("v/00000003") && err.contains("--adopt"), "{err}");
+    let err = create_volume_with(store.as_ref(), "v/", &opts, None).await.unwrap_err();
+    assert!(matches!(err, s3block_core::Error::StoredBlocksWithoutVolume { .. }), "{err}");
+    assert!(err.to_string().contains("v/00000003"), "{err}");
     adopt_volume_with(store.as_ref(), "v/", &opts, None).await.unwrap();
     let vol = open_volume(store.as_ref(), "v/", &VolumeOptions::default()).await.unwrap();
     assert_eq!(vol.geometry, geometry);
