@@ -39,23 +39,23 @@ pub fn default_upload_retry() -> Backoff {
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
     /// Most bytes of block data held in memory.
-    pub cache_size: u64,
+    pub(crate) cache_size: u64,
     /// Most bytes of dirty (not yet uploaded) block data; writers wait beyond it.
     /// `None` means half the cache size.
-    pub max_dirty: Option<u64>,
+    pub(crate) max_dirty: Option<u64>,
     /// Uploads in flight at once.
-    pub upload_concurrency: usize,
+    pub(crate) upload_concurrency: usize,
     /// How long a dirty block waits before it is uploaded, so rewrites coalesce.
     /// Not applied while dirty data is above half of the dirty limit.
-    pub write_delay: Duration,
+    pub(crate) write_delay: Duration,
     /// Largest read-ahead window in bytes; 0 turns read-ahead off.
-    pub read_ahead: u64,
+    pub(crate) read_ahead: u64,
     /// The store's request counters, reported in [`CacheStats`](crate::CacheStats).
-    pub counters: Option<Arc<RequestCounters>>,
+    pub(crate) counters: Option<Arc<RequestCounters>>,
     /// When a failed upload is tried again (a flush tries at once). Only
     /// the delays are used: the cache never gives up a dirty block, so the
     /// schedule's attempt and time budgets do not apply.
-    pub upload_retry: Backoff,
+    pub(crate) upload_retry: Backoff,
 }
 
 impl Default for CacheConfig {
@@ -76,6 +76,36 @@ impl CacheConfig {
     /// A builder starting from the defaults.
     pub fn builder() -> CacheConfigBuilder {
         CacheConfigBuilder { config: CacheConfig::default() }
+    }
+
+    /// A builder starting from these settings, to change some of them.
+    pub fn to_builder(&self) -> CacheConfigBuilder {
+        CacheConfigBuilder { config: self.clone() }
+    }
+
+    /// Most bytes of block data held in memory.
+    pub fn cache_size(&self) -> u64 {
+        self.cache_size
+    }
+
+    /// Most bytes of dirty data, when set (else half the cache size).
+    pub fn max_dirty(&self) -> Option<u64> {
+        self.max_dirty
+    }
+
+    /// Uploads in flight at once.
+    pub fn upload_concurrency(&self) -> usize {
+        self.upload_concurrency
+    }
+
+    /// How long a dirty block waits before it is uploaded.
+    pub fn write_delay(&self) -> Duration {
+        self.write_delay
+    }
+
+    /// Largest read-ahead window in bytes.
+    pub fn read_ahead(&self) -> u64 {
+        self.read_ahead
     }
 
     /// Checks the settings against the volume's block size and returns the

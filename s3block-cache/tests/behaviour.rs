@@ -125,8 +125,7 @@ async fn a_partial_write_does_not_wait_for_the_block_to_be_fetched() {
     let old = block_data(&g, 5, 1);
     mem.write_block(BlockId(5), old.clone()).await.unwrap();
     // A long write delay: no upload (which would fetch the block) starts by itself.
-    let mut cfg = config(&g, 8, 4);
-    cfg.write_delay = Duration::from_secs(60);
+    let cfg = config(&g, 8, 4).to_builder().write_delay(Duration::from_secs(60)).build();
     let cache = Arc::new(BlockCache::new(Arc::clone(&gated), cfg).unwrap());
     gated.hold(BlockId(5));
     timeout(SOON, cache.write_partial(BlockId(5), 10, Bytes::from_static(b"hello"))).await.unwrap().unwrap();
@@ -218,8 +217,7 @@ async fn a_failed_upload_is_tried_again_at_its_backoff_not_before() {
     let waits: Vec<Duration> = (1..=3).map(|retry| schedule.delay(retry, &mut rng)).collect();
     let ms = Duration::from_millis(1);
     assert!(waits.iter().all(|w| *w > ms), "the seed draws waits to look inside: {waits:?}");
-    let mut cfg = config(&g, 8, 4);
-    cfg.upload_retry = schedule;
+    let cfg = config(&g, 8, 4).to_builder().upload_retry(schedule).build();
     let cache = BlockCache::new(Arc::clone(&flaky), cfg).unwrap();
     cache.write_block(BlockId(4), block_data(&g, 4, 1)).await.unwrap();
     settle().await;
@@ -250,8 +248,7 @@ async fn resident_bytes_stay_within_the_cache_size() {
         Duration::from_millis(5),
     ));
     let g = slow.geometry();
-    let mut cfg = config(&g, 16, 6);
-    cfg.read_ahead = 8 * u64::from(g.block_size());
+    let cfg = config(&g, 16, 6).to_builder().read_ahead(8 * u64::from(g.block_size())).build();
     let cache = Arc::new(BlockCache::new(Arc::clone(&slow), cfg).unwrap());
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = tokio::spawn({

@@ -62,8 +62,7 @@ async fn zeros_after_an_upload_whose_answer_was_lost_reach_the_store() {
     let schedule = default_upload_retry().with_seed(1);
     let retry_in = schedule.delay(1, &mut schedule.rng());
     assert!(retry_in > Duration::ZERO, "the seed leaves time to write before the retry");
-    let mut cfg = config(&g, 4, 4);
-    cfg.upload_retry = schedule;
+    let cfg = config(&g, 4, 4).to_builder().upload_retry(schedule).build();
     let cache = BlockCache::new(lower, cfg).expect("cache");
     let block = BlockId(1);
     // Found absent: the cache knows block 1 is zero below.

@@ -47,8 +47,7 @@ async fn sequential_whole_block_writes_make_n_puts_and_no_gets() {
 async fn rewrites_within_the_write_delay_are_uploaded_once() {
     let (below, mem) = counted(8);
     let g = below.geometry();
-    let mut cfg = config(&g, 8, 4);
-    cfg.write_delay = Duration::from_secs(60);
+    let cfg = config(&g, 8, 4).to_builder().write_delay(Duration::from_secs(60)).build();
     let cache = BlockCache::new(Arc::clone(&below), cfg).unwrap();
     let dirtied = Instant::now();
     for fill in 1..=5 {
@@ -76,8 +75,7 @@ async fn rewrites_within_the_write_delay_are_uploaded_once() {
 async fn dirty_data_above_half_the_limit_is_uploaded_without_the_write_delay() {
     let (below, mem) = counted(32);
     let g = below.geometry();
-    let mut cfg = config(&g, 16, 8);
-    cfg.write_delay = Duration::from_secs(60);
+    let cfg = config(&g, 16, 8).to_builder().write_delay(Duration::from_secs(60)).build();
     let cache = BlockCache::new(Arc::clone(&below), cfg).unwrap();
     // Half the dirty limit (4 of 8 blocks) keeps the write delay.
     let first = Instant::now();
@@ -161,8 +159,7 @@ async fn sequential_read_ahead_reads_each_block_once() {
     let g = below.geometry();
     let all = pattern(g.size() as usize, 3);
     mem.write_at(0, all.clone()).await.unwrap();
-    let mut cfg = config(&g, 64, 8);
-    cfg.read_ahead = 16 * u64::from(g.block_size());
+    let cfg = config(&g, 64, 8).to_builder().read_ahead(16 * u64::from(g.block_size())).build();
     let cache = BlockCache::new(Arc::clone(&below), cfg).unwrap();
     // Reads smaller than a block, in order, as a filesystem does.
     let step = 128;
@@ -228,8 +225,7 @@ async fn uploads_run_in_parallel_within_the_pool_size() {
     );
     let below = Arc::new(CountingDevice::new(slow));
     let g = below.geometry();
-    let mut cfg = config(&g, 64, 64);
-    cfg.upload_concurrency = 3;
+    let cfg = config(&g, 64, 64).to_builder().upload_concurrency(3).build();
     let cache = BlockCache::new(Arc::clone(&below), cfg).unwrap();
     for b in 0..30 {
         cache.write_block(BlockId(b), block_data(&g, b, 1)).await.unwrap();
@@ -246,8 +242,7 @@ async fn stats_count_hits_misses_and_store_requests_and_reset() {
     let (below, _mem) = counted(16);
     let g = below.geometry();
     let requests = Arc::new(s3block_core::RequestCounters::default());
-    let mut cfg = config(&g, 8, 4);
-    cfg.counters = Some(Arc::clone(&requests));
+    let cfg = config(&g, 8, 4).to_builder().counters(Arc::clone(&requests)).build();
     let cache = BlockCache::new(Arc::clone(&below), cfg).unwrap();
     cache.write_block(BlockId(1), block_data(&g, 1, 1)).await.unwrap();
     cache.read_block(BlockId(1)).await.unwrap();

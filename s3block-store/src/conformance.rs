@@ -315,14 +315,13 @@ pub async fn corrupt_objects(store: Arc<dyn ObjectStore>, prefix: &str) {
 pub async fn retries_under_faults(store: Arc<dyn ObjectStore>, prefix: &str) {
     let counters = Arc::new(RequestCounters::default());
     let faulty = Arc::new(FaultStore::new(store.clone(), FaultConfig::errors(0.3), 7));
-    let retry = RetryConfig {
-        initial_backoff: Duration::from_millis(1),
-        max_backoff: Duration::from_millis(5),
-        max_elapsed: Duration::from_secs(30),
-        max_attempts: 50,
-        seed: Some(1),
-        connect_budget: Duration::from_secs(30),
-    };
+    let retry = RetryConfig::default()
+        .initial_backoff(Duration::from_millis(1))
+        .max_backoff(Duration::from_millis(5))
+        .max_elapsed(Duration::from_secs(30))
+        .max_attempts(50)
+        .seed(1)
+        .connect_budget(Duration::from_secs(30));
     let stack: Arc<dyn ObjectStore> = Arc::new(RetryStore::new(
         CountingStore::new(faulty.clone(), counters.clone()),
         retry.clone(),

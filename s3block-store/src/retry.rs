@@ -32,18 +32,18 @@ const UNREACHABLE_AFTER: u32 = 3;
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryConfig {
     /// Upper bound of the first wait.
-    pub initial_backoff: Duration,
+    pub(crate) initial_backoff: Duration,
     /// Upper bound of any one wait.
-    pub max_backoff: Duration,
+    pub(crate) max_backoff: Duration,
     /// No retry starts after this long since the first attempt.
-    pub max_elapsed: Duration,
+    pub(crate) max_elapsed: Duration,
     /// Attempts at most (the first included); 1 disables retries.
-    pub max_attempts: u32,
+    pub(crate) max_attempts: u32,
     /// Seed of the jitter RNG; `None` seeds from the OS.
-    pub seed: Option<u64>,
+    pub(crate) seed: Option<u64>,
     /// Until the store has answered once, no retry starts after this long
     /// since the first attempt (see [`RetryStore`]).
-    pub connect_budget: Duration,
+    pub(crate) connect_budget: Duration,
 }
 
 impl Default for RetryConfig {
@@ -60,6 +60,43 @@ impl Default for RetryConfig {
 }
 
 impl RetryConfig {
+    /// The first wait is at most `d`.
+    pub fn initial_backoff(mut self, d: Duration) -> Self {
+        self.initial_backoff = d;
+        self
+    }
+
+    /// No one wait is longer than `d`.
+    pub fn max_backoff(mut self, d: Duration) -> Self {
+        self.max_backoff = d;
+        self
+    }
+
+    /// No retry starts after `d` since the first attempt.
+    pub fn max_elapsed(mut self, d: Duration) -> Self {
+        self.max_elapsed = d;
+        self
+    }
+
+    /// At most `n` attempts, the first included (1 disables retries).
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n;
+        self
+    }
+
+    /// Seeds the jitter, so that a test replays its waits exactly.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Until the store has answered once, no retry starts after `d` since
+    /// the first attempt.
+    pub fn connect_budget(mut self, d: Duration) -> Self {
+        self.connect_budget = d;
+        self
+    }
+
     /// No retries at all.
     pub fn none() -> Self {
         RetryConfig { max_attempts: 1, ..Default::default() }
@@ -533,5 +570,19 @@ fn denial_summary(err: &object_store::Error) -> String {
         (None, Some(c)) => c.to_owned(),
         (Some(s), None) => format!("HTTP {s}"),
         (None, None) => "access denied".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_budgets_and_the_setters() {
+        let c = RetryConfig::default();
+        assert_eq!(c.connect_budget, Duration::from_secs(10));
+        assert_eq!(c.max_elapsed, Duration::from_secs(60));
+        let c = c.max_attempts(3).seed(7).connect_budget(Duration::from_secs(2));
+        assert_eq!((c.max_attempts, c.seed, c.connect_budget), (3, Some(7), Duration::from_secs(2)));
     }
 }

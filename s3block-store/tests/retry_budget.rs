@@ -15,17 +15,10 @@ type Faulty = Arc<FaultStore<InMemory>>;
 
 fn stack(seed: u64) -> (Arc<RetryStore<Faulty>>, Faulty) {
     let faulty = Arc::new(FaultStore::new(InMemory::new(), FaultConfig::errors(1.0), seed));
-    let config = RetryConfig { seed: Some(seed), ..RetryConfig::default() };
+    let config = RetryConfig::default().seed(seed);
     let retry = RetryStore::new(faulty.clone(), config, Arc::new(RequestCounters::default()))
         .with_target("http://127.0.0.1:9", "the-bucket");
     (Arc::new(retry), faulty)
-}
-
-#[test]
-fn default_budgets() {
-    let c = RetryConfig::default();
-    assert_eq!(c.connect_budget, Duration::from_secs(10));
-    assert_eq!(c.max_elapsed, Duration::from_secs(60));
 }
 
 #[tokio::test(start_paused = true)]
@@ -74,13 +67,11 @@ fn failing(config: RetryConfig) -> (RetryStore<Faulty>, Faulty, Arc<RequestCount
 #[tokio::test(start_paused = true)]
 async fn the_attempt_budget_is_exact_and_the_waits_within_their_ceilings() {
     for seed in 0..5 {
-        let config = RetryConfig {
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_millis(250),
-            max_attempts: 4,
-            seed: Some(seed),
-            ..RetryConfig::default()
-        };
+        let config = RetryConfig::default()
+            .initial_backoff(Duration::from_millis(100))
+            .max_backoff(Duration::from_millis(250))
+            .max_attempts(4)
+            .seed(seed);
         let (store, faulty, counters) = failing(config);
         let started = tokio::time::Instant::now();
         store.get_opts(&Path::from("vol/x"), GetOptions::default()).await.expect_err("all fail");
@@ -95,7 +86,7 @@ async fn the_attempt_budget_is_exact_and_the_waits_within_their_ceilings() {
 #[tokio::test(start_paused = true)]
 async fn a_seed_replays_the_same_waits() {
     let run = |seed: u64| async move {
-        let config = RetryConfig { max_attempts: 6, seed: Some(seed), ..RetryConfig::default() };
+        let config = RetryConfig::default().max_attempts(6).seed(seed);
         let (store, _, _) = failing(config);
         let started = tokio::time::Instant::now();
         store.get_opts(&Path::from("vol/x"), GetOptions::default()).await.expect_err("all fail");

@@ -36,13 +36,11 @@ fn faulty_device(store: Arc<dyn ObjectStore>, prefix: &str, seed: u64) -> Object
         spike: Duration::from_millis(5),
         ..FaultConfig::errors(0.10)
     };
-    let retry = RetryConfig {
-        initial_backoff: Duration::from_millis(1),
-        max_backoff: Duration::from_millis(4),
-        max_attempts: 2,
-        seed: Some(seed),
-        ..RetryConfig::default()
-    };
+    let retry = RetryConfig::default()
+        .initial_backoff(Duration::from_millis(1))
+        .max_backoff(Duration::from_millis(4))
+        .max_attempts(2)
+        .seed(seed);
     let counters = Arc::new(RequestCounters::default());
     let stack = RetryStore::new(FaultStore::new(store, faults, seed), retry, counters.clone());
     ObjectBlockDevice::new(Arc::new(stack), KeyLayout::new(prefix, false), volume()).with_counters(counters)
