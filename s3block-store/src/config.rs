@@ -306,7 +306,7 @@ impl StoreConfig {
                 };
                 format!(
                     "no credentials found, tried: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (unset), the access \
-                     file {file} (absent; --access-file names another); set one of them"
+                     file {file} (absent); set one of them"
                 )
             }
         }
@@ -416,7 +416,7 @@ impl StoreConfig {
 pub(crate) fn url_key_prefix(url: &url::Url) -> std::result::Result<String, String> {
     if url.query().is_some() || url.fragment().is_some() {
         return Err("a store URL has no query or fragment: write '?' as %3F and '#' as %23 in the \
-             prefix, or give the prefix with --prefix"
+             prefix, or give the prefix apart from the URL"
             .into());
     }
     let path = percent_encoding::percent_decode_str(url.path())

@@ -41,7 +41,7 @@ pub fn classify(err: &object_store::Error) -> StoreErrorKind {
         E::PermissionDenied { .. } | E::Unauthenticated { .. } => StoreErrorKind::Unauthorized,
         E::NotSupported { .. } | E::NotImplemented { .. } => StoreErrorKind::NotSupported,
         E::Generic { source, .. } => match source.downcast_ref::<TargetError>() {
-            Some(t) => classify(&t.source),
+            Some(t) => t.kind,
             None => classify_source(source.as_ref()),
         },
         _ => StoreErrorKind::Permanent,
@@ -85,13 +85,21 @@ pub(crate) fn root_cause(err: &object_store::Error) -> String {
 #[error("{message}")]
 pub(crate) struct TargetError {
     message: String,
+    /// How the error inside was classified.
+    kind: StoreErrorKind,
     #[source]
-    source: object_store::Error,
+    source: s3block_core::BoxError,
 }
 
 impl TargetError {
     pub(crate) fn new(message: String, source: object_store::Error) -> Self {
-        TargetError { message, source }
+        TargetError { message, kind: classify(&source), source: Box::new(source) }
+    }
+
+    /// An error of `kind` whose cause is shown as `summary` only (the
+    /// server's answer cut to its status and code).
+    pub(crate) fn summarised(message: String, kind: StoreErrorKind, summary: String) -> Self {
+        TargetError { message, kind, source: summary.into() }
     }
 
     pub(crate) fn into_error(self) -> object_store::Error {

@@ -2,7 +2,7 @@
 //! both programs print after an error of the library, which itself names no
 //! option and no command.
 
-use s3block_core::Error;
+use s3block_core::{Error, StoreErrorKind};
 
 use crate::password::PASSWORD_ENV;
 
@@ -19,6 +19,12 @@ pub fn command_hint(error: &Error) -> Option<String> {
                         if it does, unmount it first"
                 .to_owned(),
         }),
+        Error::Store { kind: StoreErrorKind::Unauthorized, .. } => {
+            Some("--access-file names an access file other than ~/.s3backer_passwd".to_owned())
+        }
+        Error::Store { kind: StoreErrorKind::Transient, .. } => {
+            Some("the endpoint is --endpoint (else AWS_ENDPOINT_URL, else AWS itself)".to_owned())
+        }
         Error::PasswordNeeded { .. } => Some(format!("give --password-file FILE or set {PASSWORD_ENV}")),
         Error::StoredBlocksWithoutVolume { .. } => Some(
             "if they are a volume, write its descriptor with `s3block create --adopt` and the --size and \
@@ -50,5 +56,10 @@ mod tests {
         assert!(text.starts_with("v is encrypted") && text.contains("--password-file"), "{text}");
         assert!(!pw.to_string().contains("--password-file"), "the library's own message names no option");
         assert_eq!(command_hint(&Error::ReadOnly), None);
+        let store = |kind| Error::Store { block: None, key: "k".into(), kind, source: "refused".into() };
+        let denied = command_hint(&store(StoreErrorKind::Unauthorized)).expect("a hint");
+        assert!(denied.contains("--access-file"), "{denied}");
+        let unreachable = command_hint(&store(StoreErrorKind::Transient)).expect("a hint");
+        assert!(unreachable.contains("--endpoint"), "{unreachable}");
     }
 }

@@ -185,7 +185,7 @@ impl Policy {
         let Some(t) = &self.target else { return err };
         let message = match kind {
             StoreErrorKind::Transient if !self.answered.load(Ordering::Relaxed) => format!(
-                "cannot reach {} (bucket {:?}): {}; gave up after {:.0?}: check the endpoint (--endpoint, AWS_ENDPOINT_URL) and that the server is running",
+                "cannot reach {} (bucket {:?}): {}; gave up after {:.0?}: check the endpoint and that the server is running",
                 t.endpoint,
                 t.bucket,
                 root_cause(&err),
@@ -201,18 +201,15 @@ impl Policy {
                         format!("{} refused unsigned requests to bucket {:?}: {what}", t.endpoint, t.bucket)
                     }
                     what => format!(
-                        "{} refused the credentials for bucket {:?}{}: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the access file (--access-file, default ~/.s3backer_passwd) and the key's permissions on the bucket",
+                        "{} refused the credentials for bucket {:?}{}: check the access key, its secret and the key's permissions on the bucket",
                         t.endpoint,
                         t.bucket,
                         what.as_deref().map(|w| format!(" ({w})")).unwrap_or_default()
                     ),
                 };
                 // The server's XML says no more than its status and code.
-                let short = object_store::Error::PermissionDenied {
-                    path: t.bucket.clone(),
-                    source: denial_summary(&err).into(),
-                };
-                return TargetError::new(message, short).into_error();
+                return TargetError::summarised(message, StoreErrorKind::Unauthorized, denial_summary(&err))
+                    .into_error();
             }
             _ => return err,
         };
