@@ -10,6 +10,7 @@ use crate::report::MountStats;
 
 /// A snapshot of a [`BlockCache`](crate::BlockCache)'s activity and state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CacheStats {
     /// Block reads served from memory, the block already there (read or
     /// written before; not the first read of a block read-ahead fetched).

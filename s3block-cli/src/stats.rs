@@ -68,7 +68,8 @@ mod tests {
     use serde_json::Value;
 
     fn write_stats(dir: &Path) -> MountStats {
-        let cache = CacheStats { hits: 30, misses: 10, dirty_bytes: 65_536, ..Default::default() };
+        let mut cache = CacheStats::default();
+        (cache.hits, cache.misses, cache.dirty_bytes) = (30, 10, 65_536);
         let requests = RequestCounts { gets: 10, block_fetches: 10, ..Default::default() };
         let stats = MountStats::new(&cache, &requests, 0.005, 0.0004);
         std::fs::write(dir.join("stats.json"), serde_json::to_string(&stats).unwrap()).unwrap();

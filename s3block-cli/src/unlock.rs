@@ -111,7 +111,7 @@ mod tests {
 
     #[test]
     fn the_holder_is_named_as_this_machine() {
-        let info = LockInfo { host: "vps".into(), since: "20260101T000000Z".into(), token: None };
+        let info = LockInfo::new("vps", "20260101T000000Z", None);
         assert_eq!(holder_here(&info, "laptop", &[]), None);
         let stale = holder_here(&info, "vps", &[]).unwrap();
         assert!(stale.contains("vps is this machine") && stale.contains("stale"), "{stale}");

@@ -58,7 +58,8 @@ fn help_documents_the_exit_codes() {
 #[test]
 fn stats_formats_a_mount_stats_file() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let cache = s3block_cache::CacheStats { hits: 1_234_567, dirty_bytes: 65_536, ..Default::default() };
+    let mut cache = s3block_cache::CacheStats::default();
+    (cache.hits, cache.dirty_bytes) = (1_234_567, 65_536);
     let stats = s3block_cache::MountStats::new(&cache, &Default::default(), 0.005, 0.0004);
     let json = serde_json::to_string(&stats).expect("JSON");
     std::fs::write(dir.path().join("stats.json"), json).expect("write stats");

@@ -120,7 +120,11 @@ mod tests {
         let (h1, h2) = (hits.clone(), hits.clone());
         let stats = Stats::new()
             .with_cache(
-                move || CacheStats { hits: h1.load(Ordering::Relaxed), ..Default::default() },
+                move || {
+                    let mut stats = CacheStats::default();
+                    stats.hits = h1.load(Ordering::Relaxed);
+                    stats
+                },
                 move || h2.store(0, Ordering::Relaxed),
             )
             .with_requests(counters.clone());

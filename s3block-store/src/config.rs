@@ -33,6 +33,7 @@ pub enum CredentialSource {
 
 /// An access key pair.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Credentials {
     /// Access key id.
     pub access_key_id: String,

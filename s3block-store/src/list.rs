@@ -30,6 +30,7 @@ pub(crate) fn list_root(prefix: &str) -> Result<Option<Path>> {
 
 /// A stored block and the size of its object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
 pub struct StoredBlock {
     /// The block.
     pub block: BlockId,

@@ -41,6 +41,7 @@ pub use s3block_core::local_hostname as hostname;
 
 /// Who holds a lock, as recorded in the lock object.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LockInfo {
     /// Host name.
     pub host: String,
@@ -48,6 +49,13 @@ pub struct LockInfo {
     pub since: String,
     /// The mount token, if the object carries one.
     pub token: Option<String>,
+}
+
+impl LockInfo {
+    /// A holder as a lock object names it.
+    pub fn new(host: impl Into<String>, since: impl Into<String>, token: Option<String>) -> Self {
+        LockInfo { host: host.into(), since: since.into(), token }
+    }
 }
 
 /// Whether the store enforces conditional creates.

@@ -31,6 +31,7 @@ pub const FORMAT_VERSION: u32 = 1;
 
 /// The contents of `s3block-volume.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct VolumeDescriptor {
     /// Descriptor format version.
     pub format: u32,
@@ -105,6 +106,7 @@ pub enum GeometrySource {
 
 /// An opened volume: its geometry, key layout and where they came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct VolumeInfo {
     /// Geometry.
     pub geometry: Geometry,
