@@ -20,6 +20,7 @@
 
 use std::fmt::Write as _;
 
+use s3block_core::format_count as count;
 use s3block_core::{RequestCounts, format_size};
 use serde::{Deserialize, Serialize};
 
@@ -365,19 +366,6 @@ fn line(out: &mut String, name: &str, value: &str) {
 /// A count in 11 columns after the name, then what it is.
 fn noted(out: &mut String, name: &str, n: u64, note: &str) {
     line(out, name, &format!("{:<10} {note}", count(n)));
-}
-
-/// `7864320` as `7,864,320`.
-fn count(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// `65536` as `65,536 bytes (64K)`; below 1K just the bytes.

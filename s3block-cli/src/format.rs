@@ -82,15 +82,7 @@ impl Table {
 
 /// `7864320` as `7,864,320`.
 pub fn count(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    s3block_core::format_count(n)
 }
 
 /// A dollar amount: cents for amounts of a cent or more (`$78.64`,

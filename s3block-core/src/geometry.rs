@@ -211,6 +211,20 @@ pub fn parse_size(input: &str) -> Result<u64> {
     }
 }
 
+/// A count with thousands separators, as people read it: `7864320` as
+/// `7,864,320`.
+pub fn format_count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Formats a byte count the way [`parse_size`] reads it: exact when possible
 /// (`256K`, `30G`), otherwise in bytes.
 pub fn format_size(bytes: u64) -> String {

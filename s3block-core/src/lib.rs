@@ -67,7 +67,8 @@ pub use counters::{
 pub use device::{BlockDevice, check_block_len, check_block_range};
 pub use error::{BoxError, Error, Result, StoreErrorKind};
 pub use geometry::{
-    DEFAULT_BLOCK_SIZE, Geometry, MAX_BLOCK_COUNT, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, format_size, parse_size,
+    DEFAULT_BLOCK_SIZE, Geometry, MAX_BLOCK_COUNT, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, format_count, format_size,
+    parse_size,
 };
 pub use holder::{local_hostname, local_mount_processes, lock_facts, lock_facts_for};
 pub use key::{BlockId, KeyLayout, block_hash};
