@@ -55,6 +55,8 @@ declare -A PACKAGES=(
     [cc]=gcc
     # Debian's s3backer 1.5.4: the interop tests mount it beside s3block.
     [s3backer]=s3backer
+    # qemu-img: the image-copy tests convert onto a mounted device file.
+    [qemu-img]=qemu-utils
 )
 missing=()
 for cmd in "${!PACKAGES[@]}"; do

@@ -12,6 +12,13 @@ use crate::fs::FsError;
 /// Requests refused by design (read-only, resize, past the end) are logged
 /// at debug level: the errno alone tells the caller.
 ///
+/// A change of the device file's size ([`FsError::Resize`]: truncate to
+/// another size, fallocate past the end) gets EINVAL, what truncate(2) and
+/// ftruncate(2) give on a block device node, and one warning in the log that
+/// says the size is fixed and how to get a larger volume: the caller (a copy
+/// tool, an image converter) usually shows only "Invalid argument".
+/// Opening with `O_TRUNC` is no resize: it succeeds and changes nothing.
+///
 /// Changes to the directory's fixed entries ([`FsError::Namespace`]:
 /// create, mknod, mkdir, rmdir, rename, link, symlink, removing the device
 /// file) all get one errno, EPERM ("Operation not permitted"): the request
@@ -27,7 +34,10 @@ pub fn errno(err: &FsError) -> Errno {
         FsError::NotDir => Errno::ENOTDIR,
         FsError::ReadOnly(_) => Errno::EROFS,
         FsError::NoSpace { .. } => Errno::ENOSPC,
-        FsError::Resize { .. } => Errno::EPERM,
+        FsError::Resize { .. } => {
+            tracing::warn!("refused: {err}");
+            return Errno::EINVAL;
+        }
         FsError::FallocateMode(_) => Errno::EOPNOTSUPP,
         FsError::NotPermitted(_) | FsError::Namespace(_) => Errno::EPERM,
     };
@@ -80,7 +90,7 @@ mod tests {
             (Error::WrongPassword { key: "p/s3block-volume.json".into(), detail: None }.into(), libc::EACCES),
             (FsError::ReadOnly("write"), libc::EROFS),
             (FsError::NoSpace { what: "write", offset: 10, size: 10 }, libc::ENOSPC),
-            (FsError::Resize { requested: 0, size: 10 }, libc::EPERM),
+            (FsError::Resize { requested: 0, size: 10 }, libc::EINVAL),
             (FsError::NotFound("x".into()), libc::ENOENT),
             (FsError::NoInode(9), libc::ENOENT),
             (FsError::IsDir, libc::EISDIR),

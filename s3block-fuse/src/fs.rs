@@ -7,15 +7,23 @@
 //! become errno values.
 //!
 //! Semantics chosen for a file that is a disk:
-//! - its size is the volume's and never changes: truncate and resize are
-//!   refused with EPERM (so `> file` or `dd` without `conv=notrunc` cannot
-//!   wipe a volume); setting the size it already has succeeds;
+//! - its size is the volume's and never changes, as for a block device:
+//!   opening it with `O_TRUNC` succeeds and changes nothing (the kernel
+//!   ignores `O_TRUNC` on a block device too), so `dd of=file`, `cp img file`
+//!   and `> file` write over the volume without wiping it first; setting the
+//!   size it already has succeeds; any other size ([`FsError::Resize`]) is
+//!   refused with EINVAL, what truncate(2) gives on a block device node;
+//! - since `O_TRUNC` does not empty it, a copy tool that skips the holes of a
+//!   sparse source (`cp` does, by default) leaves the volume's old bytes
+//!   there: `cp --sparse=never`, `dd` and `qemu-img convert -n` write every
+//!   byte;
 //! - reads at or past the end are empty or short, as for any file;
 //! - writes that start at or past the end fail with ENOSPC, like a block
 //!   device; a write that crosses the end is short;
 //! - `fallocate(PUNCH_HOLE)` and `fallocate(ZERO_RANGE)` zero the range,
 //!   deleting the objects of whole blocks; plain allocation inside the size
 //!   succeeds and does nothing, since a block exists as soon as it is written;
+//!   allocation that would grow the file is a resize, refused as truncate is;
 //! - flush on close, fsync and fdatasync wait until every block written
 //!   before them is in the object store;
 //! - each of the three inodes keeps its own owner, mode and times, which
@@ -98,8 +106,14 @@ pub enum FsError {
         /// The volume's size.
         size: u64,
     },
-    /// A change of the device file's size.
-    #[error("cannot resize the device file to {requested} bytes: its size is the volume's, {size} bytes")]
+    /// A change of the device file's size (truncate, or fallocate past the
+    /// end): the size is the volume's, fixed when it was created.
+    #[error(
+        "cannot resize the device file to {requested} bytes: its size is the volume's, fixed at {size} bytes \
+         when it was created; growing a volume is planned as `s3block resize`; for now create a larger volume \
+         with `s3block create --size` and copy the data onto it (`dd` between the two mounts; `s3block copy` \
+         keeps the size)"
+    )]
     Resize {
         /// The size asked for.
         requested: u64,
@@ -467,7 +481,8 @@ impl BlockFs {
 
     /// `fallocate`: punching a hole or zeroing a range frees the blocks it
     /// covers whole and zeroes the partial ones; allocation inside the volume
-    /// succeeds and does nothing.
+    /// succeeds and does nothing; past the end without `KEEP_SIZE` it would
+    /// grow the file, a [`FsError::Resize`].
     pub async fn fallocate(&self, ino: u64, offset: u64, len: u64, mode: i32) -> FsResult<()> {
         self.check_ino(ino)?;
         if ino != DEVICE_INO {
@@ -485,7 +500,8 @@ impl BlockFs {
         let keep_size = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
         let end = offset.saturating_add(len);
         if end > size && !keep_size {
-            return Err(FsError::NoSpace { what: "fallocate", offset, size });
+            // Allocating past the end would grow the file: a resize.
+            return Err(FsError::Resize { requested: end, size });
         }
         if mode & zeroing != 0 && offset < size {
             self.device.zero_range(offset, end.min(size) - offset).await?;

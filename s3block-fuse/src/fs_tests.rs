@@ -139,8 +139,12 @@ async fn fallocate_modes() {
     fs.fallocate(DEVICE_INO, 0, SIZE, 0).await.unwrap();
     fs.fallocate(DEVICE_INO, 0, BS, libc::FALLOC_FL_KEEP_SIZE).await.unwrap();
     assert_eq!(dev.stored_blocks(), 1);
-    // Growing the file: refused.
-    assert_eq!(code(fs.fallocate(DEVICE_INO, SIZE - 1, 2, 0).await), libc::ENOSPC);
+    // Growing the file: a resize, refused as truncate is; with KEEP_SIZE fine.
+    let err = fs.fallocate(DEVICE_INO, SIZE - 1, 2, 0).await.unwrap_err();
+    assert!(matches!(err, FsError::Resize { requested, size: SIZE } if requested == SIZE + 1), "{err}");
+    assert_eq!(errno(&err).code(), libc::EINVAL);
+    fs.fallocate(DEVICE_INO, SIZE - 1, 2, libc::FALLOC_FL_KEEP_SIZE).await.unwrap();
+    assert_eq!(fs.getattr(DEVICE_INO).unwrap().size, SIZE);
     // Moving data: not supported.
     assert_eq!(code(fs.fallocate(DEVICE_INO, 0, BS, libc::FALLOC_FL_COLLAPSE_RANGE).await), libc::EOPNOTSUPP);
     // ZERO_RANGE zeroes like a hole.
@@ -153,8 +157,15 @@ async fn fallocate_modes() {
 async fn truncate_is_refused_but_same_size_is_fine() {
     let (fs, _, _) = setup(false);
     let set = |size| SetAttr { size: Some(size), ..SetAttr::default() };
-    assert_eq!(code(fs.setattr(DEVICE_INO, set(0))), libc::EPERM);
-    assert_eq!(code(fs.setattr(DEVICE_INO, set(SIZE * 2))), libc::EPERM);
+    // EINVAL, as truncate(2) on a block device; the message says how to grow.
+    let err = fs.setattr(DEVICE_INO, set(0)).unwrap_err();
+    assert_eq!(errno(&err).code(), libc::EINVAL);
+    let text = err.to_string();
+    assert!(
+        text.contains("fixed at") && text.contains("s3block resize") && text.contains("s3block create"),
+        "{text}"
+    );
+    assert_eq!(code(fs.setattr(DEVICE_INO, set(SIZE * 2))), libc::EINVAL);
     assert_eq!(fs.setattr(DEVICE_INO, set(SIZE)).unwrap().size, SIZE);
     // Mode changes are kept for the mount.
     let attr = fs.setattr(DEVICE_INO, SetAttr { mode: Some(0o100640), ..SetAttr::default() }).unwrap();

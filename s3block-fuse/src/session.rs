@@ -16,9 +16,9 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use fuser::{
-    FileHandle, Filesystem, Generation, INodeNo, KernelConfig, LockOwner, MountOption, OpenAccMode,
-    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, Request, SessionACL, TimeOrNow, WriteFlags,
+    FileHandle, Filesystem, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, MountOption,
+    OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, SessionACL, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 use tokio_util::task::TaskTracker;
@@ -104,6 +104,15 @@ impl Filesystem for FuseFs {
             let _ = config.set_max_readahead(nearest);
         }
         let _ = config.set_max_background(64);
+        // O_TRUNC comes with the open instead of as a truncate to 0, which
+        // could not be told from `truncate -s 0`: the open ignores it, as a
+        // block device does (see `BlockFs`), and a real resize is refused.
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC) {
+            tracing::warn!(
+                ?missing,
+                "the kernel does not pass O_TRUNC with open: opening the device file with O_TRUNC will fail"
+            );
+        }
         Ok(())
     }
 
@@ -162,6 +171,8 @@ impl Filesystem for FuseFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        // O_TRUNC (here since `init` asks for FUSE_ATOMIC_O_TRUNC) is ignored:
+        // the device file keeps its size and bytes, as a block device does.
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
         match self.fs.open(ino.0, write) {
             Ok((fh, fopen)) => reply.opened(FileHandle(fh), fopen),
