@@ -132,7 +132,8 @@ pub struct RequestFigures {
     pub block_uploads: u64,
     /// DELETE requests for blocks (written as zeros, or discarded).
     pub block_deletes: u64,
-    /// GETs of the mount lock, the volume descriptor and probes.
+    /// GETs of the mount lock, the volume descriptor and probes, and HEADs
+    /// (block 0's geometry).
     pub metadata_gets: u64,
     /// PUTs of the mount lock, the volume descriptor and probes.
     pub metadata_puts: u64,
@@ -253,12 +254,10 @@ impl MountStats {
             &mut out,
             "memory",
             &format!(
-                "{} of {} in {} blocks ({} of {} bytes)",
-                format_size(c.resident_bytes),
-                format_size(c.size_bytes),
-                count(c.resident_blocks),
-                count(c.resident_bytes),
-                count(c.size_bytes)
+                "{} of {} in {} blocks",
+                bytes(c.resident_bytes),
+                bytes(c.size_bytes),
+                count(c.resident_blocks)
             ),
         );
         line(
@@ -329,7 +328,7 @@ impl MountStats {
             "lock/descriptor",
             q.metadata_gets + q.metadata_puts + q.metadata_deletes,
             &format!(
-                "{} GET, {} PUT, {} DELETE of the mount lock, volume descriptor and probes",
+                "{} GET, {} PUT, {} DELETE of the mount lock, descriptor, probes and block 0's metadata",
                 count(q.metadata_gets),
                 count(q.metadata_puts),
                 count(q.metadata_deletes)
@@ -369,8 +368,15 @@ fn noted(out: &mut String, name: &str, n: u64, note: &str) {
 }
 
 /// `65536` as `65,536 bytes (64K)`; below 1K just the bytes.
+/// `65536` as `65,536 bytes (64K)`; the unit only where it is exact, so
+/// `324064` is `324,064 bytes`.
 fn bytes(n: u64) -> String {
-    if n < 1024 { format!("{n} bytes") } else { format!("{} bytes ({})", count(n), format_size(n)) }
+    let exact = format_size(n);
+    if exact == n.to_string() {
+        format!("{} bytes", count(n))
+    } else {
+        format!("{} bytes ({exact})", count(n))
+    }
 }
 
 #[cfg(test)]

@@ -53,7 +53,8 @@ pub struct RequestCounts {
     pub block_uploads: u64,
     /// DELETE requests for block objects (blocks written as zeros, discarded or erased).
     pub block_deletes: u64,
-    /// GETs of other objects: the mount lock, the volume descriptor, probes.
+    /// GETs of other objects (the mount lock, the volume descriptor, probes)
+    /// and HEADs of any (block 0's geometry at open).
     pub metadata_gets: u64,
     /// PUTs of other objects: the mount lock, the volume descriptor, probes.
     pub metadata_puts: u64,

@@ -128,7 +128,11 @@ impl<T: ObjectStore> ObjectStore for CountingStore<T> {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        self.counters.count(class_of(Method::Get, location.as_ref()), 1);
+        // A HEAD reads an object's metadata (block 0's geometry at open),
+        // never a block's data.
+        let class =
+            if options.head { RequestClass::MetadataGet } else { class_of(Method::Get, location.as_ref()) };
+        self.counters.count(class, 1);
         let mut res = self.inner.get_opts(location, options).await?;
         let counters = self.counters.clone();
         res.payload = match res.payload {
@@ -224,5 +228,20 @@ mod tests {
         }
         assert_eq!(class_of(Method::Put, "v/00000001"), RequestClass::BlockPut);
         assert_eq!(class_of(Method::Delete, "v/s3backer-mounted"), RequestClass::MetadataDelete);
+    }
+
+    /// Opening a volume HEADs block 0 for its geometry: not a block fetch.
+    #[tokio::test]
+    async fn a_head_of_a_block_is_metadata_and_a_get_is_a_fetch() {
+        use object_store::ObjectStoreExt;
+        let counters = Arc::new(RequestCounters::default());
+        let store = CountingStore::new(object_store::memory::InMemory::new(), counters.clone());
+        let key = Path::from("v/00000000");
+        store.put(&key, vec![1u8; 8].into()).await.expect("put");
+        store.get_opts(&key, GetOptions { head: true, ..Default::default() }).await.expect("head");
+        let after_head = counters.snapshot();
+        assert_eq!((after_head.metadata_gets, after_head.block_fetches), (1, 0));
+        store.get(&key).await.expect("get").bytes().await.expect("body");
+        assert_eq!(counters.snapshot().block_fetches, 1);
     }
 }
