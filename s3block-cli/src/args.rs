@@ -9,8 +9,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use s3block_store::EncryptionScheme;
 pub use s3block_store::StoreArgs;
+use s3block_store::{CompressArgs, EncryptionScheme};
 
 use crate::cost::{self, S3_2009_PRICES, S3_2009_SOURCE, S3_STANDARD_PRICES, S3_STANDARD_SOURCE};
 use crate::exit::EXIT_CODES_HELP;
@@ -77,10 +77,9 @@ pub struct LayoutArgs {
     #[arg(long, env = "S3BLOCK_SIZE", value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_size_arg)]
     pub size: Option<u64>,
 
-    /// Compress blocks with zlib (Content-Encoding: deflate) at LEVEL 1-9 (default 6) when they are written.
-    #[arg(long, env = "S3BLOCK_COMPRESS", value_name = "LEVEL", num_args = 0..=1, require_equals = true,
-          default_missing_value = "6", value_parser = clap::value_parser!(u32).range(1..=9))]
-    pub compress: Option<u32>,
+    /// Compression of blocks written: --compress[=deflate|zstd|LEVEL], --compress-level.
+    #[command(flatten)]
+    pub compression: CompressArgs,
 }
 
 /// How to reach a volume and how it is laid out: the options every command
@@ -256,10 +255,9 @@ pub struct CopyArgs {
     /// Block size of the copy (default: the source's).
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_size_arg)]
     pub block_size: Option<u64>,
-    /// Compress the copy's blocks with zlib at LEVEL 1-9 (default 6).
-    #[arg(long, value_name = "LEVEL", num_args = 0..=1, require_equals = true,
-          default_missing_value = "6", value_parser = clap::value_parser!(u32).range(1..=9))]
-    pub compress: Option<u32>,
+    /// Compression of the copy's blocks: --compress[=deflate|zstd|LEVEL], --compress-level.
+    #[command(flatten)]
+    pub compression: CompressArgs,
     /// Use the hash key prefix in the copy.
     #[arg(long)]
     pub hash_prefix: bool,

@@ -2,6 +2,7 @@
 
 use super::*;
 use clap::CommandFactory;
+use s3block_store::Compression;
 
 #[test]
 fn the_command_line_is_consistent() {
@@ -43,7 +44,7 @@ fn store_options_parse_sizes_and_flags() {
     let (store, layout) = (args.volume.store_args, args.volume.layout);
     assert_eq!(layout.size, Some(30 << 30));
     assert_eq!(layout.block_size, Some(256 << 10));
-    assert_eq!(layout.compress, Some(6));
+    assert_eq!(layout.compression.compression().unwrap(), Some(Compression::deflate(6).unwrap()));
     assert!(layout.hash_prefix && store.force_path_style);
     assert_eq!(store.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
     let err = Cli::try_parse_from(["s3block", "create", "memory://", "--block-size", "3X"]).unwrap_err();
@@ -126,9 +127,24 @@ fn copy_takes_the_new_layout() {
     let Command::Copy(args) = cli.command else { panic!("not copy") };
     assert_eq!((args.src.as_str(), args.dst.as_str()), ("s3://b/old/", "s3://b/new/"));
     assert_eq!(args.block_size, Some(1 << 20));
-    assert_eq!(args.compress, Some(9));
+    assert_eq!(args.compression.compression().unwrap(), Some(Compression::deflate(9).unwrap()));
     assert!(args.no_verify && !args.force);
     assert!(Cli::try_parse_from(["s3block", "copy", "a", "b", "--compress=0"]).is_err());
+    // s3backer 2.x's zstd spelling, on create and on copy.
+    let Command::Copy(args) =
+        Cli::try_parse_from(["s3block", "copy", "a", "b", "--compress=zstd", "--compress-level=9"])
+            .unwrap()
+            .command
+    else {
+        panic!("not copy")
+    };
+    assert_eq!(args.compression.compression().unwrap(), Some(Compression::zstd(9).unwrap()));
+    let Command::Create(args) =
+        Cli::try_parse_from(["s3block", "create", "memory://", "--compress=zstd"]).unwrap().command
+    else {
+        panic!("not create")
+    };
+    assert_eq!(args.volume.layout.compression.compression().unwrap(), Some(Compression::zstd(3).unwrap()));
 }
 
 #[test]

@@ -23,7 +23,8 @@ use serde::Serialize;
 
 use s3block_core::{BlockDevice, BlockId, Error, Result, is_zero};
 use s3block_store::{
-    EncryptionOptions, EncryptionScheme, GeometrySource, LOCK_NAME, PasswordSource, StoreArgs, read_lock,
+    CompressArgs, EncryptionOptions, EncryptionScheme, GeometrySource, LOCK_NAME, PasswordSource, StoreArgs,
+    read_lock,
 };
 
 use crate::args::{DEST_PASSWORD_ENV, DestEncryption, LayoutArgs};
@@ -41,8 +42,8 @@ pub const COPY_MEMORY: u64 = 64 << 20;
 pub struct CopyOptions {
     /// Block size of the copy (default: the source's).
     pub block_size: Option<u64>,
-    /// Deflate level of the copy.
-    pub compress: Option<u32>,
+    /// Compression of the copy (`--compress`, `--compress-level`).
+    pub compress: CompressArgs,
     /// Hash-prefixed keys in the copy.
     pub hash_prefix: bool,
     /// Skip the read-back comparison.
@@ -189,7 +190,7 @@ pub async fn copy(
         hash_prefix: opts.hash_prefix,
         block_size: Some(opts.block_size.unwrap_or(g.block_size().into())),
         size: Some(g.size()),
-        compress: opts.compress,
+        compression: opts.compress.clone(),
     };
     let scheme = source_scheme(&s, source_enc.as_ref())?;
     let dest_enc = dest_encryption(dst, opts, scheme, source_enc.as_ref())?;

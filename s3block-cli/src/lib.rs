@@ -186,7 +186,7 @@ async fn store_command(command: Command, out: &mut dyn Write) -> CliResult {
             let dst = target::open(&a.dst, &dst_args)?;
             let opts = copy::CopyOptions {
                 block_size: a.block_size,
-                compress: a.compress,
+                compress: a.compression,
                 hash_prefix: a.hash_prefix,
                 no_verify: a.no_verify,
                 force: a.force,

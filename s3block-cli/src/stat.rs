@@ -106,6 +106,7 @@ fn describe(attr: &Attribute, value: &str, block_size: u32) -> (String, String) 
             "Content-Encoding".into(),
             match value.trim() {
                 "deflate" => "zlib-compressed; decoded on read".into(),
+                "zstd" => "zstd-compressed; decoded on read".into(),
                 v if v.contains("encrypt") => "compressed and encrypted (s3backer)".into(),
                 v => format!("encoding {v:?}"),
             },

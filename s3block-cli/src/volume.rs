@@ -34,14 +34,15 @@ pub struct Opened {
     pub device: ObjectBlockDevice,
 }
 
-/// The volume options the layout flags give.
-pub fn volume_options(layout: &LayoutArgs) -> VolumeOptions {
-    VolumeOptions {
+/// The volume options the layout flags give; refuses a bad compression level.
+pub fn volume_options(layout: &LayoutArgs) -> Result<VolumeOptions> {
+    let options = VolumeOptions {
         size: layout.size,
         block_size: layout.block_size,
         hash_prefix: layout.hash_prefix.then_some(true),
-        compression: layout.compress,
-    }
+        ..Default::default()
+    };
+    Ok(options.with_compression(layout.compression.compression()?))
 }
 
 /// Asks for a password on the terminal, without echo (an error when
@@ -62,7 +63,7 @@ pub async fn open(target: &Target, layout: &LayoutArgs) -> Result<Opened> {
 /// The volume at `target` as the commands open it: no mount lock (the
 /// commands that must refuse a mounted volume check it themselves), the
 /// layout flags checked against the volume or used to create it.
-fn builder(target: &Target, layout: &LayoutArgs) -> VolumeBuilder {
+fn builder(target: &Target, layout: &LayoutArgs) -> Result<VolumeBuilder> {
     let mut b = Volume::builder(target.opened()).name(&target.url).without_lock();
     if let Some(size) = layout.size {
         b = b.size(size);
@@ -73,10 +74,10 @@ fn builder(target: &Target, layout: &LayoutArgs) -> VolumeBuilder {
     if layout.hash_prefix {
         b = b.hash_prefix(true);
     }
-    if let Some(level) = layout.compress {
-        b = b.compression(level);
+    if let Some(compression) = layout.compression.compression()? {
+        b = b.compress(compression);
     }
-    b
+    Ok(b)
 }
 
 impl Opened {
@@ -91,7 +92,7 @@ pub async fn open_with(
     layout: &LayoutArgs,
     encryption: Option<&EncryptionOptions>,
 ) -> Result<Opened> {
-    let mut b = builder(target, layout).read_only(true);
+    let mut b = builder(target, layout)?.read_only(true);
     if let Some(enc) = encryption {
         b = b.encryption(enc.clone());
     }
@@ -104,7 +105,7 @@ pub async fn open_with(
 /// encrypted volume without it); the device can list but not read blocks
 /// that are compressed or encrypted.
 pub async fn inspect(target: &Target, layout: &LayoutArgs) -> Result<Opened> {
-    let v = builder(target, layout)
+    let v = builder(target, layout)?
         .read_only(true)
         .inspect_only()
         .open()
@@ -212,7 +213,7 @@ async fn write_volume(
     json: bool,
     out: &mut dyn Write,
 ) -> CliResult {
-    let mut b = builder(target, layout).create(if adopt { Create::Adopt } else { Create::New });
+    let mut b = builder(target, layout)?.create(if adopt { Create::Adopt } else { Create::New });
     if let Some(enc) = encryption {
         b = b.encryption(enc.clone());
     }
@@ -232,7 +233,7 @@ async fn write_volume(
             format::bytes(d.size),
             format::count(d.size / d.block_size),
             format::bytes(d.block_size),
-            d.compression.map(|l| format!(", deflate level {l}")).unwrap_or_default(),
+            d.compressed_with()?.map(|c| format!(", {c}")).unwrap_or_default(),
             scheme.map(|s| format!(", encrypted with {s}")).unwrap_or_default(),
             if d.hash_prefix { ", hash-prefixed keys" } else { "" },
         )?;
@@ -255,8 +256,10 @@ pub struct InfoReport {
     pub hash_prefix: bool,
     /// Where the geometry came from: `descriptor`, `block0` or `options`.
     pub geometry_source: String,
-    /// Deflate level new blocks are written with, if any.
+    /// Compression level new blocks are written with, if any.
     pub compression: Option<u32>,
+    /// Its algorithm (`deflate` or `zstd`), if any.
+    pub compression_algorithm: Option<String>,
     /// Encryption scheme, if the descriptor records one.
     pub encryption: Option<String>,
     /// Volume id from the descriptor.
@@ -331,6 +334,10 @@ pub async fn info(target: &Target, layout: &LayoutArgs, json: bool, out: &mut dy
         hash_prefix: v.volume.layout.hash_prefix(),
         geometry_source: source.into(),
         compression: descriptor.and_then(|d| d.compression),
+        compression_algorithm: match descriptor {
+            Some(d) => d.compressed_with()?.map(|c| c.algorithm().to_string()),
+            None => None,
+        },
         encryption: match descriptor {
             Some(d) => d.encryption_params()?.map(|p| p.scheme().to_string()),
             None => {
@@ -368,7 +375,8 @@ pub async fn info(target: &Target, layout: &LayoutArgs, json: bool, out: &mut dy
         },
     );
     row("keys", if r.hash_prefix { "hash-prefixed".into() } else { "plain block numbers".to_owned() });
-    row("compression", r.compression.map_or("none".into(), |l| format!("deflate, level {l}")));
+    let algorithm = r.compression_algorithm.as_deref().unwrap_or("deflate");
+    row("compression", r.compression.map_or("none".into(), |l| format!("{algorithm}, level {l}")));
     row("encryption", r.encryption.clone().unwrap_or_else(|| "none".into()));
     if let Some(id) = &r.volume_id {
         row("volume id", id.clone());

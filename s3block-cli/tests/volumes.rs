@@ -34,7 +34,9 @@ fn layout(size: &str, block_size: &str, compress: Option<u32>) -> LayoutArgs {
     LayoutArgs {
         size: Some(s3block_core::parse_size(size).unwrap()),
         block_size: Some(s3block_core::parse_size(block_size).unwrap()),
-        compress,
+        compression: s3block_store::CompressArgs::from_compression(
+            compress.map(|level| s3block_store::Compression::deflate(level).unwrap()),
+        ),
         ..Default::default()
     }
 }

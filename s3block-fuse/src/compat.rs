@@ -29,7 +29,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("blockCacheNumProtected", ""),
     ("blockCacheFileAdvise", ""),
     ("cacert", ""),
-    ("compress-level", "use --compress=LEVEL"),
     ("configFile", "put the options in fstab form, -o opt,opt"),
     ("debug-http", "use --debug"),
     ("defaultContentEncoding", ""),

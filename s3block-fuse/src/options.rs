@@ -13,7 +13,7 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 use s3block_cache::{DEFAULT_CACHE_SIZE, DEFAULT_READ_AHEAD, DEFAULT_UPLOAD_CONCURRENCY};
 use s3block_core::exit::EXIT_CODES_HELP;
 use s3block_core::{format_size, parse_size};
-use s3block_store::StoreArgs;
+use s3block_store::{CompressArgs, StoreArgs};
 
 use crate::compat;
 
@@ -76,10 +76,9 @@ pub struct Options {
     #[arg(long = "hash-prefix", alias = "blockHashPrefix")]
     pub hash_prefix: bool,
 
-    /// Compress blocks with zlib, at LEVEL 1-9 (default 6).
-    #[arg(long, value_name = "LEVEL", num_args = 0..=1, require_equals = true,
-          default_missing_value = "6", value_parser = clap::value_parser!(u32).range(1..=9))]
-    pub compress: Option<u32>,
+    /// Compression of blocks written: --compress[=deflate|zstd|LEVEL], --compress-level.
+    #[command(flatten)]
+    pub compression: CompressArgs,
 
     /// How to reach the store: endpoint, region, credentials, key prefix.
     #[command(flatten)]
@@ -246,6 +245,7 @@ impl Options {
                 "--block-size {bs}: must be a power of two between 512 and 64M (default 256K)"
             )));
         }
+        self.compression.compression().map_err(|e| OptionsError(e.to_string()))?;
         if self.block_cache_blocks == Some(0) {
             return Err(OptionsError("--blockCacheSize 0: the cache needs at least one block".into()));
         }
@@ -393,6 +393,7 @@ fn expand_one(item: &str, known: &[String]) -> Result<Option<OsString>, OptionsE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use s3block_store::Compression;
 
     fn parse(args: &[&str]) -> Result<Options, String> {
         let mut full = vec!["s3block-fuse"];
@@ -412,7 +413,7 @@ mod tests {
         assert_eq!(o.stats_name(), Some("stats"));
         assert_eq!(o.effective_file_mode(), 0o600);
         assert!(!o.read_only && !o.foreground);
-        assert_eq!(o.compress, None);
+        assert_eq!(o.compression.compression().unwrap(), None);
     }
 
     #[test]
@@ -434,7 +435,10 @@ mod tests {
             parse(&["-ocache_size=8M,compress=9", "-o", "file_mode=0644,stats_filename=", "memory://", "/m"])
                 .unwrap();
         assert_eq!(o.cache_size, Some(8 << 20));
-        assert_eq!(o.compress, Some(9));
+        assert_eq!(o.compression.compression().unwrap(), Some(Compression::deflate(9).unwrap()));
+        // s3backer 2.x's spelling of zstd, in fstab form too.
+        let z = parse(&["-o", "compress=zstd,compress-level=19", "memory://", "/m"]).unwrap();
+        assert_eq!(z.compression.compression().unwrap(), Some(Compression::zstd(19).unwrap()));
         assert_eq!(o.file_mode, Some(0o644));
         assert_eq!(o.stats_name(), None);
         // The shared store options, in fstab form too.
@@ -473,7 +477,7 @@ mod tests {
         assert_eq!(o.block_size, Some(4096));
         assert_eq!(o.cache_bytes(4096), Some(409_600));
         assert!(o.read_only && o.hash_prefix && o.list_blocks);
-        assert_eq!(o.compress, Some(6));
+        assert_eq!(o.compression.compression().unwrap(), Some(Compression::deflate(6).unwrap()));
         assert_eq!(o.store_args.prefix.as_deref(), Some("some/prefix/"));
         assert_eq!(o.store_args.endpoint.as_deref(), Some("http://127.0.0.1:3900/"));
         assert_eq!(o.store_args.access_file, Some(PathBuf::from("/etc/s3.crd")));
@@ -494,6 +498,9 @@ mod tests {
             (&["--block-size=3000", "memory://", "/m"], "--block-size"),
             (&["-o", "block-size=lots", "memory://", "/m"], "--block-size"),
             (&["--compress=12", "memory://", "/m"], "--compress"),
+            (&["--compress=zstd", "--compress-level=30", "memory://", "/m"], "--compress-level"),
+            (&["--compress=deflate", "--compress-level=12", "memory://", "/m"], "--compress-level"),
+            (&["--compress-level=3", "memory://", "/m"], "--compress"),
             (&["--file-mode=999", "memory://", "/m"], "--file-mode"),
             (&["--filename=a/b", "memory://", "/m"], "--filename"),
             (&["--filename=x", "--stats-filename=x", "memory://", "/m"], "--stats-filename"),
@@ -549,6 +556,7 @@ mod tests {
             "blockHashPrefix",
             "blockSize",
             "compress",
+            "compress-level",
             "debug",
             "directIO",
             "encrypt",

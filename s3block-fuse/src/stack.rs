@@ -15,7 +15,7 @@
 //!    and a wrong one fails here, before anything is mounted, with "wrong
 //!    password" (never as EIO on a later read);
 //! 4. take the mount lock, unless read-only (see below);
-//! 5. an [`ObjectBlockDevice`] (with the deflate codec under `--compress`,
+//! 5. an [`ObjectBlockDevice`] (with the codec `--compress` names,
 //!    or when the volume was created compressed, then the cipher), under a
 //!    [`BlockCache`];
 //!    with `--list-blocks` the stored blocks are listed first and handed to
@@ -116,8 +116,9 @@ pub async fn build_stack_with(
     if opts.hash_prefix {
         builder = builder.hash_prefix(true);
     }
-    if let Some(level) = opts.compress {
-        builder = builder.compression(level);
+    let compression = opts.compression.compression()?;
+    if let Some(compression) = compression {
+        builder = builder.compress(compression);
     }
     if let Some(scheme) = opts.store_args.encrypt {
         builder = builder.encrypt(scheme);
@@ -127,10 +128,11 @@ pub async fn build_stack_with(
     }
     let volume = builder.open().await.map_err(|e| with_options(opts, &prefix, e))?;
     if !volume.created()
-        && let (Some(stored), Some(asked)) = (volume.compression(), opts.compress)
+        && let (Some(Ok(Some(stored))), Some(asked)) =
+            (volume.descriptor().map(|d| d.compressed_with()), compression)
         && stored != asked
     {
-        tracing::warn!("--compress={asked} ignored: the volume records deflate level {stored}");
+        tracing::warn!("--compress ({asked}) ignored: the volume records {stored}");
     }
     match assemble(opts, &volume).await {
         Ok((cache, stats)) => {

@@ -1,7 +1,7 @@
 //! Codecs between a block's bytes and its object's bytes.
 //!
 //! Writing runs the configured codecs in order and records their names in the
-//! object's `Content-Encoding` (`deflate`, later `deflate, encrypt-...`).
+//! object's `Content-Encoding` (`deflate` or `zstd`, then `..., encrypt-...`).
 //! Reading runs the decoders named by the object's own `Content-Encoding`,
 //! right to left, whatever the local options say, so a volume written with
 //! compression reads back on a mount without it and the other way round.
@@ -18,9 +18,10 @@ use std::io::Read;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use flate2::Compression;
+use flate2::Compression as ZlibLevel;
 use flate2::read::{ZlibDecoder, ZlibEncoder};
 use s3block_core::{BlockId, Error, Result};
+use serde::{Deserialize, Serialize};
 
 /// Extra metadata a codec attaches to an object (sent as `x-amz-meta-*`).
 pub type CodecMeta = Vec<(String, String)>;
@@ -88,7 +89,7 @@ impl Codec for Deflate {
 
     fn encode(&self, _cx: &CodecContext<'_>, data: Bytes, _meta: &mut CodecMeta) -> Result<Bytes> {
         let mut out = Vec::with_capacity(data.len() / 4 + 64);
-        ZlibEncoder::new(&data[..], Compression::new(self.level))
+        ZlibEncoder::new(&data[..], ZlibLevel::new(self.level))
             .read_to_end(&mut out)
             .map_err(|e| Error::Config(format!("compression failed: {e}")))?;
         Ok(out.into())
@@ -107,6 +108,170 @@ impl Codec for Deflate {
     }
 }
 
+/// zstd compression, `Content-Encoding: zstd`, as s3backer 2.x writes it:
+/// one zstd frame per block from the one-shot compressor (the frame header
+/// records the block's length; no checksum, no dictionary).
+#[derive(Debug, Clone, Copy)]
+pub struct Zstd {
+    level: u32,
+}
+
+impl Zstd {
+    /// The `Content-Encoding` token.
+    pub const NAME: &'static str = "zstd";
+    /// zstd's own default level, s3backer's when no level is given.
+    pub const DEFAULT_LEVEL: u32 = 3;
+    /// The highest level zstd offers.
+    pub const MAX_LEVEL: u32 = 22;
+
+    /// Compression at `level` 1 (fastest) to 22 (smallest).
+    pub fn new(level: u32) -> Result<Self> {
+        if (1..=Self::MAX_LEVEL).contains(&level) {
+            Ok(Zstd { level })
+        } else {
+            Err(Error::Config(format!(
+                "zstd compression level {level} is not between 1 and {}",
+                Self::MAX_LEVEL
+            )))
+        }
+    }
+
+    /// The compression level.
+    pub fn level(&self) -> u32 {
+        self.level
+    }
+}
+
+impl Codec for Zstd {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+
+    fn encode(&self, _cx: &CodecContext<'_>, data: Bytes, _meta: &mut CodecMeta) -> Result<Bytes> {
+        // Levels are 1..=22, checked in `new`.
+        let level = i32::try_from(self.level).unwrap_or(Self::DEFAULT_LEVEL as i32);
+        zstd::bulk::compress(&data, level)
+            .map(Bytes::from)
+            .map_err(|e| Error::Config(format!("zstd compression failed: {e}")))
+    }
+
+    fn decode(&self, cx: &CodecContext<'_>, data: Bytes, _meta: &CodecMeta) -> Result<Bytes> {
+        // At most one byte more than a block is allocated or written, as for
+        // deflate: a frame that claims or yields more is refused.
+        zstd::bulk::decompress(&data, cx.block_size + 1)
+            .map(Bytes::from)
+            .map_err(|e| cx.corrupt(format!("zstd data does not decompress: {e}")))
+    }
+}
+
+/// A compression algorithm blocks can be written with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum CompressionAlgorithm {
+    /// zlib, `Content-Encoding: deflate` (s3backer 1.x and 2.x).
+    #[default]
+    Deflate,
+    /// zstd, `Content-Encoding: zstd` (s3backer 2.x).
+    Zstd,
+}
+
+impl CompressionAlgorithm {
+    /// Its `Content-Encoding` token, also its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            CompressionAlgorithm::Deflate => Deflate::NAME,
+            CompressionAlgorithm::Zstd => Zstd::NAME,
+        }
+    }
+
+    /// The level used when none is given: 6 for deflate (zlib's default),
+    /// 3 for zstd (zstd's), as s3backer.
+    pub fn default_level(self) -> u32 {
+        match self {
+            CompressionAlgorithm::Deflate => 6,
+            CompressionAlgorithm::Zstd => Zstd::DEFAULT_LEVEL,
+        }
+    }
+
+    /// Whether this is deflate, the algorithm of descriptors that name none.
+    pub fn is_deflate(&self) -> bool {
+        *self == CompressionAlgorithm::Deflate
+    }
+}
+
+impl std::fmt::Display for CompressionAlgorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for CompressionAlgorithm {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        if s.eq_ignore_ascii_case(Deflate::NAME) {
+            Ok(CompressionAlgorithm::Deflate)
+        } else if s.eq_ignore_ascii_case(Zstd::NAME) {
+            Ok(CompressionAlgorithm::Zstd)
+        } else {
+            Err(Error::Config(format!("unknown compression algorithm {s:?} (deflate or zstd)")))
+        }
+    }
+}
+
+/// How new blocks are compressed: an algorithm and its level, checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Compression {
+    algorithm: CompressionAlgorithm,
+    level: u32,
+}
+
+impl Compression {
+    /// `algorithm` at `level` (its default when `None`); refuses a level
+    /// the algorithm does not have (deflate 1-9, zstd 1-22).
+    pub fn new(algorithm: CompressionAlgorithm, level: Option<u32>) -> Result<Self> {
+        let level = level.unwrap_or(algorithm.default_level());
+        let c = Compression { algorithm, level };
+        c.codec()?;
+        Ok(c)
+    }
+
+    /// Deflate at `level` 1-9.
+    pub fn deflate(level: u32) -> Result<Self> {
+        Self::new(CompressionAlgorithm::Deflate, Some(level))
+    }
+
+    /// zstd at `level` 1-22.
+    pub fn zstd(level: u32) -> Result<Self> {
+        Self::new(CompressionAlgorithm::Zstd, Some(level))
+    }
+
+    /// The algorithm.
+    pub fn algorithm(&self) -> CompressionAlgorithm {
+        self.algorithm
+    }
+
+    /// The level.
+    pub fn level(&self) -> u32 {
+        self.level
+    }
+
+    /// The codec that writes (and reads) blocks so.
+    pub fn codec(&self) -> Result<Arc<dyn Codec>> {
+        Ok(match self.algorithm {
+            CompressionAlgorithm::Deflate => Arc::new(Deflate::new(self.level)?),
+            CompressionAlgorithm::Zstd => Arc::new(Zstd::new(self.level)?),
+        })
+    }
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} level {}", self.algorithm, self.level)
+    }
+}
+
 /// The codecs a device writes with, and those it can read.
 #[derive(Debug, Clone)]
 pub struct CodecChain {
@@ -116,7 +281,10 @@ pub struct CodecChain {
 
 impl Default for CodecChain {
     fn default() -> Self {
-        CodecChain { write: Vec::new(), known: vec![Arc::new(Deflate { level: 6 })] }
+        CodecChain {
+            write: Vec::new(),
+            known: vec![Arc::new(Deflate { level: 6 }), Arc::new(Zstd { level: Zstd::DEFAULT_LEVEL })],
+        }
     }
 }
 
@@ -219,6 +387,39 @@ mod tests {
     }
 
     #[test]
+    fn zstd_round_trip_in_s3backers_frame_format() {
+        let chain = CodecChain::new().with(Compression::zstd(3).expect("level").codec().expect("codec"));
+        let mut block = vec![0u8; 4096];
+        block[100..110].copy_from_slice(b"0123456789");
+        let (obj, enc, _) = chain.encode(&cx(), Bytes::from(block.clone())).expect("encode");
+        assert_eq!(enc.as_deref(), Some("zstd"));
+        assert!(obj.len() < 100, "{}", obj.len());
+        // A zstd frame (magic 0xFD2FB528, little-endian) whose header records
+        // the block's length: the frame header descriptor's content-size flag.
+        assert_eq!(&obj[..4], &[0x28, 0xb5, 0x2f, 0xfd]);
+        assert_ne!(obj[4] >> 6, 0, "no content size in the frame header");
+        assert_eq!(obj[4] & 0x04, 0, "s3backer writes no checksum");
+        // What the C library's one-shot decoder (s3backer's) reads back.
+        assert_eq!(zstd::bulk::decompress(&obj, 4096).expect("zstd"), block);
+        // A chain without compression reads it by its Content-Encoding.
+        let back = CodecChain::new().decode(&cx(), obj, enc.as_deref(), &vec![]).expect("decode");
+        assert_eq!(&back[..], &block[..]);
+    }
+
+    #[test]
+    fn compression_levels_and_names() {
+        assert_eq!(Compression::new(CompressionAlgorithm::Zstd, None).expect("zstd").level(), 3);
+        assert_eq!(Compression::new(CompressionAlgorithm::Deflate, None).expect("deflate").level(), 6);
+        assert!(
+            Compression::zstd(0).is_err() && Compression::zstd(23).is_err() && Compression::zstd(22).is_ok()
+        );
+        assert!(Compression::deflate(10).is_err());
+        assert_eq!(Compression::zstd(19).expect("zstd").to_string(), "zstd level 19");
+        assert_eq!("ZSTD".parse::<CompressionAlgorithm>().expect("zstd"), CompressionAlgorithm::Zstd);
+        assert!("brotli".parse::<CompressionAlgorithm>().is_err());
+    }
+
+    #[test]
     fn bad_objects_are_corrupt() {
         let chain = CodecChain::new();
         let err = chain.decode(&cx(), Bytes::from(vec![1u8; 4096]), Some("br"), &vec![]).unwrap_err();
@@ -239,5 +440,18 @@ mod tests {
         let err = chain.decode(&cx(), obj, enc.as_deref(), &vec![]).unwrap_err();
         assert!(err.to_string().contains("more than 4096"), "{err}");
         assert!(Deflate::new(0).is_err() && Deflate::new(10).is_err());
+        // Bad zstd: garbage, a truncated frame, a frame that decodes past the block.
+        let zstd = Compression::zstd(3).expect("level").codec().expect("codec");
+        let (good, _, _) =
+            CodecChain::new().with(zstd.clone()).encode(&cx(), Bytes::from(vec![5u8; 4096])).expect("encode");
+        let (bomb, _, _) =
+            CodecChain::new().with(zstd).encode(&cx(), Bytes::from(vec![5u8; 1 << 20])).expect("encode");
+        for bad in [Bytes::from_static(b"not zstd at all"), good.slice(..good.len() - 3), bomb] {
+            let err = chain.decode(&cx(), bad, Some("zstd"), &vec![]).unwrap_err();
+            assert!(
+                matches!(&err, Error::Corrupt { key, reason, .. } if key == "v/00000003" && reason.contains("zstd")),
+                "{err}"
+            );
+        }
     }
 }

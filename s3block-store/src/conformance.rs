@@ -17,8 +17,8 @@ use s3block_core::{BlockDevice, BlockId, Error, Geometry, KeyLayout, RequestCoun
 use crate::{
     CodecChain, CountingStore, Deflate, EncryptionOptions, EncryptionScheme, FaultConfig, FaultStore,
     GeometrySource, KdfParams, ListPlan, LockOptions, ObjectBlockDevice, Password, RetryConfig, RetryStore,
-    StoredBlock, VolumeOptions, break_lock, create_volume, create_volume_with, open_volume, open_volume_with,
-    read_descriptor, read_lock,
+    StoredBlock, VolumeOptions, Zstd, break_lock, create_volume, create_volume_with, open_volume,
+    open_volume_with, read_descriptor, read_lock,
 };
 
 const BS: u64 = 4096;
@@ -107,6 +107,17 @@ pub async fn compression(store: Arc<dyn ObjectStore>, prefix: &str) {
     assert_eq!(size, BS);
     assert!(attrs.get(&Attribute::ContentEncoding).is_none());
     assert_eq!(deflate.read_block(BlockId(2)).await.expect("deflate reads plain"), compressible(2));
+    // zstd, as s3backer 2.x writes it: read back by every device, each
+    // block by its own Content-Encoding.
+    let zstd =
+        device(&store, prefix).with_codecs(CodecChain::new().with(Arc::new(Zstd::new(3).expect("level 3"))));
+    zstd.write_block(BlockId(3), compressible(3)).await.expect("zstd write");
+    let (size, attrs) = object_attributes(store.as_ref(), &zstd.key(BlockId(3))).await.expect("object");
+    assert!(size < BS / 4, "zstd object is {size} bytes");
+    assert_eq!(attrs.get(&Attribute::ContentEncoding).map(|v| v.as_ref()), Some("zstd"));
+    assert_eq!(plain.read_block(BlockId(3)).await.expect("plain reads zstd"), compressible(3));
+    assert_eq!(deflate.read_block(BlockId(3)).await.expect("deflate reads zstd"), compressible(3));
+    assert_eq!(zstd.read_block(BlockId(1)).await.expect("zstd reads deflate"), compressible(1));
 }
 
 /// Every PUT of block 0 carries the s3backer geometry metadata.
@@ -131,6 +142,7 @@ pub async fn geometry_detection(store: Arc<dyn ObjectStore>, prefix: &str) {
         block_size: Some(8192),
         hash_prefix: Some(true),
         compression: Some(3),
+        ..Default::default()
     };
     let d = create_volume(s, prefix, &opts).await.expect("create");
     assert_eq!((d.size, d.block_size, d.hash_prefix, d.compression), (1 << 20, 8192, true, Some(3)));
@@ -308,6 +320,13 @@ pub async fn corrupt_objects(store: Arc<dyn ObjectStore>, prefix: &str) {
     store.put_opts(&Path::from(key.as_str()), vec![1u8; BS as usize].into(), opts).await.expect("put");
     let err = dev.read_block(BlockId(7)).await.expect_err("bad deflate");
     assert!(matches!(&err, Error::Corrupt { block: BlockId(7), .. }), "{err}");
+    let mut attrs = Attributes::new();
+    attrs.insert(Attribute::ContentEncoding, "zstd".into());
+    let opts = PutOptions { attributes: attrs, ..Default::default() };
+    store.put_opts(&Path::from(key.as_str()), vec![1u8; BS as usize].into(), opts).await.expect("put");
+    let err = dev.read_block(BlockId(7)).await.expect_err("bad zstd");
+    assert!(matches!(&err, Error::Corrupt { block: BlockId(7), key: k, .. } if *k == key), "{err}");
+    assert!(err.to_string().contains("zstd"), "{err}");
 }
 
 /// Retries under injected faults: data stays right and retries are counted;

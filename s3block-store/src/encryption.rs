@@ -32,7 +32,7 @@ use s3block_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::codec::{Codec, CodecChain, Deflate};
+use crate::codec::{Codec, CodecChain, Compression};
 use crate::native::{XChaChaCodec, open, seal};
 use crate::password::Password;
 use crate::s3backer_crypto::S3backerCodec;
@@ -272,12 +272,15 @@ pub(crate) fn unlock(
     }
 }
 
-/// The codecs a volume writes with: deflate at `compression` (if any), then
+/// The codecs a volume writes with: `compression` (if any), then
 /// `encryption` (if any). Every known encoding stays readable.
-pub fn volume_codecs(compression: Option<u32>, encryption: Option<Arc<dyn Codec>>) -> Result<CodecChain> {
+pub fn volume_codecs(
+    compression: Option<Compression>,
+    encryption: Option<Arc<dyn Codec>>,
+) -> Result<CodecChain> {
     let mut chain = CodecChain::new();
-    if let Some(level) = compression {
-        chain = chain.with(Arc::new(Deflate::new(level)?));
+    if let Some(compression) = compression {
+        chain = chain.with(compression.codec()?);
     }
     if let Some(codec) = encryption {
         chain = chain.with(codec);

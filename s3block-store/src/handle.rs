@@ -2,7 +2,7 @@
 
 use s3block_core::{Error, Geometry, KeyLayout, Result, format_size};
 
-use crate::codec::CodecChain;
+use crate::codec::{CodecChain, Compression};
 use crate::config::{OpenedStore, StoreConfig, StoreKind};
 use crate::device::ObjectBlockDevice;
 use crate::encryption::{EncryptionOptions, EncryptionScheme, KdfParams};
@@ -114,6 +114,14 @@ impl VolumeBuilder {
     /// existing one, used only when its descriptor records none.
     pub fn compression(mut self, level: u32) -> Self {
         self.wanted.compression = Some(level);
+        self
+    }
+
+    /// Algorithm and level for blocks written (deflate or zstd): recorded
+    /// in a new volume; on an existing one, used only when its descriptor
+    /// records none. [`compression`](Self::compression) is deflate at a level.
+    pub fn compress(mut self, compression: Compression) -> Self {
+        self.wanted = self.wanted.with_compression(Some(compression));
         self
     }
 
@@ -314,7 +322,11 @@ impl VolumeBuilder {
 
     /// The codecs of the existing volume, its password checked.
     async fn codecs(&self, encryption: Option<&EncryptionOptions>) -> Result<CodecChain> {
-        let wanted = VolumeOptions { compression: self.wanted.compression, ..Default::default() };
+        let wanted = VolumeOptions {
+            compression: self.wanted.compression,
+            compression_algorithm: self.wanted.compression_algorithm,
+            ..Default::default()
+        };
         let (_, codecs) =
             open_volume_with(self.store.store.as_ref(), &self.store.prefix, &wanted, encryption).await?;
         Ok(codecs)
@@ -467,7 +479,7 @@ fn describe(info: &VolumeInfo) -> String {
         "{} in blocks of {}{}{}{}",
         format_size(info.geometry.size()),
         format_size(info.geometry.block_size().into()),
-        d.and_then(|d| d.compression).map(|l| format!(", deflate level {l}")).unwrap_or_default(),
+        d.and_then(|d| d.compressed_with().ok().flatten()).map(|c| format!(", {c}")).unwrap_or_default(),
         scheme.map(|s| format!(", encrypted with {s}")).unwrap_or_default(),
         if info.layout.hash_prefix() { ", hash-prefixed keys" } else { "" },
     )

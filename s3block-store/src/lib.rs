@@ -5,7 +5,7 @@
 //! [`StoreConfig`]: `s3://bucket/prefix`, `file:///dir` or `memory://`.
 //! Around it:
 //!
-//! - codecs ([`CodecChain`], [`Deflate`]): how a block's bytes become an
+//! - codecs ([`CodecChain`], [`Deflate`], [`Zstd`]): how a block's bytes become an
 //!   object's; reads obey each object's own `Content-Encoding`;
 //! - client-side encryption ([`EncryptionOptions`], [`create_volume_with`],
 //!   [`open_volume_with`]): XChaCha20-Poly1305 with an Argon2id key by
@@ -78,6 +78,8 @@
 #[cfg(feature = "clap")]
 mod args;
 mod codec;
+#[cfg(feature = "clap")]
+mod compress_args;
 mod config;
 #[cfg(feature = "testing")]
 pub mod conformance;
@@ -104,7 +106,11 @@ mod volume;
 
 #[cfg(feature = "clap")]
 pub use args::StoreArgs;
-pub use codec::{Codec, CodecChain, CodecContext, CodecMeta, Deflate};
+pub use codec::{
+    Codec, CodecChain, CodecContext, CodecMeta, Compression, CompressionAlgorithm, Deflate, Zstd,
+};
+#[cfg(feature = "clap")]
+pub use compress_args::{CompressArgs, CompressChoice};
 pub use config::{
     CredentialSource, Credentials, DEFAULT_ACCESS_FILE, OpenedStore, StoreConfig, StoreKind,
     parse_access_file,

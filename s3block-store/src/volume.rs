@@ -14,7 +14,7 @@ use rand::Rng;
 use s3block_core::{BlockId, DEFAULT_BLOCK_SIZE, Error, Geometry, KeyLayout, Result, format_size};
 use serde::{Deserialize, Serialize};
 
-use crate::codec::CodecChain;
+use crate::codec::{CodecChain, Compression, CompressionAlgorithm};
 use crate::device::{META_BLOCK_SIZE, META_FILE_SIZE, object_metadata};
 use crate::encryption::{
     EncryptionOptions, EncryptionParams, EncryptionScheme, new_encryption, unlock, volume_codecs,
@@ -39,8 +39,14 @@ pub struct VolumeDescriptor {
     pub block_size: u64,
     /// Volume size in bytes.
     pub size: u64,
-    /// Deflate level blocks are written with, `None` for none.
+    /// Compression level blocks are written with, `None` for none; the
+    /// algorithm is [`compression_algorithm`](Self::compression_algorithm).
     pub compression: Option<u32>,
+    /// The algorithm of [`compression`](Self::compression): absent from
+    /// descriptors written before zstd, which are deflate, and left out
+    /// when deflate, so those read the same as before.
+    #[serde(default, skip_serializing_if = "CompressionAlgorithm::is_deflate")]
+    pub compression_algorithm: CompressionAlgorithm,
     /// Encryption parameters ([`EncryptionParams`] as JSON), `None` when
     /// blocks are not encrypted. Kept as JSON so that a descriptor whose
     /// scheme this version does not know still shows its geometry; read it
@@ -58,6 +64,14 @@ impl VolumeDescriptor {
     /// The volume's geometry.
     pub fn geometry(&self) -> Result<Geometry> {
         Geometry::new(self.size, self.block_size)
+    }
+
+    /// How new blocks are compressed, `None` when they are not.
+    pub fn compressed_with(&self) -> Result<Option<Compression>> {
+        self.compression
+            .map(|level| Compression::new(self.compression_algorithm, Some(level)))
+            .transpose()
+            .map_err(|e| Error::BadMetadata { key: DESCRIPTOR_NAME.to_owned(), reason: e.to_string() })
     }
 
     /// Whether the volume's blocks are encrypted.
@@ -88,8 +102,24 @@ pub struct VolumeOptions {
     pub block_size: Option<u64>,
     /// Hash-prefixed keys.
     pub hash_prefix: Option<bool>,
-    /// Deflate level for new blocks (recorded in the descriptor on create).
+    /// Compression level for new blocks (recorded in the descriptor on create).
     pub compression: Option<u32>,
+    /// The algorithm of [`compression`](Self::compression) (deflate unless set).
+    pub compression_algorithm: CompressionAlgorithm,
+}
+
+impl VolumeOptions {
+    /// How new blocks are to be compressed, checked; `None` for not at all.
+    pub fn compressed_with(&self) -> Result<Option<Compression>> {
+        self.compression.map(|level| Compression::new(self.compression_algorithm, Some(level))).transpose()
+    }
+
+    /// Asks for `compression` (or none) for new blocks.
+    pub fn with_compression(mut self, compression: Option<Compression>) -> Self {
+        self.compression = compression.map(|c| c.level());
+        self.compression_algorithm = compression.map(|c| c.algorithm()).unwrap_or_default();
+        self
+    }
 }
 
 /// Where an opened volume's geometry came from.
@@ -295,9 +325,7 @@ async fn write_descriptor(
     let key = descriptor_key(prefix);
     let size = opts.size.ok_or_else(|| Error::Config("creating a volume needs its size".into()))?;
     let geometry = Geometry::new(size, opts.block_size.unwrap_or(u64::from(DEFAULT_BLOCK_SIZE)))?;
-    if let Some(level) = opts.compression {
-        crate::codec::Deflate::new(level)?;
-    }
+    let compression = opts.compressed_with()?;
     // Where the store ignores conditional creates, two creates at the same
     // moment both succeed: the one whose descriptor is read back wins.
     let enforced = crate::lock::probe_conditional_put(store, prefix).await?;
@@ -332,12 +360,13 @@ async fn write_descriptor(
         }
         None => (None, None),
     };
-    let codecs = volume_codecs(opts.compression, codec)?;
+    let codecs = volume_codecs(compression, codec)?;
     let d = VolumeDescriptor {
         format: FORMAT_VERSION,
         block_size: geometry.block_size().into(),
         size: geometry.size(),
-        compression: opts.compression,
+        compression: compression.map(|c| c.level()),
+        compression_algorithm: compression.map(|c| c.algorithm()).unwrap_or_default(),
         encryption: params,
         hash_prefix: opts.hash_prefix.unwrap_or(false),
         volume_id,
@@ -408,9 +437,9 @@ pub async fn open_volume_with(
                 }
                 (None, None) => None,
             };
-            volume_codecs(d.compression, codec)?
+            volume_codecs(d.compressed_with()?, codec)?
         }
-        (_, None) => volume_codecs(opts.compression, None)?,
+        (_, None) => volume_codecs(opts.compressed_with()?, None)?,
         (_, Some(enc)) => {
             if enc.scheme == Some(EncryptionScheme::XChaCha20Poly1305) {
                 return Err(Error::Config(format!(
@@ -419,7 +448,7 @@ pub async fn open_volume_with(
             }
             let codec = S3backerCodec::new(&enc.password, &enc.bucket, prefix);
             check_block0_hmac(store, &volume.layout, &codec).await?;
-            volume_codecs(opts.compression, Some(Arc::new(codec)))?
+            volume_codecs(opts.compressed_with()?, Some(Arc::new(codec)))?
         }
     };
     Ok((volume, codecs))
