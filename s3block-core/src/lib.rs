@@ -70,7 +70,10 @@ pub use geometry::{
     DEFAULT_BLOCK_SIZE, Geometry, MAX_BLOCK_COUNT, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, format_count, format_size,
     parse_size,
 };
-pub use holder::{local_hostname, local_mount_processes, lock_facts, lock_facts_for};
+pub use holder::{
+    HolderProcess, Liveness, ProcessState, boot_id, holder_liveness, holder_liveness_with, local_hostname,
+    local_mount_processes, lock_facts, lock_facts_for, process_state,
+};
 pub use key::{BlockId, KeyLayout, block_hash};
 pub use mem::{MemoryDevice, MemoryDeviceCounts};
 #[cfg(unix)]

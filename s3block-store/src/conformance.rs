@@ -211,6 +211,99 @@ pub async fn mount_lock(store: Arc<dyn ObjectStore>, prefix: &str, enforced: Opt
     assert!(c.release().await.expect("release c"));
 }
 
+/// A process id no process has: a child that has exited and been reaped.
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().expect("start `true`");
+    child.wait().expect("reap `true`");
+    child.id()
+}
+
+/// Writes a lock object with `body` (and a token), as a mount that is gone
+/// left it.
+async fn put_lock(store: &dyn ObjectStore, prefix: &str, body: String) {
+    let key = KeyLayout::new(prefix, false).meta_key(crate::LOCK_NAME);
+    let mut attrs = Attributes::new();
+    attrs.insert(Attribute::Metadata(crate::META_MOUNT_TOKEN.into()), "1badcafe".into());
+    let put = PutOptions { attributes: attrs, ..Default::default() };
+    store.put_opts(&Path::from(key.as_str()), body.into(), put).await.expect("put the lock");
+}
+
+/// Stale locks of this host: one whose process is not running, or written
+/// before this machine restarted (another boot id), is taken over; one
+/// whose process runs (this test's), one of another host and one that
+/// records no process (s3backer's, an older s3block's) are refused naming
+/// the host and left as they were. Of two mounts taking over one stale lock
+/// at the same moment, exactly one gets it. `enforced` as in [`mount_lock`].
+pub async fn stale_lock_takeover(store: Arc<dyn ObjectStore>, prefix: &str, enforced: Option<bool>) {
+    let here = crate::hostname();
+    let opts = || LockOptions { enforced, ..Default::default() };
+    let alive = s3block_core::HolderProcess::current();
+    let body = |host: &str, process: &s3block_core::HolderProcess| {
+        crate::LockInfo::new(host, "20250101T000000Z", None).with_process(process.clone()).body()
+    };
+    let mut dead = alive.clone();
+    dead.pid = Some(dead_pid());
+    dead.start = None;
+    let mut rebooted = alive.clone();
+    rebooted.boot_id = Some("00000000-0000-4000-8000-000000000000".into());
+    for (case, stale) in [("a dead process", &dead), ("another boot", &rebooted)] {
+        let p = format!("{prefix}{}/", case.replace(' ', "-"));
+        put_lock(store.as_ref(), &p, body(&here, stale)).await;
+        let lock = crate::MountLock::acquire(store.clone(), &p, opts())
+            .await
+            .unwrap_or_else(|e| panic!("{case}: the stale lock was not taken over: {e}"));
+        let now = read_lock(store.as_ref(), &p).await.expect("read").expect("the new lock");
+        assert_eq!(now.token.as_deref(), Some(lock.token()), "{case}");
+        assert_eq!(now.process.pid, Some(std::process::id()), "{case}: {now:?}");
+        assert!(now.since != "20250101T000000Z", "{case}: {now:?}");
+        assert!(lock.release().await.expect("release"), "{case}");
+        assert!(read_lock(store.as_ref(), &p).await.expect("read").is_none(), "{case}");
+    }
+    let old_body = format!("{here}\n20250101T000000Z\n");
+    let refused = [
+        ("a live process", body(&here, &alive), here.as_str()),
+        ("another host", body("otherhost.example", &dead), "otherhost.example"),
+        ("an old lock", old_body, here.as_str()),
+    ];
+    for (case, stale, holder) in refused {
+        let p = format!("{prefix}{}/", case.replace(' ', "-"));
+        put_lock(store.as_ref(), &p, stale.clone()).await;
+        let before = read_lock(store.as_ref(), &p).await.expect("read").expect("the lock");
+        let err = crate::MountLock::acquire(store.clone(), &p, opts()).await.expect_err(case);
+        match &err {
+            Error::Locked { host, since, .. } => {
+                assert_eq!((host.as_str(), since.as_str()), (holder, "20250101T000000Z"), "{case}")
+            }
+            other => panic!("{case}: expected Locked, got {other}"),
+        }
+        let after = read_lock(store.as_ref(), &p).await.expect("read").expect("the lock kept");
+        assert_eq!(after, before, "{case}: a refused mount changed the lock");
+        assert!(break_lock(store.as_ref(), &p).await.expect("break").is_some());
+    }
+    for pair in 0..5 {
+        let p = format!("{prefix}race-{pair}/");
+        put_lock(store.as_ref(), &p, body(&here, &dead)).await;
+        let (a, b) = futures::join!(
+            crate::MountLock::acquire(store.clone(), &p, opts()),
+            crate::MountLock::acquire(store.clone(), &p, opts()),
+        );
+        let winner = match (a, b) {
+            (Ok(w), Err(Error::Locked { host, .. })) | (Err(Error::Locked { host, .. }), Ok(w)) => {
+                assert_eq!(host, here, "pair {pair}: the loser names the winner's host");
+                w
+            }
+            (Ok(_), Ok(_)) => panic!("pair {pair}: both mounts took over the stale lock of {p}"),
+            (Err(a), Err(b)) => {
+                panic!("pair {pair}: neither mount took over the stale lock of {p}: {a}; {b}")
+            }
+            (Ok(_), Err(e)) | (Err(e), Ok(_)) => panic!("pair {pair}: the loser failed otherwise: {e}"),
+        };
+        let holder = read_lock(store.as_ref(), &p).await.expect("read").expect("the winner's lock");
+        assert_eq!(holder.token.as_deref(), Some(winner.token()), "pair {pair}");
+        assert!(winner.release().await.expect("release"), "pair {pair}");
+    }
+}
+
 /// Mounts and creates started at the same moment: of ten pairs of lock
 /// takers, and of ten pairs of creates of one volume, exactly one of each
 /// pair succeeds, whether the store enforces conditional creates or not

@@ -4,14 +4,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use object_store::{Attribute, AttributeValue, Attributes, GetOptions, ObjectStore, PutMode, PutOptions};
+use object_store::{
+    Attribute, AttributeValue, Attributes, GetOptions, ObjectStore, PutMode, PutOptions, UpdateVersion,
+};
 use rand::Rng;
-use s3block_core::{Error, KeyLayout, Result};
+use s3block_core::{Error, HolderProcess, KeyLayout, Liveness, Result};
 
 use crate::device::object_metadata;
 use crate::error::{is_absent, store_error};
 use crate::keys::key_path;
 use crate::list::delete_keys;
+use crate::sidecar::StaleAttributes;
 
 /// Name of the lock object under the volume's prefix.
 pub const LOCK_NAME: &str = "s3backer-mounted";
@@ -39,24 +42,9 @@ pub fn utc_stamp(t: SystemTime) -> String {
 /// implementation, [`s3block_core::local_hostname`].
 pub use s3block_core::local_hostname as hostname;
 
-/// Who holds a lock, as recorded in the lock object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct LockInfo {
-    /// Host name.
-    pub host: String,
-    /// When it was taken, `YYYYMMDDTHHMMSSZ`.
-    pub since: String,
-    /// The mount token, if the object carries one.
-    pub token: Option<String>,
-}
+mod body;
 
-impl LockInfo {
-    /// A holder as a lock object names it.
-    pub fn new(host: impl Into<String>, since: impl Into<String>, token: Option<String>) -> Self {
-        LockInfo { host: host.into(), since: since.into(), token }
-    }
-}
+pub use body::LockInfo;
 
 /// Whether the store enforces conditional creates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +59,10 @@ pub enum LockMode {
 /// How to take the lock.
 #[derive(Debug, Clone)]
 pub struct LockOptions {
-    /// Host name recorded in the lock.
+    /// Host name recorded in the lock. A lock found naming this host whose
+    /// holder is gone (see [`LockInfo::liveness`], judged from this
+    /// machine's processes) is taken over, so it must be this machine's
+    /// name ([`hostname`], the default).
     pub host: String,
     /// Time recorded in the lock.
     pub now: SystemTime,
@@ -133,26 +124,75 @@ pub async fn probe_conditional_put(store: &dyn ObjectStore, prefix: &str) -> Res
     Ok(enforced)
 }
 
+/// Finds out whether `store` replaces an object only while it is the
+/// version given (`PutMode::Update`, `If-Match`): writes a probe object,
+/// then replaces it naming a version it does not have; that must fail. The
+/// probe is deleted. Asked only before a stale lock is taken over, so a
+/// store that refuses such a replace only after changing something (a
+/// local directory's [`SidecarStore`](crate::SidecarStore) rewrites the
+/// attributes first, then puts them back) is never asked to replace the
+/// lock itself, which another mount may be changing at the same moment.
+async fn probe_conditional_update(store: &dyn ObjectStore, prefix: &str) -> Result<bool> {
+    let n: u64 = rand::rng().random();
+    let key = KeyLayout::new(prefix, false).meta_key(&format!("s3block-probe-{n:016x}"));
+    let path = key_path(&key)?;
+    store
+        .put_opts(&path, "probe".into(), PutOptions::default())
+        .await
+        .map_err(|e| store_error(e, &key, None))?;
+    let wrong = UpdateVersion { e_tag: Some("\"s3block-no-such-version\"".into()), version: None };
+    let update = PutOptions { mode: PutMode::Update(wrong), ..Default::default() };
+    let enforced = match store.put_opts(&path, "probe".into(), update).await {
+        Ok(_) => Ok(false),
+        Err(object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. }) => Ok(true),
+        Err(object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. }) => {
+            Ok(false)
+        }
+        Err(e) => Err(store_error(e, &key, None)),
+    };
+    delete_keys(store, vec![key]).await?;
+    enforced
+}
+
 /// Reads the lock under `prefix`, `None` when the volume is not locked.
 pub async fn read_lock(store: &dyn ObjectStore, prefix: &str) -> Result<Option<LockInfo>> {
+    Ok(read_lock_version(store, prefix).await?.map(|(info, _)| info))
+}
+
+/// How many times a lock caught between its body and its attributes
+/// (see [`StaleAttributes`]) is read again.
+const TORN_READS: u32 = 50;
+
+fn is_torn(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::Generic { source, .. } if source.downcast_ref::<StaleAttributes>().is_some())
+}
+
+/// [`read_lock`] with the version of the object read (its ETag), for a
+/// replacement conditional on it.
+async fn read_lock_version(
+    store: &dyn ObjectStore,
+    prefix: &str,
+) -> Result<Option<(LockInfo, UpdateVersion)>> {
     let key = lock_key(prefix);
-    let res = match store.get_opts(&key_path(&key)?, GetOptions::default()).await {
-        Ok(r) => r,
-        Err(e) if is_absent(&e) => return Ok(None),
-        Err(e) => return Err(store_error(e, &key, None)),
+    let mut torn = 0;
+    let res = loop {
+        match store.get_opts(&key_path(&key)?, GetOptions::default()).await {
+            Ok(r) => break r,
+            Err(e) if is_absent(&e) => return Ok(None),
+            // On a local directory, a lock being replaced reads for a moment
+            // as a body its attributes do not describe: read it again.
+            Err(e) if is_torn(&e) && torn < TORN_READS => {
+                torn += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(store_error(e, &key, None)),
+        }
     };
+    let version = UpdateVersion { e_tag: res.meta.e_tag.clone(), version: res.meta.version.clone() };
     let meta = object_metadata(&res.attributes);
     let body = res.bytes().await.map_err(|e| store_error(e, &key, None))?;
-    let text = String::from_utf8_lossy(&body);
-    let mut lines = text.lines();
-    let host = lines.next().unwrap_or("").trim().to_owned();
-    let since = lines.next().unwrap_or("").trim().to_owned();
     let token = meta.into_iter().find(|(k, _)| k.eq_ignore_ascii_case(META_MOUNT_TOKEN)).map(|(_, v)| v);
-    Ok(Some(LockInfo {
-        host: if host.is_empty() { "an unknown host".into() } else { host },
-        since: if since.is_empty() { "an unknown time".into() } else { since },
-        token,
-    }))
+    Ok(Some((LockInfo::parse(&body, token), version)))
 }
 
 /// Removes a lock left by a mount that is gone; returns who held it.
@@ -164,13 +204,180 @@ pub async fn break_lock(store: &dyn ObjectStore, prefix: &str) -> Result<Option<
     Ok(info)
 }
 
+/// How many times a mount tries to take a lock that changes under it (a
+/// stale lock another mount took over first, a lock removed meanwhile).
+const TAKE_ATTEMPTS: usize = 3;
+
+/// What one attempt to take the lock came to (refusals are errors).
+enum Taken {
+    /// This mount holds it.
+    Yes,
+    /// The lock changed meanwhile: judge it again (`None`: it is gone).
+    Changed(Option<LockInfo>),
+}
+
+/// One mount taking the lock: the steps of [`MountLock::acquire`].
+struct Taker<'a> {
+    store: &'a dyn ObjectStore,
+    prefix: &'a str,
+    key: String,
+    path: object_store::path::Path,
+    token: &'a str,
+    mine: LockInfo,
+}
+
+impl Taker<'_> {
+    fn locked(&self, info: LockInfo) -> Error {
+        Error::Locked { key: self.key.clone(), host: info.host, since: info.since }
+    }
+
+    fn is_mine(&self, info: &LockInfo) -> bool {
+        info.token.as_deref() == Some(self.token)
+    }
+
+    /// Writes this mount's lock with `mode`.
+    async fn put(&self, mode: PutMode) -> object_store::Result<object_store::PutResult> {
+        let mut attrs = Attributes::new();
+        attrs.insert(
+            Attribute::Metadata(META_MOUNT_TOKEN.into()),
+            AttributeValue::from(self.token.to_owned()),
+        );
+        let put = PutOptions { mode, attributes: attrs, ..Default::default() };
+        self.store.put_opts(&self.path, self.mine.body().into(), put).await
+    }
+
+    /// Why the holder of `found` is judged gone, or the refusal naming it.
+    fn stale(&self, found: &LockInfo) -> Result<String> {
+        match found.liveness(&self.mine.host) {
+            Some(Liveness::Gone(why)) => Ok(why),
+            Some(Liveness::Alive(why) | Liveness::Unknown(why)) => {
+                tracing::info!(
+                    "the mount lock {} names this host ({}); not taken over: {why}",
+                    self.key,
+                    found.describe()
+                );
+                Err(self.locked(found.clone()))
+            }
+            _ => Err(self.locked(found.clone())),
+        }
+    }
+
+    fn log_takeover(&self, stale: &LockInfo, why: &str) {
+        tracing::warn!(
+            "took over the stale mount lock {} of {}{}: {why}",
+            self.key,
+            stale.describe(),
+            stale.process.boot_id.as_deref().map(|b| format!(", boot id {b}")).unwrap_or_default()
+        );
+    }
+
+    /// After this mount's write and the settle time: whether the lock is
+    /// still this mount's (another mount may have written over it).
+    async fn read_back(&self, started: Instant) -> Result<Taken> {
+        settle(started.elapsed()).await;
+        match read_lock(self.store, self.prefix).await? {
+            Some(info) if self.is_mine(&info) => Ok(Taken::Yes),
+            Some(info) => {
+                tracing::info!(
+                    "another mount ({}) took the lock {} at the same moment; this one backs off",
+                    info.describe(),
+                    self.key
+                );
+                Err(self.locked(info))
+            }
+            None => Err(Error::Config(format!(
+                "the mount lock {} was removed right after this mount wrote it (by a mount started at the \
+                 same moment, or a lock break); nothing was mounted, try again",
+                self.key
+            ))),
+        }
+    }
+
+    /// A store that ignores conditional writes: check, write, settle, read
+    /// back; a stale lock of this host is written over the same way.
+    async fn advisory(&self) -> Result<Taken> {
+        let started = Instant::now();
+        let stale = match read_lock(self.store, self.prefix).await? {
+            Some(found) => Some((self.stale(&found)?, found)),
+            None => None,
+        };
+        self.put(PutMode::Overwrite).await.map_err(|e| store_error(e, &self.key, None))?;
+        let taken = self.read_back(started).await?;
+        if let Some((why, found)) = stale {
+            self.log_takeover(&found, &why);
+        }
+        Ok(taken)
+    }
+
+    /// A store that enforces conditional writes: create; a stale lock of
+    /// this host is replaced only while it is the same object.
+    async fn enforced(&self) -> Result<Taken> {
+        match self.put(PutMode::Create).await {
+            Ok(_) => return Ok(Taken::Yes),
+            Err(e) if is_exists(&e) => {}
+            Err(e) => return Err(store_error(e, &self.key, None)),
+        }
+        let Some((found, version)) = read_lock_version(self.store, self.prefix).await? else {
+            return Ok(Taken::Changed(None));
+        };
+        if self.is_mine(&found) {
+            // A retried create whose first attempt had worked.
+            return Ok(Taken::Yes);
+        }
+        let why = self.stale(&found)?;
+        let versioned = version.e_tag.is_some() || version.version.is_some();
+        if !versioned || !probe_conditional_update(self.store, self.prefix).await? {
+            return self.replace_by_delete(found, version, &why).await;
+        }
+        match self.put(PutMode::Update(version.clone())).await {
+            Ok(_) => {
+                self.log_takeover(&found, &why);
+                Ok(Taken::Yes)
+            }
+            Err(e) if is_exists(&e) => match read_lock(self.store, self.prefix).await? {
+                // A retried update whose first attempt had worked.
+                Some(info) if self.is_mine(&info) => {
+                    self.log_takeover(&found, &why);
+                    Ok(Taken::Yes)
+                }
+                other => Ok(Taken::Changed(other)),
+            },
+            Err(object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. }) => {
+                self.replace_by_delete(found, version, &why).await
+            }
+            Err(e) => Err(store_error(e, &self.key, None)),
+        }
+    }
+
+    /// For a store with conditional creates but no conditional replace (a
+    /// local directory): deletes the stale lock if it is still the one
+    /// judged, creates this mount's, and reads it back after the settle
+    /// time, so of two mounts replacing it at once one backs off.
+    async fn replace_by_delete(&self, stale: LockInfo, version: UpdateVersion, why: &str) -> Result<Taken> {
+        let started = Instant::now();
+        match read_lock_version(self.store, self.prefix).await? {
+            Some((now, v)) if now == stale && v == version => {}
+            other => return Ok(Taken::Changed(other.map(|(info, _)| info))),
+        }
+        delete_keys(self.store, vec![self.key.clone()]).await?;
+        match self.put(PutMode::Create).await {
+            Ok(_) => {}
+            Err(e) if is_exists(&e) => return Ok(Taken::Changed(read_lock(self.store, self.prefix).await?)),
+            Err(e) => return Err(store_error(e, &self.key, None)),
+        }
+        let taken = self.read_back(started).await?;
+        self.log_takeover(&stale, why);
+        Ok(taken)
+    }
+}
+
 static ADVISORY_WARNED: AtomicBool = AtomicBool::new(false);
 
 /// A held mount lock. Release it with [`release`](MountLock::release).
 ///
-///
 /// The lock is the object `{prefix}s3backer-mounted` (s3backer's), with body
-/// `hostname\nYYYYMMDDTHHMMSSZ\n` and metadata `s3backer-mount-token` (eight
+/// `hostname\nYYYYMMDDTHHMMSSZ\n` followed by lines naming the holder's
+/// process (see [`LockInfo`]) and metadata `s3backer-mount-token` (eight
 /// hex digits). It is taken with a conditional create (`If-None-Match: *`).
 /// Some S3 servers accept that header and ignore it (Garage 2.5 does); s3block
 /// detects this once per store with a probe object created twice, and there
@@ -182,6 +389,10 @@ static ADVISORY_WARNED: AtomicBool = AtomicBool::new(false);
 /// half a second, at most five): longer than another mount can take between
 /// finding no lock and writing its own. It says once in the log that the
 /// lock is only as safe as that.
+///
+/// A lock left by a mount of this host that is gone (it crashed, or the
+/// machine restarted) is taken over without a human; see
+/// [`acquire`](MountLock::acquire).
 ///
 /// Release deletes the lock only if it still holds this mount's token.
 #[derive(Debug)]
@@ -195,6 +406,18 @@ pub struct MountLock {
 impl MountLock {
     /// Takes the lock of the volume under `prefix`, or fails with
     /// [`Error::Locked`] naming the host and time of the mount holding it.
+    ///
+    /// A lock naming this host ([`LockOptions::host`]) whose holder is gone
+    /// (see [`LockInfo::liveness`]: this machine restarted since, or the
+    /// holder's process no longer runs) is taken over, and the log says so
+    /// and why. Where the store enforces conditional writes the stale lock
+    /// is replaced only if it is still the same object: by `If-Match` on
+    /// its ETag, or, where the store cannot, by deleting it once read again
+    /// unchanged, creating this mount's with `If-None-Match` and reading it
+    /// back after the settle time. Where the store ignores them, it is
+    /// written over and read back after the settle time, as a new lock is.
+    /// A lock that records no process (s3backer's, an older s3block's) is
+    /// never taken over: nothing proves its holder gone.
     pub async fn acquire(store: Arc<dyn ObjectStore>, prefix: &str, opts: LockOptions) -> Result<MountLock> {
         let enforced = match opts.enforced {
             Some(e) => e,
@@ -206,55 +429,32 @@ impl MountLock {
                 "this object store ignores conditional creates (If-None-Match); the mount lock is advisory: two mounts started at the same moment could both take it"
             );
         }
-        let token = format!("{:08x}", rand::rng().random::<u32>());
+        // A positive 32-bit number other than s3backer's shared-disk token
+        // (0x7fffffff), as s3backer's own tokens are.
+        let token = format!("{:08x}", rand::rng().random_range(1..0x7fff_ffff_u32));
+        let mine = LockInfo::new(opts.host.clone(), utc_stamp(opts.now), None)
+            .with_process(HolderProcess::current());
         let key = lock_key(prefix);
-        let locked = |info: LockInfo| Error::Locked { key: key.clone(), host: info.host, since: info.since };
-        let started = Instant::now();
-        if mode == LockMode::Advisory
-            && let Some(info) = read_lock(store.as_ref(), prefix).await?
-        {
-            return Err(locked(info));
-        }
-        let mut attrs = Attributes::new();
-        attrs.insert(Attribute::Metadata(META_MOUNT_TOKEN.into()), AttributeValue::from(token.clone()));
-        let put = PutOptions {
-            mode: if enforced { PutMode::Create } else { PutMode::Overwrite },
-            attributes: attrs,
-            ..Default::default()
-        };
-        let body = format!("{}\n{}\n", opts.host, utc_stamp(opts.now));
-        match store.put_opts(&key_path(&key)?, body.into(), put).await {
-            Ok(_) => {}
-            Err(e) if is_exists(&e) => match read_lock(store.as_ref(), prefix).await? {
-                // A retried create whose first attempt had worked.
-                Some(info) if info.token.as_deref() == Some(token.as_str()) => {}
-                Some(info) => return Err(locked(info)),
-                None => return Err(store_error(e, &key, None)),
-            },
-            Err(e) => return Err(store_error(e, &key, None)),
-        }
-        if mode == LockMode::Advisory {
-            // Another mount may have written its lock over this one.
-            settle(started.elapsed()).await;
-            match read_lock(store.as_ref(), prefix).await? {
-                Some(info) if info.token.as_deref() == Some(token.as_str()) => {}
-                Some(info) => {
-                    tracing::info!(
-                        "another mount ({} since {}) took the lock {key} at the same moment; this one backs off",
-                        info.host,
-                        info.since
-                    );
-                    return Err(locked(info));
-                }
-                None => {
-                    return Err(Error::Config(format!(
-                        "the mount lock {key} was removed right after this mount wrote it (by a mount \
-                         started at the same moment, or a lock break); nothing was mounted, try again"
-                    )));
-                }
+        let path = key_path(&key)?;
+        let taker = Taker { store: store.as_ref(), prefix, key, path, token: &token, mine };
+        let mut last = None;
+        for _ in 0..TAKE_ATTEMPTS {
+            let taken = match mode {
+                LockMode::Advisory => taker.advisory().await?,
+                LockMode::Enforced => taker.enforced().await?,
+            };
+            match taken {
+                Taken::Yes => return Ok(MountLock { store, prefix: prefix.to_owned(), token, mode }),
+                Taken::Changed(info) => last = info,
             }
         }
-        Ok(MountLock { store, prefix: prefix.to_owned(), token, mode })
+        Err(match last {
+            Some(info) => taker.locked(info),
+            None => Error::Config(format!(
+                "the mount lock {} kept changing while this mount tried to take it; nothing was mounted, try again",
+                taker.key
+            )),
+        })
     }
 
     /// This mount's token.
@@ -304,5 +504,16 @@ mod tests {
         // 2024-02-29 12:34:56 UTC, a leap day.
         assert_eq!(utc_stamp(UNIX_EPOCH + Duration::from_secs(1_709_210_096)), "20240229T123456Z");
         assert_eq!(utc_stamp(UNIX_EPOCH + Duration::from_secs(951_782_400)), "20000229T000000Z");
+    }
+    #[tokio::test]
+    async fn stores_that_replace_only_a_given_version_are_told_apart() {
+        let memory = object_store::memory::InMemory::new();
+        assert!(probe_conditional_update(&memory, "p/").await.expect("probe memory"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir.path()).expect("local store");
+        let local = crate::SidecarStore::new(fs);
+        assert!(!probe_conditional_update(&local, "p/").await.expect("probe a local directory"));
+        let left = std::fs::read_dir(dir.path().join("p")).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(left, 0, "the probe was left behind");
     }
 }

@@ -28,6 +28,7 @@ async fn suite(store: Arc<dyn ObjectStore>, plan: ListPlan) {
     c::geometry_detection(store.clone(), "geo/").await;
     c::mount_lock(store.clone(), "lock/", None).await;
     c::simultaneous_mounts(store.clone(), "race/", None).await;
+    c::stale_lock_takeover(store.clone(), "stale/", None).await;
     c::listing_and_bulk_delete(store.clone(), "list/", plan).await;
     c::corrupt_objects(store.clone(), "bad/").await;
     c::retries_under_faults(store.clone(), "faults/").await;
@@ -40,7 +41,8 @@ async fn memory_store_conforms() {
     suite(store.clone(), plan).await;
     // The way a store that ignores conditional creates is locked (a local
     // directory's sidecars are not written for two writers of one object).
-    c::simultaneous_mounts(store, "race-advisory/", Some(false)).await;
+    c::simultaneous_mounts(store.clone(), "race-advisory/", Some(false)).await;
+    c::stale_lock_takeover(store, "stale-advisory/", Some(false)).await;
 }
 
 #[tokio::test]

@@ -93,6 +93,14 @@ async fn simultaneous_mounts_on_garage() {
     c::simultaneous_mounts(store, &prefix, None).await;
 }
 
+/// Stale locks of this host taken over on Garage, where the lock is
+/// advisory: written over, then read back after the settle time.
+#[tokio::test]
+async fn stale_lock_takeover_on_garage() {
+    let Some((store, prefix, _)) = garage("conf_stale_lock") else { return };
+    c::stale_lock_takeover(store, &prefix, None).await;
+}
+
 #[tokio::test]
 async fn listing_and_bulk_delete() {
     let Some((store, prefix, plan)) = garage("conf_listing") else { return };
