@@ -9,7 +9,7 @@ use object_store::{Attribute, GetOptions};
 use serde::Serialize;
 
 use s3block_core::RequestCounts;
-use s3block_core::{BlockDevice, BlockId, Error, Result};
+use s3block_core::{BlockDevice, BlockId, Error, Liveness, Result};
 use s3block_store::{
     Create, EncryptionOptions, GET_PRICE_PER_1000, GeometrySource, ObjectBlockDevice, PUT_PRICE_PER_1000,
     StoredBlock, Volume, VolumeBuilder, VolumeInfo, VolumeOptions, key_path, read_lock, store_error,
@@ -270,6 +270,14 @@ pub struct InfoReport {
     pub locked_by: Option<String>,
     /// When the lock was taken.
     pub locked_since: Option<String>,
+    /// The lock holder's process id, when the lock records it.
+    pub locked_pid: Option<u32>,
+    /// The boot id of the lock holder's host when it took the lock, when
+    /// the lock records it.
+    pub locked_boot_id: Option<String>,
+    /// For a lock of this machine that records its holder: whether the
+    /// holder still runs (`None` when that cannot be told).
+    pub holder_alive: Option<bool>,
     /// Blocks stored.
     pub blocks_stored: u64,
     /// Bytes of the stored objects.
@@ -316,6 +324,7 @@ impl From<RequestCounts> for RequestReport {
 pub async fn info(target: &Target, layout: &LayoutArgs, json: bool, out: &mut dyn Write) -> CliResult {
     let v = inspect(target, layout).await?;
     let lock = read_lock(target.store.as_ref(), &target.prefix).await?;
+    let liveness = lock.as_ref().and_then(|l| l.liveness(&s3block_core::local_hostname()));
     let stored = stored_blocks(&v).await?;
     let g = v.volume.geometry;
     let bytes_stored: u64 = stored.iter().map(|s| s.size).sum();
@@ -348,6 +357,9 @@ pub async fn info(target: &Target, layout: &LayoutArgs, json: bool, out: &mut dy
         created_at: descriptor.map(|d| d.created_at.clone()),
         locked_by: lock.as_ref().map(|l| l.host.clone()),
         locked_since: lock.as_ref().map(|l| l.since.clone()),
+        locked_pid: lock.as_ref().and_then(|l| l.process.pid),
+        locked_boot_id: lock.as_ref().and_then(|l| l.process.boot_id.clone()),
+        holder_alive: crate::unlock::holder_alive(liveness.as_ref()),
         blocks_stored: stored.len() as u64,
         bytes_stored,
         bytes_decoded,
@@ -386,9 +398,19 @@ pub async fn info(target: &Target, layout: &LayoutArgs, json: bool, out: &mut dy
     }
     row(
         "lock",
-        match &lock {
-            Some(l) => format!("held by {} since {}", l.host, l.since),
-            None => "not mounted".into(),
+        match (&lock, &liveness) {
+            (Some(l), Some(Liveness::Alive(why))) => {
+                format!(
+                    "held by {} (this machine; the holder runs: {why})",
+                    crate::unlock::describe_holder(l)
+                )
+            }
+            (Some(l), Some(Liveness::Gone(why))) => format!(
+                "held by {} (this machine; the holder is gone: {why}; the next mount takes the lock over)",
+                crate::unlock::describe_holder(l)
+            ),
+            (Some(l), _) => format!("held by {}", crate::unlock::describe_holder(l)),
+            (None, _) => "not mounted".into(),
         },
     );
     row("blocks stored", format!("{} ({:.1}% of the volume)", format::count(r.blocks_stored), percent(r)));
