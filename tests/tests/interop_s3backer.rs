@@ -6,7 +6,12 @@
 //!
 //! - a prefix with non-ASCII characters (`ünï/`): s3backer puts the prefix's
 //!   bytes in the key as given, and s3block must use the same bytes;
-//! - hash-prefixed keys with deflate compression.
+//! - hash-prefixed keys with deflate compression;
+//! - zstd compression (`Content-Encoding: zstd`), only when the s3backer
+//!   binary supports it: version 2.0.2 or later, built with libzstd (as
+//!   `../shared/peers/build-s3backer.sh` builds 2.1.6). Run it with
+//!   `S3BLOCK_S3BACKER=$(../shared/peers/build-s3backer.sh) cargo test -p
+//!   s3block-tests --test interop_s3backer` (Garage started, its env loaded).
 //!
 //! Garage signs for us-east-1 here (`scripts/garage.sh`), the region s3backer
 //! signs for when it is given `--baseURL` and no `--region` (its `--region`
@@ -26,6 +31,7 @@ use s3block_cli::target::{Target, open as open_target};
 use s3block_cli::volume::{create, open};
 use s3block_cli::{LayoutArgs, StoreArgs};
 use s3block_core::{BlockDevice, BlockId};
+use s3block_store::{CompressArgs, Compression};
 use s3block_testkit::kernel::{Mount, fusermount_u, kernel_available, pattern};
 use s3block_testkit::{S3Env, s3_env, unique_prefix};
 
@@ -182,6 +188,53 @@ fn hash_prefix_and_deflate_are_shared_both_ways() {
     let Some(env) = setup() else { return };
     let base = unique_prefix("interop_hashed");
     s3backer_writes_s3block_reads(&env, &format!("{base}a/"), &["--blockHashPrefix", "--compress"]);
-    let layout = LayoutArgs { hash_prefix: true, compress: Some(6), ..Default::default() };
+    let compression = CompressArgs::from_compression(Some(Compression::deflate(6).unwrap()));
+    let layout = LayoutArgs { hash_prefix: true, compression, ..Default::default() };
     s3block_writes_s3backer_reads(&env, &format!("{base}b/"), layout, &["--blockHashPrefix"]);
+}
+
+/// Whether the s3backer binary writes and reads zstd: 2.0.2 or later (from
+/// `--version`) and linked with libzstd (from `ldd`; its `--help` does not
+/// list the algorithms).
+fn s3backer_has_zstd() -> bool {
+    let bin = s3backer();
+    let version = Command::new(&bin).arg("--version").output().map(|o| {
+        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        text.split_whitespace()
+            .skip_while(|w| *w != "version")
+            .nth(1)
+            .map(|v| v.split('.').map(|n| n.parse::<u32>().unwrap_or(0)).collect::<Vec<_>>())
+            .unwrap_or_default()
+    });
+    let new_enough = version.is_ok_and(|v| v >= vec![2, 0, 2]);
+    let path = Command::new("sh").args(["-c", &format!("command -v {bin}")]).output();
+    let linked = path.is_ok_and(|p| {
+        let path = String::from_utf8_lossy(&p.stdout).trim().to_owned();
+        Command::new("ldd")
+            .arg(path)
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("libzstd"))
+    });
+    new_enough && linked
+}
+
+#[test]
+fn zstd_is_shared_both_ways() {
+    let Some(env) = setup() else { return };
+    if !s3backer_has_zstd() {
+        eprintln!(
+            "SKIPPED: {} has no zstd (needs s3backer 2.0.2+ with libzstd; set S3BLOCK_S3BACKER to the binary ../shared/peers/build-s3backer.sh prints)",
+            s3backer()
+        );
+        return;
+    }
+    let base = unique_prefix("interop_zstd");
+    s3backer_writes_s3block_reads(&env, &format!("{base}a/"), &["--compress=zstd", "--compress-level=5"]);
+    let compression = CompressArgs::from_compression(Some(Compression::zstd(3).unwrap()));
+    s3block_writes_s3backer_reads(
+        &env,
+        &format!("{base}b/"),
+        LayoutArgs { compression, ..Default::default() },
+        &[],
+    );
 }
