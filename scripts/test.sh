@@ -104,6 +104,27 @@ else
 fi
 phase_done "garage start"
 
+# --- s3backer 2.1.6 --------------------------------------------------------
+# The interop tests run against Debian's s3backer 1.5.4 and, when
+# S3BLOCK_S3BACKER2 names its binary, against s3backer 2.x too. It is built
+# from ../shared/peers/ (about a minute the first time, then cached); a clone
+# without that folder skips only the 2.x interop tests.
+peers_build=../shared/peers/build-s3backer.sh
+if [[ -n ${S3BLOCK_S3BACKER2:-} ]]; then
+    say "s3backer 2.x for the interop tests: $S3BLOCK_S3BACKER2 (S3BLOCK_S3BACKER2)"
+elif [[ -f $peers_build ]]; then
+    say "building s3backer 2.1.6 for the interop tests ($peers_build)"
+    if s3backer2=$(bash "$peers_build" | tail -n 1) && [[ -x $s3backer2 ]]; then
+        export S3BLOCK_S3BACKER2=$s3backer2
+        say "s3backer 2.x for the interop tests: $S3BLOCK_S3BACKER2"
+    else
+        need "s3backer 2.1.6 did not build ($peers_build)"
+    fi
+else
+    say "no $peers_build (a fresh clone): the interop tests skip s3backer 2.1.6"
+fi
+phase_done "s3backer 2.1.6"
+
 # --- lint and tests --------------------------------------------------------
 if (($# > 0)); then
     scope=("$@")
