@@ -55,6 +55,19 @@ pub enum Command {
     #[command(after_help = EXIT_CODES_HELP)]
     Cost(CostArgs),
     /// Copy a volume to another store, prefix or block size (re-blocking as needed).
+    ///
+    /// The source is reached with the store options (--endpoint, --region, --access-file,
+    /// --force-path-style, --prefix); the copy with --dst-endpoint, --dst-region,
+    /// --dst-access-file, --dst-force-path-style and --dst-prefix, each of the first four
+    /// the source's when not given. The source is signed as by every command
+    /// (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, else --access-file, else ~/.s3backer_passwd);
+    /// the copy with --dst-access-file alone when it is given, else as the source.
+    /// Errors say whether the source or the copy failed.
+    ///
+    /// At the end both volumes are read back and compared. An interrupted copy is
+    /// continued with --resume: destination blocks whose decoded bytes already equal
+    /// the source's are skipped, the others written (a GET of each stored block
+    /// instead of its PUT).
     #[command(after_help = EXIT_CODES_HELP)]
     Copy(CopyArgs),
     /// Show the request and cache statistics of a running mount.
@@ -245,13 +258,22 @@ pub struct CopyArgs {
     /// The volume to copy from (its layout is read from the store); its key
     /// prefix is the URL's, followed by --prefix.
     pub src: String,
-    /// Where to create the copy (must hold no volume yet); its key prefix is
-    /// the URL's, followed by --dst-prefix (never --prefix). The copy has the
-    /// source's layout unless --block-size, --compress or --hash-prefix say otherwise.
+    /// Where to create the copy (must hold no volume yet, unless --resume);
+    /// its key prefix is the URL's, followed by --dst-prefix (never --prefix).
+    /// The copy has the source's layout unless --block-size, --compress or
+    /// --hash-prefix say otherwise.
     pub dst: String,
     /// Key prefix of the copy, added after the one in DST (--prefix is the source's).
-    #[arg(long = "dst-prefix", value_name = "PREFIX")]
+    #[arg(long = "dst-prefix", env = "S3BLOCK_DST_PREFIX", value_name = "PREFIX")]
     pub dst_prefix: Option<String>,
+    /// How to reach the copy's store, when not as the source's.
+    #[command(flatten)]
+    pub dst_store: DstStoreArgs,
+    /// Continue an interrupted copy: when DST already holds a volume with the
+    /// layout and encryption this copy would create, blocks already equal
+    /// there are skipped and the others written. A DST whose layout differs is refused.
+    #[arg(long)]
+    pub resume: bool,
     /// Block size of the copy (default: the source's).
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_size_arg)]
     pub block_size: Option<u64>,
@@ -273,7 +295,7 @@ pub struct CopyArgs {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
-    /// How to reach both stores, the source's prefix and the source's password.
+    /// How to reach the source (and the copy, unless --dst-* say otherwise), the source's prefix and password.
     #[command(flatten)]
     pub store_args: StoreArgs,
     #[command(flatten)]
@@ -282,6 +304,55 @@ pub struct CopyArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub output: OutputArgs,
+}
+
+/// How `copy` reaches the store of the copy, when it differs from the
+/// source's: each option not given is the source's (`--endpoint`,
+/// `--region`, `--access-file`, `--force-path-style`).
+///
+/// Credentials: with `--dst-access-file` the copy is signed with that file
+/// only (the `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` environment is not
+/// used for it); without it, the copy is signed as the source is (the
+/// `AWS_*` environment, else `--access-file`, else `~/.s3backer_passwd`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct DstStoreArgs {
+    /// S3 endpoint URL of the copy's store (default: the source's --endpoint).
+    #[arg(long = "dst-endpoint", env = "S3BLOCK_DST_ENDPOINT", value_name = "URL")]
+    pub dst_endpoint: Option<String>,
+    /// S3 region of the copy's store (default: the source's --region).
+    #[arg(long = "dst-region", env = "S3BLOCK_DST_REGION", value_name = "REGION")]
+    pub dst_region: Option<String>,
+    /// Access file for the copy's store; when given, the copy is signed with it
+    /// only, not with the AWS_* environment (default: as the source is signed).
+    #[arg(long = "dst-access-file", env = "S3BLOCK_DST_ACCESS_FILE", value_name = "FILE")]
+    pub dst_access_file: Option<PathBuf>,
+    /// Path-style addressing for the copy's store (also on when the source has --force-path-style).
+    #[arg(long = "dst-force-path-style", env = "S3BLOCK_DST_FORCE_PATH_STYLE")]
+    pub dst_force_path_style: bool,
+}
+
+impl DstStoreArgs {
+    /// The store options of the copy: these, else the source's `src` for
+    /// endpoint, region, access file and path style; `prefix` as the key
+    /// prefix; never the source's encryption or password options.
+    pub fn store_args(&self, src: &StoreArgs, prefix: Option<String>) -> StoreArgs {
+        StoreArgs {
+            endpoint: self.dst_endpoint.clone().or_else(|| src.endpoint.clone()),
+            region: self.dst_region.clone().or_else(|| src.region.clone()),
+            access_file: self.dst_access_file.clone().or_else(|| src.access_file.clone()),
+            force_path_style: self.dst_force_path_style || src.force_path_style,
+            prefix,
+            encrypt: None,
+            password_file: None,
+            password: None,
+        }
+    }
+
+    /// Whether the copy has credentials of its own (`--dst-access-file`),
+    /// so that the `AWS_*` credential environment is not used for it.
+    pub fn own_credentials(&self) -> bool {
+        self.dst_access_file.is_some()
+    }
 }
 
 /// The encryption of a copy, when it differs from the source's.

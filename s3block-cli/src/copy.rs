@@ -7,6 +7,27 @@
 //! stay within [`COPY_MEMORY`]. At the end every chunk is read back from both
 //! volumes and compared, unless the caller skips it.
 //!
+//! Two stores: the copy is reached with its own `--dst-endpoint`,
+//! `--dst-region`, `--dst-access-file` and `--dst-force-path-style` (each
+//! the source's when not given); with `--dst-access-file` the copy's
+//! requests are signed with that file only, never with the `AWS_*`
+//! credential environment the source may use ([`open_destination`]).
+//! Errors say which side failed.
+//!
+//! Resuming: with `--resume`, a destination that already holds a volume
+//! whose descriptor matches the copy this command would create (size,
+//! block size, key naming, compression, encryption scheme; and the copy's
+//! password opens it) is continued rather than refused. Every destination
+//! block the listing shows is read back and its decoded bytes compared with
+//! the source's: equal blocks are skipped, different or undecodable ones
+//! rewritten, missing ones written, and blocks stored at the destination
+//! where the source holds zeros deleted. Decoded bytes, not object sizes
+//! or ETags, are compared: an encrypted block differs in every byte each
+//! time it is written, and an ETag is not a content hash on every
+//! provider; a GET costs a tenth of the PUT it saves. A destination whose
+//! descriptor differs is refused, naming each difference, so a copy never
+//! writes into an unrelated volume.
+//!
 //! Encryption: blocks are decrypted from the source and encrypted for the
 //! copy, so a copy can change scheme or password, or add or drop
 //! encryption. By default the copy is encrypted as its source is (same
@@ -24,7 +45,7 @@ use serde::Serialize;
 use s3block_core::{BlockDevice, BlockId, Error, Result, is_zero};
 use s3block_store::{
     CompressArgs, EncryptionOptions, EncryptionScheme, GeometrySource, LOCK_NAME, PasswordSource, StoreArgs,
-    read_lock,
+    VolumeDescriptor, read_descriptor, read_lock,
 };
 
 use crate::args::{DEST_PASSWORD_ENV, DestEncryption, LayoutArgs};
@@ -58,6 +79,102 @@ pub struct CopyOptions {
     pub dest_encrypt: Option<Option<DestEncryption>>,
     /// `--dest-password-file`.
     pub dest_password_file: Option<std::path::PathBuf>,
+    /// `--resume`: continue into a destination volume of the same layout.
+    pub resume: bool,
+}
+
+/// The environment variables holding credentials, which a side with an
+/// access file of its own does not read.
+pub const CREDENTIAL_ENV: [&str; 3] = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"];
+
+/// Opens the copy's store `url` with `args` (see
+/// [`DstStoreArgs::store_args`](crate::DstStoreArgs::store_args)). With
+/// `own_credentials` (`--dst-access-file`), the `AWS_*` credential variables
+/// are hidden from it, so it is signed with its access file only; the rest
+/// of the environment (`AWS_REGION`, `AWS_ENDPOINT_URL`, `HOME`) still applies.
+pub fn open_destination(url: &str, args: &StoreArgs, own_credentials: bool) -> Result<Target> {
+    let mut config = args.to_config(url);
+    if own_credentials {
+        let env = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .filter(|(k, _)| !CREDENTIAL_ENV.contains(&k.as_str()))
+            .collect();
+        config = config.env(env);
+    }
+    let opened = config.open().map_err(|e| on_side("the copy", url, e))?;
+    Ok(Target {
+        store: opened.store,
+        prefix: opened.prefix,
+        plan: opened.list_plan,
+        url: url.to_owned(),
+        counters: opened.counters,
+        kind: opened.kind,
+        args: args.clone(),
+    })
+}
+
+/// `e` with the side it happened on (`"the source"`, `"the copy"`) and its
+/// URL named, keeping its kind (and so its exit code).
+fn on_side(side: &str, url: &str, e: Error) -> Error {
+    let at = format!("{side} at {url}");
+    match e {
+        Error::Store { block, key, kind, source } => {
+            Error::Store { block, key: format!("{key} of {at}"), kind, source }
+        }
+        Error::Config(text) if !text.contains(url) => Error::Config(format!("{at}: {text}")),
+        other => other,
+    }
+}
+
+/// `text` (an error with its command hint) with the hint naming the copy's
+/// own options when the error happened on the copy's side of a `copy`.
+pub fn copy_side_hint(text: String) -> String {
+    if !text.contains(COPY_SIDE) {
+        return text;
+    }
+    text.replace("; --access-file names", "; --dst-access-file (else --access-file) names")
+        .replace("; the endpoint is --endpoint", "; the copy's endpoint is --dst-endpoint, else --endpoint")
+}
+
+/// How errors on the copy's side name it.
+const COPY_SIDE: &str = " of the copy at ";
+
+/// The differences between the destination's descriptor `d` and the copy
+/// that would be created, each as "what: the destination's, the copy's".
+fn descriptor_differences(
+    d: &VolumeDescriptor,
+    size: u64,
+    block_size: u64,
+    hash_prefix: bool,
+    compression: Option<s3block_store::Compression>,
+    scheme: Option<EncryptionScheme>,
+) -> Result<Vec<String>> {
+    let mut diffs = Vec::new();
+    if d.size != size {
+        diffs.push(format!("size: {} there, {} for this copy", format::bytes(d.size), format::bytes(size)));
+    }
+    if d.block_size != block_size {
+        diffs.push(format!(
+            "block size: {} there, {} for this copy",
+            format::bytes(d.block_size),
+            format::bytes(block_size)
+        ));
+    }
+    if d.hash_prefix != hash_prefix {
+        let say = |on: bool| if on { "hash-prefixed" } else { "plain" };
+        diffs.push(format!("keys: {} there, {} for this copy", say(d.hash_prefix), say(hash_prefix)));
+    }
+    let there = d.compressed_with()?;
+    if there != compression {
+        let say = |c: Option<s3block_store::Compression>| c.map_or("none".to_owned(), |c| c.to_string());
+        diffs.push(format!("compression: {} there, {} for this copy", say(there), say(compression)));
+    }
+    let there = d.encryption_params()?.map(|p| p.scheme());
+    if there != scheme {
+        let say = |s: Option<EncryptionScheme>| s.map_or("none".to_owned(), |s| s.to_string());
+        diffs.push(format!("encryption: {} there, {} for this copy", say(there), say(scheme)));
+    }
+    Ok(diffs)
 }
 
 /// The scheme the source volume is encrypted with, if any.
@@ -138,10 +255,24 @@ pub struct CopyReport {
     pub source_blocks: u64,
     /// Destination blocks written.
     pub blocks_written: u64,
+    /// Whether an existing destination was continued (`--resume`).
+    pub resumed: bool,
+    /// Destination blocks left as they were, already equal to the source's.
+    pub blocks_skipped: u64,
+    /// Destination blocks deleted: stored there, zeros in the source.
+    pub blocks_deleted: u64,
     /// Chunks compared at the end (0 when skipped).
     pub chunks_verified: u64,
     /// Chunks whose contents differ, by chunk number.
     pub mismatched_chunks: Vec<u64>,
+}
+
+/// Destination blocks written, skipped as already equal, and deleted.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    written: u64,
+    skipped: u64,
+    deleted: u64,
 }
 
 /// Reads chunk `chunk` (of `chunk_len` bytes) of `v`: only blocks in `stored` are fetched.
@@ -165,7 +296,8 @@ fn stored_set(blocks: &[s3block_store::StoredBlock]) -> BTreeSet<u32> {
     blocks.iter().map(|s| s.block.0).collect()
 }
 
-/// Copies the volume at `src` to a new volume at `dst`.
+/// Copies the volume at `src` to a new volume at `dst`, or, with
+/// `opts.resume`, into the volume an interrupted copy left there.
 pub async fn copy(
     src: &Target,
     dst: &Target,
@@ -173,7 +305,9 @@ pub async fn copy(
     json: bool,
     out: &mut dyn Write,
 ) -> CliResult {
-    if let Some(lock) = read_lock(src.store.as_ref(), &src.prefix).await?
+    let at_src = |e| on_side("the source", &src.url, e);
+    let at_dst = |e| on_side("the copy", &dst.url, e);
+    if let Some(lock) = read_lock(src.store.as_ref(), &src.prefix).await.map_err(at_src)?
         && !opts.force
     {
         return Err(Error::Locked {
@@ -183,8 +317,9 @@ pub async fn copy(
         }
         .into());
     }
-    let source_enc = src.args.open_encryption(&src.opened(), &src.url, &mut terminal_prompt).await?;
-    let s = open_with(src, &LayoutArgs::default(), source_enc.as_ref()).await?;
+    let source_enc =
+        src.args.open_encryption(&src.opened(), &src.url, &mut terminal_prompt).await.map_err(at_src)?;
+    let s = open_with(src, &LayoutArgs::default(), source_enc.as_ref()).await.map_err(at_src)?;
     let g = s.volume.geometry;
     let dst_layout = LayoutArgs {
         hash_prefix: opts.hash_prefix,
@@ -194,53 +329,137 @@ pub async fn copy(
     };
     let scheme = source_scheme(&s, source_enc.as_ref())?;
     let dest_enc = dest_encryption(dst, opts, scheme, source_enc.as_ref())?;
-    create_with(dst, &dst_layout, dest_enc.as_ref(), false, &mut std::io::sink()).await?;
-    let d = open_with(dst, &dst_layout, dest_enc.as_ref()).await?;
+    let existing = read_descriptor(dst.store.as_ref(), &dst.prefix).await.map_err(at_dst)?;
+    let resumed = existing.is_some();
+    match &existing {
+        None => {
+            create_with(dst, &dst_layout, dest_enc.as_ref(), false, &mut std::io::sink()).await.map_err(
+                |e| match e {
+                    crate::exit::CliError::Core(e) => at_dst(e).into(),
+                    other => other,
+                },
+            )?;
+        }
+        Some(d) if !opts.resume => {
+            return Err(Error::Config(format!(
+                "{} already holds a volume ({} in blocks of {}, id {}); refusing to overwrite it. To continue a \
+                 copy into it that was interrupted, run the same command with --resume; otherwise choose \
+                 another destination (or --dst-prefix)",
+                Location::of(dst),
+                format::bytes(d.size),
+                format::bytes(d.block_size),
+                d.volume_id
+            ))
+            .into());
+        }
+        Some(d) => {
+            let diffs = descriptor_differences(
+                d,
+                g.size(),
+                dst_layout.block_size.unwrap_or(g.block_size().into()),
+                opts.hash_prefix,
+                opts.compress.compression()?,
+                dest_enc.as_ref().map(|e| e.scheme.unwrap_or(EncryptionScheme::XChaCha20Poly1305)),
+            )?;
+            if !diffs.is_empty() {
+                return Err(Error::Config(format!(
+                    "refusing to resume into {}: the volume there (id {}) is not the copy this command makes; \
+                     it differs in {}",
+                    Location::of(dst),
+                    d.volume_id,
+                    diffs.join("; ")
+                ))
+                .into());
+            }
+            if let Some(lock) = read_lock(dst.store.as_ref(), &dst.prefix).await.map_err(at_dst)? {
+                return Err(Error::Locked {
+                    key: format!("{}{LOCK_NAME}", dst.prefix),
+                    host: lock.host,
+                    since: lock.since,
+                }
+                .into());
+            }
+        }
+    }
+    let d = open_with(dst, &dst_layout, dest_enc.as_ref()).await.map_err(at_dst)?;
     let src_bs = u64::from(g.block_size());
     let dst_bs = u64::from(d.volume.geometry.block_size());
     let chunk_len = src_bs.max(dst_bs);
     let parallel = (opts.parallel.max(1) as u64).min((COPY_MEMORY / chunk_len).max(1)) as usize;
-    let src_blocks = stored_blocks(&s).await?;
+    let src_blocks = stored_blocks(&s).await.map_err(at_src)?;
     let src_stored = stored_set(&src_blocks);
     let chunks: BTreeSet<u64> =
         src_blocks.iter().map(|b| u64::from(b.block.0) * src_bs / chunk_len).collect();
-    let bar = progress(chunks.len() as u64, "copying", "chunks", opts.quiet);
-    let (s_ref, d_ref, stored_ref) = (&s, &d, &src_stored);
-    let written: u64 = futures::stream::iter(chunks.iter().map(|&c| async move {
-        let data = read_chunk(s_ref, stored_ref, c, chunk_len).await?;
-        let mut n = 0;
+    // Resuming: what the destination already holds, and every chunk it or
+    // the source has a block in.
+    let before =
+        if resumed { stored_set(&stored_blocks(&d).await.map_err(at_dst)?) } else { BTreeSet::new() };
+    let todo: BTreeSet<u64> =
+        chunks.iter().copied().chain(before.iter().map(|&b| u64::from(b) * dst_bs / chunk_len)).collect();
+    let bar = progress(todo.len() as u64, if resumed { "resuming" } else { "copying" }, "chunks", opts.quiet);
+    let (s_ref, d_ref, stored_ref, before_ref) = (&s, &d, &src_stored, &before);
+    let (at_src, at_dst) = (&at_src, &at_dst);
+    let done: Tally = futures::stream::iter(todo.iter().map(|&c| async move {
+        let data = read_chunk(s_ref, stored_ref, c, chunk_len).await.map_err(at_src)?;
+        let mut n = Tally::default();
         for (i, piece) in data.chunks(dst_bs as usize).enumerate() {
-            if !is_zero(piece) {
-                let id = BlockId((c * chunk_len / dst_bs + i as u64) as u32);
-                d_ref.device.write_block(id, data.slice_ref(piece)).await?;
-                n += 1;
+            let id = BlockId((c * chunk_len / dst_bs + i as u64) as u32);
+            let there = before_ref.contains(&id.0);
+            if is_zero(piece) {
+                if there {
+                    d_ref.device.write_block(id, data.slice_ref(piece)).await.map_err(at_dst)?;
+                    n.deleted += 1;
+                }
+                continue;
             }
+            if there {
+                match d_ref.device.read_block(id).await {
+                    Ok(old) if old.as_ref() == piece => {
+                        n.skipped += 1;
+                        continue;
+                    }
+                    // Different bytes, or an object that no longer decodes: rewritten.
+                    Ok(_) | Err(Error::Corrupt { .. }) => {}
+                    Err(e) => return Err(at_dst(e)),
+                }
+            }
+            d_ref.device.write_block(id, data.slice_ref(piece)).await.map_err(at_dst)?;
+            n.written += 1;
         }
-        Ok::<u64, Error>(n)
+        Ok::<Tally, Error>(n)
     }))
     .buffer_unordered(parallel)
     .inspect(|_| bar.inc(1))
-    .try_fold(0, |acc, n| async move { Ok(acc + n) })
+    .try_fold(Tally::default(), |acc, n| async move {
+        Ok(Tally {
+            written: acc.written + n.written,
+            skipped: acc.skipped + n.skipped,
+            deleted: acc.deleted + n.deleted,
+        })
+    })
     .await?;
     bar.finish_and_clear();
     let mut report = CopyReport {
         source: Location::of(src),
         destination: Location::of(dst),
         source_blocks: src_blocks.len() as u64,
-        blocks_written: written,
+        blocks_written: done.written,
+        resumed,
+        blocks_skipped: done.skipped,
+        blocks_deleted: done.deleted,
         chunks_verified: 0,
         mismatched_chunks: vec![],
     };
     if !opts.no_verify {
-        let dst_stored = stored_set(&stored_blocks(&d).await?);
+        let dst_stored = stored_set(&stored_blocks(&d).await.map_err(at_dst)?);
         let dst_chunks: BTreeSet<u64> =
             dst_stored.iter().map(|&b| u64::from(b) * dst_bs / chunk_len).collect();
         let all: BTreeSet<u64> = chunks.union(&dst_chunks).copied().collect();
         let bar = progress(all.len() as u64, "verifying", "chunks", opts.quiet);
         let ds = &dst_stored;
         let mut bad: Vec<u64> = futures::stream::iter(all.iter().map(|&c| async move {
-            let a = read_chunk(s_ref, stored_ref, c, chunk_len).await?;
-            let b = read_chunk(d_ref, ds, c, chunk_len).await?;
+            let a = read_chunk(s_ref, stored_ref, c, chunk_len).await.map_err(at_src)?;
+            let b = read_chunk(d_ref, ds, c, chunk_len).await.map_err(at_dst)?;
             Ok::<_, Error>((c, a == b))
         }))
         .buffer_unordered(parallel)
@@ -267,6 +486,16 @@ pub async fn copy(
             report.destination,
             if opts.no_verify { " (not verified)" } else { "" }
         )?;
+        if report.resumed {
+            writeln!(
+                out,
+                "Resumed into the existing copy: {} blocks already equal were skipped, {} written, {} deleted \
+                 (zeros in the source).",
+                format::count(report.blocks_skipped),
+                format::count(report.blocks_written),
+                format::count(report.blocks_deleted)
+            )?;
+        }
         if !report.mismatched_chunks.is_empty() {
             writeln!(
                 out,

@@ -60,8 +60,8 @@ use std::io::Write;
 
 pub use args::{
     BlockRange, BlockSizes, CatArgs, Cli, Command, CopyArgs, CostArgs, CreateArgs, DEST_PASSWORD_ENV,
-    DestArgs, DestEncryption, EraseArgs, InfoArgs, LayoutArgs, LsArgs, OutputArgs, PricePreset, StatArgs,
-    StatsArgs, StoreArgs, UnlockArgs, VerifyArgs, parse_block_number, parse_block_range,
+    DestArgs, DestEncryption, DstStoreArgs, EraseArgs, InfoArgs, LayoutArgs, LsArgs, OutputArgs, PricePreset,
+    StatArgs, StatsArgs, StoreArgs, UnlockArgs, VerifyArgs, parse_block_number, parse_block_range,
 };
 pub use exit::{CliError, CliResult};
 
@@ -75,7 +75,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         Err(e) if e.is_broken_pipe() => exit::OK,
         Err(e) => {
             let text = match &e {
-                CliError::Core(core) => s3block_store::with_hint(core, error_chain(&e)),
+                CliError::Core(core) => copy::copy_side_hint(s3block_store::with_hint(core, error_chain(&e))),
                 _ => error_chain(&e),
             };
             let _ = writeln!(err, "s3block: {text}");
@@ -175,15 +175,10 @@ async fn store_command(command: Command, out: &mut dyn Write) -> CliResult {
         }
         Command::Copy(a) => {
             let src = target::open(&a.src, &a.store_args)?;
-            // The source's password options are not the copy's (see `copy`).
-            // Nor is its --prefix: the copy's is --dst-prefix.
-            let dst_args = StoreArgs {
-                encrypt: None,
-                password_file: None,
-                prefix: a.dst_prefix.clone(),
-                ..a.store_args.clone()
-            };
-            let dst = target::open(&a.dst, &dst_args)?;
+            // The copy's store options: its own --dst-*, else the source's;
+            // never the source's --prefix or password options (see `copy`).
+            let dst_args = a.dst_store.store_args(&a.store_args, a.dst_prefix.clone());
+            let dst = copy::open_destination(&a.dst, &dst_args, a.dst_store.own_credentials())?;
             let opts = copy::CopyOptions {
                 block_size: a.block_size,
                 compress: a.compression,
@@ -194,6 +189,7 @@ async fn store_command(command: Command, out: &mut dyn Write) -> CliResult {
                 quiet: a.quiet,
                 dest_encrypt: a.dest.dest_encrypt,
                 dest_password_file: a.dest.dest_password_file,
+                resume: a.resume,
             };
             copy::copy(&src, &dst, &opts, a.output.json, out).await
         }
