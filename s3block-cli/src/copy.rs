@@ -102,15 +102,7 @@ pub fn open_destination(url: &str, args: &StoreArgs, own_credentials: bool) -> R
         config = config.env(env);
     }
     let opened = config.open().map_err(|e| on_side("the copy", url, e))?;
-    Ok(Target {
-        store: opened.store,
-        prefix: opened.prefix,
-        plan: opened.list_plan,
-        url: url.to_owned(),
-        counters: opened.counters,
-        kind: opened.kind,
-        args: args.clone(),
-    })
+    Ok(Target::from_opened(url, opened, args))
 }
 
 /// `e` with the side it happened on (`"the source"`, `"the copy"`) and its

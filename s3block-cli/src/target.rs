@@ -71,16 +71,22 @@ impl Target {
 
 /// Opens the store `url` names with `args`. Errors name the URL or option at fault.
 pub fn open(url: &str, args: &StoreArgs) -> Result<Target> {
-    let opened = args.to_config(url).open()?;
-    Ok(Target {
-        store: opened.store,
-        prefix: opened.prefix,
-        plan: opened.list_plan,
-        url: url.to_owned(),
-        counters: opened.counters,
-        kind: opened.kind,
-        args: args.clone(),
-    })
+    Ok(Target::from_opened(url, args.to_config(url).open()?, args))
+}
+
+impl Target {
+    /// The target for a store `url` already opened (with `args`).
+    pub fn from_opened(url: &str, opened: OpenedStore, args: &StoreArgs) -> Self {
+        Target {
+            store: opened.store,
+            prefix: opened.prefix,
+            plan: opened.list_plan,
+            url: url.to_owned(),
+            counters: opened.counters,
+            kind: opened.kind,
+            args: args.clone(),
+        }
+    }
 }
 
 #[cfg(test)]

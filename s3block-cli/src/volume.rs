@@ -12,7 +12,7 @@ use s3block_core::RequestCounts;
 use s3block_core::{BlockDevice, BlockId, Error, Liveness, Result};
 use s3block_store::{
     Create, EncryptionOptions, GET_PRICE_PER_1000, GeometrySource, ObjectBlockDevice, PUT_PRICE_PER_1000,
-    StoredBlock, Volume, VolumeBuilder, VolumeInfo, VolumeOptions, key_path, read_lock, store_error,
+    StoredBlock, Volume, VolumeBuilder, VolumeInfo, VolumeOptions, read_lock, store_error,
 };
 
 use crate::args::{BlockRange, LayoutArgs};
@@ -138,37 +138,12 @@ pub async fn stored_blocks(v: &Opened) -> Result<Vec<StoredBlock>> {
 
 /// [`stored_blocks`] among `blocks`.
 pub async fn stored_blocks_in(v: &Opened, blocks: std::ops::Range<u64>) -> Result<Vec<StoredBlock>> {
-    if v.target.plan.sorted && !any_block_stored(v).await? {
+    if v.target.plan.sorted
+        && !s3block_store::any_block_stored(v.target.store.as_ref(), &v.volume.layout).await?
+    {
         return Ok(Vec::new());
     }
     v.device.list_blocks_in(blocks).await
-}
-
-/// Whether any block object is stored under the volume's prefix: the keys
-/// from the first possible block key on, until one is a block or the keys
-/// pass every hex digit.
-async fn any_block_stored(v: &Opened) -> Result<bool> {
-    let layout = &v.volume.layout;
-    let prefix = layout.prefix();
-    let root = match prefix.rfind('/') {
-        Some(i) if i > 0 => Some(key_path(&prefix[..i])?),
-        _ => None,
-    };
-    let offset = key_path(&format!("{prefix}0000000"))?;
-    let past = format!("{prefix}g");
-    let mut keys = v.target.store.list_with_offset(root.as_ref(), &offset);
-    while let Some(meta) =
-        keys.try_next().await.map_err(|e| store_error(e, &format!("listing of {prefix}"), None))?
-    {
-        let key = meta.location.as_ref();
-        if layout.parse(key).is_some() {
-            return Ok(true);
-        }
-        if !key.starts_with(prefix) || key >= past.as_str() {
-            return Ok(false);
-        }
-    }
-    Ok(false)
 }
 
 /// `s3block create`: encrypted with `--encrypt` (the password from

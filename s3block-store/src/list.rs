@@ -125,6 +125,31 @@ pub async fn first_block_key(store: &dyn ObjectStore, prefix: &str) -> Result<Op
     Ok(None)
 }
 
+/// Whether any block object of `layout` is stored, with one LIST on a store
+/// that lists keys in order: the keys from the first possible block key
+/// on, until one is a block or the keys pass every hex digit. An empty
+/// volume then costs that one request instead of one per range of a
+/// parallel listing.
+pub async fn any_block_stored(store: &dyn ObjectStore, layout: &KeyLayout) -> Result<bool> {
+    let prefix = layout.prefix();
+    let root = list_root(prefix)?;
+    let offset = key_path(&format!("{prefix}0000000"))?;
+    let past = format!("{prefix}g");
+    let mut keys = store.list_with_offset(root.as_ref(), &offset);
+    while let Some(meta) =
+        keys.try_next().await.map_err(|e| store_error(e, &format!("listing of {prefix}"), None))?
+    {
+        let key = meta.location.as_ref();
+        if layout.parse(key).is_some() {
+            return Ok(true);
+        }
+        if !key.starts_with(prefix) || key >= past.as_str() {
+            return Ok(false);
+        }
+    }
+    Ok(false)
+}
+
 /// Deletes `keys` with bulk deletes (up to 1000 keys per request); keys
 /// already absent count as deleted. Returns how many keys were sent.
 pub async fn delete_keys(store: &dyn ObjectStore, keys: Vec<String>) -> Result<u64> {
