@@ -10,7 +10,7 @@ use crate::lock::{LockMode, LockOptions, MountLock, read_lock};
 use crate::password::{Password, PasswordPrompt, PasswordSource, obtain_password};
 use crate::volume::{
     GeometrySource, VolumeDescriptor, VolumeInfo, VolumeOptions, adopt_volume_with, create_volume_with,
-    open_volume, open_volume_with,
+    open_volume, volume_codecs_for,
 };
 
 /// What [`VolumeBuilder::open`] does about a volume that is, or is not,
@@ -206,7 +206,7 @@ impl VolumeBuilder {
         let found = self.find().await?;
         let encryption = self.resolve_encryption(&name, found.as_ref())?;
         let codecs = match &found {
-            Some(_) if self.decode => Some(self.codecs(encryption.as_ref()).await?),
+            Some(info) if self.decode => Some(self.codecs(info, encryption.as_ref()).await?),
             _ => None,
         };
         let lock = if !self.lock_wanted {
@@ -321,15 +321,13 @@ impl VolumeBuilder {
     }
 
     /// The codecs of the existing volume, its password checked.
-    async fn codecs(&self, encryption: Option<&EncryptionOptions>) -> Result<CodecChain> {
+    async fn codecs(&self, found: &VolumeInfo, encryption: Option<&EncryptionOptions>) -> Result<CodecChain> {
         let wanted = VolumeOptions {
             compression: self.wanted.compression,
             compression_algorithm: self.wanted.compression_algorithm,
             ..Default::default()
         };
-        let (_, codecs) =
-            open_volume_with(self.store.store.as_ref(), &self.store.prefix, &wanted, encryption).await?;
-        Ok(codecs)
+        volume_codecs_for(self.store.store.as_ref(), &self.store.prefix, found, &wanted, encryption).await
     }
 
     /// Writes the new volume's descriptor (or adopts stored blocks).

@@ -417,6 +417,20 @@ pub async fn open_volume_with(
     encryption: Option<&EncryptionOptions>,
 ) -> Result<(VolumeInfo, CodecChain)> {
     let volume = open_volume(store, prefix, opts).await?;
+    let codecs = volume_codecs_for(store, prefix, &volume, opts, encryption).await?;
+    Ok((volume, codecs))
+}
+
+/// The codecs of `volume`, found under `prefix` by [`open_volume`], as
+/// [`open_volume_with`] returns them (with the same checks), without
+/// reading the volume's metadata again.
+pub(crate) async fn volume_codecs_for(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    volume: &VolumeInfo,
+    opts: &VolumeOptions,
+    encryption: Option<&EncryptionOptions>,
+) -> Result<CodecChain> {
     let key = descriptor_key(prefix);
     let codecs = match (&volume.source, encryption) {
         (GeometrySource::Descriptor(d), enc) => {
@@ -451,7 +465,7 @@ pub async fn open_volume_with(
             volume_codecs(opts.compressed_with()?, Some(Arc::new(codec)))?
         }
     };
-    Ok((volume, codecs))
+    Ok(codecs)
 }
 
 /// Checks an s3backer volume's password against block 0's HMAC (its only
