@@ -46,6 +46,15 @@ report_times() {
     printf '   %s\n' "${TIMES[@]}" >&2
 }
 
+# --- disk space ------------------------------------------------------------
+# A cold build of the workspace and its tests takes about 10 GiB under
+# target/; a full disk shows up as the linker dying with SIGBUS, which says
+# nothing about the cause. Say it first.
+free_kib=$(df -Pk . | awk 'NR == 2 { print $4 }')
+if [[ -n $free_kib ]] && ((free_kib < 12 * 1024 * 1024)); then
+    say "WARNING: only $((free_kib / 1024)) MiB free on $(df -P . | awk 'NR == 2 { print $6 }'); the build and the tests need about 12 GiB (a linker killed by SIGBUS below means the disk filled up)"
+fi
+
 # --- system packages -------------------------------------------------------
 # command -> Debian package that provides it
 declare -A PACKAGES=(
@@ -55,8 +64,12 @@ declare -A PACKAGES=(
     [cc]=gcc
     # Debian's s3backer 1.5.4: the interop tests mount it beside s3block.
     [s3backer]=s3backer
-    # qemu-img: the image-copy tests convert onto a mounted device file.
+    # qemu-img: the image-copy tests convert onto a mounted device file,
+    # and the NBD tests convert, compare and map through s3block-nbd.
     [qemu-img]=qemu-utils
+    # nbdinfo, nbdcopy, nbdfuse: the NBD clients the s3block-nbd tests use
+    # (the machines have no nbd kernel module).
+    [nbdinfo]=libnbd-bin
 )
 missing=()
 for cmd in "${!PACKAGES[@]}"; do
