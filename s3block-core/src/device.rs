@@ -8,6 +8,16 @@ use bytes::{Bytes, BytesMut};
 
 use crate::{BlockId, Error, Geometry, Result};
 
+/// Whether a run of blocks holds data, as [`BlockDevice::block_status`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Allocation {
+    /// The blocks are known to read as zeros and to cost no storage: absent
+    /// below and not written since, or discarded.
+    Hole,
+    /// The blocks hold data, or the layer cannot tell (unknown is data).
+    Data,
+}
+
 /// A fixed-size array of blocks that can be read, written, discarded and flushed.
 ///
 /// Object-safe: frontends hold an `Arc<dyn BlockDevice>`, layers compose by
@@ -57,6 +67,46 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug {
     /// Returns once every block written before the call is durable in the
     /// layer at the bottom of the stack.
     async fn flush(&self) -> Result<()>;
+
+    /// Says which blocks of `blocks` are holes (known to read as zeros and to
+    /// be stored nowhere) and which hold data, as consecutive runs covering
+    /// the range in order; adjacent runs differ. Sparse-aware clients (an NBD
+    /// client's block status, `qemu-img map`, `nbdcopy`) skip the holes.
+    ///
+    /// The answer is a snapshot: a write racing with the call may or may not
+    /// be reflected. The default knows nothing and says the whole range is
+    /// data, which is always correct; a layer that knows which blocks are
+    /// absent (the cache, from its zero set) overrides it. Wrappers must
+    /// forward it, or the layer below's knowledge is lost.
+    async fn block_status(&self, blocks: Range<u64>) -> Result<Vec<(Range<u64>, Allocation)>> {
+        check_block_range(&self.geometry(), &blocks)?;
+        Ok(if blocks.is_empty() { Vec::new() } else { vec![(blocks, Allocation::Data)] })
+    }
+}
+
+/// Builds the answer of [`BlockDevice::block_status`] from one
+/// [`Allocation`] per block of `blocks`, merging equal neighbours.
+pub fn allocation_runs(
+    blocks: Range<u64>,
+    mut allocation: impl FnMut(u64) -> Allocation,
+) -> Vec<(Range<u64>, Allocation)> {
+    let mut runs: Vec<(Range<u64>, Allocation)> = Vec::new();
+    for n in blocks {
+        push_run(&mut runs, n..n + 1, allocation(n));
+    }
+    runs
+}
+
+/// Appends a run to a block-status answer, merging it into the last run when
+/// it continues it with the same allocation. Empty runs are skipped.
+pub fn push_run(runs: &mut Vec<(Range<u64>, Allocation)>, blocks: Range<u64>, allocation: Allocation) {
+    if blocks.is_empty() {
+        return;
+    }
+    match runs.last_mut() {
+        Some((last, a)) if *a == allocation && last.end == blocks.start => last.end = blocks.end,
+        _ => runs.push((blocks, allocation)),
+    }
 }
 
 /// Checks that `data` is exactly one block long.
@@ -101,6 +151,9 @@ macro_rules! forward_block_device {
             }
             async fn flush(&self) -> Result<()> {
                 (**self).flush().await
+            }
+            async fn block_status(&self, blocks: Range<u64>) -> Result<Vec<(Range<u64>, Allocation)>> {
+                (**self).block_status(blocks).await
             }
         }
     };
