@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use serde::Serialize;
 
 use s3block_core::{BlockDevice, Error};
-use s3block_store::{DESCRIPTOR_NAME, LOCK_NAME, delete_keys, read_lock};
+use s3block_store::{DESCRIPTOR_NAME, LOCK_NAME, MOUNT_RECORD_NAME, delete_keys, read_lock};
 
 use crate::args::LayoutArgs;
 use crate::exit::{CliError, CliResult, OK, PROBLEMS};
@@ -173,7 +173,7 @@ pub async fn erase(
         bar.inc(r?);
     }
     bar.finish_and_clear();
-    let meta = [DESCRIPTOR_NAME, LOCK_NAME].map(|name| format!("{}{name}", target.prefix)).to_vec();
+    let meta = [DESCRIPTOR_NAME, MOUNT_RECORD_NAME, LOCK_NAME].map(|name| format!("{}{name}", target.prefix)).to_vec();
     delete_keys(store, meta).await?;
     writeln!(out, "Erased {} blocks, the descriptor and the lock of {}.", format::count(n), target.url)?;
     Ok(OK)

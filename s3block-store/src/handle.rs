@@ -7,6 +7,7 @@ use crate::config::{OpenedStore, StoreConfig, StoreKind};
 use crate::device::ObjectBlockDevice;
 use crate::encryption::{EncryptionOptions, EncryptionScheme, KdfParams};
 use crate::lock::{LockMode, LockOptions, MountLock, read_lock};
+use crate::mounts::{MountRecord, read_mount_record, write_mount_record};
 use crate::password::{Password, PasswordPrompt, PasswordSource, obtain_password};
 use crate::volume::{
     GeometrySource, VolumeDescriptor, VolumeInfo, VolumeOptions, adopt_volume_with, create_volume_with,
@@ -70,6 +71,7 @@ pub struct VolumeBuilder {
     given: Option<EncryptionOptions>,
     decode: bool,
     lock_wanted: bool,
+    defer_record: bool,
 }
 
 impl std::fmt::Debug for VolumeBuilder {
@@ -181,6 +183,17 @@ impl VolumeBuilder {
         self
     }
 
+    /// Leaves the [mount record](crate::MountRecord) of a read-write open
+    /// unwritten until [`Volume::record_mount`] is called. A frontend with a
+    /// disk cache checks the cache against [`Volume::previous_mount`] and
+    /// notes the new id in it first, so a crash in between never makes a
+    /// valid cache look foreign. Without this the open writes the record
+    /// right after taking the lock.
+    pub fn defer_mount_record(mut self) -> Self {
+        self.defer_record = true;
+        self
+    }
+
     /// Takes no mount lock, and does not look for one: for a caller that
     /// only writes the descriptor of a new volume (`s3block create`), or
     /// that checks the lock itself (an inspection tool). A read-only open
@@ -239,6 +252,33 @@ impl VolumeBuilder {
                 return Err(e);
             }
         };
+        let mut mounts = None;
+        if lock.is_some() {
+            let store = self.store.store.as_ref();
+            let previous = match read_mount_record(store, &self.store.prefix).await {
+                Ok(found) => found,
+                Err(e) => {
+                    // Unknown is treated as "someone else": a disk cache
+                    // written before is then not trusted.
+                    tracing::warn!("{e}; taken as a mount by another host");
+                    None
+                }
+            };
+            let this = MountRecord::new_mount();
+            let mut recorded = false;
+            if !self.defer_record {
+                if let Err(e) = write_mount_record(store, &self.store.prefix, &this).await {
+                    if let Some(lock) = lock
+                        && let Err(release) = lock.release().await
+                    {
+                        tracing::warn!("could not release the mount lock after a failed open: {release}");
+                    }
+                    return Err(e);
+                }
+                recorded = true;
+            }
+            mounts = Some(Mounts { previous, this, recorded });
+        }
         if created {
             let id = match &info.source {
                 GeometrySource::Descriptor(d) => d.volume_id.as_str(),
@@ -250,7 +290,7 @@ impl VolumeBuilder {
             .with_codecs(codecs)
             .with_counters(self.store.counters.clone())
             .with_list_plan(self.store.list_plan);
-        Ok(Volume { store: self.store, name, info, device, lock, created })
+        Ok(Volume { store: self.store, name, info, device, lock, created, mounts })
     }
 
     /// The volume stored under the prefix, or `None` when one is to be
@@ -364,6 +404,16 @@ pub struct Volume {
     device: ObjectBlockDevice,
     lock: Option<MountLock>,
     created: bool,
+    mounts: Option<Mounts>,
+}
+
+/// The mount records of a read-write open: the one found, this mount's,
+/// and whether this mount's is written yet.
+#[derive(Debug)]
+struct Mounts {
+    previous: Option<MountRecord>,
+    this: MountRecord,
+    recorded: bool,
 }
 
 impl Volume {
@@ -383,6 +433,7 @@ impl Volume {
             given: None,
             decode: true,
             lock_wanted: true,
+            defer_record: false,
         }
     }
 
@@ -449,6 +500,32 @@ impl Volume {
     /// One line for people: size, block size, compression, encryption.
     pub fn description(&self) -> String {
         describe(&self.info)
+    }
+
+    /// The record of the last read-write mount as found when this one
+    /// opened the volume (see [`MountRecord`]): `None` for a read-only open,
+    /// a new volume, or one no s3block mount has recorded.
+    pub fn previous_mount(&self) -> Option<&MountRecord> {
+        self.mounts.as_ref().and_then(|m| m.previous.as_ref())
+    }
+
+    /// This mount's record, for a read-write open: written to the bucket at
+    /// open, or by [`record_mount`](Volume::record_mount) after
+    /// [`VolumeBuilder::defer_mount_record`].
+    pub fn this_mount(&self) -> Option<&MountRecord> {
+        self.mounts.as_ref().map(|m| &m.this)
+    }
+
+    /// Writes this mount's record to the bucket, if not written yet (a
+    /// no-op for a read-only open).
+    pub async fn record_mount(&mut self) -> Result<()> {
+        if let Some(m) = self.mounts.as_mut()
+            && !m.recorded
+        {
+            write_mount_record(self.store.store.as_ref(), &self.store.prefix, &m.this).await?;
+            m.recorded = true;
+        }
+        Ok(())
     }
 
     /// Takes the mount lock out of the handle, for a caller that releases

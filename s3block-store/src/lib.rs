@@ -97,6 +97,7 @@ mod hints;
 mod keys;
 mod list;
 mod lock;
+mod mounts;
 mod native;
 mod password;
 mod retry;
@@ -134,6 +135,7 @@ pub use lock::{
     LOCK_NAME, LockInfo, LockMode, LockOptions, META_MOUNT_TOKEN, MountLock, break_lock, hostname,
     probe_conditional_put, read_lock, utc_stamp,
 };
+pub use mounts::{MOUNT_RECORD_NAME, MountRecord, mount_record_key, read_mount_record, write_mount_record};
 pub use native::XChaChaCodec;
 pub use password::{PASSWORD_ENV, Password, PasswordPrompt, PasswordSource, obtain_password};
 pub use retry::{RetryConfig, RetryStore};
