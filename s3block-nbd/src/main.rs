@@ -1,0 +1,3 @@
+//! The `s3block-nbd` program (being written).
+
+fn main() {}
