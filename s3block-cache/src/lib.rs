@@ -46,6 +46,8 @@
 mod cache;
 mod config;
 mod entry;
+#[cfg(feature = "frontend")]
+pub mod frontend;
 mod load;
 mod readahead;
 pub mod report;

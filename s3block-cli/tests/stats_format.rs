@@ -42,7 +42,7 @@ async fn workload() -> (String, String) {
         "/m",
     ])
     .unwrap();
-    let stack = build_stack(&opts).await.unwrap();
+    let stack = build_stack(&opts.volume).await.unwrap();
     let dev = &stack.device;
     let block = 65_536usize;
     dev.write_at(0, Bytes::from(vec![7u8; 40 * block])).await.unwrap();

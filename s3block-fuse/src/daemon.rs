@@ -23,10 +23,9 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode, Stdio};
 
+use s3block_cache::frontend::log;
 use s3block_core::exit::LOCAL_IO;
 use s3block_store::Password;
-
-use crate::log;
 
 /// Set in the child's environment: report readiness on standard output.
 pub(crate) const DAEMON_ENV: &str = "S3BLOCK_FUSE_DAEMON_CHILD";

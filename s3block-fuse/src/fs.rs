@@ -41,9 +41,8 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use fuser::{FileAttr, FileType, FopenFlags, INodeNo};
+use s3block_cache::frontend::StatsSource;
 use s3block_core::{BlockDevice, BlockDeviceExt, Geometry};
-
-use crate::stats::StatsSource;
 
 /// Inode of the root directory.
 pub const ROOT_INO: u64 = 1;

@@ -15,6 +15,13 @@
 //! - [`shutdown()`]: store everything, then release the lock, at exit;
 //! - [`build_stack`]: the one function that knows the device layers.
 //!
+//! The options of the volume and its cache ([`VolumeArgs`], flattened into
+//! [`Options`]), the stack, the stats, the exit sequence, signals and the
+//! log are shared with every frontend (the NBD server too): they live in
+//! [`s3block_cache::frontend`] and are re-exported here. This crate keeps
+//! what is the mount's own: the mount point and `-o`, the files, FUSE, and
+//! going to the background.
+//!
 //! It is not the place for caching, retries or the on-bucket format: those
 //! are in the cache and store crates, reached through
 //! [`BlockDevice`](s3block_core::BlockDevice).
@@ -33,24 +40,23 @@ mod daemon;
 mod errno;
 mod fs;
 mod lifecycle;
-mod log;
 mod options;
 mod session;
-mod shutdown;
-mod stack;
-mod stats;
 mod stop;
 
 pub use errno::errno;
 pub use fs::{BlockFs, DEVICE_INO, DirEntry, FsConfig, FsError, FsResult, ROOT_INO, STATS_INO, SetAttr};
 pub use options::{DEFAULT_BLOCK_SIZE, DEFAULT_FILE_MODE, Options, OptionsError, expand_mount_options};
+pub use s3block_cache::frontend::{
+    Backoff, GET_PRICE_PER_1000, PUT_PRICE_PER_1000, ReleaseHook, ShutdownOutcome, Stack, Stats, StatsSource,
+    VolumeArgs, build_stack, build_stack_with, render_requests, shutdown, terminal_prompt,
+};
 pub use session::{FuseFs, InFlight, MAX_READAHEAD, MAX_WRITE, detach, mount_config, unmount};
-pub use shutdown::{Backoff, ShutdownOutcome, shutdown};
-pub use stack::{ReleaseHook, Stack, build_stack, build_stack_with, terminal_prompt};
-pub use stats::{GET_PRICE_PER_1000, PUT_PRICE_PER_1000, Stats, StatsSource, render_requests};
 
 use std::ffi::OsString;
 use std::process::ExitCode;
+
+use s3block_cache::frontend::log;
 
 /// Runs the program with these arguments (program name first); returns
 /// the process exit code. `main` only calls this.
@@ -71,7 +77,9 @@ where
         }
     };
     // The background child's log leaves the terminal once mounted: no colours.
-    if let Err(message) = log::init(options.debug, options.log_file.as_deref(), !daemon::is_child()) {
+    if let Err(message) =
+        log::init("s3block-fuse", options.debug, options.log_file.as_deref(), !daemon::is_child())
+    {
         return lifecycle::fail(s3block_core::exit::LOCAL_IO, message);
     }
     if !options.foreground && !daemon::is_child() {

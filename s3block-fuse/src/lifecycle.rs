@@ -18,16 +18,16 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use s3block_core::exit::{self, CANCELLED, LOCAL_IO, OK, PROBLEMS, USAGE};
+use s3block_cache::frontend::{
+    Backoff, ShutdownOutcome, build_stack_with, report, runtime, second_sigint, shutdown, terminal_prompt,
+};
+use s3block_core::exit::{self, LOCAL_IO, PROBLEMS, USAGE};
 use s3block_core::format_size;
 
 use crate::daemon;
 use crate::fs::{BlockFs, FsConfig};
-use crate::log;
 use crate::options::Options;
 use crate::session::{FuseFs, InFlight, mount_config};
-use crate::shutdown::{Backoff, ShutdownOutcome, shutdown};
-use crate::stack::{build_stack_with, terminal_prompt};
 use crate::stop::{Served, serve_until_stopped};
 use s3block_store::{Password, VolumeOptions, open_volume, with_hint};
 
@@ -38,13 +38,7 @@ fn effective_ids() -> (u32, u32) {
 
 /// A start that failed: one plain line on standard error (also logged when
 /// the log goes elsewhere), and the exit code `code`.
-pub(crate) fn fail(code: u8, message: String) -> ExitCode {
-    eprintln!("s3block-fuse: {message}");
-    if log::away_from_stderr() {
-        tracing::error!("{message}");
-    }
-    ExitCode::from(code)
-}
+pub(crate) use s3block_cache::frontend::fail;
 
 /// Before going to the background: asks for the password on the terminal
 /// when the volume needs one that neither `--password-file` nor
@@ -53,40 +47,36 @@ pub(crate) fn fail(code: u8, message: String) -> ExitCode {
 pub(crate) fn ask_before_background(opts: &Options) -> Result<Option<Password>, ExitCode> {
     // Opening the store may create its directory: not inside the mount point.
     check_places(opts)?;
-    if opts.store_args.password_source().is_some() {
+    let volume = &opts.volume;
+    if volume.store_args.password_source().is_some() {
         return Ok(None);
     }
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
         return Ok(None);
     };
     let need = runtime.block_on(async {
-        let opened = opts.store_args.to_config(&opts.store).open().ok()?;
-        if opts.store_args.encrypt.is_some() {
+        let opened = volume.store_args.to_config(&volume.store).open().ok()?;
+        if volume.store_args.encrypt.is_some() {
             // Asking twice when the volume is about to be created.
             let exists = open_volume(opened.store.as_ref(), &opened.prefix, &VolumeOptions::default()).await;
             return Some(exists.is_err());
         }
-        opts.store_args.needs_password(&opened).await.ok()?.then_some(false)
+        volume.store_args.needs_password(&opened).await.ok()?.then_some(false)
     });
     let Some(confirm) = need else { return Ok(None) };
-    let what = format!("the volume at {}", opts.store);
-    match opts.store_args.password(&what, confirm, &mut terminal_prompt) {
+    let what = format!("the volume at {}", volume.store);
+    match volume.store_args.password(&what, confirm, &mut terminal_prompt) {
         Ok(password) => Ok(Some(password)),
         Err(e) => Err(fail(
             exit::exit_code(&e),
-            with_hint(&e, format!("cannot open the volume {}: {e}", opts.store)),
+            with_hint(&e, format!("cannot open the volume {}: {e}", volume.store)),
         )),
     }
 }
 
 /// Runs a mount in this process, in the foreground.
 pub(crate) fn run_mount(opts: Options) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4)))
-        .thread_name("s3block-io")
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
         Err(e) => return fail(LOCAL_IO, format!("cannot start the I/O runtime: {e}")),
     };
@@ -98,12 +88,12 @@ pub(crate) fn run_mount(opts: Options) -> ExitCode {
     if let Err(code) = check_places(&opts) {
         return code;
     }
-    let stack = match runtime.block_on(build_stack_with(&opts, prompt)) {
+    let stack = match runtime.block_on(build_stack_with(&opts.volume, prompt)) {
         Ok(stack) => stack,
         Err(e) => {
             return fail(
                 exit::exit_code(&e),
-                with_hint(&e, format!("cannot open the volume {}: {e}", opts.store)),
+                with_hint(&e, format!("cannot open the volume {}: {e}", opts.volume.store)),
             );
         }
     };
@@ -117,7 +107,7 @@ pub(crate) fn run_mount(opts: Options) -> ExitCode {
             filename: opts.filename.clone(),
             stats_filename: opts.stats_name().map(str::to_owned),
             file_mode: opts.effective_file_mode(),
-            read_only: opts.read_only,
+            read_only: opts.volume.read_only,
             direct_io: opts.direct_io,
             uid,
             gid,
@@ -125,7 +115,7 @@ pub(crate) fn run_mount(opts: Options) -> ExitCode {
     ));
     let in_flight = InFlight::default();
     let adapter = FuseFs::new(fs, runtime.handle().clone(), in_flight.clone());
-    let config = mount_config(opts.read_only, &opts.kernel_flags, euid == 0 || opts.allow_other);
+    let config = mount_config(opts.volume.read_only, &opts.kernel_flags, euid == 0 || opts.allow_other);
     // Absolute, so the unmount and the mount table check name the same path.
     let mountpoint = opts.mountpoint.canonicalize().unwrap_or_else(|_| opts.mountpoint.clone());
     let session = match fuser::Session::new(adapter, &opts.mountpoint, &config) {
@@ -166,38 +156,13 @@ pub(crate) fn run_mount(opts: Options) -> ExitCode {
         }
         in_flight.drain().await;
         tracing::info!("unmounted; storing every written block before exit");
-        let mut abandon_rx = sigints.clone();
-        let abandon = async move {
-            let _ = abandon_rx.wait_for(|n| *n >= 2).await;
-        };
-        Some(shutdown(device.as_ref(), Backoff::default(), abandon, release).await)
+        Some(shutdown(device.as_ref(), Backoff::default(), second_sigint(sigints), release).await)
     });
     match outcome {
-        Some(ShutdownOutcome::Stored { lock_released, attempts }) => {
-            tracing::info!(
-                "every block is stored{}{}; exiting",
-                if attempts > 1 { format!(" after {attempts} attempts") } else { String::new() },
-                if lock_released { "" } else { " (the mount lock was left behind)" }
-            );
-            ExitCode::from(OK)
-        }
-        Some(ShutdownOutcome::Abandoned { lost_blocks, attempts }) => {
-            let lost = match lost_blocks {
-                Some(n) => format!("{n} written block(s) were NOT stored and are lost"),
-                None => "written blocks not stored yet, if any, are lost".to_owned(),
-            };
-            let when = if attempts == 0 {
-                "while the mount was busy (it is detached; programs still using the file get I/O errors)"
-                    .to_owned()
-            } else {
-                format!("after {attempts} attempts to store")
-            };
-            tracing::error!(
-                "abandoned at the user's request {when}: {lost}; the mount lock is kept to mark the volume \
-                 as not cleanly unmounted"
-            );
-            ExitCode::from(CANCELLED)
-        }
+        Some(outcome) => ExitCode::from(report(
+            &outcome,
+            "while the mount was busy (it is detached; programs still using the file get I/O errors)",
+        )),
         None => ExitCode::from(PROBLEMS),
     }
 }
@@ -205,7 +170,12 @@ pub(crate) fn run_mount(opts: Options) -> ExitCode {
 /// The log line saying what is mounted where; `description` (the stack's)
 /// already says read-only, and that no lock is taken, once.
 fn mounted_line(opts: &Options, description: &str) -> String {
-    format!("mounted {} on {}: {} is {description}", opts.store, opts.mountpoint.display(), opts.filename)
+    format!(
+        "mounted {} on {}: {} is {description}",
+        opts.volume.store,
+        opts.mountpoint.display(),
+        opts.filename
+    )
 }
 
 /// Checks the mount point, and that a `file://` store is not under it,
@@ -213,7 +183,7 @@ fn mounted_line(opts: &Options, description: &str) -> String {
 /// takes no lock.
 fn check_places(opts: &Options) -> Result<(), ExitCode> {
     check_mountpoint(&opts.mountpoint, opts.nonempty)
-        .and_then(|()| check_store_outside(&opts.store, &opts.mountpoint))
+        .and_then(|()| check_store_outside(&opts.volume.store, &opts.mountpoint))
         .map_err(|e| fail(USAGE, e))
 }
 
@@ -288,11 +258,11 @@ mod mountpoint_tests {
             full.extend_from_slice(&[url.as_str(), "/m"]);
             Options::parse_from_args(full).unwrap()
         };
-        let rw = crate::stack::build_stack(&parse(&["--size=1M", "--block-size=64K"])).await.unwrap();
+        let rw = crate::build_stack(&parse(&["--size=1M", "--block-size=64K"]).volume).await.unwrap();
         (rw.release)().await.unwrap();
         for args in [&["--read-only"][..], &["-o", "ro"]] {
             let opts = parse(args);
-            let stack = crate::stack::build_stack(&opts).await.unwrap();
+            let stack = crate::build_stack(&opts.volume).await.unwrap();
             let line = mounted_line(&opts, &stack.description);
             assert_eq!(line.matches("read-only").count(), 1, "{line}");
             assert!(line.contains("no lock"), "{line}");

@@ -10,15 +10,13 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
-use s3block_cache::{DEFAULT_CACHE_SIZE, DEFAULT_READ_AHEAD, DEFAULT_UPLOAD_CONCURRENCY};
+use s3block_cache::frontend::VolumeArgs;
 use s3block_core::exit::EXIT_CODES_HELP;
-use s3block_core::{format_size, parse_size};
-use s3block_store::{CompressArgs, StoreArgs};
 
 use crate::compat;
 
 /// The default block size, the same for every frontend (see its docs for why 256 KiB).
-pub use s3block_core::DEFAULT_BLOCK_SIZE;
+pub use s3block_cache::frontend::DEFAULT_BLOCK_SIZE;
 
 /// Mode of the device file when `--file-mode` is not given (0400 when read-only).
 pub const DEFAULT_FILE_MODE: u16 = 0o600;
@@ -58,59 +56,14 @@ const IGNORED_OPTIONS: &[&str] = &[
     about = "Mount an object-store volume as one file, for a loop device, ext4, XFS or LVM"
 )]
 pub struct Options {
-    /// Where the volume lives: s3://bucket[/prefix], file:///dir or memory://.
-    pub store: String,
+    /// The volume and its cache: the store URL (first positional), geometry,
+    /// compression, the store's options and the cache's, shared with every
+    /// frontend.
+    #[command(flatten)]
+    pub volume: VolumeArgs,
 
     /// The directory to mount on; it shows the device file and the stats file.
     pub mountpoint: PathBuf,
-
-    /// Size of a new volume (e.g. 30G); checked against an existing one.
-    #[arg(long, allow_hyphen_values = true, value_parser = size_arg)]
-    pub size: Option<u64>,
-
-    /// Block size of a new volume (default 256K); detected for an existing one.
-    #[arg(long = "block-size", alias = "blockSize", allow_hyphen_values = true, value_parser = size_arg)]
-    pub block_size: Option<u64>,
-
-    /// Prefix block keys with a hash, spreading them over S3 partitions.
-    #[arg(long = "hash-prefix", alias = "blockHashPrefix")]
-    pub hash_prefix: bool,
-
-    /// Compression of blocks written: --compress[=deflate|zstd|LEVEL], --compress-level.
-    #[command(flatten)]
-    pub compression: CompressArgs,
-
-    /// How to reach the store: endpoint, region, credentials, key prefix.
-    #[command(flatten)]
-    pub store_args: StoreArgs,
-
-    /// List the stored blocks at start, so reads of absent blocks need no request.
-    #[arg(long = "list-blocks", alias = "listBlocks")]
-    pub list_blocks: bool,
-
-    /// Memory for cached blocks, in bytes (e.g. 32M); [`DEFAULT_CACHE_SIZE`] when not given.
-    #[arg(long = "cache-size", allow_hyphen_values = true, value_parser = size_arg, conflicts_with = "block_cache_blocks")]
-    pub cache_size: Option<u64>,
-
-    /// s3backer's cache size, counted in blocks.
-    #[arg(long = "blockCacheSize", hide = true, value_name = "BLOCKS")]
-    pub block_cache_blocks: Option<u64>,
-
-    /// Most bytes of written blocks waiting for upload before writers wait.
-    #[arg(long = "max-dirty", allow_hyphen_values = true, value_parser = size_arg)]
-    pub max_dirty: Option<u64>,
-
-    /// Blocks uploaded at once.
-    #[arg(long = "upload-concurrency", value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub upload_concurrency: Option<u32>,
-
-    /// Bytes read ahead after a sequential read.
-    #[arg(long = "read-ahead", allow_hyphen_values = true, value_parser = size_arg)]
-    pub read_ahead: Option<u64>,
-
-    /// Refuse every write (EROFS).
-    #[arg(long = "read-only", alias = "readOnly", alias = "ro")]
-    pub read_only: bool,
 
     /// Name of the device file.
     #[arg(long, default_value = "file", value_parser = file_name_arg)]
@@ -197,31 +150,10 @@ impl Options {
     /// The clap command, with the defaults of the cache options and the
     /// exit codes in its help (taken from the constants, so they agree).
     pub fn command_with_help() -> clap::Command {
-        let help = |text: String| move |arg: clap::Arg| arg.help(text);
-        Options::command()
-            .mut_arg(
-                "cache_size",
-                help(format!("Memory for cached blocks, in bytes [default: {}]", format_size(DEFAULT_CACHE_SIZE))),
-            )
-            .mut_arg(
-                "max_dirty",
-                help("Most bytes of written blocks waiting for upload before writers wait [default: half the cache size]".into()),
-            )
-            .mut_arg(
-                "upload_concurrency",
-                help(format!("Blocks uploaded at once [default: {DEFAULT_UPLOAD_CONCURRENCY}]")),
-            )
-            .mut_arg(
-                "read_ahead",
-                help(format!(
-                    "Bytes read ahead after a sequential read [default: {}, at most a quarter of the cache]",
-                    format_size(DEFAULT_READ_AHEAD)
-                )),
-            )
-            .after_help(format!(
-                "STORE is s3://bucket[/prefix], file:///dir or memory://.\n\
+        VolumeArgs::with_help(Options::command()).after_help(format!(
+            "STORE is s3://bucket[/prefix], file:///dir or memory://.\n\
                  Every option also works in fstab form: -o size=30G,block-size=256K,ro\n\n{EXIT_CODES_HELP}"
-            ))
+        ))
     }
 
     /// Cross-option checks that clap cannot express.
@@ -238,39 +170,18 @@ impl Options {
                 self.filename
             )));
         }
-        if let Some(bs) = self.block_size
-            && (!bs.is_power_of_two() || !(512..=64 << 20).contains(&bs))
-        {
-            return Err(OptionsError(format!(
-                "--block-size {bs}: must be a power of two between 512 and 64M (default 256K)"
-            )));
-        }
-        self.compression.compression().map_err(|e| OptionsError(e.to_string()))?;
-        if self.block_cache_blocks == Some(0) {
-            return Err(OptionsError("--blockCacheSize 0: the cache needs at least one block".into()));
-        }
-        Ok(())
-    }
-
-    /// The cache size in bytes, converting s3backer's `--blockCacheSize`
-    /// (counted in blocks) with the volume's block size.
-    pub fn cache_bytes(&self, block_size: u32) -> Option<u64> {
-        self.cache_size.or_else(|| self.block_cache_blocks.map(|n| n.saturating_mul(u64::from(block_size))))
+        self.volume.check().map_err(OptionsError)
     }
 
     /// The device file's mode: `--file-mode`, else 0600 (0400 when read-only).
     pub fn effective_file_mode(&self) -> u16 {
-        self.file_mode.unwrap_or(if self.read_only { 0o400 } else { DEFAULT_FILE_MODE })
+        self.file_mode.unwrap_or(if self.volume.read_only { 0o400 } else { DEFAULT_FILE_MODE })
     }
 
     /// The stats file's name, or `None` when hidden.
     pub fn stats_name(&self) -> Option<&str> {
         (!self.stats_filename.is_empty()).then_some(self.stats_filename.as_str())
     }
-}
-
-fn size_arg(s: &str) -> Result<u64, String> {
-    parse_size(s).map_err(|e| e.to_string())
 }
 
 fn mode_arg(s: &str) -> Result<u16, String> {
@@ -404,16 +315,16 @@ mod tests {
     #[test]
     fn long_options() {
         let o = parse(&["--size=30G", "--block-size", "1M", "--cache-size=32M", "s3://b/p", "/mnt"]).unwrap();
-        assert_eq!(o.size, Some(30 << 30));
-        assert_eq!(o.block_size, Some(1 << 20));
-        assert_eq!(o.cache_bytes(1 << 20), Some(32 << 20));
-        assert_eq!(o.store, "s3://b/p");
+        assert_eq!(o.volume.size, Some(30 << 30));
+        assert_eq!(o.volume.block_size, Some(1 << 20));
+        assert_eq!(o.volume.cache_bytes(1 << 20), Some(32 << 20));
+        assert_eq!(o.volume.store, "s3://b/p");
         assert_eq!(o.mountpoint, PathBuf::from("/mnt"));
         assert_eq!(o.filename, "file");
         assert_eq!(o.stats_name(), Some("stats"));
         assert_eq!(o.effective_file_mode(), 0o600);
-        assert!(!o.read_only && !o.foreground);
-        assert_eq!(o.compression.compression().unwrap(), None);
+        assert!(!o.volume.read_only && !o.foreground);
+        assert_eq!(o.volume.compression.compression().unwrap(), None);
     }
 
     #[test]
@@ -425,20 +336,20 @@ mod tests {
             "size=30G,block-size=256K,ro,_netdev,noauto,x-systemd.automount,nodev",
         ])
         .unwrap();
-        assert_eq!(o.size, Some(30 << 30));
-        assert_eq!(o.block_size, Some(256 << 10));
-        assert!(o.read_only);
+        assert_eq!(o.volume.size, Some(30 << 30));
+        assert_eq!(o.volume.block_size, Some(256 << 10));
+        assert!(o.volume.read_only);
         assert_eq!(o.effective_file_mode(), 0o400);
         assert_eq!(o.kernel_flags, vec!["nodev".to_string()]);
         // Attached form, underscores, several -o.
         let o =
             parse(&["-ocache_size=8M,compress=9", "-o", "file_mode=0644,stats_filename=", "memory://", "/m"])
                 .unwrap();
-        assert_eq!(o.cache_size, Some(8 << 20));
-        assert_eq!(o.compression.compression().unwrap(), Some(Compression::deflate(9).unwrap()));
+        assert_eq!(o.volume.cache_size, Some(8 << 20));
+        assert_eq!(o.volume.compression.compression().unwrap(), Some(Compression::deflate(9).unwrap()));
         // s3backer 2.x's spelling of zstd, in fstab form too.
         let z = parse(&["-o", "compress=zstd,compress-level=19", "memory://", "/m"]).unwrap();
-        assert_eq!(z.compression.compression().unwrap(), Some(Compression::zstd(19).unwrap()));
+        assert_eq!(z.volume.compression.compression().unwrap(), Some(Compression::zstd(19).unwrap()));
         assert_eq!(o.file_mode, Some(0o644));
         assert_eq!(o.stats_name(), None);
         // The shared store options, in fstab form too.
@@ -449,10 +360,10 @@ mod tests {
             "/m",
         ])
         .unwrap();
-        assert_eq!(o.store_args.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
-        assert!(o.store_args.force_path_style);
-        assert_eq!(o.store_args.access_file, Some(PathBuf::from("/etc/s3.crd")));
-        assert_eq!(o.store_args.key_prefix(&o.store).as_deref(), Some("vol-"));
+        assert_eq!(o.volume.store_args.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
+        assert!(o.volume.store_args.force_path_style);
+        assert_eq!(o.volume.store_args.access_file, Some(PathBuf::from("/etc/s3.crd")));
+        assert_eq!(o.volume.store_args.key_prefix(&o.volume.store).as_deref(), Some("vol-"));
     }
 
     #[test]
@@ -474,19 +385,19 @@ mod tests {
             "/mnt/s3backer",
         ])
         .unwrap();
-        assert_eq!(o.block_size, Some(4096));
-        assert_eq!(o.cache_bytes(4096), Some(409_600));
-        assert!(o.read_only && o.hash_prefix && o.list_blocks);
-        assert_eq!(o.compression.compression().unwrap(), Some(Compression::deflate(6).unwrap()));
-        assert_eq!(o.store_args.prefix.as_deref(), Some("some/prefix/"));
-        assert_eq!(o.store_args.endpoint.as_deref(), Some("http://127.0.0.1:3900/"));
-        assert_eq!(o.store_args.access_file, Some(PathBuf::from("/etc/s3.crd")));
-        assert_eq!(o.store_args.region.as_deref(), Some("garage"));
+        assert_eq!(o.volume.block_size, Some(4096));
+        assert_eq!(o.volume.cache_bytes(4096), Some(409_600));
+        assert!(o.volume.read_only && o.volume.hash_prefix && o.volume.list_blocks);
+        assert_eq!(o.volume.compression.compression().unwrap(), Some(Compression::deflate(6).unwrap()));
+        assert_eq!(o.volume.store_args.prefix.as_deref(), Some("some/prefix/"));
+        assert_eq!(o.volume.store_args.endpoint.as_deref(), Some("http://127.0.0.1:3900/"));
+        assert_eq!(o.volume.store_args.access_file, Some(PathBuf::from("/etc/s3.crd")));
+        assert_eq!(o.volume.store_args.region.as_deref(), Some("garage"));
         assert_eq!(o.filename, "disk");
         // The same in fstab form.
         let o = parse(&["-o", "blockSize=64K,readOnly", "memory://", "/m"]).unwrap();
-        assert_eq!(o.block_size, Some(64 << 10));
-        assert!(o.read_only);
+        assert_eq!(o.volume.block_size, Some(64 << 10));
+        assert!(o.volume.read_only);
     }
 
     #[test]
@@ -520,13 +431,13 @@ mod tests {
     #[test]
     fn encryption_options_in_every_spelling() {
         let o = parse(&["--encrypt", "--password-file=/etc/s3block.pw", "memory://", "/m"]).unwrap();
-        assert_eq!(o.store_args.encrypt, Some(None));
-        assert_eq!(o.store_args.password_file, Some(PathBuf::from("/etc/s3block.pw")));
+        assert_eq!(o.volume.store_args.encrypt, Some(None));
+        assert_eq!(o.volume.store_args.password_file, Some(PathBuf::from("/etc/s3block.pw")));
         let o = parse(&["-o", "encrypt=aes-128-cbc,passwordFile=/pw", "s3://b", "/m"]).unwrap();
-        assert_eq!(o.store_args.encrypt, Some(Some(s3block_store::EncryptionScheme::Aes128Cbc)));
-        assert_eq!(o.store_args.password_file, Some(PathBuf::from("/pw")));
+        assert_eq!(o.volume.store_args.encrypt, Some(Some(s3block_store::EncryptionScheme::Aes128Cbc)));
+        assert_eq!(o.volume.store_args.password_file, Some(PathBuf::from("/pw")));
         let o = parse(&["-o", "encrypt", "memory://", "/m"]).unwrap();
-        assert_eq!(o.store_args.encrypt, Some(None));
+        assert_eq!(o.volume.store_args.encrypt, Some(None));
         for args in
             [&["--password=pw123", "memory://", "/m"][..], &["-o", "password=pw123", "memory://", "/m"]]
         {

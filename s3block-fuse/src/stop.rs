@@ -12,13 +12,15 @@
 //! a busy mount is detached at once (`fusermount3 -uz`) and the program
 //! exits without storing what is not stored yet; once unmounted, it stops
 //! the final flush (see [`shutdown`](crate::shutdown())). SIGHUP is ignored.
+//! The signals are watched and counted by the frontends' shared
+//! [`Signals`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use s3block_cache::frontend::{Received, Signals};
 use s3block_core::BlockDevice;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{oneshot, watch};
 
 use crate::session::{detach, unmount};
@@ -49,13 +51,7 @@ pub(crate) async fn serve_until_stopped(
     device: Arc<dyn BlockDevice>,
     mut done: oneshot::Receiver<std::io::Result<()>>,
 ) -> Result<(Served, watch::Receiver<u32>), String> {
-    let register = |kind: SignalKind| signal(kind).map_err(|e| format!("cannot watch for signals: {e}"));
-    let (mut term, mut int, mut hup) = (
-        register(SignalKind::terminate())?,
-        register(SignalKind::interrupt())?,
-        register(SignalKind::hangup())?,
-    );
-    let (sigint_tx, sigint_rx) = watch::channel(0u32);
+    let mut signals = Signals::new()?;
     let mut stopper = Stopper { mountpoint: mountpoint.to_owned(), device, busy: false };
     let mut retry = tokio::time::interval(RETRY_EVERY);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -69,31 +65,25 @@ pub(crate) async fn serve_until_stopped(
                 }
                 break Served::Unmounted;
             }
-            _ = term.recv() => stopper.request("SIGTERM").await,
-            _ = int.recv() => {
-                sigint_tx.send_modify(|n| *n += 1);
-                if *sigint_tx.borrow() >= 2 && stopper.busy {
-                    stopper.abandon().await;
-                    break Served::Abandoned;
+            received = signals.recv() => match received {
+                Received::Term => stopper.request("SIGTERM").await,
+                Received::Int(n) => {
+                    if n >= 2 && stopper.busy {
+                        stopper.abandon().await;
+                        break Served::Abandoned;
+                    }
+                    stopper.request("SIGINT").await;
                 }
-                stopper.request("SIGINT").await;
-            }
+                Received::Hup => tracing::info!("SIGHUP ignored; unmount with fusermount3 -u or SIGTERM"),
+            },
             _ = retry.tick(), if stopper.busy => stopper.retry().await,
-            _ = hup.recv() => tracing::info!("SIGHUP ignored; unmount with fusermount3 -u or SIGTERM"),
         }
     };
-    if served == Served::Unmounted {
-        // Keep counting SIGINTs during the final flush: the second one abandons.
-        tokio::spawn(async move {
-            while int.recv().await.is_some() {
-                sigint_tx.send_modify(|n| *n += 1);
-                tracing::warn!(
-                    "SIGINT received while storing data; a second SIGINT abandons what is not stored"
-                );
-            }
-        });
+    if served == Served::Abandoned {
+        return Ok((served, signals.sigints()));
     }
-    Ok((served, sigint_rx))
+    // Keep counting SIGINTs during the final flush: the second one abandons.
+    Ok((served, signals.keep_counting()))
 }
 
 /// The unmount requests of one mount.

@@ -1,0 +1,190 @@
+//! The options that say which volume a frontend serves and how it is
+//! cached: one clap argument group, flattened by every frontend.
+
+use clap::Args;
+use s3block_core::{format_size, parse_size};
+use s3block_store::{CompressArgs, StoreArgs};
+
+use crate::{DEFAULT_CACHE_SIZE, DEFAULT_READ_AHEAD, DEFAULT_UPLOAD_CONCURRENCY};
+
+/// The default block size, the same for every frontend (see its docs for why 256 KiB).
+pub use s3block_core::DEFAULT_BLOCK_SIZE;
+
+/// The volume a frontend serves, and its cache: flatten into a program's
+/// clap parser (`#[command(flatten)]`), then call
+/// [`with_help`](Self::with_help) on its command and
+/// [`check`](Self::check) on the parsed value.
+///
+/// The store URL is the first positional argument. Sizes accept suffixes
+/// (`512K`, `30G`). s3backer's names (`--blockSize`, `--blockCacheSize`,
+/// `--readOnly`, ...) are aliases.
+#[derive(Debug, Clone, Args)]
+pub struct VolumeArgs {
+    /// Where the volume lives: s3://bucket[/prefix], file:///dir or memory://.
+    pub store: String,
+
+    /// Size of a new volume (e.g. 30G); checked against an existing one.
+    #[arg(long, allow_hyphen_values = true, value_parser = size_arg)]
+    pub size: Option<u64>,
+
+    /// Block size of a new volume (default 256K); detected for an existing one.
+    #[arg(long = "block-size", alias = "blockSize", allow_hyphen_values = true, value_parser = size_arg)]
+    pub block_size: Option<u64>,
+
+    /// Prefix block keys with a hash, spreading them over S3 partitions.
+    #[arg(long = "hash-prefix", alias = "blockHashPrefix")]
+    pub hash_prefix: bool,
+
+    /// Compression of blocks written: --compress[=deflate|zstd|LEVEL], --compress-level.
+    #[command(flatten)]
+    pub compression: CompressArgs,
+
+    /// How to reach the store: endpoint, region, credentials, key prefix.
+    #[command(flatten)]
+    pub store_args: StoreArgs,
+
+    /// List the stored blocks at start, so reads of absent blocks need no request.
+    #[arg(long = "list-blocks", alias = "listBlocks")]
+    pub list_blocks: bool,
+
+    /// Memory for cached blocks, in bytes (e.g. 32M); [`DEFAULT_CACHE_SIZE`] when not given.
+    #[arg(long = "cache-size", allow_hyphen_values = true, value_parser = size_arg, conflicts_with = "block_cache_blocks")]
+    pub cache_size: Option<u64>,
+
+    /// s3backer's cache size, counted in blocks.
+    #[arg(long = "blockCacheSize", hide = true, value_name = "BLOCKS")]
+    pub block_cache_blocks: Option<u64>,
+
+    /// Most bytes of written blocks waiting for upload before writers wait.
+    #[arg(long = "max-dirty", allow_hyphen_values = true, value_parser = size_arg)]
+    pub max_dirty: Option<u64>,
+
+    /// Blocks uploaded at once.
+    #[arg(long = "upload-concurrency", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub upload_concurrency: Option<u32>,
+
+    /// Bytes read ahead after a sequential read.
+    #[arg(long = "read-ahead", allow_hyphen_values = true, value_parser = size_arg)]
+    pub read_ahead: Option<u64>,
+
+    /// Refuse every write (EROFS).
+    #[arg(long = "read-only", alias = "readOnly", alias = "ro")]
+    pub read_only: bool,
+}
+
+impl VolumeArgs {
+    /// `command` (a program's, which flattens these options) with the
+    /// defaults of the cache options in their help, taken from the
+    /// constants so the help and the code agree.
+    pub fn with_help(command: clap::Command) -> clap::Command {
+        let help = |text: String| move |arg: clap::Arg| arg.help(text);
+        command
+            .mut_arg(
+                "cache_size",
+                help(format!("Memory for cached blocks, in bytes [default: {}]", format_size(DEFAULT_CACHE_SIZE))),
+            )
+            .mut_arg(
+                "max_dirty",
+                help("Most bytes of written blocks waiting for upload before writers wait [default: half the cache size]".into()),
+            )
+            .mut_arg(
+                "upload_concurrency",
+                help(format!("Blocks uploaded at once [default: {DEFAULT_UPLOAD_CONCURRENCY}]")),
+            )
+            .mut_arg(
+                "read_ahead",
+                help(format!(
+                    "Bytes read ahead after a sequential read [default: {}, at most a quarter of the cache]",
+                    format_size(DEFAULT_READ_AHEAD)
+                )),
+            )
+    }
+
+    /// Cross-option checks that clap cannot express; the message names the
+    /// option at fault.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(bs) = self.block_size
+            && (!bs.is_power_of_two() || !(512..=64 << 20).contains(&bs))
+        {
+            return Err(format!(
+                "--block-size {bs}: must be a power of two between 512 and 64M (default 256K)"
+            ));
+        }
+        self.compression.compression().map_err(|e| e.to_string())?;
+        if self.block_cache_blocks == Some(0) {
+            return Err("--blockCacheSize 0: the cache needs at least one block".into());
+        }
+        Ok(())
+    }
+
+    /// The cache size in bytes, converting s3backer's `--blockCacheSize`
+    /// (counted in blocks) with the volume's block size.
+    pub fn cache_bytes(&self, block_size: u32) -> Option<u64> {
+        self.cache_size.or_else(|| self.block_cache_blocks.map(|n| n.saturating_mul(u64::from(block_size))))
+    }
+}
+
+/// A size option's value parser: a number of bytes with an optional suffix
+/// (`512K`, `30G`), as [`parse_size`] reads it.
+pub fn size_arg(s: &str) -> Result<u64, String> {
+    parse_size(s).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use clap::{CommandFactory, FromArgMatches, Parser};
+
+    /// A frontend with one option of its own, as the programs flatten it.
+    #[derive(Debug, Parser)]
+    struct Frontend {
+        #[command(flatten)]
+        volume: VolumeArgs,
+        /// Its own positional, after the store.
+        place: String,
+    }
+
+    fn parse(args: &[&str]) -> Result<VolumeArgs, String> {
+        let mut full = vec!["frontend"];
+        full.extend_from_slice(args);
+        let matches = VolumeArgs::with_help(Frontend::command())
+            .try_get_matches_from(full)
+            .map_err(|e| e.to_string())?;
+        let parsed = Frontend::from_arg_matches(&matches).map_err(|e| e.to_string())?;
+        assert_eq!(parsed.place, "/m");
+        parsed.volume.check()?;
+        Ok(parsed.volume)
+    }
+
+    #[test]
+    fn the_store_comes_first_and_sizes_take_suffixes() {
+        let v = parse(&["--size=30G", "--blockSize=1M", "--blockCacheSize=10", "s3://b/p", "/m"]).unwrap();
+        assert_eq!((v.store.as_str(), v.size, v.block_size), ("s3://b/p", Some(30 << 30), Some(1 << 20)));
+        assert_eq!(v.cache_bytes(1 << 20), Some(10 << 20));
+        let v = parse(&["--ro", "--cache-size=8M", "--list-blocks", "memory://", "/m"]).unwrap();
+        assert!(v.read_only && v.list_blocks);
+        assert_eq!(v.cache_bytes(4096), Some(8 << 20));
+    }
+
+    #[test]
+    fn bad_values_name_the_option() {
+        for (args, option) in [
+            (&["--block-size=3000", "memory://", "/m"][..], "--block-size"),
+            (&["--blockCacheSize=0", "memory://", "/m"], "--blockCacheSize"),
+            (&["--compress=12", "memory://", "/m"], "--compress"),
+            (&["--cache-size=1M", "--blockCacheSize=3", "memory://", "/m"], "--blockCacheSize"),
+        ] {
+            let err = parse(args).unwrap_err();
+            assert!(err.contains(option), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_help_shows_the_defaults_of_the_constants() {
+        let help = VolumeArgs::with_help(Frontend::command()).render_help().to_string();
+        assert!(help.contains(&format!("[default: {}]", format_size(DEFAULT_CACHE_SIZE))), "{help}");
+        assert!(help.contains(&format!("[default: {DEFAULT_UPLOAD_CONCURRENCY}]")), "{help}");
+    }
+}
