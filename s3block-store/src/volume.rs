@@ -172,10 +172,12 @@ pub async fn read_descriptor(store: &dyn ObjectStore, prefix: &str) -> Result<Op
         });
     }
     d.geometry().map_err(|e| Error::BadMetadata { key: key.clone(), reason: e.to_string() })?;
-    d.encryption_params().map_err(|e| match e {
-        Error::BadMetadata { reason, .. } => Error::BadMetadata { key, reason },
+    let with_key = |e| match e {
+        Error::BadMetadata { reason, .. } => Error::BadMetadata { key: key.clone(), reason },
         e => e,
-    })?;
+    };
+    d.compressed_with().map_err(with_key)?;
+    d.encryption_params().map_err(with_key)?;
     Ok(Some(d))
 }
 
