@@ -13,7 +13,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use s3block_cache::{BlockCache, CacheConfig};
-use s3block_core::{BlockDevice, BlockDeviceExt, BlockId, Bytes, Geometry, Result, async_trait};
+use s3block_core::{Allocation, BlockDevice, BlockDeviceExt, BlockId, Bytes, Geometry, Result, async_trait};
 use s3block_store::{Create, Volume};
 
 /// Counts the reads and writes that pass through it, and prints each one.
@@ -68,6 +68,10 @@ impl<D: BlockDevice> BlockDevice for Logged<D> {
     async fn flush(&self) -> Result<()> {
         println!("flush");
         self.inner.flush().await
+    }
+
+    async fn block_status(&self, blocks: Range<u64>) -> Result<Vec<(Range<u64>, Allocation)>> {
+        self.inner.block_status(blocks).await
     }
 }
 

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use bytes::Bytes;
 use s3block_core::{
-    BlockDevice, BlockId, Error, FetchReason, Geometry, Result, check_block_len, check_block_range, is_zero,
+    Allocation, BlockDevice, BlockId, Error, FetchReason, Geometry, Result, check_block_len,
+    check_block_range, is_zero, push_run,
 };
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
@@ -470,5 +471,135 @@ impl<D: BlockDevice + 'static> BlockDevice for BlockCache<D> {
     async fn flush(&self) -> Result<()> {
         self.check_open()?;
         self.shared.flush().await
+    }
+
+    /// Holes are the blocks known to be zero below (the zero set: a new
+    /// volume, the listing at open, discards and zero blocks stored) with
+    /// nothing else cached for them, and the cached blocks whose content is
+    /// zeros (clean or waiting for their delete). Every other block is data,
+    /// including one cached only in part.
+    async fn block_status(&self, blocks: Range<u64>) -> Result<Vec<(Range<u64>, Allocation)>> {
+        check_block_range(&self.shared.geometry, &blocks)?;
+        let st = self.shared.lock();
+        // Zero below: the zero set and the discards in progress, merged.
+        let mut zero = st.zeros.ranges_in(&blocks);
+        zero.extend(
+            st.discarding
+                .iter()
+                .map(|r| r.start.max(blocks.start)..r.end.min(blocks.end))
+                .filter(|r| !r.is_empty()),
+        );
+        zero.sort_unstable_by_key(|r| r.start);
+        // Cached blocks decide for themselves.
+        let mut cached: Vec<(u64, Allocation)> = st
+            .entries_in(&blocks)
+            .into_iter()
+            .filter_map(|b| {
+                let hole = matches!(st.entries.get(&b)?.content, Content::Zero);
+                Some((u64::from(b.0), if hole { Allocation::Hole } else { Allocation::Data }))
+            })
+            .collect();
+        drop(st);
+        cached.sort_unstable_by_key(|&(n, _)| n);
+        let mut runs = Vec::new();
+        let mut next_zero = 0;
+        // Runs of `from..to`, which holds no cached block, from the zero ranges.
+        let mut uncached = |runs: &mut Vec<(Range<u64>, Allocation)>, from: u64, to: u64| {
+            let mut at = from;
+            while at < to {
+                while next_zero < zero.len() && zero[next_zero].end <= at {
+                    next_zero += 1;
+                }
+                match zero.get(next_zero) {
+                    Some(z) if z.start <= at => {
+                        let end = z.end.min(to);
+                        push_run(runs, at..end, Allocation::Hole);
+                        at = end;
+                    }
+                    Some(z) => {
+                        let end = z.start.min(to);
+                        push_run(runs, at..end, Allocation::Data);
+                        at = end;
+                    }
+                    None => {
+                        push_run(runs, at..to, Allocation::Data);
+                        at = to;
+                    }
+                }
+            }
+        };
+        let mut at = blocks.start;
+        for (n, allocation) in cached {
+            uncached(&mut runs, at, n);
+            push_run(&mut runs, n..n + 1, allocation);
+            at = n + 1;
+        }
+        uncached(&mut runs, at, blocks.end);
+        Ok(runs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use s3block_core::{BlockDeviceExt, MemoryDevice};
+
+    use super::*;
+
+    fn geometry() -> Geometry {
+        Geometry::new(32 * 4096, 4096).expect("valid geometry")
+    }
+
+    fn config() -> CacheConfig {
+        CacheConfig::builder().cache_size(1 << 20).write_delay(Duration::from_secs(1)).build()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn block_status_follows_writes_discards_and_the_listing() {
+        let mem = Arc::new(MemoryDevice::new(geometry()));
+        mem.write_block(BlockId(20), Bytes::from(vec![7u8; 4096])).await.expect("write");
+        // Stored: block 20 only.
+        let cache = BlockCache::with_known_blocks(Arc::clone(&mem), config(), [BlockId(20)]).expect("cache");
+        use Allocation::{Data, Hole};
+        assert_eq!(
+            cache.block_status(0..32).await.expect("status"),
+            vec![(0..20, Hole), (20..21, Data), (21..32, Hole)]
+        );
+        // A partial write makes a hole data at once, dirty and not uploaded.
+        cache.write_at(4096 * 3 + 100, Bytes::from_static(b"hello")).await.expect("write");
+        cache.write_block(BlockId(4), Bytes::from(vec![1u8; 4096])).await.expect("write");
+        // Zeros written over a stored block make it a hole before its delete.
+        cache.write_block(BlockId(20), Bytes::from(vec![0u8; 4096])).await.expect("write");
+        assert_eq!(
+            cache.block_status(0..32).await.expect("status"),
+            vec![(0..3, Hole), (3..5, Data), (5..32, Hole)]
+        );
+        assert_eq!(cache.block_status(4..4).await.expect("status"), vec![]);
+        assert_eq!(cache.block_status(4..6).await.expect("status"), vec![(4..5, Data), (5..6, Hole)]);
+        cache.flush().await.expect("flush");
+        assert_eq!(mem.stored_blocks(), 2);
+        // A discard makes holes again.
+        cache.discard(3..4).await.expect("discard");
+        assert_eq!(
+            cache.block_status(0..32).await.expect("status"),
+            vec![(0..4, Hole), (4..5, Data), (5..32, Hole)]
+        );
+        assert!(cache.block_status(30..33).await.is_err());
+        cache.close().await.expect("close");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn block_status_without_a_listing_says_data() {
+        let mem = Arc::new(MemoryDevice::new(geometry()));
+        let cache = BlockCache::new(Arc::clone(&mem), config()).expect("cache");
+        // Nothing is known of the blocks below: data, except what was zeroed.
+        cache.discard(8..10).await.expect("discard");
+        assert_eq!(
+            cache.block_status(0..32).await.expect("status"),
+            vec![(0..8, Allocation::Data), (8..10, Allocation::Hole), (10..32, Allocation::Data)]
+        );
+        cache.close().await.expect("close");
     }
 }

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use s3block_core::{BlockDevice, BlockId, Error, Geometry, Result, StoreErrorKind, is_zero};
+use s3block_core::{Allocation, BlockDevice, BlockId, Error, Geometry, Result, StoreErrorKind, is_zero};
 use tokio::sync::Notify;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -128,6 +128,9 @@ impl<D: BlockDevice> BlockDevice for FlakyDevice<D> {
     }
     async fn flush(&self) -> Result<()> {
         self.inner.flush().await
+    }
+    async fn block_status(&self, blocks: Range<u64>) -> Result<Vec<(Range<u64>, Allocation)>> {
+        self.inner.block_status(blocks).await
     }
 }
 
@@ -246,6 +249,9 @@ impl<D: BlockDevice> BlockDevice for CountingDevice<D> {
         lock(&self.counts).flushes += 1;
         self.inner.flush().await
     }
+    async fn block_status(&self, blocks: Range<u64>) -> Result<Vec<(Range<u64>, Allocation)>> {
+        self.inner.block_status(blocks).await
+    }
 }
 
 /// Holds reads and writes of chosen blocks until released, so a test can
@@ -340,5 +346,8 @@ impl<D: BlockDevice> BlockDevice for GatedDevice<D> {
     }
     async fn flush(&self) -> Result<()> {
         self.inner.flush().await
+    }
+    async fn block_status(&self, blocks: Range<u64>) -> Result<Vec<(Range<u64>, Allocation)>> {
+        self.inner.block_status(blocks).await
     }
 }

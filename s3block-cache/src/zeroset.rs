@@ -69,6 +69,23 @@ impl RangeSet {
         }
     }
 
+    /// The parts of `r` in the set, in order.
+    pub(crate) fn ranges_in(&self, r: &Range<u64>) -> Vec<Range<u64>> {
+        let mut out = Vec::new();
+        if r.is_empty() {
+            return out;
+        }
+        if let Some((_, &e)) = self.ranges.range(..r.start).next_back()
+            && e > r.start
+        {
+            out.push(r.start..e.min(r.end));
+        }
+        for (&s, &e) in self.ranges.range(r.start..r.end) {
+            out.push(s..e.min(r.end));
+        }
+        out
+    }
+
     /// Number of ranges held (the memory cost).
     #[cfg(test)]
     pub(crate) fn range_count(&self) -> usize {
@@ -106,6 +123,9 @@ mod tests {
                     prop_assert_eq!(set.contains(n), model.contains(&n), "block {}", n);
                 }
                 prop_assert_eq!(set.len(), model.len() as u64);
+                let window = start..start + 2 * len + 1;
+                let parts: Vec<u64> = set.ranges_in(&window).into_iter().flatten().collect();
+                prop_assert_eq!(parts, window.filter(|n| model.contains(n)).collect::<Vec<_>>());
                 // Ranges never touch: the representation is minimal.
                 let v: Vec<_> = set.ranges.iter().map(|(&s, &e)| (s, e)).collect();
                 for w in v.windows(2) {

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use common::{block_data, config, geometry, settle};
 use s3block_cache::{BlockCache, default_upload_retry};
-use s3block_core::{BlockDevice, BlockId, Error, Geometry, MemoryDevice, Result, StoreErrorKind};
+use s3block_core::{Allocation, BlockDevice, BlockId, Error, Geometry, MemoryDevice, Result, StoreErrorKind};
 
 /// Stores each write, then reports the first `lost` of them as failed.
 #[derive(Debug)]
@@ -51,6 +51,10 @@ impl BlockDevice for LostAnswers {
 
     async fn flush(&self) -> Result<()> {
         self.inner.flush().await
+    }
+
+    async fn block_status(&self, blocks: Range<u64>) -> Result<Vec<(Range<u64>, Allocation)>> {
+        self.inner.block_status(blocks).await
     }
 }
 
