@@ -20,6 +20,12 @@
 //! - **flush** returns once every block dirty at its call is stored below, or
 //!   says which blocks could not be written (they stay dirty).
 //!
+//! Below it, [`DiskCache`] is an optional second tier on the local disk
+//! (`BlockCache<DiskCache<ObjectBlockDevice>>`): bounded in bytes, warm
+//! after a restart, dirty blocks recovered after a crash, and with
+//! [`Durability::Local`] a flush at local-disk speed whose uploads keep
+//! flush order.
+//!
 //! What it is not: it does not retry store requests (the store layer does,
 //! with backoff; the cache only tries failed uploads again later), and it
 //! does not list the bucket (pass the stored blocks to
@@ -45,6 +51,7 @@
 
 mod cache;
 mod config;
+mod disk;
 mod entry;
 #[cfg(feature = "frontend")]
 pub mod frontend;
@@ -62,6 +69,11 @@ pub use cache::BlockCache;
 pub use config::{
     CacheConfig, CacheConfigBuilder, DEFAULT_CACHE_SIZE, DEFAULT_READ_AHEAD, DEFAULT_UPLOAD_CONCURRENCY,
     DEFAULT_WRITE_DELAY, default_upload_retry,
+};
+pub use disk::{
+    CacheDirReport, CorruptEntry, DEFAULT_DISK_UPLOAD_CONCURRENCY, DiscardReport, DiskCache, DiskCacheConfig,
+    DiskCacheConfigBuilder, DiskCacheStats, Durability, Marks, OpenReport, OpenState, VolumeIdentity,
+    discard, inspect,
 };
 pub use report::{
     CacheFigures, CostFigures, MountStats, ReadAheadFigures, ReadFigures, RequestFigures, STATS_FORMAT,

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod disk;
 pub mod model;
 
 use std::sync::Arc;
