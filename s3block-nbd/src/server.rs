@@ -785,7 +785,13 @@ impl Server {
         let protocol = |what: String| NbdError::Protocol { peer: peer.to_owned(), what };
         let mut result = Ok(());
         loop {
-            while tasks.try_join_next().is_some() {}
+            while let Some(done) = tasks.try_join_next() {
+                if let Err(e) = done
+                    && e.is_panic()
+                {
+                    tracing::error!(peer, "an NBD request task panicked; its request got no reply");
+                }
+            }
             let mut header = [0u8; REQUEST_LEN];
             let read = tokio::select! {
                 biased;
@@ -890,7 +896,13 @@ impl Server {
             });
         }
         // Every request read is finished and answered before the end.
-        while tasks.join_next().await.is_some() {}
+        while let Some(done) = tasks.join_next().await {
+            if let Err(e) = done
+                && e.is_panic()
+            {
+                tracing::error!(peer, "an NBD request task panicked; its request got no reply");
+            }
+        }
         drop(tx);
         match writer.await {
             Ok(Ok(())) => {}
@@ -1101,22 +1113,27 @@ impl Conn {
                 Err(e) => return self.device_error(&req, &e),
             }
         };
-        let mut parts = Vec::with_capacity(extents.len() * 2);
         let last = extents.len() - 1;
-        for (i, (range, allocation)) in extents.into_iter().enumerate() {
-            let done = i == last;
-            let n = range.end - range.start;
-            match allocation {
-                Allocation::Hole => parts.push(proto::hole_chunk(req.cookie, done, range.start, n as u32)),
-                Allocation::Data => match self.device.read_at(range.start, n as usize).await {
-                    Ok(data) => {
-                        parts.push(proto::data_chunk_header(req.cookie, done, range.start, data.len()));
-                        parts.push(data);
+        // The data runs are read concurrently, their chunks kept in order.
+        let chunks: s3block_core::Result<Vec<Vec<Bytes>>> = stream::iter(extents.into_iter().enumerate())
+            .map(|(i, (range, allocation))| async move {
+                let done = i == last;
+                let n = range.end - range.start;
+                Ok(match allocation {
+                    Allocation::Hole => vec![proto::hole_chunk(req.cookie, done, range.start, n as u32)],
+                    Allocation::Data => {
+                        let data = self.device.read_at(range.start, n as usize).await?;
+                        vec![proto::data_chunk_header(req.cookie, done, range.start, data.len()), data]
                     }
-                    Err(e) => return self.device_error(&req, &e),
-                },
-            }
-        }
+                })
+            })
+            .buffered(8)
+            .try_collect()
+            .await;
+        let parts = match chunks {
+            Ok(chunks) => chunks.into_iter().flatten().collect(),
+            Err(e) => return self.device_error(&req, &e),
+        };
         self.inner.counters.bytes_read.fetch_add(len as u64, Ordering::Relaxed);
         parts
     }
