@@ -57,7 +57,9 @@
 //! are not available the reader stops reading, so TCP pushes back on the
 //! client: a client that sends requests and never reads its replies stalls
 //! its own connection, holding at most its own budget, while the others
-//! keep working.
+//! keep working. (The server's budget is shared: as many stalled clients as
+//! it holds connection budgets — two with the defaults — would hold all of
+//! it, and the other connections would wait for it.)
 //!
 //! # Errors
 //!
