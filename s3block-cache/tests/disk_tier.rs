@@ -626,7 +626,7 @@ async fn the_tier_stays_within_its_size_and_keeps_a_hot_set_through_a_scan() {
         x ^= x >> 7;
         x ^= x << 17;
         let b = (x % blocks) as u32;
-        if x % 3 == 0 {
+        if x.is_multiple_of(3) {
             let fill = (i % 250) as u8 + 1;
             cache.write_block(BlockId(b), block_data(&g, b, fill)).await.expect("write");
             model.insert(b, fill);
@@ -637,7 +637,7 @@ async fn the_tier_stays_within_its_size_and_keeps_a_hot_set_through_a_scan() {
                 None => assert!(got.iter().all(|x| *x == 0)),
             }
         }
-        if i % 1000 == 0 {
+        if i.is_multiple_of(1000) {
             let s = cache.stats();
             assert!(s.used_bytes <= s.size, "{s:?}");
             let on_disk: u64 =
@@ -654,7 +654,7 @@ async fn the_tier_stays_within_its_size_and_keeps_a_hot_set_through_a_scan() {
     }
     for b in 1000..80_000u32 {
         cache.read_block(BlockId(b)).await.expect("scan");
-        if b % 5000 == 0 {
+        if b.is_multiple_of(5000) {
             // The working set is still read now and then.
             for h in 0..200u32 {
                 cache.read_block(BlockId(h)).await.expect("read");

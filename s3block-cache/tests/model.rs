@@ -16,8 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::assert_device_equals;
-use common::model::{cases, config, plan, run_model, runtime, volume};
+use common::model::{cases, config, plan, run_model, run_model_with_disk, runtime, volume};
 use proptest::prelude::*;
+use s3block_cache::Durability;
 use s3block_cache::testing::FlakyDevice;
 use s3block_core::MemoryDevice;
 
@@ -44,6 +45,30 @@ proptest! {
             let flaky = FlakyDevice::new(Arc::clone(&mem), 0.10, seed)
                 .with_latency(Duration::from_micros(200), 0.02, Duration::from_millis(3));
             let model = run_model(flaky, plan, config(1), true).await;
+            assert_device_equals(&*mem, &model).await;
+        });
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(24), ..ProptestConfig::default() })]
+
+    /// RAM cache over the disk tier over a failing store, with two crashes
+    /// that keep only the cache directory: after the final flush and close
+    /// the store equals the model.
+    #[test]
+    fn cache_over_the_disk_tier_survives_crashes(
+        plan in plan(40),
+        seed in any::<u64>(),
+        local in any::<bool>(),
+    ) {
+        runtime().block_on(async {
+            let dir = common::disk::TempDir::new("model");
+            let mem = Arc::new(MemoryDevice::new(volume()));
+            let flaky = Arc::new(FlakyDevice::new(Arc::clone(&mem), 0.10, seed)
+                .with_latency(Duration::from_micros(200), 0.02, Duration::from_millis(3)));
+            let durability = if local { Durability::Local } else { Durability::Remote };
+            let model = run_model_with_disk(flaky, plan, config(1), dir.path(), durability, 3, true).await;
             assert_device_equals(&*mem, &model).await;
         });
     }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use s3block_cache::{BlockCache, CacheConfig};
+use s3block_cache::{BlockCache, CacheConfig, DiskCache, Durability, Marks, OpenState, VolumeIdentity};
 use s3block_core::{BlockDevice, BlockDeviceExt, BlockId, Geometry};
 
 use super::{geometry, pattern};
@@ -144,8 +144,19 @@ async fn run_task<D: BlockDevice + 'static>(
     ops: Vec<Op>,
     flaky: bool,
 ) -> Vec<u8> {
+    run_task_from(cache, task, ops, flaky, vec![0u8; REGION as usize]).await
+}
+
+/// Runs one task's operations on its region, which holds `model` at the
+/// start; returns its part of the model.
+async fn run_task_from<D: BlockDevice + 'static>(
+    cache: Arc<BlockCache<D>>,
+    task: usize,
+    ops: Vec<Op>,
+    flaky: bool,
+    mut model: Vec<u8>,
+) -> Vec<u8> {
     let base = task as u64 * REGION;
-    let mut model = vec![0u8; REGION as usize];
     for (i, op) in ops.into_iter().enumerate() {
         match op {
             Op::Write { at, len, fill } => {
@@ -229,6 +240,69 @@ pub async fn run_model<D: BlockDevice + 'static>(
     assert!(s.resident_bytes <= s.cache_size, "{s}");
     cache.close().await.expect("close after a successful flush");
     check(&cache, "after close");
+    model
+}
+
+/// Runs the plan through `BlockCache<DiskCache<lower>>` with the disk tier
+/// in `dir`, in `phases` phases: at the end of each but the last, the RAM
+/// cache is flushed (so the model is exact: with `Local` durability the
+/// disk tier holds the data, uploads still running) and both tiers are
+/// dropped as in a crash, without close; the next phase reopens the
+/// directory (the tier recovers its dirty entries) and goes on. At the end
+/// everything is flushed and closed; returns the model of the whole volume
+/// for the caller to compare with the device at the bottom.
+pub async fn run_model_with_disk<L: BlockDevice + Clone + 'static>(
+    lower: L,
+    plan: Vec<Vec<Op>>,
+    cfg: CacheConfig,
+    dir: &std::path::Path,
+    durability: Durability,
+    phases: usize,
+    flaky: bool,
+) -> Vec<u8> {
+    let mut regions: Vec<Vec<u8>> = vec![vec![0u8; REGION as usize]; plan.len()];
+    let mut plans: Vec<std::vec::IntoIter<Op>> = plan.into_iter().map(Vec::into_iter).collect();
+    let sizes: Vec<usize> = plans.iter().map(|p| p.len().div_ceil(phases.max(1))).collect();
+    for phase in 0..phases.max(1) {
+        let last = phase + 1 == phases.max(1);
+        let id = VolumeIdentity { volume: "model".into(), geometry: lower.geometry() };
+        let config = super::disk::disk_config(dir, super::disk::SMALL, durability);
+        let marks = Marks { found: None, new: format!("mount {phase}") };
+        let (disk, report) =
+            DiskCache::open(lower.clone(), config, id, marks).await.expect("the disk tier opens");
+        if phase > 0 {
+            assert_eq!(report.state, OpenState::Recovered, "phase {phase}: {report}");
+            assert!(report.corrupt.is_empty(), "phase {phase}: {report}");
+        }
+        let disk = Arc::new(disk);
+        let cache = Arc::new(BlockCache::new(Arc::clone(&disk), cfg.clone()).expect("cache"));
+        let tasks: Vec<_> = plans
+            .iter_mut()
+            .zip(&sizes)
+            .enumerate()
+            .map(|(t, (ops, n))| {
+                let ops: Vec<Op> = ops.take(*n).collect();
+                tokio::spawn(run_task_from(Arc::clone(&cache), t, ops, flaky, regions[t].clone()))
+            })
+            .collect();
+        for (t, task) in tasks.into_iter().enumerate() {
+            regions[t] = task.await.expect("task");
+        }
+        until_ok("flush", flaky, || cache.flush()).await;
+        check(&cache, &format!("phase {phase} after the flush"));
+        if last {
+            cache.close().await.expect("close after a successful flush");
+            until_ok("disk tier close", flaky, || disk.close()).await;
+            let s = disk.stats();
+            assert_eq!((s.dirty_entries, s.dirty_bytes), (0, 0), "{s:?}");
+        } else {
+            // A crash: both tiers stop where they are.
+            disk.simulate_crash();
+            drop(cache);
+        }
+    }
+    let mut model: Vec<u8> = regions.concat();
+    model.resize((VOLUME_BLOCKS * BS) as usize, 0);
     model
 }
 
