@@ -1,0 +1,132 @@
+//! Stopping and starting `s3block-nbd` as a service would: SIGTERM while a
+//! client writes (every write acknowledged, and every byte flushed, is
+//! there when a new server starts), a second server on a live socket, TCP
+//! on loopback, and a public address without TLS refused.
+
+#![allow(clippy::unwrap_used)] // a failed step should stop the test loudly
+
+mod nbd_support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use nbd_support::{NBD, Server, Store, run, tools};
+
+const MIB: usize = 1 << 20;
+
+#[test]
+fn sigterm_with_writes_in_flight_loses_nothing_acknowledged() {
+    if !tools(&["qemu-io", "nbdcopy"]) {
+        return;
+    }
+    for store in Store::local_and_garage("nbd_sigterm") {
+        let args = ["--size=256M", "--block-size=64K", "--cache-size=8M", "--upload-concurrency=2"];
+        let server = Server::start(&store, &args);
+        let uri = server.uri();
+        // 16 MiB written and flushed first.
+        run("qemu-io", &["-f", "raw", "-c", "write -P 0x5a 0 16M", "-c", "flush", &uri]);
+        // Then 1 MiB writes one after the other, from 16 MiB on, while the server stops.
+        let mut writer = Command::new("qemu-io");
+        writer.args(["-f", "raw"]);
+        for n in 16..256 {
+            writer.args(["-c", &format!("write -P 0xc3 {n}M 1M")]);
+        }
+        let writer = writer.arg(&uri).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let log = server.stop();
+        let out = writer.wait_with_output().unwrap();
+        let acknowledged = String::from_utf8_lossy(&out.stdout).matches("wrote 1048576/1048576").count();
+        assert!(
+            (1..240).contains(&acknowledged),
+            "{}: the writer should have been stopped midway ({acknowledged} writes acknowledged):\n{log}",
+            store.kind()
+        );
+        assert!(log.contains("SIGTERM: no new connections"), "{log}");
+        eprintln!("{}: SIGTERM after {acknowledged} acknowledged writes of 1 MiB", store.kind());
+
+        // A new server returns the flushed 16 MiB, then every acknowledged
+        // write, in order, then zeros: nothing torn, nothing lost.
+        let again = Server::start(&store, &["--read-only"]);
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("image");
+        run("nbdcopy", &[&again.uri(), image.to_str().unwrap()]);
+        let bytes = std::fs::read(&image).unwrap();
+        assert!(bytes[..16 * MIB].iter().all(|&b| b == 0x5a), "{}: the flushed data changed", store.kind());
+        let written = bytes[16 * MIB..].chunks(MIB).take_while(|c| c.iter().all(|&b| b == 0xc3)).count();
+        let rest = &bytes[(16 + written) * MIB..];
+        assert!(
+            rest.iter().all(|&b| b == 0),
+            "{}: after {written} whole writes, the volume holds neither the writer's bytes nor zeros",
+            store.kind()
+        );
+        assert!(
+            written >= acknowledged,
+            "{}: {acknowledged} writes were acknowledged, {written} are stored",
+            store.kind()
+        );
+        again.stop();
+    }
+}
+
+#[test]
+fn a_second_server_on_a_live_socket_is_refused_and_the_lock_too() {
+    let store = Store::local();
+    let first = Server::start(&store, &["--size=16M"]);
+    // The same socket: refused before the volume is opened.
+    let out = Command::new(NBD)
+        .arg(format!("--socket={}", first.socket().display()))
+        .arg(&store.url)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(err.contains("another server is listening"), "{err}");
+    assert!(first.socket().exists());
+    // Another socket, the same volume: its lock refuses it.
+    let err = match Server::try_start(&store, &[]) {
+        Ok(_) => panic!("a second server of a locked volume started"),
+        Err((status, log)) => {
+            assert_eq!(status.code(), Some(4), "{log}");
+            log
+        }
+    };
+    assert!(err.contains("already mounted by"), "{err}");
+    first.stop();
+    // The lock was released last: the volume serves again.
+    Server::start(&store, &[]).stop();
+}
+
+#[test]
+fn tcp_serves_on_loopback_and_a_public_address_needs_tls() {
+    let out = Command::new(NBD).args(["--listen=0.0.0.0:10809", "--size=1M", "memory://"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("without TLS") && err.contains("--tls-cert") && err.contains("--insecure"), "{err}");
+
+    if !tools(&["nbdinfo"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let mut child = Command::new(NBD)
+        .args(["--listen=127.0.0.1:0", "--size=8M", "memory://"])
+        .env_remove("RUST_LOG")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(rest) = text.split("on TCP ").nth(1) {
+            break rest.split(':').take(2).collect::<Vec<_>>().join(":");
+        }
+        assert!(child.try_wait().unwrap().is_none(), "exited:\n{text}");
+        assert!(std::time::Instant::now() < deadline, "not serving:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let info = run("nbdinfo", &["--size", &format!("nbd://{addr}")]);
+    assert_eq!(info.trim(), (8 << 20).to_string());
+    run("kill", &["-TERM", &child.id().to_string()]);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{}", std::fs::read_to_string(&log).unwrap());
+}
