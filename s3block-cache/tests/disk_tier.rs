@@ -692,3 +692,35 @@ async fn inspect_and_discard_a_directory() {
     let (_cache, report) = open_tier(Arc::clone(&store), dir.path(), SMALL, Durability::Remote).await;
     assert_eq!(report.state, OpenState::Fresh);
 }
+
+/// Figures, printed: writes and reads per second through the tier (debug
+/// builds are much slower than release).
+#[tokio::test]
+async fn throughput_figures() {
+    let dir = TempDir::new("speed");
+    let blocks = 20_000u32;
+    let store = mem(u64::from(blocks));
+    let g = store.geometry();
+    for durability in [Durability::Remote, Durability::Local] {
+        let (cache, _) = open_tier(Arc::clone(&store), dir.path(), 64 << 20, durability).await;
+        let t = std::time::Instant::now();
+        for b in 0..blocks {
+            cache.write_block(BlockId(b), block_data(&g, b, 5)).await.expect("write");
+        }
+        let w = t.elapsed();
+        let t = std::time::Instant::now();
+        cache.flush().await.expect("flush");
+        let f = t.elapsed();
+        let t = std::time::Instant::now();
+        for b in 0..blocks {
+            cache.read_block(BlockId(b)).await.expect("read");
+        }
+        let r = t.elapsed();
+        eprintln!(
+            "{durability:?}: {blocks} writes of 512 B in {w:?} ({:.0}/s), flush {f:?}, {blocks} reads in {r:?} ({:.0}/s)",
+            f64::from(blocks) / w.as_secs_f64(),
+            f64::from(blocks) / r.as_secs_f64()
+        );
+        cache.close().await.expect("close");
+    }
+}

@@ -294,6 +294,8 @@ struct Inner {
     failures: u64,
     last_failure: Option<(u64, u32, StoreErrorKind, String)>,
     fail_next_writes: u32,
+    /// The file system refused to extend the active segment.
+    active_full: bool,
     closed: bool,
     stop: bool,
 }
@@ -431,7 +433,8 @@ impl Inner {
             return Err(io::Error::from_raw_os_error(libc_enospc()));
         }
         let need = (HEADER_LEN + data.len()) as u64;
-        let full = self.segments.get(&self.active).is_none_or(|s| s.len + need > self.limits.segment_size);
+        let full = self.active_full
+            || self.segments.get(&self.active).is_none_or(|s| s.len + need > self.limits.segment_size);
         if full {
             self.roll()?;
         }
@@ -441,10 +444,27 @@ impl Inner {
         let bytes = encode(header, data);
         if let Err(e) = seg.file.write_all_at(&bytes, off) {
             let _ = seg.file.set_len(off);
+            if e.raw_os_error() == Some(libc_enospc()) {
+                self.disk_full();
+            }
             return Err(e);
         }
         seg.len += need;
         Ok((active, off as u32))
+    }
+
+    /// The file system is full before the tier is: keep to the segments
+    /// there are (less one), so the next write rolls to a new segment and
+    /// reclaims the oldest, freeing its space.
+    fn disk_full(&mut self) {
+        let n = self.segments.len().saturating_sub(1).max(3);
+        if n < self.limits.max_segments {
+            self.limits.max_segments = n;
+            self.limits.dirty_limit = self.limits.dirty_limit.min((n as u64 - 2) * self.limits.segment_size);
+            tracing::warn!(dir = %self.dir.display(), segments = n,
+                "disk cache: the file system is full; the tier shrinks to the segments it has");
+        }
+        self.active_full = true;
     }
 
     /// Starts a new segment, reclaiming the oldest ones while there are too many.
@@ -455,6 +475,7 @@ impl Inner {
         File::open(&self.dir)?.sync_all()?;
         self.segments.insert(id, Segment { file: Arc::new(file), path, len: 0, synced: 0 });
         self.active = id;
+        self.active_full = false;
         while self.segments.len() > self.limits.max_segments {
             let Some(oldest) = self.segments.keys().next().copied() else { break };
             if oldest == self.active {
@@ -862,8 +883,6 @@ impl<D: BlockDevice + 'static> Shared<D> {
         let path = self.dir.join(TRUST_FILE);
         let r = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(false)
             .open(&path)
             .and_then(|f| f.write_all_at(&trust_bytes(seq), 0).and_then(|()| f.sync_data()));
         if let Err(e) = r {
@@ -1158,9 +1177,10 @@ fn lock_dir(dir: &Path) -> Result<Flock<File>> {
     let file =
         OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(|e| {
             Error::Config(format!(
-                "--cache-dir {}: cannot write in it ({}): {e}",
+                "--cache-dir {}: cannot write in it ({}): {}",
                 dir.display(),
-                path.display()
+                path.display(),
+                describe(&e)
             ))
         })?;
     let locked = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
@@ -1179,9 +1199,18 @@ fn lock_dir(dir: &Path) -> Result<Flock<File>> {
 
 fn write_pid(lock: &Flock<File>, dir: &Path) -> Result<()> {
     let pid = format!("{}\n", std::process::id());
-    lock.set_len(0)
-        .and_then(|()| lock.write_all_at(pid.as_bytes(), 0))
-        .map_err(|e| Error::Config(format!("--cache-dir {}: cannot write in it: {e}", dir.display())))
+    lock.set_len(0).and_then(|()| lock.write_all_at(pid.as_bytes(), 0)).map_err(|e| {
+        Error::Config(format!("--cache-dir {}: cannot write in it: {}", dir.display(), describe(&e)))
+    })
+}
+
+/// An I/O error, saying so plainly when the file system is full or read-only.
+fn describe(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) if n == libc_enospc() => format!("its file system is full ({e})"),
+        Some(n) if n == nix::errno::Errno::EROFS as i32 => format!("its file system is read-only ({e})"),
+        _ => e.to_string(),
+    }
 }
 
 /// Reads the state file: `Ok(None)` when absent, `Err(reason)` when unreadable.
@@ -1197,7 +1226,7 @@ fn read_state(dir: &Path) -> std::result::Result<Option<StateFile>, String> {
 fn remove_cache_files(dir: &Path) -> io::Result<DiscardReport> {
     let mut report = DiscardReport { files: 0, bytes: 0 };
     let mut names: Vec<PathBuf> = list_segments(dir)?.into_iter().map(|(_, p)| p).collect();
-    for n in [STATE_FILE, CHECKPOINT_FILE, TRUST_FILE, "state.tmp", "checkpoint.tmp"] {
+    for n in [STATE_FILE, CHECKPOINT_FILE, TRUST_FILE, "state.tmp", "checkpoint.tmp", "trust.tmp"] {
         names.push(dir.join(n));
     }
     for p in names {
@@ -1349,6 +1378,7 @@ impl<D: BlockDevice + 'static> DiskCache<D> {
             failures: 0,
             last_failure: None,
             fail_next_writes: 0,
+            active_full: false,
             closed: false,
             stop: false,
         };
@@ -1442,6 +1472,10 @@ impl<D: BlockDevice + 'static> DiskCache<D> {
             }
         }
         let _ = fs::remove_file(dir.join(CHECKPOINT_FILE));
+        // The trust file exists from now on, so that recording a write past
+        // the log on a full disk rewrites it in place, needing no new space.
+        write_atomic(&dir, TRUST_FILE, &trust_bytes(read_trust(&dir)))
+            .map_err(|e| io_err(&dir.join(TRUST_FILE), e))?;
         report.blocks = inner.index.len() as u64;
         report.dirty_blocks = inner.newest_pending.len() as u64;
         // New entries go to a new segment, never after a torn tail.
