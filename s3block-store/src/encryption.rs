@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::codec::{Codec, CodecChain, Compression};
-use crate::native::{XChaChaCodec, open, seal};
+use crate::native::{NONCE_LEN, TAG_LEN, XChaChaCodec, open, seal};
 use crate::password::Password;
 use crate::s3backer_crypto::S3backerCodec;
 
@@ -120,22 +120,31 @@ impl KdfParams {
     /// The 256-bit key for `password`.
     pub fn derive(&self, password: &Password) -> Result<Zeroizing<[u8; 32]>> {
         let bad = |reason: String| Error::Config(format!("invalid key derivation parameters: {reason}"));
-        if self.algorithm != "argon2id" {
-            return Err(bad(format!("algorithm {:?} is not argon2id", self.algorithm)));
-        }
-        let salt =
-            hex::decode(&self.salt).ok().ok_or_else(|| bad(format!("salt {:?} is not hex", self.salt)))?;
-        // Bound what a descriptor can make s3block allocate: 1 GiB.
-        if self.memory_kib > 1024 * 1024 {
-            return Err(bad(format!("memory {} KiB is more than 1 GiB", self.memory_kib)));
-        }
-        let params = Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
-            .map_err(|e| bad(e.to_string()))?;
+        let (salt, params) = self.checked().map_err(bad)?;
         let mut key = Zeroizing::new([0u8; 32]);
         Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
             .hash_password_into(password.as_bytes(), &salt, &mut *key)
             .map_err(|e| bad(e.to_string()))?;
         Ok(key)
+    }
+
+    /// The salt and the Argon2 parameters, checked without deriving a key;
+    /// the error says what is wrong.
+    fn checked(&self) -> std::result::Result<(Vec<u8>, Params), String> {
+        if self.algorithm != "argon2id" {
+            return Err(format!("algorithm {:?} is not argon2id", self.algorithm));
+        }
+        let salt = hex::decode(&self.salt).ok().ok_or_else(|| format!("salt {:?} is not hex", self.salt))?;
+        if salt.len() < argon2::MIN_SALT_LEN {
+            return Err(format!("a salt of {} bytes is shorter than {}", salt.len(), argon2::MIN_SALT_LEN));
+        }
+        // Bound what a descriptor can make s3block allocate: 1 GiB.
+        if self.memory_kib > 1024 * 1024 {
+            return Err(format!("memory {} KiB is more than 1 GiB", self.memory_kib));
+        }
+        Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
+            .map(|params| (salt, params))
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -161,6 +170,24 @@ pub enum EncryptionParams {
 }
 
 impl EncryptionParams {
+    /// Checks parameters read from a descriptor, without a password: the
+    /// key derivation's, and that the key check is hex of the length it
+    /// must have (else a damaged one would read as a wrong password).
+    pub(crate) fn check(&self) -> std::result::Result<(), String> {
+        let (key_check, len) = match self {
+            EncryptionParams::XChaCha20Poly1305 { kdf, key_check } => {
+                kdf.checked().map_err(|r| format!("invalid key derivation parameters: {r}"))?;
+                (key_check, NONCE_LEN + KEY_CHECK_TEXT.len() + TAG_LEN)
+            }
+            EncryptionParams::Aes128Cbc { key_check } => (key_check, S3backerCodec::KEY_CHECK_LEN),
+        };
+        match hex::decode(key_check) {
+            Ok(bytes) if bytes.len() == len => Ok(()),
+            Ok(bytes) => Err(format!("the key check is {} bytes, not {len}", bytes.len())),
+            Err(_) => Err("the key check is not hex".into()),
+        }
+    }
+
     /// The scheme.
     pub fn scheme(&self) -> EncryptionScheme {
         match self {

@@ -63,6 +63,8 @@ impl fmt::Debug for S3backerCodec {
 impl S3backerCodec {
     /// The `Content-Encoding` token.
     pub const NAME: &'static str = "encrypt-AES-128-CBC";
+    /// Bytes of a [`key_check`](Self::key_check) (an HMAC-SHA1).
+    pub(crate) const KEY_CHECK_LEN: usize = 20;
 
     /// Derives the keys as s3backer does from `password`, the bucket name and
     /// the key prefix (as given to s3backer's `--prefix`, e.g. `disk1/`).

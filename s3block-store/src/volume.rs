@@ -84,10 +84,11 @@ impl VolumeDescriptor {
         self.encryption
             .as_ref()
             .map(|v| {
-                serde_json::from_value(v.clone()).map_err(|e| Error::BadMetadata {
-                    key: DESCRIPTOR_NAME.to_owned(),
-                    reason: format!("encryption parameters are not understood: {e}"),
-                })
+                let bad = |reason| Error::BadMetadata { key: DESCRIPTOR_NAME.to_owned(), reason };
+                let params: EncryptionParams = serde_json::from_value(v.clone())
+                    .map_err(|e| bad(format!("encryption parameters are not understood: {e}")))?;
+                params.check().map_err(bad)?;
+                Ok(params)
             })
             .transpose()
     }
