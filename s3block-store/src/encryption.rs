@@ -37,6 +37,9 @@ use crate::native::{NONCE_LEN, TAG_LEN, XChaChaCodec, open, seal};
 use crate::password::Password;
 use crate::s3backer_crypto::S3backerCodec;
 
+/// Most Argon2id work a descriptor may ask for, memory times passes, in KiB.
+const MAX_KDF_WORK_KIB: u64 = 4 << 20;
+
 /// The text the native key check encrypts.
 const KEY_CHECK_TEXT: &[u8] = b"s3block key check v1";
 
@@ -141,6 +144,15 @@ impl KdfParams {
         // Bound what a descriptor can make s3block allocate: 1 GiB.
         if self.memory_kib > 1024 * 1024 {
             return Err(format!("memory {} KiB is more than 1 GiB", self.memory_kib));
+        }
+        // And the time it spends: passes over that memory, at most 4 GiB in
+        // all (a hundred times the default's 38 MiB, seconds at worst).
+        let work = u64::from(self.memory_kib) * u64::from(self.iterations);
+        if work > MAX_KDF_WORK_KIB {
+            return Err(format!(
+                "{} passes over {} KiB is more than the 4 GiB of work s3block does for a key",
+                self.iterations, self.memory_kib
+            ));
         }
         Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
             .map(|params| (salt, params))
@@ -385,5 +397,9 @@ mod tests {
         assert!(EncryptionScheme::parse("rot13").unwrap_err().to_string().contains("rot13"));
         let bad = KdfParams { memory_kib: 2 << 20, ..KdfParams::with_cost(64, 1, 1) };
         assert!(bad.derive(&Password::new("x")).unwrap_err().to_string().contains("1 GiB"));
+        // A descriptor asking for 2^32 - 1 passes would make every open hang.
+        let endless = KdfParams { iterations: u32::MAX, ..KdfParams::with_cost(64, 1, 1) };
+        assert!(endless.checked().unwrap_err().contains("4 GiB of work"));
+        assert!(KdfParams::new_default().checked().is_ok());
     }
 }
