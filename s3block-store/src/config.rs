@@ -100,14 +100,16 @@ pub struct OpenedStore {
 }
 
 /// Parses s3backer's access file: `accessKeyId:secretKey` lines; blank lines
-/// and `#` comments are skipped. Picks the line of `wanted_id` when given,
-/// else the first.
+/// and `#` comments are skipped, and so are lines whose key id or secret is
+/// empty (no request could be signed with them). Picks the line of
+/// `wanted_id` when given, else the first.
 pub fn parse_access_file(text: &str, wanted_id: Option<&str>) -> Option<(String, String)> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .filter_map(|l| l.split_once(':'))
         .map(|(id, secret)| (id.trim().to_owned(), secret.trim().to_owned()))
+        .filter(|(id, secret)| !id.is_empty() && !secret.is_empty())
         .find(|(id, _)| wanted_id.is_none_or(|w| w == id))
 }
 

@@ -31,6 +31,9 @@ fn access_file_lines() {
     assert_eq!(parse_access_file(text, Some("AKIA2")), Some(("AKIA2".into(), "secret2".into())));
     assert_eq!(parse_access_file(text, Some("AKIA3")), None);
     assert_eq!(parse_access_file("no colon here\n", None), None);
+    // A line with an empty key id or secret is no credential.
+    assert_eq!(parse_access_file(":\n :s\nid: \nAKIA4:s4\n", None), Some(("AKIA4".into(), "s4".into())));
+    assert_eq!(parse_access_file(":secret\n", None), None);
 }
 
 #[test]
