@@ -113,6 +113,24 @@ pub fn parse_access_file(text: &str, wanted_id: Option<&str>) -> Option<(String,
         .find(|(id, _)| wanted_id.is_none_or(|w| w == id))
 }
 
+/// The most of an access file read: one holds a few lines of keys.
+const MAX_ACCESS_FILE: u64 = 64 << 10;
+
+/// The text of an access file, refused past [`MAX_ACCESS_FILE`] bytes (a
+/// disk image or a device given by mistake is not read whole).
+fn read_access_file(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?.take(MAX_ACCESS_FILE + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_ACCESS_FILE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("more than {MAX_ACCESS_FILE} bytes: not an access file of accessKeyId:secretKey lines"),
+        ));
+    }
+    Ok(text)
+}
+
 /// How to reach a store; frontends map their options onto it.
 ///
 /// Opening a store by URL, with credentials from the places s3backer users
@@ -265,7 +283,7 @@ impl StoreConfig {
                 None => return Ok(None),
             },
         };
-        let text = match std::fs::read_to_string(&path) {
+        let text = match read_access_file(&path) {
             Ok(t) => t,
             Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(Error::Io { path: format!("access file {}", path.display()), source }),
