@@ -176,9 +176,21 @@ impl<T: ObjectStore> SidecarStore<T> {
         let path = sidecar_path(location);
         match self.read_raw(&path).await? {
             None => Ok(None),
-            Some(raw) => serde_json::from_slice(&raw).map(Some).map_err(|e| object_store::Error::Generic {
-                store: "SidecarStore",
-                source: format!("attributes sidecar {path} is not valid: {e}").into(),
+            Some(raw) => serde_json::from_slice(&raw).map(Some).map_err(|e| {
+                // serde's message for a bad value quotes it, and the retry
+                // layer reads error texts for status codes and S3 error
+                // codes: a sidecar holding "<Code>SlowDown<" was retried as
+                // a busy server. Say where the value is instead.
+                let what = match e.classify() {
+                    serde_json::error::Category::Data => {
+                        format!("a value of the wrong type at line {} column {}", e.line(), e.column())
+                    }
+                    _ => e.to_string(),
+                };
+                object_store::Error::Generic {
+                    store: "SidecarStore",
+                    source: format!("attributes sidecar {path} is not valid: {what}").into(),
+                }
             }),
         }
     }
