@@ -19,10 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::assert_device_equals;
-use common::model::{cases, config, plan, run_model, runtime, volume};
+use common::model::{cases, config, plan, run_model, run_model_with_disk, runtime, volume};
 use object_store::ObjectStore;
 use object_store::memory::InMemory;
 use proptest::prelude::*;
+use s3block_cache::Durability;
 use s3block_core::{KeyLayout, RequestCounters};
 use s3block_store::{FaultConfig, FaultStore, ObjectBlockDevice, RetryConfig, RetryStore, StoreConfig};
 use s3block_testkit::{s3_env, unique_prefix};
@@ -65,6 +66,29 @@ proptest! {
     #[test]
     fn cache_over_the_faulty_store_stack_loses_nothing(plan in plan(40), seed in any::<u64>()) {
         runtime().block_on(check_model(Arc::new(InMemory::new()), "vol/", plan, seed));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(8), ..ProptestConfig::default() })]
+
+    /// The same with the disk tier between the RAM cache and the faulty
+    /// stack, crashing twice (RAM and tier dropped, the directory kept).
+    #[test]
+    fn cache_and_disk_tier_over_the_faulty_store_stack_survive_crashes(
+        plan in plan(30),
+        seed in any::<u64>(),
+        local in any::<bool>(),
+    ) {
+        runtime().block_on(async {
+            let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+            let dir = common::disk::TempDir::new("stack-model");
+            let device = Arc::new(faulty_device(store.clone(), "vol/", seed));
+            let durability = if local { Durability::Local } else { Durability::Remote };
+            let model = run_model_with_disk(device, plan, config(1), dir.path(), durability, 3, true).await;
+            let plain = ObjectBlockDevice::new(store, KeyLayout::new("vol/", false), volume());
+            assert_device_equals(&plain, &model).await;
+        });
     }
 }
 

@@ -89,7 +89,8 @@ impl DiskCacheConfig {
     pub(crate) fn limits(&self, geometry: &Geometry) -> Result<DiskLimits> {
         let bs = u64::from(geometry.block_size());
         let seg = self.segment_size(geometry.block_size());
-        if seg > u64::from(u32::MAX >> 4) {
+        // Offsets in a segment are kept in 28 bits of the index.
+        if seg > 1 << 28 {
             return Err(Error::Config(format!(
                 "--disk-cache-size: blocks of {} are too large for the disk cache (segments of at most 256 MiB)",
                 format_size(bs)
@@ -197,6 +198,8 @@ mod tests {
         assert_eq!(l.segment_size, 32 << 20);
         assert_eq!(l.max_segments, 63);
         assert_eq!(l.dirty_limit, 1 << 30);
+        let l = DiskCacheConfig::builder("/tmp/x", 64 << 30).build().limits(&g).expect("valid");
+        assert_eq!((l.segment_size, l.max_segments), (256 << 20, 255));
         let l = DiskCacheConfig::builder("/tmp/x", 16 << 20).build().limits(&g).expect("valid");
         assert_eq!((l.segment_size, l.max_segments), (4 << 20, 3));
     }

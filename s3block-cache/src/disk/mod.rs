@@ -1291,7 +1291,8 @@ impl<D: BlockDevice + 'static> DiskCache<D> {
         let dir = config.dir().to_path_buf();
         let flock = lock_dir(&dir)?;
         write_pid(&flock, &dir)?;
-        check_space(&dir, limits.segment_size)?;
+        // Room for a few entries: a full tier reclaims its own segments.
+        check_space(&dir, limits.segment_size.min(1 << 20))?;
         let block_len = geometry.block_len();
         let mut discarded: Option<String> = None;
         let old = match read_state(&dir) {
