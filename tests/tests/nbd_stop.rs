@@ -10,7 +10,7 @@ mod nbd_support;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use nbd_support::{NBD, Server, Store, run, tools};
+use nbd_support::{NBD, Server, Store, output, run, tools};
 
 const MIB: usize = 1 << 20;
 
@@ -106,27 +106,88 @@ fn tcp_serves_on_loopback_and_a_public_address_needs_tls() {
     if !tools(&["nbdinfo"]) {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("log");
-    let mut child = Command::new(NBD)
-        .args(["--listen=127.0.0.1:0", "--size=8M", "memory://"])
-        .env_remove("RUST_LOG")
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let addr = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(rest) = text.split("on TCP ").nth(1) {
-            break rest.split(':').take(2).collect::<Vec<_>>().join(":");
-        }
-        assert!(child.try_wait().unwrap().is_none(), "exited:\n{text}");
-        assert!(std::time::Instant::now() < deadline, "not serving:\n{text}");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let info = run("nbdinfo", &["--size", &format!("nbd://{addr}")]);
+    let (mut child, port, log) = start_tcp(&["--listen=127.0.0.1:0", "--size=8M", "memory://"]);
+    let info = run("nbdinfo", &["--size", &format!("nbd://127.0.0.1:{port}")]);
     assert_eq!(info.trim(), (8 << 20).to_string());
     run("kill", &["-TERM", &child.id().to_string()]);
     let status = child.wait().unwrap();
-    assert!(status.success(), "{}", std::fs::read_to_string(&log).unwrap());
+    assert!(status.success(), "{}", std::fs::read_to_string(log.path()).unwrap());
+}
+
+#[test]
+fn tls_makes_a_public_address_safe_and_is_required() {
+    if !tools(&["nbdinfo", "openssl"]) {
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    let (cert_arg, key_arg) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    run(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            key_arg,
+            "-out",
+            cert_arg,
+        ],
+    );
+    // libnbd trusts the CA certificates of the directory it is given.
+    std::fs::copy(&cert, certs.path().join("ca-cert.pem")).unwrap();
+    let (mut child, port, log) = start_tcp(&[
+        "--listen=0.0.0.0:0",
+        &format!("--tls-cert={cert_arg}"),
+        &format!("--tls-key={key_arg}"),
+        "--size=8M",
+        "memory://",
+    ]);
+    let uri = format!("nbds://localhost:{port}/?tls-certificates={}", certs.path().display());
+    assert_eq!(run("nbdinfo", &["--size", &uri]).trim(), (8 << 20).to_string());
+    // Without TLS the server refuses to go on.
+    let plain = output("nbdinfo", &["--size", &format!("nbd://localhost:{port}/")]);
+    assert!(!plain.status.success(), "a client without TLS was served");
+    assert!(
+        String::from_utf8_lossy(&plain.stderr).contains("TLS"),
+        "{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+    run("kill", &["-TERM", &child.id().to_string()]);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{}", std::fs::read_to_string(log.path()).unwrap());
+}
+
+/// Starts s3block-nbd with `args` (a `--listen` with port 0 among them);
+/// returns it, the port it listens on (from its log) and the log file.
+fn start_tcp(args: &[&str]) -> (std::process::Child, u16, tempfile::NamedTempFile) {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new(NBD)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+        let port = text.split("on TCP ").nth(1).and_then(|rest| rest.split(':').nth(1)?.parse().ok());
+        if let Some(port) = port {
+            return (child, port, log);
+        }
+        assert!(child.try_wait().unwrap().is_none(), "s3block-nbd exited:\n{text}");
+        assert!(std::time::Instant::now() < deadline, "not serving after 30 s:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

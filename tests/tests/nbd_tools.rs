@@ -51,8 +51,13 @@ fn nbdinfo_reports_the_volume_and_its_map_matches_the_stored_blocks() {
     if !tools(&["nbdinfo", "qemu-io"]) {
         return;
     }
-    let store = Store::local();
-    let server = Server::start(&store, &["--size=64M", "--block-size=64K"]);
+    for store in Store::local_and_garage("nbdinfo_map") {
+        nbdinfo_on(&store);
+    }
+}
+
+fn nbdinfo_on(store: &Store) {
+    let server = Server::start(store, &["--size=64M", "--block-size=64K"]);
     let info: Value = serde_json::from_str(&run("nbdinfo", &["--json", &server.uri()])).unwrap();
     let export = &info["exports"][0];
     assert_eq!(export["export-size"], 64 << 20, "{info}");
@@ -84,7 +89,7 @@ fn nbdinfo_reports_the_volume_and_its_map_matches_the_stored_blocks() {
     server.stop();
 
     // A new server reads the same map from the store's listing.
-    let again = Server::start(&store, &["--list-blocks", "--read-only"]);
+    let again = Server::start(store, &["--list-blocks", "--read-only"]);
     let info: Value = serde_json::from_str(&run("nbdinfo", &["--json", &again.uri()])).unwrap();
     assert_eq!(info["exports"][0]["is_read_only"], true, "{info}");
     assert_eq!(mapped_blocks(&again), left);

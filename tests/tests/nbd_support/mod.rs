@@ -45,28 +45,32 @@ pub(crate) struct Store {
     /// Variables for the programs (the Garage endpoint).
     pub(crate) env: Vec<(String, String)>,
     _dir: Option<tempfile::TempDir>,
+    /// The S3 server and key prefix of a Garage store.
+    s3: Option<(s3block_testkit::S3Env, String)>,
 }
 
 impl Store {
     /// A volume in a fresh local directory (`file://`).
     pub(crate) fn local() -> Store {
         let dir = tempfile::tempdir().expect("temp dir");
-        Store { url: format!("file://{}", dir.path().display()), env: Vec::new(), _dir: Some(dir) }
+        Store { url: format!("file://{}", dir.path().display()), env: Vec::new(), _dir: Some(dir), s3: None }
     }
 
     /// A volume in the server's memory, gone when it exits.
     pub(crate) fn memory() -> Store {
-        Store { url: "memory://".into(), env: Vec::new(), _dir: None }
+        Store { url: "memory://".into(), env: Vec::new(), _dir: None, s3: None }
     }
 
     /// A volume under a key prefix of its own in the Garage test bucket;
     /// `None` (skipped) when no server is configured, outside CI.
     pub(crate) fn garage(name: &str) -> Option<Store> {
         let env = s3_env()?;
+        let prefix = unique_prefix(name);
         Some(Store {
-            url: format!("s3://{}/{}", env.bucket, unique_prefix(name)),
+            url: format!("s3://{}/{prefix}", env.bucket),
             env: vec![("S3BLOCK_ENDPOINT".into(), env.endpoint.clone())],
             _dir: None,
+            s3: Some((env, prefix)),
         })
     }
 
@@ -83,13 +87,31 @@ impl Store {
         self.url.split("://").next().unwrap_or("?")
     }
 
-    /// The volume's stored block objects, when the store is a local
-    /// directory: the block numbers of its 8-hex-digit files, sorted.
+    /// The volume's stored block objects: the block numbers of its
+    /// 8-hex-digit keys (files of a local directory, objects under the
+    /// prefix on Garage), sorted. Not for a memory store.
     pub(crate) fn stored_blocks(&self) -> Vec<u64> {
-        let dir = self.url.strip_prefix("file://").expect("a local store");
-        let mut blocks: Vec<u64> = std::fs::read_dir(dir)
-            .expect("read the store directory")
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        let names: Vec<String> = match &self.s3 {
+            Some((env, prefix)) => {
+                use futures::TryStreamExt;
+                use object_store::ObjectStore;
+                let store = env.store();
+                let root = object_store::path::Path::from(prefix.trim_end_matches('/'));
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let listed: Vec<_> =
+                    runtime.block_on(store.list(Some(&root)).try_collect()).expect("list the bucket");
+                listed.into_iter().filter_map(|o| o.location.filename().map(str::to_owned)).collect()
+            }
+            None => {
+                let dir = self.url.strip_prefix("file://").expect("a local or Garage store");
+                std::fs::read_dir(dir)
+                    .expect("read the store directory")
+                    .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect()
+            }
+        };
+        let mut blocks: Vec<u64> = names
+            .into_iter()
             .filter(|n| n.len() == 8)
             .filter_map(|n| u64::from_str_radix(&n, 16).ok())
             .collect();
