@@ -40,7 +40,7 @@ fn features_of(package: &str) -> String {
 
 #[test]
 fn the_programs_built_alone_enable_no_test_feature() {
-    for program in ["s3block-fuse", "s3block-cli"] {
+    for program in ["s3block-fuse", "s3block-nbd", "s3block-cli"] {
         let tree = features_of(program);
         assert!(tree.contains("s3block-store feature \"default\""), "{program}: unexpected tree:\n{tree}");
         for feature in TEST_FEATURES {
@@ -52,16 +52,26 @@ fn the_programs_built_alone_enable_no_test_feature() {
     assert!(tests.contains(TEST_FEATURES[0]) && tests.contains(TEST_FEATURES[2]), "{tests}");
 }
 
-/// Lines of code (comments left out) in `dir`'s `.rs` files, with their file
-/// and the code line before each.
+/// The `.rs` files under `dir`, its subdirectories (modules such as the
+/// cache's `frontend/`) included, sorted.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for path in std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()) {
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Lines of code (comments left out) in the `.rs` files under `dir`, with
+/// their file and the code line before each.
 fn code_lines(dir: &Path) -> Vec<(PathBuf, String, String)> {
     let mut found = Vec::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
-        .collect();
-    files.sort();
+    let files = rust_files(dir);
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         let mut previous = String::new();
@@ -77,8 +87,8 @@ fn code_lines(dir: &Path) -> Vec<(PathBuf, String, String)> {
 fn only_code_behind_the_testing_feature_reads_the_fault_variable() {
     const GATE: &str = "#[cfg(feature = \"testing\")]";
     let root = workspace();
-    // Every crate the mount program is built from.
-    for krate in ["s3block-core", "s3block-store", "s3block-cache", "s3block-fuse"] {
+    // Every crate the mount program and the NBD server are built from.
+    for krate in ["s3block-core", "s3block-store", "s3block-cache", "s3block-fuse", "s3block-nbd"] {
         for (file, previous, line) in code_lines(&root.join(krate).join("src")) {
             let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
             // The modules that exist only with the feature (their `mod` lines
