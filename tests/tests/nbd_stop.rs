@@ -191,3 +191,39 @@ fn start_tcp(args: &[&str]) -> (std::process::Child, u16, tempfile::NamedTempFil
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn a_client_that_never_reads_its_replies_does_not_hold_up_the_stop() {
+    use std::io::{Read, Write};
+    let store = Store::local();
+    let server = Server::start(&store, &["--size=64M", "--drain-timeout=2"]);
+    let mut client = std::os::unix::net::UnixStream::connect(server.socket()).unwrap();
+    // Fixed newstyle handshake: greeting, client flags, NBD_OPT_EXPORT_NAME "".
+    let mut greeting = [0u8; 18];
+    client.read_exact(&mut greeting).unwrap();
+    assert_eq!(&greeting[..8], b"NBDMAGIC");
+    client.write_all(&3u32.to_be_bytes()).unwrap(); // FIXED_NEWSTYLE | NO_ZEROES
+    client.write_all(&greeting[8..16]).unwrap(); // IHAVEOPT
+    client.write_all(&1u32.to_be_bytes()).unwrap(); // NBD_OPT_EXPORT_NAME
+    client.write_all(&0u32.to_be_bytes()).unwrap();
+    let mut export = [0u8; 10];
+    client.read_exact(&mut export).unwrap();
+    assert_eq!(u64::from_be_bytes(export[..8].try_into().unwrap()), 64 << 20);
+    // 100 reads of 1 MiB, none of whose replies is ever read.
+    for n in 0..100u64 {
+        let mut request = Vec::with_capacity(28);
+        request.extend_from_slice(&0x2560_9513u32.to_be_bytes());
+        request.extend_from_slice(&0u16.to_be_bytes()); // flags
+        request.extend_from_slice(&0u16.to_be_bytes()); // NBD_CMD_READ
+        request.extend_from_slice(&n.to_be_bytes()); // handle
+        request.extend_from_slice(&((n % 64) << 20).to_be_bytes());
+        request.extend_from_slice(&(1u32 << 20).to_be_bytes());
+        client.write_all(&request).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let log = server.stop();
+    assert!(started.elapsed() < Duration::from_secs(20), "the stop waited {:?}:\n{log}", started.elapsed());
+    assert!(log.contains("still unanswered after 2s"), "{log}");
+    drop(client);
+}

@@ -175,8 +175,21 @@ async fn serve(opts: &NbdOptions, listen: &Listen, config: ServerConfig, stack: 
         server.stats().in_flight
     );
     let sigints = signals.keep_counting();
+    // Only a client that stopped reading its replies holds requests longer
+    // than --drain-timeout; their work is done (a request is answered after
+    // it), so storing goes on without them, and the cache's close refuses
+    // any write that would still come.
+    let drain_wait = Duration::from_secs(opts.drain_timeout);
     let finished = async {
-        server.drained().await;
+        if tokio::time::timeout(drain_wait, server.drained()).await.is_err() {
+            tracing::warn!(
+                "{} request(s) still unanswered after {}s (a client that does not read its replies?); \
+                 storing without waiting for them",
+                server.stats().in_flight,
+                drain_wait.as_secs()
+            );
+            return;
+        }
         let closed = async { while connections.join_next().await.is_some() {} };
         if tokio::time::timeout(CLOSE_WAIT, closed).await.is_err() {
             tracing::warn!(

@@ -71,6 +71,12 @@ pub(crate) struct NbdOptions {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub(crate) stats_interval: u64,
 
+    /// Seconds the requests in flight get to be answered after SIGTERM or
+    /// SIGINT, before everything is stored without them (only a client that
+    /// stopped reading its replies takes that long).
+    #[arg(long = "drain-timeout", value_name = "SECONDS", default_value_t = 30)]
+    pub(crate) drain_timeout: u64,
+
     /// Append the log to FILE (else standard error).
     #[arg(long = "log-file", value_name = "FILE")]
     pub(crate) log_file: Option<PathBuf>,
