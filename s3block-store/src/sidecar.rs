@@ -22,13 +22,15 @@ pub const SIDECAR_SUFFIX: &str = ".s3block-attrs";
 /// A body that matches none of the attribute entries recorded for it.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "object {key}: its attributes sidecar describes another version of the object ({len} bytes, crc32 {crc:08x})"
+    "object {key}: its attributes sidecar describes another version of the object ({len} bytes{})",
+    crc.map(|c| format!(", crc32 {c:08x}")).unwrap_or_default()
 )]
 pub struct StaleAttributes {
     /// The object key.
     pub key: String,
     len: u64,
-    crc: u32,
+    /// The body's CRC-32, when the body was read.
+    crc: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -283,8 +285,23 @@ impl<T: ObjectStore> ObjectStore for SidecarStore<T> {
         let res = self.inner.get_opts(location, options).await?;
         let meta = res.meta.clone();
         let extensions = res.extensions.clone();
+        let side = self.read_sidecar(location).await?;
+        // The body is read only when needed, so that a caller can look at
+        // its size first: without a sidecar, a whole object is passed on as
+        // it comes; a body whose size no entry records matches none.
+        if side.is_none() && range.is_none() && !head {
+            return Ok(res);
+        }
+        if let Some(side) = &side
+            && !side.versions.iter().any(|e| e.size == meta.size)
+        {
+            return Err(object_store::Error::Generic {
+                store: "SidecarStore",
+                source: Box::new(StaleAttributes { key: location.to_string(), len: meta.size, crc: None }),
+            });
+        }
         let body = res.bytes().await?;
-        let attributes = match self.read_sidecar(location).await? {
+        let attributes = match side {
             None => Attributes::new(),
             Some(side) => {
                 let (len, crc) = (body.len() as u64, crc32(&body));
@@ -293,7 +310,7 @@ impl<T: ObjectStore> ObjectStore for SidecarStore<T> {
                     None => {
                         return Err(object_store::Error::Generic {
                             store: "SidecarStore",
-                            source: Box::new(StaleAttributes { key: location.to_string(), len, crc }),
+                            source: Box::new(StaleAttributes { key: location.to_string(), len, crc: Some(crc) }),
                         });
                     }
                 }
