@@ -154,6 +154,16 @@ impl KdfParams {
                 self.iterations, self.memory_kib
             ));
         }
+        // Checked before Params::new, which multiplies the lanes by 8 in a
+        // u32 (and panics on the overflow in a debug build).
+        if !(Params::MIN_P_COST..=Params::MAX_P_COST).contains(&self.parallelism) {
+            return Err(format!(
+                "{} lanes is not {} to {}",
+                self.parallelism,
+                Params::MIN_P_COST,
+                Params::MAX_P_COST
+            ));
+        }
         Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
             .map(|params| (salt, params))
             .map_err(|e| e.to_string())
@@ -401,5 +411,7 @@ mod tests {
         let endless = KdfParams { iterations: u32::MAX, ..KdfParams::with_cost(64, 1, 1) };
         assert!(endless.checked().unwrap_err().contains("4 GiB of work"));
         assert!(KdfParams::new_default().checked().is_ok());
+        let lanes = KdfParams { parallelism: u32::MAX, ..KdfParams::with_cost(64, 1, 1) };
+        assert!(lanes.checked().unwrap_err().contains("lanes"));
     }
 }
