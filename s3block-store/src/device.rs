@@ -141,6 +141,14 @@ impl ObjectBlockDevice {
     }
 }
 
+/// The largest object a block of `block_size` bytes can be stored as:
+/// compression can grow incompressible data a little (zlib and zstd by
+/// under 1%), encryption adds at most 40 bytes; twice the block and 64 KiB
+/// leaves room for all of them.
+pub(crate) fn max_object_size(block_size: usize) -> u64 {
+    2 * block_size as u64 + (64 << 10)
+}
+
 /// The metadata attributes of an object (user metadata, without `x-amz-meta-`).
 pub(crate) fn object_metadata(attrs: &Attributes) -> CodecMeta {
     attrs
@@ -168,10 +176,18 @@ impl BlockDevice for ObjectBlockDevice {
             }
             Err(e) => return Err(self.corrupt_or_store(e, &key, block)),
         };
+        let cx = CodecContext { block, key: &key, block_size: self.geometry.block_len() };
+        // Refused before its body is read: no encoding of a block is this large.
+        let max = max_object_size(cx.block_size);
+        if res.meta.size > max {
+            return Err(cx.corrupt(format!(
+                "the object is {} bytes, more than any encoding of a {}-byte block (at most {max})",
+                res.meta.size, cx.block_size
+            )));
+        }
         let attributes = res.attributes.clone();
         let body = res.bytes().await.map_err(|e| self.corrupt_or_store(e, &key, block))?;
         let encoding = attributes.get(&Attribute::ContentEncoding).map(|v| v.as_ref().to_owned());
-        let cx = CodecContext { block, key: &key, block_size: self.geometry.block_len() };
         self.codecs.decode(&cx, body, encoding.as_deref(), &object_metadata(&attributes))
     }
 

@@ -770,6 +770,47 @@ fn a_huge_access_file_is_read_only_so_far() {
     assert!(peak <= BOUND, "reading a 64 MiB access file allocated {peak} bytes at once");
 }
 
+/// Runs `f` to completion on this thread, outside any runtime: the local
+/// store then reads its files here rather than on tokio's blocking threads,
+/// where the counting allocator would not see it.
+fn block_on_here<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// A local store (attribute sidecars over a directory) whose object at
+/// `key` is a sparse file of 64 MiB: large objects where small ones belong.
+fn local_store_with_huge(key: &str) -> (tempfile::TempDir, Arc<dyn ObjectStore>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(key);
+    std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
+    std::fs::File::create(&path).expect("create").set_len(64 << 20).expect("set_len");
+    let fs = object_store::local::LocalFileSystem::new_with_prefix(dir.path()).expect("local");
+    (dir, Arc::new(SidecarStore::new(fs)))
+}
+
+/// Objects far larger than what they should hold are refused (or, for the
+/// lock, read only so far) without being read whole.
+#[test]
+fn huge_objects_are_not_read_whole() {
+    let geometry = Geometry::new(16 * BLOCK as u64, BLOCK as u64).expect("geometry");
+
+    let (_dir, store) = local_store_with_huge(KEY);
+    let device =
+        ObjectBlockDevice::new(store.clone(), KeyLayout::new(PREFIX, false), geometry).with_codecs(reader());
+    let (res, peak) = peak_during(|| block_on_here(device.read_block(BlockId(7))));
+    let err = res.expect_err("a 64 MiB block object");
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    names(&err, KEY);
+    assert!(peak <= BOUND, "reading a 64 MiB block object allocated {peak} bytes at once");
+}
+
 fn check_key(key: &str) {
     for layout in [KeyLayout::new(PREFIX, false), KeyLayout::new(PREFIX, true), KeyLayout::new("", true)] {
         if let Some(block) = layout.parse(key) {
