@@ -199,3 +199,23 @@ fn qemu_img_convert_compare_and_map_agree_with_the_image() {
         server.stop();
     }
 }
+
+#[test]
+fn the_stats_files_are_the_mounts_and_s3block_stats_reads_them() {
+    if !tools(&["qemu-io"]) {
+        return;
+    }
+    let store = Store::local();
+    let server = Server::start(&store, &["--size=16M", "--block-size=64K"]);
+    qemu_io(&server, &["write -P 0x42 0 256k", "flush"]);
+    // Rewritten every second (the tests' --stats-interval).
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let text = std::fs::read_to_string(server.stats_file()).unwrap();
+    assert!(text.starts_with("[cache]"), "{text}");
+    assert!(text.contains("[nbd]") && text.contains("write 1 ") && text.contains("262144 written"), "{text}");
+    let dir = server.stats_file().parent().unwrap().to_owned();
+    let shown = run(env!("CARGO_BIN_EXE_rel-s3block"), &["stats", dir.to_str().unwrap(), "--json"]);
+    let json: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(json["requests"]["block_uploads"], 4, "{shown}");
+    server.stop();
+}
