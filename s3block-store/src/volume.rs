@@ -26,6 +26,9 @@ use crate::s3backer_crypto::{META_HMAC, S3backerCodec};
 
 /// Name of the descriptor object under the volume's prefix.
 pub const DESCRIPTOR_NAME: &str = "s3block-volume.json";
+/// The largest descriptor read (one is under 1 KiB): a larger object at its
+/// key is refused without being read.
+const MAX_DESCRIPTOR_BYTES: u64 = 64 << 10;
 /// The descriptor format this version writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -155,6 +158,15 @@ fn descriptor_key(prefix: &str) -> String {
 pub async fn read_descriptor(store: &dyn ObjectStore, prefix: &str) -> Result<Option<VolumeDescriptor>> {
     let key = descriptor_key(prefix);
     let raw = match store.get_opts(&key_path(&key)?, GetOptions::default()).await {
+        Ok(r) if r.meta.size > MAX_DESCRIPTOR_BYTES => {
+            return Err(Error::BadMetadata {
+                key,
+                reason: format!(
+                    "not a volume descriptor: {} bytes, a descriptor is under {MAX_DESCRIPTOR_BYTES}",
+                    r.meta.size
+                ),
+            });
+        }
         Ok(r) => r.bytes().await.map_err(|e| store_error(e, &key, None))?,
         Err(e) if is_absent(&e) => return Ok(None),
         Err(e) => return Err(store_error(e, &key, None)),

@@ -809,6 +809,13 @@ fn huge_objects_are_not_read_whole() {
     assert!(matches!(err, Error::Corrupt { .. }), "{err}");
     names(&err, KEY);
     assert!(peak <= BOUND, "reading a 64 MiB block object allocated {peak} bytes at once");
+
+    let (_dir, store) = local_store_with_huge(DESCRIPTOR_KEY);
+    let (res, peak) = peak_during(|| block_on_here(read_descriptor(store.as_ref(), PREFIX)));
+    let err = res.expect_err("a 64 MiB descriptor");
+    assert!(matches!(err, Error::BadMetadata { .. }), "{err}");
+    names(&err, DESCRIPTOR_KEY);
+    assert!(peak <= BOUND, "reading a 64 MiB descriptor allocated {peak} bytes at once");
 }
 
 fn check_key(key: &str) {
