@@ -45,9 +45,9 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("minWriteDelay", ""),
     ("md5CacheSize", ""),
     ("md5CacheTime", ""),
-    ("nbd", ""),
-    ("nbd-flag", ""),
-    ("nbd-param", ""),
+    ("nbd", "serve the volume with `s3block-nbd STORE` (the same options) and attach it with nbd-client"),
+    ("nbd-flag", "s3block-nbd serves NBD itself, without nbdkit"),
+    ("nbd-param", "s3block-nbd serves NBD itself, without nbdkit"),
     ("noAutoDetect", ""),
     ("noCurlCache", ""),
     ("quiet", ""),
@@ -103,6 +103,11 @@ mod tests {
         assert_eq!(
             unsupported("timeout").unwrap(),
             "s3backer option --timeout is not supported by s3block (yet)"
+        );
+        let nbd = unsupported("nbd").unwrap();
+        assert!(
+            nbd.starts_with("s3backer option --nbd is not supported") && nbd.contains("s3block-nbd STORE"),
+            "{nbd}"
         );
         assert!(unsupported("blockSize").is_none());
         assert!(unsupported("size").is_none());
