@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures::StreamExt;
 use object_store::{
     Attribute, AttributeValue, Attributes, GetOptions, ObjectStore, PutMode, PutOptions, UpdateVersion,
 };
@@ -190,7 +191,15 @@ async fn read_lock_version(
     };
     let version = UpdateVersion { e_tag: res.meta.e_tag.clone(), version: res.meta.version.clone() };
     let meta = object_metadata(&res.attributes);
-    let body = res.bytes().await.map_err(|e| store_error(e, &key, None))?;
+    // Only the start of the body is parsed; the rest is not read at all.
+    let mut body = Vec::new();
+    let mut chunks = res.into_stream();
+    while body.len() < body::MAX_LOCK_BODY
+        && let Some(chunk) = chunks.next().await
+    {
+        let chunk = chunk.map_err(|e| store_error(e, &key, None))?;
+        body.extend_from_slice(&chunk[..chunk.len().min(body::MAX_LOCK_BODY - body.len())]);
+    }
     let token = meta.into_iter().find(|(k, _)| k.eq_ignore_ascii_case(META_MOUNT_TOKEN)).map(|(_, v)| v);
     Ok(Some((LockInfo::parse(&body, token), version)))
 }

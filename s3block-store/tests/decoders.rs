@@ -816,6 +816,12 @@ fn huge_objects_are_not_read_whole() {
     assert!(matches!(err, Error::BadMetadata { .. }), "{err}");
     names(&err, DESCRIPTOR_KEY);
     assert!(peak <= BOUND, "reading a 64 MiB descriptor allocated {peak} bytes at once");
+
+    let (_dir, store) = local_store_with_huge(LOCK_KEY);
+    let (res, peak) = peak_during(|| block_on_here(read_lock(store.as_ref(), PREFIX)));
+    let info = res.expect("a lock body of any size reads").expect("the lock is there");
+    assert!(!info.process.is_known() && info.host.len() <= 4096, "{info:?}");
+    assert!(peak <= BOUND, "reading a 64 MiB lock allocated {peak} bytes at once");
 }
 
 fn check_key(key: &str) {

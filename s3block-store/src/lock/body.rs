@@ -35,7 +35,7 @@ pub struct LockInfo {
 }
 
 /// How much of a lock body is parsed: more is ignored.
-const MAX_LOCK_BODY: usize = 4096;
+pub(super) const MAX_LOCK_BODY: usize = 4096;
 
 impl LockInfo {
     /// A holder as a lock object names it.
