@@ -15,7 +15,7 @@ use s3block_core::{BlockId, DEFAULT_BLOCK_SIZE, Error, Geometry, KeyLayout, Resu
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{CodecChain, Compression, CompressionAlgorithm};
-use crate::device::{META_BLOCK_SIZE, META_FILE_SIZE, object_metadata};
+use crate::device::{META_BLOCK_SIZE, META_FILE_SIZE, max_object_size, object_metadata};
 use crate::encryption::{
     EncryptionOptions, EncryptionParams, EncryptionScheme, new_encryption, unlock, volume_codecs,
 };
@@ -476,7 +476,7 @@ pub(crate) async fn volume_codecs_for(
                 )));
             }
             let codec = S3backerCodec::new(&enc.password, &enc.bucket, prefix);
-            check_block0_hmac(store, &volume.layout, &codec).await?;
+            check_block0_hmac(store, volume, &codec).await?;
             volume_codecs(opts.compressed_with()?, Some(Arc::new(codec)))?
         }
     };
@@ -485,9 +485,13 @@ pub(crate) async fn volume_codecs_for(
 
 /// Checks an s3backer volume's password against block 0's HMAC (its only
 /// stand-in for a key check); nothing to check when block 0 is absent.
-async fn check_block0_hmac(store: &dyn ObjectStore, layout: &KeyLayout, codec: &S3backerCodec) -> Result<()> {
+async fn check_block0_hmac(
+    store: &dyn ObjectStore,
+    volume: &VolumeInfo,
+    codec: &S3backerCodec,
+) -> Result<()> {
     let block = BlockId(0);
-    let key = layout.key(block);
+    let key = volume.layout.key(block);
     let res = match store.get_opts(&key_path(&key)?, GetOptions::default()).await {
         Ok(r) => r,
         Err(e) if is_absent(&e) => {
@@ -501,7 +505,6 @@ async fn check_block0_hmac(store: &dyn ObjectStore, layout: &KeyLayout, codec: &
     let attributes = res.attributes.clone();
     let encoding =
         attributes.get(&Attribute::ContentEncoding).map(|v| v.as_ref().to_owned()).unwrap_or_default();
-    let body = res.bytes().await.map_err(|e| store_error(e, &key, Some(block)))?;
     if !encoding.split(',').any(|t| t.trim().eq_ignore_ascii_case(S3backerCodec::NAME)) {
         tracing::warn!(
             "block 0 ({key}) is not encrypted with {} (Content-Encoding {encoding:?}); the password cannot be checked at open",
@@ -509,6 +512,20 @@ async fn check_block0_hmac(store: &dyn ObjectStore, layout: &KeyLayout, codec: &
         );
         return Ok(());
     }
+    // As a block read does: no encoding of a block is this large.
+    let max = max_object_size(volume.geometry.block_len());
+    if res.meta.size > max {
+        return Err(Error::Corrupt {
+            block,
+            key,
+            reason: format!(
+                "the object is {} bytes, more than any encoding of a {}-byte block (at most {max})",
+                res.meta.size,
+                volume.geometry.block_len()
+            ),
+        });
+    }
+    let body = res.bytes().await.map_err(|e| store_error(e, &key, Some(block)))?;
     match codec.verify(block, &body, &object_metadata(&attributes)) {
         Some(true) => Ok(()),
         Some(false) => Err(Error::WrongPassword {

@@ -824,6 +824,35 @@ fn huge_objects_are_not_read_whole() {
     assert!(peak <= BOUND, "reading a 64 MiB lock allocated {peak} bytes at once");
 }
 
+/// An s3backer volume's block 0, read at open to check the password, is
+/// refused by its size as a block read refuses it, not read whole (the
+/// memory store hands its bodies out without copying, so only the error
+/// shows it here).
+#[test]
+fn a_huge_block_0_is_refused_at_open() {
+    let rt = runtime();
+    let store = InMemory::new();
+    let mut attrs = Attributes::new();
+    attrs.insert(Attribute::ContentEncoding, AttributeValue::from("deflate, encrypt-AES-128-CBC"));
+    attrs.insert(Attribute::Metadata(META_BLOCK_SIZE.into()), AttributeValue::from(BLOCK.to_string()));
+    attrs.insert(Attribute::Metadata(META_FILE_SIZE.into()), AttributeValue::from((16 * BLOCK).to_string()));
+    let body = vec![0u8; 1 << 20];
+    attrs.insert(
+        Attribute::Metadata(META_HMAC.into()),
+        AttributeValue::from(s3backer_sign(&body)[0].1.clone()),
+    );
+    rt.block_on(put(&store, BLOCK0_KEY, body, attrs));
+    let enc = EncryptionOptions::new(Password::new(PASSWORD), BUCKET).scheme(EncryptionScheme::Aes128Cbc);
+    let err = rt
+        .block_on(open_volume_with(&store, PREFIX, &VolumeOptions::default(), Some(&enc)))
+        .expect_err("a 1 MiB block 0 of a 4 KiB block volume");
+    assert!(
+        matches!(err, Error::Corrupt { .. }) && err.to_string().contains("more than any encoding"),
+        "{err}"
+    );
+    names(&err, BLOCK0_KEY);
+}
+
 fn check_key(key: &str) {
     for layout in [KeyLayout::new(PREFIX, false), KeyLayout::new(PREFIX, true), KeyLayout::new("", true)] {
         if let Some(block) = layout.parse(key) {
