@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 /// Suffix of the sidecar object that holds an object's attributes.
 pub const SIDECAR_SUFFIX: &str = ".s3block-attrs";
 
+/// The largest sidecar read.
+const MAX_SIDECAR_BYTES: u64 = 64 << 10;
+
 /// A body that matches none of the attribute entries recorded for it.
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -176,7 +179,24 @@ impl<T: ObjectStore> SidecarStore<T> {
 
     async fn read_sidecar(&self, location: &Path) -> Result<Option<Sidecar>> {
         let path = sidecar_path(location);
-        match self.read_raw(&path).await? {
+        let raw = match self.inner.get_opts(&path, GetOptions::default()).await {
+            // A sidecar holds two entries of a few attributes: a larger file
+            // is not one, and is not read.
+            Ok(r) if r.meta.size > MAX_SIDECAR_BYTES => {
+                return Err(object_store::Error::Generic {
+                    store: "SidecarStore",
+                    source: format!(
+                        "attributes sidecar {path} is not valid: {} bytes, a sidecar is under {MAX_SIDECAR_BYTES}",
+                        r.meta.size
+                    )
+                    .into(),
+                });
+            }
+            Ok(r) => Some(r.bytes().await?),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        match raw {
             None => Ok(None),
             Some(raw) => serde_json::from_slice(&raw).map(Some).map_err(|e| {
                 // serde's message for a bad value quotes it, and the retry
@@ -310,7 +330,11 @@ impl<T: ObjectStore> ObjectStore for SidecarStore<T> {
                     None => {
                         return Err(object_store::Error::Generic {
                             store: "SidecarStore",
-                            source: Box::new(StaleAttributes { key: location.to_string(), len, crc: Some(crc) }),
+                            source: Box::new(StaleAttributes {
+                                key: location.to_string(),
+                                len,
+                                crc: Some(crc),
+                            }),
                         });
                     }
                 }

@@ -822,6 +822,14 @@ fn huge_objects_are_not_read_whole() {
     let info = res.expect("a lock body of any size reads").expect("the lock is there");
     assert!(!info.process.is_known() && info.host.len() <= 4096, "{info:?}");
     assert!(peak <= BOUND, "reading a 64 MiB lock allocated {peak} bytes at once");
+
+    let (dir, store) = local_store_with_huge(&format!("{KEY}{SIDECAR_SUFFIX}"));
+    std::fs::write(dir.path().join(KEY), b"x").expect("write the block object");
+    let device = ObjectBlockDevice::new(store, KeyLayout::new(PREFIX, false), geometry).with_codecs(reader());
+    let (res, peak) = peak_during(|| block_on_here(device.read_block(BlockId(7))));
+    let err = res.expect_err("a 64 MiB sidecar");
+    names(&err, KEY);
+    assert!(peak <= BOUND, "reading a block with a 64 MiB sidecar allocated {peak} bytes at once");
 }
 
 /// An s3backer volume's block 0, read at open to check the password, is
