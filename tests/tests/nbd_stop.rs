@@ -32,7 +32,14 @@ fn sigterm_with_writes_in_flight_loses_nothing_acknowledged() {
             writer.args(["-c", &format!("write -P 0xc3 {n}M 1M")]);
         }
         let writer = writer.arg(&uri).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(300));
+        // Stop once some of those writes are stored (so some are acknowledged
+        // and more are coming), however slow the machine.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !store.stored_blocks().iter().any(|&b| b >= 16 * 16) {
+            assert!(std::time::Instant::now() < deadline, "no write reached the store:\n{}", server.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(200));
         let log = server.stop();
         let out = writer.wait_with_output().unwrap();
         let acknowledged = String::from_utf8_lossy(&out.stdout).matches("wrote 1048576/1048576").count();
