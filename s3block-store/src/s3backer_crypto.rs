@@ -172,6 +172,13 @@ impl Codec for S3backerCodec {
             }
             Some(true) => {}
         }
+        if data.is_empty() || !data.len().is_multiple_of(16) {
+            return Err(cx.corrupt(format!(
+                "authentication passed but the body is {} bytes, not a multiple of 16 (AES-128-CBC's block) \
+                 and at least one block",
+                data.len()
+            )));
+        }
         let iv = self.iv(cx.block);
         cbc::Decryptor::<Aes128>::new((&*self.key).into(), (&iv).into())
             .decrypt_padded_vec_mut::<Pkcs7>(&data)
