@@ -158,9 +158,14 @@ impl Codec for Zstd {
     fn decode(&self, cx: &CodecContext<'_>, data: Bytes, _meta: &CodecMeta) -> Result<Bytes> {
         // At most one byte more than a block is allocated or written, as for
         // deflate: a frame that claims or yields more is refused.
-        zstd::bulk::decompress(&data, cx.block_size + 1)
-            .map(Bytes::from)
-            .map_err(|e| cx.corrupt(format!("zstd data does not decompress: {e}")))
+        zstd::bulk::decompress(&data, cx.block_size + 1).map(Bytes::from).map_err(|e| {
+            // zstd's words for a frame that yields more than it may.
+            if e.to_string().contains("Destination buffer is too small") {
+                cx.corrupt(format!("zstd data decodes to more than {} bytes, the block size", cx.block_size))
+            } else {
+                cx.corrupt(format!("zstd data does not decompress: {e}"))
+            }
+        })
     }
 }
 
