@@ -169,8 +169,19 @@ impl<T: ObjectStore> SidecarStore<T> {
         Ok(put)
     }
 
+    /// The raw bytes of the sidecar at `path`, `None` when there is none.
     async fn read_raw(&self, path: &Path) -> Result<Option<Bytes>> {
         match self.inner.get_opts(path, GetOptions::default()).await {
+            // A sidecar holds two entries of a few attributes: a larger file
+            // is not one, and is not read.
+            Ok(r) if r.meta.size > MAX_SIDECAR_BYTES => Err(object_store::Error::Generic {
+                store: "SidecarStore",
+                source: format!(
+                    "attributes sidecar {path} is not valid: {} bytes, a sidecar is under {MAX_SIDECAR_BYTES}",
+                    r.meta.size
+                )
+                .into(),
+            }),
             Ok(r) => Ok(Some(r.bytes().await?)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
@@ -179,23 +190,7 @@ impl<T: ObjectStore> SidecarStore<T> {
 
     async fn read_sidecar(&self, location: &Path) -> Result<Option<Sidecar>> {
         let path = sidecar_path(location);
-        let raw = match self.inner.get_opts(&path, GetOptions::default()).await {
-            // A sidecar holds two entries of a few attributes: a larger file
-            // is not one, and is not read.
-            Ok(r) if r.meta.size > MAX_SIDECAR_BYTES => {
-                return Err(object_store::Error::Generic {
-                    store: "SidecarStore",
-                    source: format!(
-                        "attributes sidecar {path} is not valid: {} bytes, a sidecar is under {MAX_SIDECAR_BYTES}",
-                        r.meta.size
-                    )
-                    .into(),
-                });
-            }
-            Ok(r) => Some(r.bytes().await?),
-            Err(object_store::Error::NotFound { .. }) => None,
-            Err(e) => return Err(e),
-        };
+        let raw = self.read_raw(&path).await?;
         match raw {
             None => Ok(None),
             Some(raw) => serde_json::from_slice(&raw).map(Some).map_err(|e| {
