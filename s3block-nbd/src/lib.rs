@@ -14,9 +14,11 @@
 //!   `LIST_META_CONTEXT` and `SET_META_CONTEXT` (`base:allocation`), and
 //!   `STARTTLS` when a TLS configuration is given; any other option is
 //!   answered `NBD_REP_ERR_UNSUP`. `INFO` and `GO` always send the block
-//!   size constraints: minimum 1 (any offset and length work: partial blocks
-//!   go through the device's partial reads and writes), preferred the
-//!   volume's block size, maximum [`MAX_REQUEST_LEN`] (32 MiB).
+//!   size constraints: minimum [`MIN_BLOCK_SIZE`] (512 bytes, a disk
+//!   sector: what the kernel and qemu align to anyway; an unaligned request
+//!   from a client that ignores it is still served, through the device's
+//!   partial reads and writes), preferred the volume's block size, maximum
+//!   [`MAX_REQUEST_LEN`] (32 MiB).
 //! - Transmission flags: `SEND_FLUSH`, `SEND_FUA`, `SEND_TRIM`,
 //!   `SEND_WRITE_ZEROES`, `SEND_FAST_ZERO`, `SEND_CACHE`, `CAN_MULTI_CONN`,
 //!   `SEND_DF` with structured replies, and `READ_ONLY` for a read-only
@@ -101,6 +103,9 @@ pub use tls::load_tls_config;
 /// size advertised, and the largest payload a request can make the server
 /// hold.
 pub const MAX_REQUEST_LEN: usize = 32 << 20;
+
+/// The minimum block size advertised to clients: a 512-byte sector.
+pub const MIN_BLOCK_SIZE: u32 = 512;
 
 /// Why a connection ended badly, or a TLS configuration could not be made.
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use crate::proto::{self, *};
-use crate::{MAX_REQUEST_LEN, NbdError};
+use crate::{MAX_REQUEST_LEN, MIN_BLOCK_SIZE, NbdError};
 
 /// What a client sees: the device, under a name, read-only or not.
 #[derive(Debug, Clone)]
@@ -671,7 +671,7 @@ impl Server {
         }
         // Always sent: the maximum is below the protocol's default.
         let mut sizes = Vec::with_capacity(12);
-        sizes.extend_from_slice(&1u32.to_be_bytes());
+        sizes.extend_from_slice(&MIN_BLOCK_SIZE.to_be_bytes());
         sizes.extend_from_slice(&preferred_block_size(geometry.block_size()).to_be_bytes());
         sizes.extend_from_slice(&(MAX_REQUEST_LEN as u32).to_be_bytes());
         replies.push(info(INFO_BLOCK_SIZE, &sizes));

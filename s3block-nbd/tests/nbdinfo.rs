@@ -85,7 +85,7 @@ async fn nbdinfo_sees_the_export_and_maps_the_written_blocks() {
     assert_eq!(e["export-name"], "vol");
     assert_eq!(e["description"], "test volume");
     assert_eq!(e["export-size"], 64 * BS);
-    assert_eq!(e["block_size_minimum"], 1);
+    assert_eq!(e["block_size_minimum"], 512);
     assert_eq!(e["block_size_preferred"], BS);
     assert_eq!(e["block_size_maximum"], 32 << 20);
     assert_eq!(e["is_read_only"], false);

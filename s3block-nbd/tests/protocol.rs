@@ -105,7 +105,7 @@ async fn info_and_go_describe_the_export() {
     assert_eq!(item(INFO_DESCRIPTION), b"a test volume");
     let sizes = item(INFO_BLOCK_SIZE);
     let be = |i: usize| u32::from_be_bytes(sizes[i..i + 4].try_into().expect("4 bytes"));
-    assert_eq!((be(0), be(4), be(8)), (1, BS, MAX_REQUEST_LEN as u32));
+    assert_eq!((be(0), be(4), be(8)), (512, BS, MAX_REQUEST_LEN as u32));
     // An unknown export is an error the client can read, not a hang-up.
     let r = option(&mut s, OPT_INFO, &info_data("nope", &[])).await;
     assert_eq!(r.len(), 1);
