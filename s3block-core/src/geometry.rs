@@ -200,7 +200,9 @@ pub fn parse_size(input: &str) -> Result<u64> {
         }
         let denom = 10u128.pow(frac.len() as u32);
         let frac: u128 = frac.parse().map_err(|_| err("it is not a number"))?;
-        let scaled = (u128::from(whole) * denom + frac) << shift;
+        // Under 2^124 before the unit; the unit's shift can carry it past
+        // 2^128, where `<<` would drop the high bits.
+        let scaled = (u128::from(whole) * denom + frac).checked_mul(1u128 << shift).ok_or_else(too_big)?;
         if !scaled.is_multiple_of(denom) {
             return Err(err("it is not a whole number of bytes"));
         }
@@ -260,6 +262,8 @@ mod tests {
         assert!(parse_size("-4K").is_err());
         assert!(parse_size("16E").is_err());
         assert!(parse_size("4X").unwrap_err().to_string().contains("4X"));
+        // 295147905179352825856 << 60 is 2^128, which a plain shift made 0.
+        assert!(parse_size("2951479051793528258.56E").unwrap_err().to_string().contains("64 bits"));
     }
 
     #[test]
