@@ -869,6 +869,102 @@ fn a_huge_block_0_is_refused_at_open() {
     names(&err, BLOCK0_KEY);
 }
 
+/// A size as options give it (`--size 30G`, `-o cache=1.5M`): the right
+/// number of bytes, or an error naming the input.
+fn check_size(input: &str) {
+    match s3block_core::parse_size(input) {
+        Ok(n) => {
+            // Checked against exact arithmetic on the digits and the unit.
+            let t = input.trim();
+            let t = t.strip_suffix("iB").or_else(|| t.strip_suffix("ib")).unwrap_or(t);
+            let t = match t.strip_suffix(['B', 'b']) {
+                Some(rest) if rest.ends_with(|c: char| c.is_ascii_alphabetic()) => rest,
+                _ => t,
+            };
+            let (num, shift) = match t.chars().last() {
+                Some(c) if c.is_ascii_alphabetic() => {
+                    let pos = "KMGTPE".find(c.to_ascii_uppercase()).expect("a unit");
+                    (&t[..t.len() - 1], 10 * (pos as u32 + 1))
+                }
+                _ => (t, 0),
+            };
+            let (whole, frac) = num.trim().split_once('.').unwrap_or((num.trim(), ""));
+            // n == (whole + frac / 10^len) * 2^shift, so n * 10^len == (whole * 10^len + frac) << shift.
+            let digits = format!("{whole}{frac}");
+            let lhs = big_mul_small(&decimal(&n.to_string()), 10u64.pow(0), frac.len());
+            let rhs = big_shl(&decimal(digits.trim_start_matches('+')), shift);
+            assert_eq!(lhs, rhs, "parse_size({input:?}) = {n}");
+        }
+        Err(e) => assert!(e.to_string().contains(&format!("{input:?}")), "{e}"),
+    }
+}
+
+/// Sizes whose exact value does not fit in 128 bits before the unit's
+/// shift, and their neighbours.
+#[test]
+fn sizes_past_128_bits() {
+    for input in [
+        // (2951479051793528258.56 * 100) << 60 is 2^128: it wrapped to 0.
+        "2951479051793528258.56E",
+        "18446744073709551615.999999999999999999E",
+        "18446744073709551615E",
+        "15.999999999999999999E",
+        "16E",
+        "15E",
+        "0.5E",
+    ] {
+        check_size(input);
+    }
+}
+
+/// Little-endian base-10^9 digits of a decimal string (arbitrary size).
+fn decimal(s: &str) -> Vec<u64> {
+    let mut out = vec![0u64];
+    for b in s.bytes() {
+        let mut carry = u64::from(b - b'0');
+        for limb in &mut out {
+            let v = *limb * 10 + carry;
+            *limb = v % 1_000_000_000;
+            carry = v / 1_000_000_000;
+        }
+        if carry > 0 {
+            out.push(carry);
+        }
+    }
+    trim(out)
+}
+
+fn trim(mut v: Vec<u64>) -> Vec<u64> {
+    while v.len() > 1 && v.last() == Some(&0) {
+        v.pop();
+    }
+    v
+}
+
+fn big_times(v: &[u64], m: u64) -> Vec<u64> {
+    let mut out = Vec::with_capacity(v.len() + 2);
+    let mut carry = 0u64;
+    for &limb in v {
+        let x = u128::from(limb) * u128::from(m) + u128::from(carry);
+        out.push((x % 1_000_000_000) as u64);
+        carry = (x / 1_000_000_000) as u64;
+    }
+    while carry > 0 {
+        out.push(carry % 1_000_000_000);
+        carry /= 1_000_000_000;
+    }
+    trim(out)
+}
+
+/// `v * m * 10^tens`.
+fn big_mul_small(v: &[u64], m: u64, tens: usize) -> Vec<u64> {
+    (0..tens).fold(big_times(v, m), |acc, _| big_times(&acc, 10))
+}
+
+fn big_shl(v: &[u64], shift: u32) -> Vec<u64> {
+    (0..shift).fold(v.to_vec(), |acc, _| big_times(&acc, 2))
+}
+
 fn check_key(key: &str) {
     for layout in [KeyLayout::new(PREFIX, false), KeyLayout::new(PREFIX, true), KeyLayout::new("", true)] {
         if let Some(block) = layout.parse(key) {
@@ -891,6 +987,14 @@ proptest! {
         wanted in proptest::option::of("[A-Z0-9:]{0,8}"),
     ) {
         check_access_file(&text, wanted.as_deref());
+    }
+
+    #[test]
+    fn sizes_of_any_text(input in prop_oneof![
+        "[ -~]{0,12}",
+        "[0-9]{1,20}(\\.[0-9]{1,18})?[KMGTPEkmgtpe]?(B|iB)?",
+    ]) {
+        check_size(&input);
     }
 
     #[test]
