@@ -4,15 +4,19 @@
 //! objects and their `Content-Encoding` and metadata, the volume descriptor,
 //! block 0's s3backer metadata, the lock body, the mount record, the local
 //! store's attribute sidecars, s3backer's access file, and the keys a
-//! listing returns. Each test here feeds one parser arbitrary input, and
-//! valid encodings with bit flips, truncations, extensions and header
-//! changes, and checks three things:
+//! listing returns; sizes given as options (`parse_size`) too. Each test
+//! here feeds one parser arbitrary input, and valid encodings with bit
+//! flips, truncations, extensions and header changes, and checks three
+//! things:
 //!
 //! - it never panics (proptest reports a panic as a failure);
 //! - it returns a value that is right, or an error that names the object
 //!   or file at fault and says what was wrong;
 //! - the bytes it allocates stay under a fixed bound, measured by the
 //!   counting allocator of this test binary (below).
+//!
+//! Objects far larger than they should be (sparse files in a local store)
+//! must be refused or cut short before they are read whole.
 //!
 //! Inputs that once failed are kept: proptest's own regressions in
 //! `decoders.proptest-regressions`, and hand-made nasty inputs (bombs,
@@ -1050,6 +1054,23 @@ fn corpus_through_every_decoder() {
                     assert!(err.to_string().contains("not a multiple of 16"), "{name}: {err}");
                 }
                 record(&format!("{encoding} (signed)"), peak);
+            }
+        }
+        // Behind a layer that authenticates: the file as what decryption
+        // yields, for the decompressor under it.
+        for (cipher, codec) in [
+            ("encrypt-XChaCha20-Poly1305", writer("encrypt-XChaCha20-Poly1305")),
+            ("encrypt-AES-128-CBC", writer("encrypt-AES-128-CBC")),
+        ] {
+            let (sealed, _, meta) = codec.encode(&cx(), Bytes::from(bytes.clone())).expect("encrypt");
+            for inner in ["deflate", "zstd"] {
+                let encoding = format!("{inner}, {cipher}");
+                let (r, peak) = check_block_decode(sealed.to_vec(), Some(&encoding), &meta);
+                if name.starts_with(inner) && name.contains("bomb") {
+                    let err = r.expect_err("a bomb");
+                    assert!(err.to_string().contains(&format!("more than {BLOCK} bytes")), "{name}: {err}");
+                }
+                record(&format!("{encoding} (authentic)"), peak);
             }
         }
         // zstd's own heap, which the counting allocator does not see: the
