@@ -303,9 +303,19 @@ impl<T: ObjectStore> ObjectStore for SidecarStore<T> {
         let side = self.read_sidecar(location).await?;
         // The body is read only when needed, so that a caller can look at
         // its size first: without a sidecar, a whole object is passed on as
-        // it comes; a body whose size no entry records matches none.
-        if side.is_none() && range.is_none() && !head {
-            return Ok(res);
+        // it comes, and a HEAD needs none of it; a body whose size no entry
+        // records matches none.
+        if side.is_none() && range.is_none() {
+            if !head {
+                return Ok(res);
+            }
+            return Ok(GetResult {
+                payload: GetResultPayload::Stream(futures::stream::empty().boxed()),
+                range: 0..meta.size,
+                meta,
+                attributes: Attributes::new(),
+                extensions,
+            });
         }
         if let Some(side) = &side
             && !side.versions.iter().any(|e| e.size == meta.size)

@@ -821,6 +821,12 @@ fn huge_objects_are_not_read_whole() {
     names(&err, DESCRIPTOR_KEY);
     assert!(peak <= BOUND, "reading a 64 MiB descriptor allocated {peak} bytes at once");
 
+    // Block 0 is looked at (HEAD) for s3backer's geometry metadata.
+    let (_dir, store) = local_store_with_huge(BLOCK0_KEY);
+    let (res, peak) = peak_during(|| block_on_here(read_block0_geometry(store.as_ref(), PREFIX)));
+    assert_eq!(res.expect("no metadata"), None);
+    assert!(peak <= BOUND, "looking at a 64 MiB block 0 allocated {peak} bytes at once");
+
     let (_dir, store) = local_store_with_huge(LOCK_KEY);
     let (res, peak) = peak_during(|| block_on_here(read_lock(store.as_ref(), PREFIX)));
     let info = res.expect("a lock body of any size reads").expect("the lock is there");
