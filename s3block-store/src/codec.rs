@@ -277,6 +277,10 @@ impl std::fmt::Display for Compression {
     }
 }
 
+/// Most codings one object's `Content-Encoding` may name: s3block and
+/// s3backer write at most two (compression, then encryption).
+const MAX_CODINGS: usize = 4;
+
 /// The codecs a device writes with, and those it can read.
 #[derive(Debug, Clone)]
 pub struct CodecChain {
@@ -344,6 +348,14 @@ impl CodecChain {
         let names: Vec<&str> = encoding
             .map(|e| e.split(',').map(str::trim).filter(|s| !s.is_empty()).collect())
             .unwrap_or_default();
+        // Each name is a pass over up to a block: a header naming "deflate"
+        // a thousand times over nested streams would take minutes of CPU.
+        if names.len() > MAX_CODINGS {
+            return Err(cx.corrupt(format!(
+                "Content-Encoding names {} codings; a block has at most {MAX_CODINGS} (compression, then encryption)",
+                names.len()
+            )));
+        }
         for name in names.iter().rev() {
             let codec = self
                 .known

@@ -349,6 +349,21 @@ proptest! {
     }
 }
 
+/// A block compressed 200 times over, each pass named in its
+/// `Content-Encoding`, is refused by the count of names before any pass.
+#[test]
+fn an_encoding_of_many_passes_is_refused() {
+    let mut obj = Bytes::from(vec![1u8; BLOCK]);
+    let deflate = writer("deflate");
+    for _ in 0..200 {
+        obj = deflate.encode(&cx(), obj).expect("encode").0;
+    }
+    let encoding = vec!["deflate"; 200].join(", ");
+    let (res, _) = check_block_decode(obj.to_vec(), Some(&encoding), &vec![]);
+    let err = res.expect_err("200 passes");
+    assert!(err.to_string().contains("200 codings"), "{err}");
+}
+
 // ---------------------------------------------------------------------------
 // Metadata objects: descriptor, block 0, lock, mount record, sidecar.
 
