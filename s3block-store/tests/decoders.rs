@@ -128,7 +128,9 @@ const BLOCK: usize = 4096;
 /// What any one decode may allocate: four blocks and 1 MiB.
 const BOUND: usize = 4 * BLOCK + (1 << 20);
 
+/// `n` cases, or `PROPTEST_CASES` of them for a longer search.
 fn cases(n: u32) -> Config {
+    let n = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(n);
     Config { cases: n, ..Config::default() }
 }
 
