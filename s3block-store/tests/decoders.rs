@@ -551,6 +551,14 @@ fn check_lock(rt: &tokio::runtime::Runtime, body: Vec<u8>, token: Option<String>
     assert_eq!(LOCK_KEY, format!("{PREFIX}{LOCK_NAME}"));
     let (direct, peak) = peak_during(|| LockInfo::parse(&body, token.clone()));
     assert!(!direct.host.is_empty() && !direct.since.is_empty());
+    // What the lock names is printed in messages: no terminal escapes.
+    let p = &direct.process;
+    for text in [Some(&direct.host), Some(&direct.since), p.boot_id.as_ref(), p.machine_id.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+    }
     assert!(peak <= BOUND, "parsing a lock body allocated {peak} bytes at once");
     let store = InMemory::new();
     let mut attrs = Attributes::new();

@@ -78,7 +78,7 @@ impl LockInfo {
         for line in lines {
             let Some((name, value)) = line.split_once('=') else { continue };
             let value = value.trim();
-            let id = || (!value.is_empty() && value.len() <= 64).then(|| value.to_owned());
+            let id = || (!value.is_empty() && value.len() <= 64).then(|| printable(value));
             match name.trim() {
                 "pid" => process.pid = value.parse().ok(),
                 "boot" => process.boot_id = id(),
@@ -89,8 +89,8 @@ impl LockInfo {
             }
         }
         LockInfo {
-            host: if host.is_empty() { "an unknown host".into() } else { host.to_owned() },
-            since: if since.is_empty() { "an unknown time".into() } else { since.to_owned() },
+            host: if host.is_empty() { "an unknown host".into() } else { printable(host) },
+            since: if since.is_empty() { "an unknown time".into() } else { printable(since) },
             token,
             process,
         }
@@ -109,6 +109,12 @@ impl LockInfo {
             None => format!("{} since {}", self.host, self.since),
         }
     }
+}
+
+/// `text` with its control characters (terminal escapes, NULs) replaced by
+/// U+FFFD: what a lock names ends up in messages printed to a terminal.
+fn printable(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { char::REPLACEMENT_CHARACTER } else { c }).collect()
 }
 
 #[cfg(test)]
