@@ -76,7 +76,7 @@ pub use disk::{
     discard, inspect,
 };
 pub use report::{
-    CacheFigures, CostFigures, MountStats, ReadAheadFigures, ReadFigures, RequestFigures, STATS_FORMAT,
-    WriteBackFigures,
+    CacheFigures, CostFigures, DiskFigures, MountStats, ReadAheadFigures, ReadFigures, RequestFigures,
+    STATS_FORMAT, WriteBackFigures,
 };
 pub use stats::CacheStats;

@@ -47,6 +47,44 @@ pub struct MountStats {
     pub requests: RequestFigures,
     /// What the requests cost.
     pub cost: CostFigures,
+    /// The disk cache, when the frontend keeps one (`--cache-dir`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskFigures>,
+}
+
+/// The disk cache: what it holds, what it served, and what losing the
+/// local disk would cost now.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DiskFigures {
+    /// `remote` or `local`: when fsync returns.
+    pub durability: String,
+    /// Most bytes on disk (`--disk-cache-size`).
+    pub size_bytes: u64,
+    /// Bytes of the cache files now.
+    pub used_bytes: u64,
+    /// Blocks cached on disk.
+    pub blocks: u64,
+    /// Blocks whose newest data is on the local disk only.
+    pub unstored_blocks: u64,
+    /// Bytes on the local disk only (every version waiting).
+    pub unstored_bytes: u64,
+    /// Age in seconds of the oldest data on the local disk only.
+    pub oldest_unstored_secs: Option<f64>,
+    /// Reads served from the disk (no request).
+    pub hits: u64,
+    /// Reads that went on to the store.
+    pub misses: u64,
+    /// Entries stored in the bucket from the disk.
+    pub uploads: u64,
+    /// Writes that went straight to the store because the disk failed.
+    pub spills: u64,
+    /// Writes that waited for the disk cache's dirty budget.
+    pub waits: u64,
+    /// Damaged entries found (never served).
+    pub corrupt_entries: u64,
+    /// RAM of the disk cache's index, in bytes.
+    pub index_bytes: u64,
 }
 
 /// What the cache holds now (gauges, not counters).
@@ -233,6 +271,7 @@ impl MountStats {
                 put_price_per_1000: put_per_1000,
                 get_price_per_1000: get_per_1000,
             },
+            disk: None,
         }
     }
 
@@ -241,6 +280,10 @@ impl MountStats {
     pub fn render_text(&self) -> String {
         let mut out = String::from("[cache]\n");
         out.push_str(&self.render_cache());
+        if let Some(disk) = &self.disk {
+            out.push_str("\n[disk cache]\n");
+            out.push_str(&disk.render());
+        }
         out.push('\n');
         out.push_str(&self.render_requests());
         out
@@ -360,6 +403,54 @@ impl MountStats {
 /// `name` in 16 columns, then `value`.
 fn line(out: &mut String, name: &str, value: &str) {
     let _ = writeln!(out, "{name:<15} {value}");
+}
+
+impl DiskFigures {
+    /// The `[disk cache]` section's lines (without the heading).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        line(
+            &mut out,
+            "disk",
+            &format!(
+                "{} of {} in {} blocks",
+                bytes(self.used_bytes),
+                bytes(self.size_bytes),
+                count(self.blocks)
+            ),
+        );
+        line(
+            &mut out,
+            "durability",
+            &match self.durability.as_str() {
+                "local" => {
+                    "local: fsync returns once the data is on this disk; uploads keep fsync order".to_owned()
+                }
+                other => format!("{other}: fsync returns once the bucket holds the data"),
+            },
+        );
+        let oldest = match self.oldest_unstored_secs {
+            Some(s) => format!(", oldest {s:.1}s"),
+            None => String::new(),
+        };
+        line(
+            &mut out,
+            "not in bucket",
+            &format!(
+                "{} blocks, {}{oldest} (lost if this disk is lost)",
+                count(self.unstored_blocks),
+                bytes(self.unstored_bytes)
+            ),
+        );
+        noted(&mut out, "disk hits", self.hits, "reads served from the disk, no request");
+        noted(&mut out, "disk misses", self.misses, "reads passed on to the store");
+        noted(&mut out, "uploads", self.uploads, "entries stored in the bucket from the disk");
+        noted(&mut out, "spills", self.spills, "writes sent straight to the store (the disk failed)");
+        noted(&mut out, "waits", self.waits, "writes that waited for room in the disk cache");
+        noted(&mut out, "damaged", self.corrupt_entries, "entries that failed their checksum (never served)");
+        line(&mut out, "index", &format!("{} of RAM", bytes(self.index_bytes)));
+        out
+    }
 }
 
 /// A count in 11 columns after the name, then what it is.

@@ -73,6 +73,47 @@ pub enum Command {
     /// Show the request and cache statistics of a running mount.
     #[command(after_help = EXIT_CODES_HELP)]
     Stats(StatsArgs),
+    /// Inspect or discard a disk cache directory (a mount's --cache-dir).
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+/// `s3block cache ...`: a disk cache directory, read or removed without
+/// the store and without mounting.
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Show which volume a cache directory belongs to, its blocks, the
+    /// blocks not yet in the bucket (by number), its state and damage.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Inspect(CacheInspectArgs),
+    /// Delete a cache directory's files, dirty blocks included (refused
+    /// while a mount uses it, and without --force while it holds blocks not
+    /// yet in the bucket).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Discard(CacheDiscardArgs),
+}
+
+/// `s3block cache inspect`.
+#[derive(Debug, Clone, Args)]
+pub struct CacheInspectArgs {
+    /// The cache directory (the mount's --cache-dir).
+    pub dir: PathBuf,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}
+
+/// `s3block cache discard`.
+#[derive(Debug, Clone, Args)]
+pub struct CacheDiscardArgs {
+    /// The cache directory (the mount's --cache-dir).
+    pub dir: PathBuf,
+    /// Discard even blocks not yet in the bucket: their data is lost.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
 }
 
 /// How a volume is laid out: geometry, key naming, compression.

@@ -44,6 +44,7 @@
 //! ```
 
 mod args;
+pub mod cache_dir;
 pub mod confirm;
 pub mod copy;
 pub mod cost;
@@ -104,6 +105,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write) -> CliResult {
     match cli.command {
         Command::Cost(args) => cost_command(&args, out),
         Command::Stats(args) => stats::run(&args.mountpoint, &args.stats_filename, args.output.json, out),
+        Command::Cache(command) => cache_dir::run(command, out),
         command => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -193,7 +195,9 @@ async fn store_command(command: Command, out: &mut dyn Write) -> CliResult {
             };
             copy::copy(&src, &dst, &opts, a.output.json, out).await
         }
-        Command::Cost(_) | Command::Stats(_) => Err(Error::Config("not a store command".into()).into()),
+        Command::Cost(_) | Command::Stats(_) | Command::Cache(_) => {
+            Err(Error::Config("not a store command".into()).into())
+        }
     }
 }
 

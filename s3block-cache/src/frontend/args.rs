@@ -70,7 +70,41 @@ pub struct VolumeArgs {
     /// Refuse every write (EROFS).
     #[arg(long = "read-only", alias = "readOnly", alias = "ro")]
     pub read_only: bool,
+
+    /// Keep a disk cache in DIR, below the memory cache: blocks read or
+    /// written stay on the local disk across restarts, and dirty blocks
+    /// survive a crash (uploaded at the next start).
+    #[arg(long = "cache-dir", value_name = "DIR")]
+    pub cache_dir: Option<std::path::PathBuf>,
+
+    /// Bytes of local disk the disk cache may use (e.g. 2G).
+    #[arg(long = "disk-cache-size", allow_hyphen_values = true, value_parser = size_arg, requires = "cache_dir")]
+    pub disk_cache_size: Option<u64>,
+
+    /// Most bytes in the disk cache not yet in the bucket before writers
+    /// wait (default: half the disk cache size).
+    #[arg(long = "disk-max-dirty", allow_hyphen_values = true, value_parser = size_arg, requires = "cache_dir")]
+    pub disk_max_dirty: Option<u64>,
+
+    /// When fsync (and NBD FLUSH/FUA) returns: `remote`, once the bucket
+    /// holds the data; `local`, once the disk cache does, uploads following
+    /// in fsync order (needs --cache-dir).
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Remote)]
+    pub durability: DurabilityArg,
 }
+
+/// The values of `--durability`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DurabilityArg {
+    /// fsync returns once every block written before it is in the bucket.
+    Remote,
+    /// fsync returns once every block written before it is on the local
+    /// disk (the disk cache); uploads keep fsync order.
+    Local,
+}
+
+/// The disk cache size when `--cache-dir` is given without `--disk-cache-size`.
+pub const DEFAULT_DISK_CACHE_SIZE: u64 = 1 << 30;
 
 impl VolumeArgs {
     /// `command` (a program's, which flattens these options) with the
@@ -92,6 +126,13 @@ impl VolumeArgs {
                 help(format!("Blocks uploaded at once [default: {DEFAULT_UPLOAD_CONCURRENCY}]")),
             )
             .mut_arg(
+                "disk_cache_size",
+                help(format!(
+                    "Bytes of local disk the disk cache may use (e.g. 2G) [default: {}]",
+                    format_size(DEFAULT_DISK_CACHE_SIZE)
+                )),
+            )
+            .mut_arg(
                 "read_ahead",
                 help(format!(
                     "Bytes read ahead after a sequential read [default: {}, at most a quarter of the cache]",
@@ -111,6 +152,16 @@ impl VolumeArgs {
             ));
         }
         self.compression.compression().map_err(|e| e.to_string())?;
+        if self.durability == DurabilityArg::Local && self.cache_dir.is_none() {
+            return Err(
+                "--durability local: needs --cache-dir (the local disk that fsync then waits for)".into()
+            );
+        }
+        if self.cache_dir.is_some() && self.read_only {
+            return Err(
+                "--cache-dir with --read-only: a read-only mount keeps no disk cache; leave one out".into()
+            );
+        }
         if self.block_cache_blocks == Some(0) {
             return Err("--blockCacheSize 0: the cache needs at least one block".into());
         }

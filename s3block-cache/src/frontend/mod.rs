@@ -43,7 +43,7 @@ mod signals;
 mod stack;
 mod stats;
 
-pub use args::{DEFAULT_BLOCK_SIZE, VolumeArgs, size_arg};
+pub use args::{DEFAULT_BLOCK_SIZE, DEFAULT_DISK_CACHE_SIZE, DurabilityArg, VolumeArgs, size_arg};
 pub use shutdown::{Backoff, ShutdownOutcome, report, shutdown};
 pub use signals::{Received, Signals, second_sigint};
 pub use stack::{ReleaseHook, Stack, build_stack, build_stack_with, terminal_prompt};

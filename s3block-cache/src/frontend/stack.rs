@@ -20,7 +20,13 @@
 //!    [`BlockCache`];
 //!    with `--list-blocks` the stored blocks are listed first and handed to
 //!    the cache, so reads of absent blocks cost no request (a new volume
-//!    needs no listing: all its blocks are absent).
+//!    needs no listing: all its blocks are absent);
+//! 6. with `--cache-dir`, a [`DiskCache`] between the two: opened against
+//!    the volume's identity and the bucket's record of its last mount (see
+//!    [`MountRecord`](s3block_store::MountRecord)), so a directory of
+//!    another volume, or one the volume was written past since, is never
+//!    served; dirty blocks a crash left there are uploaded, and read, from
+//!    the start. Only then is this mount's record written to the bucket.
 //!
 //! **Read-only mounts take no lock.** They write nothing to the bucket (so
 //! read-only credentials suffice) and may run beside the read-write mount
@@ -39,9 +45,14 @@ use std::time::Instant;
 use s3block_core::{BlockDevice, BlockId, Error, Geometry, MemoryDevice, Result, format_size};
 use s3block_store::{Create, ObjectBlockDevice, Volume};
 
-use super::args::{DEFAULT_BLOCK_SIZE, VolumeArgs};
+use s3block_store::StoreArgs;
+
+use super::args::{DEFAULT_BLOCK_SIZE, DEFAULT_DISK_CACHE_SIZE, DurabilityArg, VolumeArgs};
 use super::stats::{Stats, StatsSource};
-use crate::{BlockCache, CacheConfig, DEFAULT_CACHE_SIZE};
+use crate::{
+    BlockCache, CacheConfig, DEFAULT_CACHE_SIZE, DiskCache, DiskCacheConfig, DiskFigures, Durability, Marks,
+    OpenState, VolumeIdentity,
+};
 
 /// The hook run last at a clean exit: closes the cache, then releases the
 /// mount lock.
@@ -102,6 +113,7 @@ pub async fn build_stack_with(
             .close()
             .await?;
     }
+    let kind = opened.kind.clone();
     let mut builder = Volume::builder(opened)
         .name(url)
         .read_only(opts.read_only)
@@ -126,7 +138,10 @@ pub async fn build_stack_with(
     if let Some(source) = opts.store_args.password_source() {
         builder = builder.password(source);
     }
-    let volume = builder.open().await.map_err(|e| with_options(opts, &prefix, e))?;
+    if opts.cache_dir.is_some() {
+        builder = builder.defer_mount_record();
+    }
+    let mut volume = builder.open().await.map_err(|e| with_options(opts, &prefix, e))?;
     if !volume.created()
         && let (Some(Ok(Some(stored))), Some(asked)) =
             (volume.descriptor().map(|d| d.compressed_with()), compression)
@@ -134,8 +149,9 @@ pub async fn build_stack_with(
     {
         tracing::warn!("--compress ({asked}) ignored: the volume records {stored}");
     }
-    match assemble(opts, &volume).await {
-        Ok((cache, stats)) => {
+    let bucket = StoreArgs::bucket_name(&kind);
+    match assemble(opts, &mut volume, &bucket, &prefix).await {
+        Ok((cache, stats, disk)) => {
             // An advisory lock is said once, by the lock's own warning.
             let lock_note = if volume.lock_mode().is_none() { ", read-only, no lock" } else { "" };
             let description = format!(
@@ -147,6 +163,9 @@ pub async fn build_stack_with(
             let release: ReleaseHook = Box::new(move || {
                 Box::pin(async move {
                     closing.close().await?;
+                    if let Some(disk) = disk {
+                        disk.close().await?;
+                    }
                     volume.close().await
                 })
             });
@@ -197,13 +216,92 @@ fn option_of(what: &str) -> &'static str {
     }
 }
 
-type Cache = BlockCache<ObjectBlockDevice>;
+type Cache = BlockCache<Arc<dyn BlockDevice>>;
+type Disk = Arc<DiskCache<ObjectBlockDevice>>;
 
-/// The cache over the volume's device (told which blocks are stored when
-/// that is known), and the stats.
-async fn assemble(opts: &VolumeArgs, volume: &Volume) -> Result<(Arc<Cache>, Arc<dyn StatsSource>)> {
-    let geometry = volume.geometry();
+/// The caches over the volume's device (the memory cache told which blocks
+/// are stored when that is known), and the stats.
+async fn assemble(
+    opts: &VolumeArgs,
+    volume: &mut Volume,
+    bucket: &str,
+    prefix: &str,
+) -> Result<(Arc<Cache>, Arc<dyn StatsSource>, Option<Disk>)> {
     let device = volume.device().clone();
+    let disk = match &opts.cache_dir {
+        Some(dir) => Some(open_disk(opts, volume, dir, bucket, prefix).await?),
+        None => None,
+    };
+    let result = assemble_over(opts, volume, device, disk.clone()).await;
+    if let (Err(_), Some(disk)) = (&result, &disk) {
+        // Leaves the directory as it was (its dirty blocks kept) and unlocked.
+        disk.stop_keeping_dirty();
+    }
+    result.map(|(cache, stats)| (cache, stats, disk))
+}
+
+/// Opens the disk cache in `dir` over `device`, logs what it found, and
+/// records this mount in the bucket once the directory knows of it.
+async fn open_disk(
+    opts: &VolumeArgs,
+    volume: &mut Volume,
+    dir: &std::path::Path,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Disk> {
+    let geometry = volume.geometry();
+    let size = opts.disk_cache_size.unwrap_or(DEFAULT_DISK_CACHE_SIZE);
+    let mut config = DiskCacheConfig::builder(dir, size).durability(match opts.durability {
+        DurabilityArg::Local => Durability::Local,
+        _ => Durability::Remote,
+    });
+    if let Some(bytes) = opts.disk_max_dirty {
+        config = config.dirty_limit(bytes);
+    }
+    if let Some(n) = opts.upload_concurrency {
+        config = config.upload_concurrency(n as usize);
+    }
+    // A volume with a descriptor is named by its id; an s3backer volume
+    // (none) by where it is.
+    let id = match volume.descriptor() {
+        Some(d) if !d.volume_id.is_empty() => format!("volume {}", d.volume_id),
+        _ => format!("s3backer volume at {bucket}/{prefix}"),
+    };
+    let marks = Marks {
+        found: volume.previous_mount().map(|r| r.mount.clone()),
+        new: volume
+            .this_mount()
+            .map(|r| r.mount.clone())
+            .ok_or_else(|| Error::Config("--cache-dir: a read-only mount keeps no disk cache".into()))?,
+    };
+    let (disk, report) = DiskCache::open(
+        volume.device().clone(),
+        config.build(),
+        VolumeIdentity { volume: id, geometry },
+        marks,
+    )
+    .await?;
+    match (&report.state, report.lost_dirty.is_empty()) {
+        (OpenState::Discarded { .. }, _) | (_, false) => tracing::warn!("{report}"),
+        _ => tracing::info!("{report}"),
+    }
+    let disk = Arc::new(disk);
+    let recorded = volume.record_mount().await;
+    if let Err(e) = recorded.and_then(|()| disk.confirm_marker()) {
+        disk.stop_keeping_dirty();
+        return Err(e);
+    }
+    Ok(disk)
+}
+
+/// The memory cache over `device` (or over the disk cache over it).
+async fn assemble_over(
+    opts: &VolumeArgs,
+    volume: &Volume,
+    device: ObjectBlockDevice,
+    disk: Option<Disk>,
+) -> Result<(Arc<Cache>, Arc<dyn StatsSource>)> {
+    let geometry = volume.geometry();
     let known: Option<Vec<BlockId>> = if volume.created() {
         // A new volume needs no listing: all its blocks are absent.
         Some(Vec::new())
@@ -220,20 +318,60 @@ async fn assemble(opts: &VolumeArgs, volume: &Volume) -> Result<(Arc<Cache>, Arc
     } else {
         None
     };
+    // Blocks the disk cache holds that the bucket does not have yet (a
+    // crash left them) are not zero, whatever the listing says.
+    let known = match (known, &disk) {
+        (Some(mut stored), Some(disk)) => {
+            stored.extend(disk.unstored_blocks().into_iter().map(|b| BlockId(b as u32)));
+            Some(stored)
+        }
+        (known, _) => known,
+    };
+    let lower: Arc<dyn BlockDevice> = match &disk {
+        Some(disk) => disk.clone(),
+        None => Arc::new(device),
+    };
     let config = cache_config(opts, geometry);
     let cache = Arc::new(
         match known {
-            Some(stored) => BlockCache::with_known_blocks(device, config, stored),
-            None => BlockCache::new(device, config),
+            Some(stored) => BlockCache::with_known_blocks(lower, config, stored),
+            None => BlockCache::new(lower, config),
         }
         .map_err(bad_cache)?,
     );
     let shown = cache.clone();
     let reset = cache.clone();
-    let stats = Stats::new()
+    let mut stats = Stats::new()
         .with_cache(move || shown.stats(), move || reset.reset_stats())
         .with_requests(volume.store().counters.clone());
+    if let Some(disk) = disk {
+        let durability = match opts.durability {
+            DurabilityArg::Local => "local",
+            _ => "remote",
+        };
+        stats = stats.with_disk(move || disk_figures(&disk, durability));
+    }
     Ok((cache, Arc::new(stats)))
+}
+
+fn disk_figures(disk: &Disk, durability: &str) -> DiskFigures {
+    let s = disk.stats();
+    DiskFigures {
+        durability: durability.to_owned(),
+        size_bytes: s.size,
+        used_bytes: s.used_bytes,
+        blocks: s.cached_blocks,
+        unstored_blocks: s.dirty_blocks,
+        unstored_bytes: s.dirty_bytes,
+        oldest_unstored_secs: s.oldest_dirty_secs,
+        hits: s.hits,
+        misses: s.misses,
+        uploads: s.uploads,
+        spills: s.spills,
+        waits: s.waits,
+        corrupt_entries: s.corrupt_entries,
+        index_bytes: s.index_bytes,
+    }
 }
 
 fn cache_config(opts: &VolumeArgs, geometry: Geometry) -> CacheConfig {
@@ -262,6 +400,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::MountStats;
     use clap::Parser;
     use s3block_core::{BlockDeviceExt, Bytes};
 
@@ -393,5 +532,93 @@ mod tests {
         let again = build_stack_with(&opts(&[&url, "/m"]), typed).await.unwrap();
         assert_eq!(&again.device.read_at(65_536, 12).await.unwrap()[..], b"secret words");
         (again.release)().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_disk_cache_starts_warm_and_is_discarded_after_another_mount() {
+        let dir = tempfile::tempdir().unwrap();
+        let vol = dir.path().join("vol");
+        let cache = dir.path().join("cache");
+        std::fs::create_dir(&vol).unwrap();
+        let url = format!("file://{}", vol.display());
+        let cache_dir = format!("--cache-dir={}", cache.display());
+        let with_cache = |extra: &[&str]| {
+            let mut args = vec![cache_dir.as_str(), "--disk-cache-size=16M"];
+            args.extend_from_slice(extra);
+            args.push(url.as_str());
+            opts(&args)
+        };
+        let fetches = |stats: &MountStats| stats.requests.block_fetches;
+
+        let first = build_stack(&with_cache(&["--size=4M", "--block-size=64K"])).await.unwrap();
+        first.device.write_at(200_000, Bytes::from_static(b"first words")).await.unwrap();
+        first.device.flush().await.unwrap();
+        let text = first.stats.render();
+        assert!(text.contains("[disk cache]") && text.contains("not in bucket"), "{text}");
+        (first.release)().await.unwrap();
+
+        // Warm: the block comes from the disk, not the store.
+        let warm = build_stack(&with_cache(&[])).await.unwrap();
+        assert_eq!(&warm.device.read_at(200_000, 11).await.unwrap()[..], b"first words");
+        let stats: MountStats = serde_json::from_str(&warm.stats.render_json()).unwrap();
+        assert_eq!(fetches(&stats), 0, "a warm disk cache fetched from the store: {}", warm.stats.render());
+        assert!(stats.disk.as_ref().is_some_and(|d| d.hits > 0), "{}", warm.stats.render());
+        (warm.release)().await.unwrap();
+
+        // Another mount, without the disk cache, writes the same block.
+        let other = build_stack(&opts(&[url.as_str()])).await.unwrap();
+        other.device.write_at(200_000, Bytes::from_static(b"newer words")).await.unwrap();
+        (other.release)().await.unwrap();
+
+        // The disk cache is not trusted any more: the newer bytes are read.
+        let after = build_stack(&with_cache(&[])).await.unwrap();
+        assert_eq!(&after.device.read_at(200_000, 11).await.unwrap()[..], b"newer words");
+        let stats: MountStats = serde_json::from_str(&after.stats.render_json()).unwrap();
+        assert!(fetches(&stats) > 0, "{}", after.stats.render());
+        (after.release)().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn local_durability_keeps_written_blocks_out_of_the_listing_zero_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let vol = dir.path().join("vol");
+        std::fs::create_dir(&vol).unwrap();
+        let url = format!("file://{}", vol.display());
+        let cache_dir = format!("--cache-dir={}", dir.path().join("cache").display());
+        let args = |extra: &[&str]| {
+            let mut a = vec![cache_dir.as_str(), "--durability=local", "--list-blocks"];
+            a.extend_from_slice(extra);
+            a.push(url.as_str());
+            opts(&a)
+        };
+        let first = build_stack(&args(&["--size=4M", "--block-size=64K"])).await.unwrap();
+        first.device.write_at(70_000, Bytes::from_static(b"on disk first")).await.unwrap();
+        first.device.flush().await.unwrap();
+        (first.release)().await.unwrap();
+        // Closed: every block is in the bucket now, and read back through a listing.
+        let again = build_stack(&args(&[])).await.unwrap();
+        assert_eq!(&again.device.read_at(70_000, 13).await.unwrap()[..], b"on disk first");
+        (again.release)().await.unwrap();
+        let plain = build_stack(&opts(&["--read-only", url.as_str()])).await.unwrap();
+        assert_eq!(&plain.device.read_at(70_000, 13).await.unwrap()[..], b"on disk first");
+        (plain.release)().await.unwrap();
+    }
+
+    #[test]
+    fn disk_cache_options_are_checked() {
+        let parse = |args: &[&str]| {
+            let mut full = vec!["frontend"];
+            full.extend_from_slice(args);
+            Frontend::try_parse_from(full).map_err(|e| e.to_string()).and_then(|f| f.volume.check())
+        };
+        let err = parse(&["--durability=local", "memory://"]).unwrap_err();
+        assert!(err.contains("--durability local") && err.contains("--cache-dir"), "{err}");
+        let err = parse(&["--cache-dir=/tmp/x", "--read-only", "memory://"]).unwrap_err();
+        assert!(err.contains("--cache-dir") && err.contains("--read-only"), "{err}");
+        let err = parse(&["--disk-cache-size=1G", "memory://"]).unwrap_err();
+        assert!(err.contains("--cache-dir"), "{err}");
+        let err = parse(&["--durability=sometimes", "memory://"]).unwrap_err();
+        assert!(err.contains("sometimes"), "{err}");
+        parse(&["--cache-dir=/tmp/x", "--durability=local", "memory://"]).unwrap();
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use s3block_core::{RequestCounters, RequestCounts};
 
-use crate::{CacheStats, MountStats};
+use crate::{CacheStats, DiskFigures, MountStats};
 
 pub use s3block_store::{GET_PRICE_PER_1000, PUT_PRICE_PER_1000};
 
@@ -33,6 +33,7 @@ pub trait StatsSource: Send + Sync {
 
 type Snapshot = Box<dyn Fn() -> CacheStats + Send + Sync>;
 type Reset = Box<dyn Fn() + Send + Sync>;
+type DiskSnapshot = Box<dyn Fn() -> DiskFigures + Send + Sync>;
 
 /// The mount's statistics: the cache's figures and the store's request
 /// counters with their cost at list prices.
@@ -40,6 +41,7 @@ type Reset = Box<dyn Fn() + Send + Sync>;
 pub struct Stats {
     cache: Option<(Snapshot, Reset)>,
     requests: Option<Arc<RequestCounters>>,
+    disk: Option<DiskSnapshot>,
 }
 
 impl std::fmt::Debug for Stats {
@@ -47,6 +49,7 @@ impl std::fmt::Debug for Stats {
         f.debug_struct("Stats")
             .field("cache", &self.cache.is_some())
             .field("requests", &self.requests)
+            .field("disk", &self.disk.is_some())
             .finish()
     }
 }
@@ -73,11 +76,19 @@ impl Stats {
         self
     }
 
+    /// Adds the disk cache: `snapshot` gives its figures.
+    pub fn with_disk(mut self, snapshot: impl Fn() -> DiskFigures + Send + Sync + 'static) -> Self {
+        self.disk = Some(Box::new(snapshot));
+        self
+    }
+
     /// The statistics now.
     pub fn snapshot(&self) -> MountStats {
         let cache = self.cache.as_ref().map(|(snapshot, _)| snapshot()).unwrap_or_default();
         let requests = self.requests.as_ref().map(|c| c.snapshot()).unwrap_or_default();
-        MountStats::new(&cache, &requests, PUT_PRICE_PER_1000, GET_PRICE_PER_1000)
+        let mut stats = MountStats::new(&cache, &requests, PUT_PRICE_PER_1000, GET_PRICE_PER_1000);
+        stats.disk = self.disk.as_ref().map(|snapshot| snapshot());
+        stats
     }
 }
 
