@@ -3,6 +3,7 @@
 
 mod config;
 mod format;
+mod frontend_hooks;
 mod recover;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
