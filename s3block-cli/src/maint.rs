@@ -173,7 +173,9 @@ pub async fn erase(
         bar.inc(r?);
     }
     bar.finish_and_clear();
-    let meta = [DESCRIPTOR_NAME, MOUNT_RECORD_NAME, LOCK_NAME].map(|name| format!("{}{name}", target.prefix)).to_vec();
+    let meta = [DESCRIPTOR_NAME, MOUNT_RECORD_NAME, LOCK_NAME]
+        .map(|name| format!("{}{name}", target.prefix))
+        .to_vec();
     delete_keys(store, meta).await?;
     writeln!(out, "Erased {} blocks, the descriptor and the lock of {}.", format::count(n), target.url)?;
     Ok(OK)
