@@ -12,7 +12,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
-use rand::{RngCore, SeedableRng};
+use rand::{Rng, RngCore, SeedableRng};
 
 use crate::in_ci;
 
@@ -326,6 +326,61 @@ pub fn checksum(data: &[u8]) -> u64 {
 /// its seed (use it through [`rand::Rng`]: `random`, `random_range`).
 pub fn seeded_rng(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed)
+}
+
+/// An ext4 workload for crash tests: writes files of random sizes (up to
+/// 100 KB) under `root/run{run}/`, fsyncs each one and its directory, and
+/// only then sends its name and [`checksum`] on `sent`, until a write fails
+/// (the mount died) or `sent` is closed. While `pause` is set it stops
+/// between two files and sets `paused`.
+pub fn fsync_writer(
+    root: &Path,
+    run: u64,
+    sent: std::sync::mpsc::Sender<(String, u64)>,
+    pause: &std::sync::atomic::AtomicBool,
+    paused: &std::sync::atomic::AtomicBool,
+) {
+    use std::io::Write as _;
+    use std::sync::atomic::Ordering;
+    let dir = root.join(format!("run{run}"));
+    if std::fs::create_dir(&dir).is_err() {
+        return;
+    }
+    let mut rng = seeded_rng(run * 1000 + 1);
+    for i in 0.. {
+        while pause.load(Ordering::SeqCst) {
+            paused.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        paused.store(false, Ordering::SeqCst);
+        let name = format!("run{run}/f{i:05}");
+        let data = pattern(rng.random(), 1 + rng.random_range(0..100_000) as usize);
+        let durable = (|| -> std::io::Result<()> {
+            let mut f = std::fs::File::create(root.join(&name))?;
+            f.write_all(&data)?;
+            f.sync_all()?;
+            std::fs::File::open(&dir)?.sync_all()
+        })();
+        if durable.is_err() || sent.send((name, checksum(&data))).is_err() {
+            return;
+        }
+    }
+}
+
+/// Every file in `files` (name → [`checksum`], relative to `root`) is
+/// there with its bytes; returns how many bytes were checked.
+///
+/// # Panics
+/// Naming the first file missing or different.
+pub fn check_files<'a>(root: &Path, files: impl IntoIterator<Item = (&'a String, &'a u64)>) -> u64 {
+    let mut bytes = 0;
+    for (name, sum) in files {
+        let data = std::fs::read(root.join(name))
+            .unwrap_or_else(|e| panic!("{name} was fsync'd before the crash but cannot be read: {e}"));
+        assert_eq!(checksum(&data), *sum, "{name} was fsync'd before the crash but its bytes differ");
+        bytes += data.len() as u64;
+    }
+    bytes
 }
 
 /// Seconds a bounded workload runs: `S3BLOCK_RELIABILITY_SECS`, else `default`.

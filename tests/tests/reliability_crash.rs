@@ -13,54 +13,19 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use s3block_testkit::kernel::{
-    FsMount, Loop, Mount, assert_no_panic, checksum, fuse_command, kernel_available, mkfs_ext4, pattern,
-    seeded_rng,
+    FsMount, Loop, Mount, assert_no_panic, check_files, fsync_writer, fuse_command, kernel_available,
+    mkfs_ext4, seeded_rng,
 };
 
 const FUSE: &str = env!("CARGO_BIN_EXE_rel-s3block-fuse");
 const TOOLS: &[&str] = &["losetup", "mkfs.ext4", "e2fsck", "mount", "umount"];
-
-/// Writes files until an error (the mount died); sends each one's name and
-/// checksum after its data and its directory entry were fsync'd.
-fn writer(root: &Path, run: u64, sent: mpsc::Sender<(String, u64)>) {
-    let dir = root.join(format!("run{run}"));
-    if std::fs::create_dir(&dir).is_err() {
-        return;
-    }
-    let mut rng = seeded_rng(run * 1000 + 1);
-    for i in 0.. {
-        let name = format!("run{run}/f{i:05}");
-        let data = pattern(rng.random(), 1 + rng.random_range(0..100_000) as usize);
-        let durable = (|| -> std::io::Result<()> {
-            let mut f = std::fs::File::create(root.join(&name))?;
-            f.write_all(&data)?;
-            f.sync_all()?;
-            std::fs::File::open(&dir)?.sync_all()
-        })();
-        if durable.is_err() || sent.send((name, checksum(&data))).is_err() {
-            return;
-        }
-    }
-}
-
-/// Every logged file is present with its checksum; returns how many bytes were checked.
-fn check_files(root: &Path, files: &BTreeMap<String, u64>) -> u64 {
-    let mut bytes = 0;
-    for (name, sum) in files {
-        let data = std::fs::read(root.join(name))
-            .unwrap_or_else(|e| panic!("{name} was fsync'd before the crash but cannot be read: {e}"));
-        assert_eq!(checksum(&data), *sum, "{name} was fsync'd before the crash but its bytes differ");
-        bytes += data.len() as u64;
-    }
-    bytes
-}
 
 /// Mounts the crashed volume: the killed mount's lock names this host and
 /// a process that no longer runs, so the new mount takes it over by itself
@@ -122,7 +87,10 @@ fn kill_9_during_ext4_loses_no_fsynced_file() {
 
         let (tx, rx) = mpsc::channel();
         let root = fs.path().to_owned();
-        let handle = std::thread::spawn(move || writer(&root, run, tx));
+        let handle = std::thread::spawn(move || {
+            let (pause, paused) = (AtomicBool::new(false), AtomicBool::new(false));
+            fsync_writer(&root, run, tx, &pause, &paused)
+        });
         let kill_after = Duration::from_millis(1500 + rng.random_range(0..3500));
         std::thread::sleep(kill_after);
         fuse.kill9();
