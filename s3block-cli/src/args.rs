@@ -48,6 +48,9 @@ pub enum Command {
     /// Delete every block, the descriptor and the lock of a volume.
     #[command(after_help = EXIT_CODES_HELP)]
     Erase(EraseArgs),
+    /// Change the size of a volume that is not mounted (SIZE, +SIZE or -SIZE); s3backer reads the new size too.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Resize(ResizeArgs),
     /// Break a stale mount lock (s3backer's --reset-mounted-flag), after showing who held it.
     #[command(after_help = EXIT_CODES_HELP)]
     Unlock(UnlockArgs),
@@ -275,6 +278,31 @@ pub struct EraseArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub store_args: StoreArgs,
+}
+
+/// `s3block resize`.
+#[derive(Debug, Clone, Args)]
+pub struct ResizeArgs {
+    /// The volume: s3://BUCKET/PREFIX, file:///PATH or memory://.
+    pub store: String,
+    /// The new size (40G), or how much to grow (+10G) or shrink (-2G) it by; a whole number of blocks.
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = crate::resize::parse_size_change)]
+    pub size: crate::resize::SizeChange,
+    /// The volume's block size, only checked: a resize keeps it (`s3block copy --block-size` changes it).
+    #[arg(long, alias = "blockSize", value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_size_arg)]
+    pub block_size: Option<u64>,
+    /// Shrink even when blocks past the new end hold data: delete them (in bulk).
+    #[arg(long)]
+    pub discard_tail: bool,
+    /// Do not ask before --discard-tail deletes blocks (needed when standard input is not a terminal).
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub store_args: StoreArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
 }
 
 /// `s3block unlock`.

@@ -51,6 +51,7 @@ pub mod cost;
 pub mod exit;
 pub mod format;
 pub mod maint;
+pub mod resize;
 pub mod stat;
 pub mod stats;
 pub mod target;
@@ -62,7 +63,8 @@ use std::io::Write;
 pub use args::{
     BlockRange, BlockSizes, CatArgs, Cli, Command, CopyArgs, CostArgs, CreateArgs, DEST_PASSWORD_ENV,
     DestArgs, DestEncryption, DstStoreArgs, EraseArgs, InfoArgs, LayoutArgs, LsArgs, OutputArgs, PricePreset,
-    StatArgs, StatsArgs, StoreArgs, UnlockArgs, VerifyArgs, parse_block_number, parse_block_range,
+    ResizeArgs, StatArgs, StatsArgs, StoreArgs, UnlockArgs, VerifyArgs, parse_block_number,
+    parse_block_range,
 };
 pub use exit::{CliError, CliResult};
 
@@ -158,6 +160,29 @@ async fn store_command(command: Command, out: &mut dyn Write) -> CliResult {
                 })
             };
             let done = maint::erase(&t, &LayoutArgs::default(), a.force, a.quiet, &mut confirm, out).await;
+            match failed {
+                Some(e) => Err(e),
+                None => done,
+            }
+        }
+        Command::Resize(a) => {
+            let t = open_target(&a.store, &a.store_args)?;
+            let url = a.store.clone();
+            let mut failed = None;
+            let mut confirm = |n: u64, first: u64| {
+                confirm::ask(&resize::discard_question(n, first, &url), "delete").unwrap_or_else(|e| {
+                    failed = Some(e);
+                    false
+                })
+            };
+            let opts = resize::ResizeOptions {
+                size: a.size,
+                block_size: a.block_size,
+                discard_tail: a.discard_tail,
+                force: a.force,
+                json: a.output.json,
+            };
+            let done = resize::resize(&t, &opts, &mut confirm, out).await;
             match failed {
                 Some(e) => Err(e),
                 None => done,

@@ -100,6 +100,7 @@ mod lock;
 mod mounts;
 mod native;
 mod password;
+mod resize;
 mod retry;
 mod s3backer_crypto;
 mod sidecar;
@@ -138,6 +139,9 @@ pub use lock::{
 pub use mounts::{MOUNT_RECORD_NAME, MountRecord, mount_record_key, read_mount_record, write_mount_record};
 pub use native::XChaChaCodec;
 pub use password::{PASSWORD_ENV, Password, PasswordPrompt, PasswordSource, obtain_password};
+#[cfg(feature = "testing")]
+pub use resize::RESIZE_STOP_ENV;
+pub use resize::{ResizePlan, ResizeReport, apply_resize, plan_resize, tail_refusal};
 pub use retry::{RetryConfig, RetryStore};
 pub use s3backer_crypto::{META_HMAC, S3BACKER_CIPHER, S3BACKER_PBKDF2_ITERATIONS, S3backerCodec};
 pub use sidecar::{SIDECAR_SUFFIX, SidecarStore, StaleAttributes};

@@ -5,6 +5,12 @@
 //! order: the descriptor; block 0's `s3backer-blocksize`/`s3backer-filesize`
 //! metadata (volumes made by s3backer); the options given. Options that
 //! contradict what is stored are refused, naming both values.
+//!
+//! When the descriptor and block 0 record different sizes (an
+//! `s3block resize` stopped between its two writes), the descriptor wins:
+//! it is written last, so it holds the size the resize committed to, and
+//! block 0 is rewritten by the next resize or by the next write of block 0
+//! (see the `resize` module).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -150,7 +156,7 @@ pub struct VolumeInfo {
     pub source: GeometrySource,
 }
 
-fn descriptor_key(prefix: &str) -> String {
+pub(crate) fn descriptor_key(prefix: &str) -> String {
     KeyLayout::new(prefix, false).meta_key(DESCRIPTOR_NAME)
 }
 
