@@ -213,6 +213,154 @@ def machine():
             f"Garage 2.5.0 (single node, loopback, data_fsync off)")
 
 
+# ------------------------------------------------------------------ NBD
+# bench/nbd.sh's results: s3block-nbd ("nbd"), s3backer 2.1.6 through
+# nbdkit ("s3backer") and s3block-fuse ("fuse") on the same jobs. The
+# section lives between these markers in docs/BENCHMARKS.md; a report of
+# bench/run.sh keeps it.
+NBD_BEGIN = "<!-- bench/nbd.sh: begin -->"
+NBD_END = "<!-- bench/nbd.sh: end -->"
+NBD_JOBS = (
+    ("seqwrite", "sequential write + flush, MiB/s", "mibps", 1.5),
+    ("seqread", "cold sequential read, MiB/s", "mibps", 1.5),
+    ("randread", "random 4K read, IOPS", "iops", None),
+    ("randwrite", "random 4K write + flush, IOPS", "iops", 5.0),
+    ("copyin", "nbdcopy in (file to volume, --flush), MiB/s", "mibps", None),
+    ("copyout", "nbdcopy out (cold, volume to null:), MiB/s", "mibps", None),
+)
+
+
+def nbd_tables(data, block_sizes):
+    out = []
+    for bs in block_sizes:
+        n, s, f = (data.get((bs, k), {}) for k in ("nbd", "s3backer", "fuse"))
+        if not (n or s or f):
+            continue
+        out += [f"### Block size {bs}", "",
+                "| job | s3block-nbd | s3backer 2.1.6 (nbdkit) | nbd vs s3backer | target | | s3block-fuse "
+                "| load (nbd / s3backer / fuse) |",
+                "| --- | ---: | ---: | ---: | --- | --- | ---: | --- |"]
+        for job, name, unit, target in NBD_JOBS:
+            a, b, c = n.get(f"{job}_{unit}"), s.get(f"{job}_{unit}"), f.get(f"{job}_{unit}")
+            r = ratio(a, b)
+            ok = None if target is None or r is None else r >= target
+            loads = " / ".join("–" if x.get(f"{job}_load_before") is None else
+                               f"{x[f'{job}_load_before']:.1f}→{x[f'{job}_load_after']:.1f}" for x in (n, s, f))
+            out.append(f"| {name} | {fmt(a)} | {fmt(b)} | {'–' if r is None else f'{r:.2f}×'} | "
+                       f"{'' if target is None else f'≥ {target:g}×'} | {verdict(ok)} | {fmt(c)} | {loads} |")
+        out += ["", "Server CPU seconds per GiB moved (user + system of the server process; "
+                "Garage's in brackets):", "",
+                "| job | s3block-nbd | s3block-fuse | s3backer 2.1.6 (nbdkit) | target | |",
+                "| --- | ---: | ---: | ---: | --- | --- |"]
+        for job, name, unit, target in NBD_JOBS:
+            def cell(x):
+                v, g = x.get(f"{job}_cpu_s_per_gib"), x.get(f"{job}_garage_cpu_s_per_gib")
+                return "–" if v is None else f"{fmt(v, 2)} ({fmt(g, 2)})"
+            a, c = n.get(f"{job}_cpu_s_per_gib"), f.get(f"{job}_cpu_s_per_gib")
+            ok = None if a is None or c is None else a <= c
+            out.append(f"| {name.rsplit(', ', 1)[0]} | {cell(n)} | {cell(f)} | {cell(s)} | nbd ≤ fuse | {verdict(ok)} |")
+        out += ["", "Server stop (SIGTERM or unmount: every written block stored, then exit), s:", "",
+                "| after | s3block-nbd | s3backer 2.1.6 (nbdkit) | s3block-fuse |", "| --- | ---: | ---: | ---: |"]
+        for phase, what in (("write", "sequential write"), ("fio", "read and random jobs"),
+                            ("copyin", "nbdcopy in"), ("copyout", "nbdcopy out")):
+            out.append(f"| {what} | " + " | ".join(fmt(x.get(f"stop_s_{phase}"), 2) for x in (n, s, f)) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+NBD_TEMPLATE = """## NBD: s3block-nbd and s3block-fuse beside s3backer 2.1.6 (nbdkit)
+
+Written by `bench/nbd.sh`. s3block-nbd and s3backer 2.1.6's NBD mode
+(`nbdkit s3backer ...`, built by `../shared/peers/build-s3backer.sh`) on two
+buckets of one Garage server on loopback, same block size, same cache
+({cache}: s3backer's `blockCacheSize` is that over the block size, its other
+options and nbdkit's at their defaults: 16 nbdkit threads, 20 upload
+threads, no read-ahead in NBD mode); s3block-fuse on the same jobs for the
+CPU comparison. Each system and block size gets a fresh prefix and a
+{seq} volume; the three run side by side, each job on all three (in an
+order rotated from job to job) before the next job, and the servers are
+restarted between phases (so the reads start cold).
+
+Run of {started} on {machine}.
+
+Jobs: fio's `nbd` engine over a Unix socket (s3block-fuse: fio `libaio`,
+`O_DIRECT`, on its file, same depth); sequential write of the whole
+volume, 1M requests, {seq_depth} in flight, with a flush at the end
+(`end_fsync=1`, in the figure); after a restart, the cold sequential read
+(same shape), then random 4K read and random 4K write ({rand_depth} in
+flight, {runtime} s, over the whole volume, the write with a flush at the
+end); after a restart, `nbdcopy --connections={connections} --threads={connections} --flush` of a
+{seq} random file into the volume; after a restart, `nbdcopy` of the volume
+to `null:` (same connections; nbdcopy's default 256K requests; its figures
+are over its wall time; s3block-fuse's file is served to nbdcopy by
+`nbdkit file`, since nbdcopy truncates a file destination). Server CPU is the
+server process's user + system time (`/proc/PID/stat`) over the job, per
+GiB moved; the load average (1 min) before and after each job is given
+since the machine's 2 CPUs are shared.
+
+Targets: s3block-nbd ≥ 1.5× s3backer on sequential write and read, ≥ 5×
+on random 4K write; s3block-nbd's CPU per GiB at most s3block-fuse's on
+the same jobs.
+
+{table}
+Reproduce: `../shared/peers/build-s3backer.sh; scripts/garage.sh install;
+bench/nbd.sh` (about {minutes} minutes here; `--quick` for a 64K-only
+check that prints the section). Raw figures: `bench/results-nbd-*.tsv`.
+
+{notes}"""
+
+
+def nbd_section(args, data):
+    sizes = sorted({bs for bs, _ in data}, key=size_bytes)
+    text = nbd_tables(data, sizes)
+    notes = ""
+    if args.notes:
+        with open(args.notes) as f:
+            notes = f.read()
+    import re
+    nbdkit = subprocess.run(["nbdkit", "--version"], capture_output=True, text=True).stdout.strip() or "nbdkit ?"
+    mach = re.sub(r"s3backer [^;]*", f"s3backer 2.1.6 through {nbdkit}", machine())
+    if args.commit:
+        mach += f"; s3block at {args.commit}"
+    body = NBD_TEMPLATE.format(started=args.started, machine=mach, cache=args.cache_size, seq=args.seq_size,
+                               seq_depth=args.seq_depth, rand_depth=args.rand_depth, runtime=args.runtime,
+                               connections=args.connections, table=text, notes=notes,
+                               minutes=args.minutes).rstrip()
+    return f"{NBD_BEGIN}\n{body}\n{NBD_END}\n"
+
+
+def splice_nbd(path, section):
+    """Puts the NBD section into the report at PATH, replacing an older one;
+    a new one goes before the zstd section, else at the end."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = ""
+    if NBD_BEGIN in text and NBD_END in text:
+        head, rest = text.split(NBD_BEGIN, 1)
+        text = head + section.rstrip("\n") + rest.split(NBD_END, 1)[1]
+    elif "\n## zstd beside deflate" in text:
+        head, rest = text.split("\n## zstd beside deflate", 1)
+        text = head + "\n" + section + "\n## zstd beside deflate" + rest
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def kept_nbd_section(path):
+    """The NBD section of an existing report, to carry over."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return ""
+    if NBD_BEGIN not in text or NBD_END not in text:
+        return ""
+    return NBD_BEGIN + text.split(NBD_BEGIN, 1)[1].split(NBD_END, 1)[0] + NBD_END + "\n"
+
+
 TEMPLATE = """# Benchmarks: s3block beside s3backer
 
 s3block and s3backer mounted side by side on two buckets of one Garage
@@ -293,8 +441,21 @@ def main():
     p.add_argument("--files", default="20000")
     p.add_argument("--concurrency", default="8")
     p.add_argument("--notes", help="a file whose text ends the report (analysis of this run)")
+    p.add_argument("--nbd", action="store_true", help="bench/nbd.sh's results: write the NBD section only")
+    p.add_argument("--seq-depth", default="8")
+    p.add_argument("--rand-depth", default="32")
+    p.add_argument("--connections", default="4")
+    p.add_argument("--minutes", default="35")
+    p.add_argument("--commit", help="the s3block commit measured")
     args = p.parse_args()
     data = load(args.results)
+    if args.nbd:
+        section = nbd_section(args, data)
+        print(section)
+        if args.report != "-":
+            splice_nbd(args.report, section)
+            print(f"NBD section written into {args.report}", file=sys.stderr)
+        return 0
     sizes = sorted({bs for bs, sys_ in data if sys_ not in ("memory", "native")}, key=size_bytes)
     text = table(data, sizes, size_bytes(args.cache_size), size_bytes(args.seq_size))
     print(text)
@@ -303,10 +464,13 @@ def main():
         if args.notes:
             with open(args.notes) as f:
                 notes = f.read()
+        kept = kept_nbd_section(args.report)
         with open(args.report, "w") as f:
             f.write(TEMPLATE.format(started=args.started, machine=machine(), cache=args.cache_size,
                                     concurrency=args.concurrency, seq=args.seq_size, runtime=args.runtime,
                                     files=args.files, table=text, notes=notes).rstrip() + "\n")
+            if kept:
+                f.write("\n" + kept)
         print(f"report written to {args.report}", file=sys.stderr)
     return 0
 
