@@ -283,6 +283,9 @@ struct Inner {
     /// Sequence numbers of discards and direct writes in progress: uploads
     /// of entries at or after the smallest wait.
     barriers: BTreeSet<u64>,
+    /// Discards in progress: their blocks read as zeros (the store may
+    /// still hold the old data until the discard reaches it).
+    discarding: Vec<Range<u64>>,
     segments: BTreeMap<u32, Segment>,
     active: u32,
     next_seq: u64,
@@ -377,7 +380,8 @@ struct Shared<D> {
 ///   version of a block at a time, oldest first).
 /// - **Discard** is recorded in the log (durably), then waits until every
 ///   older entry is stored, then discards below, holding newer uploads back
-///   meanwhile: its order with writes is never lost, at the cost of a wait
+///   and reading its blocks as zeros meanwhile: its order with writes is
+///   never lost, at the cost of a wait
 ///   for uploads (discards are rare next to writes, and recording a range
 ///   needs one entry however large it is, where a zero entry per block would
 ///   not bound the log).
@@ -717,20 +721,6 @@ impl<D: BlockDevice + 'static> Shared<D> {
     }
 
     async fn upload(self: Arc<Self>, pick: Pick) {
-        if let Some((seg, len)) = pick.sync_to {
-            let f = Arc::clone(&pick.file);
-            match tokio::task::spawn_blocking(move || f.sync_data()).await {
-                Ok(Ok(())) => {
-                    if let Some(s) = self.inner().segments.get_mut(&seg) {
-                        s.synced = s.synced.max(len);
-                    }
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(dir = %self.dir.display(), error = %e, "disk cache: fdatasync failed before an upload");
-                }
-                Err(_) => {}
-            }
-        }
         let bs = self.geometry.block_len();
         let data = if pick.zero {
             Ok(Bytes::from(vec![0u8; bs]))
@@ -792,6 +782,33 @@ impl<D: BlockDevice + 'static> Shared<D> {
         self.work.notify_one();
     }
 
+    /// The write-ahead rule: the entries about to be uploaded are made
+    /// durable first, one fdatasync per segment for the whole batch.
+    async fn sync_before_upload(&self, picks: &[Pick]) {
+        let mut segs: Vec<(u32, u64, Arc<File>)> = Vec::new();
+        for p in picks {
+            if let Some((seg, len)) = p.sync_to {
+                match segs.iter_mut().find(|s| s.0 == seg) {
+                    Some(s) => s.1 = s.1.max(len),
+                    None => segs.push((seg, len, Arc::clone(&p.file))),
+                }
+            }
+        }
+        for (seg, len, file) in segs {
+            match tokio::task::spawn_blocking(move || file.sync_data()).await {
+                Ok(Ok(())) => {
+                    if let Some(s) = self.inner().segments.get_mut(&seg) {
+                        s.synced = s.synced.max(len);
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(dir = %self.dir.display(), error = %e, "disk cache: fdatasync failed before an upload");
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
     async fn run_uploader(self: Arc<Self>) {
         let mut jobs = tokio::task::JoinSet::new();
         let concurrency = self.config.upload_concurrency();
@@ -800,6 +817,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
             tokio::pin!(work);
             work.as_mut().enable();
             let (picks, wake) = self.pick(concurrency.saturating_sub(jobs.len()));
+            self.sync_before_upload(&picks).await;
             for p in picks {
                 jobs.spawn(Arc::clone(&self).upload(p));
             }
@@ -963,6 +981,9 @@ impl<D: BlockDevice + 'static> Shared<D> {
         match appended {
             Ok(()) => {
                 self.work.notify_one();
+                // A rewrite may have replaced an entry a flush, a discard or
+                // a direct write was waiting for.
+                self.changed.notify_waiters();
                 Ok(())
             }
             Err(e) => self.write_direct(block.0, data, e).await,
@@ -1024,6 +1045,12 @@ impl<D: BlockDevice + 'static> Shared<D> {
         // A miss: fetch, then keep it unless the block changed meanwhile.
         let start_seq = {
             let mut g = self.inner();
+            if g.discarding.iter().any(|d| d.contains(&u64::from(block.0))) && !g.index.contains_key(&block.0)
+            {
+                // Being discarded: zeros, whatever the store still holds.
+                g.counters.hits += 1;
+                return Ok(Bytes::from(vec![0u8; bs]));
+            }
             g.counters.misses += 1;
             g.next_seq
         };
@@ -1044,11 +1071,15 @@ impl<D: BlockDevice + 'static> Shared<D> {
                 g.counters.admissions += 1;
                 g.index.insert(block.0, Slot::new(seg, off, if zero { S_ZERO } else { 0 }));
             }
+            drop(g);
+            // Reclaiming may have dropped a damaged entry someone waited for.
+            self.changed.notify_waiters();
         }
         Ok(data)
     }
 
     async fn discard_range(&self, blocks: Range<u64>) -> Result<()> {
+        let kept = blocks.clone();
         let (seq, sync) = {
             let mut g = self.inner();
             if g.closed {
@@ -1068,6 +1099,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
                 }
             };
             g.barriers.insert(seq);
+            g.discarding.push(blocks.clone());
             g.last_discard_seq = seq;
             let in_range = |b: &u32| blocks.contains(&u64::from(*b));
             if (blocks.end - blocks.start) < g.index.len() as u64 {
@@ -1098,7 +1130,14 @@ impl<D: BlockDevice + 'static> Shared<D> {
             self.lower.discard(blocks).await
         }
         .await;
-        self.inner().barriers.remove(&seq);
+        let blocks_kept = kept;
+        {
+            let mut g = self.inner();
+            g.barriers.remove(&seq);
+            if let Some(i) = g.discarding.iter().position(|d| *d == blocks_kept) {
+                g.discarding.swap_remove(i);
+            }
+        }
         self.work.notify_one();
         r
     }
@@ -1368,6 +1407,7 @@ impl<D: BlockDevice + 'static> DiskCache<D> {
             newest_pending: HashMap::new(),
             inflight_blocks: HashSet::new(),
             barriers: BTreeSet::new(),
+            discarding: Vec::new(),
             segments: BTreeMap::new(),
             active: 0,
             next_seq: 1,
@@ -1507,7 +1547,6 @@ impl<D: BlockDevice + 'static> DiskCache<D> {
         });
         shared.write_state(&state)?;
         let uploader = tokio::spawn(Arc::clone(&shared).run_uploader());
-        tracing::info!("{report}");
         Ok((DiskCache { shared, uploader: Mutex::new(Some(uploader)) }, report))
     }
 
@@ -1556,6 +1595,25 @@ impl<D: BlockDevice + 'static> DiskCache<D> {
             index_bytes: g.index_bytes(),
             epoch: g.epoch,
         }
+    }
+
+    /// The bookkeeping of uploads, for a test that hangs to print.
+    #[cfg(feature = "testing")]
+    pub fn debug_state(&self) -> String {
+        let g = self.shared.inner();
+        format!(
+            "pending {:?}\nbarriers {:?} inflight {:?} epoch {} next_seq {} closed {} stop {} failures {} last {:?} segments {:?}",
+            g.pending,
+            g.barriers,
+            g.inflight_blocks,
+            g.epoch,
+            g.next_seq,
+            g.closed,
+            g.stop,
+            g.failures,
+            g.last_failure,
+            g.segments.keys().collect::<Vec<_>>()
+        )
     }
 
     /// Makes the next `n` writes to the log fail as if the disk were full
