@@ -56,13 +56,45 @@ use std::process::ExitCode;
 /// The multi-threaded tokio runtime a frontend serves on: two to four
 /// workers (a small host has one or two cores; more buys nothing waiting
 /// on the network), named `s3block-io`.
+///
+/// Before it starts, glibc's malloc is told to give buffers of 64 KiB and
+/// more straight back to the system when freed (see [`bound_malloc`]).
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    bound_malloc();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4)))
         .thread_name("s3block-io")
         .enable_all()
         .build()
 }
+
+/// Keeps freed block buffers from piling up in glibc's malloc.
+///
+/// glibc serves large allocations with their own mappings, but raises that
+/// threshold each time such a mapping is freed, so after a while block
+/// buffers (256 KiB at the default block size) come from its per-thread
+/// arenas and are kept there once freed. Measured on a mount with a disk
+/// cache: 122 MiB of resident memory for 32 MiB of cache, 53 MiB with the
+/// threshold fixed at 64 KiB. A small host cannot give that memory away, so
+/// the threshold is fixed at 64 KiB, unless `MALLOC_MMAP_THRESHOLD_` is set
+/// (the user's own choice wins). Other C libraries are left alone.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+pub fn bound_malloc() {
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some() {
+        return;
+    }
+    // SAFETY: mallopt only changes malloc's tuning parameters, with a valid
+    // parameter and value; it is called before the runtime's threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
+    }
+}
+
+/// Keeps freed block buffers from piling up in malloc: nothing to do
+/// outside glibc.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn bound_malloc() {}
 
 /// A start that failed: one plain line on standard error, `PROGRAM:
 /// message` (also logged when the log goes elsewhere), and the exit code
