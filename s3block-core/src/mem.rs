@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::{
-    Allocation, BlockDevice, BlockId, Geometry, Result, allocation_runs, check_block_len, check_block_range, is_zero,
+    Allocation, BlockDevice, BlockId, Geometry, Result, allocation_runs, check_block_len, check_block_range,
+    is_zero,
 };
 
 /// Calls made on a [`MemoryDevice`].
@@ -155,11 +156,10 @@ mod tests {
         ];
         // Both ways of answering agree: from the stored blocks, block by block.
         assert_eq!(dev.block_status(0..64).await.expect("status"), want);
-        assert_eq!(dev.block_status(4..11).await.expect("status"), vec![
-            (4..5, Allocation::Data),
-            (5..10, Allocation::Hole),
-            (10..11, Allocation::Data)
-        ]);
+        assert_eq!(
+            dev.block_status(4..11).await.expect("status"),
+            vec![(4..5, Allocation::Data), (5..10, Allocation::Hole), (10..11, Allocation::Data)]
+        );
         assert!(dev.block_status(0..65).await.is_err());
         assert_eq!(dev.block_status(7..7).await.expect("status"), vec![]);
     }
