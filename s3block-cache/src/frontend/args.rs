@@ -103,6 +103,24 @@ pub enum DurabilityArg {
     Local,
 }
 
+impl DurabilityArg {
+    /// The disk cache's durability this value asks for.
+    pub fn durability(self) -> crate::Durability {
+        match self {
+            DurabilityArg::Remote => crate::Durability::Remote,
+            DurabilityArg::Local => crate::Durability::Local,
+        }
+    }
+
+    /// The value as written on the command line (`remote`, `local`).
+    pub fn name(self) -> &'static str {
+        match self {
+            DurabilityArg::Remote => "remote",
+            DurabilityArg::Local => "local",
+        }
+    }
+}
+
 /// The disk cache size when `--cache-dir` is given without `--disk-cache-size`.
 pub const DEFAULT_DISK_CACHE_SIZE: u64 = 1 << 30;
 

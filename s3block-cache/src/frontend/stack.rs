@@ -47,11 +47,11 @@ use s3block_store::{Create, ObjectBlockDevice, Volume};
 
 use s3block_store::StoreArgs;
 
-use super::args::{DEFAULT_BLOCK_SIZE, DEFAULT_DISK_CACHE_SIZE, DurabilityArg, VolumeArgs};
+use super::args::{DEFAULT_BLOCK_SIZE, DEFAULT_DISK_CACHE_SIZE, VolumeArgs};
 use super::stats::{Stats, StatsSource};
 use crate::{
-    BlockCache, CacheConfig, DEFAULT_CACHE_SIZE, DiskCache, DiskCacheConfig, DiskFigures, Durability, Marks,
-    OpenState, VolumeIdentity,
+    BlockCache, CacheConfig, DEFAULT_CACHE_SIZE, DiskCache, DiskCacheConfig, DiskFigures, Marks, OpenState,
+    VolumeIdentity,
 };
 
 /// The hook run last at a clean exit: closes the cache, then releases the
@@ -251,10 +251,7 @@ async fn open_disk(
 ) -> Result<Disk> {
     let geometry = volume.geometry();
     let size = opts.disk_cache_size.unwrap_or(DEFAULT_DISK_CACHE_SIZE);
-    let mut config = DiskCacheConfig::builder(dir, size).durability(match opts.durability {
-        DurabilityArg::Local => Durability::Local,
-        _ => Durability::Remote,
-    });
+    let mut config = DiskCacheConfig::builder(dir, size).durability(opts.durability.durability());
     if let Some(bytes) = opts.disk_max_dirty {
         config = config.dirty_limit(bytes);
     }
@@ -345,10 +342,7 @@ async fn assemble_over(
         .with_cache(move || shown.stats(), move || reset.reset_stats())
         .with_requests(volume.store().counters.clone());
     if let Some(disk) = disk {
-        let durability = match opts.durability {
-            DurabilityArg::Local => "local",
-            _ => "remote",
-        };
+        let durability = opts.durability.name();
         stats = stats.with_disk(move || disk_figures(&disk, durability));
     }
     Ok((cache, Arc::new(stats)))

@@ -9,7 +9,7 @@
 #![allow(dead_code)] // each test file uses part of it
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use s3block_testkit::kernel::{assert_no_panic, on_path};
@@ -249,23 +249,7 @@ impl Drop for Server {
     }
 }
 
-/// Runs `program` with `args`, which must succeed; its standard output.
-pub(crate) fn run(program: &str, args: &[&str]) -> String {
-    let out = output(program, args);
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs `program` with `args`, whatever its exit status.
-pub(crate) fn output(program: &str, args: &[&str]) -> Output {
-    Command::new(program).args(args).output().unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
-}
+pub(crate) use s3block_testkit::kernel::{run, run_output as output};
 
 /// The SHA-256 of a file or device (`sha256sum`), in hex.
 pub(crate) fn sha256(path: &Path) -> String {
