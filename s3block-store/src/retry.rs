@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,10 +23,14 @@ use s3block_core::{Backoff, RequestCounters, Retries, StoreErrorKind};
 use crate::counting::PAGE;
 use crate::error::{TargetError, classify, is_missing_bucket, root_cause};
 
-/// After this many failed attempts in a row, each further retry is logged
-/// as a warning (the first ones, which faults of a moment explain, only at
-/// debug level).
+/// After this many failed attempts in a row of one request, the store is
+/// taken to be unreachable and the log says so (the first ones, which
+/// faults of a moment explain, only at debug level).
 const UNREACHABLE_AFTER: u32 = 3;
+
+/// While the store is unreachable, the log says how long it has been this
+/// often (and no more often: an outage of a day is some 1,440 lines).
+const REPORT_EVERY: Duration = Duration::from_secs(60);
 
 /// How transient errors are retried.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,10 +39,12 @@ pub struct RetryConfig {
     pub(crate) initial_backoff: Duration,
     /// Upper bound of any one wait.
     pub(crate) max_backoff: Duration,
-    /// No retry starts after this long since the first attempt.
-    pub(crate) max_elapsed: Duration,
-    /// Attempts at most (the first included); 1 disables retries.
-    pub(crate) max_attempts: u32,
+    /// No retry starts after this long since the first attempt; `None`:
+    /// no time limit.
+    pub(crate) max_elapsed: Option<Duration>,
+    /// Attempts at most (the first included); 1 disables retries; `None`:
+    /// no limit.
+    pub(crate) max_attempts: Option<u32>,
     /// Seed of the jitter RNG; `None` seeds from the OS.
     pub(crate) seed: Option<u64>,
     /// Until the store has answered once, no retry starts after this long
@@ -51,8 +57,8 @@ impl Default for RetryConfig {
         RetryConfig {
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
-            max_elapsed: Duration::from_secs(60),
-            max_attempts: 20,
+            max_elapsed: Some(Duration::from_secs(60)),
+            max_attempts: Some(20),
             seed: None,
             connect_budget: Duration::from_secs(10),
         }
@@ -74,14 +80,42 @@ impl RetryConfig {
 
     /// No retry starts after `d` since the first attempt.
     pub fn max_elapsed(mut self, d: Duration) -> Self {
-        self.max_elapsed = d;
+        self.max_elapsed = Some(d);
         self
     }
 
     /// At most `n` attempts, the first included (1 disables retries).
     pub fn max_attempts(mut self, n: u32) -> Self {
-        self.max_attempts = n;
+        self.max_attempts = Some(n);
         self
+    }
+
+    /// "Hard" retries, for the block I/O of a mounted volume: once the
+    /// store has answered, a transient failure is retried without limit of
+    /// time or attempts (an outage of an hour delays requests, never fails
+    /// them). The connect budget still applies until the store first
+    /// answers, so a mount of an unreachable store fails at start.
+    pub fn unlimited(mut self) -> Self {
+        self.max_elapsed = None;
+        self.max_attempts = None;
+        self
+    }
+
+    /// The I/O timeout of a mounted volume: `None` or zero retries without
+    /// limit ([`unlimited`](Self::unlimited)); otherwise no retry starts
+    /// `d` after a request's first attempt (and attempts are not counted),
+    /// so a request fails within about `d` plus one attempt.
+    pub fn io_timeout(self, d: Option<Duration>) -> Self {
+        match d {
+            Some(d) if !d.is_zero() => RetryConfig { max_elapsed: Some(d), max_attempts: None, ..self },
+            _ => self.unlimited(),
+        }
+    }
+
+    /// Whether a request may be retried without limit (once the store has
+    /// answered).
+    pub fn is_unlimited(&self) -> bool {
+        self.max_elapsed.is_none() && self.max_attempts.is_none()
     }
 
     /// Seeds the jitter, so that a test replays its waits exactly.
@@ -99,17 +133,29 @@ impl RetryConfig {
 
     /// No retries at all.
     pub fn none() -> Self {
-        RetryConfig { max_attempts: 1, ..Default::default() }
+        RetryConfig { max_attempts: Some(1), ..Default::default() }
     }
 
     /// The schedule of the waits: `initial_backoff` doubling to
     /// `max_backoff` with full jitter, at most `max_attempts` attempts and
-    /// no retry after `max_elapsed`, seeded with `seed` when given. (The
-    /// shorter budget before the store first answers is applied on top.)
+    /// no retry after `max_elapsed` (each when set), seeded with `seed` when
+    /// given. (The shorter budget before the store first answers is applied
+    /// on top.)
     pub fn backoff(&self) -> Backoff {
-        let schedule = Backoff::new(self.initial_backoff, self.max_backoff)
-            .with_max_attempts(self.max_attempts)
-            .with_max_elapsed(self.max_elapsed);
+        match self.max_elapsed {
+            Some(d) => self.waits().with_max_elapsed(d),
+            None => self.waits(),
+        }
+    }
+
+    /// The waits and the attempt limit, without the time limit: the store
+    /// applies that itself, cutting the last wait to end at the limit, so
+    /// that a request gives up after its budget, not some seconds before.
+    fn waits(&self) -> Backoff {
+        let mut schedule = Backoff::new(self.initial_backoff, self.max_backoff);
+        if let Some(n) = self.max_attempts {
+            schedule = schedule.with_max_attempts(n);
+        }
         match self.seed {
             Some(seed) => schedule.with_seed(seed),
             None => schedule,
@@ -140,15 +186,143 @@ struct Policy {
     answered: AtomicBool,
     /// "cannot reach" was logged.
     warned: AtomicBool,
+    /// The outage going on, if any (see [`RetryStore`], "Outages in the log").
+    outage: Mutex<OutageLog>,
+    /// Whether `outage` holds one (read without the lock on each success).
+    in_outage: AtomicBool,
+    /// Requests that failed and wait to be retried, now.
+    waiting: AtomicUsize,
+}
+
+/// What the log has said of outages.
+#[derive(Debug, Default)]
+struct OutageLog {
+    /// The outage going on: since when, when to report next, whether its
+    /// start went to the debug log only.
+    current: Option<Outage>,
+    /// When an outage was last announced at warn level.
+    announced: Option<tokio::time::Instant>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Outage {
+    since: tokio::time::Instant,
+    next_report: tokio::time::Instant,
+    quiet: bool,
+}
+
+/// Counts a request among those waiting for the store while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// `d` for the log, to the second: `42s`, `3m05s`, `2h07m`.
+fn span(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{:.1}s", d.as_secs_f32()),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
 }
 
 impl Policy {
-    /// How long retries may go on: short until the store has answered once.
-    fn budget(&self) -> Duration {
+    /// How long retries may go on (`None`: without limit): short until the
+    /// store has answered once.
+    fn budget(&self) -> Option<Duration> {
         if self.answered.load(Ordering::Relaxed) {
             self.config.max_elapsed
         } else {
-            self.config.max_elapsed.min(self.config.connect_budget)
+            Some(
+                self.config
+                    .max_elapsed
+                    .map_or(self.config.connect_budget, |m| m.min(self.config.connect_budget)),
+            )
+        }
+    }
+
+    /// The endpoint and bucket, for the outage lines.
+    fn place(&self) -> String {
+        match &self.target {
+            Some(t) => format!("{} (bucket {:?})", t.endpoint, t.bucket),
+            None => "the object store".to_owned(),
+        }
+    }
+
+    /// A request failed `retry` times in a row, the first at `started`, and
+    /// will be retried: past [`UNREACHABLE_AFTER`], the store is taken to be
+    /// unreachable. The first such failure of an outage says so at warn
+    /// level (at debug when an outage was announced less than a minute ago,
+    /// so a store that comes and goes does not flood the log); then, once a
+    /// minute, how long it has been and how many requests wait.
+    fn failing(&self, retry: u32, started: tokio::time::Instant, err: &object_store::Error) {
+        if retry < UNREACHABLE_AFTER || !self.answered.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        let mut guard = self.outage.lock().unwrap_or_else(|p| p.into_inner());
+        let log = &mut *guard;
+        match log.current.as_mut() {
+            None => {
+                let quiet = log.announced.is_some_and(|at| now.duration_since(at) < REPORT_EVERY);
+                log.current = Some(Outage { since: started, next_report: started + REPORT_EVERY, quiet });
+                self.in_outage.store(true, Ordering::Relaxed);
+                let limit = match self.config.max_elapsed {
+                    None => {
+                        "retrying without limit until it answers (--io-timeout gives up instead)".to_owned()
+                    }
+                    Some(d) => format!("retrying each request for up to {}", span(d)),
+                };
+                let cause = root_cause(err);
+                if quiet {
+                    tracing::debug!("the store at {} is unreachable again: {cause}; {limit}", self.place());
+                } else {
+                    log.announced = Some(now);
+                    tracing::warn!("the store at {} is unreachable: {cause}; {limit}", self.place());
+                }
+            }
+            Some(outage) if now >= outage.next_report => {
+                while outage.next_report <= now {
+                    outage.next_report += REPORT_EVERY;
+                }
+                outage.quiet = false;
+                let since = outage.since;
+                log.announced = Some(now);
+                tracing::warn!(
+                    "the store at {} has been unreachable for {}; {} request(s) waiting, retrying",
+                    self.place(),
+                    span(now.duration_since(since)),
+                    self.waiting.load(Ordering::Relaxed)
+                );
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// The store answered: an outage going on is over (said in one line).
+    fn recovered(&self) {
+        if !self.in_outage.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let mut log = self.outage.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(outage) = log.current.take() {
+            let took = span(outage.since.elapsed());
+            if outage.quiet {
+                tracing::debug!("the store at {} answers again, after {took}", self.place());
+            } else {
+                tracing::warn!("the store at {} answers again, after {took} unreachable", self.place());
+            }
         }
     }
 
@@ -166,11 +340,14 @@ impl Policy {
                         "cannot reach {}: {}; retrying for up to {:?}",
                         self.endpoint(),
                         root_cause(e),
-                        self.budget()
+                        self.budget().unwrap_or(self.config.connect_budget)
                     );
                 }
             }
-            _ => self.answered.store(true, Ordering::Relaxed),
+            _ => {
+                self.answered.store(true, Ordering::Relaxed);
+                self.recovered();
+            }
         }
     }
 
@@ -190,6 +367,13 @@ impl Policy {
                 t.bucket,
                 root_cause(&err),
                 started.elapsed()
+            ),
+            StoreErrorKind::Transient => format!(
+                "{} (bucket {:?}) did not answer: {}; gave up after {}",
+                t.endpoint,
+                t.bucket,
+                root_cause(&err),
+                span(started.elapsed())
             ),
             StoreErrorKind::NotFound if is_missing_bucket(&err) => format!(
                 "bucket {:?} does not exist at {}: check the bucket name in the store URL, the endpoint and the region",
@@ -223,9 +407,17 @@ impl Policy {
     }
 
     /// The wait before the next retry, or `None` to give up: the schedule,
-    /// within the budget of the moment (short until the store answered).
+    /// within the budget of the moment (short until the store answered),
+    /// the last wait cut to end when the budget does.
     fn next_wait(&self, retries: &mut Retries) -> Option<Duration> {
-        retries.next_delay_within(self.budget())
+        let left = match self.budget() {
+            Some(budget) => budget.saturating_sub(retries.elapsed()),
+            None => return retries.next_delay(),
+        };
+        if left.is_zero() {
+            return None;
+        }
+        retries.next_delay().map(|wait| wait.min(left))
     }
 
     async fn run<R, F, Fut>(&self, what: &str, mut op: F) -> Result<R>
@@ -234,6 +426,7 @@ impl Policy {
         Fut: Future<Output = Result<R>>,
     {
         let mut retries = self.start();
+        let mut waiting = None;
         loop {
             match op().await {
                 Ok(v) => {
@@ -247,16 +440,10 @@ impl Policy {
                         && let Some(wait) = self.next_wait(&mut retries)
                     {
                         let retry = retries.retries();
-                        if retry >= UNREACHABLE_AFTER {
-                            // A failure that persists is worth telling without --debug.
-                            tracing::warn!(
-                                "{what} failed {retry} times: the store is unreachable or failing ({e}); \
-                                 retrying in {:.1}s",
-                                wait.as_secs_f32()
-                            );
-                        } else {
-                            tracing::debug!("{what}: {e}; retry {retry} in {wait:?}");
-                        }
+                        waiting.get_or_insert_with(|| Waiting::new(&self.waiting));
+                        // Each retry at debug level; an outage once, then once a minute.
+                        tracing::debug!("{what}: {e}; retry {retry} in {wait:?}");
+                        self.failing(retry, retries.started(), &e);
                         self.counters.add_retries(1);
                         tokio::time::sleep(wait).await;
                         continue;
@@ -292,14 +479,31 @@ impl Policy {
 ///
 /// # A short budget until the store first answers
 ///
-/// Block I/O rides out outages of up to `max_elapsed` (a minute by
-/// default): giving up sooner would fail writes the cache then has to keep.
-/// But until the store has answered once, an error is far more likely a
-/// mistyped endpoint or a server that is not running, and a user starting a
-/// mount should not wait a minute to learn that. So until the first answer
-/// (any answer that is not a transient failure), retries stop after
-/// `connect_budget` (10 s by default); the first failure is logged once as
+/// Requests ride out outages of up to `max_elapsed` (a minute by default,
+/// for one-shot commands); a mounted volume retries without limit
+/// ([`RetryConfig::unlimited`], the frontends' default, as NFS's "hard"
+/// mounts do: an outage delays I/O, never fails it), or for its
+/// `--io-timeout` ([`RetryConfig::io_timeout`]). But until the store has
+/// answered once, an error is far more likely a mistyped endpoint or a
+/// server that is not running, and a user starting a mount should not wait
+/// to learn that. So until the first answer (any answer that is not a
+/// transient failure), retries stop after `connect_budget` (10 s by
+/// default), whatever the other limits; the first failure is logged once as
 /// "cannot reach ENDPOINT: CAUSE; retrying for up to 10s".
+///
+/// # Outages in the log
+///
+/// Single retries are logged at debug level only. Once a request has failed
+/// three times in a row (and the store had answered before), the store is
+/// taken to be unreachable and one warning says so, with the endpoint, the
+/// bucket, the cause and the limit ("the store at URL (bucket "b") is
+/// unreachable: CAUSE; retrying without limit until it answers"). Then,
+/// once a minute while it lasts, one line says how long it has been and
+/// how many requests wait; the first request to get an answer again says
+/// the store "answers again, after 3m04s unreachable". An outage starting
+/// less than a minute after the last one was announced goes to the debug
+/// log (unless it lasts a minute), so a store that comes and goes does not
+/// flood the log.
 ///
 /// When the store knows its endpoint and bucket ([`RetryStore::with_target`],
 /// set for S3 by [`StoreConfig`](crate::StoreConfig)), the errors a user can
@@ -321,7 +525,7 @@ pub struct RetryStore<T> {
 impl<T: ObjectStore> RetryStore<T> {
     /// Wraps `inner`; retries are counted into `counters`.
     pub fn new(inner: T, config: RetryConfig, counters: Arc<RequestCounters>) -> Self {
-        let schedule = config.backoff();
+        let schedule = config.waits();
         let rng = schedule.rng();
         RetryStore {
             inner: Arc::new(inner),
@@ -333,6 +537,9 @@ impl<T: ObjectStore> RetryStore<T> {
                 target: None,
                 answered: AtomicBool::new(false),
                 warned: AtomicBool::new(false),
+                outage: Mutex::new(OutageLog::default()),
+                in_outage: AtomicBool::new(false),
+                waiting: AtomicUsize::new(0),
             }),
         }
     }
@@ -536,6 +743,7 @@ fn resumable_list<T: ObjectStore>(
                     if kind == StoreErrorKind::Transient
                         && let Some(wait) = st.policy.next_wait(&mut st.retries)
                     {
+                        st.policy.failing(st.retries.retries(), st.retries.started(), &e);
                         st.policy.counters.add_retries(1);
                         tokio::time::sleep(wait).await;
                         continue;
@@ -572,14 +780,158 @@ fn denial_summary(err: &object_store::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
+    use crate::{FaultConfig, FaultStore};
+    use object_store::memory::InMemory;
+    use tokio::time::Instant;
+
+    /// The warnings logged, with when (tokio's clock) and what they said.
+    #[derive(Clone, Default)]
+    struct Warnings(Arc<Mutex<Vec<(Instant, String)>>>);
+
+    struct Message(String);
+
+    impl tracing::field::Visit for Message {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+            if field.name() == "message" {
+                self.0 = format!("{value:?}");
+            }
+        }
+    }
+
+    impl tracing::Subscriber for Warnings {
+        fn enabled(&self, m: &tracing::Metadata<'_>) -> bool {
+            *m.level() <= tracing::Level::WARN
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, e: &tracing::Event<'_>) {
+            let mut m = Message(String::new());
+            e.record(&mut m);
+            self.0.lock().unwrap().push((Instant::now(), m.0));
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    type Faulty = Arc<FaultStore<InMemory>>;
+
+    /// A store that has answered once and now fails every request, behind
+    /// a retry layer of `config`; and the warnings it logs.
+    async fn outage(config: RetryConfig) -> (Arc<RetryStore<Faulty>>, Faulty, Warnings) {
+        let faulty = Arc::new(FaultStore::new(InMemory::new(), FaultConfig::errors(1.0), 5));
+        let store = RetryStore::new(faulty.clone(), config.seed(5), Arc::new(RequestCounters::default()))
+            .with_target("http://127.0.0.1:9", "b");
+        faulty.set_enabled(false);
+        store.put_opts(&Path::from("v/0"), "x".into(), PutOptions::default()).await.unwrap();
+        faulty.set_enabled(true);
+        (Arc::new(store), faulty, Warnings::default())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_of_an_hour_delays_requests_and_is_logged_once_a_minute() {
+        let (store, faulty, warnings) = outage(RetryConfig::default().io_timeout(None)).await;
+        let _log = tracing::subscriber::set_default(warnings.clone());
+        let start = Instant::now();
+        let requests: Vec<_> = (0..3)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let got = store.get_opts(&Path::from("v/0"), GetOptions::default()).await;
+                    let key = Path::from(format!("v/{i}"));
+                    let put = store.put_opts(&key, "y".into(), PutOptions::default()).await;
+                    (got.map(|_| ()), put.map(|_| ()), Instant::now())
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        for r in &requests {
+            assert!(!r.is_finished(), "a request ended during the outage");
+        }
+        faulty.set_enabled(false);
+        for r in requests {
+            let (got, put, at) = r.await.unwrap();
+            got.unwrap();
+            put.unwrap();
+            // The first retry after the end, at most one wait later.
+            assert!(at - start <= Duration::from_secs(3610), "done after {:?}", at - start);
+        }
+        let lines = warnings.0.lock().unwrap().clone();
+        let text: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
+        assert!(
+            text[0].contains("the store at http://127.0.0.1:9 (bucket \"b\") is unreachable: ")
+                && text[0].contains("injected fault")
+                && text[0].contains("retrying without limit"),
+            "{text:#?}"
+        );
+        assert!(lines[0].0 - start < Duration::from_secs(15), "announced after {:?}", lines[0].0 - start);
+        let reports: Vec<_> = lines.iter().filter(|(_, l)| l.contains("has been unreachable for")).collect();
+        assert!((59..=60).contains(&reports.len()), "{} reports: {text:#?}", reports.len());
+        for (n, (at, line)) in reports.iter().enumerate() {
+            let due = Duration::from_secs(60 * (n as u64 + 1));
+            let late = (*at - start).checked_sub(due);
+            assert!(
+                late.is_some_and(|l| l <= Duration::from_secs(10)),
+                "report {n} at {:?}: {line}",
+                *at - start
+            );
+        }
+        assert!(
+            reports[1].1.contains("for 2m0") && reports[1].1.contains("3 request(s) waiting"),
+            "{}",
+            reports[1].1
+        );
+        let last = text.last().unwrap();
+        assert!(last.contains("answers again, after 1h00m unreachable"), "{last}");
+        assert_eq!(lines.len(), reports.len() + 2, "no other warnings: {text:#?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_an_io_timeout_a_request_fails_once_it_has_passed() {
+        for secs in [5, 30] {
+            let (store, _, warnings) =
+                outage(RetryConfig::default().io_timeout(Some(Duration::from_secs(secs)))).await;
+            let _log = tracing::subscriber::set_default(warnings.clone());
+            let start = Instant::now();
+            let err =
+                store.get_opts(&Path::from("v/0"), GetOptions::default()).await.expect_err("it gives up");
+            assert_eq!(start.elapsed(), Duration::from_secs(secs), "gives up when the timeout has passed");
+            assert_eq!(classify(&err), StoreErrorKind::Transient);
+            let msg = err.to_string();
+            assert!(
+                msg.contains("http://127.0.0.1:9") && msg.contains(&format!("gave up after {secs}.0s")),
+                "{msg}"
+            );
+            let lines = warnings.0.lock().unwrap().clone();
+            assert_eq!(lines.len(), 1, "{lines:?}");
+            assert!(lines[0].1.contains(&format!("retrying each request for up to {secs}.0s")), "{lines:?}");
+        }
+    }
+
+    #[test]
+    fn spans_for_the_log() {
+        assert_eq!(span(Duration::from_millis(4200)), "4.2s");
+        assert_eq!(span(Duration::from_secs(185)), "3m05s");
+        assert_eq!(span(Duration::from_secs(7620)), "2h07m");
+    }
 
     #[test]
     fn default_budgets_and_the_setters() {
         let c = RetryConfig::default();
         assert_eq!(c.connect_budget, Duration::from_secs(10));
-        assert_eq!(c.max_elapsed, Duration::from_secs(60));
+        assert_eq!((c.max_elapsed, c.max_attempts), (Some(Duration::from_secs(60)), Some(20)));
+        assert!(!c.is_unlimited());
+        let hard = c.clone().io_timeout(None);
+        assert!(hard.is_unlimited() && hard.connect_budget == c.connect_budget);
+        assert!(c.clone().io_timeout(Some(Duration::ZERO)).is_unlimited());
+        let soft = c.clone().io_timeout(Some(Duration::from_secs(5)));
+        assert_eq!((soft.max_elapsed, soft.max_attempts), (Some(Duration::from_secs(5)), None));
         let c = c.max_attempts(3).seed(7).connect_budget(Duration::from_secs(2));
-        assert_eq!((c.max_attempts, c.seed, c.connect_budget), (3, Some(7), Duration::from_secs(2)));
+        assert_eq!((c.max_attempts, c.seed, c.connect_budget), (Some(3), Some(7), Duration::from_secs(2)));
     }
 }

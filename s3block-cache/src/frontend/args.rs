@@ -71,6 +71,13 @@ pub struct VolumeArgs {
     #[arg(long = "read-only", alias = "readOnly", alias = "ro")]
     pub read_only: bool,
 
+    /// Give up a store request after retrying it for SECONDS, failing the
+    /// I/O with EIO. 0 or absent: retry without limit while the store is
+    /// unreachable (as an NFS "hard" mount does), so an outage delays I/O
+    /// but never fails it.
+    #[arg(long = "io-timeout", value_name = "SECONDS")]
+    pub io_timeout: Option<u64>,
+
     /// Keep a disk cache in DIR, below the memory cache: blocks read or
     /// written stay on the local disk across restarts, and dirty blocks
     /// survive a crash (uploaded at the next start).
@@ -186,6 +193,14 @@ impl VolumeArgs {
         Ok(())
     }
 
+    /// How store requests are retried: without limit, or for
+    /// `--io-timeout` seconds. Until the store first answers, the short
+    /// connect budget applies either way, so a mount of an unreachable
+    /// store fails at start.
+    pub fn retry_config(&self) -> s3block_store::RetryConfig {
+        s3block_store::RetryConfig::default().io_timeout(self.io_timeout.map(std::time::Duration::from_secs))
+    }
+
     /// The cache size in bytes, converting s3backer's `--blockCacheSize`
     /// (counted in blocks) with the volume's block size.
     pub fn cache_bytes(&self, block_size: u32) -> Option<u64> {
@@ -235,6 +250,21 @@ mod tests {
         let v = parse(&["--ro", "--cache-size=8M", "--list-blocks", "memory://", "/m"]).unwrap();
         assert!(v.read_only && v.list_blocks);
         assert_eq!(v.cache_bytes(4096), Some(8 << 20));
+    }
+
+    #[test]
+    fn store_requests_retry_without_limit_unless_an_io_timeout_is_given() {
+        for args in [&["memory://", "/m"][..], &["--io-timeout=0", "memory://", "/m"]] {
+            assert!(parse(args).unwrap().retry_config().is_unlimited(), "{args:?}");
+        }
+        let v = parse(&["--io-timeout", "5", "memory://", "/m"]).unwrap();
+        let soft = v.retry_config();
+        assert!(!soft.is_unlimited());
+        let timeout =
+            |s| s3block_store::RetryConfig::default().io_timeout(Some(std::time::Duration::from_secs(s)));
+        assert_eq!(soft, timeout(5));
+        assert_ne!(soft, timeout(6));
+        assert!(parse(&["--io-timeout=-1", "memory://", "/m"]).unwrap_err().contains("--io-timeout"));
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! THE ONE PLACE THAT KNOWS THE LAYERS:
 //!
 //! 1. open the store named by the URL, with the shared store options
-//!    ([`StoreArgs`](s3block_store::StoreArgs));
+//!    ([`StoreArgs`](s3block_store::StoreArgs)); its requests are retried
+//!    without limit once it has answered, or for `--io-timeout` seconds
+//!    ([`VolumeArgs::retry_config`]);
 //! 2. open the volume: its geometry comes from the descriptor, else from
 //!    block 0's s3backer metadata; options that contradict it are refused,
 //!    naming both values. A volume that does not exist is created when
@@ -102,7 +104,7 @@ pub async fn build_stack_with(
             "store {url:?}: expected s3://bucket[/prefix], file:///dir or memory://"
         )));
     }
-    let opened = opts.store_args.to_config(url).open()?;
+    let opened = opts.store_args.to_config(url).retry(opts.retry_config()).open()?;
     let prefix = opened.prefix.clone();
     // Refuse bad cache options before a new volume is written.
     if let Some(size) = opts.size
