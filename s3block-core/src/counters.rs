@@ -83,6 +83,52 @@ pub struct RequestCounters {
     metadata_gets: AtomicU64,
     metadata_puts: AtomicU64,
     metadata_deletes: AtomicU64,
+    /// When the current outage began, in milliseconds since the Unix epoch
+    /// (0: the store answers). A gauge: [`RequestCounters::reset`] keeps it.
+    unreachable_since_ms: AtomicU64,
+    /// Requests that failed and wait to be retried, now (a gauge).
+    waiting: AtomicU64,
+}
+
+/// Whether the store answers, now: what a status line or a metric shows
+/// while requests are being retried.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// When the store stopped answering, if it does not answer now.
+    pub unreachable_since: Option<std::time::SystemTime>,
+    /// Requests that failed and wait to be retried.
+    pub waiting: u64,
+}
+
+impl RequestCounters {
+    /// Notes that the store stopped answering at `since` (`None`: it
+    /// answers again).
+    pub fn set_unreachable_since(&self, since: Option<std::time::SystemTime>) {
+        let ms = since
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1));
+        self.unreachable_since_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// One more request (`true`) or one fewer (`false`) waits to be retried.
+    pub fn note_waiting(&self, waits: bool) {
+        if waits {
+            self.waiting.fetch_add(1, Ordering::Relaxed);
+        } else {
+            // Never below zero, whatever the order of the calls.
+            let _ = self.waiting.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+    }
+
+    /// Whether the store answers now, and how many requests wait for it.
+    pub fn health(&self) -> StoreHealth {
+        let ms = self.unreachable_since_ms.load(Ordering::Relaxed);
+        StoreHealth {
+            unreachable_since: (ms != 0)
+                .then(|| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)),
+            waiting: self.waiting.load(Ordering::Relaxed),
+        }
+    }
 }
 
 macro_rules! counter {
@@ -244,6 +290,30 @@ impl<F: Future> Future for WithFetchReason<F> {
         let out = self.inner.as_mut().poll(cx);
         FETCH_REASON.with(|r| r.set(previous));
         out
+    }
+}
+
+#[cfg(test)]
+mod health_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn health_is_a_gauge_that_reset_keeps() {
+        let c = RequestCounters::default();
+        assert_eq!(c.health(), StoreHealth::default());
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        c.set_unreachable_since(Some(at));
+        c.note_waiting(true);
+        c.note_waiting(true);
+        c.note_waiting(false);
+        c.reset();
+        assert_eq!(c.health(), StoreHealth { unreachable_since: Some(at), waiting: 1 });
+        c.note_waiting(false);
+        c.note_waiting(false);
+        c.set_unreachable_since(None);
+        assert_eq!(c.health(), StoreHealth::default());
     }
 }
 

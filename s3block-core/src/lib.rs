@@ -61,7 +61,7 @@ mod zero;
 
 pub use backoff::{Backoff, Retries};
 pub use counters::{
-    FetchReason, RequestClass, RequestCounters, RequestCounts, WithFetchReason, fetch_reason,
+    FetchReason, RequestClass, RequestCounters, RequestCounts, StoreHealth, WithFetchReason, fetch_reason,
     with_fetch_reason,
 };
 pub use device::{Allocation, BlockDevice, allocation_runs, check_block_len, check_block_range, push_run};

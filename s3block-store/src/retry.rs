@@ -211,19 +211,22 @@ struct Outage {
     quiet: bool,
 }
 
-/// Counts a request among those waiting for the store while it lives.
-struct Waiting<'a>(&'a AtomicUsize);
+/// Counts a request among those waiting for the store while it lives (in
+/// the log's count and in the counters' [`StoreHealth`](s3block_core::StoreHealth)).
+struct Waiting<'a>(&'a AtomicUsize, &'a RequestCounters);
 
 impl<'a> Waiting<'a> {
-    fn new(count: &'a AtomicUsize) -> Self {
+    fn new(count: &'a AtomicUsize, counters: &'a RequestCounters) -> Self {
         count.fetch_add(1, Ordering::Relaxed);
-        Waiting(count)
+        counters.note_waiting(true);
+        Waiting(count, counters)
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+        self.1.note_waiting(false);
     }
 }
 
@@ -278,6 +281,9 @@ impl Policy {
                 let quiet = log.announced.is_some_and(|at| now.duration_since(at) < REPORT_EVERY);
                 log.current = Some(Outage { since: started, next_report: started + REPORT_EVERY, quiet });
                 self.in_outage.store(true, Ordering::Relaxed);
+                self.counters.set_unreachable_since(
+                    std::time::SystemTime::now().checked_sub(now.duration_since(started)),
+                );
                 let limit = match self.config.max_elapsed {
                     None => {
                         "retrying without limit until it answers (--io-timeout gives up instead)".to_owned()
@@ -315,6 +321,7 @@ impl Policy {
         if !self.in_outage.swap(false, Ordering::Relaxed) {
             return;
         }
+        self.counters.set_unreachable_since(None);
         let mut log = self.outage.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(outage) = log.current.take() {
             let took = span(outage.since.elapsed());
@@ -440,7 +447,7 @@ impl Policy {
                         && let Some(wait) = self.next_wait(&mut retries)
                     {
                         let retry = retries.retries();
-                        waiting.get_or_insert_with(|| Waiting::new(&self.waiting));
+                        waiting.get_or_insert_with(|| Waiting::new(&self.waiting, &self.counters));
                         // Each retry at debug level; an outage once, then once a minute.
                         tracing::debug!("{what}: {e}; retry {retry} in {wait:?}");
                         self.failing(retry, retries.started(), &e);
@@ -824,9 +831,16 @@ mod tests {
     /// A store that has answered once and now fails every request, behind
     /// a retry layer of `config`; and the warnings it logs.
     async fn outage(config: RetryConfig) -> (Arc<RetryStore<Faulty>>, Faulty, Warnings) {
+        outage_counted(config, Arc::default()).await
+    }
+
+    async fn outage_counted(
+        config: RetryConfig,
+        counters: Arc<RequestCounters>,
+    ) -> (Arc<RetryStore<Faulty>>, Faulty, Warnings) {
         let faulty = Arc::new(FaultStore::new(InMemory::new(), FaultConfig::errors(1.0), 5));
-        let store = RetryStore::new(faulty.clone(), config.seed(5), Arc::new(RequestCounters::default()))
-            .with_target("http://127.0.0.1:9", "b");
+        let store =
+            RetryStore::new(faulty.clone(), config.seed(5), counters).with_target("http://127.0.0.1:9", "b");
         faulty.set_enabled(false);
         store.put_opts(&Path::from("v/0"), "x".into(), PutOptions::default()).await.unwrap();
         faulty.set_enabled(true);
@@ -835,9 +849,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_outage_of_an_hour_delays_requests_and_is_logged_once_a_minute() {
-        let (store, faulty, warnings) = outage(RetryConfig::default().io_timeout(None)).await;
+        let counters = Arc::new(RequestCounters::default());
+        let (store, faulty, warnings) =
+            outage_counted(RetryConfig::default().io_timeout(None), counters.clone()).await;
         let _log = tracing::subscriber::set_default(warnings.clone());
         let start = Instant::now();
+        let wall = std::time::SystemTime::now();
         let requests: Vec<_> = (0..3)
             .map(|i| {
                 let store = store.clone();
@@ -853,6 +870,12 @@ mod tests {
         for r in &requests {
             assert!(!r.is_finished(), "a request ended during the outage");
         }
+        // The outage shows in the counters' health: since about when it
+        // began (paused time does not move the wall clock), 3 waiting.
+        let health = counters.health();
+        assert_eq!(health.waiting, 3, "{health:?}");
+        let since = health.unreachable_since.expect("the outage shows in the health");
+        assert!(since <= wall + Duration::from_secs(1), "{since:?} {wall:?}");
         faulty.set_enabled(false);
         for r in requests {
             let (got, put, at) = r.await.unwrap();
@@ -888,6 +911,7 @@ mod tests {
         );
         let last = text.last().unwrap();
         assert!(last.contains("answers again, after 1h00m unreachable"), "{last}");
+        assert_eq!(counters.health(), s3block_core::StoreHealth::default(), "the outage is over");
         assert_eq!(lines.len(), reports.len() + 2, "no other warnings: {text:#?}");
     }
 
