@@ -1,6 +1,7 @@
 //! What the tests of every s3block crate share: the S3 test server's
-//! settings, unique key prefixes, and the real-kernel helpers of
-//! [`kernel`] (mount programs, loop devices, ext4).
+//! settings, unique key prefixes, the real-kernel helpers of [`kernel`]
+//! (mount programs, loop devices, ext4), and [`proxy`], a TCP proxy that
+//! makes the server unreachable and brings it back, for outage tests.
 //!
 //! This crate depends on no s3block frontend, so the tests of the mount
 //! program and of the CLI use it as the workspace `tests` package does,
@@ -21,6 +22,7 @@
 //! own key prefix so tests can share one bucket.
 
 pub mod kernel;
+pub mod proxy;
 
 use std::fmt;
 use std::sync::Arc;
