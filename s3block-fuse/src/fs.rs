@@ -24,8 +24,11 @@
 //!   deleting the objects of whole blocks; plain allocation inside the size
 //!   succeeds and does nothing, since a block exists as soon as it is written;
 //!   allocation that would grow the file is a resize, refused as truncate is;
-//! - flush on close, fsync and fdatasync wait until every block written
-//!   before them is in the object store;
+//! - fsync and fdatasync wait until every block written before them is in
+//!   the object store, and so does the close of a handle opened for
+//!   writing; closing a handle opened read-only waits for nothing, so
+//!   readers (and `losetup -d` of a read-only loop device) are not held
+//!   while the store is unreachable;
 //! - each of the three inodes keeps its own owner, mode and times, which
 //!   `chown`, `chmod` and `touch` change for this mount only (they are held
 //!   in memory, not stored);
@@ -33,7 +36,7 @@
 //!   removing a file is refused with one error, [`FsError::Namespace`]
 //!   (removing the stats file only resets its counters).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -200,6 +203,8 @@ pub struct BlockFs {
     /// Snapshots of the stats text, one per open handle, so a reader sees
     /// one consistent text however it splits its reads.
     stats_handles: Mutex<HashMap<u64, Bytes>>,
+    /// The device file's handles opened for writing: their close flushes.
+    writers: Mutex<HashSet<u64>>,
     next_fh: AtomicU64,
 }
 
@@ -226,6 +231,7 @@ impl BlockFs {
             started: now,
             meta: Mutex::new(meta),
             stats_handles: Mutex::default(),
+            writers: Mutex::default(),
             next_fh: AtomicU64::new(1),
         }
     }
@@ -247,6 +253,10 @@ impl BlockFs {
 
     fn handles(&self) -> MutexGuard<'_, HashMap<u64, Bytes>> {
         self.stats_handles.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn writers(&self) -> MutexGuard<'_, HashSet<u64>> {
+        self.writers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn ino_of(&self, name: &OsStr) -> Option<u64> {
@@ -396,6 +406,9 @@ impl BlockFs {
                 // the pages it keeps while open are never stale.
                 let flags =
                     if self.config.direct_io { FopenFlags::FOPEN_DIRECT_IO } else { FopenFlags::empty() };
+                if write {
+                    self.writers().insert(fh);
+                }
                 Ok((fh, flags))
             }
             _ => {
@@ -410,8 +423,14 @@ impl BlockFs {
 
     /// Forgets a handle.
     pub fn release(&self, ino: u64, fh: u64) {
-        if ino == STATS_INO || ino == STATS_JSON_INO {
-            self.handles().remove(&fh);
+        match ino {
+            DEVICE_INO => {
+                self.writers().remove(&fh);
+            }
+            STATS_INO | STATS_JSON_INO => {
+                self.handles().remove(&fh);
+            }
+            _ => {}
         }
     }
 
@@ -468,8 +487,19 @@ impl BlockFs {
         (meta.mtime, meta.ctime) = (now, now);
     }
 
-    /// Waits until everything written before is stored (flush on close,
-    /// fsync, fdatasync).
+    /// A close of handle `fh` (FUSE flush): waits until everything written
+    /// before is stored when the handle was opened for writing; a read-only
+    /// handle's close returns at once, even while the store is unreachable.
+    pub async fn flush(&self, ino: u64, fh: u64) -> FsResult<()> {
+        self.check_ino(ino)?;
+        if ino == DEVICE_INO && self.writers().contains(&fh) {
+            return self.sync(ino).await;
+        }
+        Ok(())
+    }
+
+    /// Waits until everything written before is stored (fsync, fdatasync,
+    /// and [`flush`](Self::flush) of a handle opened for writing).
     pub async fn sync(&self, ino: u64) -> FsResult<()> {
         self.check_ino(ino)?;
         if ino == DEVICE_INO && !self.config.read_only {

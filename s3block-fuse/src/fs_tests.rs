@@ -200,6 +200,31 @@ async fn sync_flushes_the_device() {
 }
 
 #[tokio::test]
+async fn a_close_flushes_only_a_handle_opened_for_writing() {
+    let (fs, dev, _) = setup(false);
+    let (reader, _) = fs.open(DEVICE_INO, false).unwrap();
+    let (writer, _) = fs.open(DEVICE_INO, true).unwrap();
+    fs.write(DEVICE_INO, 0, pattern(100, 1)).await.unwrap();
+    // A read-only handle's close does not wait for the store.
+    fs.flush(DEVICE_INO, reader).await.unwrap();
+    assert_eq!(dev.counts().flushes, 0);
+    // fsync through it still does.
+    fs.sync(DEVICE_INO).await.unwrap();
+    assert_eq!(dev.counts().flushes, 1);
+    // A written handle's close stores what was written.
+    fs.flush(DEVICE_INO, writer).await.unwrap();
+    assert_eq!(dev.counts().flushes, 2);
+    fs.release(DEVICE_INO, reader);
+    fs.release(DEVICE_INO, writer);
+    // A released handle number is forgotten, whatever it was.
+    fs.flush(DEVICE_INO, writer).await.unwrap();
+    assert_eq!(dev.counts().flushes, 2);
+    let (stats, _) = fs.open(STATS_INO, false).unwrap();
+    fs.flush(STATS_INO, stats).await.unwrap();
+    assert_eq!(dev.counts().flushes, 2);
+}
+
+#[tokio::test]
 async fn stats_file_reads_snapshot_and_unlink_resets() {
     let (fs, _, stats) = setup(false);
     let (fh, flags) = fs.open(STATS_INO, false).unwrap();

@@ -222,15 +222,8 @@ impl Filesystem for FuseFs {
         });
     }
 
-    fn flush(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: LockOwner,
-        reply: ReplyEmpty,
-    ) {
-        self.spawn(move |fs| async move { sync_reply(fs.sync(ino.0).await, reply) });
+    fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        self.spawn(move |fs| async move { sync_reply(fs.flush(ino.0, fh.0).await, reply) });
     }
 
     fn release(
