@@ -7,6 +7,9 @@
 //! user-space one (`nbdinfo`, `nbdcopy`, `qemu-img`) sees a disk whose
 //! flush, FUA and discard mean what the filesystem on it asked.
 //!
+//! The `s3block-nbd` program is [`run`]; [`command`] is its command line,
+//! from which its man page and shell completions are generated.
+//!
 //! # Protocol
 //!
 //! - Handshake: fixed newstyle only (with `NBD_FLAG_C_NO_ZEROES`); options
@@ -92,12 +95,29 @@
 //!
 //! [`BlockDevice`]: s3block_core::BlockDevice
 
+mod cli;
 pub mod proto;
 mod server;
 mod tls;
 
 pub use server::{Export, NbdStats, Server, ServerConfig, ServerConfigBuilder};
 pub use tls::load_tls_config;
+
+/// Runs the `s3block-nbd` program with these arguments (program name
+/// first) and returns its exit code; `main` only calls this.
+pub fn run<I, T>(args: I) -> std::process::ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    cli::run(args)
+}
+
+/// The command line of the `s3block-nbd` program, with its full help: what
+/// its man page and shell completions are generated from.
+pub fn command() -> clap::Command {
+    cli::NbdOptions::command_with_help()
+}
 
 /// The longest read or write accepted, in bytes (32 MiB): the maximum block
 /// size advertised, and the largest payload a request can make the server

@@ -31,18 +31,19 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::{Export, Server, ServerConfig, load_tls_config};
 use s3block_cache::frontend::{
     Backoff, Received, Signals, Stack, StatsSource, build_stack, fail, log, report, runtime, second_sigint,
     shutdown, write_stats_files,
 };
 use s3block_core::exit::{self, LOCAL_IO, USAGE};
-use s3block_nbd::{Export, Server, ServerConfig, load_tls_config};
 use s3block_store::with_hint;
 use tokio::task::JoinSet;
 
 use listen::{Conn, Listener, claim_socket_path};
 use notify::notify;
-use options::{Listen, NbdOptions};
+use options::Listen;
+pub(crate) use options::NbdOptions;
 
 /// How long connections get, once drained, to write their last replies
 /// and close before they are dropped.
