@@ -38,6 +38,7 @@
 
 mod args;
 pub mod log;
+pub mod memory;
 mod shutdown;
 mod signals;
 mod stack;

@@ -50,6 +50,7 @@ use s3block_store::{Create, ObjectBlockDevice, Volume};
 use s3block_store::StoreArgs;
 
 use super::args::{DEFAULT_BLOCK_SIZE, DEFAULT_DISK_CACHE_SIZE, VolumeArgs};
+use super::memory;
 use super::stats::{Stats, StatsSource};
 use crate::{
     BlockCache, CacheConfig, DEFAULT_CACHE_SIZE, DiskCache, DiskCacheConfig, DiskFigures, Marks, OpenState,
@@ -103,6 +104,12 @@ pub async fn build_stack_with(
         return Err(Error::Config(format!(
             "store {url:?}: expected s3://bucket[/prefix], file:///dir or memory://"
         )));
+    }
+    // Refuse a cache that cannot fit in this process's memory before
+    // anything is written (the block size is checked again once known).
+    if opts.block_cache_blocks.is_none() {
+        let block_size = opts.block_size.and_then(|b| u32::try_from(b).ok()).unwrap_or(DEFAULT_BLOCK_SIZE);
+        memory::check_options(opts, block_size).map_err(Error::Config)?;
     }
     let opened = opts.store_args.to_config(url).retry(opts.retry_config()).open()?;
     let prefix = opened.prefix.clone();
@@ -229,6 +236,7 @@ async fn assemble(
     bucket: &str,
     prefix: &str,
 ) -> Result<(Arc<Cache>, Arc<dyn StatsSource>, Option<Disk>)> {
+    memory::check_options(opts, volume.geometry().block_size()).map_err(Error::Config)?;
     let device = volume.device().clone();
     let disk = match &opts.cache_dir {
         Some(dir) => Some(open_disk(opts, volume, dir, bucket, prefix).await?),
