@@ -119,4 +119,182 @@ mod tests {
         assert_eq!(long_name("-f"), None);
         assert_eq!(long_name("--"), None);
     }
+
+    /// The long options of s3backer 2.1.6's manual page, in its order.
+    const S3BACKER_2_1_6_OPTIONS: &[&str] = &[
+        "accessFile",
+        "accessId",
+        "accessKey",
+        "accessKeyEnv",
+        "accessType",
+        "accessEC2IAM",
+        "accessEC2IAM-IMDSv2",
+        "authVersion",
+        "baseURL",
+        "blockCacheFile",
+        "blockCacheMaxDirty",
+        "blockCacheNoVerify",
+        "blockCacheSize",
+        "blockCacheThreads",
+        "blockCacheTimeout",
+        "blockCacheWriteDelay",
+        "blockCacheSync",
+        "blockCacheRecoverDirtyBlocks",
+        "blockCacheNumProtected",
+        "blockCacheFileAdvise",
+        "blockHashPrefix",
+        "blockSize",
+        "cacert",
+        "compress",
+        "compress-level",
+        "configFile",
+        "directIO",
+        "debug",
+        "debug-http",
+        "defaultContentEncoding",
+        "encrypt",
+        "erase",
+        "filename",
+        "fileMode",
+        "force",
+        "help",
+        "http11",
+        "initialRetryPause",
+        "insecure",
+        "keyLength",
+        "listBlocks",
+        "listBlocksThreads",
+        "maxUploadSpeed",
+        "maxDownloadSpeed",
+        "maxRetryPause",
+        "minWriteDelay",
+        "md5CacheSize",
+        "md5CacheTime",
+        "nbd",
+        "nbd-flag",
+        "nbd-param",
+        "noAutoDetect",
+        "noCurlCache",
+        "password",
+        "passwordFile",
+        "prefix",
+        "quiet",
+        "readAhead",
+        "readAheadTrigger",
+        "readOnly",
+        "region",
+        "reset-mounted-flag",
+        "sharedDiskMode",
+        "size",
+        "sse",
+        "sse-key-id",
+        "ssl",
+        "statsFilename",
+        "statsFileMirror",
+        "statsFileMirrorInterval",
+        "storageClass",
+        "test",
+        "test-delays",
+        "test-discard",
+        "test-errors",
+        "timeout",
+        "version",
+        "vhost",
+        "no-vhost",
+    ];
+
+    /// The rows of the long options' table in docs/S3BACKER-OPTIONS.md:
+    /// (option name, its status word: yes, refused or no).
+    fn table_rows() -> Vec<(String, String)> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/S3BACKER-OPTIONS.md");
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let section = text.split("## Long options").nth(1).expect("a Long options section");
+        let section = section.split("\n## ").next().unwrap_or(section);
+        section
+            .lines()
+            .filter_map(|line| line.strip_prefix("| `--"))
+            .map(|row| {
+                let name = row.split(['`', '=', '[']).next().unwrap_or_default().to_owned();
+                let status = row.split('|').nth(1).unwrap_or_default().trim();
+                let word = status.split([':', ' ']).next().unwrap_or_default().to_owned();
+                (name, word)
+            })
+            .collect()
+    }
+
+    /// The long options named on `.It` lines of s3backer's manual page source.
+    fn manual_page_options(page: &str) -> Vec<String> {
+        page.lines()
+            .filter(|l| l.starts_with(".It "))
+            .flat_map(|l| l.split("Fl \\-").skip(1))
+            .map(|rest| rest.split([' ', '=', '[']).next().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_table_names_every_option_of_the_manual_page() {
+        let rows = table_rows();
+        let names: Vec<&str> = rows.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, S3BACKER_2_1_6_OPTIONS, "the table's rows, in the manual page's order");
+        // The checked-in list against the manual page itself, when s3backer's
+        // source is at hand (S3BLOCK_S3BACKER_SOURCE, else ../shared/peers/).
+        let tarball = std::env::var("S3BLOCK_S3BACKER_SOURCE").unwrap_or_else(|_| {
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/peers/s3backer-2.1.6.tar.gz").to_owned()
+        });
+        if !std::path::Path::new(&tarball).is_file() {
+            eprintln!("note: {tarball} is absent; the table is checked against the list in this test only");
+            return;
+        }
+        let out = std::process::Command::new("tar")
+            .args(["-xzOf", &tarball, "s3backer-2.1.6/s3backer.1.in"])
+            .output()
+            .expect("tar runs");
+        assert!(out.status.success(), "tar -xzOf {tarball}: {}", String::from_utf8_lossy(&out.stderr));
+        let page = String::from_utf8(out.stdout).expect("the manual page is UTF-8");
+        assert_eq!(manual_page_options(&page), S3BACKER_2_1_6_OPTIONS);
+    }
+
+    #[test]
+    fn the_table_agrees_with_what_the_mount_program_does() {
+        use clap::CommandFactory;
+        let command = crate::options::Options::command();
+        let mut known: Vec<&str> = vec!["help", "version"];
+        for arg in command.get_arguments() {
+            known.extend(arg.get_long());
+            known.extend(arg.get_all_aliases().unwrap_or_default());
+        }
+        let rows = table_rows();
+        for (name, status) in &rows {
+            match status.as_str() {
+                "yes" => {
+                    assert!(unsupported(name).is_none(), "--{name}: the table says yes, compat refuses it");
+                    assert!(
+                        known.contains(&name.as_str()),
+                        "--{name}: the table says yes, the mount lacks it"
+                    );
+                }
+                "refused" => {
+                    assert!(
+                        unsupported(name).is_none(),
+                        "--{name}: refused with a reason, not as unsupported"
+                    );
+                    let err = crate::options::Options::parse_from_args([
+                        "m",
+                        &format!("--{name}=x"),
+                        "memory://",
+                        "/m",
+                    ])
+                    .expect_err("refused")
+                    .to_string();
+                    assert!(err.contains(&format!("--{name} is refused")), "--{name}: {err}");
+                }
+                "no" => assert!(unsupported(name).is_some(), "--{name}: the table says no, compat lacks it"),
+                other => panic!("--{name}: status {other:?} is not yes, refused or no"),
+            }
+        }
+        for (name, _) in UNSUPPORTED {
+            let row = rows.iter().find(|(n, _)| n == name);
+            assert_eq!(row.map(|(_, s)| s.as_str()), Some("no"), "--{name} is refused as unsupported");
+        }
+    }
 }
