@@ -403,7 +403,9 @@ pub struct DstStoreArgs {
 impl DstStoreArgs {
     /// The store options of the copy: these, else the source's `src` for
     /// endpoint, region, access file and path style; `prefix` as the key
-    /// prefix; never the source's encryption or password options.
+    /// prefix; never the source's encryption or password options. The
+    /// source's S3 request options (--sse, --storage-class, --access-type)
+    /// apply to the copy, the only side written.
     pub fn store_args(&self, src: &StoreArgs, prefix: Option<String>) -> StoreArgs {
         StoreArgs {
             endpoint: self.dst_endpoint.clone().or_else(|| src.endpoint.clone()),
@@ -414,6 +416,10 @@ impl DstStoreArgs {
             encrypt: None,
             password_file: None,
             password: None,
+            sse: src.sse.clone(),
+            sse_key_id: src.sse_key_id.clone(),
+            storage_class: src.storage_class.clone(),
+            access_type: src.access_type.clone(),
         }
     }
 

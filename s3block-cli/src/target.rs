@@ -71,6 +71,7 @@ impl Target {
 
 /// Opens the store `url` names with `args`. Errors name the URL or option at fault.
 pub fn open(url: &str, args: &StoreArgs) -> Result<Target> {
+    args.check().map_err(s3block_core::Error::Config)?;
     Ok(Target::from_opened(url, args.to_config(url).open()?, args))
 }
 

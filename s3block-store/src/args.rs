@@ -17,6 +17,9 @@
 //! | `--prefix` | `--prefix` | `S3BLOCK_PREFIX` |
 //! | `--encrypt[=SCHEME]` | `--encrypt` | |
 //! | `--password-file` | `--passwordFile` | `S3BLOCK_PASSWORD_FILE`; the password itself in `S3BLOCK_PASSWORD` |
+//! | `--sse`, `--sse-key-id` | the same | |
+//! | `--storage-class` | `--storageClass` | |
+//! | `--access-type` | `--accessType` | |
 //!
 //! # Encryption and passwords
 //!
@@ -35,6 +38,7 @@ use s3block_core::Result;
 use crate::config::{OpenedStore, StoreConfig, StoreKind};
 use crate::encryption::{EncryptionOptions, EncryptionScheme};
 use crate::password::{PASSWORD_ENV, Password, PasswordPrompt, PasswordSource, obtain_password};
+use crate::s3options::{S3Options, ServerSideEncryption, parse_canned_acl, parse_storage_class};
 use crate::volume::read_descriptor;
 
 /// Where a volume's store is and how to reach it: flatten into a clap parser.
@@ -77,6 +81,22 @@ pub struct StoreArgs {
     /// Refused: a password on the command line is visible to every user of the machine.
     #[arg(long, hide = true, value_name = "PASSWORD", value_parser = RefusePassword)]
     pub password: Option<String>,
+
+    /// Server-side encryption of the blocks written: AES256 (keys kept by S3) or aws:kms.
+    #[arg(long, value_name = "TYPE", value_parser = ["AES256", "aws:kms"])]
+    pub sse: Option<String>,
+
+    /// The KMS key of --sse aws:kms (else the bucket's default KMS key).
+    #[arg(long = "sse-key-id", value_name = "ID", requires = "sse")]
+    pub sse_key_id: Option<String>,
+
+    /// Storage class of the blocks written (STANDARD_IA, INTELLIGENT_TIERING, ...).
+    #[arg(long = "storage-class", alias = "storageClass", value_name = "CLASS", value_parser = parse_storage_class)]
+    pub storage_class: Option<String>,
+
+    /// Canned ACL of the blocks written (private, bucket-owner-full-control, ...).
+    #[arg(long = "access-type", alias = "accessType", value_name = "ACL", value_parser = parse_canned_acl)]
+    pub access_type: Option<String>,
 }
 
 fn encrypt_arg(text: &str) -> std::result::Result<EncryptionScheme, String> {
@@ -120,9 +140,34 @@ impl StoreArgs {
         Some(format!("{base}{extra}"))
     }
 
-    /// The [`StoreConfig`] for the store at `url` with these options.
+    /// Cross-option checks that clap cannot express; the message names the
+    /// option at fault. [`to_config`](Self::to_config) assumes they passed.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        self.s3_options().map(drop)
+    }
+
+    /// The S3 request options: --sse, --sse-key-id, --storage-class, --access-type.
+    pub fn s3_options(&self) -> std::result::Result<S3Options, String> {
+        let sse = match &self.sse {
+            Some(kind) => Some(
+                ServerSideEncryption::parse(kind, self.sse_key_id.as_deref())
+                    .map_err(|e| format!("--sse {kind} with --sse-key-id: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(S3Options { sse, storage_class: self.storage_class.clone(), acl: self.access_type.clone() })
+    }
+
+    /// The [`StoreConfig`] for the store at `url` with these options
+    /// (checked with [`check`](Self::check); unchecked, a KMS key id given
+    /// with `--sse AES256` is left out, the encryption is not).
     pub fn to_config(&self, url: &str) -> StoreConfig {
-        let mut config = StoreConfig::new(url).force_path_style(self.force_path_style);
+        let s3 = self.s3_options().unwrap_or_else(|_| S3Options {
+            sse: Some(ServerSideEncryption::Aes256),
+            storage_class: self.storage_class.clone(),
+            acl: self.access_type.clone(),
+        });
+        let mut config = StoreConfig::new(url).force_path_style(self.force_path_style).s3_options(s3);
         if let Some(endpoint) = &self.endpoint {
             config = config.endpoint(endpoint);
         }
@@ -282,6 +327,45 @@ mod tests {
             let err = Cli::try_parse_from(args).unwrap_err().to_string();
             assert!(err.contains("--password-file") && err.contains("S3BLOCK_PASSWORD"), "{err}");
             assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn s3_request_options_and_their_errors() {
+        let a = parse(&[
+            "--sse=aws:kms",
+            "--sse-key-id=alias/k",
+            "--storageClass=STANDARD_IA",
+            "--accessType=private",
+        ]);
+        a.check().expect("valid");
+        let s3 = a.s3_options().expect("valid");
+        assert_eq!(s3.sse, Some(ServerSideEncryption::Kms { key_id: Some("alias/k".into()) }));
+        assert_eq!(s3.storage_class.as_deref(), Some("STANDARD_IA"));
+        assert_eq!(s3.acl.as_deref(), Some("private"));
+        let b = parse(&[
+            "--sse",
+            "AES256",
+            "--storage-class",
+            "INTELLIGENT_TIERING",
+            "--access-type",
+            "bucket-owner-full-control",
+        ]);
+        assert_eq!(b.s3_options().expect("valid").sse, Some(ServerSideEncryption::Aes256));
+        assert_eq!(parse(&[]).s3_options().expect("none"), S3Options::default());
+        let err = parse(&["--sse=AES256", "--sse-key-id=k"]).check().unwrap_err();
+        assert!(err.contains("--sse") && err.contains("--sse-key-id") && err.contains("aws:kms"), "{err}");
+        for (args, names) in [
+            (&["prog", "--sse=AES128"][..], &["--sse", "AES256", "aws:kms"][..]),
+            (&["prog", "--sse-key-id=k"], &["--sse"]),
+            (&["prog", "--storageClass=GLACIER"], &["--storage-class", "restore", "STANDARD_IA"]),
+            (&["prog", "--storage-class=cheap"], &["--storage-class", "cheap"]),
+            (&["prog", "--accessType=everyone"], &["--access-type", "public-read"]),
+        ] {
+            let err = Cli::try_parse_from(args).unwrap_err().to_string();
+            for name in names {
+                assert!(err.contains(name), "{args:?}: {err}");
+            }
         }
     }
 

@@ -4,16 +4,17 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use object_store::ObjectStore;
 use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
+use object_store::{ClientOptions, ObjectStore};
 use s3block_core::{Error, RequestCounters, Result};
 
 use crate::counting::CountingStore;
 use crate::keys::check_prefix;
 use crate::list::ListPlan;
 use crate::retry::{RetryConfig, RetryStore};
+use crate::s3options::{S3Options, SplitWriteStore};
 use crate::sidecar::SidecarStore;
 
 /// Default name of s3backer's access file, in the home directory.
@@ -167,6 +168,7 @@ pub struct StoreConfig {
     access_file: Option<PathBuf>,
     force_path_style: bool,
     retry: RetryConfig,
+    s3: S3Options,
     env: Option<HashMap<String, String>>,
 }
 
@@ -227,6 +229,12 @@ impl StoreConfig {
     /// Retry policy.
     pub fn retry(mut self, retry: RetryConfig) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// S3 request options: server-side encryption, storage class, ACL.
+    pub fn s3_options(mut self, options: S3Options) -> Self {
+        self.s3 = options;
         self
     }
 
@@ -403,8 +411,29 @@ impl StoreConfig {
     }
 
     fn build_s3(&self, bucket: &str, credentials: Option<Credentials>) -> Result<Arc<dyn ObjectStore>> {
+        let bad = |e: String| Error::Config(format!("cannot configure S3 bucket {bucket:?}: {e}"));
+        let (read_client, write_client) = self.s3.client_options(ClientOptions::new()).map_err(bad)?;
+        let reader = self.s3_builder(bucket, credentials.clone(), read_client).build();
+        let reader = reader.map_err(|e| bad(e.to_string()))?;
+        Ok(match write_client {
+            Some(client) => {
+                let writer = self.s3_builder(bucket, credentials, client).build();
+                Arc::new(SplitWriteStore::new(reader, writer.map_err(|e| bad(e.to_string()))?))
+            }
+            None => Arc::new(reader),
+        })
+    }
+
+    /// The S3 client of `bucket` with `client`'s HTTP options.
+    fn s3_builder(
+        &self,
+        bucket: &str,
+        credentials: Option<Credentials>,
+        client: ClientOptions,
+    ) -> AmazonS3Builder {
         let endpoint = self.resolved_endpoint();
         let mut b = AmazonS3Builder::new()
+            .with_client_options(client)
             .with_bucket_name(bucket)
             .with_region(self.resolved_region())
             .with_conditional_put(S3ConditionalPut::ETagMatch)
@@ -423,9 +452,7 @@ impl StoreConfig {
             }
             None => b = b.with_skip_signature(true),
         }
-        let s3 =
-            b.build().map_err(|e| Error::Config(format!("cannot configure S3 bucket {bucket:?}: {e}")))?;
-        Ok(Arc::new(s3))
+        self.s3.apply_sse(b)
     }
 }
 

@@ -20,7 +20,9 @@
 //! - `ObjectStore` wrappers that compose by generics: [`RetryStore`]
 //!   (backoff with full jitter, bounded time), [`CountingStore`] (request
 //!   and byte counts), [`SidecarStore`] (attributes for the local
-//!   directory), and, with the `testing` feature only, `FaultStore` (seeded
+//!   directory), [`SplitWriteStore`] (writes through a client whose PUTs
+//!   carry the storage class and ACL of [`S3Options`]), and, with the
+//!   `testing` feature only, `FaultStore` (seeded
 //!   errors and latency);
 //! - listing in parallel key ranges ([`list_blocks`]) and bulk delete
 //!   ([`delete_keys`]);
@@ -103,6 +105,7 @@ mod password;
 mod resize;
 mod retry;
 mod s3backer_crypto;
+mod s3options;
 mod sidecar;
 mod volume;
 
@@ -144,6 +147,10 @@ pub use resize::RESIZE_STOP_ENV;
 pub use resize::{ResizePlan, ResizeReport, apply_resize, plan_resize, tail_refusal};
 pub use retry::{RetryConfig, RetryStore};
 pub use s3backer_crypto::{META_HMAC, S3BACKER_CIPHER, S3BACKER_PBKDF2_ITERATIONS, S3backerCodec};
+pub use s3options::{
+    CANNED_ACLS, S3Options, STORAGE_CLASSES, ServerSideEncryption, SplitWriteStore, parse_canned_acl,
+    parse_storage_class,
+};
 pub use sidecar::{SIDECAR_SUFFIX, SidecarStore, StaleAttributes};
 pub use volume::{
     DESCRIPTOR_NAME, FORMAT_VERSION, GeometrySource, VolumeDescriptor, VolumeInfo, VolumeOptions,

@@ -177,6 +177,7 @@ impl VolumeArgs {
             ));
         }
         self.compression.compression().map_err(|e| e.to_string())?;
+        self.store_args.check()?;
         if self.durability == DurabilityArg::Local && self.cache_dir.is_none() {
             return Err(
                 "--durability local: needs --cache-dir (the local disk that fsync then waits for)".into()
