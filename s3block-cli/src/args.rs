@@ -403,7 +403,8 @@ pub struct DstStoreArgs {
 impl DstStoreArgs {
     /// The store options of the copy: these, else the source's `src` for
     /// endpoint, region, access file and path style; `prefix` as the key
-    /// prefix; never the source's encryption or password options. The
+    /// prefix; never the source's encryption or password options; the
+    /// source's credential options unless the copy has its own. The
     /// source's S3 request options (--sse, --storage-class, --access-type)
     /// apply to the copy, the only side written.
     pub fn store_args(&self, src: &StoreArgs, prefix: Option<String>) -> StoreArgs {
@@ -420,6 +421,11 @@ impl DstStoreArgs {
             sse_key_id: src.sse_key_id.clone(),
             storage_class: src.storage_class.clone(),
             access_type: src.access_type.clone(),
+            access_id: if self.own_credentials() { None } else { src.access_id.clone() },
+            access_key_env: if self.own_credentials() { None } else { src.access_key_env.clone() },
+            access_key: None,
+            instance_credentials: if self.own_credentials() { None } else { src.instance_credentials.clone() },
+            imdsv2_only: !self.own_credentials() && src.imdsv2_only,
         }
     }
 

@@ -11,11 +11,6 @@
 /// s3backer 2.1.6 options that s3block does not implement, each with what
 /// to use instead (empty when there is nothing to suggest).
 const UNSUPPORTED: &[(&str, &str)] = &[
-    ("accessId", "give the key in AWS_ACCESS_KEY_ID or an access file (--access-file)"),
-    ("accessKey", "give the key in AWS_SECRET_ACCESS_KEY or an access file (--access-file)"),
-    ("accessKeyEnv", "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
-    ("accessEC2IAM", ""),
-    ("accessEC2IAM-IMDSv2", ""),
     ("authVersion", "s3block always signs with AWS signature version 4"),
     ("blockCacheFile", "use --cache-dir DIR and --disk-cache-size BYTES: a disk cache directory"),
     ("blockCacheMaxDirty", "use --max-dirty, in bytes"),

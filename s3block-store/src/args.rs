@@ -20,6 +20,15 @@
 //! | `--sse`, `--sse-key-id` | the same | |
 //! | `--storage-class` | `--storageClass` | |
 //! | `--access-type` | `--accessType` | |
+//! | `--access-id` | `--accessId` | |
+//! | `--access-key-env VARNAME` | `--accessKeyEnv` | the secret in `$VARNAME` |
+//! | `--instance-credentials[=ROLE]` | `--accessEC2IAM` | |
+//! | `--imdsv2-only` | `--accessEC2IAM-IMDSv2` | |
+//!
+//! Without an access key, the providers of [`chain`](crate::chain) sign
+//! (web identity, ECS, EKS Pod Identity from the environment; the EC2
+//! instance role with `--instance-credentials`). s3backer's `--accessKey=`
+//! is refused like `--password=`.
 //!
 //! # Encryption and passwords
 //!
@@ -35,6 +44,7 @@ use std::path::PathBuf;
 
 use s3block_core::Result;
 
+use crate::chain::InstanceCredentials;
 use crate::config::{OpenedStore, StoreConfig, StoreKind};
 use crate::encryption::{EncryptionOptions, EncryptionScheme};
 use crate::password::{PASSWORD_ENV, Password, PasswordPrompt, PasswordSource, obtain_password};
@@ -79,7 +89,7 @@ pub struct StoreArgs {
     pub password_file: Option<PathBuf>,
 
     /// Refused: a password on the command line is visible to every user of the machine.
-    #[arg(long, hide = true, value_name = "PASSWORD", value_parser = RefusePassword)]
+    #[arg(long, hide = true, value_name = "PASSWORD", value_parser = Refuse(PASSWORD_REFUSED))]
     pub password: Option<String>,
 
     /// Server-side encryption of the blocks written: AES256 (keys kept by S3) or aws:kms.
@@ -97,6 +107,37 @@ pub struct StoreArgs {
     /// Canned ACL of the blocks written (private, bucket-owner-full-control, ...).
     #[arg(long = "access-type", alias = "accessType", value_name = "ACL", value_parser = parse_canned_acl)]
     pub access_type: Option<String>,
+
+    /// Access key id: picks the access file's line with this id, or goes
+    /// with --access-key-env; empty for unsigned requests (public buckets).
+    /// AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, when set, come first.
+    #[arg(long = "access-id", alias = "accessId", value_name = "ID")]
+    pub access_id: Option<String>,
+
+    /// Environment variable holding the secret access key of --access-id.
+    #[arg(long = "access-key-env", alias = "accessKeyEnv", value_name = "VARNAME", requires = "access_id")]
+    pub access_key_env: Option<String>,
+
+    /// Refused: a secret key on the command line is visible to every user of the machine.
+    #[arg(long = "access-key", alias = "accessKey", hide = true, value_name = "KEY", value_parser = Refuse(ACCESS_KEY_REFUSED))]
+    pub access_key: Option<String>,
+
+    /// Without an access key, sign with the EC2 instance's role, from the
+    /// instance metadata service (IMDSv2, else IMDSv1). ROLE is the role
+    /// the instance has (the service names it).
+    #[arg(
+        long = "instance-credentials",
+        alias = "accessEC2IAM",
+        value_name = "ROLE",
+        num_args = 0..=1,
+        require_equals = true,
+        conflicts_with = "access_id"
+    )]
+    pub instance_credentials: Option<Option<String>>,
+
+    /// With --instance-credentials, never fall back to IMDSv1.
+    #[arg(long = "imdsv2-only", alias = "accessEC2IAM-IMDSv2", requires = "instance_credentials")]
+    pub imdsv2_only: bool,
 }
 
 fn encrypt_arg(text: &str) -> std::result::Result<EncryptionScheme, String> {
@@ -108,11 +149,16 @@ const PASSWORD_REFUSED: &str = "--password is refused: a password on the command
     user of the machine (ps, /proc); put it in a file readable only by you and give --password-file FILE, \
     or set S3BLOCK_PASSWORD";
 
-/// Refuses every `--password` value, without repeating the value.
-#[derive(Debug, Clone, Copy)]
-struct RefusePassword;
+/// The message for s3backer's `--accessKey=`, which s3block refuses.
+const ACCESS_KEY_REFUSED: &str = "--accessKey is refused: a secret key on the command line is visible to \
+    every user of the machine (ps, /proc); put it in an access file readable only by you (--access-file, \
+    lines accessKeyId:secretKey), or in AWS_SECRET_ACCESS_KEY, or in a variable named by --access-key-env";
 
-impl clap::builder::TypedValueParser for RefusePassword {
+/// Refuses every value of an option with its message, without repeating the value.
+#[derive(Debug, Clone, Copy)]
+struct Refuse(&'static str);
+
+impl clap::builder::TypedValueParser for Refuse {
     type Value = String;
 
     fn parse_ref(
@@ -121,7 +167,7 @@ impl clap::builder::TypedValueParser for RefusePassword {
         _arg: Option<&clap::Arg>,
         _value: &std::ffi::OsStr,
     ) -> std::result::Result<String, clap::Error> {
-        Err(clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{PASSWORD_REFUSED}\n")))
+        Err(clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{}\n", self.0)))
     }
 }
 
@@ -143,7 +189,19 @@ impl StoreArgs {
     /// Cross-option checks that clap cannot express; the message names the
     /// option at fault. [`to_config`](Self::to_config) assumes they passed.
     pub fn check(&self) -> std::result::Result<(), String> {
-        self.s3_options().map(drop)
+        self.s3_options()?;
+        self.secret_from_env().map(drop)
+    }
+
+    /// The secret access key from the variable --access-key-env names.
+    fn secret_from_env(&self) -> std::result::Result<Option<String>, String> {
+        let Some(var) = &self.access_key_env else { return Ok(None) };
+        match std::env::var(var) {
+            Ok(secret) if !secret.is_empty() => Ok(Some(secret)),
+            _ => Err(format!(
+                "--access-key-env {var}: the variable {var} is not set or empty (it should hold the secret access key)"
+            )),
+        }
     }
 
     /// The S3 request options: --sse, --sse-key-id, --storage-class, --access-type.
@@ -176,6 +234,16 @@ impl StoreArgs {
         }
         if let Some(file) = &self.access_file {
             config = config.access_file(file);
+        }
+        if let Some(id) = &self.access_id {
+            config = config.access_key_id(id);
+        }
+        if let Ok(Some(secret)) = self.secret_from_env() {
+            config = config.secret_access_key(secret);
+        }
+        if let Some(role) = &self.instance_credentials {
+            let instance = InstanceCredentials { role: role.clone(), imdsv2_only: self.imdsv2_only };
+            config = config.instance_credentials(instance);
         }
         if let Some(prefix) = self.key_prefix(url) {
             config = config.prefix(prefix);
@@ -363,6 +431,44 @@ mod tests {
             (&["prog", "--accessType=everyone"], &["--access-type", "public-read"]),
         ] {
             let err = Cli::try_parse_from(args).unwrap_err().to_string();
+            for name in names {
+                assert!(err.contains(name), "{args:?}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn credential_options() {
+        // --access-key-env names a variable holding the secret (cargo sets this one for tests).
+        let a = parse(&["--accessId=AKID", "--accessKeyEnv=CARGO_PKG_NAME"]);
+        a.check().expect("the variable is set");
+        let c =
+            a.to_config("s3://b").env(Default::default()).resolve_credentials().expect("ok").expect("some");
+        assert_eq!((c.access_key_id.as_str(), c.secret_access_key.as_str()), ("AKID", "s3block-store"));
+        let err =
+            parse(&["--access-id=A", "--access-key-env=S3BLOCK_TEST_SURELY_UNSET"]).check().unwrap_err();
+        assert!(
+            err.contains("--access-key-env S3BLOCK_TEST_SURELY_UNSET") && err.contains("not set"),
+            "{err}"
+        );
+        // An empty id: no credentials, even with a key in the environment.
+        let env = [("AWS_ACCESS_KEY_ID", "E"), ("AWS_SECRET_ACCESS_KEY", "S")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into();
+        let none = parse(&["--accessId="]).to_config("s3://b").env(env).resolve_credentials().expect("ok");
+        assert!(none.is_none());
+        let i = parse(&["--accessEC2IAM=role", "--accessEC2IAM-IMDSv2"]);
+        assert_eq!((i.instance_credentials, i.imdsv2_only), (Some(Some("role".into())), true));
+        assert_eq!(parse(&["--instance-credentials"]).instance_credentials, Some(None));
+        for (args, names) in [
+            (&["prog", "--accessKey=TOPSECRET"][..], &["--accessKey is refused", "--access-file"][..]),
+            (&["prog", "--access-key", "TOPSECRET"], &["--accessKey is refused", "AWS_SECRET_ACCESS_KEY"]),
+            (&["prog", "--accessKeyEnv=V"], &["--access-id"]),
+            (&["prog", "--accessEC2IAM-IMDSv2"], &["--instance-credentials"]),
+            (&["prog", "--accessEC2IAM=r", "--accessId=A"], &["--instance-credentials", "--access-id"]),
+        ] {
+            let err = Cli::try_parse_from(args).unwrap_err().to_string();
+            assert!(!err.contains("TOPSECRET"), "{err}");
             for name in names {
                 assert!(err.contains(name), "{args:?}: {err}");
             }

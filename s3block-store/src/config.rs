@@ -10,6 +10,7 @@ use object_store::memory::InMemory;
 use object_store::{ClientOptions, ObjectStore};
 use s3block_core::{Error, RequestCounters, Result};
 
+use crate::chain::{self, InstanceCredentials};
 use crate::counting::CountingStore;
 use crate::keys::check_prefix;
 use crate::list::ListPlan;
@@ -150,7 +151,10 @@ fn read_access_file(path: &std::path::Path) -> std::io::Result<String> {
 /// `AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN` environment; the access key
 /// options; s3backer's access file (`accessKeyId:secretKey` lines, default
 /// `~/.s3backer_passwd`), whose line is chosen by the access key id when one
-/// was given, else the first. Region and endpoint options win over
+/// was given, else the first. An empty access key id means no credentials
+/// (unsigned requests, for public buckets). Without a key, the credential
+/// providers of [`chain`](crate::chain) sign: those the environment names,
+/// and the EC2 instance's role when asked ([`StoreConfig::instance_credentials`]). Region and endpoint options win over
 /// `AWS_REGION`/`AWS_DEFAULT_REGION` and `AWS_ENDPOINT_URL`.
 ///
 /// Every store is wrapped as `RetryStore<CountingStore<backend>>`: counting
@@ -169,6 +173,7 @@ pub struct StoreConfig {
     force_path_style: bool,
     retry: RetryConfig,
     s3: S3Options,
+    instance: Option<InstanceCredentials>,
     env: Option<HashMap<String, String>>,
 }
 
@@ -238,6 +243,12 @@ impl StoreConfig {
         self
     }
 
+    /// Without an access key, sign with the EC2 instance's role (see [`chain`](crate::chain)).
+    pub fn instance_credentials(mut self, instance: InstanceCredentials) -> Self {
+        self.instance = Some(instance);
+        self
+    }
+
     /// Reads `AWS_*` and `HOME` from `env` instead of the process environment.
     pub fn env(mut self, env: HashMap<String, String>) -> Self {
         self.env = Some(env);
@@ -268,6 +279,9 @@ impl StoreConfig {
 
     /// Finds credentials (in the order [`StoreConfig`] gives); `None` when there are none.
     pub fn resolve_credentials(&self) -> Result<Option<Credentials>> {
+        if self.access_key_id.as_deref() == Some("") {
+            return Ok(None);
+        }
         if let (Some(id), Some(secret)) = (self.var("AWS_ACCESS_KEY_ID"), self.var("AWS_SECRET_ACCESS_KEY")) {
             return Ok(Some(Credentials {
                 access_key_id: id,
@@ -353,10 +367,19 @@ impl StoreConfig {
                 let bucket =
                     url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| bad("no bucket name".into()))?;
                 let credentials = self.resolve_credentials()?;
-                let signed_with = self.describe_credentials(credentials.as_ref());
+                let provider = match (&credentials, self.access_key_id.as_deref()) {
+                    // s3backer's empty access id: unsigned requests, on purpose.
+                    (Some(_), _) | (None, Some("")) => None,
+                    (None, _) => chain::find(|name| self.var(name), self.instance.as_ref()),
+                };
+                let signed_with = match &provider {
+                    Some((p, _)) => p.describe(),
+                    None => self.describe_credentials(credentials.as_ref()),
+                };
                 target = Some((self.endpoint_description(bucket), bucket.to_owned(), signed_with));
+                let signing = provider.map(|(_, config)| config);
                 (
-                    self.build_s3(bucket, credentials)?,
+                    self.build_s3(bucket, credentials, signing.as_deref())?,
                     StoreKind::S3 { bucket: bucket.to_owned() },
                     true,
                     url_prefix,
@@ -410,25 +433,32 @@ impl StoreConfig {
         }
     }
 
-    fn build_s3(&self, bucket: &str, credentials: Option<Credentials>) -> Result<Arc<dyn ObjectStore>> {
+    fn build_s3(
+        &self,
+        bucket: &str,
+        credentials: Option<Credentials>,
+        provider: Option<&[(&'static str, String)]>,
+    ) -> Result<Arc<dyn ObjectStore>> {
         let bad = |e: String| Error::Config(format!("cannot configure S3 bucket {bucket:?}: {e}"));
         let (read_client, write_client) = self.s3.client_options(ClientOptions::new()).map_err(bad)?;
-        let reader = self.s3_builder(bucket, credentials.clone(), read_client).build();
+        let reader = self.s3_builder(bucket, credentials.clone(), provider, read_client).build();
         let reader = reader.map_err(|e| bad(e.to_string()))?;
         Ok(match write_client {
             Some(client) => {
-                let writer = self.s3_builder(bucket, credentials, client).build();
+                let writer = self.s3_builder(bucket, credentials, provider, client).build();
                 Arc::new(SplitWriteStore::new(reader, writer.map_err(|e| bad(e.to_string()))?))
             }
             None => Arc::new(reader),
         })
     }
 
-    /// The S3 client of `bucket` with `client`'s HTTP options.
+    /// The S3 client of `bucket` with `client`'s HTTP options, signed with
+    /// `credentials`, else by the credential `provider`, else not at all.
     fn s3_builder(
         &self,
         bucket: &str,
         credentials: Option<Credentials>,
+        provider: Option<&[(&'static str, String)]>,
         client: ClientOptions,
     ) -> AmazonS3Builder {
         let endpoint = self.resolved_endpoint();
@@ -450,7 +480,10 @@ impl StoreConfig {
                     b = b.with_token(t);
                 }
             }
-            None => b = b.with_skip_signature(true),
+            None => match provider {
+                Some(config) => b = chain::apply(b, config),
+                None => b = b.with_skip_signature(true),
+            },
         }
         self.s3.apply_sse(b)
     }

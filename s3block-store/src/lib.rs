@@ -79,6 +79,7 @@
 
 #[cfg(feature = "clap")]
 mod args;
+pub mod chain;
 mod codec;
 #[cfg(feature = "clap")]
 mod compress_args;
