@@ -21,7 +21,7 @@
 use std::fmt::Write as _;
 
 use s3block_core::format_count as count;
-use s3block_core::{RequestCounts, format_size};
+use s3block_core::{LATENCY_BUCKETS_MS, LatencyHistogram, RequestCounts, format_size};
 use serde::{Deserialize, Serialize};
 
 use crate::stats::CacheStats;
@@ -195,6 +195,65 @@ pub struct RequestFigures {
     pub bytes_sent: u64,
     /// Bytes received in response bodies.
     pub bytes_received: u64,
+    /// How long the requests took, by method (absent from a file written
+    /// before it was added).
+    #[serde(default)]
+    pub latency: LatencyFigures,
+}
+
+/// Request latency histograms by method, with fixed buckets
+/// ([`LATENCY_BUCKETS_MS`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatencyFigures {
+    /// The buckets' upper bounds in milliseconds; each histogram has one
+    /// more bucket, for the slower requests.
+    pub bounds_ms: [u64; LATENCY_BUCKETS_MS.len()],
+    /// GET and HEAD requests, until the body was read.
+    pub get: Histogram,
+    /// PUT requests.
+    pub put: Histogram,
+    /// DELETE requests.
+    pub delete: Histogram,
+    /// LIST requests (a listing, however many pages).
+    pub list: Histogram,
+}
+
+/// One method's latency histogram.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Histogram {
+    /// Requests counted.
+    pub count: u64,
+    /// Their latencies added up, in microseconds.
+    pub sum_micros: u64,
+    /// Requests per bucket (not cumulative), the last one slower than every bound.
+    pub buckets: [u64; LATENCY_BUCKETS_MS.len() + 1],
+}
+
+impl From<&LatencyHistogram> for Histogram {
+    fn from(h: &LatencyHistogram) -> Self {
+        Histogram { count: h.count(), sum_micros: h.sum_micros, buckets: h.counts }
+    }
+}
+
+impl Histogram {
+    /// One line: the mean and the bounds half and 99% of the requests fall within.
+    fn summary(&self) -> String {
+        if self.count == 0 {
+            return "no requests".to_owned();
+        }
+        let h = LatencyHistogram { counts: self.buckets, sum_micros: self.sum_micros };
+        let within = |q: f64| match h.quantile_ms(q) {
+            Some(ms) => format!("{ms} ms"),
+            None => format!("more than {} ms", LATENCY_BUCKETS_MS[LATENCY_BUCKETS_MS.len() - 1]),
+        };
+        format!(
+            "mean {:.1} ms, half within {}, 99% within {} ({} requests)",
+            self.sum_micros as f64 / self.count as f64 / 1000.0,
+            within(0.5),
+            within(0.99),
+            count(self.count)
+        )
+    }
 }
 
 /// The requests' cost at list prices.
@@ -265,6 +324,13 @@ impl MountStats {
                 errors: r.errors,
                 bytes_sent: r.bytes_sent,
                 bytes_received: r.bytes_received,
+                latency: LatencyFigures {
+                    bounds_ms: LATENCY_BUCKETS_MS,
+                    get: (&r.latency.get).into(),
+                    put: (&r.latency.put).into(),
+                    delete: (&r.latency.delete).into(),
+                    list: (&r.latency.list).into(),
+                },
             },
             cost: CostFigures {
                 requests_dollars: r.cost(put_per_1000, get_per_1000),
@@ -387,6 +453,12 @@ impl MountStats {
         noted(&mut out, "errors", q.errors, "requests that finally failed");
         line(&mut out, "bytes sent", &bytes(q.bytes_sent));
         line(&mut out, "bytes received", &bytes(q.bytes_received));
+        let l = &q.latency;
+        for (name, h) in
+            [("GET time", &l.get), ("PUT time", &l.put), ("DELETE time", &l.delete), ("LIST time", &l.list)]
+        {
+            line(&mut out, name, &h.summary());
+        }
         let p = &self.cost;
         line(
             &mut out,
@@ -500,6 +572,12 @@ mod tests {
             lists: 1,
             ..Default::default()
         };
+        let mut requests = requests;
+        // Four GETs: 3 ms, 8 ms, 9 ms and 20 s.
+        requests.latency.get.counts[0] = 1;
+        requests.latency.get.counts[1] = 2;
+        requests.latency.get.counts[LATENCY_BUCKETS_MS.len()] = 1;
+        requests.latency.get.sum_micros = 3_000 + 8_000 + 9_000 + 20_000_000;
         MountStats::new(&cache, &requests, 0.005, 0.0004)
     }
 
@@ -518,6 +596,11 @@ mod tests {
         assert!(text.contains("GET             2,089\n"), "{text}");
         assert!(text.contains("0 blocks, 65,536 bytes (64K)"), "{text}");
         assert!(text.contains("retries         0"), "{text}");
+        assert!(
+            text.contains("GET time        mean 5005.0 ms, half within 10 ms, 99% within more than 10000 ms (4 requests)\n"),
+            "{text}"
+        );
+        assert!(text.contains("PUT time        no requests\n"), "{text}");
     }
 
     #[test]
@@ -527,6 +610,15 @@ mod tests {
         let back: MountStats = serde_json::from_str(&json).unwrap_or_default();
         assert_eq!(back, s);
         assert!(json.contains("\"read_ahead_fetches\":2074"), "{json}");
+        assert!(json.contains("\"bounds_ms\":[5,10,25,"), "{json}");
+        assert!(json.contains("\"get\":{\"count\":4,\"sum_micros\":20020000,\"buckets\":[1,2,0,"), "{json}");
         assert!(!json.contains(' '), "{json}");
+        // A file written before the histograms reads with empty ones.
+        let mut old: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+        if let Some(r) = old.get_mut("requests").and_then(|r| r.as_object_mut()) {
+            r.remove("latency");
+        }
+        let back: MountStats = serde_json::from_value(old).unwrap_or_default();
+        assert_eq!((back.requests.gets, back.requests.latency), (s.requests.gets, LatencyFigures::default()));
     }
 }

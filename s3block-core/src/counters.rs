@@ -60,6 +60,110 @@ pub struct RequestCounts {
     pub metadata_puts: u64,
     /// DELETE requests for other objects: the mount lock at unmount, probes.
     pub metadata_deletes: u64,
+    /// How long the requests took, by method.
+    pub latency: RequestLatencies,
+}
+
+/// The upper bounds of the latency histograms' buckets, in milliseconds; a
+/// last bucket holds the slower requests. Fixed, so histograms of different
+/// mounts and of different moments add up bucket by bucket.
+pub const LATENCY_BUCKETS_MS: [u64; 11] = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
+
+/// A histogram of request latencies: how many requests took up to each of
+/// [`LATENCY_BUCKETS_MS`] (not cumulative: each request is in one bucket),
+/// the last count those slower than the last bound, and the sum of them all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    /// Requests per bucket; `counts[i]` took more than bucket `i - 1`'s
+    /// bound and up to bucket `i`'s; the last, more than the last bound.
+    pub counts: [u64; LATENCY_BUCKETS_MS.len() + 1],
+    /// The requests' latencies added up, in microseconds.
+    pub sum_micros: u64,
+}
+
+impl LatencyHistogram {
+    /// Requests counted.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The latency under which `q` (0 to 1) of the requests fall, as a
+    /// bucket's upper bound in milliseconds (`None`: without requests, or
+    /// in the last bucket, slower than every bound).
+    pub fn quantile_ms(&self, q: f64) -> Option<u64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let wanted = ((total as f64 * q.clamp(0.0, 1.0)).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, n) in self.counts.iter().enumerate() {
+            seen += n;
+            if seen >= wanted {
+                return LATENCY_BUCKETS_MS.get(i).copied();
+            }
+        }
+        None
+    }
+}
+
+/// The latency histograms of the requests, by method. An attempt that is
+/// retried is one request here too, as in the counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestLatencies {
+    /// GET and HEAD requests, until their body was read.
+    pub get: LatencyHistogram,
+    /// PUT requests (copies too).
+    pub put: LatencyHistogram,
+    /// DELETE requests.
+    pub delete: LatencyHistogram,
+    /// LIST requests (a whole listing, however many pages).
+    pub list: LatencyHistogram,
+}
+
+/// A request method, for [`RequestCounters::observe_latency`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestMethod {
+    /// GET or HEAD.
+    Get,
+    /// PUT or copy.
+    Put,
+    /// DELETE, single or bulk.
+    Delete,
+    /// LIST.
+    List,
+}
+
+/// The live form of a [`LatencyHistogram`].
+#[derive(Debug, Default)]
+struct LiveHistogram {
+    counts: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl LiveHistogram {
+    fn observe(&self, took: std::time::Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let i =
+            LATENCY_BUCKETS_MS.iter().position(|&ms| micros <= ms * 1000).unwrap_or(LATENCY_BUCKETS_MS.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> LatencyHistogram {
+        LatencyHistogram {
+            counts: std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed)),
+            sum_micros: self.sum_micros.load(Ordering::Relaxed),
+        }
+    }
+
+    fn reset(&self) {
+        for c in &self.counts {
+            c.store(0, Ordering::Relaxed);
+        }
+        self.sum_micros.store(0, Ordering::Relaxed);
+    }
 }
 
 /// Live request counters, shared by the layers that make and retry requests
@@ -88,6 +192,8 @@ pub struct RequestCounters {
     unreachable_since_ms: AtomicU64,
     /// Requests that failed and wait to be retried, now (a gauge).
     waiting: AtomicU64,
+    /// Latency histograms: GET, PUT, DELETE, LIST.
+    latency: [LiveHistogram; 4],
 }
 
 /// Whether the store answers, now: what a status line or a metric shows
@@ -120,6 +226,20 @@ impl RequestCounters {
         }
     }
 
+    /// Counts one request of `method` that took `took` in its histogram.
+    pub fn observe_latency(&self, method: RequestMethod, took: std::time::Duration) {
+        self.latency[method as usize].observe(took);
+    }
+
+    fn latencies(&self) -> RequestLatencies {
+        RequestLatencies {
+            get: self.latency[RequestMethod::Get as usize].snapshot(),
+            put: self.latency[RequestMethod::Put as usize].snapshot(),
+            delete: self.latency[RequestMethod::Delete as usize].snapshot(),
+            list: self.latency[RequestMethod::List as usize].snapshot(),
+        }
+    }
+
     /// Whether the store answers now, and how many requests wait for it.
     pub fn health(&self) -> StoreHealth {
         let ms = self.unreachable_since_ms.load(Ordering::Relaxed);
@@ -143,12 +263,19 @@ macro_rules! counter {
 
             /// The counts so far.
             pub fn snapshot(&self) -> RequestCounts {
-                RequestCounts { $($field: self.$field.load(Ordering::Relaxed)),* }
+                RequestCounts {
+                    $($field: self.$field.load(Ordering::Relaxed),)*
+                    latency: self.latencies(),
+                }
             }
 
-            /// Sets every counter back to zero.
+            /// Sets every counter back to zero (the histograms too; not
+            /// the store's health, which says how things are now).
             pub fn reset(&self) {
                 $(self.$field.store(0, Ordering::Relaxed);)*
+                for h in &self.latency {
+                    h.reset();
+                }
             }
         }
     };
@@ -360,5 +487,26 @@ mod tests {
         assert_eq!(s.bulk_deletes, s.block_deletes + s.metadata_deletes);
         assert_eq!(s.total(), 9 + 5 + 2 + 1);
         assert_eq!(fetch_reason(), FetchReason::Demand);
+    }
+
+    #[test]
+    fn latencies_fall_in_fixed_buckets_by_method() {
+        use std::time::Duration;
+        let c = RequestCounters::default();
+        c.observe_latency(RequestMethod::Get, Duration::from_micros(5000)); // up to 5 ms
+        c.observe_latency(RequestMethod::Get, Duration::from_micros(5001)); // up to 10 ms
+        c.observe_latency(RequestMethod::Get, Duration::from_millis(80)); // up to 100 ms
+        c.observe_latency(RequestMethod::Put, Duration::from_secs(11)); // slower than every bound
+        let l = c.snapshot().latency;
+        assert_eq!(&l.get.counts[..6], &[1, 1, 0, 0, 1, 0]);
+        assert_eq!((l.get.count(), l.get.sum_micros), (3, 5000 + 5001 + 80_000));
+        assert_eq!(l.put.counts[LATENCY_BUCKETS_MS.len()], 1);
+        assert_eq!((l.delete.count(), l.list.count()), (0, 0));
+        assert_eq!(l.get.quantile_ms(0.5), Some(10));
+        assert_eq!(l.get.quantile_ms(1.0), Some(100));
+        assert_eq!(l.put.quantile_ms(0.5), None, "slower than every bound");
+        assert_eq!(l.delete.quantile_ms(0.5), None, "no requests");
+        c.reset();
+        assert_eq!(c.snapshot().latency, RequestLatencies::default());
     }
 }

@@ -10,10 +10,15 @@
 //! Each request is also classed by its key ([`class_of`]): a block object
 //! (its key ends in eight hex digits) or another object (the lock, the
 //! descriptor, a probe), so the stats can say what every request was for.
+//!
+//! Each request's latency goes into its method's histogram: from the call
+//! until the answer, or for a GET until its body was read (or dropped),
+//! for a listing until its last page; a failed attempt too.
 
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -24,7 +29,7 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
     ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
 };
-use s3block_core::{RequestClass, RequestCounters};
+use s3block_core::{RequestClass, RequestCounters, RequestMethod};
 
 use crate::lock::LOCK_NAME;
 use crate::volume::DESCRIPTOR_NAME;
@@ -68,6 +73,27 @@ enum Method {
     Delete,
 }
 
+/// Times one request from its creation until it is dropped, into its
+/// method's latency histogram: moved into a response body's stream, it
+/// times the request until the body was read.
+struct Timed {
+    counters: Arc<RequestCounters>,
+    method: RequestMethod,
+    started: Instant,
+}
+
+impl Timed {
+    fn start(counters: &Arc<RequestCounters>, method: RequestMethod) -> Self {
+        Timed { counters: counters.clone(), method, started: Instant::now() }
+    }
+}
+
+impl Drop for Timed {
+    fn drop(&mut self) {
+        self.counters.observe_latency(self.method, self.started.elapsed());
+    }
+}
+
 /// Counts every request to `T` into shared counters.
 #[derive(Debug)]
 pub struct CountingStore<T> {
@@ -92,8 +118,10 @@ impl<T: ObjectStore> CountingStore<T> {
     ) -> BoxStream<'static, Result<ObjectMeta>> {
         let counters = self.counters.clone();
         counters.count(RequestClass::List, 1);
+        let timed = Timed::start(&counters, RequestMethod::List);
         let mut n = 0u64;
         s.inspect(move |_| {
+            let _ = &timed;
             n += 1;
             if n.is_multiple_of(PAGE) {
                 counters.count(RequestClass::List, 1);
@@ -115,6 +143,7 @@ impl<T: ObjectStore> ObjectStore for CountingStore<T> {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
         self.counters.count(class_of(Method::Put, location.as_ref()), 1);
         self.counters.add_bytes_sent(payload.content_length() as u64);
+        let _timed = Timed::start(&self.counters, RequestMethod::Put);
         self.inner.put_opts(location, payload, opts).await
     }
 
@@ -124,6 +153,7 @@ impl<T: ObjectStore> ObjectStore for CountingStore<T> {
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
         self.counters.count(class_of(Method::Put, location.as_ref()), 1);
+        let _timed = Timed::start(&self.counters, RequestMethod::Put);
         self.inner.put_multipart_opts(location, opts).await
     }
 
@@ -133,11 +163,13 @@ impl<T: ObjectStore> ObjectStore for CountingStore<T> {
         let class =
             if options.head { RequestClass::MetadataGet } else { class_of(Method::Get, location.as_ref()) };
         self.counters.count(class, 1);
+        let timed = Timed::start(&self.counters, RequestMethod::Get);
         let mut res = self.inner.get_opts(location, options).await?;
         let counters = self.counters.clone();
         res.payload = match res.payload {
             GetResultPayload::Stream(s) => GetResultPayload::Stream(
                 s.inspect(move |chunk| {
+                    let _ = &timed;
                     if let Ok(b) = chunk {
                         counters.add_bytes_received(b.len() as u64);
                     }
@@ -154,6 +186,7 @@ impl<T: ObjectStore> ObjectStore for CountingStore<T> {
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
         self.counters.count(class_of(Method::Get, location.as_ref()), ranges.len() as u64);
+        let _timed = Timed::start(&self.counters, RequestMethod::Get);
         let out = self.inner.get_ranges(location, ranges).await?;
         self.counters.add_bytes_received(out.iter().map(|b| b.len() as u64).sum());
         Ok(out)
@@ -161,9 +194,11 @@ impl<T: ObjectStore> ObjectStore for CountingStore<T> {
 
     fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
         let counters = self.counters.clone();
+        let timed = Timed::start(&counters, RequestMethod::Delete);
         let mut n = 0u64;
         let counted = locations
             .inspect(move |p| {
+                let _ = &timed;
                 if let Ok(path) = p {
                     if n.is_multiple_of(PAGE) {
                         counters.count(class_of(Method::Delete, path.as_ref()), 1);
@@ -192,11 +227,13 @@ impl<T: ObjectStore> ObjectStore for CountingStore<T> {
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
         self.counters.count(RequestClass::List, 1);
+        let _timed = Timed::start(&self.counters, RequestMethod::List);
         self.inner.list_with_delimiter(prefix).await
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
         self.counters.count(class_of(Method::Put, to.as_ref()), 1);
+        let _timed = Timed::start(&self.counters, RequestMethod::Put);
         self.inner.copy_opts(from, to, options).await
     }
 
@@ -204,6 +241,7 @@ impl<T: ObjectStore> ObjectStore for CountingStore<T> {
         self.counters.count(class_of(Method::Put, to.as_ref()), 1);
         self.counters.count(class_of(Method::Delete, from.as_ref()), 1);
         self.counters.add_deletes(1);
+        let _timed = Timed::start(&self.counters, RequestMethod::Put);
         self.inner.rename_opts(from, to, options).await
     }
 }
@@ -243,5 +281,23 @@ mod tests {
         assert_eq!((after_head.metadata_gets, after_head.block_fetches), (1, 0));
         store.get(&key).await.expect("get").bytes().await.expect("body");
         assert_eq!(counters.snapshot().block_fetches, 1);
+    }
+
+    /// Every request is timed into its method's histogram, a GET once its
+    /// body is read, a failed one too.
+    #[tokio::test]
+    async fn each_request_is_timed_by_method() {
+        use object_store::ObjectStoreExt;
+        let counters = Arc::new(RequestCounters::default());
+        let store = CountingStore::new(object_store::memory::InMemory::new(), counters.clone());
+        let key = Path::from("v/00000000");
+        store.put(&key, vec![1u8; 8].into()).await.expect("put");
+        let got = store.get(&key).await.expect("get");
+        assert_eq!(counters.snapshot().latency.get.count(), 0, "the body is not read yet");
+        got.bytes().await.expect("body");
+        let _ = store.get(&Path::from("v/00000001")).await.expect_err("absent");
+        let _: Vec<_> = store.list(None).collect().await;
+        let l = counters.snapshot().latency;
+        assert_eq!((l.get.count(), l.put.count(), l.list.count(), l.delete.count()), (2, 1, 1, 0));
     }
 }
