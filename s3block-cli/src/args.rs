@@ -426,6 +426,7 @@ impl DstStoreArgs {
             access_key: None,
             instance_credentials: if self.own_credentials() { None } else { src.instance_credentials.clone() },
             imdsv2_only: !self.own_credentials() && src.imdsv2_only,
+            request_timeout: src.request_timeout,
         }
     }
 

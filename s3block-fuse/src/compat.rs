@@ -32,13 +32,11 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("erase", "use `s3block erase STORE`"),
     ("force", ""),
     ("http11", ""),
-    ("initialRetryPause", ""),
     ("insecure", ""),
     ("keyLength", ""),
     ("listBlocksThreads", ""),
     ("maxUploadSpeed", ""),
     ("maxDownloadSpeed", ""),
-    ("maxRetryPause", ""),
     ("minWriteDelay", ""),
     ("md5CacheSize", ""),
     ("md5CacheTime", ""),
@@ -59,7 +57,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("test-delays", ""),
     ("test-discard", ""),
     ("test-errors", ""),
-    ("timeout", ""),
     ("vhost", ""),
     ("no-vhost", ""),
 ];
@@ -95,8 +92,8 @@ mod tests {
             "s3backer option --reset-mounted-flag is not supported by s3block (yet); use `s3block unlock STORE`"
         );
         assert_eq!(
-            unsupported("timeout").unwrap(),
-            "s3backer option --timeout is not supported by s3block (yet)"
+            unsupported("http11").unwrap(),
+            "s3backer option --http11 is not supported by s3block (yet)"
         );
         let nbd = unsupported("nbd").unwrap();
         assert!(

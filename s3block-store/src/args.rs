@@ -24,6 +24,7 @@
 //! | `--access-key-env VARNAME` | `--accessKeyEnv` | the secret in `$VARNAME` |
 //! | `--instance-credentials[=ROLE]` | `--accessEC2IAM` | |
 //! | `--imdsv2-only` | `--accessEC2IAM-IMDSv2` | |
+//! | `--request-timeout SECONDS` | `--timeout` | |
 //!
 //! Without an access key, the providers of [`chain`](crate::chain) sign
 //! (web identity, ECS, EKS Pod Identity from the environment; the EC2
@@ -135,6 +136,11 @@ pub struct StoreArgs {
     )]
     pub instance_credentials: Option<Option<String>>,
 
+    /// Time limit of one attempt of an S3 request, connection and transfer
+    /// included (default 30); an attempt that runs out is retried.
+    #[arg(long = "request-timeout", alias = "timeout", value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub request_timeout: Option<u64>,
+
     /// With --instance-credentials, never fall back to IMDSv1.
     #[arg(long = "imdsv2-only", alias = "accessEC2IAM-IMDSv2", requires = "instance_credentials")]
     pub imdsv2_only: bool,
@@ -213,7 +219,12 @@ impl StoreArgs {
             ),
             None => None,
         };
-        Ok(S3Options { sse, storage_class: self.storage_class.clone(), acl: self.access_type.clone() })
+        Ok(S3Options {
+            sse,
+            storage_class: self.storage_class.clone(),
+            acl: self.access_type.clone(),
+            timeout: self.request_timeout.map(std::time::Duration::from_secs),
+        })
     }
 
     /// The [`StoreConfig`] for the store at `url` with these options
@@ -224,6 +235,7 @@ impl StoreArgs {
             sse: Some(ServerSideEncryption::Aes256),
             storage_class: self.storage_class.clone(),
             acl: self.access_type.clone(),
+            timeout: self.request_timeout.map(std::time::Duration::from_secs),
         });
         let mut config = StoreConfig::new(url).force_path_style(self.force_path_style).s3_options(s3);
         if let Some(endpoint) = &self.endpoint {

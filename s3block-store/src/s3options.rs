@@ -120,6 +120,10 @@ pub struct S3Options {
     pub storage_class: Option<String>,
     /// Canned ACL of the objects written (one of [`CANNED_ACLS`]).
     pub acl: Option<String>,
+    /// Time limit of one attempt of a request, connection and body
+    /// included (`object_store`'s default, 30 s, when `None`). An attempt
+    /// that runs out is a transient failure: [`RetryStore`](crate::RetryStore) retries it.
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl S3Options {
@@ -154,6 +158,10 @@ impl S3Options {
         &self,
         base: ClientOptions,
     ) -> std::result::Result<(ClientOptions, Option<ClientOptions>), String> {
+        let base = match self.timeout {
+            Some(t) => base.with_timeout(t),
+            None => base,
+        };
         let headers = self.write_headers()?;
         let writer = (!headers.is_empty()).then(|| base.clone().with_default_headers(headers));
         Ok((base, writer))

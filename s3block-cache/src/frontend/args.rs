@@ -78,6 +78,22 @@ pub struct VolumeArgs {
     #[arg(long = "io-timeout", value_name = "SECONDS")]
     pub io_timeout: Option<u64>,
 
+    /// The first wait before a failed store request is retried is at most
+    /// MILLIS (default 200); each wait doubles, up to 10 s or this value.
+    #[arg(long = "initial-retry-pause", alias = "initialRetryPause", value_name = "MILLIS",
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub initial_retry_pause: Option<u64>,
+
+    /// Give up a store request MILLIS after its first attempt (the attempts'
+    /// time included), failing the I/O with EIO: --io-timeout in milliseconds.
+    #[arg(
+        long = "max-retry-pause",
+        alias = "maxRetryPause",
+        value_name = "MILLIS",
+        conflicts_with = "io_timeout"
+    )]
+    pub max_retry_pause: Option<u64>,
+
     /// Keep a disk cache in DIR, below the memory cache: blocks read or
     /// written stay on the local disk across restarts, and dirty blocks
     /// survive a crash (uploaded at the next start).
@@ -199,7 +215,16 @@ impl VolumeArgs {
     /// connect budget applies either way, so a mount of an unreachable
     /// store fails at start.
     pub fn retry_config(&self) -> s3block_store::RetryConfig {
-        s3block_store::RetryConfig::default().io_timeout(self.io_timeout.map(std::time::Duration::from_secs))
+        use std::time::Duration;
+        let limit = match self.max_retry_pause {
+            Some(ms) => Some(Duration::from_millis(ms)),
+            None => self.io_timeout.map(Duration::from_secs),
+        };
+        let config = s3block_store::RetryConfig::default().io_timeout(limit);
+        match self.initial_retry_pause.map(Duration::from_millis) {
+            Some(first) => config.initial_backoff(first).max_backoff(first.max(Duration::from_secs(10))),
+            None => config,
+        }
     }
 
     /// The cache size in bytes, converting s3backer's `--blockCacheSize`
@@ -266,6 +291,29 @@ mod tests {
         assert_eq!(soft, timeout(5));
         assert_ne!(soft, timeout(6));
         assert!(parse(&["--io-timeout=-1", "memory://", "/m"]).unwrap_err().contains("--io-timeout"));
+    }
+
+    #[test]
+    fn s3backers_retry_pauses_set_the_first_wait_and_the_budget() {
+        use s3block_store::RetryConfig;
+        use std::time::Duration;
+        let v = parse(&["--initialRetryPause=50", "--maxRetryPause=1500", "memory://", "/m"]).unwrap();
+        let expected = RetryConfig::default()
+            .io_timeout(Some(Duration::from_millis(1500)))
+            .initial_backoff(Duration::from_millis(50))
+            .max_backoff(Duration::from_secs(10));
+        assert_eq!(v.retry_config(), expected);
+        // A first wait above the usual cap raises the cap with it.
+        let v = parse(&["--initial-retry-pause=30000", "memory://", "/m"]).unwrap();
+        let expected = RetryConfig::default()
+            .io_timeout(None)
+            .initial_backoff(Duration::from_secs(30))
+            .max_backoff(Duration::from_secs(30));
+        assert_eq!(v.retry_config(), expected);
+        let err = parse(&["--maxRetryPause=1000", "--io-timeout=5", "memory://", "/m"]).unwrap_err();
+        assert!(err.contains("--max-retry-pause") && err.contains("--io-timeout"), "{err}");
+        let err = parse(&["--initialRetryPause=0", "memory://", "/m"]).unwrap_err();
+        assert!(err.contains("--initial-retry-pause"), "{err}");
     }
 
     #[test]
