@@ -21,7 +21,7 @@
 use std::fmt::Write as _;
 
 use s3block_core::format_count as count;
-use s3block_core::{LATENCY_BUCKETS_MS, LatencyHistogram, RequestCounts, format_size};
+use s3block_core::{LATENCY_BUCKETS_MS, LatencyHistogram, MethodCounts, RequestCounts, format_size};
 use serde::{Deserialize, Serialize};
 
 use crate::stats::CacheStats;
@@ -199,6 +199,31 @@ pub struct RequestFigures {
     /// before it was added).
     #[serde(default)]
     pub latency: LatencyFigures,
+    /// `retries` by method.
+    #[serde(default)]
+    pub retries_by_method: MethodFigures,
+    /// `errors` by method.
+    #[serde(default)]
+    pub errors_by_method: MethodFigures,
+}
+
+/// A count for each request method.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MethodFigures {
+    /// GET and HEAD requests.
+    pub get: u64,
+    /// PUT requests.
+    pub put: u64,
+    /// DELETE requests.
+    pub delete: u64,
+    /// LIST requests.
+    pub list: u64,
+}
+
+impl From<MethodCounts> for MethodFigures {
+    fn from(m: MethodCounts) -> Self {
+        MethodFigures { get: m.get, put: m.put, delete: m.delete, list: m.list }
+    }
 }
 
 /// Request latency histograms by method, with fixed buckets
@@ -331,6 +356,8 @@ impl MountStats {
                     delete: (&r.latency.delete).into(),
                     list: (&r.latency.list).into(),
                 },
+                retries_by_method: r.retries_by_method.into(),
+                errors_by_method: r.errors_by_method.into(),
             },
             cost: CostFigures {
                 requests_dollars: r.cost(put_per_1000, get_per_1000),

@@ -62,6 +62,23 @@ pub struct RequestCounts {
     pub metadata_deletes: u64,
     /// How long the requests took, by method.
     pub latency: RequestLatencies,
+    /// [`retries`](Self::retries) by method.
+    pub retries_by_method: MethodCounts,
+    /// [`errors`](Self::errors) by method.
+    pub errors_by_method: MethodCounts,
+}
+
+/// A count for each request method.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MethodCounts {
+    /// GET and HEAD requests.
+    pub get: u64,
+    /// PUT requests (copies too).
+    pub put: u64,
+    /// DELETE requests.
+    pub delete: u64,
+    /// LIST requests.
+    pub list: u64,
 }
 
 /// The upper bounds of the latency histograms' buckets, in milliseconds; a
@@ -194,6 +211,9 @@ pub struct RequestCounters {
     waiting: AtomicU64,
     /// Latency histograms: GET, PUT, DELETE, LIST.
     latency: [LiveHistogram; 4],
+    /// Retries and final failures by method, in that order.
+    retries_by_method: [AtomicU64; 4],
+    errors_by_method: [AtomicU64; 4],
 }
 
 /// Whether the store answers, now: what a status line or a metric shows
@@ -231,6 +251,29 @@ impl RequestCounters {
         self.latency[method as usize].observe(took);
     }
 
+    /// A request of `method` failed and will be made again: counted in
+    /// `retries` and by method.
+    pub fn add_retry(&self, method: RequestMethod) {
+        self.add_retries(1);
+        self.retries_by_method[method as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request of `method` finally failed: counted in `errors` and by method.
+    pub fn add_error(&self, method: RequestMethod) {
+        self.add_errors(1);
+        self.errors_by_method[method as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn by_method(counts: &[AtomicU64; 4]) -> MethodCounts {
+        let n = |m: RequestMethod| counts[m as usize].load(Ordering::Relaxed);
+        MethodCounts {
+            get: n(RequestMethod::Get),
+            put: n(RequestMethod::Put),
+            delete: n(RequestMethod::Delete),
+            list: n(RequestMethod::List),
+        }
+    }
+
     fn latencies(&self) -> RequestLatencies {
         RequestLatencies {
             get: self.latency[RequestMethod::Get as usize].snapshot(),
@@ -266,6 +309,8 @@ macro_rules! counter {
                 RequestCounts {
                     $($field: self.$field.load(Ordering::Relaxed),)*
                     latency: self.latencies(),
+                    retries_by_method: Self::by_method(&self.retries_by_method),
+                    errors_by_method: Self::by_method(&self.errors_by_method),
                 }
             }
 
@@ -275,6 +320,9 @@ macro_rules! counter {
                 $(self.$field.store(0, Ordering::Relaxed);)*
                 for h in &self.latency {
                     h.reset();
+                }
+                for c in self.retries_by_method.iter().chain(&self.errors_by_method) {
+                    c.store(0, Ordering::Relaxed);
                 }
             }
         }
@@ -506,7 +554,14 @@ mod tests {
         assert_eq!(l.get.quantile_ms(1.0), Some(100));
         assert_eq!(l.put.quantile_ms(0.5), None, "slower than every bound");
         assert_eq!(l.delete.quantile_ms(0.5), None, "no requests");
+        c.add_retry(RequestMethod::Put);
+        c.add_retry(RequestMethod::Put);
+        c.add_error(RequestMethod::List);
+        let s = c.snapshot();
+        assert_eq!((s.retries, s.errors), (2, 1));
+        assert_eq!(s.retries_by_method, MethodCounts { put: 2, ..Default::default() });
+        assert_eq!(s.errors_by_method, MethodCounts { list: 1, ..Default::default() });
         c.reset();
-        assert_eq!(c.snapshot().latency, RequestLatencies::default());
+        assert_eq!(c.snapshot(), RequestCounts::default());
     }
 }

@@ -18,7 +18,7 @@ use object_store::{
 };
 use rand::Rng;
 use rand::rngs::StdRng;
-use s3block_core::{Backoff, RequestCounters, Retries, StoreErrorKind};
+use s3block_core::{Backoff, RequestCounters, RequestMethod, Retries, StoreErrorKind};
 
 use crate::counting::PAGE;
 use crate::error::{TargetError, classify, is_missing_bucket, root_cause};
@@ -427,7 +427,7 @@ impl Policy {
         retries.next_delay().map(|wait| wait.min(left))
     }
 
-    async fn run<R, F, Fut>(&self, what: &str, mut op: F) -> Result<R>
+    async fn run<R, F, Fut>(&self, method: RequestMethod, what: &str, mut op: F) -> Result<R>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<R>>,
@@ -451,12 +451,12 @@ impl Policy {
                         // Each retry at debug level; an outage once, then once a minute.
                         tracing::debug!("{what}: {e}; retry {retry} in {wait:?}");
                         self.failing(retry, retries.started(), &e);
-                        self.counters.add_retries(1);
+                        self.counters.add_retry(method);
                         tokio::time::sleep(wait).await;
                         continue;
                     }
                     if !matches!(kind, StoreErrorKind::NotFound | StoreErrorKind::AlreadyExists) {
-                        self.counters.add_errors(1);
+                        self.counters.add_error(method);
                     }
                     return Err(self.finish(e, kind, retries.started()));
                 }
@@ -590,7 +590,9 @@ impl<T: fmt::Display> fmt::Display for RetryStore<T> {
 #[deny(clippy::missing_trait_methods)]
 impl<T: ObjectStore> ObjectStore for RetryStore<T> {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
-        self.policy.run("PUT", || self.inner.put_opts(location, payload.clone(), opts.clone())).await
+        self.policy
+            .run(RequestMethod::Put, "PUT", || self.inner.put_opts(location, payload.clone(), opts.clone()))
+            .await
     }
 
     async fn put_multipart_opts(
@@ -598,12 +600,16 @@ impl<T: ObjectStore> ObjectStore for RetryStore<T> {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
-        self.policy.run("multipart PUT", || self.inner.put_multipart_opts(location, opts.clone())).await
+        self.policy
+            .run(RequestMethod::Put, "multipart PUT", || {
+                self.inner.put_multipart_opts(location, opts.clone())
+            })
+            .await
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         self.policy
-            .run("GET", || async {
+            .run(RequestMethod::Get, "GET", || async {
                 let GetResult { payload, meta, range, attributes, extensions } =
                     self.inner.get_opts(location, options.clone()).await?;
                 let payload = match payload {
@@ -619,7 +625,7 @@ impl<T: ObjectStore> ObjectStore for RetryStore<T> {
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
-        self.policy.run("GET ranges", || self.inner.get_ranges(location, ranges)).await
+        self.policy.run(RequestMethod::Get, "GET ranges", || self.inner.get_ranges(location, ranges)).await
     }
 
     fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
@@ -635,7 +641,7 @@ impl<T: ObjectStore> ObjectStore for RetryStore<T> {
                     let paths: Vec<Path> = paths.into_iter().filter_map(|r| r.ok()).collect();
                     let mut first = true;
                     let done = policy
-                        .run("bulk DELETE", || {
+                        .run(RequestMethod::Delete, "bulk DELETE", || {
                             let retried = !first;
                             first = false;
                             let input = futures::stream::iter(paths.clone().into_iter().map(Ok)).boxed();
@@ -681,15 +687,17 @@ impl<T: ObjectStore> ObjectStore for RetryStore<T> {
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        self.policy.run("LIST", || self.inner.list_with_delimiter(prefix)).await
+        self.policy.run(RequestMethod::List, "LIST", || self.inner.list_with_delimiter(prefix)).await
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        self.policy.run("COPY", || self.inner.copy_opts(from, to, options.clone())).await
+        self.policy.run(RequestMethod::Put, "COPY", || self.inner.copy_opts(from, to, options.clone())).await
     }
 
     async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
-        self.policy.run("RENAME", || self.inner.rename_opts(from, to, options.clone())).await
+        self.policy
+            .run(RequestMethod::Put, "RENAME", || self.inner.rename_opts(from, to, options.clone()))
+            .await
     }
 }
 
@@ -751,11 +759,11 @@ fn resumable_list<T: ObjectStore>(
                         && let Some(wait) = st.policy.next_wait(&mut st.retries)
                     {
                         st.policy.failing(st.retries.retries(), st.retries.started(), &e);
-                        st.policy.counters.add_retries(1);
+                        st.policy.counters.add_retry(RequestMethod::List);
                         tokio::time::sleep(wait).await;
                         continue;
                     }
-                    st.policy.counters.add_errors(1);
+                    st.policy.counters.add_error(RequestMethod::List);
                     st.done = true;
                     let e = st.policy.finish(e, kind, st.retries.started());
                     return Some((Err(e), st));

@@ -77,7 +77,11 @@ async fn the_attempt_budget_is_exact_and_the_waits_within_their_ceilings() {
         store.get_opts(&Path::from("vol/x"), GetOptions::default()).await.expect_err("all fail");
         let took = started.elapsed();
         assert_eq!(faulty.injected(), 4, "seed {seed}: four attempts, the first included");
-        assert_eq!(counters.snapshot().retries, 3, "seed {seed}");
+        let counts = counters.snapshot();
+        assert_eq!(counts.retries, 3, "seed {seed}");
+        // By method too: the GET was retried three times, then failed.
+        assert_eq!((counts.retries_by_method.get, counts.errors_by_method.get), (3, 1), "seed {seed}");
+        assert_eq!(counts.retries_by_method.put + counts.errors_by_method.put, 0, "seed {seed}");
         // Three waits, of at most 100, 200 and 250 ms (the cap).
         assert!(took <= Duration::from_millis(550), "seed {seed}: {took:?}");
     }
