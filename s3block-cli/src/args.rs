@@ -427,6 +427,8 @@ impl DstStoreArgs {
             instance_credentials: if self.own_credentials() { None } else { src.instance_credentials.clone() },
             imdsv2_only: !self.own_credentials() && src.imdsv2_only,
             request_timeout: src.request_timeout,
+            max_upload_speed: src.max_upload_speed,
+            max_download_speed: src.max_download_speed,
         }
     }
 

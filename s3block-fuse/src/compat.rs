@@ -35,8 +35,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("insecure", ""),
     ("keyLength", ""),
     ("listBlocksThreads", ""),
-    ("maxUploadSpeed", ""),
-    ("maxDownloadSpeed", ""),
     ("minWriteDelay", ""),
     ("md5CacheSize", ""),
     ("md5CacheTime", ""),

@@ -25,6 +25,8 @@
 //! | `--instance-credentials[=ROLE]` | `--accessEC2IAM` | |
 //! | `--imdsv2-only` | `--accessEC2IAM-IMDSv2` | |
 //! | `--request-timeout SECONDS` | `--timeout` | |
+//! | `--max-upload-speed BITS` | `--maxUploadSpeed` | |
+//! | `--max-download-speed BITS` | `--maxDownloadSpeed` | |
 //!
 //! Without an access key, the providers of [`chain`](crate::chain) sign
 //! (web identity, ECS, EKS Pod Identity from the environment; the EC2
@@ -45,6 +47,7 @@ use std::path::PathBuf;
 
 use s3block_core::Result;
 
+use crate::bandwidth::BandwidthLimits;
 use crate::chain::InstanceCredentials;
 use crate::config::{OpenedStore, StoreConfig, StoreKind};
 use crate::encryption::{EncryptionOptions, EncryptionScheme};
@@ -141,9 +144,27 @@ pub struct StoreArgs {
     #[arg(long = "request-timeout", alias = "timeout", value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub request_timeout: Option<u64>,
 
+    /// Cap on the bytes sent, in bits a second (e.g. 8M; suffixes K, M, G
+    /// are powers of 1024), for all uploads together.
+    #[arg(long = "max-upload-speed", alias = "maxUploadSpeed", value_name = "BITS", value_parser = speed_arg)]
+    pub max_upload_speed: Option<u64>,
+
+    /// Cap on the bytes received, in bits a second, for all downloads together.
+    #[arg(long = "max-download-speed", alias = "maxDownloadSpeed", value_name = "BITS", value_parser = speed_arg)]
+    pub max_download_speed: Option<u64>,
+
     /// With --instance-credentials, never fall back to IMDSv1.
     #[arg(long = "imdsv2-only", alias = "accessEC2IAM-IMDSv2", requires = "instance_credentials")]
     pub imdsv2_only: bool,
+}
+
+/// A speed in bits a second (at least 8: one byte a second).
+fn speed_arg(text: &str) -> std::result::Result<u64, String> {
+    match s3block_core::parse_size(text) {
+        Ok(bits) if bits >= 8 => Ok(bits),
+        Ok(_) => Err(format!("{text}: a speed of at least 8 bits a second")),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn encrypt_arg(text: &str) -> std::result::Result<EncryptionScheme, String> {
@@ -237,7 +258,12 @@ impl StoreArgs {
             acl: self.access_type.clone(),
             timeout: self.request_timeout.map(std::time::Duration::from_secs),
         });
-        let mut config = StoreConfig::new(url).force_path_style(self.force_path_style).s3_options(s3);
+        let bandwidth = BandwidthLimits {
+            upload: self.max_upload_speed.map(|bits| bits / 8),
+            download: self.max_download_speed.map(|bits| bits / 8),
+        };
+        let mut config =
+            StoreConfig::new(url).force_path_style(self.force_path_style).s3_options(s3).bandwidth(bandwidth);
         if let Some(endpoint) = &self.endpoint {
             config = config.endpoint(endpoint);
         }

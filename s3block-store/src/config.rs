@@ -10,6 +10,7 @@ use object_store::memory::InMemory;
 use object_store::{ClientOptions, ObjectStore};
 use s3block_core::{Error, RequestCounters, Result};
 
+use crate::bandwidth::{Bandwidth, BandwidthLimits, BandwidthStore};
 use crate::chain::{self, InstanceCredentials};
 use crate::counting::CountingStore;
 use crate::keys::check_prefix;
@@ -174,6 +175,7 @@ pub struct StoreConfig {
     retry: RetryConfig,
     s3: S3Options,
     instance: Option<InstanceCredentials>,
+    bandwidth: BandwidthLimits,
     env: Option<HashMap<String, String>>,
 }
 
@@ -240,6 +242,12 @@ impl StoreConfig {
     /// S3 request options: server-side encryption, storage class, ACL.
     pub fn s3_options(mut self, options: S3Options) -> Self {
         self.s3 = options;
+        self
+    }
+
+    /// Caps the bytes sent and received (see [`BandwidthStore`]).
+    pub fn bandwidth(mut self, limits: BandwidthLimits) -> Self {
+        self.bandwidth = limits;
         self
     }
 
@@ -409,6 +417,10 @@ impl StoreConfig {
         // FaultStore under counting and retries.
         #[cfg(feature = "testing")]
         let base = crate::faultenv::wrap(base, self.var(crate::faultenv::INJECT_FAULTS_ENV).as_deref())?;
+        let base: Arc<dyn ObjectStore> = match Bandwidth::new(self.bandwidth) {
+            Some(caps) => Arc::new(BandwidthStore::new(base, caps)),
+            None => base,
+        };
         let counted = CountingStore::new(base, counters.clone());
         let mut retry = RetryStore::new(counted, self.retry.clone(), counters.clone());
         if let Some((endpoint, bucket, signed_with)) = target {

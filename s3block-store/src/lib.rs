@@ -20,7 +20,8 @@
 //! - `ObjectStore` wrappers that compose by generics: [`RetryStore`]
 //!   (backoff with full jitter, bounded time), [`CountingStore`] (request
 //!   and byte counts), [`SidecarStore`] (attributes for the local
-//!   directory), [`SplitWriteStore`] (writes through a client whose PUTs
+//!   directory), [`BandwidthStore`] (upload and download caps, a token
+//!   bucket each), [`SplitWriteStore`] (writes through a client whose PUTs
 //!   carry the storage class and ACL of [`S3Options`]), and, with the
 //!   `testing` feature only, `FaultStore` (seeded
 //!   errors and latency);
@@ -79,6 +80,7 @@
 
 #[cfg(feature = "clap")]
 mod args;
+mod bandwidth;
 pub mod chain;
 mod codec;
 #[cfg(feature = "clap")]
@@ -112,6 +114,7 @@ mod volume;
 
 #[cfg(feature = "clap")]
 pub use args::StoreArgs;
+pub use bandwidth::{Bandwidth, BandwidthLimits, BandwidthStore, TokenBucket};
 pub use codec::{
     Codec, CodecChain, CodecContext, CodecMeta, Compression, CompressionAlgorithm, Deflate, Zstd,
 };

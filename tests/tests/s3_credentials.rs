@@ -192,10 +192,7 @@ async fn without_a_key_or_a_provider_requests_are_unsigned_and_writes_refused() 
     // The metadata endpoint is set, but the instance role was not asked for.
     let vars = [("AWS_EC2_METADATA_SERVICE_ENDPOINT", url)];
     let err = write_block(&env, &[], &vars, "unsigned").await.unwrap_err();
-    assert!(
-        err.contains("access denied"),
-        "{err}"
-    );
+    assert!(err.contains("access denied"), "{err}");
     assert!(seen.lock().unwrap().is_empty(), "the metadata service was asked unasked");
     // s3backer's empty --accessId: unsigned even with a key in the environment.
     let key = [
@@ -204,8 +201,5 @@ async fn without_a_key_or_a_provider_requests_are_unsigned_and_writes_refused() 
     ];
     write_block(&env, &[], &key, "signed").await.unwrap();
     let err = write_block(&env, &["--accessId="], &key, "empty_id").await.unwrap_err();
-    assert!(
-        err.contains("access denied"),
-        "{err}"
-    );
+    assert!(err.contains("access denied"), "{err}");
 }
