@@ -29,9 +29,14 @@ pub(crate) struct Shared<D> {
     pub(crate) limits: Limits,
     pub(crate) config: CacheConfig,
     state: Mutex<State>,
-    /// Woken whenever an upload ends or room frees up: flushes, waiting
-    /// writers and discards recheck.
+    /// Woken whenever an upload ends or room frees up: flushes and
+    /// discards recheck.
     pub(crate) progress: Notify,
+    /// Writers waiting for room under the dirty limit, woken one at a time:
+    /// once per upload that ends, and by each writer that got room while
+    /// others still wait (so a freed block wakes one writer, not all of
+    /// them, each to find the room taken).
+    pub(crate) room: Notify,
     /// Wakes the write-back scheduler.
     pub(crate) work: Notify,
     pub(crate) counters: Counters,
@@ -91,6 +96,7 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
             config,
             state: Mutex::new(State::new(limits.cache_size, limits.max_dirty, retry_rng)),
             progress: Notify::new(),
+            room: Notify::new(),
             work: Notify::new(),
             counters: Counters::default(),
             runtime,
@@ -318,7 +324,7 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
         let mut apply = Some(apply);
         let mut waiting = false;
         loop {
-            let mut notified = pin!(shared.progress.notified());
+            let mut notified = pin!(shared.room.notified());
             notified.as_mut().enable();
             {
                 let mut st = shared.lock();
@@ -342,7 +348,13 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
                             Instant::now(),
                         );
                     }
+                    // The wake-up this writer had may have freed room for
+                    // more: the next waiting writer looks.
+                    let others = st.waiting_writers > 0;
                     drop(st);
+                    if others {
+                        shared.room.notify_one();
+                    }
                     shared.work.notify_one();
                     return Ok(());
                 }
@@ -376,6 +388,9 @@ impl<D> Drop for WaitGuard<'_, D> {
     fn drop(&mut self) {
         if self.armed {
             self.shared.lock().waiting_writers -= 1;
+            // A writer given up while waiting may have taken the wake-up
+            // meant for room: it goes to the next one.
+            self.shared.room.notify_one();
         }
     }
 }

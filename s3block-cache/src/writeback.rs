@@ -176,6 +176,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
         };
         self.finish_upload(block, generation, zero, result);
         self.progress.notify_waiters();
+        self.room.notify_one();
         self.work.notify_one();
     }
 
@@ -326,6 +327,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
                         }
                         drop(st);
                         self.progress.notify_waiters();
+                        self.room.notify_one();
                         self.work.notify_one();
                         return Ok(());
                     }
@@ -346,6 +348,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
             }
         }
         self.progress.notify_waiters();
+        self.room.notify_one();
         self.work.notify_one();
         result
     }
