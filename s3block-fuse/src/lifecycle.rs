@@ -4,9 +4,10 @@
 //!    then build the device stack (this takes the mount lock). A failure
 //!    prints one plain line, `s3block-fuse: cannot open ...`, and exits with
 //!    the code of the shared table ([`s3block_core::exit`]).
-//! 2. Mount; on failure release the lock and exit. Only then tell a
-//!    waiting parent that the mount is up (and, in the background, let go
-//!    of the caller's terminal and pipes).
+//! 2. Mount; on failure release the lock and exit. Only then tell systemd
+//!    (`READY=1`, see [`Service`]) and a waiting parent that the mount is
+//!    up (and, in the background, let go of the caller's terminal and
+//!    pipes).
 //! 3. Serve until the kernel ends the session (`umount`, `fusermount3 -u`);
 //!    SIGTERM and SIGINT unmount as a user would, retrying while the mount
 //!    is busy (see `stop`).
@@ -19,7 +20,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use s3block_cache::frontend::{
-    Backoff, ShutdownOutcome, build_stack_with, report, runtime, second_sigint, shutdown, terminal_prompt,
+    Backoff, Service, ShutdownOutcome, build_stack_with, report, runtime, second_sigint, shutdown,
+    terminal_prompt,
 };
 use s3block_core::exit::{self, LOCAL_IO, PROBLEMS, USAGE};
 use s3block_core::format_size;
@@ -130,7 +132,6 @@ pub(crate) fn run_mount(opts: Options) -> ExitCode {
     };
     tracing::info!("{}", mounted_line(&opts, &stack.description));
     tracing::debug!("{} blocks of {}", geometry.block_count(), format_size(geometry.block_size().into()));
-    daemon::mounted();
 
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let serving = std::thread::Builder::new().name("fuse-session".into()).spawn(move || {
@@ -140,20 +141,27 @@ pub(crate) fn run_mount(opts: Options) -> ExitCode {
         // The session was moved into the closure and is dropped, which unmounts.
         return fail(LOCAL_IO, format!("cannot start the FUSE session thread: {e}"));
     }
+    // The file serves: tell systemd (Type=notify; a background child also
+    // names itself the main process), then a waiting parent.
+    let doing = format!("mounted {} on {}", opts.volume.store, mountpoint.display());
+    let service = Service::ready(runtime.handle(), doing, stack.stats.clone(), daemon::is_child());
+    daemon::mounted();
 
     let device = stack.device.clone();
     let release = stack.release;
     let outcome = runtime.block_on(async move {
-        let (served, sigints) = match serve_until_stopped(&mountpoint, device.clone(), done_rx).await {
-            Ok(served) => served,
-            Err(message) => {
-                tracing::error!("{message}");
-                return None;
-            }
-        };
+        let (served, sigints) =
+            match serve_until_stopped(&mountpoint, device.clone(), done_rx, &service).await {
+                Ok(served) => served,
+                Err(message) => {
+                    tracing::error!("{message}");
+                    return None;
+                }
+            };
         if served == Served::Abandoned {
             return Some(ShutdownOutcome::Abandoned { lost_blocks: None, attempts: 0 });
         }
+        service.storing();
         in_flight.drain().await;
         tracing::info!("unmounted; storing every written block before exit");
         Some(shutdown(device.as_ref(), Backoff::default(), second_sigint(sigints), release).await)

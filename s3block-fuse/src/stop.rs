@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use s3block_cache::frontend::{Received, Signals};
+use s3block_cache::frontend::{Received, Service, Signals};
 use s3block_core::BlockDevice;
 use tokio::sync::{oneshot, watch};
 
@@ -50,9 +50,10 @@ pub(crate) async fn serve_until_stopped(
     mountpoint: &Path,
     device: Arc<dyn BlockDevice>,
     mut done: oneshot::Receiver<std::io::Result<()>>,
+    service: &Service,
 ) -> Result<(Served, watch::Receiver<u32>), String> {
     let mut signals = Signals::new()?;
-    let mut stopper = Stopper { mountpoint: mountpoint.to_owned(), device, busy: false };
+    let mut stopper = Stopper { mountpoint: mountpoint.to_owned(), device, busy: false, service };
     let mut retry = tokio::time::interval(RETRY_EVERY);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let served = loop {
@@ -87,19 +88,26 @@ pub(crate) async fn serve_until_stopped(
 }
 
 /// The unmount requests of one mount.
-struct Stopper {
+struct Stopper<'a> {
     mountpoint: PathBuf,
     device: Arc<dyn BlockDevice>,
     /// An unmount was asked for and refused; it is tried again.
     busy: bool,
+    /// systemd hears of the stop (`STOPPING=1`) and of a busy mount.
+    service: &'a Service,
 }
 
-impl Stopper {
+impl Stopper<'_> {
     /// A signal asks for the unmount.
     async fn request(&mut self, signal: &str) {
         tracing::info!("{signal}: unmounting {}", self.mountpoint.display());
+        self.service.stopping(format!("stopping ({signal}): unmounting {}", self.mountpoint.display()));
         let Err(e) = self.unmount().await else { return };
         let shown = self.mountpoint.display();
+        self.service.stopping(format!(
+            "stopping ({signal}): {shown} is busy (a loop device or a program holds the file); unmounting once \
+             it is closed"
+        ));
         if self.busy {
             tracing::info!("{shown} is still busy; it is unmounted once the file is closed");
             return;

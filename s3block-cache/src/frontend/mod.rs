@@ -22,7 +22,10 @@
 //!   the release hook (close the cache, release the lock last);
 //!   [`Signals`] counts SIGTERM and SIGINT (a second SIGINT abandons);
 //!   [`report`] logs how it ended and gives the exit code;
-//! - [`log`]: the log on standard error, in a `--log-file`, or in syslog.
+//! - [`log`]: the log on standard error, in a `--log-file`, or in syslog;
+//! - [`Service`]: systemd's `Type=notify` protocol: ready, a status line
+//!   with the data not stored yet, stopping, and the stop timeout extended
+//!   while data is being stored.
 //!
 //! Why here, in the cache crate behind a feature: the stack is a cache over
 //! a store, so this code sits right above the cache (which the feature
@@ -39,12 +42,14 @@
 mod args;
 pub mod log;
 pub mod memory;
+mod service;
 mod shutdown;
 mod signals;
 mod stack;
 mod stats;
 
 pub use args::{DEFAULT_BLOCK_SIZE, DEFAULT_DISK_CACHE_SIZE, DurabilityArg, VolumeArgs, size_arg};
+pub use service::{NOTIFY_SOCKET_ENV, STATUS_EVERY, STOP_EXTENSION, Service, StatusFigures};
 pub use shutdown::{Backoff, ShutdownOutcome, report, shutdown};
 pub use signals::{Received, Signals, second_sigint};
 pub use stack::{ReleaseHook, Stack, build_stack, build_stack_with, terminal_prompt};

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use s3block_core::{RequestCounters, RequestCounts};
 
+use super::service::StatusFigures;
 use crate::{CacheStats, DiskFigures, MountStats};
 
 pub use s3block_store::{GET_PRICE_PER_1000, PUT_PRICE_PER_1000};
@@ -29,6 +30,11 @@ pub trait StatsSource: Send + Sync {
     }
     /// Sets the counters back to zero (a stats file was unlinked).
     fn reset(&self);
+    /// What the service's status line shows (see [`Service`](super::Service));
+    /// nothing waiting by default.
+    fn status(&self) -> StatusFigures {
+        StatusFigures::default()
+    }
 }
 
 type Snapshot = Box<dyn Fn() -> CacheStats + Send + Sync>;
@@ -102,6 +108,19 @@ impl StatsSource for Stats {
         let mut json = serde_json::to_string_pretty(&self.snapshot()).unwrap_or_else(|_| "{}".to_owned());
         json.push('\n');
         json
+    }
+
+    fn status(&self) -> StatusFigures {
+        let cache = self.cache.as_ref().map(|(snapshot, _)| snapshot()).unwrap_or_default();
+        let disk = self.disk.as_ref().map(|snapshot| snapshot());
+        StatusFigures {
+            dirty_blocks: cache.dirty_blocks,
+            dirty_bytes: cache.dirty_bytes,
+            uploads_in_flight: cache.uploads_in_flight,
+            disk_unstored_blocks: disk.as_ref().map_or(0, |d| d.unstored_blocks),
+            disk_unstored_bytes: disk.as_ref().map_or(0, |d| d.unstored_bytes),
+            health: self.requests.as_ref().map(|c| c.health()).unwrap_or_default(),
+        }
     }
 
     fn reset(&self) {

@@ -22,7 +22,6 @@
 //! seconds and once more at exit.
 
 mod listen;
-mod notify;
 mod options;
 
 use std::ffi::OsString;
@@ -33,15 +32,14 @@ use std::time::Duration;
 
 use crate::{Export, Server, ServerConfig, load_tls_config};
 use s3block_cache::frontend::{
-    Backoff, Received, Signals, Stack, StatsSource, build_stack, fail, log, report, runtime, second_sigint,
-    shutdown, write_stats_files,
+    Backoff, Received, Service, Signals, Stack, StatsSource, StatusFigures, build_stack, fail, log, report,
+    runtime, second_sigint, shutdown, write_stats_files,
 };
 use s3block_core::exit::{self, LOCAL_IO, USAGE};
 use s3block_store::with_hint;
 use tokio::task::JoinSet;
 
 use listen::{Conn, Listener, claim_socket_path};
-use notify::notify;
 use options::Listen;
 pub(crate) use options::NbdOptions;
 
@@ -136,7 +134,13 @@ async fn serve(opts: &NbdOptions, listen: &Listen, config: ServerConfig, stack: 
     if let Listen::Unix(path) = listen {
         tracing::info!("attach it with: nbd-client -unix {} /dev/nbd0 -C 4", path.display());
     }
-    notify("READY=1");
+    // The socket accepts: tell systemd (Type=notify), with a status line.
+    let service = Service::ready(
+        &tokio::runtime::Handle::current(),
+        format!("serving {} on {}", opts.volume.store, listener.describe()),
+        stats.clone(),
+        false,
+    );
 
     let mut connections = JoinSet::new();
     let signal = loop {
@@ -168,7 +172,7 @@ async fn serve(opts: &NbdOptions, listen: &Listen, config: ServerConfig, stack: 
             },
         }
     };
-    notify("STOPPING=1");
+    service.stopping(format!("stopping ({signal}): answering the requests in flight"));
     listener.close();
     server.shutdown();
     tracing::info!(
@@ -205,6 +209,7 @@ async fn serve(opts: &NbdOptions, listen: &Listen, config: ServerConfig, stack: 
     }
     connections.abort_all();
     tracing::info!("storing every written block before exit");
+    service.storing();
     let outcome = shutdown(device.as_ref(), Backoff::default(), second_sigint(sigints), release).await;
     if let Some(task) = stats_task {
         task.abort();
@@ -246,5 +251,9 @@ impl StatsSource for WithServer {
 
     fn reset(&self) {
         self.volume.reset();
+    }
+
+    fn status(&self) -> StatusFigures {
+        self.volume.status()
     }
 }
