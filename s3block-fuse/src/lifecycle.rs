@@ -12,8 +12,8 @@
 //!    SIGTERM and SIGINT unmount as a user would, retrying while the mount
 //!    is busy (see `stop`).
 //! 4. Wait for requests still running, then [`shutdown`]: flush until
-//!    stored, then release the lock, exit 0. A second SIGINT abandons
-//!    unstored data (exit 5, saying how many blocks).
+//!    stored, then release the lock, exit 0. A second SIGINT, during either
+//!    wait, abandons unstored data (exit 5, saying how many blocks).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -162,7 +162,14 @@ pub(crate) fn run_mount(opts: Options) -> ExitCode {
             return Some(ShutdownOutcome::Abandoned { lost_blocks: None, attempts: 0 });
         }
         service.storing();
-        in_flight.drain().await;
+        // A request in flight may wait for an unreachable store without
+        // limit: a second SIGINT stops waiting for it, as for the final flush.
+        tokio::select! {
+            () = in_flight.drain() => {}
+            () = second_sigint(sigints.clone()) => {
+                tracing::warn!("a second SIGINT: not waiting for the requests in flight");
+            }
+        }
         tracing::info!("unmounted; storing every written block before exit");
         Some(shutdown(device.as_ref(), Backoff::default(), second_sigint(sigints), release).await)
     });
