@@ -114,6 +114,17 @@ pub struct VolumeArgs {
     /// in fsync order (needs --cache-dir).
     #[arg(long, value_enum, default_value_t = DurabilityArg::Remote)]
     pub durability: DurabilityArg,
+
+    /// `--metrics [ADDR:]PORT`: serve Prometheus metrics (see
+    /// [`metrics`](super::metrics)).
+    #[arg(
+        long,
+        value_name = "[ADDR:]PORT",
+        value_parser = super::metrics::parse_metrics_addr,
+        help = "Serve Prometheus metrics at http://ADDR:PORT/metrics: a bare PORT listens on 127.0.0.1 \
+                only; give an address (0.0.0.0:9477, [::]:9477) to be scraped from elsewhere. Off unless given"
+    )]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// The values of `--durability`.

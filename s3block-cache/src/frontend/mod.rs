@@ -42,6 +42,7 @@
 mod args;
 pub mod log;
 pub mod memory;
+pub mod metrics;
 mod service;
 mod shutdown;
 mod signals;

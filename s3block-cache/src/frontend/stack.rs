@@ -45,12 +45,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use s3block_core::{BlockDevice, BlockId, Error, Geometry, MemoryDevice, Result, format_size};
-use s3block_store::{Create, ObjectBlockDevice, Volume};
+use s3block_store::{Create, ObjectBlockDevice, StoreKind, Volume};
 
 use s3block_store::StoreArgs;
 
 use super::args::{DEFAULT_BLOCK_SIZE, DEFAULT_DISK_CACHE_SIZE, VolumeArgs};
 use super::memory;
+use super::metrics::{Metrics, MetricsServer, MetricsSnapshot};
 use super::stats::{Stats, StatsSource};
 use crate::{
     BlockCache, CacheConfig, DEFAULT_CACHE_SIZE, DiskCache, DiskCacheConfig, DiskFigures, Marks, OpenState,
@@ -111,6 +112,9 @@ pub async fn build_stack_with(
         let block_size = opts.block_size.and_then(|b| u32::try_from(b).ok()).unwrap_or(DEFAULT_BLOCK_SIZE);
         memory::check_options(opts, block_size).map_err(Error::Config)?;
     }
+    // `--metrics`: the port is taken now, so a taken one fails the start
+    // before anything is opened; it is served once the volume is.
+    let metrics = opts.metrics.map(MetricsServer::bind).transpose().map_err(Error::Config)?;
     let opened = opts.store_args.to_config(url).retry(opts.retry_config()).open()?;
     let prefix = opened.prefix.clone();
     // Refuse bad cache options before a new volume is written.
@@ -161,6 +165,9 @@ pub async fn build_stack_with(
     let bucket = StoreArgs::bucket_name(&kind);
     match assemble(opts, &mut volume, &bucket, &prefix).await {
         Ok((cache, stats, disk)) => {
+            if let Some(server) = metrics {
+                serve_metrics(server, &stats, &volume, &kind, &bucket);
+            }
             // An advisory lock is said once, by the lock's own warning.
             let lock_note = if volume.lock_mode().is_none() { ", read-only, no lock" } else { "" };
             let description = format!(
@@ -178,7 +185,7 @@ pub async fn build_stack_with(
                     volume.close().await
                 })
             });
-            Ok(Stack { device: cache, stats, release, description })
+            Ok(Stack { device: cache, stats: stats as Arc<dyn StatsSource>, release, description })
         }
         Err(e) => {
             if let Err(release) = volume.close().await {
@@ -186,6 +193,29 @@ pub async fn build_stack_with(
             }
             Err(e)
         }
+    }
+}
+
+/// Serves `--metrics` from the same figures as the stats files, with the
+/// store's health and the lock.
+fn serve_metrics(server: MetricsServer, stats: &Arc<Stats>, volume: &Volume, kind: &StoreKind, bucket: &str) {
+    let addr = server.local_addr();
+    let (stats, counters) = (stats.clone(), volume.store().counters.clone());
+    let lock_held = volume.lock_mode().is_some();
+    let store = match kind {
+        StoreKind::S3 { .. } => "s3",
+        StoreKind::Local(_) => "file",
+        StoreKind::Memory => "memory",
+        _ => "other",
+    };
+    let metrics = Metrics::new(store, bucket, move || MetricsSnapshot {
+        stats: stats.snapshot(),
+        health: counters.health(),
+        lock_held,
+    });
+    match server.serve(metrics) {
+        Ok(_) => tracing::info!("metrics at http://{addr}/metrics"),
+        Err(e) => tracing::warn!("--metrics {addr}: cannot serve: {e}"),
     }
 }
 
@@ -235,7 +265,7 @@ async fn assemble(
     volume: &mut Volume,
     bucket: &str,
     prefix: &str,
-) -> Result<(Arc<Cache>, Arc<dyn StatsSource>, Option<Disk>)> {
+) -> Result<(Arc<Cache>, Arc<Stats>, Option<Disk>)> {
     memory::check_options(opts, volume.geometry().block_size()).map_err(Error::Config)?;
     let device = volume.device().clone();
     let disk = match &opts.cache_dir {
@@ -307,7 +337,7 @@ async fn assemble_over(
     volume: &Volume,
     device: ObjectBlockDevice,
     disk: Option<Disk>,
-) -> Result<(Arc<Cache>, Arc<dyn StatsSource>)> {
+) -> Result<(Arc<Cache>, Arc<Stats>)> {
     let geometry = volume.geometry();
     let known: Option<Vec<BlockId>> = if volume.created() {
         // A new volume needs no listing: all its blocks are absent.
@@ -432,6 +462,54 @@ mod tests {
         assert!(stack.description.contains("new volume"), "{}", stack.description);
         let text = stack.stats.render();
         assert!(text.contains("[cache]") && text.contains("[store requests]"), "{text}");
+        (stack.release)().await.unwrap();
+    }
+
+    /// `--metrics`: a port already taken fails the start before the volume
+    /// is created; a free one is served once the volume is open.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_metrics_port_is_taken_at_start_and_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().display());
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        let err = build_stack(&opts(&["--size=1M", "--block-size=64K", "--metrics", &addr, &url, "/m"]))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("--metrics {addr}: cannot listen")), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing was created");
+        let port = taken.local_addr().unwrap().port();
+        drop(taken);
+        let stack = build_stack(&opts(&[
+            "--size=1M",
+            "--block-size=64K",
+            "--metrics",
+            &port.to_string(),
+            &url,
+            "/m",
+        ]))
+        .await
+        .unwrap();
+        stack.device.write_at(0, Bytes::from_static(b"counted")).await.unwrap();
+        stack.device.flush().await.unwrap();
+        let body = tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        })
+        .await
+        .unwrap();
+        let bucket = dir.path().file_name().unwrap().to_string_lossy().into_owned();
+        let series = format!(
+            "s3block_requests_by_purpose_total{{store=\"file\",bucket=\"{bucket}\",purpose=\"block_upload\"}} 1\n"
+        );
+        assert!(body.starts_with("HTTP/1.1 200 OK") && body.contains(&series), "{series} in {body}");
+        let lock = format!("s3block_lock_held{{store=\"file\",bucket=\"{bucket}\"}} 1\n");
+        assert!(body.contains(&lock), "{lock} in {body}");
         (stack.release)().await.unwrap();
     }
 
