@@ -61,10 +61,10 @@ pub mod volume;
 use std::io::Write;
 
 pub use args::{
-    BlockRange, BlockSizes, CatArgs, Cli, Command, CopyArgs, CostArgs, CreateArgs, DEST_PASSWORD_ENV,
-    DestArgs, DestEncryption, DstStoreArgs, EraseArgs, InfoArgs, LayoutArgs, LsArgs, OutputArgs, PricePreset,
-    ResizeArgs, StatArgs, StatsArgs, StoreArgs, UnlockArgs, VerifyArgs, parse_block_number,
-    parse_block_range,
+    BlockRange, BlockSizes, CatArgs, Cli, Command, CompletionShell, CompletionsArgs, CopyArgs, CostArgs,
+    CreateArgs, DEST_PASSWORD_ENV, DestArgs, DestEncryption, DstStoreArgs, EraseArgs, InfoArgs, LayoutArgs,
+    LsArgs, OutputArgs, PricePreset, ResizeArgs, StatArgs, StatsArgs, StoreArgs, UnlockArgs, VerifyArgs,
+    parse_block_number, parse_block_range,
 };
 pub use exit::{CliError, CliResult};
 
@@ -108,6 +108,10 @@ fn dispatch(cli: Cli, out: &mut dyn Write) -> CliResult {
         Command::Cost(args) => cost_command(&args, out),
         Command::Stats(args) => stats::run(&args.mountpoint, &args.stats_filename, args.output.json, out),
         Command::Cache(command) => cache_dir::run(command, out),
+        Command::Completions(args) => {
+            completions(args.shell, &mut <Cli as clap::CommandFactory>::command(), "s3block", out)?;
+            Ok(exit::OK)
+        }
         command => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -117,6 +121,22 @@ fn dispatch(cli: Cli, out: &mut dyn Write) -> CliResult {
             runtime.block_on(store_command(command, out))
         }
     }
+}
+
+/// Writes the completion script of `command` (run as `name`) for `shell`
+/// to `out`: what `s3block completions` prints, and what packaging installs
+/// for every s3block program.
+pub fn completions(
+    shell: CompletionShell,
+    command: &mut clap::Command,
+    name: &str,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    // Generated whole first: clap_complete cannot report a write error.
+    let mut script = Vec::new();
+    clap_complete::generate(shell.generator(), command, name, &mut script);
+    out.write_all(&script)?;
+    Ok(())
 }
 
 fn open_target(url: &str, s: &StoreArgs) -> Result<target::Target, CliError> {
@@ -220,7 +240,7 @@ async fn store_command(command: Command, out: &mut dyn Write) -> CliResult {
             };
             copy::copy(&src, &dst, &opts, a.output.json, out).await
         }
-        Command::Cost(_) | Command::Stats(_) | Command::Cache(_) => {
+        Command::Cost(_) | Command::Stats(_) | Command::Cache(_) | Command::Completions(_) => {
             Err(Error::Config("not a store command".into()).into())
         }
     }
