@@ -77,9 +77,7 @@ where
         }
     };
     // The background child's log leaves the terminal once mounted: no colours.
-    if let Err(message) =
-        log::init("s3block-fuse", options.debug, options.log_file.as_deref(), !daemon::is_child())
-    {
+    if let Err(message) = log::init("s3block-fuse", &options.log, !daemon::is_child()) {
         return lifecycle::fail(s3block_core::exit::LOCAL_IO, message);
     }
     if !options.foreground && !daemon::is_child() {

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use s3block_cache::frontend::VolumeArgs;
+use s3block_cache::frontend::log::LogArgs;
 use s3block_core::exit::EXIT_CODES_HELP;
 
 use crate::compat;
@@ -90,10 +91,9 @@ pub struct Options {
     #[arg(short = 'f', long)]
     pub foreground: bool,
 
-    /// Append the log to FILE (else standard error; in the background,
-    /// once mounted, syslog).
-    #[arg(long = "log-file", value_name = "FILE")]
-    pub log_file: Option<PathBuf>,
+    /// Where the log goes and how much: --log-file, --log-level, --debug.
+    #[command(flatten)]
+    pub log: LogArgs,
 
     /// Owner of the device file and the mount root (default: the user mounting).
     #[arg(long, value_name = "UID")]
@@ -107,10 +107,6 @@ pub struct Options {
     /// user needs user_allow_other in /etc/fuse.conf).
     #[arg(long = "allow-other")]
     pub allow_other: bool,
-
-    /// Log every request (implies nothing else).
-    #[arg(long)]
-    pub debug: bool,
 
     /// Options in fstab form: -o size=30G,block-size=256K,ro
     #[arg(short = 'o', value_name = "OPT[,OPT]")]

@@ -61,7 +61,7 @@ where
             return if e.use_stderr() { ExitCode::from(USAGE) } else { ExitCode::SUCCESS };
         }
     };
-    if let Err(message) = log::init("s3block-nbd", opts.debug, opts.log_file.as_deref(), true) {
+    if let Err(message) = log::init("s3block-nbd", &opts.log, true) {
         return fail(LOCAL_IO, message);
     }
     let listen = opts.listen_on(std::env::var_os("RUNTIME_DIRECTORY").map(PathBuf::from).as_deref());

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use s3block_cache::frontend::VolumeArgs;
+use s3block_cache::frontend::log::LogArgs;
 use s3block_core::exit::EXIT_CODES_HELP;
 
 /// The NBD port clients use when none is given (IANA's for NBD).
@@ -77,13 +78,9 @@ pub(crate) struct NbdOptions {
     #[arg(long = "drain-timeout", value_name = "SECONDS", default_value_t = 30)]
     pub(crate) drain_timeout: u64,
 
-    /// Append the log to FILE (else standard error).
-    #[arg(long = "log-file", value_name = "FILE")]
-    pub(crate) log_file: Option<PathBuf>,
-
-    /// Log every request (implies nothing else).
-    #[arg(long)]
-    pub(crate) debug: bool,
+    /// Where the log goes and how much: --log-file, --log-level, --debug.
+    #[command(flatten)]
+    pub(crate) log: LogArgs,
 
     /// Accepted for symmetry with s3block-fuse: s3block-nbd always stays in
     /// the foreground (run it from systemd, see s3block-nbd@.service).
