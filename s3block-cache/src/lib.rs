@@ -55,6 +55,7 @@ mod disk;
 mod entry;
 #[cfg(feature = "frontend")]
 pub mod frontend;
+mod incident;
 mod load;
 mod readahead;
 pub mod report;

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::cache::Shared;
+use crate::incident::{Ended, Say, span};
 use crate::state::{Load, LoadOutcome, State};
 use crate::stats::Counters;
 
@@ -82,10 +83,29 @@ impl<D: BlockDevice + 'static> Shared<D> {
             let outcome = match result {
                 // The block as the cache holds it, written parts merged in.
                 Ok(data) => {
-                    LoadOutcome::Done(st.install(block, data, load.prefetch, load.for_upload, Instant::now()))
+                    let now = Instant::now();
+                    if let Some(Ended { total, lasted }) = st.fetch_failures.succeeded(now) {
+                        tracing::info!(
+                            "block reads succeed again, after {total} failures over {}",
+                            span(lasted)
+                        );
+                    }
+                    LoadOutcome::Done(st.install(block, data, load.prefetch, load.for_upload, now))
                 }
                 Err(e) => {
-                    tracing::warn!(block = block.0, error = %e, "block read failed");
+                    match st.fetch_failures.failed(Instant::now()) {
+                        Say::First => tracing::warn!(
+                            block = block.0,
+                            error = %e,
+                            "block read failed (further read failures are counted and said once a minute)"
+                        ),
+                        Say::Summary { count, total, lasted } => tracing::warn!(
+                            "block reads keep failing: {count} more since the last line, {total} in {}; the \
+                             last: {e}",
+                            span(lasted)
+                        ),
+                        Say::Counted => tracing::debug!(block = block.0, error = %e, "block read failed"),
+                    }
                     LoadOutcome::Failed(Arc::new(e))
                 }
             };

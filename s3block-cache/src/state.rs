@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::entry::{Content, Entry, Wb, merge};
+use crate::incident::Incident;
 use crate::readahead::ReadAhead;
 use crate::zeroset::RangeSet;
 
@@ -75,6 +76,10 @@ pub(crate) struct State {
     pub(crate) max_dirty: u64,
     /// The jitter of upload retries (see [`CacheConfig::upload_retry`](crate::CacheConfig::upload_retry)).
     pub(crate) retry_rng: StdRng,
+    /// Upload failures going on, logged once per incident.
+    pub(crate) upload_failures: Incident,
+    /// Fetch failures going on, logged once per incident.
+    pub(crate) fetch_failures: Incident,
 }
 
 impl State {
@@ -102,6 +107,8 @@ impl State {
             cache_size,
             max_dirty,
             retry_rng,
+            upload_failures: Incident::default(),
+            fetch_failures: Incident::default(),
         }
     }
 

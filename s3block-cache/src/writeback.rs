@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use crate::cache::Shared;
 use crate::entry::{Content, Wb, merge};
+use crate::incident::{Ended, Say, span};
 use crate::load::{share_error, wait};
 use crate::state::{LoadOutcome, State};
 use crate::stats::Counters;
@@ -188,6 +189,13 @@ impl<D: BlockDevice + 'static> Shared<D> {
         match result {
             Ok(()) => {
                 Counters::bump(&self.counters.uploads);
+                if let Some(Ended { total, lasted }) = st.upload_failures.succeeded(now) {
+                    tracing::info!(
+                        "block uploads succeed again, after {total} failures over {}",
+                        span(lasted)
+                    );
+                }
+                let Some(e) = st.entries.get_mut(&block) else { return };
                 e.failures = 0;
                 e.error = None;
                 let since = e.dirty_since;
@@ -227,10 +235,23 @@ impl<D: BlockDevice + 'static> Shared<D> {
             }
             Err(err) => {
                 Counters::bump(&self.counters.upload_errors);
-                tracing::warn!(block = block.0, error = %err, "block upload failed; it stays dirty and will be retried");
                 e.failures = e.failures.saturating_add(1);
                 let failures = e.failures;
                 // The schedule's delays only: a dirty block is never given up.
+                match st.upload_failures.failed(now) {
+                    Say::First => tracing::warn!(
+                        block = block.0,
+                        error = %err,
+                        "block upload failed; it stays dirty and is retried (further upload failures are \
+                         counted and said once a minute)"
+                    ),
+                    Say::Summary { count, total, lasted } => tracing::warn!(
+                        "block uploads keep failing: {count} more since the last line, {total} in {}; the last: \
+                         {err}; the blocks stay dirty and are retried",
+                        span(lasted)
+                    ),
+                    Say::Counted => tracing::debug!(block = block.0, error = %err, "block upload failed"),
+                }
                 let backoff = self.config.upload_retry.delay(failures, &mut st.retry_rng);
                 let Some(e) = st.entries.get_mut(&block) else { return };
                 e.retry_at = now + backoff;
