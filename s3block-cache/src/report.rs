@@ -205,6 +205,23 @@ pub struct RequestFigures {
     /// `errors` by method.
     #[serde(default)]
     pub errors_by_method: MethodFigures,
+    /// The bandwidth caps and the time waited for them.
+    #[serde(default)]
+    pub bandwidth: BandwidthFigures,
+}
+
+/// The bandwidth caps (`--max-upload-speed`, `--max-download-speed`) and
+/// the time requests waited for them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BandwidthFigures {
+    /// Cap on the bytes sent a second; 0: none.
+    pub upload_cap_bytes: u64,
+    /// Cap on the bytes received a second; 0: none.
+    pub download_cap_bytes: u64,
+    /// Microseconds uploads waited for the cap, added up.
+    pub upload_wait_micros: u64,
+    /// Microseconds downloads waited for the cap, added up.
+    pub download_wait_micros: u64,
 }
 
 /// A count for each request method.
@@ -358,6 +375,12 @@ impl MountStats {
                 },
                 retries_by_method: r.retries_by_method.into(),
                 errors_by_method: r.errors_by_method.into(),
+                bandwidth: BandwidthFigures {
+                    upload_cap_bytes: r.bandwidth.upload_cap,
+                    download_cap_bytes: r.bandwidth.download_cap,
+                    upload_wait_micros: r.bandwidth.upload_wait_micros,
+                    download_wait_micros: r.bandwidth.download_wait_micros,
+                },
             },
             cost: CostFigures {
                 requests_dollars: r.cost(put_per_1000, get_per_1000),
@@ -480,6 +503,15 @@ impl MountStats {
         noted(&mut out, "errors", q.errors, "requests that finally failed");
         line(&mut out, "bytes sent", &bytes(q.bytes_sent));
         line(&mut out, "bytes received", &bytes(q.bytes_received));
+        let b = &q.bandwidth;
+        for (name, cap, waited) in [
+            ("upload cap", b.upload_cap_bytes, b.upload_wait_micros as f64 / 1e6),
+            ("download cap", b.download_cap_bytes, b.download_wait_micros as f64 / 1e6),
+        ] {
+            if cap > 0 {
+                line(&mut out, name, &format!("{}/s, waited {waited:.1} s for it", format_size(cap)));
+            }
+        }
         let l = &q.latency;
         for (name, h) in
             [("GET time", &l.get), ("PUT time", &l.put), ("DELETE time", &l.delete), ("LIST time", &l.list)]
@@ -605,6 +637,8 @@ mod tests {
         requests.latency.get.counts[1] = 2;
         requests.latency.get.counts[LATENCY_BUCKETS_MS.len()] = 1;
         requests.latency.get.sum_micros = 3_000 + 8_000 + 9_000 + 20_000_000;
+        requests.bandwidth.upload_cap = 512 << 10;
+        requests.bandwidth.upload_wait_micros = 2_500_000;
         MountStats::new(&cache, &requests, 0.005, 0.0004)
     }
 
@@ -628,6 +662,8 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("PUT time        no requests\n"), "{text}");
+        assert!(text.contains("upload cap      512K/s, waited 2.5 s for it\n"), "{text}");
+        assert!(!text.contains("download cap"), "no download cap, no line: {text}");
     }
 
     #[test]

@@ -66,6 +66,22 @@ pub struct RequestCounts {
     pub retries_by_method: MethodCounts,
     /// [`errors`](Self::errors) by method.
     pub errors_by_method: MethodCounts,
+    /// The bandwidth caps and the time requests waited for them.
+    pub bandwidth: BandwidthCounts,
+}
+
+/// The bandwidth caps of a store (bytes a second, 0 when uncapped; gauges
+/// that a reset keeps) and the time requests waited for them, added up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BandwidthCounts {
+    /// Cap on the bytes sent a second.
+    pub upload_cap: u64,
+    /// Cap on the bytes received a second.
+    pub download_cap: u64,
+    /// Microseconds uploads waited for the cap.
+    pub upload_wait_micros: u64,
+    /// Microseconds downloads waited for the cap.
+    pub download_wait_micros: u64,
 }
 
 /// A count for each request method.
@@ -211,6 +227,8 @@ pub struct RequestCounters {
     waiting: AtomicU64,
     /// Latency histograms: GET, PUT, DELETE, LIST.
     latency: [LiveHistogram; 4],
+    /// [`BandwidthCounts`], in its order.
+    bandwidth: [AtomicU64; 4],
     /// Retries and final failures by method, in that order.
     retries_by_method: [AtomicU64; 4],
     errors_by_method: [AtomicU64; 4],
@@ -264,6 +282,28 @@ impl RequestCounters {
         self.errors_by_method[method as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Records the bandwidth caps, in bytes a second (0: none).
+    pub fn set_bandwidth_caps(&self, upload: u64, download: u64) {
+        self.bandwidth[0].store(upload, Ordering::Relaxed);
+        self.bandwidth[1].store(download, Ordering::Relaxed);
+    }
+
+    /// Adds `waited` to the time uploads (`upload`) or downloads waited for their cap.
+    pub fn add_bandwidth_wait(&self, upload: bool, waited: std::time::Duration) {
+        let micros = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
+        self.bandwidth[if upload { 2 } else { 3 }].fetch_add(micros, Ordering::Relaxed);
+    }
+
+    fn bandwidth_counts(&self) -> BandwidthCounts {
+        let n = |i: usize| self.bandwidth[i].load(Ordering::Relaxed);
+        BandwidthCounts {
+            upload_cap: n(0),
+            download_cap: n(1),
+            upload_wait_micros: n(2),
+            download_wait_micros: n(3),
+        }
+    }
+
     fn by_method(counts: &[AtomicU64; 4]) -> MethodCounts {
         let n = |m: RequestMethod| counts[m as usize].load(Ordering::Relaxed);
         MethodCounts {
@@ -311,6 +351,7 @@ macro_rules! counter {
                     latency: self.latencies(),
                     retries_by_method: Self::by_method(&self.retries_by_method),
                     errors_by_method: Self::by_method(&self.errors_by_method),
+                    bandwidth: self.bandwidth_counts(),
                 }
             }
 
@@ -321,7 +362,7 @@ macro_rules! counter {
                 for h in &self.latency {
                     h.reset();
                 }
-                for c in self.retries_by_method.iter().chain(&self.errors_by_method) {
+                for c in self.retries_by_method.iter().chain(&self.errors_by_method).chain(&self.bandwidth[2..]) {
                     c.store(0, Ordering::Relaxed);
                 }
             }
@@ -495,6 +536,23 @@ mod health_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bandwidth_caps_are_gauges_and_waits_counters() {
+        let c = RequestCounters::default();
+        c.set_bandwidth_caps(1000, 0);
+        c.add_bandwidth_wait(true, std::time::Duration::from_millis(1500));
+        c.add_bandwidth_wait(false, std::time::Duration::from_micros(7));
+        let expected = BandwidthCounts {
+            upload_cap: 1000,
+            download_cap: 0,
+            upload_wait_micros: 1_500_000,
+            download_wait_micros: 7,
+        };
+        assert_eq!(c.snapshot().bandwidth, expected);
+        c.reset();
+        assert_eq!(c.snapshot().bandwidth, BandwidthCounts { upload_cap: 1000, ..Default::default() });
+    }
 
     #[test]
     fn counts_and_resets() {

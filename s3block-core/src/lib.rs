@@ -61,9 +61,9 @@ mod zero;
 
 pub use backoff::{Backoff, Retries};
 pub use counters::{
-    FetchReason, LATENCY_BUCKETS_MS, LatencyHistogram, MethodCounts, RequestClass, RequestCounters,
-    RequestCounts, RequestLatencies, RequestMethod, StoreHealth, WithFetchReason, fetch_reason,
-    with_fetch_reason,
+    BandwidthCounts, FetchReason, LATENCY_BUCKETS_MS, LatencyHistogram, MethodCounts, RequestClass,
+    RequestCounters, RequestCounts, RequestLatencies, RequestMethod, StoreHealth, WithFetchReason,
+    fetch_reason, with_fetch_reason,
 };
 pub use device::{Allocation, BlockDevice, allocation_runs, check_block_len, check_block_range, push_run};
 pub use error::{BoxError, Error, Result, StoreErrorKind};

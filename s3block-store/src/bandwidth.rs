@@ -28,6 +28,7 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
     ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
 };
+use s3block_core::RequestCounters;
 use tokio::time::Instant;
 
 /// A token bucket of bytes: `rate` bytes a second, a tenth of a second's
@@ -70,8 +71,9 @@ impl TokenBucket {
         Duration::from_micros(self.waited_micros.load(Ordering::Relaxed))
     }
 
-    /// Takes `n` bytes' tokens, waiting as long as the bucket is in debt.
-    pub async fn take(&self, n: u64) {
+    /// Takes `n` bytes' tokens, waiting as long as the bucket is in debt;
+    /// how long it waited.
+    pub async fn take(&self, n: u64) -> Duration {
         self.bytes.fetch_add(n, Ordering::Relaxed);
         let wait = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -89,6 +91,7 @@ impl TokenBucket {
             self.waited_micros.fetch_add(wait.as_micros() as u64, Ordering::Relaxed);
             tokio::time::sleep(wait).await;
         }
+        wait
     }
 }
 
@@ -124,23 +127,27 @@ impl Bandwidth {
 pub struct BandwidthStore<T> {
     inner: T,
     caps: Bandwidth,
+    counters: Arc<RequestCounters>,
 }
 
 impl<T> BandwidthStore<T> {
-    /// `inner`, capped by `caps`.
-    pub fn new(inner: T, caps: Bandwidth) -> Self {
-        BandwidthStore { inner, caps }
+    /// `inner`, capped by `caps`; the caps and the time waited for them go
+    /// to `counters` ([`RequestCounts::bandwidth`](s3block_core::RequestCounts::bandwidth)).
+    pub fn new(inner: T, caps: Bandwidth, counters: Arc<RequestCounters>) -> Self {
+        let rate = |b: &Option<Arc<TokenBucket>>| b.as_ref().map_or(0, |b| b.rate());
+        counters.set_bandwidth_caps(rate(&caps.upload), rate(&caps.download));
+        BandwidthStore { inner, caps, counters }
     }
 
     async fn upload(&self, n: u64) {
         if let Some(bucket) = &self.caps.upload {
-            bucket.take(n).await;
+            self.counters.add_bandwidth_wait(true, bucket.take(n).await);
         }
     }
 
     async fn download(&self, n: u64) {
         if let Some(bucket) = &self.caps.download {
-            bucket.take(n).await;
+            self.counters.add_bandwidth_wait(false, bucket.take(n).await);
         }
     }
 }
@@ -173,13 +180,16 @@ impl<T: ObjectStore> ObjectStore for BandwidthStore<T> {
         res.payload = match res.payload {
             GetResultPayload::Stream(s) => match self.caps.download.clone() {
                 Some(bucket) => GetResultPayload::Stream(
-                    s.then(move |chunk| {
-                        let bucket = bucket.clone();
-                        async move {
-                            if let Ok(b) = &chunk {
-                                bucket.take(b.len() as u64).await;
+                    s.then({
+                        let counters = self.counters.clone();
+                        move |chunk| {
+                            let (bucket, counters) = (bucket.clone(), counters.clone());
+                            async move {
+                                if let Ok(b) = &chunk {
+                                    counters.add_bandwidth_wait(false, bucket.take(b.len() as u64).await);
+                                }
+                                chunk
                             }
-                            chunk
                         }
                     })
                     .boxed(),

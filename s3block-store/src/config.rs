@@ -418,7 +418,7 @@ impl StoreConfig {
         #[cfg(feature = "testing")]
         let base = crate::faultenv::wrap(base, self.var(crate::faultenv::INJECT_FAULTS_ENV).as_deref())?;
         let base: Arc<dyn ObjectStore> = match Bandwidth::new(self.bandwidth) {
-            Some(caps) => Arc::new(BandwidthStore::new(base, caps)),
+            Some(caps) => Arc::new(BandwidthStore::new(base, caps, counters.clone())),
             None => base,
         };
         let counted = CountingStore::new(base, counters.clone());

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use futures::future::join_all;
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use s3block_store::StoreArgs;
 
 /// The store options as the programs parse them.
@@ -69,6 +69,17 @@ async fn upload_and_download_rates_hold_to_the_caps() {
     let down = rate(read, start.elapsed());
 
     eprintln!("cap {CAP_BYTES} B/s: upload {up:.0} B/s, download {down:.0} B/s");
+    // The stats show the caps and the time waited for them.
+    let b = opened.counters.snapshot().bandwidth;
+    assert_eq!((b.upload_cap, b.download_cap), (512 << 10, 512 << 10));
+    assert!(b.upload_wait_micros > 1_000_000 && b.download_wait_micros > 1_000_000, "{b:?}");
+    let text =
+        s3block_cache::MountStats::new(&Default::default(), &opened.counters.snapshot(), 0.005, 0.0004)
+            .render_requests();
+    assert!(
+        text.contains("upload cap      512K/s, waited ") && text.contains("download cap    512K/s"),
+        "{text}"
+    );
     for (what, measured) in [("upload", up), ("download", down)] {
         let ratio = measured / CAP_BYTES;
         assert!(
