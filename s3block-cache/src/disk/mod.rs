@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 pub use config::{DEFAULT_DISK_UPLOAD_CONCURRENCY, DiskCacheConfig, DiskCacheConfigBuilder, Durability};
 pub use recover::CorruptEntry;
 
+use crate::incident::{Ended, Incident, Say, span};
 use config::DiskLimits;
 use format::{FLAG_CLEAN, HEADER_LEN, Header, Kind, ReadFault, StateFile, encode, read_entry, write_atomic};
 use recover::{
@@ -295,6 +296,10 @@ struct Inner {
     max_evicted_seq: u64,
     counters: Counters,
     disk_warned: bool,
+    /// Upload failures going on, logged once per incident.
+    upload_failures: Incident,
+    /// fdatasync failures going on, logged once per incident.
+    sync_failures: Incident,
     failures: u64,
     last_failure: Option<(u64, u32, StoreErrorKind, String)>,
     fail_next_writes: u32,
@@ -754,6 +759,14 @@ impl<D: BlockDevice + 'static> Shared<D> {
         match result {
             Ok(()) => {
                 g.counters.uploads += 1;
+                if let Some(Ended { total, lasted }) =
+                    g.upload_failures.succeeded(tokio::time::Instant::now())
+                {
+                    tracing::info!(
+                        "disk cache: uploads succeed again, after {total} failures over {}",
+                        span(lasted)
+                    );
+                }
                 g.drop_pending(pick.seq);
                 // Best effort: without the marker a crash uploads it again.
                 let (seq, epoch) = (g.next_seq, g.epoch);
@@ -774,12 +787,57 @@ impl<D: BlockDevice + 'static> Shared<D> {
                     let delay = RETRY_FIRST.saturating_mul(1 << p.attempts.min(16)).min(RETRY_MAX);
                     p.retry_at = Some(Instant::now() + delay);
                 }
-                tracing::debug!(block = pick.block, error = %e, "disk cache: upload failed; will retry");
+                match g.upload_failures.failed(tokio::time::Instant::now()) {
+                    Say::First => tracing::warn!(
+                        block = pick.block,
+                        error = %e,
+                        "disk cache: upload failed; the block stays in the disk cache and is retried (further \
+                         upload failures are counted and said once a minute)"
+                    ),
+                    Say::Summary { count, total, lasted } => tracing::warn!(
+                        "disk cache: uploads keep failing: {count} more since the last line, {total} in {}; the \
+                         last: {e}; the blocks stay in the disk cache and are retried",
+                        span(lasted)
+                    ),
+                    Say::Counted => {
+                        tracing::debug!(block = pick.block, error = %e, "disk cache: upload failed; will retry")
+                    }
+                }
             }
         }
         drop(g);
         self.changed.notify_waiters();
         self.work.notify_one();
+    }
+
+    /// Logs a failed fdatasync (`when`: what it was for), once per incident.
+    fn sync_failed(&self, e: &io::Error, when: &str) {
+        let dir = self.dir.display();
+        match self.inner().sync_failures.failed(tokio::time::Instant::now()) {
+            Say::First => tracing::warn!(
+                "disk cache: fdatasync failed in {dir} {when}: {e} (further fdatasync failures are counted and \
+                 said once a minute)"
+            ),
+            Say::Summary { count, total, lasted } => tracing::warn!(
+                "disk cache: fdatasync keeps failing in {dir}: {count} more since the last line, {total} in {}; \
+                 the last: {e}",
+                span(lasted)
+            ),
+            Say::Counted => tracing::debug!("disk cache: fdatasync failed in {dir} {when}: {e}"),
+        }
+    }
+
+    /// A fdatasync succeeded: a run of failures, if any, is over.
+    fn sync_succeeded(&self) {
+        if let Some(Ended { total, lasted }) =
+            self.inner().sync_failures.succeeded(tokio::time::Instant::now())
+        {
+            tracing::info!(
+                "disk cache: fdatasync succeeds again in {}, after {total} failures over {}",
+                self.dir.display(),
+                span(lasted)
+            );
+        }
     }
 
     /// The write-ahead rule: the entries about to be uploaded are made
@@ -800,10 +858,9 @@ impl<D: BlockDevice + 'static> Shared<D> {
                     if let Some(s) = self.inner().segments.get_mut(&seg) {
                         s.synced = s.synced.max(len);
                     }
+                    self.sync_succeeded();
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(dir = %self.dir.display(), error = %e, "disk cache: fdatasync failed before an upload");
-                }
+                Ok(Err(e)) => self.sync_failed(&e, "before an upload"),
                 Err(_) => {}
             }
         }
@@ -1167,10 +1224,10 @@ impl<D: BlockDevice + 'static> Shared<D> {
                         if let Some(s) = self.inner().segments.get_mut(&id) {
                             s.synced = s.synced.max(len);
                         }
+                        self.sync_succeeded();
                     }
                     Ok(Err(e)) => {
-                        tracing::warn!(dir = %self.dir.display(), error = %e,
-                            "disk cache: fdatasync failed; this flush waits for the uploads");
+                        self.sync_failed(&e, "at a flush, which waits for the uploads instead");
                         ok = false;
                     }
                     Err(_) => ok = false,
@@ -1417,6 +1474,8 @@ impl<D: BlockDevice + 'static> DiskCache<D> {
             max_evicted_seq: 0,
             counters: Counters::default(),
             disk_warned: false,
+            upload_failures: Incident::default(),
+            sync_failures: Incident::default(),
             failures: 0,
             last_failure: None,
             fail_next_writes: 0,
