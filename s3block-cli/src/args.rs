@@ -79,42 +79,6 @@ pub enum Command {
     /// Inspect or discard a disk cache directory (a mount's --cache-dir).
     #[command(subcommand)]
     Cache(CacheCommand),
-    /// Print the shell completion script of this command for bash, zsh or fish.
-    ///
-    /// For example: `s3block completions bash > /etc/bash_completion.d/s3block`.
-    /// The Debian package installs the scripts of s3block, s3block-fuse and
-    /// s3block-nbd already.
-    Completions(CompletionsArgs),
-}
-
-/// `s3block completions`.
-#[derive(Debug, Clone, Args)]
-pub struct CompletionsArgs {
-    /// The shell to complete for.
-    #[arg(value_enum)]
-    pub shell: CompletionShell,
-}
-
-/// The shells `s3block completions` writes scripts for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum CompletionShell {
-    /// bash (bash-completion).
-    Bash,
-    /// zsh.
-    Zsh,
-    /// fish.
-    Fish,
-}
-
-impl CompletionShell {
-    /// The generator of clap_complete for this shell.
-    pub fn generator(self) -> clap_complete::Shell {
-        match self {
-            CompletionShell::Bash => clap_complete::Shell::Bash,
-            CompletionShell::Zsh => clap_complete::Shell::Zsh,
-            CompletionShell::Fish => clap_complete::Shell::Fish,
-        }
-    }
 }
 
 /// `s3block cache ...`: a disk cache directory, read or removed without
@@ -449,6 +413,7 @@ impl DstStoreArgs {
             region: self.dst_region.clone().or_else(|| src.region.clone()),
             access_file: self.dst_access_file.clone().or_else(|| src.access_file.clone()),
             force_path_style: self.dst_force_path_style || src.force_path_style,
+            vhost: !self.dst_force_path_style && src.vhost,
             prefix,
             encrypt: None,
             password_file: None,
@@ -460,11 +425,7 @@ impl DstStoreArgs {
             access_id: if self.own_credentials() { None } else { src.access_id.clone() },
             access_key_env: if self.own_credentials() { None } else { src.access_key_env.clone() },
             access_key: None,
-            instance_credentials: if self.own_credentials() {
-                None
-            } else {
-                src.instance_credentials.clone()
-            },
+            instance_credentials: if self.own_credentials() { None } else { src.instance_credentials.clone() },
             imdsv2_only: !self.own_credentials() && src.imdsv2_only,
             request_timeout: src.request_timeout,
             max_upload_speed: src.max_upload_speed,

@@ -55,8 +55,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("test-delays", ""),
     ("test-discard", ""),
     ("test-errors", ""),
-    ("vhost", ""),
-    ("no-vhost", ""),
 ];
 
 /// The message for `--name` (or `-o name`) when it is an s3backer option

@@ -413,7 +413,7 @@ mod tests {
             (&["--filename=x", "--stats-filename=x", "memory://", "/m"], "--stats-filename"),
             (&["-o", "frobnicate", "memory://", "/m"], "-o frobnicate: unknown option"),
             (&["-o", "ssl", "memory://", "/m"], "s3backer option --ssl is not supported by s3block (yet)"),
-            (&["--vhost", "memory://", "/m"], "s3backer option --vhost is not supported by s3block (yet)"),
+            (&["--http11", "memory://", "/m"], "s3backer option --http11 is not supported by s3block (yet)"),
             (&["--cache-size=1M", "--blockCacheSize=3", "memory://", "/m"], "--blockCacheSize"),
             (&["--upload-concurrency=0", "memory://", "/m"], "--upload-concurrency"),
             (&["memory://", "/m", "-o"], "-o"),

@@ -13,7 +13,8 @@
 //! | `--endpoint` | `--baseURL` | `S3BLOCK_ENDPOINT`, then `AWS_ENDPOINT_URL` |
 //! | `--region` | `--region` | `S3BLOCK_REGION`, then `AWS_REGION`, `AWS_DEFAULT_REGION` |
 //! | `--access-file` | `--accessFile` | `S3BLOCK_ACCESS_FILE`, else `~/.s3backer_passwd` |
-//! | `--force-path-style` | | `S3BLOCK_FORCE_PATH_STYLE` |
+//! | `--force-path-style` | `--no-vhost` | `S3BLOCK_FORCE_PATH_STYLE` |
+//! | `--vhost` | the same | |
 //! | `--prefix` | `--prefix` | `S3BLOCK_PREFIX` |
 //! | `--encrypt[=SCHEME]` | `--encrypt` | |
 //! | `--password-file` | `--passwordFile` | `S3BLOCK_PASSWORD_FILE`; the password itself in `S3BLOCK_PASSWORD` |
@@ -71,8 +72,12 @@ pub struct StoreArgs {
     pub access_file: Option<PathBuf>,
 
     /// Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (always so with --endpoint).
-    #[arg(long = "force-path-style", env = "S3BLOCK_FORCE_PATH_STYLE")]
+    #[arg(long = "force-path-style", alias = "no-vhost", env = "S3BLOCK_FORCE_PATH_STYLE")]
     pub force_path_style: bool,
+
+    /// Address buckets as BUCKET.ENDPOINT even with --endpoint (its host gets the bucket in front).
+    #[arg(long, conflicts_with = "force_path_style")]
+    pub vhost: bool,
 
     /// Key prefix inside the bucket, added after the one in STORE (s3://bucket/vol/ + p- gives vol/p-).
     #[arg(long, env = "S3BLOCK_PREFIX", value_name = "PREFIX")]
@@ -262,8 +267,11 @@ impl StoreArgs {
             upload: self.max_upload_speed.map(|bits| bits / 8),
             download: self.max_download_speed.map(|bits| bits / 8),
         };
-        let mut config =
-            StoreConfig::new(url).force_path_style(self.force_path_style).s3_options(s3).bandwidth(bandwidth);
+        let mut config = StoreConfig::new(url)
+            .force_path_style(self.force_path_style)
+            .virtual_hosted(self.vhost)
+            .s3_options(s3)
+            .bandwidth(bandwidth);
         if let Some(endpoint) = &self.endpoint {
             config = config.endpoint(endpoint);
         }
@@ -473,6 +481,14 @@ mod tests {
                 assert!(err.contains(name), "{args:?}: {err}");
             }
         }
+    }
+
+    #[test]
+    fn vhost_and_no_vhost() {
+        assert!(parse(&["--vhost"]).vhost);
+        assert!(parse(&["--no-vhost"]).force_path_style);
+        let err = Cli::try_parse_from(["prog", "--vhost", "--no-vhost"]).unwrap_err().to_string();
+        assert!(err.contains("--vhost") && err.contains("--force-path-style"), "{err}");
     }
 
     #[test]

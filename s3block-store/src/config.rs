@@ -172,6 +172,7 @@ pub struct StoreConfig {
     session_token: Option<String>,
     access_file: Option<PathBuf>,
     force_path_style: bool,
+    virtual_hosted: bool,
     retry: RetryConfig,
     s3: S3Options,
     instance: Option<InstanceCredentials>,
@@ -230,6 +231,13 @@ impl StoreConfig {
     /// Path-style requests (`endpoint/bucket/key`) rather than virtual-host.
     pub fn force_path_style(mut self, on: bool) -> Self {
         self.force_path_style = on;
+        self
+    }
+
+    /// Virtual-host requests (`bucket.endpoint/key`) even with an endpoint
+    /// (whose host gets the bucket in front, unless it starts with it).
+    pub fn virtual_hosted(mut self, on: bool) -> Self {
+        self.virtual_hosted = on;
         self
     }
 
@@ -473,13 +481,18 @@ impl StoreConfig {
         provider: Option<&[(&'static str, String)]>,
         client: ClientOptions,
     ) -> AmazonS3Builder {
-        let endpoint = self.resolved_endpoint();
+        let mut endpoint = self.resolved_endpoint();
+        if self.virtual_hosted {
+            endpoint = endpoint.map(|ep| bucket_endpoint(&ep, bucket));
+        }
         let mut b = AmazonS3Builder::new()
             .with_client_options(client)
             .with_bucket_name(bucket)
             .with_region(self.resolved_region())
             .with_conditional_put(S3ConditionalPut::ETagMatch)
-            .with_virtual_hosted_style_request(!self.force_path_style && endpoint.is_none())
+            .with_virtual_hosted_style_request(
+                self.virtual_hosted || (!self.force_path_style && endpoint.is_none()),
+            )
             .with_retry(object_store::RetryConfig { max_retries: 0, ..Default::default() });
         if let Some(ep) = &endpoint {
             b = b.with_endpoint(ep).with_allow_http(ep.starts_with("http://"));
@@ -517,6 +530,18 @@ pub(crate) fn url_key_prefix(url: &url::Url) -> std::result::Result<String, Stri
         .map_err(|e| format!("its path is not UTF-8 once decoded: {e}"))?;
     let p = path.strip_prefix('/').unwrap_or(&path);
     Ok(if p.is_empty() || p.ends_with('/') { p.to_owned() } else { format!("{p}/") })
+}
+
+/// The endpoint of `bucket` on the server at `endpoint`, for virtual-host
+/// requests: the bucket in front of the host, unless it is there already.
+/// An endpoint that is not a URL is left as it is (the client refuses it).
+fn bucket_endpoint(endpoint: &str, bucket: &str) -> String {
+    let Ok(mut url) = url::Url::parse(endpoint) else { return endpoint.to_owned() };
+    let Some(host) = url.host_str().map(str::to_owned) else { return endpoint.to_owned() };
+    if host.starts_with(&format!("{bucket}.")) || url.set_host(Some(&format!("{bucket}.{host}"))).is_err() {
+        return endpoint.to_owned();
+    }
+    url.as_str().trim_end_matches('/').to_owned()
 }
 
 /// A warning when the access file at `path` can be read by users other than
@@ -641,6 +666,31 @@ mod tests {
         assert!(err.contains("%3F"), "{err}");
         let err = open_err("s3://bucket/vol#frag");
         assert!(err.contains("%23"), "{err}");
+    }
+
+    /// The URL a GET of `b/0` in bucket `vol` goes to with `config`.
+    async fn get_url(config: StoreConfig) -> String {
+        use object_store::signer::Signer;
+        let creds = Some(super::Credentials {
+            access_key_id: "id".into(),
+            secret_access_key: "secret".into(),
+            session_token: None,
+            source: super::CredentialSource::Options,
+        });
+        let s3 = config.s3_builder("vol", creds, None, super::ClientOptions::new()).build().expect("builds");
+        let get = object_store::signer::Method::GET;
+        let signed =
+            s3.signed_url(get, &"b/0".into(), std::time::Duration::from_secs(60)).await.expect("signs");
+        format!("{}://{}{}", signed.scheme(), signed.host_str().unwrap_or_default(), signed.path())
+    }
+
+    #[tokio::test]
+    async fn virtual_host_requests_put_the_bucket_in_the_host() {
+        let base = || StoreConfig::new("s3://vol").env(Default::default()).endpoint("https://s3.example.net");
+        assert_eq!(get_url(base()).await, "https://s3.example.net/vol/b/0");
+        assert_eq!(get_url(base().virtual_hosted(true)).await, "https://vol.s3.example.net/b/0");
+        assert_eq!(super::bucket_endpoint("https://vol.s3.example.net", "vol"), "https://vol.s3.example.net");
+        assert_eq!(super::bucket_endpoint("http://127.0.0.1:3900/", "vol"), "http://127.0.0.1:3900/");
     }
 
     #[test]
