@@ -70,6 +70,11 @@ declare -A PACKAGES=(
     # nbdinfo, nbdcopy, nbdfuse: the NBD clients the s3block-nbd tests use
     # (the machines have no nbd kernel module).
     [nbdinfo]=libnbd-bin
+    # dpkg-shlibdeps: cargo-deb's Depends of the Debian package (the
+    # package test builds and installs it).
+    [dpkg-shlibdeps]=dpkg-dev
+    # systemd-analyze verify: the package test checks the installed unit.
+    [systemd-analyze]=systemd
 )
 missing=()
 for cmd in "${!PACKAGES[@]}"; do
@@ -116,6 +121,16 @@ else
     need "Garage could not be installed"
 fi
 phase_done "garage start"
+
+# --- cargo-deb ---------------------------------------------------------------
+# The package test builds the .deb with cargo-deb, built once from crates.io
+# into ~/.cache/s3block/cargo-deb (a few minutes), as Garage is.
+if scripts/package.sh install; then
+    export S3BLOCK_CARGO_DEB=${S3BLOCK_CARGO_DEB:-$(scripts/package.sh cargo-deb)}
+else
+    need "cargo-deb could not be installed"
+fi
+phase_done "cargo-deb install"
 
 # --- s3backer 2.1.6 --------------------------------------------------------
 # The interop tests run against Debian's s3backer 1.5.4 and, when

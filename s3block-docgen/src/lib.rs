@@ -14,11 +14,15 @@
 //! its files from:
 //!
 //! ```text
-//! DIR/man/NAME.1
+//! DIR/man/NAME.1.gz
 //! DIR/completions/bash/NAME
 //! DIR/completions/zsh/_NAME
 //! DIR/completions/fish/NAME.fish
 //! ```
+//!
+//! The pages are gzipped as Debian installs them (no time stamp in the
+//! header, so the same sources give the same bytes); `man -l FILE.1.gz`
+//! reads one.
 //!
 //! It is a build tool of the repository (`scripts/package.sh` runs it), not
 //! part of what users install: the programs themselves do not carry a man
@@ -103,6 +107,13 @@ pub fn completion(program: &Command, shell: CompletionShell) -> Vec<u8> {
     script
 }
 
+/// `bytes` gzipped at the best level, with no name or time in the header.
+fn gzip(bytes: &[u8]) -> io::Result<Vec<u8>> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    io::Write::write_all(&mut encoder, bytes)?;
+    encoder.finish()
+}
+
 /// Where a completion script of program `name` goes under `dir`, in the
 /// layout above (each shell's own naming rule).
 pub fn completion_path(dir: &Path, shell: CompletionShell, name: &str) -> PathBuf {
@@ -130,7 +141,7 @@ pub fn write_all(dir: &Path) -> io::Result<Vec<PathBuf>> {
     };
     for program in programs() {
         for (file, roff) in man_pages(&program)? {
-            write(dir.join("man").join(file), &roff)?;
+            write(dir.join("man").join(format!("{file}.gz")), &gzip(&roff)?)?;
         }
         for shell in SHELLS {
             write(completion_path(dir, shell, program.get_name()), &completion(&program, shell))?;

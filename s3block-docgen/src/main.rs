@@ -7,7 +7,9 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let args: Vec<_> = std::env::args_os().skip(1).collect();
     let [dir] = args.as_slice() else {
-        eprintln!("usage: s3block-docgen DIR  (writes DIR/man/*.1 and DIR/completions/{{bash,zsh,fish}}/)");
+        eprintln!(
+            "usage: s3block-docgen DIR  (writes DIR/man/*.1.gz and DIR/completions/{{bash,zsh,fish}}/)"
+        );
         return ExitCode::from(s3block_cli::exit::USAGE);
     };
     let dir = Path::new(dir);
