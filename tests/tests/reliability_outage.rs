@@ -378,20 +378,27 @@ fn with_io_timeout_5_an_outage_fails_fsync_with_eio_in_time() {
 }
 
 /// The fusectl file that aborts the FUSE connection of the mount at `dir`
-/// (`/sys/fs/fuse/connections/MINOR/abort`), or `None` (after saying why)
-/// when fusectl is not mounted and not under CI.
+/// (`/sys/fs/fuse/connections/MINOR/abort`). fusectl is mounted there when
+/// it is not (as systemd does at boot); `None` (after saying why) when that
+/// fails and not under CI.
 fn abort_file(dir: &Path) -> Option<std::path::PathBuf> {
     use std::os::unix::fs::MetadataExt;
+    let connections = Path::new("/sys/fs/fuse/connections");
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    if !mounts.lines().any(|l| l.split_whitespace().nth(2) == Some("fusectl")) {
+        let _ = run_output("mount", &["-t", "fusectl", "fusectl", connections.to_str().unwrap()]);
+    }
     let dev = std::fs::metadata(dir).unwrap().dev();
     let minor = (dev & 0xff) | ((dev >> 12) & 0xfff_ff00);
-    let file = Path::new("/sys/fs/fuse/connections").join(minor.to_string()).join("abort");
+    let file = connections.join(minor.to_string()).join("abort");
     if file.exists() {
         return Some(file);
     }
     let message = format!(
-        "cannot run this kernel test: {} is missing (mount fusectl: mount -t fusectl none \
-         /sys/fs/fuse/connections)",
-        file.display()
+        "cannot run this kernel test: {} is missing (fusectl could not be mounted: mount -t fusectl \
+         fusectl {})",
+        file.display(),
+        connections.display()
     );
     assert!(!s3block_testkit::in_ci(), "CI=true and {message}");
     eprintln!("SKIPPED (not under CI): {message}");
@@ -406,7 +413,7 @@ fn abort_file(dir: &Path) -> Option<std::path::PathBuf> {
 /// rather than when the store answers again.
 #[test]
 fn a_second_sigint_abandons_the_wait_for_requests_in_flight() {
-    if !kernel_available(&[]) {
+    if !kernel_available(&["mount"]) {
         return;
     }
     let Some((env, proxy)) = behind_a_proxy() else { return };
