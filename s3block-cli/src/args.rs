@@ -79,42 +79,6 @@ pub enum Command {
     /// Inspect or discard a disk cache directory (a mount's --cache-dir).
     #[command(subcommand)]
     Cache(CacheCommand),
-    /// Print the shell completion script of this command for bash, zsh or fish.
-    ///
-    /// For example: `s3block completions bash > /etc/bash_completion.d/s3block`.
-    /// The Debian package installs the scripts of s3block, s3block-fuse and
-    /// s3block-nbd already.
-    Completions(CompletionsArgs),
-}
-
-/// `s3block completions`.
-#[derive(Debug, Clone, Args)]
-pub struct CompletionsArgs {
-    /// The shell to complete for.
-    #[arg(value_enum)]
-    pub shell: CompletionShell,
-}
-
-/// The shells `s3block completions` writes scripts for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum CompletionShell {
-    /// bash (bash-completion).
-    Bash,
-    /// zsh.
-    Zsh,
-    /// fish.
-    Fish,
-}
-
-impl CompletionShell {
-    /// The generator of clap_complete for this shell.
-    pub fn generator(self) -> clap_complete::Shell {
-        match self {
-            CompletionShell::Bash => clap_complete::Shell::Bash,
-            CompletionShell::Zsh => clap_complete::Shell::Zsh,
-            CompletionShell::Fish => clap_complete::Shell::Fish,
-        }
-    }
 }
 
 /// `s3block cache ...`: a disk cache directory, read or removed without
@@ -464,6 +428,8 @@ impl DstStoreArgs {
             instance_credentials: if self.own_credentials() { None } else { src.instance_credentials.clone() },
             imdsv2_only: !self.own_credentials() && src.imdsv2_only,
             request_timeout: src.request_timeout,
+            ca_cert: src.ca_cert.clone(),
+            insecure: src.insecure,
             max_upload_speed: src.max_upload_speed,
             max_download_speed: src.max_download_speed,
         }

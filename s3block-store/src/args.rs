@@ -15,6 +15,8 @@
 //! | `--access-file` | `--accessFile` | `S3BLOCK_ACCESS_FILE`, else `~/.s3backer_passwd` |
 //! | `--force-path-style` | `--no-vhost` | `S3BLOCK_FORCE_PATH_STYLE` |
 //! | `--vhost` | the same | |
+//! | `--ca-cert FILE` | `--cacert` | |
+//! | `--insecure` | the same | |
 //! | `--prefix` | `--prefix` | `S3BLOCK_PREFIX` |
 //! | `--encrypt[=SCHEME]` | `--encrypt` | |
 //! | `--password-file` | `--passwordFile` | `S3BLOCK_PASSWORD_FILE`; the password itself in `S3BLOCK_PASSWORD` |
@@ -158,6 +160,14 @@ pub struct StoreArgs {
     #[arg(long = "max-download-speed", alias = "maxDownloadSpeed", value_name = "BITS", value_parser = speed_arg)]
     pub max_download_speed: Option<u64>,
 
+    /// PEM file of certificate authorities to trust for an https:// endpoint, besides the system's.
+    #[arg(long = "ca-cert", alias = "cacert", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// Do not verify the certificate of an https:// endpoint (anyone on the way can read and change the data).
+    #[arg(long, conflicts_with = "ca_cert")]
+    pub insecure: bool,
+
     /// With --instance-credentials, never fall back to IMDSv1.
     #[arg(long = "imdsv2-only", alias = "accessEC2IAM-IMDSv2", requires = "instance_credentials")]
     pub imdsv2_only: bool,
@@ -245,24 +255,26 @@ impl StoreArgs {
             ),
             None => None,
         };
-        Ok(S3Options {
+        Ok(self.s3_options_with(sse))
+    }
+
+    fn s3_options_with(&self, sse: Option<ServerSideEncryption>) -> S3Options {
+        S3Options {
             sse,
             storage_class: self.storage_class.clone(),
             acl: self.access_type.clone(),
             timeout: self.request_timeout.map(std::time::Duration::from_secs),
-        })
+            ca_certificates: self.ca_cert.clone(),
+            insecure: self.insecure,
+        }
     }
 
     /// The [`StoreConfig`] for the store at `url` with these options
     /// (checked with [`check`](Self::check); unchecked, a KMS key id given
     /// with `--sse AES256` is left out, the encryption is not).
     pub fn to_config(&self, url: &str) -> StoreConfig {
-        let s3 = self.s3_options().unwrap_or_else(|_| S3Options {
-            sse: Some(ServerSideEncryption::Aes256),
-            storage_class: self.storage_class.clone(),
-            acl: self.access_type.clone(),
-            timeout: self.request_timeout.map(std::time::Duration::from_secs),
-        });
+        let s3 =
+            self.s3_options().unwrap_or_else(|_| self.s3_options_with(Some(ServerSideEncryption::Aes256)));
         let bandwidth = BandwidthLimits {
             upload: self.max_upload_speed.map(|bits| bits / 8),
             download: self.max_download_speed.map(|bits| bits / 8),

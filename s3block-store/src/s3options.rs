@@ -124,6 +124,10 @@ pub struct S3Options {
     /// included (`object_store`'s default, 30 s, when `None`). An attempt
     /// that runs out is a transient failure: [`RetryStore`](crate::RetryStore) retries it.
     pub timeout: Option<std::time::Duration>,
+    /// PEM file of certificates to trust besides the system's.
+    pub ca_certificates: Option<std::path::PathBuf>,
+    /// Accept any certificate of an HTTPS endpoint (no verification at all).
+    pub insecure: bool,
 }
 
 impl S3Options {
@@ -158,10 +162,25 @@ impl S3Options {
         &self,
         base: ClientOptions,
     ) -> std::result::Result<(ClientOptions, Option<ClientOptions>), String> {
-        let base = match self.timeout {
+        let mut base = match self.timeout {
             Some(t) => base.with_timeout(t),
             None => base,
         };
+        if let Some(path) = &self.ca_certificates {
+            let pem =
+                std::fs::read(path).map_err(|e| format!("CA certificate file {}: {e}", path.display()))?;
+            let certificates = object_store::client::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("CA certificate file {}: {e}", path.display()))?;
+            if certificates.is_empty() {
+                return Err(format!("CA certificate file {}: no PEM certificate in it", path.display()));
+            }
+            for certificate in certificates {
+                base = base.with_root_certificate(certificate);
+            }
+        }
+        if self.insecure {
+            base = base.with_allow_invalid_certificates(true);
+        }
         let headers = self.write_headers()?;
         let writer = (!headers.is_empty()).then(|| base.clone().with_default_headers(headers));
         Ok((base, writer))
