@@ -25,7 +25,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("blockCacheRecoverDirtyBlocks", "with --cache-dir, dirty blocks are always recovered after a crash"),
     ("blockCacheNumProtected", ""),
     ("blockCacheFileAdvise", ""),
-    ("configFile", "put the options in fstab form, -o opt,opt"),
     ("debug-http", "use --debug"),
     ("defaultContentEncoding", ""),
     ("erase", "use `s3block erase STORE`"),

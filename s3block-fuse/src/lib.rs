@@ -36,6 +36,7 @@
 //! 7 a wrong password; 1 the FUSE session ended with an error.
 
 mod compat;
+mod config_file;
 mod daemon;
 mod errno;
 mod fs;

@@ -112,6 +112,12 @@ pub struct Options {
     #[arg(short = 'o', value_name = "OPT[,OPT]")]
     pub options: Vec<String>,
 
+    /// Read arguments from FILE, one a line (blank lines and # comments
+    /// skipped), in place of this option; FILE may name more files.
+    /// Expanded before the other options are read, so this stays empty.
+    #[arg(short = 'F', long = "config-file", alias = "configFile", value_name = "FILE")]
+    pub config_file: Vec<PathBuf>,
+
     /// Kernel mount flags taken from `-o` (nodev, noatime, ...).
     #[arg(long = "kernel-flag", hide = true, value_parser = kernel_flag_arg)]
     pub kernel_flags: Vec<String>,
@@ -133,6 +139,8 @@ impl Options {
         T: Into<OsString>,
     {
         let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let args = crate::config_file::insert_config_files(args)
+            .map_err(|e| clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{e}\n")))?;
         let expanded = expand_mount_options(args)
             .map_err(|e| clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{e}\n")))?;
         let matches = Options::command_with_help().try_get_matches_from(expanded)?;
@@ -485,6 +493,24 @@ mod tests {
             assert!(known.iter().any(|k| k == name), "--{name} is not an option");
             assert!(compat::unsupported(name).is_none(), "--{name} is implemented");
         }
+    }
+
+    #[test]
+    fn options_come_from_config_files() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("vol.conf");
+        std::fs::write(&file, "# s3backer-style, one a line\n--blockSize=64K\n--readOnly\nmemory://\n")
+            .expect("write");
+        let o = parse(&[&format!("--configFile={}", file.display()), "/m"]).unwrap();
+        assert_eq!(
+            (o.volume.block_size, o.volume.read_only, o.volume.store.as_str()),
+            (Some(64 << 10), true, "memory://")
+        );
+        assert!(o.config_file.is_empty());
+        let o = parse(&["-F", file.to_str().expect("utf-8"), "/m"]).unwrap();
+        assert_eq!(o.volume.block_size, Some(64 << 10));
+        let err = parse(&["--config-file=/nonexistent/s3block.conf", "/m"]).unwrap_err();
+        assert!(err.contains("--config-file /nonexistent/s3block.conf"), "{err}");
     }
 
     #[test]
