@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::options::OptionsError;
 
 /// How deep files may name files.
-pub const MAX_DEPTH: usize = 8;
+pub(crate) const MAX_DEPTH: usize = 8;
 
 /// The largest file read: a list of options, not a disk image given by mistake.
 const MAX_FILE: u64 = 64 << 10;
@@ -21,7 +21,7 @@ const MAX_FILE: u64 = 64 << 10;
 /// `args` (program name first) with every `-F FILE`, `--config-file FILE`
 /// and `--configFile=FILE` replaced by the arguments in FILE. Arguments
 /// after `--` are left alone.
-pub fn insert_config_files(args: Vec<OsString>) -> Result<Vec<OsString>, OptionsError> {
+pub(crate) fn insert_config_files(args: Vec<OsString>) -> Result<Vec<OsString>, OptionsError> {
     let mut out = Vec::with_capacity(args.len());
     insert(args, &mut out, &mut Vec::new(), true)?;
     Ok(out)
