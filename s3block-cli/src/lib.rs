@@ -45,6 +45,7 @@
 
 mod args;
 pub mod cache_dir;
+pub mod completions;
 pub mod confirm;
 pub mod copy;
 pub mod cost;
@@ -61,11 +62,12 @@ pub mod volume;
 use std::io::Write;
 
 pub use args::{
-    BlockRange, BlockSizes, CatArgs, Cli, Command, CompletionShell, CompletionsArgs, CopyArgs, CostArgs,
-    CreateArgs, DEST_PASSWORD_ENV, DestArgs, DestEncryption, DstStoreArgs, EraseArgs, InfoArgs, LayoutArgs,
-    LsArgs, OutputArgs, PricePreset, ResizeArgs, StatArgs, StatsArgs, StoreArgs, UnlockArgs, VerifyArgs,
-    parse_block_number, parse_block_range,
+    BlockRange, BlockSizes, CatArgs, Cli, Command, CopyArgs, CostArgs, CreateArgs, DEST_PASSWORD_ENV,
+    DestArgs, DestEncryption, DstStoreArgs, EraseArgs, InfoArgs, LayoutArgs, LsArgs, OutputArgs, PricePreset,
+    ResizeArgs, StatArgs, StatsArgs, StoreArgs, UnlockArgs, VerifyArgs, parse_block_number,
+    parse_block_range,
 };
+pub use completions::{CompletionShell, CompletionsArgs, completions};
 pub use exit::{CliError, CliResult};
 
 use s3block_core::Error;
@@ -121,22 +123,6 @@ fn dispatch(cli: Cli, out: &mut dyn Write) -> CliResult {
             runtime.block_on(store_command(command, out))
         }
     }
-}
-
-/// Writes the completion script of `command` (run as `name`) for `shell`
-/// to `out`: what `s3block completions` prints, and what packaging installs
-/// for every s3block program.
-pub fn completions(
-    shell: CompletionShell,
-    command: &mut clap::Command,
-    name: &str,
-    out: &mut dyn Write,
-) -> Result<(), CliError> {
-    // Generated whole first: clap_complete cannot report a write error.
-    let mut script = Vec::new();
-    clap_complete::generate(shell.generator(), command, name, &mut script);
-    out.write_all(&script)?;
-    Ok(())
 }
 
 fn open_target(url: &str, s: &StoreArgs) -> Result<target::Target, CliError> {
