@@ -13,14 +13,12 @@
 const UNSUPPORTED: &[(&str, &str)] = &[
     ("authVersion", "s3block always signs with AWS signature version 4"),
     ("blockCacheFile", "use --cache-dir DIR and --disk-cache-size BYTES: a disk cache directory"),
-    ("blockCacheMaxDirty", "use --max-dirty, in bytes"),
     (
         "blockCacheNoVerify",
         "--cache-dir needs no verification: it is checked against the bucket's record of the last mount",
     ),
     ("blockCacheThreads", "use --upload-concurrency"),
     ("blockCacheTimeout", ""),
-    ("blockCacheWriteDelay", ""),
     ("blockCacheSync", "fsync decides: --durability remote (the default) or local"),
     ("blockCacheRecoverDirtyBlocks", "with --cache-dir, dirty blocks are always recovered after a crash"),
     ("blockCacheNumProtected", ""),

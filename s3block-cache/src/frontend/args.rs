@@ -59,6 +59,17 @@ pub struct VolumeArgs {
     #[arg(long = "max-dirty", allow_hyphen_values = true, value_parser = size_arg)]
     pub max_dirty: Option<u64>,
 
+    /// s3backer's dirty limit, counted in blocks (0: the default).
+    #[arg(long = "blockCacheMaxDirty", hide = true, value_name = "BLOCKS", conflicts_with = "max_dirty")]
+    pub block_cache_max_dirty: Option<u64>,
+
+    /// How long a written block waits before its upload, so that rewrites
+    /// of it make one PUT (default 250; 0 uploads at once). Not applied
+    /// while dirty data is above half the dirty limit.
+    #[arg(long = "write-delay", alias = "blockCacheWriteDelay", value_name = "MILLIS",
+          value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub write_delay: Option<u64>,
+
     /// Blocks uploaded at once.
     #[arg(long = "upload-concurrency", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub upload_concurrency: Option<u32>,
@@ -236,6 +247,14 @@ impl VolumeArgs {
             Some(first) => config.initial_backoff(first).max_backoff(first.max(Duration::from_secs(10))),
             None => config,
         }
+    }
+
+    /// The dirty limit in bytes, converting s3backer's `--blockCacheMaxDirty`
+    /// (counted in blocks; 0 leaves the default) with the volume's block size.
+    pub fn max_dirty_bytes(&self, block_size: u32) -> Option<u64> {
+        self.max_dirty.or_else(|| {
+            self.block_cache_max_dirty.filter(|&n| n > 0).map(|n| n.saturating_mul(u64::from(block_size)))
+        })
     }
 
     /// The cache size in bytes, converting s3backer's `--blockCacheSize`

@@ -411,8 +411,11 @@ fn disk_figures(disk: &Disk, durability: &str) -> DiskFigures {
 fn cache_config(opts: &VolumeArgs, geometry: Geometry) -> CacheConfig {
     let mut config = CacheConfig::builder()
         .cache_size(opts.cache_bytes(geometry.block_size()).unwrap_or(DEFAULT_CACHE_SIZE));
-    if let Some(bytes) = opts.max_dirty {
+    if let Some(bytes) = opts.max_dirty_bytes(geometry.block_size()) {
         config = config.max_dirty(bytes);
+    }
+    if let Some(ms) = opts.write_delay {
+        config = config.write_delay(std::time::Duration::from_millis(ms));
     }
     if let Some(n) = opts.upload_concurrency {
         config = config.upload_concurrency(n as usize);
@@ -452,6 +455,27 @@ mod tests {
         let volume = Frontend::try_parse_from(full).unwrap().volume;
         volume.check().unwrap();
         volume
+    }
+
+    #[test]
+    fn s3backers_dirty_limit_in_blocks_and_write_delay_reach_the_cache() {
+        let geometry = Geometry::new(64 << 20, 64 << 10).unwrap();
+        let c = cache_config(
+            &opts(&["--blockCacheMaxDirty=10", "--blockCacheWriteDelay=1500", "memory://"]),
+            geometry,
+        );
+        assert_eq!(
+            (c.max_dirty(), c.write_delay()),
+            (Some(10 * (64 << 10)), std::time::Duration::from_millis(1500))
+        );
+        let c = cache_config(&opts(&["--blockCacheMaxDirty=0", "--write-delay=0", "memory://"]), geometry);
+        assert_eq!((c.max_dirty(), c.write_delay()), (None, std::time::Duration::ZERO));
+        let c = cache_config(&opts(&["memory://"]), geometry);
+        assert_eq!((c.max_dirty(), c.write_delay()), (None, crate::DEFAULT_WRITE_DELAY));
+        let err = Frontend::try_parse_from(["f", "--max-dirty=1M", "--blockCacheMaxDirty=3", "memory://"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--blockCacheMaxDirty") && err.contains("--max-dirty"), "{err}");
     }
 
     #[tokio::test]
