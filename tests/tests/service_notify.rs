@@ -200,6 +200,14 @@ fn the_nbd_server_tells_systemd_ready_status_stopping_and_extends_its_final_flus
     let probe = socket.clone();
     let manager = Manager::bind(dir.path(), move || UnixStream::connect(&probe).is_ok());
     let log_path = dir.path().join("log");
+    // Its standard error plays the journal's stream (systemd names it in
+    // JOURNAL_STREAM): lines then carry their priority and no time.
+    let log_file = std::fs::File::create(&log_path).unwrap();
+    let journal = {
+        use std::os::unix::fs::MetadataExt;
+        let meta = log_file.metadata().unwrap();
+        format!("{}:{}", meta.dev(), meta.ino())
+    };
     let mut child = Command::new(NBD)
         .arg(format!("--socket={}", socket.display()))
         .args(["--size=16M", "--block-size=64K", "--upload-concurrency=1", &store.url])
@@ -208,9 +216,10 @@ fn the_nbd_server_tells_systemd_ready_status_stopping_and_extends_its_final_flus
         .env_remove("RUNTIME_DIRECTORY")
         .env("NOTIFY_SOCKET", &manager.path)
         .env("S3BLOCK_INJECT_FAULTS", SLOW)
+        .env("JOURNAL_STREAM", &journal)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
+        .stderr(log_file)
         .spawn()
         .unwrap();
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
@@ -244,6 +253,11 @@ fn the_nbd_server_tells_systemd_ready_status_stopping_and_extends_its_final_flus
     assert!(status.success(), "exit {status}:\n{text}");
     assert!(text.contains("every block is stored"), "{text}");
     assert_no_panic("s3block-nbd", &text);
+    // The journal's form: a priority first (<4> a warning, <6> info), no time.
+    assert!(text.lines().all(|l| l.len() > 3 && l.starts_with('<') && &l[2..3] == ">"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("<6>") && l.contains("every block is stored")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("<4>") && l.contains("S3BLOCK_INJECT_FAULTS")), "{text}");
+    assert!(!text.lines().any(|l| l[3..].starts_with("20")), "timestamps in the journal's lines: {text}");
     assert!(
         manager.all()[left..].iter().any(|m| m.text.contains("EXTEND_TIMEOUT_USEC=")),
         "{:#?}",
@@ -259,5 +273,55 @@ fn the_nbd_server_tells_systemd_ready_status_stopping_and_extends_its_final_flus
     assert!(bytes[..WRITTEN] == std::fs::read(&image).unwrap()[..], "the data read back differs");
     assert!(bytes[WRITTEN..].iter().all(|&b| b == 0));
     server.stop();
+    eprintln!("the service manager received: {:#?}", manager.all());
+}
+
+#[test]
+fn the_status_says_since_when_the_store_is_unreachable() {
+    if !kernel_available(&[]) {
+        return;
+    }
+    let Some(env) = s3block_testkit::s3_env() else { return };
+    let proxy = s3block_testkit::proxy::Proxy::start(&env.endpoint);
+    let url = format!("s3://{}/{}", env.bucket, s3block_testkit::unique_prefix("service_outage"));
+    let dir = tempfile::tempdir().unwrap();
+    let sockets = tempfile::tempdir().unwrap();
+    let mountpoint = dir.path().to_owned();
+    let manager = Manager::bind(sockets.path(), move || is_mounted(&mountpoint));
+    let mut cmd = fuse_command(FUSE, &url, dir.path(), &["--size=16M", "--block-size=64K"]);
+    cmd.arg(format!("--endpoint={}", proxy.endpoint()))
+        .env("AWS_ACCESS_KEY_ID", &env.access_key_id)
+        .env("AWS_SECRET_ACCESS_KEY", &env.secret_access_key)
+        .env("AWS_REGION", &env.region)
+        .env("NOTIFY_SOCKET", &manager.path);
+    let mount = Mount::spawn_within(cmd, dir, Duration::from_secs(60), Duration::from_secs(120));
+    let ready = check_ready(&manager);
+
+    // The store goes away while a write waits to be stored (its close
+    // waits for the store, so it runs beside the test).
+    proxy.cut();
+    let cut_at = std::time::SystemTime::now();
+    let file = mount.file();
+    let writer = std::thread::spawn(move || {
+        let mut f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+        f.write_all(&pattern(256 * 1024)).unwrap();
+    });
+    let down = manager.wait_for("a status of the outage", ready + 1, Duration::from_secs(60), |l| {
+        l.starts_with("STATUS=") && l.contains("store unreachable since") && l.contains("not yet stored")
+    });
+    let line = manager.all()[down].text.clone();
+    // It names the time the store stopped answering, to the second (UTC).
+    let hour = |t: std::time::SystemTime| {
+        let s = s3block_store::utc_stamp(t);
+        format!("{}-{}-{} {}:", &s[0..4], &s[4..6], &s[6..8], &s[9..11])
+    };
+    let (at, soon) = (hour(cut_at), hour(cut_at + Duration::from_secs(60)));
+    assert!(line.contains(&at) || line.contains(&soon), "{line} does not name the time of the cut, {at}..");
+    proxy.restore();
+    writer.join().unwrap();
+    manager.wait_for("a status once the store is back", down + 1, Duration::from_secs(60), |l| {
+        l.starts_with("STATUS=") && l.contains("all written data is stored") && !l.contains("unreachable")
+    });
+    mount.unmount();
     eprintln!("the service manager received: {:#?}", manager.all());
 }

@@ -152,7 +152,18 @@ fn filter(args: &LogArgs, rust_log: Option<&str>) -> Result<tracing_subscriber::
         Some(spec) => tracing_subscriber::EnvFilter::try_new(spec).map_err(|e| {
             format!("RUST_LOG={spec:?} is not a log filter ({e}); e.g. RUST_LOG=debug, or unset it and give --log-level")
         }),
-        None => Ok(tracing_subscriber::EnvFilter::new(args.level().name())),
+        None => Ok(tracing_subscriber::EnvFilter::new(default_directives(args.level()))),
+    }
+}
+
+/// The filter of a level: the level, except that up to `info` fuser's
+/// session says only its errors: it warns "Failed to umount filesystem"
+/// at the end of every session the kernel already unmounted (each
+/// `fusermount3 -u`), which is not a problem.
+fn default_directives(level: LogLevel) -> String {
+    match level {
+        LogLevel::Debug | LogLevel::Trace => level.name().to_owned(),
+        _ => format!("{},fuser::session=error", level.name()),
     }
 }
 
@@ -234,7 +245,8 @@ fn severity(level: Level) -> u8 {
 /// it off and keeps it).
 fn journal_line(level: Level, message: &[u8]) -> Vec<u8> {
     let mut line = format!("<{}>", severity(level)).into_bytes();
-    line.extend_from_slice(message);
+    // Without a time first, the level is padded on the left: not needed.
+    line.extend_from_slice(message.trim_ascii_start());
     line
 }
 
@@ -319,9 +331,9 @@ mod tests {
     #[test]
     fn the_level_comes_from_rust_log_then_log_level_then_debug() {
         let args = |level: Option<LogLevel>, debug: bool| LogArgs { log_file: None, log_level: level, debug };
-        assert_eq!(filter(&args(None, false), None).unwrap().to_string(), "info");
+        assert_eq!(filter(&args(None, false), None).unwrap().to_string(), "fuser::session=error,info");
         assert_eq!(filter(&args(None, true), None).unwrap().to_string(), "debug");
-        assert_eq!(filter(&args(Some(LogLevel::Warn), false), None).unwrap().to_string(), "warn");
+        assert_eq!(filter(&args(Some(LogLevel::Warn), false), None).unwrap().to_string(), "fuser::session=error,warn");
         assert_eq!(filter(&args(Some(LogLevel::Trace), false), Some("  ")).unwrap().to_string(), "trace");
         // RUST_LOG wins over both.
         let f = filter(&args(Some(LogLevel::Error), true), Some("s3block_store=debug")).unwrap();
@@ -359,7 +371,7 @@ mod tests {
     #[test]
     fn journal_lines_carry_their_priority_and_the_stream_is_recognised() {
         assert_eq!(
-            journal_line(Level::WARN, b"WARN x: the store is unreachable\n"),
+            journal_line(Level::WARN, b"  WARN x: the store is unreachable\n"),
             b"<4>WARN x: the store is unreachable\n"
         );
         assert!(journal_line(Level::ERROR, b"x").starts_with(b"<3>"));

@@ -240,10 +240,10 @@ fn status_line(doing: &str, phase: Phase, f: &StatusFigures, now: SystemTime) ->
             line.push_str("; everything is stored, closing")
         }
         Phase::Storing => {
-            line.push_str(&format!("; {} left to store ({blocks} blocks)", amount(unstored)));
+            line.push_str(&format!("; {} left to store ({})", amount(unstored), blocks_of(blocks)));
         }
         _ if blocks > 0 => {
-            line.push_str(&format!("; {} written, not yet stored ({blocks} blocks)", amount(unstored)));
+            line.push_str(&format!("; {} written, not yet stored ({})", amount(unstored), blocks_of(blocks)));
         }
         _ => line.push_str("; all written data is stored"),
     }
@@ -263,6 +263,11 @@ fn status_line(doing: &str, phase: Phase, f: &StatusFigures, now: SystemTime) ->
         ));
     }
     line
+}
+
+/// `1 block`, `5 blocks`.
+fn blocks_of(n: u64) -> String {
+    if n == 1 { "1 block".to_owned() } else { format!("{n} blocks") }
 }
 
 /// Bytes for a status line: `0 B`, `768 KiB`, `12.5 MiB`, `3.2 GiB`.
@@ -349,6 +354,7 @@ mod tests {
 
     #[test]
     fn amounts_and_spans_read_well() {
+        assert_eq!((blocks_of(1), blocks_of(2)), ("1 block".to_owned(), "2 blocks".to_owned()));
         assert_eq!(amount(0), "0 B");
         assert_eq!(amount(1023), "1023 B");
         assert_eq!(amount(768 << 10), "768 KiB");
