@@ -286,6 +286,7 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
             block.0.into(),
             shared.limits.read_ahead_blocks,
             shared.geometry.block_count(),
+            shared.limits.read_ahead_trigger,
         );
         let block_len = u64::from(shared.geometry.block_size());
         // Only what clean blocks could make room for: read-ahead never

@@ -27,6 +27,10 @@ pub const DEFAULT_WRITE_DELAY: Duration = Duration::from_millis(250);
 /// Default largest read-ahead window: 4 MiB.
 pub const DEFAULT_READ_AHEAD: u64 = 4 << 20;
 
+/// Default number of reads in a row (each of the block after the last)
+/// before read-ahead starts.
+pub const DEFAULT_READ_AHEAD_TRIGGER: u32 = 2;
+
 /// Default schedule of upload retries: waits of up to half a second after
 /// the first failure, doubling to at most 30 seconds, with full jitter so
 /// the blocks of one outage do not all retry at once.
@@ -50,6 +54,8 @@ pub struct CacheConfig {
     pub(crate) write_delay: Duration,
     /// Largest read-ahead window in bytes; 0 turns read-ahead off.
     pub(crate) read_ahead: u64,
+    /// Reads in a row before read-ahead starts.
+    pub(crate) read_ahead_trigger: u32,
     /// The store's request counters, reported in [`CacheStats`](crate::CacheStats).
     pub(crate) counters: Option<Arc<RequestCounters>>,
     /// When a failed upload is tried again (a flush tries at once). Only
@@ -66,6 +72,7 @@ impl Default for CacheConfig {
             upload_concurrency: DEFAULT_UPLOAD_CONCURRENCY,
             write_delay: DEFAULT_WRITE_DELAY,
             read_ahead: DEFAULT_READ_AHEAD,
+            read_ahead_trigger: DEFAULT_READ_AHEAD_TRIGGER,
             counters: None,
             upload_retry: default_upload_retry(),
         }
@@ -108,6 +115,11 @@ impl CacheConfig {
         self.read_ahead
     }
 
+    /// Reads in a row before read-ahead starts.
+    pub fn read_ahead_trigger(&self) -> u32 {
+        self.read_ahead_trigger
+    }
+
     /// Checks the settings against the volume's block size and returns the
     /// limits in blocks and bytes the cache enforces.
     pub(crate) fn limits(&self, geometry: &Geometry) -> Result<Limits> {
@@ -140,7 +152,12 @@ impl CacheConfig {
         // Read-ahead may take at most a quarter of the cache, so it does not
         // evict what it fetched before the reader gets there.
         let read_ahead_blocks = (self.read_ahead / block).min(self.cache_size / block / 4);
-        Ok(Limits { cache_size: self.cache_size, max_dirty, read_ahead_blocks })
+        Ok(Limits {
+            cache_size: self.cache_size,
+            max_dirty,
+            read_ahead_blocks,
+            read_ahead_trigger: self.read_ahead_trigger,
+        })
     }
 }
 
@@ -150,6 +167,7 @@ pub(crate) struct Limits {
     pub(crate) cache_size: u64,
     pub(crate) max_dirty: u64,
     pub(crate) read_ahead_blocks: u64,
+    pub(crate) read_ahead_trigger: u32,
 }
 
 /// Builds a [`CacheConfig`].
@@ -186,6 +204,13 @@ impl CacheConfigBuilder {
     /// Largest read-ahead window in bytes (0: off).
     pub fn read_ahead(mut self, bytes: u64) -> Self {
         self.config.read_ahead = bytes;
+        self
+    }
+
+    /// Reads in a row, each of the block after the last, before read-ahead
+    /// starts (0: from the first read).
+    pub fn read_ahead_trigger(mut self, reads: u32) -> Self {
+        self.config.read_ahead_trigger = reads;
         self
     }
 

@@ -68,8 +68,8 @@ mod zeroset;
 
 pub use cache::BlockCache;
 pub use config::{
-    CacheConfig, CacheConfigBuilder, DEFAULT_CACHE_SIZE, DEFAULT_READ_AHEAD, DEFAULT_UPLOAD_CONCURRENCY,
-    DEFAULT_WRITE_DELAY, default_upload_retry,
+    CacheConfig, CacheConfigBuilder, DEFAULT_CACHE_SIZE, DEFAULT_READ_AHEAD, DEFAULT_READ_AHEAD_TRIGGER,
+    DEFAULT_UPLOAD_CONCURRENCY, DEFAULT_WRITE_DELAY, default_upload_retry,
 };
 pub use disk::{
     CacheDirReport, CorruptEntry, DEFAULT_DISK_UPLOAD_CONCURRENCY, DiscardReport, DiskCache, DiskCacheConfig,

@@ -2,12 +2,9 @@
 
 use std::ops::Range;
 
-/// Reads in a row (each the block after the last) before read-ahead starts.
-const SEQUENTIAL_AFTER: u32 = 2;
-
 /// Watches the order blocks are read in and says what to fetch ahead.
 ///
-/// After [`SEQUENTIAL_AFTER`] reads of consecutive blocks, the window starts at
+/// After `trigger` reads of consecutive blocks, the window starts at
 /// 2 blocks and doubles with each further sequential read up to the maximum.
 /// Blocks already asked for are not asked for again while the run lasts.
 #[derive(Debug, Default)]
@@ -20,8 +17,9 @@ pub(crate) struct ReadAhead {
 
 impl ReadAhead {
     /// Records a read of `block`; returns the blocks to fetch ahead, given a
-    /// largest window of `max` blocks and a volume of `count` blocks.
-    pub(crate) fn on_read(&mut self, block: u64, max: u64, count: u64) -> Range<u64> {
+    /// largest window of `max` blocks, a volume of `count` blocks and
+    /// `trigger` reads in a row before read-ahead starts.
+    pub(crate) fn on_read(&mut self, block: u64, max: u64, count: u64, trigger: u32) -> Range<u64> {
         if self.last == Some(block) {
             // Several reads inside one block (4K reads of a large block).
             return 0..0;
@@ -33,10 +31,10 @@ impl ReadAhead {
             self.issued_to = 0;
         }
         self.last = Some(block);
-        if max == 0 || self.run < SEQUENTIAL_AFTER {
+        if max == 0 || self.run < trigger {
             return 0..0;
         }
-        let grow = (self.run - SEQUENTIAL_AFTER + 1).min(32);
+        let grow = (self.run - trigger + 1).min(32);
         let window = (1u64 << grow).min(max);
         let end = (block + 1 + window).min(count);
         let start = (block + 1).max(self.issued_to);
@@ -52,21 +50,32 @@ mod tests {
     #[test]
     fn window_starts_after_a_run_and_grows_to_the_max() {
         let mut ra = ReadAhead::default();
-        assert!(ra.on_read(10, 8, 100).is_empty());
-        assert!(ra.on_read(11, 8, 100).is_empty());
-        assert_eq!(ra.on_read(12, 8, 100), 13..15);
-        assert_eq!(ra.on_read(13, 8, 100), 15..18);
-        assert_eq!(ra.on_read(14, 8, 100), 18..23);
-        assert_eq!(ra.on_read(15, 8, 100), 23..24);
-        assert_eq!(ra.on_read(15, 8, 100), 0..0);
+        assert!(ra.on_read(10, 8, 100, 2).is_empty());
+        assert!(ra.on_read(11, 8, 100, 2).is_empty());
+        assert_eq!(ra.on_read(12, 8, 100, 2), 13..15);
+        assert_eq!(ra.on_read(13, 8, 100, 2), 15..18);
+        assert_eq!(ra.on_read(14, 8, 100, 2), 18..23);
+        assert_eq!(ra.on_read(15, 8, 100, 2), 23..24);
+        assert_eq!(ra.on_read(15, 8, 100, 2), 0..0);
         // A jump ends the run.
-        assert!(ra.on_read(50, 8, 100).is_empty());
-        assert!(ra.on_read(51, 8, 100).is_empty());
+        assert!(ra.on_read(50, 8, 100, 2).is_empty());
+        assert!(ra.on_read(51, 8, 100, 2).is_empty());
         // The end of the volume bounds the window.
-        assert_eq!(ra.on_read(52, 8, 54), 53..54);
+        assert_eq!(ra.on_read(52, 8, 54, 2), 53..54);
         let mut off = ReadAhead::default();
         for b in 0..10 {
-            assert!(off.on_read(b, 0, 100).is_empty());
+            assert!(off.on_read(b, 0, 100, 2).is_empty());
         }
+    }
+
+    #[test]
+    fn the_trigger_sets_the_reads_in_a_row_before_read_ahead() {
+        let mut at_once = ReadAhead::default();
+        assert_eq!(at_once.on_read(10, 8, 100, 0), 11..13, "from the first read");
+        let mut late = ReadAhead::default();
+        for b in 10..14 {
+            assert!(late.on_read(b, 8, 100, 4).is_empty(), "block {b}");
+        }
+        assert_eq!(late.on_read(14, 8, 100, 4), 15..17, "after four reads in a row");
     }
 }

@@ -40,7 +40,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("noCurlCache", ""),
     ("quiet", ""),
     ("readAhead", "use --read-ahead, in bytes"),
-    ("readAheadTrigger", ""),
     ("reset-mounted-flag", "use `s3block unlock STORE`"),
     ("sharedDiskMode", ""),
     ("ssl", "give an https:// --endpoint"),

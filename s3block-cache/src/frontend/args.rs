@@ -78,6 +78,12 @@ pub struct VolumeArgs {
     #[arg(long = "read-ahead", allow_hyphen_values = true, value_parser = size_arg)]
     pub read_ahead: Option<u64>,
 
+    /// Reads in a row, each of the block after the last, before read-ahead
+    /// starts (default 2; 0: from the first read).
+    #[arg(long = "read-ahead-trigger", alias = "readAheadTrigger", value_name = "READS",
+          value_parser = clap::value_parser!(u32).range(0..=1024))]
+    pub read_ahead_trigger: Option<u32>,
+
     /// Refuse every write (EROFS).
     #[arg(long = "read-only", alias = "readOnly", alias = "ro")]
     pub read_only: bool,

@@ -417,6 +417,9 @@ fn cache_config(opts: &VolumeArgs, geometry: Geometry) -> CacheConfig {
     if let Some(ms) = opts.write_delay {
         config = config.write_delay(std::time::Duration::from_millis(ms));
     }
+    if let Some(reads) = opts.read_ahead_trigger {
+        config = config.read_ahead_trigger(reads);
+    }
     if let Some(n) = opts.upload_concurrency {
         config = config.upload_concurrency(n as usize);
     }
@@ -472,6 +475,9 @@ mod tests {
         assert_eq!((c.max_dirty(), c.write_delay()), (None, std::time::Duration::ZERO));
         let c = cache_config(&opts(&["memory://"]), geometry);
         assert_eq!((c.max_dirty(), c.write_delay()), (None, crate::DEFAULT_WRITE_DELAY));
+        assert_eq!(c.read_ahead_trigger(), crate::DEFAULT_READ_AHEAD_TRIGGER);
+        let c = cache_config(&opts(&["--readAheadTrigger=5", "memory://"]), geometry);
+        assert_eq!(c.read_ahead_trigger(), 5);
         let err = Frontend::try_parse_from(["f", "--max-dirty=1M", "--blockCacheMaxDirty=3", "memory://"])
             .unwrap_err()
             .to_string();
