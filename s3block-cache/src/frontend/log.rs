@@ -156,14 +156,16 @@ fn filter(args: &LogArgs, rust_log: Option<&str>) -> Result<tracing_subscriber::
     }
 }
 
-/// The filter of a level: the level, except that up to `info` fuser's
-/// session says only its errors: it warns "Failed to umount filesystem"
-/// at the end of every session the kernel already unmounted (each
-/// `fusermount3 -u`), which is not a problem.
+/// The filter of a level: the level, except that up to `info` the FUSE
+/// library (fuser) says only its errors. Its warnings are expected: a
+/// request s3block leaves unimplemented on purpose ("[Not Implemented]
+/// getxattr" at the first write: the kernel then stops asking), and its
+/// own unmount failing at the end of a session the kernel already ended
+/// (each `fusermount3 -u`). `--log-level debug` shows them.
 fn default_directives(level: LogLevel) -> String {
     match level {
         LogLevel::Debug | LogLevel::Trace => level.name().to_owned(),
-        _ => format!("{},fuser::session=error", level.name()),
+        _ => format!("{},fuser=error", level.name()),
     }
 }
 
@@ -331,9 +333,12 @@ mod tests {
     #[test]
     fn the_level_comes_from_rust_log_then_log_level_then_debug() {
         let args = |level: Option<LogLevel>, debug: bool| LogArgs { log_file: None, log_level: level, debug };
-        assert_eq!(filter(&args(None, false), None).unwrap().to_string(), "fuser::session=error,info");
+        assert_eq!(filter(&args(None, false), None).unwrap().to_string(), "fuser=error,info");
         assert_eq!(filter(&args(None, true), None).unwrap().to_string(), "debug");
-        assert_eq!(filter(&args(Some(LogLevel::Warn), false), None).unwrap().to_string(), "fuser::session=error,warn");
+        assert_eq!(
+            filter(&args(Some(LogLevel::Warn), false), None).unwrap().to_string(),
+            "fuser=error,warn"
+        );
         assert_eq!(filter(&args(Some(LogLevel::Trace), false), Some("  ")).unwrap().to_string(), "trace");
         // RUST_LOG wins over both.
         let f = filter(&args(Some(LogLevel::Error), true), Some("s3block_store=debug")).unwrap();
