@@ -240,6 +240,27 @@ impl Collector for VolumeCollector {
                 )?;
             }
         }
+        let bw = &q.bandwidth;
+        family(
+            &mut e,
+            "s3block_bandwidth_cap_bytes_per_second",
+            "--max-upload-speed and --max-download-speed in bytes a second (0: uncapped)",
+            MetricType::Gauge,
+            &[
+                (&[("direction", "upload")], gauge(bw.upload_cap_bytes)),
+                (&[("direction", "download")], gauge(bw.download_cap_bytes)),
+            ],
+        )?;
+        family(
+            &mut e,
+            "s3block_bandwidth_wait_seconds",
+            "Time requests waited for the bandwidth caps, added up over concurrent requests",
+            MetricType::Counter,
+            &[
+                (&[("direction", "upload")], ConstCounter::new(bw.upload_wait_micros as f64 / 1e6)),
+                (&[("direction", "download")], ConstCounter::new(bw.download_wait_micros as f64 / 1e6)),
+            ],
+        )?;
         let cost = ConstGauge::new(stats.cost.requests_dollars);
         family(
             &mut e,

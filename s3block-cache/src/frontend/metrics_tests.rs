@@ -57,6 +57,8 @@ fn sample() -> MetricsSnapshot {
         ..Default::default()
     };
     requests.retries_by_method.put = 3;
+    requests.bandwidth.upload_cap = 1_048_576;
+    requests.bandwidth.upload_wait_micros = 2_500_000;
     requests.errors_by_method.get = 1;
     // PUTs: 2 within 10 ms, 1 within 100 ms, 1 over 10 s.
     requests.latency.put.counts[1] = 2;
@@ -164,6 +166,9 @@ fn a_scrape_shows_the_snapshot_in_the_text_format() {
     assert_eq!(get("s3block_sent_bytes_total"), 524_288.0);
     assert_eq!(get("s3block_received_bytes_total"), 1_441_792.0);
     assert_eq!(get("s3block_blocks_stored_total"), 3.0);
+    assert_eq!(get(r#"s3block_bandwidth_cap_bytes_per_second{direction="upload"}"#), 1_048_576.0);
+    assert_eq!(get(r#"s3block_bandwidth_cap_bytes_per_second{direction="download"}"#), 0.0);
+    assert_eq!(get(r#"s3block_bandwidth_wait_seconds_total{direction="upload"}"#), 2.5);
     // Cost: (9 PUT + 1 LIST) at $5 per 1000, 37 GETs at $0.4.
     assert!((get("s3block_request_cost_dollars") - (10.0 * 5.0 + 37.0 * 0.4) / 1000.0).abs() < 1e-12);
     // Latency: cumulative buckets in seconds, +Inf the count.
