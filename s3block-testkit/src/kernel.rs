@@ -59,7 +59,8 @@ pub fn assert_no_panic(what: &str, stderr: &str) {
 }
 
 /// The mount program's command line: foreground, `args`, `url`, `dir`; the
-/// fault-injection and prefix variables of the test's own environment removed.
+/// fault-injection, prefix, log and systemd variables of the test's own
+/// environment removed (a test sets what it means to test).
 pub fn fuse_command(bin: &str, url: &str, dir: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(bin);
     cmd.arg("-f")
@@ -69,6 +70,7 @@ pub fn fuse_command(bin: &str, url: &str, dir: &Path, args: &[&str]) -> Command 
         .env_remove("S3BLOCK_INJECT_FAULTS")
         .env_remove("S3BLOCK_PREFIX")
         .env_remove("RUST_LOG")
+        .env_remove("NOTIFY_SOCKET")
         .stdin(Stdio::null());
     cmd
 }

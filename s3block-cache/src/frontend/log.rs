@@ -335,10 +335,7 @@ mod tests {
         let args = |level: Option<LogLevel>, debug: bool| LogArgs { log_file: None, log_level: level, debug };
         assert_eq!(filter(&args(None, false), None).unwrap().to_string(), "fuser=error,info");
         assert_eq!(filter(&args(None, true), None).unwrap().to_string(), "debug");
-        assert_eq!(
-            filter(&args(Some(LogLevel::Warn), false), None).unwrap().to_string(),
-            "fuser=error,warn"
-        );
+        assert_eq!(filter(&args(Some(LogLevel::Warn), false), None).unwrap().to_string(), "fuser=error,warn");
         assert_eq!(filter(&args(Some(LogLevel::Trace), false), Some("  ")).unwrap().to_string(), "trace");
         // RUST_LOG wins over both.
         let f = filter(&args(Some(LogLevel::Error), true), Some("s3block_store=debug")).unwrap();

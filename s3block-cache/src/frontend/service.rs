@@ -367,7 +367,10 @@ mod tests {
     #[test]
     fn without_a_notify_socket_nothing_runs() {
         // The test process has no NOTIFY_SOCKET (no test sets it).
-        assert!(std::env::var_os(NOTIFY_SOCKET_ENV).is_none());
+        assert!(
+            std::env::var_os(NOTIFY_SOCKET_ENV).is_none(),
+            "run the tests without {NOTIFY_SOCKET_ENV} in the environment"
+        );
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let stats: Arc<dyn StatsSource> = Arc::new(super::super::Stats::new());
         let service = Service::ready(rt.handle(), DOING.into(), stats, false);
