@@ -18,13 +18,16 @@ const UNSUPPORTED: &[(&str, &str)] = &[
         "--cache-dir needs no verification: it is checked against the bucket's record of the last mount",
     ),
     ("blockCacheThreads", "use --upload-concurrency"),
-    ("blockCacheTimeout", ""),
+    (
+        "blockCacheTimeout",
+        "clean blocks stay until the cache needs their room: bound the memory with --cache-size",
+    ),
     ("blockCacheSync", "fsync decides: --durability remote (the default) or local"),
     ("blockCacheRecoverDirtyBlocks", "with --cache-dir, dirty blocks are always recovered after a crash"),
     ("blockCacheNumProtected", ""),
     ("blockCacheFileAdvise", ""),
     ("debug-http", "use --debug"),
-    ("defaultContentEncoding", ""),
+    ("defaultContentEncoding", "a block without Content-Encoding is read as stored"),
     ("erase", "use `s3block erase STORE`"),
     ("force", ""),
     ("http11", ""),
@@ -36,15 +39,18 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("nbd", "serve the volume with `s3block-nbd STORE` (the same options) and attach it with nbd-client"),
     ("nbd-flag", "s3block-nbd serves NBD itself, without nbdkit"),
     ("nbd-param", "s3block-nbd serves NBD itself, without nbdkit"),
-    ("noAutoDetect", ""),
+    ("noAutoDetect", "s3block always reads the volume's geometry and refuses options that contradict it"),
     ("noCurlCache", ""),
     ("quiet", ""),
     ("readAhead", "use --read-ahead, in bytes"),
     ("reset-mounted-flag", "use `s3block unlock STORE`"),
     ("sharedDiskMode", ""),
     ("ssl", "give an https:// --endpoint"),
-    ("statsFileMirror", ""),
-    ("statsFileMirrorInterval", ""),
+    (
+        "statsFileMirror",
+        "`s3block-nbd --stats-file FILE` writes the stats to a file; a mount shows them in its stats file",
+    ),
+    ("statsFileMirrorInterval", "`s3block-nbd --stats-interval SECONDS`"),
     ("test", "a file:///dir store keeps the volume in a local directory"),
     ("test-delays", ""),
     ("test-discard", ""),
@@ -234,8 +240,7 @@ mod tests {
 
     #[test]
     fn the_table_agrees_with_what_the_mount_program_does() {
-        use clap::CommandFactory;
-        let command = crate::options::Options::command();
+        let command = crate::options::Options::command_with_help();
         let mut known: Vec<&str> = vec!["help", "version"];
         for arg in command.get_arguments() {
             known.extend(arg.get_long());

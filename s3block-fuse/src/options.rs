@@ -154,7 +154,9 @@ impl Options {
     /// The clap command, with the defaults of the cache options and the
     /// exit codes in its help (taken from the constants, so they agree).
     pub fn command_with_help() -> clap::Command {
-        VolumeArgs::with_help(Options::command()).after_help(format!(
+        // s3backer's --insecure (s3block-nbd has an --insecure of its own).
+        let command = Options::command().mut_arg("insecure_tls", |arg| arg.alias("insecure"));
+        VolumeArgs::with_help(command).after_help(format!(
             "STORE is s3://bucket[/prefix], file:///dir or memory://.\n\
                  Every option also works in fstab form: -o size=30G,block-size=256K,ro\n\n{EXIT_CODES_HELP}"
         ))
@@ -258,7 +260,7 @@ pub fn expand_mount_options(args: Vec<OsString>) -> Result<Vec<OsString>, Option
 
 /// Every long option name and alias the parser knows.
 fn known_long_names() -> Vec<String> {
-    let command = Options::command();
+    let command = Options::command_with_help();
     let mut names: Vec<String> = vec!["help".into(), "version".into()];
     for arg in command.get_arguments() {
         names.extend(arg.get_long().map(str::to_owned));
@@ -398,6 +400,8 @@ mod tests {
         assert_eq!(o.volume.store_args.access_file, Some(PathBuf::from("/etc/s3.crd")));
         assert_eq!(o.volume.store_args.region.as_deref(), Some("garage"));
         assert_eq!(o.filename, "disk");
+        // s3backer's --insecure is the store option --insecure-tls.
+        assert!(parse(&["--insecure", "memory://", "/m"]).unwrap().volume.store_args.insecure_tls);
         // The same in fstab form.
         let o = parse(&["-o", "blockSize=64K,readOnly", "memory://", "/m"]).unwrap();
         assert_eq!(o.volume.block_size, Some(64 << 10));

@@ -16,7 +16,7 @@
 //! | `--force-path-style` | `--no-vhost` | `S3BLOCK_FORCE_PATH_STYLE` |
 //! | `--vhost` | the same | |
 //! | `--ca-cert FILE` | `--cacert` | |
-//! | `--insecure` | the same | |
+//! | `--insecure-tls` | `--insecure` (the mount program only: `s3block-nbd --insecure` is its own) | |
 //! | `--prefix` | `--prefix` | `S3BLOCK_PREFIX` |
 //! | `--encrypt[=SCHEME]` | `--encrypt` | |
 //! | `--password-file` | `--passwordFile` | `S3BLOCK_PASSWORD_FILE`; the password itself in `S3BLOCK_PASSWORD` |
@@ -165,8 +165,9 @@ pub struct StoreArgs {
     pub ca_cert: Option<PathBuf>,
 
     /// Do not verify the certificate of an https:// endpoint (anyone on the way can read and change the data).
-    #[arg(long, conflicts_with = "ca_cert")]
-    pub insecure: bool,
+    /// The mount program also takes s3backer's spelling, --insecure.
+    #[arg(long = "insecure-tls", conflicts_with = "ca_cert")]
+    pub insecure_tls: bool,
 
     /// With --instance-credentials, never fall back to IMDSv1.
     #[arg(long = "imdsv2-only", alias = "accessEC2IAM-IMDSv2", requires = "instance_credentials")]
@@ -265,7 +266,7 @@ impl StoreArgs {
             acl: self.access_type.clone(),
             timeout: self.request_timeout.map(std::time::Duration::from_secs),
             ca_certificates: self.ca_cert.clone(),
-            insecure: self.insecure,
+            insecure: self.insecure_tls,
         }
     }
 

@@ -153,8 +153,8 @@ async fn ca_cert_and_insecure_decide_whether_the_endpoint_is_trusted() {
     let cert = dir.path().join("ca.pem");
     let trusted = get_error(&endpoint, &[&format!("--cacert={}", cert.display())]).await;
     assert!(!is_certificate_error(&trusted), "with --cacert the handshake passes: {trusted}");
-    let insecure = get_error(&endpoint, &["--insecure"]).await;
-    assert!(!is_certificate_error(&insecure), "with --insecure the handshake passes: {insecure}");
+    let insecure = get_error(&endpoint, &["--insecure-tls"]).await;
+    assert!(!is_certificate_error(&insecure), "with --insecure-tls the handshake passes: {insecure}");
 
     // A file without a certificate is refused when the store opens, naming it.
     let empty = dir.path().join("empty.pem");

@@ -64,7 +64,7 @@ pub(crate) struct NbdOptions {
     /// Write the statistics to FILE and FILE.json, as the mount shows them
     /// (refreshed every --stats-interval and at exit; `s3block stats DIR
     /// --stats-filename NAME` reads them).
-    #[arg(long = "stats-file", value_name = "FILE")]
+    #[arg(long = "stats-file", alias = "statsFileMirror", value_name = "FILE")]
     pub(crate) stats_file: Option<PathBuf>,
 
     /// Seconds between rewrites of the stats files.
@@ -199,6 +199,24 @@ mod tests {
         let mut full = vec!["s3block-nbd"];
         full.extend_from_slice(args);
         NbdOptions::parse_from_args(full).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn s3backers_spellings_reach_the_server_too() {
+        let o = parse(&[
+            "--statsFileMirror=/run/s3block/stats",
+            "--storageClass=STANDARD_IA",
+            "--maxUploadSpeed=8M",
+            "--timeout=60",
+            "--blockCacheWriteDelay=0",
+            "memory://",
+        ])
+        .unwrap();
+        assert_eq!(o.stats_file, Some(PathBuf::from("/run/s3block/stats")));
+        let store = &o.volume.store_args;
+        assert_eq!(store.storage_class.as_deref(), Some("STANDARD_IA"));
+        assert_eq!((store.max_upload_speed, store.request_timeout), (Some(8 << 20), Some(60)));
+        assert_eq!(o.volume.write_delay, Some(0));
     }
 
     #[test]
