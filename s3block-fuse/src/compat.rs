@@ -17,7 +17,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
         "blockCacheNoVerify",
         "--cache-dir needs no verification: it is checked against the bucket's record of the last mount",
     ),
-    ("blockCacheThreads", "use --upload-concurrency"),
     (
         "blockCacheTimeout",
         "clean blocks stay until the cache needs their room: bound the memory with --cache-size",
@@ -42,7 +41,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("noAutoDetect", "s3block always reads the volume's geometry and refuses options that contradict it"),
     ("noCurlCache", ""),
     ("quiet", ""),
-    ("readAhead", "use --read-ahead, in bytes"),
     ("reset-mounted-flag", "use `s3block unlock STORE`"),
     ("sharedDiskMode", ""),
     ("ssl", "give an https:// --endpoint"),

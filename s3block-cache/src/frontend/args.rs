@@ -71,12 +71,16 @@ pub struct VolumeArgs {
     pub write_delay: Option<u64>,
 
     /// Blocks uploaded at once.
-    #[arg(long = "upload-concurrency", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long = "upload-concurrency", alias = "blockCacheThreads", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub upload_concurrency: Option<u32>,
 
     /// Bytes read ahead after a sequential read.
     #[arg(long = "read-ahead", allow_hyphen_values = true, value_parser = size_arg)]
     pub read_ahead: Option<u64>,
+
+    /// s3backer's read-ahead, counted in blocks.
+    #[arg(long = "readAhead", hide = true, value_name = "BLOCKS", conflicts_with = "read_ahead")]
+    pub read_ahead_blocks: Option<u64>,
 
     /// Reads in a row, each of the block after the last, before read-ahead
     /// starts (default 2; 0: from the first read).
@@ -253,6 +257,12 @@ impl VolumeArgs {
             Some(first) => config.initial_backoff(first).max_backoff(first.max(Duration::from_secs(10))),
             None => config,
         }
+    }
+
+    /// The read-ahead in bytes, converting s3backer's `--readAhead`
+    /// (counted in blocks) with the volume's block size.
+    pub fn read_ahead_bytes(&self, block_size: u32) -> Option<u64> {
+        self.read_ahead.or_else(|| self.read_ahead_blocks.map(|n| n.saturating_mul(u64::from(block_size))))
     }
 
     /// The dirty limit in bytes, converting s3backer's `--blockCacheMaxDirty`

@@ -423,7 +423,7 @@ fn cache_config(opts: &VolumeArgs, geometry: Geometry) -> CacheConfig {
     if let Some(n) = opts.upload_concurrency {
         config = config.upload_concurrency(n as usize);
     }
-    if let Some(bytes) = opts.read_ahead {
+    if let Some(bytes) = opts.read_ahead_bytes(geometry.block_size()) {
         config = config.read_ahead(bytes);
     }
     config.build()
@@ -478,6 +478,8 @@ mod tests {
         assert_eq!(c.read_ahead_trigger(), crate::DEFAULT_READ_AHEAD_TRIGGER);
         let c = cache_config(&opts(&["--readAheadTrigger=5", "memory://"]), geometry);
         assert_eq!(c.read_ahead_trigger(), 5);
+        let c = cache_config(&opts(&["--readAhead=8", "--blockCacheThreads=3", "memory://"]), geometry);
+        assert_eq!((c.read_ahead(), c.upload_concurrency()), (8 * (64 << 10), 3));
         let err = Frontend::try_parse_from(["f", "--max-dirty=1M", "--blockCacheMaxDirty=3", "memory://"])
             .unwrap_err()
             .to_string();
