@@ -12,12 +12,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub use s3block_store::StoreArgs;
 use s3block_store::{CompressArgs, EncryptionScheme};
 
+use crate::completions::CompletionsArgs;
 use crate::cost::{self, S3_2009_PRICES, S3_2009_SOURCE, S3_STANDARD_PRICES, S3_STANDARD_SOURCE};
 use crate::exit::EXIT_CODES_HELP;
 
 /// Inspect, verify, repair, copy and cost out s3block volumes without mounting them.
 #[derive(Debug, Parser)]
-#[command(name = "s3block", version, about, after_help = EXIT_CODES_HELP)]
+#[command(name = "s3block", version, after_help = EXIT_CODES_HELP)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -79,6 +80,12 @@ pub enum Command {
     /// Inspect or discard a disk cache directory (a mount's --cache-dir).
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Print the shell completion script of this command for bash, zsh or fish.
+    ///
+    /// For example: `s3block completions bash > /etc/bash_completion.d/s3block`.
+    /// The Debian package installs the scripts of s3block, s3block-fuse and
+    /// s3block-nbd already.
+    Completions(CompletionsArgs),
 }
 
 /// `s3block cache ...`: a disk cache directory, read or removed without
@@ -425,7 +432,11 @@ impl DstStoreArgs {
             access_id: if self.own_credentials() { None } else { src.access_id.clone() },
             access_key_env: if self.own_credentials() { None } else { src.access_key_env.clone() },
             access_key: None,
-            instance_credentials: if self.own_credentials() { None } else { src.instance_credentials.clone() },
+            instance_credentials: if self.own_credentials() {
+                None
+            } else {
+                src.instance_credentials.clone()
+            },
             imdsv2_only: !self.own_credentials() && src.imdsv2_only,
             request_timeout: src.request_timeout,
             ca_cert: src.ca_cert.clone(),
