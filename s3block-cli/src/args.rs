@@ -443,6 +443,7 @@ impl DstStoreArgs {
             insecure_tls: src.insecure_tls,
             max_upload_speed: src.max_upload_speed,
             max_download_speed: src.max_download_speed,
+            list_threads: src.list_threads,
         }
     }
 

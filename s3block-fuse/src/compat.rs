@@ -31,7 +31,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("force", ""),
     ("http11", ""),
     ("keyLength", ""),
-    ("listBlocksThreads", ""),
     ("minWriteDelay", ""),
     ("md5CacheSize", ""),
     ("md5CacheTime", ""),

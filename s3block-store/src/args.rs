@@ -15,6 +15,7 @@
 //! | `--access-file` | `--accessFile` | `S3BLOCK_ACCESS_FILE`, else `~/.s3backer_passwd` |
 //! | `--force-path-style` | `--no-vhost` | `S3BLOCK_FORCE_PATH_STYLE` |
 //! | `--vhost` | the same | |
+//! | `--list-threads N` | `--listBlocksThreads` | |
 //! | `--ca-cert FILE` | `--cacert` | |
 //! | `--insecure-tls` | `--insecure` (the mount program only: `s3block-nbd --insecure` is its own) | |
 //! | `--prefix` | `--prefix` | `S3BLOCK_PREFIX` |
@@ -169,6 +170,11 @@ pub struct StoreArgs {
     #[arg(long = "insecure-tls", conflicts_with = "ca_cert")]
     pub insecure_tls: bool,
 
+    /// LIST requests at once when listing the blocks of an S3 store (default 8).
+    #[arg(long = "list-threads", alias = "listBlocksThreads", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub list_threads: Option<u32>,
+
     /// With --instance-credentials, never fall back to IMDSv1.
     #[arg(long = "imdsv2-only", alias = "accessEC2IAM-IMDSv2", requires = "instance_credentials")]
     pub imdsv2_only: bool,
@@ -287,6 +293,9 @@ impl StoreArgs {
             .bandwidth(bandwidth);
         if let Some(endpoint) = &self.endpoint {
             config = config.endpoint(endpoint);
+        }
+        if let Some(n) = self.list_threads {
+            config = config.list_parallelism(n as usize);
         }
         if let Some(region) = &self.region {
             config = config.region(region);
@@ -494,6 +503,18 @@ mod tests {
                 assert!(err.contains(name), "{args:?}: {err}");
             }
         }
+    }
+
+    #[test]
+    fn list_threads_set_the_listing_parallelism() {
+        let opened = parse(&["--listBlocksThreads=3"]).to_config("memory://").open().expect("opens");
+        assert_eq!(opened.list_plan.parallelism, 3);
+        assert_eq!(
+            StoreArgs::default().to_config("memory://").open().expect("opens").list_plan.parallelism,
+            8
+        );
+        let err = Cli::try_parse_from(["prog", "--list-threads=0"]).unwrap_err().to_string();
+        assert!(err.contains("--list-threads"), "{err}");
     }
 
     #[test]

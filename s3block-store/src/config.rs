@@ -19,6 +19,9 @@ use crate::retry::{RetryConfig, RetryStore};
 use crate::s3options::{S3Options, SplitWriteStore};
 use crate::sidecar::SidecarStore;
 
+/// LIST requests at once over a sorted listing, unless configured.
+const DEFAULT_LIST_PARALLELISM: usize = 8;
+
 /// Default name of s3backer's access file, in the home directory.
 pub const DEFAULT_ACCESS_FILE: &str = ".s3backer_passwd";
 
@@ -173,6 +176,7 @@ pub struct StoreConfig {
     access_file: Option<PathBuf>,
     force_path_style: bool,
     virtual_hosted: bool,
+    list_parallelism: Option<usize>,
     retry: RetryConfig,
     s3: S3Options,
     instance: Option<InstanceCredentials>,
@@ -238,6 +242,13 @@ impl StoreConfig {
     /// (whose host gets the bucket in front, unless it starts with it).
     pub fn virtual_hosted(mut self, on: bool) -> Self {
         self.virtual_hosted = on;
+        self
+    }
+
+    /// LIST requests at once when listing a store whose listing is sorted
+    /// (default 8; at least 1). A local directory is listed by one.
+    pub fn list_parallelism(mut self, n: usize) -> Self {
+        self.list_parallelism = Some(n.max(1));
         self
     }
 
@@ -440,7 +451,14 @@ impl StoreConfig {
             prefix,
             counters,
             kind,
-            list_plan: ListPlan { parallelism: if sorted { 8 } else { 1 }, sorted },
+            list_plan: ListPlan {
+                parallelism: if sorted {
+                    self.list_parallelism.unwrap_or(DEFAULT_LIST_PARALLELISM)
+                } else {
+                    1
+                },
+                sorted,
+            },
         })
     }
 
