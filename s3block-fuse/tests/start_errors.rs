@@ -109,14 +109,17 @@ fn unimplemented_s3backer_options_are_named_plainly() {
     let m = path(mnt.path());
     for (arg, name) in [
         ("--ssl", "--ssl"),
-        ("--timeout=30", "--timeout"),
-        ("--vhost", "--vhost"),
+        ("--blockCacheTimeout=30", "--blockCacheTimeout"),
+        ("--noAutoDetect", "--noAutoDetect"),
         ("--reset-mounted-flag", "--reset-mounted-flag"),
         ("--blockCacheFile=/var/cache/x", "--blockCacheFile"),
-        ("-o", "--sse"),
+        ("-o", "--blockCacheNumProtected"),
     ] {
-        let args: Vec<&str> =
-            if arg == "-o" { vec!["-o", "sse=AES256", "memory://", m] } else { vec![arg, "memory://", m] };
+        let args: Vec<&str> = if arg == "-o" {
+            vec!["-o", "blockCacheNumProtected=16", "memory://", m]
+        } else {
+            vec![arg, "memory://", m]
+        };
         let (status, stderr) = run(true, &args);
         assert_eq!(status, Some(i32::from(USAGE)), "{args:?}:\n{stderr}");
         let expected = format!("s3backer option {name} is not supported by s3block (yet)");
