@@ -77,8 +77,9 @@ async fn stats_json_is_numbers_that_add_up() {
         assert!(leaf.is_number(), "{path} is {leaf}, not a number");
         let fraction = path.ends_with("hit_ratio") || path.starts_with(".cost.");
         assert!(fraction || leaf.is_u64(), "{path} is {leaf}, not an integer");
+        // Array elements are named `[i]` (the latency histograms' buckets).
         assert!(
-            path.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.'),
+            path.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.[]".contains(c)),
             "{path} is not snake_case"
         );
     }

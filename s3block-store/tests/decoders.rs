@@ -778,6 +778,8 @@ fn check_access_file(bytes: &[u8], wanted: Option<&str>) {
                 assert_eq!(c.access_key_id, id);
             }
         }
+        // An empty access id asks for unsigned requests (s3backer's `--accessId=`).
+        Ok(None) if wanted == Some("") => {}
         Ok(None) => panic!("an explicit access file gave no credentials and no error"),
         Err(e) => names(&e, &path.display().to_string()),
     }
