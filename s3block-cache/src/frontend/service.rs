@@ -32,6 +32,7 @@ use s3block_core::StoreHealth;
 use sd_notify::NotifyState;
 
 use super::StatsSource;
+use crate::incident::span;
 
 /// How often the status line is refreshed (and the stop timeout extended
 /// while data waits).
@@ -293,16 +294,6 @@ fn clock(t: SystemTime) -> String {
         return s;
     }
     format!("{}-{}-{} {}:{}:{} UTC", &s[0..4], &s[4..6], &s[6..8], &s[9..11], &s[11..13], &s[13..15])
-}
-
-/// A duration to the second: `42s`, `3m05s`, `2h07m`.
-fn span(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-    }
 }
 
 #[cfg(test)]
