@@ -54,7 +54,10 @@ impl<D> Shared<D> {
 /// A [`BlockDevice`] that keeps blocks of the device below in memory.
 ///
 /// - Memory is bounded in bytes ([`CacheConfig::cache_size`]); only clean
-///   blocks are evicted, least recently used first.
+///   blocks are evicted, least recently used first, the first
+///   [`CacheConfig::protected_blocks`] only when no other clean block is
+///   left. With a [`CacheConfig::clean_timeout`], a clean block also goes
+///   that long after it was read or stored.
 /// - Writes are stored in memory and uploaded in the background by at most
 ///   [`CacheConfig::upload_concurrency`] uploads at once, after
 ///   [`CacheConfig::write_delay`], so rewrites are uploaded once; above half
@@ -89,12 +92,16 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
         let runtime = Handle::try_current()
             .map_err(|_| Error::Config("the block cache must be created inside a tokio runtime".into()))?;
         let retry_rng = config.upload_retry.rng();
+        let clean_timeout = config.clean_timeout;
         let shared = Arc::new(Shared {
             lower,
             geometry,
             limits,
             config,
-            state: Mutex::new(State::new(limits.cache_size, limits.max_dirty, retry_rng)),
+            state: Mutex::new(
+                State::new(limits.cache_size, limits.max_dirty, retry_rng)
+                    .with_eviction(limits.protected_blocks, clean_timeout),
+            ),
             progress: Notify::new(),
             room: Notify::new(),
             work: Notify::new(),
@@ -238,7 +245,7 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
                     data.map(|d| (d, prefetched))
                 });
                 if let Some((data, prefetched)) = hit {
-                    st.lru.promote(&block);
+                    st.touch(block);
                     // The first read of a block read-ahead brought in is not
                     // a hit: a request was made for it.
                     if first_try && prefetched {

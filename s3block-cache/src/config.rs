@@ -62,6 +62,12 @@ pub struct CacheConfig {
     /// the delays are used: the cache never gives up a dirty block, so the
     /// schedule's attempt and time budgets do not apply.
     pub(crate) upload_retry: Backoff,
+    /// How long a clean block stays after it was read or stored; `None`:
+    /// until the cache needs its room.
+    pub(crate) clean_timeout: Option<Duration>,
+    /// Blocks `0..protected_blocks` are evicted only when no other clean
+    /// block is left.
+    pub(crate) protected_blocks: u64,
 }
 
 impl Default for CacheConfig {
@@ -75,6 +81,8 @@ impl Default for CacheConfig {
             read_ahead_trigger: DEFAULT_READ_AHEAD_TRIGGER,
             counters: None,
             upload_retry: default_upload_retry(),
+            clean_timeout: None,
+            protected_blocks: 0,
         }
     }
 }
@@ -120,6 +128,17 @@ impl CacheConfig {
         self.read_ahead_trigger
     }
 
+    /// How long a clean block stays after it was read or stored (`None`:
+    /// until the cache needs its room).
+    pub fn clean_timeout(&self) -> Option<Duration> {
+        self.clean_timeout
+    }
+
+    /// The number of blocks, from block 0, kept in preference to others.
+    pub fn protected_blocks(&self) -> u64 {
+        self.protected_blocks
+    }
+
     /// Checks the settings against the volume's block size and returns the
     /// limits in blocks and bytes the cache enforces.
     pub(crate) fn limits(&self, geometry: &Geometry) -> Result<Limits> {
@@ -152,11 +171,16 @@ impl CacheConfig {
         // Read-ahead may take at most a quarter of the cache, so it does not
         // evict what it fetched before the reader gets there.
         let read_ahead_blocks = (self.read_ahead / block).min(self.cache_size / block / 4);
+        // Protected blocks count against the cache size like any other: at
+        // most as many as the cache holds are protected, so the protection
+        // never asks for more memory than the budget.
+        let protected_blocks = self.protected_blocks.min(self.cache_size / block).min(geometry.block_count());
         Ok(Limits {
             cache_size: self.cache_size,
             max_dirty,
             read_ahead_blocks,
             read_ahead_trigger: self.read_ahead_trigger,
+            protected_blocks,
         })
     }
 }
@@ -168,6 +192,9 @@ pub(crate) struct Limits {
     pub(crate) max_dirty: u64,
     pub(crate) read_ahead_blocks: u64,
     pub(crate) read_ahead_trigger: u32,
+    /// Blocks `0..protected_blocks` are evicted last (at most the blocks
+    /// the cache holds).
+    pub(crate) protected_blocks: u64,
 }
 
 /// Builds a [`CacheConfig`].
@@ -226,6 +253,24 @@ impl CacheConfigBuilder {
         self
     }
 
+    /// Drops a clean block `timeout` after it was read or stored, even when
+    /// the cache has room (so an idle mount gives its memory back). Zero,
+    /// the default, keeps clean blocks until the cache needs their room.
+    /// Dirty blocks are never dropped.
+    pub fn clean_timeout(mut self, timeout: Duration) -> Self {
+        self.config.clean_timeout = (!timeout.is_zero()).then_some(timeout);
+        self
+    }
+
+    /// Keeps blocks `0..n` (where a filesystem keeps its superblock and
+    /// journal) in preference to others: every other clean block is evicted
+    /// before one of them. They count against the cache size, and at most
+    /// as many as the cache holds are protected.
+    pub fn protected_blocks(mut self, n: u64) -> Self {
+        self.config.protected_blocks = n;
+        self
+    }
+
     /// The finished configuration.
     pub fn build(self) -> CacheConfig {
         self.config
@@ -249,5 +294,11 @@ mod tests {
         let l = CacheConfig::builder().cache_size(8 << 20).read_ahead(64 << 20).build().limits(&g).unwrap();
         assert_eq!(l.read_ahead_blocks, 2, "a quarter of the cache at most");
         assert!(CacheConfig::builder().upload_concurrency(0).build().limits(&g).is_err());
+        let l = CacheConfig::builder().cache_size(8 << 20).protected_blocks(3).build().limits(&g).unwrap();
+        assert_eq!(l.protected_blocks, 3);
+        let l = CacheConfig::builder().cache_size(8 << 20).protected_blocks(100).build().limits(&g).unwrap();
+        assert_eq!(l.protected_blocks, 8, "no more than the cache holds");
+        let c = CacheConfig::builder().clean_timeout(Duration::ZERO).build();
+        assert_eq!(c.clean_timeout(), None, "0 is no timeout");
     }
 }

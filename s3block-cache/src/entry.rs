@@ -309,6 +309,9 @@ pub(crate) struct Entry {
     pub(crate) error: Option<Arc<Error>>,
     /// Fetched by read-ahead and not read yet.
     pub(crate) prefetched: bool,
+    /// When the block was last read from below or stored (the clean
+    /// timeout counts from here).
+    pub(crate) clean_since: Instant,
 }
 
 impl Entry {
@@ -326,6 +329,7 @@ impl Entry {
             attempt_seq: 0,
             error: None,
             prefetched: false,
+            clean_since: now,
         }
     }
 

@@ -73,7 +73,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
             Ok(data) => check_block_len(&self.geometry, block, &data).map(|()| data),
             Err(e) => Err(e),
         };
-        let (load, outcome) = {
+        let (load, outcome, wake_scheduler) = {
             let mut st = self.lock();
             if st.loads.get(&block).is_none_or(|l| l.id != id) {
                 // Marked stale while in flight; its readers already retried.
@@ -109,8 +109,13 @@ impl<D: BlockDevice + 'static> Shared<D> {
                     LoadOutcome::Failed(Arc::new(e))
                 }
             };
-            (load, outcome)
+            (load, outcome, std::mem::take(&mut st.expiry_wake))
         };
+        if wake_scheduler {
+            // The block's clean timeout is the only one running: the
+            // scheduler times it.
+            self.work.notify_one();
+        }
         load.tx.send_replace(outcome);
     }
 }

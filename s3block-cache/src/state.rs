@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ops::Range;
+use std::time::Duration;
 
 use bytes::Bytes;
 use lru::LruCache;
@@ -44,8 +45,24 @@ pub(crate) struct Load {
 #[derive(Debug)]
 pub(crate) struct State {
     pub(crate) entries: HashMap<BlockId, Entry>,
-    /// Clean resident blocks in recency order: the only evictable ones.
+    /// Clean resident blocks in recency order: the only evictable ones
+    /// (the protected ones excepted, which are in `protected`).
     pub(crate) lru: LruCache<BlockId, ()>,
+    /// Clean resident blocks below `protected_blocks`, in recency order:
+    /// evicted only when `lru` is empty.
+    pub(crate) protected: LruCache<BlockId, ()>,
+    /// Blocks `0..protected_blocks` go to `protected`.
+    pub(crate) protected_blocks: u64,
+    /// How long a clean block stays after it was read or stored; `None`:
+    /// until its room is needed.
+    pub(crate) clean_timeout: Option<Duration>,
+    /// Blocks in the order they became clean, with that time, while a clean
+    /// timeout is set (may hold stale items: an entry whose `clean_since`
+    /// differs has changed since).
+    pub(crate) expiry: VecDeque<(Instant, BlockId)>,
+    /// Set when `expiry` gains its first item: the scheduler, which may be
+    /// asleep without a deadline, is to be woken to time it.
+    pub(crate) expiry_wake: bool,
     /// Blocks known to be zero (absent) below.
     pub(crate) zeros: RangeSet,
     pub(crate) loads: HashMap<BlockId, Load>,
@@ -87,6 +104,11 @@ impl State {
         State {
             entries: HashMap::new(),
             lru: LruCache::unbounded(),
+            protected: LruCache::unbounded(),
+            protected_blocks: 0,
+            clean_timeout: None,
+            expiry: VecDeque::new(),
+            expiry_wake: false,
             zeros: RangeSet::default(),
             loads: HashMap::new(),
             queue: VecDeque::new(),
@@ -110,6 +132,62 @@ impl State {
             upload_failures: Incident::default(),
             fetch_failures: Incident::default(),
         }
+    }
+
+    /// This state with blocks `0..protected_blocks` evicted last and clean
+    /// blocks dropped `clean_timeout` after they became clean.
+    pub(crate) fn with_eviction(mut self, protected_blocks: u64, clean_timeout: Option<Duration>) -> Self {
+        self.protected_blocks = protected_blocks;
+        self.clean_timeout = clean_timeout;
+        self
+    }
+
+    /// The eviction list `block` belongs in while clean.
+    fn clean_list(&mut self, block: BlockId) -> &mut LruCache<BlockId, ()> {
+        if u64::from(block.0) < self.protected_blocks { &mut self.protected } else { &mut self.lru }
+    }
+
+    /// Makes the clean `block` evictable, the most recently used of its
+    /// list, and starts its clean timeout at `now`.
+    pub(crate) fn make_evictable(&mut self, block: BlockId, now: Instant) {
+        self.clean_list(block).put(block, ());
+        if self.clean_timeout.is_some()
+            && let Some(e) = self.entries.get_mut(&block)
+        {
+            e.clean_since = now;
+            self.expiry_wake |= self.expiry.is_empty();
+            self.expiry.push_back((now, block));
+        }
+    }
+
+    /// Takes `block` off the eviction lists (it became dirty or is gone).
+    fn make_unevictable(&mut self, block: BlockId) {
+        self.clean_list(block).pop(&block);
+    }
+
+    /// Marks a read of the clean `block`: the last of its list to be evicted.
+    pub(crate) fn touch(&mut self, block: BlockId) {
+        self.clean_list(block).promote(&block);
+    }
+
+    /// Drops the clean blocks whose clean timeout has passed at `now`;
+    /// returns when the next one is due (`None` when none is waiting, or
+    /// no timeout is set).
+    pub(crate) fn expire_clean(&mut self, now: Instant) -> Option<Instant> {
+        let timeout = self.clean_timeout?;
+        while let Some(&(since, block)) = self.expiry.front() {
+            let due = since + timeout;
+            if due > now {
+                return Some(due);
+            }
+            self.expiry.pop_front();
+            let expired = self.entries.get(&block).is_some_and(|e| !e.is_dirty() && e.clean_since == since);
+            if expired && let Some(e) = self.entries.remove(&block) {
+                self.resident -= e.content.size();
+                self.make_unevictable(block);
+            }
+        }
+        None
     }
 
     /// True when the block's range is being discarded below.
@@ -177,13 +255,13 @@ impl State {
                         e.rewritten_since = Some(generation);
                     }
                 } else {
-                    self.lru.pop(&block);
                     e.dirty_since = Some(generation);
                     e.wb = Wb::Queued;
                     e.dirtied_at = now;
                     self.dirty_bytes += new_size;
                     self.dirty_index.insert((generation, block));
                     self.queue.push_back(block);
+                    self.make_unevictable(block);
                 }
             }
             None => {
@@ -203,11 +281,14 @@ impl State {
         self.evict_to(self.cache_size);
     }
 
-    /// Evicts clean blocks, least recently used first, until at most `limit`
-    /// bytes are resident or nothing clean is left.
+    /// Evicts clean blocks, least recently used first (the protected ones
+    /// only when no other is left), until at most `limit` bytes are
+    /// resident or nothing clean is left.
     pub(crate) fn evict_to(&mut self, limit: u64) -> bool {
         while self.resident > limit {
-            let Some((block, ())) = self.lru.pop_lru() else { return false };
+            let Some((block, ())) = self.lru.pop_lru().or_else(|| self.protected.pop_lru()) else {
+                return false;
+            };
             if let Some(e) = self.entries.remove(&block) {
                 self.resident -= e.content.size();
             }
@@ -271,7 +352,7 @@ impl State {
             let mut e = Entry::clean(data.clone(), now);
             e.prefetched = prefetch;
             self.entries.insert(block, e);
-            self.lru.put(block, ());
+            self.make_evictable(block, now);
             self.resident += size;
         }
         data
@@ -284,7 +365,7 @@ impl State {
         if let Some(e) = self.entries.remove(&block) {
             let size = e.content.size();
             self.resident -= size;
-            self.lru.pop(&block);
+            self.make_unevictable(block);
             if let Some(since) = e.dirty_since {
                 self.dirty_bytes -= size;
                 self.dirty_index.remove(&(since, block));
@@ -338,7 +419,7 @@ impl State {
                             "dirty block {block} (since {since}) is missing from the dirty index"
                         ));
                     }
-                    if self.lru.contains(&block) {
+                    if self.lru.contains(&block) || self.protected.contains(&block) {
                         return Err(format!("dirty block {block} is evictable (in the LRU list)"));
                     }
                 }
@@ -347,10 +428,18 @@ impl State {
                     if e.wb != Wb::Clean {
                         return Err(format!("clean block {block} is in write-back state {:?}", e.wb));
                     }
-                    if !self.lru.contains(&block) {
+                    let (own, other) = if u64::from(block.0) < self.protected_blocks {
+                        (&self.protected, &self.lru)
+                    } else {
+                        (&self.lru, &self.protected)
+                    };
+                    if !own.contains(&block) {
                         return Err(format!(
                             "clean block {block} is not in the LRU list: it can never be evicted"
                         ));
+                    }
+                    if other.contains(&block) {
+                        return Err(format!("clean block {block} is in both eviction lists"));
                     }
                 }
             }
@@ -395,10 +484,10 @@ impl State {
                 self.dirty_index.len()
             ));
         }
-        if self.lru.len() != clean_count {
+        if self.lru.len() + self.protected.len() != clean_count {
             return Err(format!(
                 "the LRU list holds {} blocks, the entries {clean_count} clean ones",
-                self.lru.len()
+                self.lru.len() + self.protected.len()
             ));
         }
         if uploading != self.in_flight {

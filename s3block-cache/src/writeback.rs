@@ -41,7 +41,15 @@ impl<D: BlockDevice + 'static> Shared<D> {
                 if st.stopped {
                     return;
                 }
-                self.start_uploads(&mut st, Instant::now())
+                let now = Instant::now();
+                let uploads = self.start_uploads(&mut st, now);
+                // Clean blocks past `--cache-timeout` go, and the next one
+                // due is a deadline too.
+                st.expiry_wake = false;
+                match (uploads, st.expire_clean(now)) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
             };
             match deadline {
                 Some(at) => {
@@ -211,7 +219,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
                     if is_zero {
                         st.entries.remove(&block);
                     } else {
-                        st.lru.put(block, ());
+                        st.make_evictable(block, now);
                     }
                 } else {
                     let next = e.rewritten_since.unwrap_or(generation + 1);
