@@ -209,6 +209,16 @@ pub enum Error {
         since: String,
     },
 
+    /// This mount's lock was taken by another mount, or removed (`s3block
+    /// unlock --force`): the mount is fenced and stores nothing more.
+    #[error("the mount lock {key} is no longer this mount's: {now}; this mount stores nothing more (fenced)")]
+    Fenced {
+        /// The lock object key.
+        key: String,
+        /// Who holds the lock now (host, process, time), or that it was removed.
+        now: String,
+    },
+
     /// A write to a read-only device.
     #[error("the volume is read-only")]
     ReadOnly,
@@ -249,6 +259,16 @@ impl Error {
     /// True when retrying the operation may succeed.
     pub fn is_transient(&self) -> bool {
         self.store_kind().is_some_and(StoreErrorKind::is_transient)
+    }
+
+    /// True when this mount was fenced: its lock belongs to another mount
+    /// (or was removed). Never an outage: retrying cannot succeed.
+    pub fn is_fenced(&self) -> bool {
+        match self {
+            Error::Fenced { .. } => true,
+            Error::WriteBack { source, .. } => source.is_fenced(),
+            _ => false,
+        }
     }
 
     /// The block this error concerns, if any.

@@ -58,7 +58,7 @@ pub fn exit_code(error: &Error) -> u8 {
         | Error::Mismatch { .. }
         | Error::ReadOnly => USAGE,
         Error::Corrupt { .. } | Error::BadMetadata { .. } | Error::WrongLength { .. } => PROBLEMS,
-        Error::Locked { .. } => LOCKED,
+        Error::Locked { .. } | Error::Fenced { .. } => LOCKED,
         Error::Io { .. } => LOCAL_IO,
         Error::WrongPassword { .. } => WRONG_PASSWORD,
         _ => STORE,

@@ -183,7 +183,9 @@ pub async fn geometry_detection(store: Arc<dyn ObjectStore>, prefix: &str) {
 }
 
 /// The mount lock: a second mount is refused naming the holder; release and
-/// break. `enforced` is passed to [`LockOptions::enforced`] (`None` probes).
+/// break; [`MountLock::check`](crate::MountLock::check) tells the lock held,
+/// removed and taken by another mount apart. `enforced` is passed to
+/// [`LockOptions::enforced`] (`None` probes).
 pub async fn mount_lock(store: Arc<dyn ObjectStore>, prefix: &str, enforced: Option<bool>) {
     let opts = |host: &str| LockOptions { host: host.into(), now: std::time::SystemTime::now(), enforced };
     let a = crate::MountLock::acquire(store.clone(), prefix, opts("host-a")).await.expect("first lock");
@@ -202,9 +204,17 @@ pub async fn mount_lock(store: Arc<dyn ObjectStore>, prefix: &str, enforced: Opt
     assert!(read_lock(store.as_ref(), prefix).await.expect("read").is_none());
     let b =
         crate::MountLock::acquire(store.clone(), prefix, opts("host-b")).await.expect("lock after release");
+    assert_eq!(b.check().await.expect("check b"), crate::LockCheck::Held);
     let broken = break_lock(store.as_ref(), prefix).await.expect("break").expect("there was a lock");
     assert_eq!(broken.host, "host-b");
+    // What a fenced mount finds: its lock removed, then another mount's.
+    assert_eq!(b.check().await.expect("check b after the break"), crate::LockCheck::Removed);
     let c = crate::MountLock::acquire(store.clone(), prefix, opts("host-c")).await.expect("lock after break");
+    match b.probe().check().await.expect("check b after another mount") {
+        crate::LockCheck::Taken(info) => assert_eq!(info.host, "host-c"),
+        other => panic!("expected the lock taken by host-c, got {other:?}"),
+    }
+    assert_eq!(c.check().await.expect("check c"), crate::LockCheck::Held);
     // The broken mount's release must not remove the new holder's lock.
     assert!(!b.release().await.expect("stale release"));
     assert_eq!(read_lock(store.as_ref(), prefix).await.expect("read").expect("locked").host, "host-c");

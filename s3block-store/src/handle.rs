@@ -528,6 +528,12 @@ impl Volume {
         Ok(())
     }
 
+    /// The mount lock this open holds: `None` when opened read-only (or
+    /// once taken out).
+    pub fn lock(&self) -> Option<&MountLock> {
+        self.lock.as_ref()
+    }
+
     /// Takes the mount lock out of the handle, for a caller that releases
     /// it itself after its own last write; the handle then holds none.
     pub fn take_lock(&mut self) -> Option<MountLock> {

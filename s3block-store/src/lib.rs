@@ -96,6 +96,7 @@ mod error;
 mod fault;
 #[cfg(feature = "testing")]
 mod faultenv;
+mod fence;
 mod handle;
 #[cfg(feature = "clap")]
 mod hints;
@@ -139,9 +140,10 @@ pub use handle::{Create, Volume, VolumeBuilder};
 pub use hints::{command_hint, with_hint};
 pub use keys::{check_prefix, key_path};
 pub use list::{ListPlan, StoredBlock, any_block_stored, delete_keys, first_block_key, list_blocks};
+pub use fence::{Fence, FencedDevice, LOCK_CHECK_EVERY};
 pub use lock::{
-    LOCK_NAME, LockInfo, LockMode, LockOptions, META_MOUNT_TOKEN, MountLock, break_lock, hostname,
-    probe_conditional_put, read_lock, utc_stamp,
+    LOCK_NAME, LockCheck, LockInfo, LockMode, LockOptions, LockProbe, META_MOUNT_TOKEN, MountLock, break_lock,
+    hostname, probe_conditional_put, read_lock, utc_stamp,
 };
 pub use mounts::{MOUNT_RECORD_NAME, MountRecord, mount_record_key, read_mount_record, write_mount_record};
 pub use native::XChaChaCodec;

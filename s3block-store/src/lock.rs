@@ -382,6 +382,41 @@ impl Taker<'_> {
 
 static ADVISORY_WARNED: AtomicBool = AtomicBool::new(false);
 
+/// What [`MountLock::check`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LockCheck {
+    /// The lock object holds this mount's token.
+    Held,
+    /// Another mount's lock is there (its token differs): it was taken
+    /// over after a forced unlock, or by a mount of another program.
+    Taken(LockInfo),
+    /// There is no lock object: someone removed it (`s3block unlock
+    /// --force`), so someone decided this mount is gone.
+    Removed,
+}
+
+impl LockCheck {
+    /// Who holds the lock now, in words for the log.
+    pub fn describe(&self) -> String {
+        match self {
+            LockCheck::Held => "held by this mount".to_owned(),
+            LockCheck::Taken(info) => format!("now held by {}", info.describe()),
+            LockCheck::Removed => "removed (by `s3block unlock --force` or a lock break)".to_owned(),
+        }
+    }
+}
+
+/// Reads the lock under `prefix` and compares its token with `token`: one
+/// GET (a few more only while a local directory's lock is being replaced).
+async fn check_token(store: &dyn ObjectStore, prefix: &str, token: &str) -> Result<LockCheck> {
+    Ok(match read_lock(store, prefix).await? {
+        Some(info) if info.token.as_deref() == Some(token) => LockCheck::Held,
+        Some(info) => LockCheck::Taken(info),
+        None => LockCheck::Removed,
+    })
+}
+
 /// A held mount lock. Release it with [`release`](MountLock::release).
 ///
 /// The lock is the object `{prefix}s3backer-mounted` (s3backer's), with body
@@ -481,6 +516,23 @@ impl MountLock {
         lock_key(&self.prefix)
     }
 
+    /// Whether the lock is still this mount's: one GET of the lock object,
+    /// its token compared with this mount's. A lock that is gone counts
+    /// as lost ([`LockCheck::Removed`]): only a person breaking it (`s3block
+    /// unlock --force`) or a mount that took it over and then released it
+    /// removes it while this mount runs, and either way another mount may
+    /// have written since. See [`Fence`](crate::Fence) for what a mount
+    /// does with the answer.
+    pub async fn check(&self) -> Result<LockCheck> {
+        check_token(self.store.as_ref(), &self.prefix, &self.token).await
+    }
+
+    /// A handle that checks this lock ([`LockProbe::check`]) without
+    /// owning it, for the mount's [`Fence`](crate::Fence).
+    pub fn probe(&self) -> LockProbe {
+        LockProbe { store: self.store.clone(), prefix: self.prefix.clone(), token: self.token.clone() }
+    }
+
     /// Deletes the lock if it is still this mount's; returns whether it was.
     pub async fn release(self) -> Result<bool> {
         match read_lock(self.store.as_ref(), &self.prefix).await? {
@@ -502,6 +554,26 @@ impl MountLock {
     }
 }
 
+/// Checks a [`MountLock`] it does not own: made by [`MountLock::probe`].
+#[derive(Debug, Clone)]
+pub struct LockProbe {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    token: String,
+}
+
+impl LockProbe {
+    /// The same as [`MountLock::check`].
+    pub async fn check(&self) -> Result<LockCheck> {
+        check_token(self.store.as_ref(), &self.prefix, &self.token).await
+    }
+
+    /// The lock object's key.
+    pub fn key(&self) -> String {
+        lock_key(&self.prefix)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -514,6 +586,80 @@ mod tests {
         assert_eq!(utc_stamp(UNIX_EPOCH + Duration::from_secs(1_709_210_096)), "20240229T123456Z");
         assert_eq!(utc_stamp(UNIX_EPOCH + Duration::from_secs(951_782_400)), "20000229T000000Z");
     }
+    fn opts(host: &str, enforced: Option<bool>) -> LockOptions {
+        LockOptions { host: host.into(), now: SystemTime::now(), enforced }
+    }
+
+    /// `check` says held, then removed after a forced unlock, then taken
+    /// by the mount after it, naming that mount's host.
+    #[tokio::test]
+    async fn check_tells_held_removed_and_taken_apart() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let a = MountLock::acquire(store.clone(), "v/", opts("host-a", None)).await.expect("lock a");
+        assert_eq!(a.mode(), LockMode::Enforced);
+        assert_eq!(a.check().await.expect("check"), LockCheck::Held);
+        assert_eq!(a.probe().check().await.expect("probe"), LockCheck::Held);
+        break_lock(store.as_ref(), "v/").await.expect("break").expect("a lock to break");
+        assert_eq!(a.check().await.expect("check"), LockCheck::Removed);
+        let b = MountLock::acquire(store.clone(), "v/", opts("host-b", None)).await.expect("lock b");
+        match a.check().await.expect("check") {
+            LockCheck::Taken(info) => {
+                assert_eq!(info.host, "host-b");
+                assert_eq!(info.token.as_deref(), Some(b.token()));
+            }
+            other => panic!("expected Taken, got {other:?}"),
+        }
+        assert!(a.check().await.expect("check").describe().contains("host-b"));
+        assert_eq!(b.check().await.expect("check"), LockCheck::Held);
+        assert!(!a.release().await.expect("release a"), "a fenced mount removed the new holder's lock");
+        assert!(b.release().await.expect("release b"));
+    }
+
+    /// On a store that honours conditional writes (memory), mounts taking
+    /// a new lock at once, and mounts taking over one stale lock at once,
+    /// end with exactly one holder each time, which `check` confirms.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conditional_creates_and_takeovers_leave_one_holder() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let host = hostname();
+        for round in 0..5 {
+            let prefix = format!("r{round}/");
+            if round % 2 == 1 {
+                // A stale lock of this host: its process is gone.
+                let mut child = std::process::Command::new("true").spawn().expect("start `true`");
+                child.wait().expect("reap `true`");
+                let mut gone = HolderProcess::current();
+                gone.pid = Some(child.id());
+                let stale = LockInfo::new(host.clone(), "20260101T000000Z", None).with_process(gone);
+                let mut attrs = Attributes::new();
+                attrs.insert(Attribute::Metadata(META_MOUNT_TOKEN.into()), "1badcafe".into());
+                let put = PutOptions { attributes: attrs, ..Default::default() };
+                let path = key_path(&lock_key(&prefix)).expect("lock key");
+                store.put_opts(&path, stale.body().into(), put).await.expect("stale lock");
+            }
+            let takers: Vec<_> = (0..6)
+                .map(|_| {
+                    let (store, prefix, host) = (store.clone(), prefix.clone(), host.clone());
+                    tokio::spawn(
+                        async move { MountLock::acquire(store, &prefix, opts(&host, Some(true))).await },
+                    )
+                })
+                .collect();
+            let mut held = Vec::new();
+            for t in takers {
+                match t.await.expect("taker") {
+                    Ok(lock) => held.push(lock),
+                    Err(Error::Locked { .. }) => {}
+                    Err(e) => panic!("round {round}: {e}"),
+                }
+            }
+            assert_eq!(held.len(), 1, "round {round}: {} mounts hold the lock", held.len());
+            let winner = held.pop().expect("one holder");
+            assert_eq!(winner.check().await.expect("check"), LockCheck::Held);
+            assert!(winner.release().await.expect("release"));
+        }
+    }
+
     #[tokio::test]
     async fn stores_that_replace_only_a_given_version_are_told_apart() {
         let memory = object_store::memory::InMemory::new();
