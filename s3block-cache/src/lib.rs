@@ -78,6 +78,6 @@ pub use disk::{
 };
 pub use report::{
     CacheFigures, CostFigures, DiskFigures, MountStats, ReadAheadFigures, ReadFigures, RequestFigures,
-    STATS_FORMAT, WriteBackFigures,
+    STATS_FORMAT, StoredFigures, WriteBackFigures,
 };
 pub use stats::CacheStats;

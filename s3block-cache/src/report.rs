@@ -50,6 +50,39 @@ pub struct MountStats {
     /// The disk cache, when the frontend keeps one (`--cache-dir`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<DiskFigures>,
+    /// What the volume holds in the bucket, when the frontend follows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored: Option<StoredFigures>,
+}
+
+/// The volume's objects in the bucket: counted once (a listing, or nothing
+/// for a volume the mount created), then followed as blocks are stored and
+/// deleted; and what storing them costs a month.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct StoredFigures {
+    /// How the figure was obtained: `created` (empty at creation, then
+    /// followed), `listing` (the listing runs: partial), `listed` (counted
+    /// by a listing, then followed), `failed` (the listing failed:
+    /// unknown), `unfollowed` (as of when it stopped following).
+    pub source: String,
+    /// Block objects in the bucket.
+    pub objects: u64,
+    /// Bytes of those objects.
+    pub bytes: u64,
+    /// When the baseline was taken (the volume created, or the listing
+    /// started), UTC, as `YYYYMMDDTHHMMSSZ` (the mount lock's format).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_at: Option<String>,
+    /// Milliseconds the baseline listing took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listing_millis: Option<u64>,
+    /// LIST requests the baseline listing made (one per 1000 keys; also
+    /// in `requests.lists`).
+    pub listing_requests: u64,
+    /// Why the listing failed, or why the figure stopped following.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The disk cache: what it holds, what it served, and what losing the
@@ -308,6 +341,13 @@ pub struct CostFigures {
     pub put_price_per_1000: f64,
     /// Dollars per 1000 GET requests.
     pub get_price_per_1000: f64,
+    /// Dollars a month for the stored bytes (`stored.bytes`), when they are known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_dollars_per_month: Option<f64>,
+    /// Dollars per GB (2^30 bytes) stored for a month, when the stored
+    /// bytes are shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_price_per_gb_month: Option<f64>,
 }
 
 impl MountStats {
@@ -386,9 +426,22 @@ impl MountStats {
                 requests_dollars: r.cost(put_per_1000, get_per_1000),
                 put_price_per_1000: put_per_1000,
                 get_price_per_1000: get_per_1000,
+                storage_dollars_per_month: None,
+                storage_price_per_gb_month: None,
             },
             disk: None,
+            stored: None,
         }
+    }
+
+    /// Adds the stored figures, with their monthly cost at
+    /// `price_per_gb_month` dollars per GB (2^30 bytes).
+    pub fn with_stored(mut self, stored: StoredFigures, price_per_gb_month: f64) -> Self {
+        self.cost.storage_price_per_gb_month = Some(price_per_gb_month);
+        self.cost.storage_dollars_per_month = (stored.source != "failed")
+            .then(|| stored.bytes as f64 / (1u64 << 30) as f64 * price_per_gb_month);
+        self.stored = Some(stored);
+        self
     }
 
     /// The text of the stats file: a `[cache]` and a `[store requests]`
@@ -399,6 +452,10 @@ impl MountStats {
         if let Some(disk) = &self.disk {
             out.push_str("\n[disk cache]\n");
             out.push_str(&disk.render());
+        }
+        if let Some(stored) = &self.stored {
+            out.push_str("\n[stored]\n");
+            out.push_str(&stored.render(&self.cost));
         }
         out.push('\n');
         out.push_str(&self.render_requests());
@@ -584,6 +641,50 @@ impl DiskFigures {
     }
 }
 
+impl StoredFigures {
+    /// The `[stored]` section's lines (without the heading), with the cost in `cost`.
+    pub fn render(&self, cost: &CostFigures) -> String {
+        let mut out = String::new();
+        let when = self.baseline_at.as_deref().unwrap_or("an unknown time");
+        let listing = match self.listing_millis {
+            Some(ms) => format!(
+                "{} LIST {}, {:.1}s",
+                count(self.listing_requests),
+                if self.listing_requests == 1 { "request" } else { "requests" },
+                ms as f64 / 1000.0
+            ),
+            None => String::new(),
+        };
+        let how = match self.source.as_str() {
+            "created" => {
+                format!("the volume was created empty at {when}; every block stored since is counted")
+            }
+            "listing" => format!(
+                "partial: the bucket is being listed (started {when}); blocks stored since are counted"
+            ),
+            "listed" => {
+                format!("listed at {when} ({listing}); every block stored or deleted since is counted")
+            }
+            "unfollowed" => format!("listed or created at {when}, no longer followed"),
+            "failed" => "unknown".to_owned(),
+            other => other.to_owned(),
+        };
+        if self.source != "failed" {
+            line(&mut out, "objects", &format!("{} blocks, {}", count(self.objects), bytes(self.bytes)));
+            if let (Some(dollars), Some(price)) =
+                (cost.storage_dollars_per_month, cost.storage_price_per_gb_month)
+            {
+                line(&mut out, "storage cost", &format!("${dollars:.4} a month (${price} per GB-month)"));
+            }
+        }
+        line(&mut out, "counted", &how);
+        if let Some(note) = &self.note {
+            line(&mut out, "note", note);
+        }
+        out
+    }
+}
+
 /// A count in 11 columns after the name, then what it is.
 fn noted(out: &mut String, name: &str, n: u64, note: &str) {
     line(out, name, &format!("{:<10} {note}", count(n)));
@@ -664,6 +765,54 @@ mod tests {
         assert!(text.contains("PUT time        no requests\n"), "{text}");
         assert!(text.contains("upload cap      512K/s, waited 2.5 s for it\n"), "{text}");
         assert!(!text.contains("download cap"), "no download cap, no line: {text}");
+    }
+
+    #[test]
+    fn the_stored_section_says_how_it_was_counted_and_what_it_costs() {
+        let listed = StoredFigures {
+            source: "listed".into(),
+            objects: 4096,
+            bytes: 1 << 30,
+            baseline_at: Some("20261130T231500Z".into()),
+            listing_millis: Some(1500),
+            listing_requests: 5,
+            note: None,
+        };
+        let s = sample().with_stored(listed, 0.023);
+        assert_eq!(s.cost.storage_dollars_per_month, Some(0.023));
+        let text = s.render_text();
+        assert!(
+            text.contains("\n[stored]\nobjects         4,096 blocks, 1,073,741,824 bytes (1G)\n"),
+            "{text}"
+        );
+        assert!(text.contains("storage cost    $0.0230 a month ($0.023 per GB-month)\n"), "{text}");
+        assert!(
+            text.contains(
+                "listed at 20261130T231500Z (5 LIST requests, 1.5s); every block stored or deleted"
+            ),
+            "{text}"
+        );
+        let back: MountStats =
+            serde_json::from_str(&serde_json::to_string(&s).unwrap_or_default()).unwrap_or_default();
+        assert_eq!(back, s);
+        // A failed listing: no figure, no cost, the reason.
+        let failed = StoredFigures {
+            source: "failed".into(),
+            note: Some("the listing failed: store unreachable".into()),
+            ..StoredFigures::default()
+        };
+        let s = sample().with_stored(failed, 0.023);
+        assert_eq!(s.cost.storage_dollars_per_month, None);
+        let text = s.render_text();
+        assert!(!text.contains("storage cost"), "{text}");
+        assert!(
+            text.contains("counted         unknown\nnote            the listing failed: store unreachable\n"),
+            "{text}"
+        );
+        // Without a stored figure the section and the keys are absent.
+        let json = serde_json::to_string(&sample()).unwrap_or_default();
+        assert!(!json.contains("\"stored\"") && !json.contains("storage"), "{json}");
+        assert!(!sample().render_text().contains("[stored]"));
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use serde::Serialize;
 
 use s3block_core::{Error, Geometry, Result, parse_size};
-use s3block_store::{GET_PRICE_PER_1000, PUT_PRICE_PER_1000};
+use s3block_store::{GET_PRICE_PER_1000, PUT_PRICE_PER_1000, STORAGE_PRICE_PER_GB_MONTH};
 
 use crate::format::{self, Align, Table};
 
@@ -29,7 +29,7 @@ pub struct Prices {
 pub const S3_STANDARD_PRICES: Prices = Prices {
     put_per_1000: PUT_PRICE_PER_1000,
     get_per_1000: GET_PRICE_PER_1000,
-    storage_per_gb_month: 0.023,
+    storage_per_gb_month: STORAGE_PRICE_PER_GB_MONTH,
 };
 
 /// Where [`S3_STANDARD_PRICES`] come from, shown with every estimate.

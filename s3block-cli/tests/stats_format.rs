@@ -74,6 +74,11 @@ async fn stats_json_is_numbers_that_add_up() {
     leaves(&v, String::new(), &mut all);
     assert!(all.len() > 30, "{json}");
     for (path, leaf) in &all {
+        // How the stored figure was counted, and when: words and a time.
+        if path == ".stored.source" || path == ".stored.baseline_at" {
+            assert!(leaf.is_string(), "{path} is {leaf}");
+            continue;
+        }
         assert!(leaf.is_number(), "{path} is {leaf}, not a number");
         let fraction = path.ends_with("hit_ratio") || path.starts_with(".cost.");
         assert!(fraction || leaf.is_u64(), "{path} is {leaf}, not an integer");
@@ -114,6 +119,14 @@ async fn stats_json_is_numbers_that_add_up() {
     assert!(s.read_ahead.issued >= r.read_ahead_hits, "{text}");
     // The cache's stored blocks are the block PUTs and the block DELETE.
     assert_eq!(s.write_back.blocks_stored, q.block_uploads + q.block_deletes, "{text}");
+
+    // The stored figure: the volume was created by the mount, then 40
+    // blocks stored and one of them zeroed, each object a whole block.
+    let stored = s.stored.as_ref().unwrap();
+    assert_eq!((stored.source.as_str(), stored.objects, stored.bytes), ("created", 39, 39 * 65_536), "{text}");
+    let dollars = s.cost.storage_dollars_per_month.unwrap();
+    assert!((dollars - 39.0 * 65_536.0 / (1u64 << 30) as f64 * 0.023).abs() < 1e-12, "{text}");
+    assert!(text.contains("\n[stored]\nobjects         39 blocks, 2,555,904 bytes"), "{text}");
 
     // The text shows the same numbers with their units.
     assert!(text.contains(&format!("PUT             {}\n", q.puts)), "{text}");

@@ -17,6 +17,7 @@ use crate::error::{is_absent, store_error};
 use crate::keys::key_path;
 use crate::list::{ListPlan, StoredBlock, delete_keys, list_blocks};
 use crate::sidecar::StaleAttributes;
+use crate::stored::StoredTally;
 
 /// Content type of every block object (s3backer's).
 pub const BLOCK_CONTENT_TYPE: &str = "application/x-s3backer-block";
@@ -43,6 +44,7 @@ pub struct ObjectBlockDevice {
     codecs: CodecChain,
     counters: Arc<RequestCounters>,
     plan: ListPlan,
+    stored: Arc<StoredTally>,
 }
 
 impl ObjectBlockDevice {
@@ -56,6 +58,7 @@ impl ObjectBlockDevice {
             codecs: CodecChain::new(),
             counters: Arc::default(),
             plan: ListPlan { parallelism: 1, sorted: false },
+            stored: Arc::default(),
         }
     }
 
@@ -97,6 +100,13 @@ impl ObjectBlockDevice {
         &self.codecs
     }
 
+    /// The objects and bytes stored, shared by this device's clones: it
+    /// follows the blocks they store and delete once a baseline is
+    /// started (see [`StoredTally`]).
+    pub fn stored(&self) -> &Arc<StoredTally> {
+        &self.stored
+    }
+
     /// The object key of `block`.
     pub fn key(&self, block: BlockId) -> String {
         self.layout.key(block)
@@ -115,8 +125,13 @@ impl ObjectBlockDevice {
 
     /// Deletes the objects of `blocks` in bulk (absent ones are fine).
     pub async fn delete_blocks(&self, blocks: impl IntoIterator<Item = BlockId>) -> Result<u64> {
-        let keys = blocks.into_iter().map(|b| self.layout.key(b)).collect();
-        delete_keys(self.store.as_ref(), keys).await
+        let blocks: Vec<BlockId> = blocks.into_iter().collect();
+        let keys = blocks.iter().map(|&b| self.layout.key(b)).collect();
+        let deleted = delete_keys(self.store.as_ref(), keys).await?;
+        for b in blocks {
+            self.stored.deleted(u64::from(b.0)..u64::from(b.0) + 1);
+        }
+        Ok(deleted)
     }
 
     /// Deletes every stored block; returns how many there were.
@@ -219,7 +234,9 @@ impl BlockDevice for ObjectBlockDevice {
             );
         }
         let opts = PutOptions { attributes: attrs, ..Default::default() };
+        let len = body.len() as u64;
         self.store.put_opts(&path, body.into(), opts).await.map_err(|e| store_error(e, &key, Some(block)))?;
+        self.stored.stored(block, len);
         Ok(())
     }
 
@@ -245,8 +262,9 @@ impl BlockDevice for ObjectBlockDevice {
             let ids = blocks.map(|b| BlockId(b as u32));
             self.delete_blocks(ids).await?;
         } else {
-            let stored = self.list_blocks_in(blocks).await?;
+            let stored = self.list_blocks_in(blocks.clone()).await?;
             self.delete_blocks(stored.into_iter().map(|s| s.block)).await?;
+            self.stored.deleted(blocks);
         }
         Ok(())
     }

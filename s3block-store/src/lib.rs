@@ -111,6 +111,7 @@ mod retry;
 mod s3backer_crypto;
 mod s3options;
 mod sidecar;
+mod stored;
 mod volume;
 
 #[cfg(feature = "clap")]
@@ -158,6 +159,7 @@ pub use s3options::{
     parse_storage_class,
 };
 pub use sidecar::{SIDECAR_SUFFIX, SidecarStore, StaleAttributes};
+pub use stored::{MAX_RUNS as STORED_MAX_RUNS, StoredCount, StoredSource, StoredTally};
 pub use volume::{
     DESCRIPTOR_NAME, FORMAT_VERSION, GeometrySource, VolumeDescriptor, VolumeInfo, VolumeOptions,
     adopt_volume_with, create_volume, create_volume_with, open_volume, open_volume_with,
@@ -169,3 +171,7 @@ pub use volume::{
 pub const PUT_PRICE_PER_1000: f64 = 0.005;
 /// S3 Standard list price of GET and HEAD requests, in dollars per 1,000.
 pub const GET_PRICE_PER_1000: f64 = 0.0004;
+/// S3 Standard list price of storage, in dollars per GB (2^30 bytes) a
+/// month (first 50 TB tier): what frontends show a volume's stored bytes
+/// cost at.
+pub const STORAGE_PRICE_PER_GB_MONTH: f64 = 0.023;

@@ -15,9 +15,10 @@ use std::sync::Arc;
 use s3block_core::{RequestCounters, RequestCounts};
 
 use super::service::StatusFigures;
-use crate::{CacheStats, DiskFigures, MountStats};
+use crate::{CacheStats, DiskFigures, MountStats, StoredFigures};
 
 pub use s3block_store::{GET_PRICE_PER_1000, PUT_PRICE_PER_1000};
+use s3block_store::{STORAGE_PRICE_PER_GB_MONTH, StoredSource, StoredTally, utc_stamp};
 
 /// Produces the stats files' contents and resets the counters behind them.
 pub trait StatsSource: Send + Sync {
@@ -48,6 +49,7 @@ pub struct Stats {
     cache: Option<(Snapshot, Reset)>,
     requests: Option<Arc<RequestCounters>>,
     disk: Option<DiskSnapshot>,
+    stored: Option<Arc<StoredTally>>,
 }
 
 impl std::fmt::Debug for Stats {
@@ -56,6 +58,7 @@ impl std::fmt::Debug for Stats {
             .field("cache", &self.cache.is_some())
             .field("requests", &self.requests)
             .field("disk", &self.disk.is_some())
+            .field("stored", &self.stored)
             .finish()
     }
 }
@@ -88,13 +91,38 @@ impl Stats {
         self
     }
 
+    /// Adds the volume's stored objects and bytes, shown with their cost a
+    /// month at list price.
+    pub fn with_stored(mut self, tally: Arc<StoredTally>) -> Self {
+        self.stored = Some(tally);
+        self
+    }
+
     /// The statistics now.
     pub fn snapshot(&self) -> MountStats {
         let cache = self.cache.as_ref().map(|(snapshot, _)| snapshot()).unwrap_or_default();
         let requests = self.requests.as_ref().map(|c| c.snapshot()).unwrap_or_default();
         let mut stats = MountStats::new(&cache, &requests, PUT_PRICE_PER_1000, GET_PRICE_PER_1000);
         stats.disk = self.disk.as_ref().map(|snapshot| snapshot());
-        stats
+        match self.stored.as_ref().map(|t| t.count()) {
+            Some(c) if c.source != StoredSource::Off => {
+                stats.with_stored(stored_figures(&c), STORAGE_PRICE_PER_GB_MONTH)
+            }
+            _ => stats,
+        }
+    }
+}
+
+/// The stats' view of a [`StoredTally`]'s count.
+fn stored_figures(c: &s3block_store::StoredCount) -> StoredFigures {
+    StoredFigures {
+        source: c.source.name().to_owned(),
+        objects: c.objects,
+        bytes: c.bytes,
+        baseline_at: c.baseline_at.map(utc_stamp),
+        listing_millis: c.listing_secs.map(|s| (s * 1000.0).round() as u64),
+        listing_requests: c.listing_requests,
+        note: c.note.clone(),
     }
 }
 
