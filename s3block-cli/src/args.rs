@@ -438,6 +438,8 @@ impl DstStoreArgs {
                 src.instance_credentials.clone()
             },
             imdsv2_only: !self.own_credentials() && src.imdsv2_only,
+            // The copy's blocks are written with their Content-Encoding.
+            default_content_encoding: None,
             request_timeout: src.request_timeout,
             ca_cert: src.ca_cert.clone(),
             insecure_tls: src.insecure_tls,

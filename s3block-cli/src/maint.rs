@@ -9,13 +9,13 @@ use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use serde::Serialize;
 
 use s3block_core::{BlockDevice, Error};
-use s3block_store::{DESCRIPTOR_NAME, LOCK_NAME, MOUNT_RECORD_NAME, delete_keys, read_lock};
+use s3block_store::Erase;
 
 use crate::args::LayoutArgs;
 use crate::exit::{CliError, CliResult, OK, PROBLEMS};
 use crate::format::{self, Align, Table, write_json};
 use crate::target::Target;
-use crate::volume::{inspect, open, stored_blocks};
+use crate::volume::{builder, no_volume, open, stored_blocks};
 
 /// A progress bar on stderr over `len` items counted in `unit` (`blocks`,
 /// `chunks`), hidden when `quiet` (and by indicatif when stderr is not a
@@ -147,36 +147,15 @@ pub async fn erase(
     confirm: &mut dyn FnMut(u64) -> bool,
     out: &mut dyn Write,
 ) -> CliResult {
-    let store = target.store.as_ref();
-    if let Some(lock) = read_lock(store, &target.prefix).await?
-        && !force
-    {
-        return Err(Error::Locked {
-            key: format!("{}{LOCK_NAME}", target.prefix),
-            host: lock.host,
-            since: lock.since,
-        }
-        .into());
-    }
-    let v = inspect(target, layout).await?;
-    let stored = stored_blocks(&v).await?;
-    let n = stored.len() as u64;
+    let plan =
+        Erase::plan(builder(target, layout)?, force).await.map_err(|e| no_volume(target, layout, e))?;
+    let n = plan.blocks();
     if !force && !confirm(n) {
         return Err(CliError::Cancelled("nothing was deleted".into()));
     }
     let bar = progress(n, "erasing", "blocks", quiet);
-    let keys: Vec<String> = stored.iter().map(|s| v.volume.layout.key(s.block)).collect();
-    let mut deletes =
-        futures::stream::iter(keys.chunks(1000).map(|chunk| delete_keys(store, chunk.to_vec())))
-            .buffer_unordered(4);
-    while let Some(r) = deletes.next().await {
-        bar.inc(r?);
-    }
+    plan.run(&mut |deleted| bar.inc(deleted)).await?;
     bar.finish_and_clear();
-    let meta = [DESCRIPTOR_NAME, MOUNT_RECORD_NAME, LOCK_NAME]
-        .map(|name| format!("{}{name}", target.prefix))
-        .to_vec();
-    delete_keys(store, meta).await?;
     writeln!(out, "Erased {} blocks, the descriptor and the lock of {}.", format::count(n), target.url)?;
     Ok(OK)
 }

@@ -63,8 +63,11 @@ pub async fn open(target: &Target, layout: &LayoutArgs) -> Result<Opened> {
 /// The volume at `target` as the commands open it: no mount lock (the
 /// commands that must refuse a mounted volume check it themselves), the
 /// layout flags checked against the volume or used to create it.
-fn builder(target: &Target, layout: &LayoutArgs) -> Result<VolumeBuilder> {
-    let mut b = Volume::builder(target.opened()).name(&target.url).without_lock();
+pub(crate) fn builder(target: &Target, layout: &LayoutArgs) -> Result<VolumeBuilder> {
+    let mut b = Volume::builder(target.opened())
+        .name(&target.url)
+        .without_lock()
+        .default_content_encoding(target.args.default_content_encoding.clone());
     if let Some(size) = layout.size {
         b = b.size(size);
     }
@@ -117,7 +120,7 @@ pub async fn inspect(target: &Target, layout: &LayoutArgs) -> Result<Opened> {
 /// The error for a prefix holding no volume, for commands that take no
 /// geometry options: how to make one, or how to record the geometry of
 /// blocks an s3backer volume stored without its block 0.
-fn no_volume(target: &Target, layout: &LayoutArgs, e: Error) -> Error {
+pub(crate) fn no_volume(target: &Target, layout: &LayoutArgs, e: Error) -> Error {
     match e {
         Error::NoVolume { .. } if layout.size.is_none() => Error::Config(format!(
             "no volume at {} (key prefix {:?}: no s3block descriptor, no s3backer block 0); create one with \

@@ -31,6 +31,7 @@
 //! | `--request-timeout SECONDS` | `--timeout` | |
 //! | `--max-upload-speed BITS` | `--maxUploadSpeed` | |
 //! | `--max-download-speed BITS` | `--maxDownloadSpeed` | |
+//! | `--default-content-encoding ENC` | `--defaultContentEncoding` | |
 //!
 //! Without an access key, the providers of [`chain`](crate::chain) sign
 //! (web identity, ECS, EKS Pod Identity from the environment; the EC2
@@ -178,6 +179,18 @@ pub struct StoreArgs {
     /// With --instance-credentials, never fall back to IMDSv1.
     #[arg(long = "imdsv2-only", alias = "accessEC2IAM-IMDSv2", requires = "instance_credentials")]
     pub imdsv2_only: bool,
+
+    /// Read a block object stored without a Content-Encoding as if it had
+    /// ENC (deflate, zstd, or with s3backer's encryption "deflate,
+    /// encrypt-AES-128-CBC"): for stores that drop the header. Blocks with
+    /// their own Content-Encoding keep being read by it.
+    #[arg(
+        long = "default-content-encoding",
+        alias = "defaultContentEncoding",
+        value_name = "ENC",
+        value_parser = crate::codec::parse_content_encoding
+    )]
+    pub default_content_encoding: Option<String>,
 }
 
 /// A speed in bits a second (at least 8: one byte a second).

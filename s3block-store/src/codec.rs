@@ -286,6 +286,8 @@ const MAX_CODINGS: usize = 4;
 pub struct CodecChain {
     write: Vec<Arc<dyn Codec>>,
     known: Vec<Arc<dyn Codec>>,
+    /// The `Content-Encoding` of an object that has none.
+    default_encoding: Option<String>,
 }
 
 impl Default for CodecChain {
@@ -293,6 +295,7 @@ impl Default for CodecChain {
         CodecChain {
             write: Vec::new(),
             known: vec![Arc::new(Deflate { level: 6 }), Arc::new(Zstd { level: Zstd::DEFAULT_LEVEL })],
+            default_encoding: None,
         }
     }
 }
@@ -320,6 +323,20 @@ impl CodecChain {
         self
     }
 
+    /// Decodes an object stored without a `Content-Encoding` (or with an
+    /// empty one) as if it had `encoding`: for stores that drop the header.
+    /// Objects with their own keep being read by it. `None`: such an object
+    /// is the block as it is.
+    pub fn with_default_encoding(mut self, encoding: Option<String>) -> Self {
+        self.default_encoding = encoding;
+        self
+    }
+
+    /// The `Content-Encoding` assumed for an object without one.
+    pub fn default_encoding(&self) -> Option<&str> {
+        self.default_encoding.as_deref()
+    }
+
     /// Names of the write pipeline, in order.
     pub fn write_names(&self) -> Vec<String> {
         self.write.iter().map(|c| c.name().to_owned()).collect()
@@ -345,6 +362,7 @@ impl CodecChain {
         meta: &CodecMeta,
     ) -> Result<Bytes> {
         let mut data = data;
+        let encoding = encoding.filter(|e| !e.trim().is_empty()).or(self.default_encoding.as_deref());
         let names: Vec<&str> = encoding
             .map(|e| e.split(',').map(str::trim).filter(|s| !s.is_empty()).collect())
             .unwrap_or_default();
@@ -377,6 +395,37 @@ impl CodecChain {
         }
         Ok(data)
     }
+}
+
+/// The codings s3block can read, as `Content-Encoding` names them.
+pub const KNOWN_ENCODINGS: &[&str] = &[
+    Deflate::NAME,
+    Zstd::NAME,
+    crate::s3backer_crypto::S3backerCodec::NAME,
+    crate::native::XChaChaCodec::NAME,
+];
+
+/// Checks a `Content-Encoding` value given by the user (`deflate`,
+/// `deflate, encrypt-AES-128-CBC`): every coding known, at most
+/// [`MAX_CODINGS`] of them. Returns it as s3block writes it (`, `
+/// between the codings, each spelled as in [`KNOWN_ENCODINGS`]).
+pub fn parse_content_encoding(text: &str) -> std::result::Result<String, String> {
+    let names: Vec<&str> = text.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
+    if names.is_empty() {
+        return Err(format!("{text:?}: name a coding ({})", KNOWN_ENCODINGS.join(", ")));
+    }
+    if names.len() > MAX_CODINGS {
+        return Err(format!("{text:?}: at most {MAX_CODINGS} codings (compression, then encryption)"));
+    }
+    let known = names
+        .iter()
+        .map(|n| {
+            KNOWN_ENCODINGS.iter().find(|k| k.eq_ignore_ascii_case(n)).copied().ok_or_else(|| {
+                format!("{text:?}: unknown coding {n:?}; s3block reads {}", KNOWN_ENCODINGS.join(", "))
+            })
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(known.join(", "))
 }
 
 #[cfg(test)]
@@ -421,6 +470,47 @@ mod tests {
         // A chain without compression reads it by its Content-Encoding.
         let back = CodecChain::new().decode(&cx(), obj, enc.as_deref(), &vec![]).expect("decode");
         assert_eq!(&back[..], &block[..]);
+    }
+
+    #[test]
+    fn an_object_without_content_encoding_is_read_with_the_default() {
+        let deflate = CodecChain::new().with(Arc::new(Deflate::new(6).expect("level")));
+        let mut block = vec![0u8; 4096];
+        block[7..12].copy_from_slice(b"hello");
+        let (obj, enc, _) = deflate.encode(&cx(), Bytes::from(block.clone())).expect("encode");
+        // The store dropped the header: without a default the zlib stream is
+        // taken for the block itself and refused by its length.
+        let plain = CodecChain::new();
+        let err = plain.decode(&cx(), obj.clone(), None, &vec![]).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        let with_default = CodecChain::new().with_default_encoding(Some("deflate".into()));
+        assert_eq!(with_default.default_encoding(), Some("deflate"));
+        for missing in [None, Some(""), Some("  ")] {
+            let back = with_default.decode(&cx(), obj.clone(), missing, &vec![]).expect("decode");
+            assert_eq!(&back[..], &block[..], "{missing:?}");
+        }
+        // An object with its own Content-Encoding is read by it.
+        let (zobj, zenc, _) = CodecChain::new()
+            .with(Compression::zstd(3).expect("level").codec().expect("codec"))
+            .encode(&cx(), Bytes::from(block.clone()))
+            .expect("encode");
+        let back = with_default.decode(&cx(), zobj, zenc.as_deref(), &vec![]).expect("decode");
+        assert_eq!(&back[..], &block[..]);
+        let back = with_default.decode(&cx(), obj, enc.as_deref(), &vec![]).expect("decode");
+        assert_eq!(&back[..], &block[..]);
+        // A plain block in such a store then fails as not deflate: the
+        // default is for stores where every block is encoded.
+        let err = with_default.decode(&cx(), Bytes::from(block), None, &vec![]).unwrap_err();
+        assert!(matches!(&err, Error::Corrupt { reason, .. } if reason.contains("deflate")), "{err}");
+        // The values a user may give.
+        assert_eq!(parse_content_encoding("DEFLATE").as_deref(), Ok("deflate"));
+        assert_eq!(
+            parse_content_encoding("deflate,encrypt-aes-128-cbc").as_deref(),
+            Ok("deflate, encrypt-AES-128-CBC")
+        );
+        assert!(parse_content_encoding("gzip").unwrap_err().contains("unknown coding \"gzip\""));
+        assert!(parse_content_encoding(" , ").is_err());
+        assert!(parse_content_encoding("zstd,zstd,zstd,zstd,zstd").is_err());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::mounts::{MountRecord, read_mount_record, write_mount_record};
 use crate::password::{Password, PasswordPrompt, PasswordSource, obtain_password};
 use crate::volume::{
     GeometrySource, VolumeDescriptor, VolumeInfo, VolumeOptions, adopt_volume_with, create_volume_with,
-    open_volume, volume_codecs_for,
+    open_volume, read_descriptor, volume_codecs_for,
 };
 
 /// What [`VolumeBuilder::open`] does about a volume that is, or is not,
@@ -72,6 +72,8 @@ pub struct VolumeBuilder {
     decode: bool,
     lock_wanted: bool,
     defer_record: bool,
+    auto_detect: bool,
+    default_encoding: Option<String>,
 }
 
 impl std::fmt::Debug for VolumeBuilder {
@@ -86,6 +88,11 @@ impl std::fmt::Debug for VolumeBuilder {
 }
 
 impl VolumeBuilder {
+    /// The store the volume is opened in.
+    pub(crate) fn opened_store(&self) -> &OpenedStore {
+        &self.store
+    }
+
     /// How messages and the password prompt name the volume (its URL, say);
     /// by default its key prefix.
     pub fn name(mut self, name: impl Into<String>) -> Self {
@@ -203,6 +210,23 @@ impl VolumeBuilder {
         self
     }
 
+    /// With `false`, the geometry is not looked for in block 0's s3backer
+    /// metadata: a volume without a descriptor has the size and block size
+    /// given (both must be), and none is created. A volume with a
+    /// descriptor is opened by it as always. For s3backer volumes whose
+    /// block 0 is zero, or stores that drop object metadata.
+    pub fn auto_detect(mut self, on: bool) -> Self {
+        self.auto_detect = on;
+        self
+    }
+
+    /// Reads a block object without a `Content-Encoding` as if it had
+    /// `encoding` (see [`CodecChain::with_default_encoding`]).
+    pub fn default_content_encoding(mut self, encoding: Option<String>) -> Self {
+        self.default_encoding = encoding;
+        self
+    }
+
     /// Opens to look at the objects only: no password is asked, and the
     /// device lists and reads objects but cannot decode encrypted ones.
     pub fn inspect_only(mut self) -> Self {
@@ -287,7 +311,7 @@ impl VolumeBuilder {
             tracing::info!("created a new volume at {name}: {}, id {id}", describe(&info));
         }
         let device = ObjectBlockDevice::new(self.store.store.clone(), info.layout.clone(), info.geometry)
-            .with_codecs(codecs)
+            .with_codecs(codecs.with_default_encoding(self.default_encoding.take()))
             .with_counters(self.store.counters.clone())
             .with_list_plan(self.store.list_plan);
         Ok(Volume { store: self.store, name, info, device, lock, created, mounts })
@@ -301,6 +325,18 @@ impl VolumeBuilder {
         if matches!(self.create, Create::New | Create::Adopt) {
             // Creating checks what is stored and refuses it, naming it.
             return Ok(None);
+        }
+        if !self.auto_detect && read_descriptor(store, prefix).await?.is_none() {
+            let (Some(size), Some(block_size)) = (self.wanted.size, self.wanted.block_size) else {
+                return Err(Error::Config(
+                    "geometry detection is off: the size and the block size must be given".into(),
+                ));
+            };
+            return Ok(Some(VolumeInfo {
+                geometry: Geometry::new(size, block_size)?,
+                layout: KeyLayout::new(prefix, self.wanted.hash_prefix.unwrap_or(false)),
+                source: GeometrySource::Options,
+            }));
         }
         // Without the size, opening fails exactly when nothing is stored.
         let detect = VolumeOptions { size: None, compression: None, ..self.wanted.clone() };
@@ -434,6 +470,8 @@ impl Volume {
             decode: true,
             lock_wanted: true,
             defer_record: false,
+            auto_detect: true,
+            default_encoding: None,
         }
     }
 

@@ -91,6 +91,7 @@ pub mod conformance;
 mod counting;
 mod device;
 mod encryption;
+mod erase;
 mod error;
 #[cfg(feature = "testing")]
 mod fault;
@@ -118,7 +119,8 @@ mod volume;
 pub use args::StoreArgs;
 pub use bandwidth::{Bandwidth, BandwidthLimits, BandwidthStore, TokenBucket};
 pub use codec::{
-    Codec, CodecChain, CodecContext, CodecMeta, Compression, CompressionAlgorithm, Deflate, Zstd,
+    Codec, CodecChain, CodecContext, CodecMeta, Compression, CompressionAlgorithm, Deflate, KNOWN_ENCODINGS,
+    Zstd, parse_content_encoding,
 };
 #[cfg(feature = "clap")]
 pub use compress_args::{CompressArgs, CompressChoice};
@@ -131,6 +133,7 @@ pub use device::{
     BLOCK_CONTENT_TYPE, DIRECT_DISCARD_MAX, META_BLOCK_SIZE, META_FILE_SIZE, ObjectBlockDevice,
 };
 pub use encryption::{EncryptionOptions, EncryptionParams, EncryptionScheme, KdfParams, volume_codecs};
+pub use erase::Erase;
 pub use error::{classify, store_error};
 #[cfg(feature = "testing")]
 pub use fault::{FaultConfig, FaultStore, InjectedFault};
