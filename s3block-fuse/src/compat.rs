@@ -3,7 +3,7 @@
 //! A script or fstab line written for s3backer 2.1.6 may carry any of its
 //! options. Those s3block implements are aliases of its own (`--blockSize`,
 //! `--readOnly`, ...). For the others clap would answer with a suggestion
-//! of some unrelated flag (`--reset-mounted-flag` → `--ro`), so they are
+//! of whatever flag is spelled alike, so they are
 //! recognised here, before parsing, and refused with "s3backer option --X
 //! is not supported by s3block (yet)", with what to use instead where
 //! s3block has an equivalent.
@@ -17,18 +17,10 @@ const UNSUPPORTED: &[(&str, &str)] = &[
         "blockCacheNoVerify",
         "--cache-dir needs no verification: it is checked against the bucket's record of the last mount",
     ),
-    (
-        "blockCacheTimeout",
-        "clean blocks stay until the cache needs their room: bound the memory with --cache-size",
-    ),
     ("blockCacheSync", "fsync decides: --durability remote (the default) or local"),
     ("blockCacheRecoverDirtyBlocks", "with --cache-dir, dirty blocks are always recovered after a crash"),
-    ("blockCacheNumProtected", ""),
     ("blockCacheFileAdvise", ""),
     ("debug-http", "use --debug"),
-    ("defaultContentEncoding", "a block without Content-Encoding is read as stored"),
-    ("erase", "use `s3block erase STORE`"),
-    ("force", ""),
     ("http11", ""),
     ("keyLength", ""),
     ("minWriteDelay", ""),
@@ -37,17 +29,10 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("nbd", "serve the volume with `s3block-nbd STORE` (the same options) and attach it with nbd-client"),
     ("nbd-flag", "s3block-nbd serves NBD itself, without nbdkit"),
     ("nbd-param", "s3block-nbd serves NBD itself, without nbdkit"),
-    ("noAutoDetect", "s3block always reads the volume's geometry and refuses options that contradict it"),
     ("noCurlCache", ""),
     ("quiet", ""),
-    ("reset-mounted-flag", "use `s3block unlock STORE`"),
     ("sharedDiskMode", ""),
     ("ssl", "give an https:// --endpoint"),
-    (
-        "statsFileMirror",
-        "`s3block-nbd --stats-file FILE` writes the stats to a file; a mount shows them in its stats file",
-    ),
-    ("statsFileMirrorInterval", "`s3block-nbd --stats-interval SECONDS`"),
     ("test", "a file:///dir store keeps the volume in a local directory"),
     ("test-delays", ""),
     ("test-discard", ""),
@@ -79,10 +64,11 @@ mod tests {
 
     #[test]
     fn unsupported_options_are_named_with_what_to_use() {
-        let m = unsupported("reset-mounted-flag").unwrap();
+        let m = unsupported("blockCacheSync").unwrap();
         assert_eq!(
             m,
-            "s3backer option --reset-mounted-flag is not supported by s3block (yet); use `s3block unlock STORE`"
+            "s3backer option --blockCacheSync is not supported by s3block (yet); fsync decides: --durability \
+             remote (the default) or local"
         );
         assert_eq!(
             unsupported("http11").unwrap(),

@@ -41,8 +41,10 @@ mod daemon;
 mod errno;
 mod fs;
 mod lifecycle;
+mod maint;
 mod options;
 mod session;
+mod stats_file;
 mod stop;
 
 pub use errno::errno;
@@ -80,6 +82,11 @@ where
     // The background child's log leaves the terminal once mounted: no colours.
     if let Err(message) = log::init("s3block-fuse", &options.log, !daemon::is_child()) {
         return lifecycle::fail(s3block_core::exit::LOCAL_IO, message);
+    }
+    // --erase and --reset-mounted-flag work on the volume and exit, in the
+    // foreground, without mounting.
+    if options.erase || options.reset_mounted_flag {
+        return maint::run(&options);
     }
     if !options.foreground && !daemon::is_child() {
         // The background child cannot ask on the terminal: ask here.

@@ -30,6 +30,7 @@ use crate::daemon;
 use crate::fs::{BlockFs, FsConfig};
 use crate::options::Options;
 use crate::session::{FuseFs, InFlight, mount_config};
+use crate::stats_file::StatsFile;
 use crate::stop::{Served, serve_until_stopped};
 use s3block_store::{Password, VolumeOptions, open_volume, with_hint};
 
@@ -119,11 +120,11 @@ pub(crate) fn run_mount(opts: Options) -> ExitCode {
     let adapter = FuseFs::new(fs, runtime.handle().clone(), in_flight.clone());
     let config = mount_config(opts.volume.read_only, &opts.kernel_flags, euid == 0 || opts.allow_other);
     // Absolute, so the unmount and the mount table check name the same path.
-    let mountpoint = opts.mountpoint.canonicalize().unwrap_or_else(|_| opts.mountpoint.clone());
-    let session = match fuser::Session::new(adapter, &opts.mountpoint, &config) {
+    let mountpoint = opts.mountpoint().canonicalize().unwrap_or_else(|_| opts.mountpoint().to_owned());
+    let session = match fuser::Session::new(adapter, opts.mountpoint(), &config) {
         Ok(session) => session,
         Err(e) => {
-            let code = fail(LOCAL_IO, format!("cannot mount on {}: {e}", opts.mountpoint.display()));
+            let code = fail(LOCAL_IO, format!("cannot mount on {}: {e}", opts.mountpoint().display()));
             if let Err(e) = runtime.block_on((stack.release)()) {
                 tracing::warn!("could not release the mount lock: {e}");
             }
@@ -146,6 +147,10 @@ pub(crate) fn run_mount(opts: Options) -> ExitCode {
     let doing = format!("mounted {} on {}", opts.volume.store, mountpoint.display());
     let service = Service::ready(runtime.handle(), doing, stack.stats.clone(), daemon::is_child());
     daemon::mounted();
+    let stats_file = opts
+        .stats_file
+        .clone()
+        .map(|path| StatsFile::start(runtime.handle(), stack.stats.clone(), path, opts.stats_every()));
 
     let device = stack.device.clone();
     let release = stack.release;
@@ -173,6 +178,9 @@ pub(crate) fn run_mount(opts: Options) -> ExitCode {
         tracing::info!("unmounted; storing every written block before exit");
         Some(shutdown(device.as_ref(), Backoff::default(), second_sigint(sigints), release).await)
     });
+    if let Some(stats_file) = stats_file {
+        runtime.block_on(stats_file.finish());
+    }
     match outcome {
         Some(outcome) => ExitCode::from(report(
             &outcome,
@@ -188,7 +196,7 @@ fn mounted_line(opts: &Options, description: &str) -> String {
     format!(
         "mounted {} on {}: {} is {description}",
         opts.volume.store,
-        opts.mountpoint.display(),
+        opts.mountpoint().display(),
         opts.filename
     )
 }
@@ -197,8 +205,8 @@ fn mounted_line(opts: &Options, description: &str) -> String {
 /// before the store is opened, so a typo creates nothing in the bucket and
 /// takes no lock.
 fn check_places(opts: &Options) -> Result<(), ExitCode> {
-    check_mountpoint(&opts.mountpoint, opts.nonempty)
-        .and_then(|()| check_store_outside(&opts.volume.store, &opts.mountpoint))
+    check_mountpoint(opts.mountpoint(), opts.nonempty)
+        .and_then(|()| check_store_outside(&opts.volume.store, opts.mountpoint()))
         .map_err(|e| fail(USAGE, e))
 }
 

@@ -63,8 +63,48 @@ pub struct Options {
     #[command(flatten)]
     pub volume: VolumeArgs,
 
-    /// The directory to mount on; it shows the device file and the stats file.
-    pub mountpoint: PathBuf,
+    /// The directory to mount on; it shows the device file and the stats
+    /// file. None with --erase and --reset-mounted-flag, which do not mount.
+    #[arg(required_unless_present_any = ["erase", "reset_mounted_flag"])]
+    pub mountpoint: Option<PathBuf>,
+
+    /// Erase the volume instead of mounting it, then exit: delete every
+    /// stored block, the descriptor, the mount record and the lock (what
+    /// `s3block erase` does). Asks first ("y" on standard input) unless
+    /// --force; a locked (mounted) volume is refused unless --force. Give
+    /// no MOUNTPOINT.
+    #[arg(long, conflicts_with = "reset_mounted_flag")]
+    pub erase: bool,
+
+    /// Remove the volume's mount lock (one a crash left) instead of
+    /// mounting, then exit (what `s3block unlock` does, without asking). A
+    /// lock whose holder still runs on this machine is kept unless --force.
+    /// Give no MOUNTPOINT.
+    #[arg(long = "reset-mounted-flag")]
+    pub reset_mounted_flag: bool,
+
+    /// With --erase: do not ask, and erase a locked volume too; with
+    /// --reset-mounted-flag: remove a lock whose holder still runs here.
+    /// Nothing else: a --size or --block-size that contradicts the volume is
+    /// never overridden.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Also write the stats to FILE and, as JSON, to FILE.json, every
+    /// --stats-interval seconds and at exit (`s3block stats` reads them
+    /// like the mount's own stats file).
+    #[arg(long = "stats-file", alias = "statsFileMirror", value_name = "FILE")]
+    pub stats_file: Option<PathBuf>,
+
+    /// Seconds between rewrites of --stats-file [default: 5].
+    #[arg(long = "stats-interval", value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub stats_interval: Option<u64>,
+
+    /// s3backer's --stats-interval, in milliseconds.
+    #[arg(long = "statsFileMirrorInterval", hide = true, value_name = "MILLIS", conflicts_with = "stats_interval",
+          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    pub stats_interval_ms: Option<u64>,
 
     /// Name of the device file.
     #[arg(long, default_value = "file", value_parser = file_name_arg)]
@@ -164,6 +204,32 @@ impl Options {
 
     /// Cross-option checks that clap cannot express.
     fn check(&self) -> Result<(), OptionsError> {
+        let maintenance = if self.erase {
+            Some("--erase")
+        } else if self.reset_mounted_flag {
+            Some("--reset-mounted-flag")
+        } else {
+            None
+        };
+        match (maintenance, &self.mountpoint) {
+            (Some(option), Some(path)) => {
+                return Err(OptionsError(format!(
+                    "{option} does not mount: give no MOUNTPOINT ({} was given), as in \
+                     `s3block-fuse {option} STORE`",
+                    path.display()
+                )));
+            }
+            (None, _) if self.force => {
+                return Err(OptionsError(
+                    "--force goes with --erase or --reset-mounted-flag only: a --size or --block-size that \
+                     contradicts the volume is never overridden (`s3block resize` changes the size), and a \
+                     lock a crash left on this host is taken over by the next mount (`s3block unlock` or \
+                     --reset-mounted-flag removes another)"
+                        .into(),
+                ));
+            }
+            _ => {}
+        }
         if self.stats_filename.contains('/') || self.stats_filename == "." || self.stats_filename == ".." {
             return Err(OptionsError(format!(
                 "--stats-filename {:?}: must be a plain file name (or empty to hide the stats file)",
@@ -182,6 +248,21 @@ impl Options {
     /// The device file's mode: `--file-mode`, else 0600 (0400 when read-only).
     pub fn effective_file_mode(&self) -> u16 {
         self.file_mode.unwrap_or(if self.volume.read_only { 0o400 } else { DEFAULT_FILE_MODE })
+    }
+
+    /// The mount point (empty with --erase and --reset-mounted-flag, which
+    /// do not mount).
+    pub fn mountpoint(&self) -> &std::path::Path {
+        self.mountpoint.as_deref().unwrap_or(std::path::Path::new(""))
+    }
+
+    /// How often --stats-file is rewritten.
+    pub fn stats_every(&self) -> std::time::Duration {
+        match (self.stats_interval, self.stats_interval_ms) {
+            (Some(s), _) => std::time::Duration::from_secs(s),
+            (None, Some(ms)) => std::time::Duration::from_millis(ms),
+            (None, None) => std::time::Duration::from_secs(5),
+        }
     }
 
     /// The stats file's name, or `None` when hidden.
@@ -325,7 +406,7 @@ mod tests {
         assert_eq!(o.volume.block_size, Some(1 << 20));
         assert_eq!(o.volume.cache_bytes(1 << 20), Some(32 << 20));
         assert_eq!(o.volume.store, "s3://b/p");
-        assert_eq!(o.mountpoint, PathBuf::from("/mnt"));
+        assert_eq!(o.mountpoint(), PathBuf::from("/mnt"));
         assert_eq!(o.filename, "file");
         assert_eq!(o.stats_name(), Some("stats"));
         assert_eq!(o.effective_file_mode(), 0o600);
@@ -515,6 +596,49 @@ mod tests {
         assert_eq!(o.volume.block_size, Some(64 << 10));
         let err = parse(&["--config-file=/nonexistent/s3block.conf", "/m"]).unwrap_err();
         assert!(err.contains("--config-file /nonexistent/s3block.conf"), "{err}");
+    }
+
+    #[test]
+    fn s3backers_maintenance_and_stats_file_options() {
+        let o = parse(&["--erase", "--force", "s3://b/p"]).unwrap();
+        assert!(o.erase && o.force && o.mountpoint.is_none());
+        let o = parse(&["--reset-mounted-flag", "memory://"]).unwrap();
+        assert!(o.reset_mounted_flag && !o.force);
+        for (args, says) in [
+            (&["--erase", "memory://", "/m"][..], "--erase does not mount: give no MOUNTPOINT"),
+            (&["--reset-mounted-flag", "memory://", "/m"], "--reset-mounted-flag does not mount"),
+            (&["--force", "memory://", "/m"], "--force goes with --erase or --reset-mounted-flag"),
+            (&["--erase", "--reset-mounted-flag", "memory://"], "--reset-mounted-flag"),
+            (&["--statsFileMirrorInterval=0", "memory://", "/m"], "--statsFileMirrorInterval"),
+            (&["--stats-interval=2", "--statsFileMirrorInterval=500", "memory://", "/m"], "--stats-interval"),
+        ] {
+            let err = parse(args).unwrap_err();
+            assert!(err.contains(says), "{args:?}: {err}");
+        }
+        let o = parse(&["--statsFileMirror=/run/s.txt", "--statsFileMirrorInterval=250", "memory://", "/m"])
+            .unwrap();
+        assert_eq!(o.stats_file, Some(PathBuf::from("/run/s.txt")));
+        assert_eq!(o.stats_every(), std::time::Duration::from_millis(250));
+        let o = parse(&["-o", "stats_file=/s,stats_interval=7", "memory://", "/m"]).unwrap();
+        assert_eq!(o.stats_every(), std::time::Duration::from_secs(7));
+        assert_eq!(parse(&["memory://", "/m"]).unwrap().stats_every(), std::time::Duration::from_secs(5));
+        // The cache and volume options of s3backer 2.1.6, in every spelling.
+        let o = parse(&[
+            "-o",
+            "blockCacheTimeout=3000,blockCacheNumProtected=32,noAutoDetect,size=1G,blockSize=4K",
+            "--defaultContentEncoding=deflate,encrypt-AES-128-CBC",
+            "memory://",
+            "/m",
+        ])
+        .unwrap();
+        assert_eq!((o.volume.cache_timeout, o.volume.protected_blocks), (Some(3000), Some(32)));
+        assert!(o.volume.no_auto_detect);
+        assert_eq!(
+            o.volume.store_args.default_content_encoding.as_deref(),
+            Some("deflate, encrypt-AES-128-CBC")
+        );
+        let err = parse(&["--defaultContentEncoding=gzip", "memory://", "/m"]).unwrap_err();
+        assert!(err.contains("--default-content-encoding") && err.contains("unknown coding"), "{err}");
     }
 
     #[test]

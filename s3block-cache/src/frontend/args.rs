@@ -31,6 +31,13 @@ pub struct VolumeArgs {
     #[arg(long = "block-size", alias = "blockSize", allow_hyphen_values = true, value_parser = size_arg)]
     pub block_size: Option<u64>,
 
+    /// Do not detect the geometry from block 0's s3backer metadata: a volume
+    /// without an s3block descriptor has the --size and --block-size given
+    /// (both needed), and none is created. For s3backer volumes whose block
+    /// 0 is zero, or stores that drop object metadata.
+    #[arg(long = "no-auto-detect", alias = "noAutoDetect")]
+    pub no_auto_detect: bool,
+
     /// Prefix block keys with a hash, spreading them over S3 partitions.
     #[arg(long = "hash-prefix", alias = "blockHashPrefix")]
     pub hash_prefix: bool,
@@ -69,6 +76,21 @@ pub struct VolumeArgs {
     #[arg(long = "write-delay", alias = "blockCacheWriteDelay", value_name = "MILLIS",
           value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     pub write_delay: Option<u64>,
+
+    /// Drop a clean cached block MILLIS after it was read or stored, even
+    /// with room in the cache, so an idle mount gives its memory back
+    /// (default 0: only when the cache needs the room). Blocks not yet
+    /// stored are never dropped.
+    #[arg(long = "cache-timeout", alias = "blockCacheTimeout", value_name = "MILLIS",
+          value_parser = clap::value_parser!(u64).range(0..=604_800_000))]
+    pub cache_timeout: Option<u64>,
+
+    /// Keep the first N blocks (where filesystems keep their superblock and
+    /// journal) cached in preference: every other clean block is evicted
+    /// before one of them. They count against the cache size; at most as
+    /// many as the cache holds are protected.
+    #[arg(long = "protected-blocks", alias = "blockCacheNumProtected", value_name = "N")]
+    pub protected_blocks: Option<u64>,
 
     /// Blocks uploaded at once.
     #[arg(long = "upload-concurrency", alias = "blockCacheThreads", value_parser = clap::value_parser!(u32).range(1..=1024))]
@@ -236,6 +258,12 @@ impl VolumeArgs {
                 "--cache-dir with --read-only: a read-only mount keeps no disk cache; leave one out".into()
             );
         }
+        if self.no_auto_detect && (self.size.is_none() || self.block_size.is_none()) {
+            return Err("--no-auto-detect (--noAutoDetect): give the volume's --size and --block-size \
+                        (s3backer's default block size is 4K); without detection they are not read from the \
+                        bucket"
+                .into());
+        }
         if self.block_cache_blocks == Some(0) {
             return Err("--blockCacheSize 0: the cache needs at least one block".into());
         }
@@ -369,6 +397,10 @@ mod tests {
             (&["--blockCacheSize=0", "memory://", "/m"], "--blockCacheSize"),
             (&["--compress=12", "memory://", "/m"], "--compress"),
             (&["--cache-size=1M", "--blockCacheSize=3", "memory://", "/m"], "--blockCacheSize"),
+            (&["--noAutoDetect", "--size=1G", "memory://", "/m"], "--no-auto-detect (--noAutoDetect)"),
+            (&["--no-auto-detect", "--blockSize=4K", "memory://", "/m"], "--size and --block-size"),
+            (&["--blockCacheTimeout=-5", "memory://", "/m"], "--cache-timeout"),
+            (&["--blockCacheNumProtected=many", "memory://", "/m"], "--protected-blocks"),
         ] {
             let err = parse(args).unwrap_err();
             assert!(err.contains(option), "{args:?}: {err}");
