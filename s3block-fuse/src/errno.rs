@@ -56,6 +56,11 @@ fn device_errno(err: &Error) -> Errno {
             tracing::error!("{err}");
             Errno::EACCES
         }
+        Error::Fenced { .. } => {
+            // Said once, loudly, when the fence tripped.
+            tracing::debug!("refused: {err}");
+            Errno::EIO
+        }
         Error::RangeOutOfBounds { .. } | Error::BlockOutOfRange { .. } => {
             tracing::error!("request outside the volume: {err}");
             Errno::ENOSPC
@@ -87,6 +92,7 @@ mod tests {
             (store.into(), libc::EIO),
             (corrupt.into(), libc::EIO),
             (Error::ReadOnly.into(), libc::EROFS),
+            (Error::Fenced { key: "p/s3backer-mounted".into(), now: "removed".into() }.into(), libc::EIO),
             (Error::WrongPassword { key: "p/s3block-volume.json".into(), detail: None }.into(), libc::EACCES),
             (FsError::ReadOnly("write"), libc::EROFS),
             (FsError::NoSpace { what: "write", offset: 10, size: 10 }, libc::ENOSPC),

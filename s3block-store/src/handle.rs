@@ -1,11 +1,14 @@
 //! The volume handle: the one way to open or create a volume.
 
+use std::sync::Arc;
+
 use s3block_core::{Error, Geometry, KeyLayout, Result, format_size};
 
 use crate::codec::{CodecChain, Compression};
 use crate::config::{OpenedStore, StoreConfig, StoreKind};
 use crate::device::ObjectBlockDevice;
 use crate::encryption::{EncryptionOptions, EncryptionScheme, KdfParams};
+use crate::fence::Fence;
 use crate::lock::{LockMode, LockOptions, MountLock, read_lock};
 use crate::mounts::{MountRecord, read_mount_record, write_mount_record};
 use crate::password::{Password, PasswordPrompt, PasswordSource, obtain_password};
@@ -314,7 +317,8 @@ impl VolumeBuilder {
             .with_codecs(codecs.with_default_encoding(self.default_encoding.take()))
             .with_counters(self.store.counters.clone())
             .with_list_plan(self.store.list_plan);
-        Ok(Volume { store: self.store, name, info, device, lock, created, mounts })
+        let fence = lock.as_ref().map(|l| Arc::new(Fence::new(l.probe())));
+        Ok(Volume { store: self.store, name, info, device, lock, fence, created, mounts })
     }
 
     /// The volume stored under the prefix, or `None` when one is to be
@@ -439,6 +443,7 @@ pub struct Volume {
     info: VolumeInfo,
     device: ObjectBlockDevice,
     lock: Option<MountLock>,
+    fence: Option<Arc<Fence>>,
     created: bool,
     mounts: Option<Mounts>,
 }
@@ -570,6 +575,14 @@ impl Volume {
     /// once taken out).
     pub fn lock(&self) -> Option<&MountLock> {
         self.lock.as_ref()
+    }
+
+    /// The fence of a read-write open: checks its mount lock and, once the
+    /// lock belongs to someone else, refuses writes (see [`Fence`]). A
+    /// frontend puts [`FencedDevice`](crate::FencedDevice)s over and under
+    /// its caches with it. `None` when opened read-only.
+    pub fn fence(&self) -> Option<Arc<Fence>> {
+        self.fence.clone()
     }
 
     /// Takes the mount lock out of the handle, for a caller that releases

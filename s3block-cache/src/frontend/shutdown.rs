@@ -8,6 +8,12 @@
 //! completes on the user's second SIGINT, ends it with data unstored; then
 //! the lock is kept, so the next mount knows the volume was not closed
 //! cleanly.
+//!
+//! A mount that was fenced (its lock taken by another mount, or removed:
+//! see [`Fence`](s3block_store::Fence)) is not retried: no flush can
+//! succeed, and none should. The release hook then says what is left (the
+//! dirty blocks kept in the disk cache, or dropped) and leaves the lock to
+//! its holder; the exit code is [`LOCKED`].
 
 use std::future::Future;
 
@@ -15,7 +21,7 @@ use std::future::Future;
 /// schedule. Its default waits up to a second after the first failure,
 /// doubling to a minute.
 pub use s3block_core::Backoff;
-use s3block_core::exit::{CANCELLED, OK};
+use s3block_core::exit::{CANCELLED, LOCKED, OK};
 use s3block_core::{BlockDevice, Error, Result};
 
 /// How a shutdown ended.
@@ -26,6 +32,15 @@ pub enum ShutdownOutcome {
     Stored {
         /// Whether the release hook succeeded.
         lock_released: bool,
+        /// Flush attempts made.
+        attempts: u32,
+    },
+    /// The mount was fenced: another mount holds the lock (or it was
+    /// removed), so nothing more was stored and the lock was left alone.
+    Fenced {
+        /// What the release hook said: who holds the lock, and how many
+        /// dirty blocks were kept in the disk cache or dropped.
+        report: String,
         /// Flush attempts made.
         attempts: u32,
     },
@@ -65,6 +80,14 @@ where
             Ok(()) => break,
             Err(e) => e,
         };
+        if e.is_fenced() {
+            // Never an outage: the release hook counts what is left.
+            let report = match release().await {
+                Err(said) => said.to_string(),
+                Ok(()) => e.to_string(),
+            };
+            return ShutdownOutcome::Fenced { report, attempts };
+        }
         if let Error::WriteBack { count, .. } = &e {
             lost_blocks = Some(*count);
         }
@@ -103,6 +126,13 @@ pub fn report(outcome: &ShutdownOutcome, before_flushing: &str) -> u8 {
                 if *lock_released { "" } else { " (the mount lock was left behind)" }
             );
             OK
+        }
+        ShutdownOutcome::Fenced { report, attempts } => {
+            tracing::error!(
+                "exiting without storing, after {attempts} attempt(s) to flush: {report}; the mount lock is \
+                 left to its holder"
+            );
+            LOCKED
         }
         ShutdownOutcome::Abandoned { lost_blocks, attempts } => {
             let lost = match lost_blocks {
@@ -256,6 +286,49 @@ mod tests {
         })
         .await;
         assert_eq!(outcome, ShutdownOutcome::Stored { lock_released: false, attempts: 1 });
+    }
+
+    /// A device fenced from the start: every flush says so.
+    #[derive(Debug)]
+    struct FencedFlush(AtomicU32);
+
+    #[async_trait]
+    impl BlockDevice for FencedFlush {
+        fn geometry(&self) -> Geometry {
+            Geometry::new(1 << 20, 4096).expect("valid geometry")
+        }
+        async fn read_block(&self, _: BlockId) -> Result<Bytes> {
+            Ok(Bytes::from(vec![0; 4096]))
+        }
+        async fn write_block(&self, _: BlockId, _: Bytes) -> Result<()> {
+            Ok(())
+        }
+        async fn discard(&self, _: Range<u64>) -> Result<()> {
+            Ok(())
+        }
+        async fn flush(&self) -> Result<()> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            let fenced = Error::Fenced { key: "vol/s3backer-mounted".into(), now: "now held by b".into() };
+            Err(Error::WriteBack { count: 2, first: BlockId(1), source: Box::new(fenced) })
+        }
+    }
+
+    /// A fenced flush is not retried: one attempt, the hook's report, exit 4.
+    #[tokio::test(start_paused = true)]
+    async fn a_fenced_mount_is_not_retried() {
+        let dev = FencedFlush(AtomicU32::new(0));
+        let started = tokio::time::Instant::now();
+        let outcome = shutdown(&dev, fast(), std::future::pending(), || async {
+            Err(Error::Fenced { key: "vol/s3backer-mounted".into(), now: "now held by b; 2 dropped".into() })
+        })
+        .await;
+        assert_eq!(dev.0.load(Ordering::SeqCst), 1);
+        assert_eq!(started.elapsed(), Duration::ZERO, "a fenced flush waited for a retry");
+        let ShutdownOutcome::Fenced { report: said, attempts: 1 } = &outcome else {
+            panic!("expected Fenced, got {outcome:?}")
+        };
+        assert!(said.contains("2 dropped"), "{said}");
+        assert_eq!(report(&outcome, "early"), LOCKED);
     }
 
     #[test]

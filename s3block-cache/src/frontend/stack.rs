@@ -38,14 +38,24 @@
 //!
 //! Anything that fails after the lock is taken releases it before the
 //! error is returned, so a failed start leaves no lock behind.
+//!
+//! **A read-write mount is fenced.** Its [`Fence`] checks the lock before
+//! each flush and once a minute; one [`FencedDevice`] sits over the caches
+//! (writes, discards and flushes fail with EIO once the lock is someone
+//! else's) and one under them (uploads and deletes are refused, so the
+//! blocks not stored stay in the caches). At exit a fenced mount does not
+//! retry: its release hook counts the dirty blocks kept in the disk cache
+//! (left there for a person to recover) or dropped (memory only), says
+//! who holds the lock, and leaves the lock alone.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use s3block_core::{BlockDevice, BlockId, Error, Geometry, MemoryDevice, Result, format_size};
 use s3block_store::{Create, ObjectBlockDevice, StoreKind, StoredSource, Volume};
+use s3block_store::{Fence, FencedDevice, LOCK_CHECK_EVERY};
 
 use s3block_store::StoreArgs;
 
@@ -179,16 +189,37 @@ pub async fn build_stack_with(
                 volume.description()
             );
             let closing = cache.clone();
+            let fence = volume.fence();
+            let watch = fence.as_ref().map(|f| f.watch(LOCK_CHECK_EVERY));
+            let device: Arc<dyn BlockDevice> = match &fence {
+                Some(f) => Arc::new(FencedDevice::top(cache, f.clone())),
+                None => cache,
+            };
+            let cache_dir = opts.cache_dir.clone();
             let release: ReleaseHook = Box::new(move || {
                 Box::pin(async move {
-                    closing.close().await?;
+                    if let Some(watch) = watch {
+                        watch.abort();
+                    }
+                    let tripped = fence.clone().filter(|f| f.is_tripped());
+                    if let Some(fence) = tripped {
+                        return Err(fenced_exit(&fence, &closing, disk.as_ref(), cache_dir.as_deref()).await);
+                    }
+                    if let Err(e) = closing.close().await {
+                        return Err(match fence.filter(|f| f.is_tripped()) {
+                            Some(fence) => {
+                                fenced_exit(&fence, &closing, disk.as_ref(), cache_dir.as_deref()).await
+                            }
+                            None => e,
+                        });
+                    }
                     if let Some(disk) = disk {
                         disk.close().await?;
                     }
                     volume.close().await
                 })
             });
-            Ok(Stack { device: cache, stats: stats as Arc<dyn StatsSource>, release, description })
+            Ok(Stack { device, stats: stats as Arc<dyn StatsSource>, release, description })
         }
         Err(e) => {
             if let Err(release) = volume.close().await {
@@ -196,6 +227,48 @@ pub async fn build_stack_with(
             }
             Err(e)
         }
+    }
+}
+
+/// How long a fenced mount's exit waits for its memory cache to move its
+/// dirty blocks to the disk cache.
+const FENCED_HANDOVER: Duration = Duration::from_secs(30);
+
+/// The exit of a fenced mount: the memory cache's dirty blocks go to the
+/// disk cache, if any, which is then left as it is (its dirty blocks
+/// kept, the upload of none attempted); the blocks kept and dropped are
+/// counted, and the error says so with who holds the lock now.
+async fn fenced_exit(
+    fence: &Fence,
+    cache: &Cache,
+    disk: Option<&Disk>,
+    dir: Option<&std::path::Path>,
+) -> Error {
+    if disk.is_some() {
+        // Into the disk tier; its own flush then fails at the fence.
+        let _ = tokio::time::timeout(FENCED_HANDOVER, cache.close()).await;
+    }
+    let dropped = cache.stats().dirty_blocks;
+    let kept = match disk {
+        Some(disk) => {
+            let kept = disk.stats().dirty_blocks;
+            disk.stop_keeping_dirty();
+            let dir = dir.map(|d| d.display().to_string()).unwrap_or_default();
+            format!(
+                "{kept} dirty block(s) KEPT in the disk cache {dir} (a mount with this --cache-dir refuses to \
+                 start while they are there: `s3block cache inspect {dir}` lists them; keep a copy of the \
+                 directory to recover them, or drop them with `s3block cache discard --force {dir}`), {dropped} \
+                 dropped"
+            )
+        }
+        None => format!(
+            "{dropped} dirty block(s) DROPPED (they were in memory only: no --cache-dir to keep them)"
+        ),
+    };
+    let now = fence.holder().unwrap_or("not this mount's");
+    Error::Fenced {
+        key: fence.key().to_owned(),
+        now: format!("{now}; {kept}; the lock was read {} times", fence.reads()),
     }
 }
 
@@ -259,7 +332,7 @@ fn option_of(what: &str) -> &'static str {
 }
 
 type Cache = BlockCache<Arc<dyn BlockDevice>>;
-type Disk = Arc<DiskCache<ObjectBlockDevice>>;
+type Disk = Arc<DiskCache<FencedDevice<ObjectBlockDevice>>>;
 
 /// The caches over the volume's device (the memory cache told which blocks
 /// are stored when that is known), and the stats.
@@ -322,8 +395,11 @@ async fn open_disk(
             .map(|r| r.mount.clone())
             .ok_or_else(|| Error::Config("--cache-dir: a read-only mount keeps no disk cache".into()))?,
     };
+    let fence = volume
+        .fence()
+        .ok_or_else(|| Error::Config("--cache-dir: a read-only mount keeps no disk cache".into()))?;
     let (disk, report) = DiskCache::open(
-        volume.device().clone(),
+        FencedDevice::uploads(volume.device().clone(), fence),
         config.build(),
         VolumeIdentity { volume: id, geometry },
         marks,
@@ -386,7 +462,10 @@ async fn assemble_over(
     }
     let lower: Arc<dyn BlockDevice> = match &disk {
         Some(disk) => disk.clone(),
-        None => Arc::new(device),
+        None => match volume.fence() {
+            Some(fence) => Arc::new(FencedDevice::uploads(device, fence)),
+            None => Arc::new(device),
+        },
     };
     let config = cache_config(opts, geometry);
     let cache = Arc::new(
@@ -848,5 +927,62 @@ mod tests {
         let err = parse(&["--durability=sometimes", "memory://"]).unwrap_err();
         assert!(err.contains("sometimes"), "{err}");
         parse(&["--cache-dir=/tmp/x", "--durability=local", "memory://"]).unwrap();
+    }
+
+    /// A mount whose lock is broken (`s3block unlock --force`) and taken by
+    /// another: its flush, writes and exit are fenced, its dirty block
+    /// never reaches the bucket, and the exit counts it as dropped (memory
+    /// only) or kept (in the disk cache, which the next mount with that
+    /// directory refuses to overwrite).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_mount_whose_lock_was_taken_is_fenced() {
+        for with_disk in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let vol = dir.path().join("vol");
+            std::fs::create_dir(&vol).unwrap();
+            let url = format!("file://{}", vol.display());
+            let cache_dir = format!("--cache-dir={}", dir.path().join("cache").display());
+            let mut args = vec!["--size=1M", "--block-size=64K", "--write-delay=600000"];
+            if with_disk {
+                args.push(&cache_dir);
+            }
+            args.push(&url);
+            let a = build_stack(&opts(&args)).await.unwrap();
+            a.device.write_at(65_536, Bytes::from_static(b"written by a")).await.unwrap();
+
+            let opened = s3block_store::StoreConfig::new(&url).open().unwrap();
+            s3block_store::break_lock(opened.store.as_ref(), &opened.prefix).await.unwrap().unwrap();
+            let b = build_stack(&opts(&[url.as_str()])).await.unwrap();
+            b.device.write_at(65_536, Bytes::from_static(b"written by b")).await.unwrap();
+            b.device.flush().await.unwrap();
+
+            let err = a.device.flush().await.unwrap_err();
+            assert!(err.is_fenced() && err.to_string().contains(&s3block_store::hostname()), "{err}");
+            let err = a.device.write_at(0, Bytes::from_static(b"more")).await.unwrap_err();
+            assert!(err.is_fenced(), "{err}");
+            let outcome = super::super::shutdown(
+                a.device.as_ref(),
+                super::super::Backoff::default(),
+                std::future::pending(),
+                a.release,
+            )
+            .await;
+            let super::super::ShutdownOutcome::Fenced { report, attempts: 1 } = &outcome else {
+                panic!("expected a fenced exit, got {outcome:?}")
+            };
+            let said = if with_disk { "1 dirty block(s) KEPT" } else { "1 dirty block(s) DROPPED" };
+            assert!(report.contains(said), "{report}");
+            // B's block is intact, and B's lock too.
+            assert_eq!(&b.device.read_at(65_536, 12).await.unwrap()[..], b"written by b");
+            (b.release)().await.unwrap();
+            let again = build_stack(&opts(&["--read-only", url.as_str()])).await.unwrap();
+            assert_eq!(&again.device.read_at(65_536, 12).await.unwrap()[..], b"written by b");
+            (again.release)().await.unwrap();
+            if with_disk {
+                // The kept block stays for a person: the directory is refused.
+                let err = build_stack(&opts(&[cache_dir.as_str(), url.as_str()])).await.unwrap_err();
+                assert!(err.to_string().contains("1 dirty block(s) not yet in the bucket"), "{err}");
+            }
+        }
     }
 }
