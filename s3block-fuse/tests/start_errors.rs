@@ -109,14 +109,14 @@ fn unimplemented_s3backer_options_are_named_plainly() {
     let m = path(mnt.path());
     for (arg, name) in [
         ("--ssl", "--ssl"),
-        ("--blockCacheTimeout=30", "--blockCacheTimeout"),
-        ("--noAutoDetect", "--noAutoDetect"),
-        ("--reset-mounted-flag", "--reset-mounted-flag"),
+        ("--md5CacheSize=30", "--md5CacheSize"),
+        ("--sharedDiskMode", "--sharedDiskMode"),
+        ("--http11", "--http11"),
         ("--blockCacheFile=/var/cache/x", "--blockCacheFile"),
-        ("-o", "--blockCacheNumProtected"),
+        ("-o", "--md5CacheTime"),
     ] {
         let args: Vec<&str> = if arg == "-o" {
-            vec!["-o", "blockCacheNumProtected=16", "memory://", m]
+            vec!["-o", "md5CacheTime=16", "memory://", m]
         } else {
             vec![arg, "memory://", m]
         };
