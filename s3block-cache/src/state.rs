@@ -157,6 +157,16 @@ impl State {
             e.clean_since = now;
             self.expiry_wake |= self.expiry.is_empty();
             self.expiry.push_back((now, block));
+            // Items of blocks evicted, rewritten or cleaned again since wait
+            // for their time; a busy cache with a long timeout would pile
+            // them up, so past twice the entries they are dropped (in order,
+            // each clean entry keeping its one item): amortized O(1) a push.
+            if self.expiry.len() > 2 * self.entries.len() + 64 {
+                let entries = &self.entries;
+                self.expiry.retain(|(since, b)| {
+                    entries.get(b).is_some_and(|e| !e.is_dirty() && e.clean_since == *since)
+                });
+            }
         }
     }
 
@@ -531,6 +541,24 @@ mod tests {
         st.commit_write(BlockId(1), |_| Content::Full(block(1)), now);
         st.install(BlockId(2), block(2), false, false, now);
         st
+    }
+
+    #[test]
+    fn the_clean_timeout_queue_stays_bounded_by_the_entries() {
+        let mut st = State::new(4096, 2048, StdRng::seed_from_u64(0))
+            .with_eviction(0, Some(Duration::from_secs(3600)));
+        let now = Instant::now();
+        // A scan of 10,000 blocks through a cache of 8: each fetch queues a
+        // timeout, and each is evicted long before it is due.
+        for n in 0..10_000 {
+            st.install(BlockId(n), block(1), false, false, now);
+            assert!(st.expiry.len() <= 2 * st.entries.len() + 65, "{} items", st.expiry.len());
+        }
+        assert_eq!(st.entries.len(), 8);
+        assert_eq!(st.check_invariants(1), Ok(()));
+        // The live ones still time out.
+        assert_eq!(st.expire_clean(now + Duration::from_secs(3600)), None);
+        assert_eq!((st.entries.len(), st.resident), (0, 0));
     }
 
     #[test]
