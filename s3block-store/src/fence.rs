@@ -8,10 +8,12 @@
 //!
 //! - it reads the lock object and compares its token with the mount's own
 //!   ([`LockProbe::check`]): once a minute ([`LOCK_CHECK_EVERY`], by
-//!   [`Fence::watch`]) and before each flush (fsync, FUSE flush, NBD
-//!   `FLUSH`) is let through. Flushes that arrive while a check is in
-//!   flight wait for it rather than send their own: a burst of fsyncs
-//!   costs one GET;
+//!   [`Fence::watch`]), before each flush (fsync, FUSE flush, NBD
+//!   `FLUSH`) is let through, and before an upload when the lock was last
+//!   found held more than [`UPLOAD_RECHECK`] ago. Callers that arrive
+//!   while a check is in flight wait for it rather than send their own: a
+//!   burst of fsyncs costs one GET, and uploading costs at most one GET
+//!   every five seconds;
 //! - once the lock holds another token, or is gone, the fence trips, for
 //!   good: it logs at error level who holds the lock now, and every
 //!   [`FencedDevice`] refuses writes, discards and flushes with
@@ -19,17 +21,21 @@
 //!   the caches refuses uploads, so dirty blocks stay in the caches (and
 //!   in the disk cache, on the local disk, for a person to recover).
 //!
-//! A lock that cannot be read (an outage with `--io-timeout`, credentials
-//! refused) trips nothing: the store is unreachable for uploads as well,
-//! and the next check decides. A fenced error is never an outage: the
-//! retry layers and the exit never retry it.
+//! A lock that cannot be read trips nothing; the next check decides. A
+//! hard mount's read waits for the store like any request (so a flush
+//! waits through an outage, as its uploads would); with `--io-timeout`
+//! the read gives up, and the flush fails with the store's error (EIO)
+//! instead of uploading without knowing, while an upload goes on (it
+//! meets the same store). A fenced error is never an outage: the retry
+//! layers and the exit never retry it.
 //!
 //! What the fence cannot do: an upload already sent when the lock was
-//! taken still lands, and the blocks uploaded between the new mount's start
-//! and the old one's next check (a minute at most, without a flush) land
-//! too. It makes the window short, not empty: a lock written with
-//! conditional writes (see [`MountLock`](crate::MountLock)) is what keeps
-//! two mounts from both believing they hold it.
+//! taken still lands, and so do those that start within [`UPLOAD_RECHECK`]
+//! of the old mount's last check. It makes the window short, not empty:
+//! object stores offer no write conditional on another object (the lock),
+//! so no block upload can be. A lock written with conditional writes (see
+//! [`MountLock`](crate::MountLock)) is what keeps two mounts from both
+//! believing they hold it.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +51,10 @@ use crate::lock::{LockCheck, LockProbe};
 /// How often a mount checks its lock when nothing else makes it.
 pub const LOCK_CHECK_EVERY: Duration = Duration::from_secs(60);
 
+/// An upload waits for a check of the lock when it was last found held
+/// longer ago than this.
+pub const UPLOAD_RECHECK: Duration = Duration::from_secs(5);
+
 /// A mount's watch on its lock: see the [module docs](self).
 #[derive(Debug)]
 pub struct Fence {
@@ -58,10 +68,14 @@ pub struct Fence {
     done: AtomicU64,
     /// Lock reads sent (the GETs, for the figures).
     reads: AtomicU64,
+    /// When the last check that did not find the lock lost was sent
+    /// (found held, or could not read it).
+    looked: std::sync::Mutex<tokio::time::Instant>,
 }
 
 impl Fence {
-    /// The fence of the mount holding the lock `probe` checks.
+    /// The fence of the mount holding the lock `probe` checks, taken a
+    /// moment ago.
     pub fn new(probe: LockProbe) -> Fence {
         let key = probe.key();
         Fence {
@@ -71,6 +85,7 @@ impl Fence {
             gate: tokio::sync::Mutex::new(()),
             done: AtomicU64::new(0),
             reads: AtomicU64::new(0),
+            looked: std::sync::Mutex::new(tokio::time::Instant::now()),
         }
     }
 
@@ -117,8 +132,14 @@ impl Fence {
             return Err(e);
         }
         self.reads.fetch_add(1, Ordering::Relaxed);
+        let sent = tokio::time::Instant::now();
         let found = self.probe.check().await;
         self.done.fetch_add(1, Ordering::Release);
+        if matches!(found, Ok(LockCheck::Held) | Err(_)) {
+            // Unreadable counts too: uploads then meet the same store, and
+            // each must not wait for a read of its own first.
+            *self.looked.lock().unwrap_or_else(|e| e.into_inner()) = sent;
+        }
         match found? {
             LockCheck::Held => Ok(()),
             other => {
@@ -126,6 +147,19 @@ impl Fence {
                 self.fenced().map_or(Ok(()), Err)
             }
         }
+    }
+
+    /// [`check`](Self::check), unless the lock was looked at less than
+    /// `within` ago (and found held, or could not be read).
+    pub async fn check_recent(&self, within: Duration) -> Result<()> {
+        if let Some(e) = self.fenced() {
+            return Err(e);
+        }
+        let looked = *self.looked.lock().unwrap_or_else(|e| e.into_inner());
+        if looked.elapsed() < within {
+            return Ok(());
+        }
+        self.check().await
     }
 
     /// Trips the fence (once), saying so loudly.
@@ -207,6 +241,24 @@ impl<D: BlockDevice> FencedDevice<D> {
         self.fence.fenced().map_or(Ok(()), Err)
     }
 
+    /// Before a write: under the caches (an upload, a delete), a check of
+    /// the lock when it was last found held more than [`UPLOAD_RECHECK`]
+    /// ago; over them, only whether the fence has tripped.
+    async fn before_write(&self) -> Result<()> {
+        if self.place == Place::Top {
+            return self.open();
+        }
+        match self.fence.check_recent(UPLOAD_RECHECK).await {
+            Err(e) if e.is_fenced() => Err(e),
+            // Unreadable: the upload meets the same store and says so.
+            Err(e) => {
+                tracing::debug!("could not check the mount lock {} before an upload: {e}", self.fence.key);
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
     /// `result`, or [`Error::Fenced`] when the fence tripped meanwhile
     /// (the layer below reports the refused upload in its own words).
     fn fenced_or(&self, result: Result<()>) -> Result<()> {
@@ -229,7 +281,7 @@ impl<D: BlockDevice> BlockDevice for FencedDevice<D> {
     }
 
     async fn write_block(&self, block: BlockId, data: Bytes) -> Result<()> {
-        self.open()?;
+        self.before_write().await?;
         let result = self.inner.write_block(block, data).await;
         self.fenced_or(result)
     }
@@ -239,13 +291,13 @@ impl<D: BlockDevice> BlockDevice for FencedDevice<D> {
     }
 
     async fn write_partial(&self, block: BlockId, offset: u32, data: Bytes) -> Result<()> {
-        self.open()?;
+        self.before_write().await?;
         let result = self.inner.write_partial(block, offset, data).await;
         self.fenced_or(result)
     }
 
     async fn discard(&self, blocks: Range<u64>) -> Result<()> {
-        self.open()?;
+        self.before_write().await?;
         let result = self.inner.discard(blocks).await;
         self.fenced_or(result)
     }
@@ -253,14 +305,9 @@ impl<D: BlockDevice> BlockDevice for FencedDevice<D> {
     async fn flush(&self) -> Result<()> {
         self.open()?;
         if self.place == Place::Top {
-            match self.fence.check().await {
-                Ok(()) => {}
-                Err(e) if e.is_fenced() => return Err(e),
-                // Unreadable: the flush goes on; its uploads meet the same store.
-                Err(e) => {
-                    tracing::warn!("could not check the mount lock {} before a flush: {e}", self.fence.key)
-                }
-            }
+            // Unreadable (only with --io-timeout): the flush fails rather
+            // than upload without knowing whose the volume is.
+            self.fence.check().await?;
         }
         let result = self.inner.flush().await;
         self.fenced_or(result)
@@ -381,6 +428,30 @@ mod tests {
         dev.flush().await.unwrap();
         assert_eq!(fence.reads(), 1, "a flush after the burst reads the lock");
         assert!(lock.release().await.unwrap());
+    }
+
+    /// Under the caches, an upload rechecks a lock last found held more
+    /// than five seconds ago (once for uploads arriving together), and is
+    /// refused once it is another mount's.
+    #[tokio::test(start_paused = true)]
+    async fn uploads_recheck_a_lock_not_confirmed_lately() {
+        let (store, lock, fence) = locked().await;
+        let below = FencedDevice::uploads(MemoryDevice::new(geometry()), fence.clone());
+        below.write_block(BlockId(0), block(1)).await.unwrap();
+        assert_eq!(fence.reads(), 0, "a lock taken a moment ago is not read again");
+        tokio::time::sleep(UPLOAD_RECHECK + Duration::from_millis(1)).await;
+        below.write_block(BlockId(1), block(1)).await.unwrap();
+        below.discard(2..3).await.unwrap();
+        assert_eq!(fence.reads(), 1);
+        break_lock(store.as_ref(), "v/").await.unwrap();
+        let _b = MountLock::acquire(store.clone(), "v/", opts("host-b")).await.unwrap();
+        below.write_block(BlockId(3), block(3)).await.unwrap();
+        assert_eq!(fence.reads(), 1, "within the recheck time the upload goes through unchecked");
+        tokio::time::sleep(UPLOAD_RECHECK).await;
+        let err = below.write_block(BlockId(4), block(4)).await.unwrap_err();
+        assert!(err.is_fenced(), "{err}");
+        assert_eq!(below.read_block(BlockId(4)).await.unwrap(), block(0), "the refused upload was stored");
+        assert!(!lock.release().await.unwrap());
     }
 
     /// The watch reads the lock once a period and trips by itself, with no

@@ -232,3 +232,55 @@ fn a_forced_mount_fences_the_old_writer_on_garage() {
         eprintln!("FIGURES fence (Garage) {figures}");
     }
 }
+
+/// A mount that keeps writing (the default write delay, no fsync) after
+/// its lock was broken and taken: its next upload more than five seconds
+/// after its last check reads the lock and is refused, and from then on
+/// its writes get EIO. Whatever it wrote before that, B's block is intact.
+#[test]
+fn a_writing_mount_is_fenced_by_its_uploads_without_an_fsync() {
+    if !kernel_available(&["losetup", "dd"]) {
+        return;
+    }
+    let store = tempfile::tempdir().unwrap();
+    let place = Place { url: format!("file://{}", store.path().display()), endpoint: None };
+    let a = place.mount(&[]);
+    let lo = Loop::attach(&a.file());
+    let (ok, said) = dd_block(&lo.device, 20, 1);
+    assert!(ok, "dd to A: {said}");
+    let forced = Instant::now();
+    place.force_unlock();
+    let b = place.mount(&[]);
+    let fb = open_rw(&b);
+    fb.write_all_at(&pattern(3, BLOCK), 5 * BLOCK as u64).unwrap();
+    fb.sync_all().unwrap();
+    // A writes a block every 100 ms until a write fails.
+    let mut written = 0;
+    let refused = loop {
+        let (ok, said) = dd_block(&lo.device, 21 + written % 40, 10 + written as u64);
+        if !ok {
+            assert!(said.contains("Input/output error"), "A's write failed otherwise: {said}");
+            break forced.elapsed();
+        }
+        written += 1;
+        assert!(forced.elapsed() < Duration::from_secs(30), "A still writes 30 s after the forced unlock");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(a.log().contains("FENCED"), "{}", a.log());
+    lo.detach();
+    let mut a = a;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fusermount_u(a.path()).status.success() {
+        assert!(Instant::now() < deadline, "A stays busy");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(a.wait_exit().code(), Some(4), "{}", a.log());
+    assert_eq!(read_block(&fb, 5), pattern(3, BLOCK), "B's block changed under it");
+    drop(fb);
+    b.unmount();
+    eprintln!(
+        "FIGURES fence (file://) without fsync: A's writes failed with EIO {:.2}s after the forced unlock, \
+         after {written} more blocks written",
+        refused.as_secs_f32()
+    );
+}

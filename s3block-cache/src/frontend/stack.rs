@@ -277,7 +277,8 @@ async fn fenced_exit(
 fn serve_metrics(server: MetricsServer, stats: &Arc<Stats>, volume: &Volume, kind: &StoreKind, bucket: &str) {
     let addr = server.local_addr();
     let (stats, counters) = (stats.clone(), volume.store().counters.clone());
-    let lock_held = volume.lock_mode().is_some();
+    // Held while this mount has the lock and is not fenced.
+    let fence = volume.fence();
     let store = match kind {
         StoreKind::S3 { .. } => "s3",
         StoreKind::Local(_) => "file",
@@ -287,7 +288,7 @@ fn serve_metrics(server: MetricsServer, stats: &Arc<Stats>, volume: &Volume, kin
     let metrics = Metrics::new(store, bucket, move || MetricsSnapshot {
         stats: stats.snapshot(),
         health: counters.health(),
-        lock_held,
+        lock_held: fence.as_ref().is_some_and(|f| !f.is_tripped()),
     });
     match server.serve(metrics) {
         Ok(_) => tracing::info!("metrics at http://{addr}/metrics"),
