@@ -454,6 +454,33 @@ mod tests {
         assert!(!lock.release().await.unwrap());
     }
 
+    /// A lock that cannot be read trips nothing: the flush fails with the
+    /// store's error, the uploads go on without a read of their own for
+    /// the recheck time, and once the store answers a flush succeeds.
+    #[tokio::test(start_paused = true)]
+    async fn an_unreadable_lock_fails_the_flush_and_trips_nothing() {
+        use crate::{FaultConfig, FaultStore};
+        let refusing = FaultConfig { permanent_rate: 1.0, ..Default::default() };
+        let faulty = Arc::new(FaultStore::new(InMemory::new(), refusing, 7));
+        faulty.set_enabled(false);
+        let store: Arc<dyn ObjectStore> = faulty.clone();
+        let lock = MountLock::acquire(store, "v/", opts("host-a")).await.unwrap();
+        let fence = Arc::new(Fence::new(lock.probe()));
+        let top = FencedDevice::top(MemoryDevice::new(geometry()), fence.clone());
+        let below = FencedDevice::uploads(MemoryDevice::new(geometry()), fence.clone());
+        faulty.set_enabled(true);
+        tokio::time::sleep(UPLOAD_RECHECK * 2).await;
+        let err = top.flush().await.unwrap_err();
+        assert!(!err.is_fenced() && err.to_string().contains("s3backer-mounted"), "{err}");
+        assert!(!fence.is_tripped());
+        let reads = fence.reads();
+        below.write_block(BlockId(1), block(1)).await.unwrap();
+        assert_eq!(fence.reads(), reads, "an upload read the lock again right after a failed read");
+        faulty.set_enabled(false);
+        top.flush().await.unwrap();
+        assert!(lock.release().await.unwrap());
+    }
+
     /// The watch reads the lock once a period and trips by itself, with no
     /// flush; it then stops reading.
     #[tokio::test(start_paused = true)]
