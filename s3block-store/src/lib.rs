@@ -139,15 +139,15 @@ pub use error::{classify, store_error};
 pub use fault::{FaultConfig, FaultStore, InjectedFault};
 #[cfg(feature = "testing")]
 pub use faultenv::{FaultSpec, INJECT_FAULTS_ENV};
+pub use fence::{Fence, FencedDevice, LOCK_CHECK_EVERY, UPLOAD_RECHECK};
 pub use handle::{Create, Volume, VolumeBuilder};
 #[cfg(feature = "clap")]
 pub use hints::{command_hint, with_hint};
 pub use keys::{check_prefix, key_path};
 pub use list::{ListPlan, StoredBlock, any_block_stored, delete_keys, first_block_key, list_blocks};
-pub use fence::{Fence, FencedDevice, LOCK_CHECK_EVERY, UPLOAD_RECHECK};
 pub use lock::{
-    LOCK_NAME, LockCheck, LockInfo, LockMode, LockOptions, LockProbe, META_MOUNT_TOKEN, MountLock, break_lock,
-    hostname, probe_conditional_put, read_lock, utc_stamp,
+    LOCK_NAME, LockCheck, LockInfo, LockMode, LockOptions, LockProbe, META_MOUNT_TOKEN, MountLock,
+    break_lock, hostname, probe_conditional_put, read_lock, utc_stamp,
 };
 pub use mounts::{MOUNT_RECORD_NAME, MountRecord, mount_record_key, read_mount_record, write_mount_record};
 pub use native::XChaChaCodec;
