@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use bytes::Bytes;
 use s3block_core::{
-    Allocation, BlockDevice, BlockId, Error, FetchReason, Geometry, Result, check_block_len,
+    Allocation, BlockDevice, BlockId, Error, FetchReason, Geometry, GeometryCell, Result, check_block_len,
     check_block_range, is_zero, push_run,
 };
 use tokio::runtime::Handle;
@@ -25,7 +25,8 @@ use crate::stats::{CacheStats, Counters};
 #[derive(Debug)]
 pub(crate) struct Shared<D> {
     pub(crate) lower: D,
-    pub(crate) geometry: Geometry,
+    /// The volume's geometry; [`BlockCache::grow`] raises its block count.
+    pub(crate) geometry: GeometryCell,
     pub(crate) limits: Limits,
     pub(crate) config: CacheConfig,
     state: Mutex<State>,
@@ -95,7 +96,7 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
         let clean_timeout = config.clean_timeout;
         let shared = Arc::new(Shared {
             lower,
-            geometry,
+            geometry: GeometryCell::new(geometry),
             limits,
             config,
             state: Mutex::new(
@@ -137,7 +138,7 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
             st.zeros.remove(b..b + 1);
             at = b + 1;
         }
-        st.zeros.insert(at..self.shared.geometry.block_count());
+        st.zeros.insert(at..self.shared.geometry.get().block_count());
     }
 
     /// The device below.
@@ -292,10 +293,10 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
         let ahead = st.read_ahead.on_read(
             block.0.into(),
             shared.limits.read_ahead_blocks,
-            shared.geometry.block_count(),
+            shared.geometry.get().block_count(),
             shared.limits.read_ahead_trigger,
         );
-        let block_len = u64::from(shared.geometry.block_size());
+        let block_len = u64::from(shared.geometry.get().block_size());
         // Only what clean blocks could make room for: read-ahead never
         // competes with dirty data.
         let mut room = shared.limits.cache_size.saturating_sub(st.dirty_bytes);
@@ -411,19 +412,28 @@ impl<D: BlockDevice + 'static> Drop for BlockCache<D> {
     }
 }
 
+impl<D: BlockDevice + 'static> BlockCache<D> {
+    /// Grows the volume the cache serves to `geometry` (the same block
+    /// size, more blocks) once the device below has grown: blocks past the
+    /// old end are accepted from now on, and read from below until written.
+    pub fn grow(&self, geometry: Geometry) -> Result<()> {
+        self.shared.geometry.grow(geometry)
+    }
+}
+
 #[async_trait]
 impl<D: BlockDevice + 'static> BlockDevice for BlockCache<D> {
     fn geometry(&self) -> Geometry {
-        self.shared.geometry
+        self.shared.geometry.get()
     }
 
     async fn read_block(&self, block: BlockId) -> Result<Bytes> {
-        self.shared.geometry.check_block(block)?;
-        self.read_range(block, 0..self.shared.geometry.block_len()).await
+        self.shared.geometry.get().check_block(block)?;
+        self.read_range(block, 0..self.shared.geometry.get().block_len()).await
     }
 
     async fn write_block(&self, block: BlockId, data: Bytes) -> Result<()> {
-        let g = self.shared.geometry;
+        let g = self.shared.geometry.get();
         g.check_block(block)?;
         check_block_len(&g, block, &data)?;
         let zero = is_zero(&data);
@@ -438,7 +448,7 @@ impl<D: BlockDevice + 'static> BlockDevice for BlockCache<D> {
     }
 
     async fn read_partial(&self, block: BlockId, offset: u32, len: usize) -> Result<Bytes> {
-        let g = self.shared.geometry;
+        let g = self.shared.geometry.get();
         g.check_block(block)?;
         g.check_in_block(offset, len)?;
         let start = offset as usize;
@@ -446,7 +456,7 @@ impl<D: BlockDevice + 'static> BlockDevice for BlockCache<D> {
     }
 
     async fn write_partial(&self, block: BlockId, offset: u32, data: Bytes) -> Result<()> {
-        let g = self.shared.geometry;
+        let g = self.shared.geometry.get();
         g.check_block(block)?;
         g.check_in_block(offset, data.len())?;
         let block_len = g.block_len();
@@ -483,7 +493,7 @@ impl<D: BlockDevice + 'static> BlockDevice for BlockCache<D> {
     }
 
     async fn discard(&self, blocks: Range<u64>) -> Result<()> {
-        check_block_range(&self.shared.geometry, &blocks)?;
+        check_block_range(&self.shared.geometry.get(), &blocks)?;
         self.check_open()?;
         if blocks.is_empty() {
             return Ok(());
@@ -502,7 +512,7 @@ impl<D: BlockDevice + 'static> BlockDevice for BlockCache<D> {
     /// zeros (clean or waiting for their delete). Every other block is data,
     /// including one cached only in part.
     async fn block_status(&self, blocks: Range<u64>) -> Result<Vec<(Range<u64>, Allocation)>> {
-        check_block_range(&self.shared.geometry, &blocks)?;
+        check_block_range(&self.shared.geometry.get(), &blocks)?;
         let st = self.shared.lock();
         // Zero below: the zero set and the discards in progress, merged.
         let mut zero = st.zeros.ranges_in(&blocks);

@@ -70,7 +70,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
 
     async fn run_load(self: Arc<Self>, block: BlockId, id: u64) {
         let result = match self.lower.read_block(block).await {
-            Ok(data) => check_block_len(&self.geometry, block, &data).map(|()| data),
+            Ok(data) => check_block_len(&self.geometry.get(), block, &data).map(|()| data),
             Err(e) => Err(e),
         };
         let (load, outcome, wake_scheduler) = {

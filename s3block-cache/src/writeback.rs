@@ -148,13 +148,13 @@ impl<D: BlockDevice + 'static> Shared<D> {
                     Content::Zero if zero_below => return Ok(Snapshot::Nothing(generation)),
                     Content::Zero => {
                         return Ok(Snapshot::Data(
-                            Bytes::from(vec![0; self.geometry.block_len()]),
+                            Bytes::from(vec![0; self.geometry.get().block_len()]),
                             generation,
                             true,
                         ));
                     }
                     Content::Sparse(pages) => {
-                        let data = pages.to_block(self.geometry.block_len());
+                        let data = pages.to_block(self.geometry.get().block_len());
                         return Ok(Snapshot::Data(data, generation, false));
                     }
                     // The bytes fetched hold the block as it was then, older

@@ -49,7 +49,13 @@ pub enum Command {
     /// Delete every block, the descriptor and the lock of a volume.
     #[command(after_help = EXIT_CODES_HELP)]
     Erase(EraseArgs),
-    /// Change the size of a volume that is not mounted (SIZE, +SIZE or -SIZE); s3backer reads the new size too.
+    /// Change the size of a volume (SIZE, +SIZE or -SIZE); s3backer reads the new size too.
+    ///
+    /// Given a store URL, the volume must not be mounted: it grows, or shrinks (refused while
+    /// blocks past the new end hold data, unless --discard-tail). Given the mount point of a
+    /// running s3block mount (or its device file), the mount grows the volume in place, and the
+    /// device file's size changes at once; then `losetup -c` and `resize2fs` (or `pvresize`)
+    /// grow what sits on it. A mounted volume only grows.
     #[command(after_help = EXIT_CODES_HELP)]
     Resize(ResizeArgs),
     /// Break a stale mount lock (s3backer's --reset-mounted-flag), after showing who held it.
@@ -290,7 +296,8 @@ pub struct EraseArgs {
 /// `s3block resize`.
 #[derive(Debug, Clone, Args)]
 pub struct ResizeArgs {
-    /// The volume: s3://BUCKET/PREFIX, file:///PATH or memory://.
+    /// The volume: s3://BUCKET/PREFIX, file:///PATH or memory:// (not mounted); or the mount point
+    /// (or device file) of a mounted one, to grow it in place.
     pub store: String,
     /// The new size (40G), or how much to grow (+10G) or shrink (-2G) it by; a whole number of blocks.
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = crate::resize::parse_size_change)]

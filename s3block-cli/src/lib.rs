@@ -53,6 +53,7 @@ pub mod exit;
 pub mod format;
 pub mod maint;
 pub mod resize;
+pub mod resize_mounted;
 pub mod stat;
 pub mod stats;
 pub mod target;
@@ -172,6 +173,16 @@ async fn store_command(command: Command, out: &mut dyn Write) -> CliResult {
             }
         }
         Command::Resize(a) => {
+            if let Some(control) = resize_mounted::control_file(&a.store) {
+                return resize_mounted::resize_mounted(
+                    &control,
+                    a.size,
+                    a.block_size,
+                    a.discard_tail,
+                    a.output.json,
+                    out,
+                );
+            }
             let t = open_target(&a.store, &a.store_args)?;
             let url = a.store.clone();
             let mut failed = None;

@@ -133,6 +133,63 @@ impl Geometry {
     }
 }
 
+/// A geometry that can grow while the volume is in use: the block size is
+/// fixed, the block count only ever rises. Every layer of a mounted volume
+/// that checks block numbers reads it, so a grow reaches them all at once.
+#[derive(Debug)]
+pub struct GeometryCell {
+    block_size: u32,
+    block_count: std::sync::atomic::AtomicU64,
+}
+
+impl GeometryCell {
+    /// A cell holding `geometry`.
+    pub fn new(geometry: Geometry) -> Self {
+        GeometryCell {
+            block_size: geometry.block_size,
+            block_count: std::sync::atomic::AtomicU64::new(geometry.block_count),
+        }
+    }
+
+    /// The geometry now.
+    pub fn get(&self) -> Geometry {
+        Geometry {
+            block_size: self.block_size,
+            block_count: self.block_count.load(std::sync::atomic::Ordering::Acquire),
+        }
+    }
+
+    /// Grows to `geometry`. Refused, naming both values, when its block
+    /// size differs or it has fewer blocks than now.
+    pub fn grow(&self, geometry: Geometry) -> Result<()> {
+        if geometry.block_size != self.block_size {
+            return Err(Error::Mismatch {
+                what: "block size",
+                stored: format_size(self.block_size.into()),
+                requested: format_size(geometry.block_size.into()),
+            });
+        }
+        let now = self.block_count.fetch_max(geometry.block_count, std::sync::atomic::Ordering::AcqRel);
+        if geometry.block_count < now {
+            return Err(Error::InvalidGeometry(format!(
+                "{} is smaller than the volume's {}: a mounted volume only grows",
+                format_size(geometry.size()),
+                format_size(now * u64::from(self.block_size))
+            )));
+        }
+        Ok(())
+    }
+
+    /// Goes back to `geometry` after a grow that could not be completed.
+    /// Only for the one who grew it, before any block past `geometry`'s end
+    /// was accepted.
+    pub fn undo_grow(&self, geometry: Geometry) {
+        if geometry.block_size == self.block_size {
+            self.block_count.store(geometry.block_count, std::sync::atomic::Ordering::Release);
+        }
+    }
+}
+
 impl fmt::Display for Geometry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -304,5 +361,20 @@ mod tests {
         assert!(g.check_block(BlockId(256)).is_err());
         assert!(g.check_in_block(4095, 1).is_ok());
         assert!(g.check_in_block(4095, 2).is_err());
+    }
+
+    #[test]
+    fn a_geometry_cell_only_grows_and_keeps_its_block_size() {
+        let g = |size| Geometry::new(size, 4096).unwrap();
+        let cell = GeometryCell::new(g(1 << 20));
+        cell.grow(g(2 << 20)).unwrap();
+        assert_eq!(cell.get(), g(2 << 20));
+        let e = cell.grow(g(1 << 20)).unwrap_err().to_string();
+        assert!(e.contains("1M is smaller than the volume's 2M"), "{e}");
+        let e = cell.grow(Geometry::new(4 << 20, 8192).unwrap()).unwrap_err().to_string();
+        assert!(e.contains("4K") && e.contains("8K"), "{e}");
+        assert_eq!(cell.get(), g(2 << 20), "refusals change nothing");
+        cell.undo_grow(g(1 << 20));
+        assert_eq!(cell.get(), g(1 << 20));
     }
 }

@@ -68,7 +68,7 @@ pub use counters::{
 pub use device::{Allocation, BlockDevice, allocation_runs, check_block_len, check_block_range, push_run};
 pub use error::{BoxError, Error, Result, StoreErrorKind};
 pub use geometry::{
-    DEFAULT_BLOCK_SIZE, Geometry, MAX_BLOCK_COUNT, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, format_count, format_size,
+    DEFAULT_BLOCK_SIZE, Geometry, GeometryCell, MAX_BLOCK_COUNT, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, format_count, format_size,
     parse_size,
 };
 pub use holder::{

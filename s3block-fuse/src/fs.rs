@@ -1,13 +1,16 @@
 //! The filesystem s3block shows through FUSE, as a type tests drive directly.
 //!
-//! A root directory holds two files: the device file, whose bytes are the
-//! volume, and the stats file. [`BlockFs`] answers every request with plain
+//! A root directory holds the device file, whose bytes are the volume, the
+//! stats file (and its JSON twin), and the control file through which a
+//! running mount grows its volume (see [`control`](crate::control)). [`BlockFs`] answers every request with plain
 //! values or an [`FsError`]; the FUSE glue in `session` only moves these
 //! into fuser's replies, and [`errno`](crate::errno()) is the one place errors
 //! become errno values.
 //!
 //! Semantics chosen for a file that is a disk:
-//! - its size is the volume's and never changes, as for a block device:
+//! - its size is the volume's and changes only when the volume grows
+//!   (`s3block resize MOUNTPOINT`, through the control file), as for a
+//!   block device:
 //!   opening it with `O_TRUNC` succeeds and changes nothing (the kernel
 //!   ignores `O_TRUNC` on a block device too), so `dd of=file`, `cp img file`
 //!   and `> file` write over the volume without wiping it first; setting the
@@ -39,12 +42,14 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use fuser::{FileAttr, FileType, FopenFlags, INodeNo};
-use s3block_cache::frontend::StatsSource;
+
+use crate::control::{self, CONTROL_FILE};
+use s3block_cache::frontend::{StatsSource, VolumeGrow};
 use s3block_core::{BlockDevice, BlockDeviceExt, Geometry};
 
 /// Inode of the root directory.
@@ -56,6 +61,8 @@ pub const STATS_INO: u64 = 3;
 /// Inode of the stats file's JSON twin, `{stats file}.json`: the same
 /// figures for scripts (it shares the stats file's owner, mode and times).
 pub(crate) const STATS_JSON_INO: u64 = 4;
+/// Inode of the control file (see [`control`](crate::control)).
+pub(crate) const CONTROL_INO: u64 = 5;
 
 /// What the filesystem shows and how.
 #[derive(Debug, Clone)]
@@ -112,9 +119,8 @@ pub enum FsError {
     /// end): the size is the volume's, fixed when it was created.
     #[error(
         "cannot resize the device file to {requested} bytes: its size is the volume's, fixed at {size} bytes \
-         when it was created; growing a volume is planned as `s3block resize`; for now create a larger volume \
-         with `s3block create --size` and copy the data onto it (`dd` between the two mounts; `s3block copy` \
-         keeps the size)"
+         until the volume grows: `s3block resize MOUNTPOINT --size NEW` grows it while mounted (or create a \
+         larger volume with `s3block create --size` and copy the data onto it)"
     )]
     Resize {
         /// The size asked for.
@@ -194,7 +200,6 @@ fn slot(ino: u64) -> usize {
 /// The filesystem over a block device: see the module docs.
 pub struct BlockFs {
     device: Arc<dyn BlockDevice>,
-    geometry: Geometry,
     stats: Arc<dyn StatsSource>,
     config: FsConfig,
     started: SystemTime,
@@ -206,6 +211,12 @@ pub struct BlockFs {
     /// The device file's handles opened for writing: their close flushes.
     writers: Mutex<HashSet<u64>>,
     next_fh: AtomicU64,
+    /// Grows the volume: shown as the control file when set.
+    grow: Option<Arc<VolumeGrow>>,
+    /// The control file's answers, one per open handle.
+    control: Mutex<HashMap<u64, Bytes>>,
+    /// Tells the kernel the device file's size changed.
+    notifier: OnceLock<fuser::Notifier>,
 }
 
 impl std::fmt::Debug for BlockFs {
@@ -224,7 +235,6 @@ impl BlockFs {
             Meta::new(0o444, &config, now),
         ];
         BlockFs {
-            geometry: device.geometry(),
             device,
             stats,
             config,
@@ -233,7 +243,31 @@ impl BlockFs {
             stats_handles: Mutex::default(),
             writers: Mutex::default(),
             next_fh: AtomicU64::new(1),
+            grow: None,
+            control: Mutex::default(),
+            notifier: OnceLock::new(),
         }
+    }
+
+    /// Shows the control file, through which `grow` grows the volume.
+    pub fn with_grow(mut self, grow: Arc<VolumeGrow>) -> Self {
+        self.grow = Some(grow);
+        self
+    }
+
+    /// The kernel session's notifier: after a grow, the kernel is told the
+    /// device file's attributes changed, so its new size shows at once.
+    pub fn set_notifier(&self, notifier: fuser::Notifier) {
+        let _ = self.notifier.set(notifier);
+    }
+
+    /// The volume's geometry now (it grows while mounted).
+    fn geometry(&self) -> Geometry {
+        self.device.geometry()
+    }
+
+    fn control_answers(&self) -> MutexGuard<'_, HashMap<u64, Bytes>> {
+        self.control.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The device underneath.
@@ -267,6 +301,8 @@ impl BlockFs {
             Some(STATS_INO)
         } else if self.stats_json_name().as_deref() == Some(name) {
             Some(STATS_JSON_INO)
+        } else if self.grow.is_some() && name == CONTROL_FILE {
+            Some(CONTROL_INO)
         } else {
             None
         }
@@ -286,6 +322,7 @@ impl BlockFs {
         match ino {
             ROOT_INO | DEVICE_INO => Ok(()),
             STATS_INO | STATS_JSON_INO if self.config.stats_filename.is_some() => Ok(()),
+            CONTROL_INO if self.grow.is_some() => Ok(()),
             _ => Err(FsError::NoInode(ino)),
         }
     }
@@ -293,10 +330,16 @@ impl BlockFs {
     /// Attributes of an inode.
     pub fn getattr(&self, ino: u64) -> FsResult<FileAttr> {
         self.check_ino(ino)?;
-        let meta = self.meta()[slot(ino)];
+        let geometry = self.geometry();
+        let mut meta = self.meta()[slot(ino)];
         let (kind, size, nlink) = match ino {
             ROOT_INO => (FileType::Directory, 0, 2),
-            DEVICE_INO => (FileType::RegularFile, self.geometry.size(), 1),
+            DEVICE_INO => (FileType::RegularFile, geometry.size(), 1),
+            CONTROL_INO => {
+                // Its owner's alone, whatever chmod did to the others.
+                meta = Meta::new(0o600, &self.config, self.started);
+                (FileType::RegularFile, 0, 1)
+            }
             _ => (FileType::RegularFile, self.stats_bytes(ino).len() as u64, 1),
         };
         Ok(FileAttr {
@@ -313,7 +356,7 @@ impl BlockFs {
             uid: meta.uid,
             gid: meta.gid,
             rdev: 0,
-            blksize: self.geometry.block_size(),
+            blksize: geometry.block_size(),
             flags: 0,
         })
     }
@@ -335,12 +378,16 @@ impl BlockFs {
             if ino != DEVICE_INO {
                 return Err(FsError::NotPermitted("changing the size of this file"));
             }
-            if size != self.geometry.size() {
+            let now = self.geometry().size();
+            if size != now {
                 if self.config.read_only {
                     return Err(FsError::ReadOnly("truncate"));
                 }
-                return Err(FsError::Resize { requested: size, size: self.geometry.size() });
+                return Err(FsError::Resize { requested: size, size: now });
             }
+        }
+        if ino == CONTROL_INO {
+            return Err(FsError::NotPermitted("changing the control file"));
         }
         {
             let mut all = self.meta();
@@ -378,6 +425,9 @@ impl BlockFs {
             all.push((STATS_INO, FileType::RegularFile, stats.as_str()));
             all.push((STATS_JSON_INO, FileType::RegularFile, json.as_str()));
         }
+        if self.grow.is_some() {
+            all.push((CONTROL_INO, FileType::RegularFile, CONTROL_FILE));
+        }
         Ok(all
             .into_iter()
             .enumerate()
@@ -411,6 +461,7 @@ impl BlockFs {
                 }
                 Ok((fh, flags))
             }
+            CONTROL_INO => Err(FsError::NotPermitted("opening the control file without naming the user")),
             _ => {
                 if write {
                     return Err(FsError::NotPermitted("writing the stats file"));
@@ -430,6 +481,9 @@ impl BlockFs {
             STATS_INO | STATS_JSON_INO => {
                 self.handles().remove(&fh);
             }
+            CONTROL_INO => {
+                self.control_answers().remove(&fh);
+            }
             _ => {}
         }
     }
@@ -440,12 +494,18 @@ impl BlockFs {
         match ino {
             ROOT_INO => Err(FsError::IsDir),
             DEVICE_INO => {
-                let end = self.geometry.size();
+                let end = self.geometry().size();
                 if offset >= end {
                     return Ok(Bytes::new());
                 }
                 let len = u64::from(size).min(end - offset) as usize;
                 Ok(self.device.read_at(offset, len).await?)
+            }
+            CONTROL_INO => {
+                let answer = self.control_answers().get(&fh).cloned().unwrap_or_default();
+                let start = (offset.min(answer.len() as u64)) as usize;
+                let end = (start + size as usize).min(answer.len());
+                Ok(answer.slice(start..end))
             }
             _ => {
                 let text = match self.handles().get(&fh) {
@@ -465,12 +525,13 @@ impl BlockFs {
         match ino {
             ROOT_INO => return Err(FsError::IsDir),
             STATS_INO | STATS_JSON_INO => return Err(FsError::NotPermitted("writing the stats file")),
+            CONTROL_INO => return Err(FsError::NotPermitted("writing the control file without a handle")),
             _ => {}
         }
         if self.config.read_only {
             return Err(FsError::ReadOnly("write"));
         }
-        let size = self.geometry.size();
+        let size = self.geometry().size();
         if offset >= size && !data.is_empty() {
             return Err(FsError::NoSpace { what: "write", offset, size });
         }
@@ -525,7 +586,7 @@ impl BlockFs {
         if mode & !known != 0 {
             return Err(FsError::FallocateMode(mode));
         }
-        let size = self.geometry.size();
+        let size = self.geometry().size();
         let keep_size = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
         let end = offset.saturating_add(len);
         if end > size && !keep_size {
@@ -537,6 +598,46 @@ impl BlockFs {
             self.touch_device();
         }
         Ok(())
+    }
+
+    /// Opens the control file for `uid`: its owner's (and root's) alone.
+    pub fn open_control(&self, uid: u32) -> FsResult<(u64, FopenFlags)> {
+        self.check_ino(CONTROL_INO)?;
+        if uid != 0 && uid != self.config.uid {
+            return Err(FsError::NotPermitted("opening another user's control file"));
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.control_answers().insert(fh, Bytes::new());
+        Ok((fh, FopenFlags::FOPEN_DIRECT_IO))
+    }
+
+    /// A request written to the control file on handle `fh`: answered at
+    /// once, the answer read back from the same handle. Returns the bytes
+    /// taken (all of them).
+    pub async fn control_write(&self, fh: u64, data: Bytes) -> FsResult<u32> {
+        let grow = self.grow.clone().ok_or(FsError::NoInode(CONTROL_INO))?;
+        if !self.control_answers().contains_key(&fh) {
+            return Err(FsError::NotPermitted("writing the control file on a handle it did not open"));
+        }
+        let (answer, grew) = control::answer(&grow, &data).await;
+        if grew {
+            self.touch_device();
+            if let Some(notifier) = self.notifier.get() {
+                // Storing the volume's last byte sets the kernel's size of the
+                // file at once (a loop device reads that one when `losetup -c`
+                // asks); then its other attributes are asked for again.
+                let size = self.geometry().size();
+                let last = self.device.read_at(size - 1, 1).await?;
+                let told = notifier
+                    .store(INodeNo(DEVICE_INO), size - 1, &last)
+                    .and_then(|()| notifier.inval_inode(INodeNo(DEVICE_INO), -1, 0));
+                if let Err(e) = told {
+                    tracing::warn!("could not tell the kernel the device file grew to {size} bytes: {e}");
+                }
+            }
+        }
+        self.control_answers().insert(fh, Bytes::from(answer));
+        Ok(data.len() as u32)
     }
 
     /// Unlinking the stats file resets the counters; the file stays.
@@ -567,7 +668,8 @@ impl BlockFs {
     /// `statfs`: (total blocks, free blocks, block size) in units of the
     /// volume's block size. Free space is not tracked, so it is shown as 0.
     pub fn statfs(&self) -> (u64, u64, u32) {
-        (self.geometry.block_count(), 0, self.geometry.block_size())
+        let g = self.geometry();
+        (g.block_count(), 0, g.block_size())
     }
 }
 

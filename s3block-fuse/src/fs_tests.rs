@@ -314,3 +314,70 @@ fn every_change_of_entries_gets_one_errno() {
     }
     assert_eq!(code(fs.unlink(ROOT_INO, OsStr::new("file"))), libc::EPERM);
 }
+
+/// The filesystem over a real stack of a new `memory://` volume of 1M in
+/// 64K blocks, owned by uid 1000, with its control file.
+async fn grown_fs() -> (BlockFs, s3block_cache::frontend::Stack) {
+    let opts =
+        crate::Options::parse_from_args(["s3block-fuse", "--size=1M", "--block-size=64K", "memory://", "/m"])
+            .unwrap();
+    let stack = crate::build_stack(&opts.volume).await.unwrap();
+    let fs = BlockFs::new(
+        stack.device.clone(),
+        stack.stats.clone(),
+        FsConfig { uid: 1000, gid: 1000, ..config(false) },
+    )
+    .with_grow(stack.grow.clone());
+    (fs, stack)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_file_grows_the_device_file_for_its_owner_only() {
+    let (fs, stack) = grown_fs().await;
+    let names: Vec<String> = fs.readdir(ROOT_INO, 0).unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(names, [".", "..", "file", "stats", "stats.json", "control"]);
+    let attr = fs.lookup(ROOT_INO, OsStr::new("control")).unwrap();
+    assert_eq!((attr.ino, attr.perm, attr.uid, attr.size), (INodeNo(CONTROL_INO), 0o600, 1000, 0));
+    // Its owner's and root's alone; chmod does not open it to others.
+    assert_eq!(code(fs.open_control(1001)), libc::EPERM);
+    assert_eq!(
+        code(fs.setattr(CONTROL_INO, SetAttr { mode: Some(0o666), ..Default::default() })),
+        libc::EPERM
+    );
+    assert_eq!(code(fs.open(CONTROL_INO, true)), libc::EPERM);
+    assert!(fs.open_control(0).is_ok());
+    let (fh, _) = fs.open_control(1000).unwrap();
+    assert!(
+        code(fs.control_write(fh + 100, Bytes::from_static(b"size\n")).await) != 0,
+        "a handle it did not open"
+    );
+
+    let ask = |request: &'static str| {
+        let fs = &fs;
+        async move {
+            assert_eq!(
+                fs.control_write(fh, Bytes::from_static(request.as_bytes())).await.unwrap() as usize,
+                request.len()
+            );
+            String::from_utf8(fs.read(CONTROL_INO, fh, 0, 4096).await.unwrap().to_vec()).unwrap()
+        }
+    };
+    assert_eq!(ask("size\n").await, "ok 1048576 65536\n");
+    assert_eq!(ask("resize 2097152\n").await, "ok 1048576 2097152\n");
+    assert_eq!(fs.getattr(DEVICE_INO).unwrap().size, 2 << 20);
+    assert_eq!(fs.statfs().0, 32);
+    // Past the old end: written and read back through the file.
+    assert_eq!(fs.write(DEVICE_INO, 1 << 20, Bytes::from_static(b"grown")).await.unwrap(), 5);
+    assert_eq!(fs.read(DEVICE_INO, 0, 1 << 20, 5).await.unwrap(), b"grown"[..]);
+    assert!(ask("resize 1048576\n").await.starts_with("error cannot shrink a mounted volume"));
+    assert!(
+        ask("resize 4194304 4096\n").await.starts_with("error a resize keeps the block size (64K, 4K asked)")
+    );
+    assert!(ask("shrink\n").await.starts_with("error unknown request \"shrink\""));
+    assert_eq!(fs.getattr(DEVICE_INO).unwrap().size, 2 << 20);
+    // The device file's size is still fixed against truncate.
+    let e = fs.setattr(DEVICE_INO, SetAttr { size: Some(4 << 20), ..Default::default() }).unwrap_err();
+    assert!(e.to_string().contains("s3block resize MOUNTPOINT"), "{e}");
+    fs.release(CONTROL_INO, fh);
+    (stack.release)().await.unwrap();
+}

@@ -37,6 +37,7 @@
 
 mod compat;
 mod config_file;
+mod control;
 mod daemon;
 mod errno;
 mod fs;

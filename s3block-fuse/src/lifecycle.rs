@@ -103,19 +103,23 @@ pub(crate) fn run_mount(opts: Options) -> ExitCode {
     let (euid, egid) = effective_ids();
     let (uid, gid) = (opts.uid.unwrap_or(euid), opts.gid.unwrap_or(egid));
     let geometry = stack.device.geometry();
-    let fs = Arc::new(BlockFs::new(
-        stack.device.clone(),
-        stack.stats.clone(),
-        FsConfig {
-            filename: opts.filename.clone(),
-            stats_filename: opts.stats_name().map(str::to_owned),
-            file_mode: opts.effective_file_mode(),
-            read_only: opts.volume.read_only,
-            direct_io: opts.direct_io,
-            uid,
-            gid,
-        },
-    ));
+    let fs = Arc::new(
+        BlockFs::new(
+            stack.device.clone(),
+            stack.stats.clone(),
+            FsConfig {
+                filename: opts.filename.clone(),
+                stats_filename: opts.stats_name().map(str::to_owned),
+                file_mode: opts.effective_file_mode(),
+                read_only: opts.volume.read_only,
+                direct_io: opts.direct_io,
+                uid,
+                gid,
+            },
+        )
+        .with_grow(stack.grow.clone()),
+    );
+    let notified = fs.clone();
     let in_flight = InFlight::default();
     let adapter = FuseFs::new(fs, runtime.handle().clone(), in_flight.clone());
     let config = mount_config(opts.volume.read_only, &opts.kernel_flags, euid == 0 || opts.allow_other);
@@ -131,6 +135,7 @@ pub(crate) fn run_mount(opts: Options) -> ExitCode {
             return code;
         }
     };
+    notified.set_notifier(session.notifier());
     tracing::info!("{}", mounted_line(&opts, &stack.description));
     tracing::debug!("{} blocks of {}", geometry.block_count(), format_size(geometry.block_size().into()));
 

@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::errno::errno;
-use crate::fs::{BlockFs, SetAttr};
+use crate::fs::{BlockFs, CONTROL_INO, SetAttr};
 
 /// Largest write the kernel sends in one request.
 pub const MAX_WRITE: u32 = 1 << 20;
@@ -170,11 +170,13 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         // O_TRUNC (here since `init` asks for FUSE_ATOMIC_O_TRUNC) is ignored:
         // the device file keeps its size and bytes, as a block device does.
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
-        match self.fs.open(ino.0, write) {
+        let opened =
+            if ino.0 == CONTROL_INO { self.fs.open_control(req.uid()) } else { self.fs.open(ino.0, write) };
+        match opened {
             Ok((fh, fopen)) => reply.opened(FileHandle(fh), fopen),
             Err(e) => reply.error(errno(&e)),
         }
@@ -204,7 +206,7 @@ impl Filesystem for FuseFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
@@ -215,7 +217,12 @@ impl Filesystem for FuseFs {
         tracing::debug!(ino = ino.0, offset, size = data.len(), "write");
         let data = Bytes::copy_from_slice(data);
         self.spawn(move |fs| async move {
-            match fs.write(ino.0, offset, data).await {
+            let written = if ino.0 == CONTROL_INO {
+                fs.control_write(fh.0, data).await
+            } else {
+                fs.write(ino.0, offset, data).await
+            };
+            match written {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(errno(&e)),
             }

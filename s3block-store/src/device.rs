@@ -8,7 +8,7 @@ use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{Attribute, AttributeValue, Attributes, GetOptions, ObjectStore, PutOptions};
 use s3block_core::{
-    BlockDevice, BlockId, Error, Geometry, KeyLayout, RequestCounters, Result, check_block_len,
+    BlockDevice, BlockId, Error, Geometry, GeometryCell, KeyLayout, RequestCounters, Result, check_block_len,
     check_block_range, is_zero,
 };
 
@@ -40,7 +40,7 @@ pub const DIRECT_DISCARD_MAX: u64 = 1000;
 pub struct ObjectBlockDevice {
     store: Arc<dyn ObjectStore>,
     layout: KeyLayout,
-    geometry: Geometry,
+    geometry: Arc<GeometryCell>,
     codecs: CodecChain,
     counters: Arc<RequestCounters>,
     plan: ListPlan,
@@ -54,7 +54,7 @@ impl ObjectBlockDevice {
         ObjectBlockDevice {
             store,
             layout,
-            geometry,
+            geometry: Arc::new(GeometryCell::new(geometry)),
             codecs: CodecChain::new(),
             counters: Arc::default(),
             plan: ListPlan { parallelism: 1, sorted: false },
@@ -100,6 +100,12 @@ impl ObjectBlockDevice {
         &self.codecs
     }
 
+    /// The geometry, shared by this device's clones: a mount grows it in
+    /// place (see [`GeometryCell`]), and block 0 is stored with its size.
+    pub fn geometry_cell(&self) -> &Arc<GeometryCell> {
+        &self.geometry
+    }
+
     /// The objects and bytes stored, shared by this device's clones: it
     /// follows the blocks they store and delete once a baseline is
     /// started (see [`StoredTally`]).
@@ -114,13 +120,13 @@ impl ObjectBlockDevice {
 
     /// Stored blocks among `blocks`, with their object sizes, by block number.
     pub async fn list_blocks_in(&self, blocks: Range<u64>) -> Result<Vec<StoredBlock>> {
-        check_block_range(&self.geometry, &blocks)?;
+        check_block_range(&self.geometry.get(), &blocks)?;
         list_blocks(self.store.as_ref(), &self.layout, blocks, self.plan).await
     }
 
     /// Every stored block of the volume, with its object size.
     pub async fn list_blocks(&self) -> Result<Vec<StoredBlock>> {
-        self.list_blocks_in(0..self.geometry.block_count()).await
+        self.list_blocks_in(0..self.geometry.get().block_count()).await
     }
 
     /// Deletes the objects of `blocks` in bulk (absent ones are fine).
@@ -178,20 +184,20 @@ pub(crate) fn object_metadata(attrs: &Attributes) -> CodecMeta {
 #[async_trait]
 impl BlockDevice for ObjectBlockDevice {
     fn geometry(&self) -> Geometry {
-        self.geometry
+        self.geometry.get()
     }
 
     async fn read_block(&self, block: BlockId) -> Result<Bytes> {
-        self.geometry.check_block(block)?;
+        self.geometry.get().check_block(block)?;
         let (key, path) = self.path(block)?;
         let res = match self.store.get_opts(&path, GetOptions::default()).await {
             Ok(r) => r,
             Err(e) if is_absent(&e) => {
-                return Ok(Bytes::from(vec![0u8; self.geometry.block_len()]));
+                return Ok(Bytes::from(vec![0u8; self.geometry.get().block_len()]));
             }
             Err(e) => return Err(self.corrupt_or_store(e, &key, block)),
         };
-        let cx = CodecContext { block, key: &key, block_size: self.geometry.block_len() };
+        let cx = CodecContext { block, key: &key, block_size: self.geometry.get().block_len() };
         // Refused before its body is read: no encoding of a block is this large.
         let max = max_object_size(cx.block_size);
         if res.meta.size > max {
@@ -207,13 +213,13 @@ impl BlockDevice for ObjectBlockDevice {
     }
 
     async fn write_block(&self, block: BlockId, data: Bytes) -> Result<()> {
-        self.geometry.check_block(block)?;
-        check_block_len(&self.geometry, block, &data)?;
+        self.geometry.get().check_block(block)?;
+        check_block_len(&self.geometry.get(), block, &data)?;
         if is_zero(&data) {
             return self.delete_blocks([block]).await.map(|_| ());
         }
         let (key, path) = self.path(block)?;
-        let cx = CodecContext { block, key: &key, block_size: self.geometry.block_len() };
+        let cx = CodecContext { block, key: &key, block_size: self.geometry.get().block_len() };
         let (body, encoding, meta) = self.codecs.encode(&cx, data)?;
         let mut attrs = Attributes::new();
         attrs.insert(Attribute::ContentType, AttributeValue::from(BLOCK_CONTENT_TYPE));
@@ -226,11 +232,11 @@ impl BlockDevice for ObjectBlockDevice {
         if block.0 == 0 {
             attrs.insert(
                 Attribute::Metadata(META_BLOCK_SIZE.into()),
-                AttributeValue::from(self.geometry.block_size().to_string()),
+                AttributeValue::from(self.geometry.get().block_size().to_string()),
             );
             attrs.insert(
                 Attribute::Metadata(META_FILE_SIZE.into()),
-                AttributeValue::from(self.geometry.size().to_string()),
+                AttributeValue::from(self.geometry.get().size().to_string()),
             );
         }
         let opts = PutOptions { attributes: attrs, ..Default::default() };
@@ -241,14 +247,14 @@ impl BlockDevice for ObjectBlockDevice {
     }
 
     async fn read_partial(&self, block: BlockId, offset: u32, len: usize) -> Result<Bytes> {
-        self.geometry.check_in_block(offset, len)?;
+        self.geometry.get().check_in_block(offset, len)?;
         let data = self.read_block(block).await?;
         let start = offset as usize;
         Ok(data.slice(start..start + len))
     }
 
     async fn write_partial(&self, block: BlockId, offset: u32, data: Bytes) -> Result<()> {
-        self.geometry.check_in_block(offset, data.len())?;
+        self.geometry.get().check_in_block(offset, data.len())?;
         let old = self.read_block(block).await?;
         let mut merged = old.to_vec();
         let start = offset as usize;
@@ -257,7 +263,7 @@ impl BlockDevice for ObjectBlockDevice {
     }
 
     async fn discard(&self, blocks: Range<u64>) -> Result<()> {
-        check_block_range(&self.geometry, &blocks)?;
+        check_block_range(&self.geometry.get(), &blocks)?;
         if blocks.end - blocks.start <= DIRECT_DISCARD_MAX {
             let ids = blocks.map(|b| BlockId(b as u32));
             self.delete_blocks(ids).await?;

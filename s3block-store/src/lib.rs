@@ -154,7 +154,9 @@ pub use native::XChaChaCodec;
 pub use password::{PASSWORD_ENV, Password, PasswordPrompt, PasswordSource, obtain_password};
 #[cfg(feature = "testing")]
 pub use resize::RESIZE_STOP_ENV;
-pub use resize::{ResizePlan, ResizeReport, apply_resize, plan_resize, tail_refusal};
+pub use resize::{
+    ResizePlan, ResizeReport, apply_resize, current_descriptor, plan_resize, tail_refusal, write_size,
+};
 pub use retry::{RetryConfig, RetryStore};
 pub use s3backer_crypto::{META_HMAC, S3BACKER_CIPHER, S3BACKER_PBKDF2_ITERATIONS, S3backerCodec};
 pub use s3options::{

@@ -168,21 +168,7 @@ pub async fn apply_resize(
             format_size(plan.old.block_size().into())
         )));
     }
-    // The descriptor as stored now: it must still be the one opened.
-    let descriptor = match &info.source {
-        GeometrySource::Descriptor(opened) => {
-            let key = descriptor_key(prefix);
-            match read_descriptor(store, prefix).await? {
-                Some(now) if now == *opened => Some(now),
-                _ => {
-                    return Err(Error::Config(format!(
-                        "{key} changed since the volume was opened; nothing was resized, try again"
-                    )));
-                }
-            }
-        }
-        _ => None,
-    };
+    let descriptor = current_descriptor(store, prefix, info).await?;
     // 1. The tail.
     let mut discarded = 0;
     if let Some(refusal) = tail_refusal(info, plan)
@@ -211,6 +197,28 @@ pub async fn apply_resize(
         block0_disagreed: block0_size.filter(|&s| s != plan.old.size()),
         descriptor: descriptor.is_some(),
     })
+}
+
+/// The descriptor of `info` as stored now under `prefix`, `None` for a
+/// volume without one. It must still be the one `info` was opened with
+/// (else nothing is to be resized: another program changed it).
+pub async fn current_descriptor(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    info: &VolumeInfo,
+) -> Result<Option<VolumeDescriptor>> {
+    match &info.source {
+        GeometrySource::Descriptor(opened) => {
+            let key = descriptor_key(prefix);
+            match read_descriptor(store, prefix).await? {
+                Some(now) if now == *opened => Ok(Some(now)),
+                _ => Err(Error::Config(format!(
+                    "{key} changed since the volume was opened; nothing was resized, try again"
+                ))),
+            }
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Stores block 0 again with `new`'s size in its metadata: the same bytes
@@ -273,8 +281,9 @@ async fn rewrite_block0(
     Ok((true, before))
 }
 
-/// Writes `d` again with `size`, every other field kept.
-async fn write_size(store: &dyn ObjectStore, prefix: &str, d: &VolumeDescriptor, size: u64) -> Result<()> {
+/// Writes `d` again with `size`, every other field kept: a resize's last
+/// write, its commit point.
+pub async fn write_size(store: &dyn ObjectStore, prefix: &str, d: &VolumeDescriptor, size: u64) -> Result<()> {
     let key = descriptor_key(prefix);
     let mut d = d.clone();
     d.size = size;

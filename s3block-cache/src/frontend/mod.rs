@@ -40,6 +40,7 @@
 //! options.
 
 mod args;
+mod grow;
 pub mod log;
 pub mod memory;
 pub mod metrics;
@@ -49,6 +50,7 @@ mod signals;
 mod stack;
 mod stats;
 
+pub use grow::{Grown, VolumeGrow};
 pub use args::{DEFAULT_BLOCK_SIZE, DEFAULT_DISK_CACHE_SIZE, DurabilityArg, VolumeArgs, size_arg};
 pub use service::{NOTIFY_SOCKET_ENV, STATUS_EVERY, STOP_EXTENSION, Service, StatusFigures};
 pub use shutdown::{Backoff, ShutdownOutcome, report, shutdown};

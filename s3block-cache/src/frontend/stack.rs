@@ -59,6 +59,7 @@ use s3block_store::{Fence, FencedDevice, LOCK_CHECK_EVERY};
 
 use s3block_store::StoreArgs;
 
+use super::grow::VolumeGrow;
 use super::args::{DEFAULT_BLOCK_SIZE, DEFAULT_DISK_CACHE_SIZE, VolumeArgs};
 use super::memory;
 use super::metrics::{Metrics, MetricsServer, MetricsSnapshot};
@@ -83,6 +84,8 @@ pub struct Stack {
     pub release: ReleaseHook,
     /// One line naming the volume, for the log.
     pub description: String,
+    /// Grows the volume while it is served (`s3block resize MOUNTPOINT`).
+    pub grow: Arc<VolumeGrow>,
 }
 
 impl std::fmt::Debug for Stack {
@@ -195,6 +198,14 @@ pub async fn build_stack_with(
                 Some(f) => Arc::new(FencedDevice::top(cache, f.clone())),
                 None => cache,
             };
+            let grow = Arc::new(VolumeGrow {
+                store: volume.store().clone(),
+                info: tokio::sync::Mutex::new(volume.info().clone()),
+                device: volume.device().clone(),
+                cache: closing.clone(),
+                top: device.clone(),
+                refusal: grow_refusal(opts),
+            });
             let cache_dir = opts.cache_dir.clone();
             let release: ReleaseHook = Box::new(move || {
                 Box::pin(async move {
@@ -219,7 +230,7 @@ pub async fn build_stack_with(
                     volume.close().await
                 })
             });
-            Ok(Stack { device, stats: stats as Arc<dyn StatsSource>, release, description })
+            Ok(Stack { device, stats: stats as Arc<dyn StatsSource>, release, description, grow })
         }
         Err(e) => {
             if let Err(release) = volume.close().await {
@@ -228,6 +239,20 @@ pub async fn build_stack_with(
             Err(e)
         }
     }
+}
+
+/// Why a mount with these options cannot grow its volume, if it cannot.
+fn grow_refusal(opts: &VolumeArgs) -> Option<String> {
+    if opts.read_only {
+        return Some("the volume is mounted read-only: a read-only mount cannot grow it".into());
+    }
+    opts.cache_dir.as_ref().map(|dir| {
+        format!(
+            "this mount keeps a disk cache ({}), which records the volume's size: unmount, run \
+             `s3block resize STORE --size NEW`, and mount again",
+            dir.display()
+        )
+    })
 }
 
 /// How long a fenced mount's exit waits for its memory cache to move its

@@ -97,7 +97,7 @@ where
 /// Serves until SIGTERM or SIGINT, then stores everything and releases the
 /// lock; returns the exit code.
 async fn serve(opts: &NbdOptions, listen: &Listen, config: ServerConfig, stack: Stack) -> u8 {
-    let Stack { device, stats, release, description } = stack;
+    let Stack { device, stats, release, description, .. } = stack;
     let bound = Listener::bind(listen).and_then(|l| Signals::new().map(|s| (l, s)));
     let (listener, mut signals) = match bound {
         Ok(both) => both,
