@@ -1,22 +1,25 @@
 //! `s3block resize MOUNTPOINT --size NEW`: grows a volume while it is
-//! mounted, by asking the mount program through its control file.
+//! mounted, by asking the mount program through its control file (or
+//! s3block-nbd through its control socket).
 //!
 //! The argument is the mount point of an s3block mount, or its device file
 //! (`/mnt/s3block/file`): either way the control file `control` beside the
-//! device file is what is talked to (its protocol is in the mount program's
-//! `control` module: one request line written, the answer read back from the
-//! same handle). The size is read from the mount first, so `+64M` counts
-//! from the size it serves now. The mount grows the volume in the bucket
-//! (block 0 and the descriptor, as an offline resize does) and then the
-//! device file; what sits on it grows after that (`losetup -c` and
-//! `resize2fs`, or `pvresize`), without unmounting anything.
+//! device file is what is talked to (one request line written, the answer
+//! read back from the same handle). Or it is s3block-nbd's Unix socket (or
+//! its control socket, `{socket}.control`): one connection per request. The
+//! protocol is `s3block_cache::frontend::control`. The size is read from
+//! the frontend first, so `+64M` counts from the size it serves now. The
+//! frontend grows the volume in the bucket (block 0 and the descriptor, as
+//! an offline resize does) and then what it serves; what sits on it grows
+//! after that (`losetup -c` and `resize2fs`, or `pvresize`), without
+//! unmounting anything.
 //!
 //! Refused: a smaller size (a mounted volume only grows), another block
 //! size, `--discard-tail` (nothing is deleted from a mounted volume), and,
-//! by the mount, a read-only mount or one with a disk cache.
+//! by the frontend, a read-only mount or one with a disk cache.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -31,22 +34,44 @@ use crate::resize::SizeChange;
 /// The name of a mount's control file, beside its device file.
 pub const CONTROL_FILE: &str = "control";
 
-/// The control file of the mount `target` names (its mount point, or its
-/// device file), or `None` when `target` is not such a path (a store URL).
-pub fn control_file(target: &str) -> Option<PathBuf> {
+/// How a running frontend is asked to grow its volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// A mount's control file.
+    File(PathBuf),
+    /// s3block-nbd's control socket.
+    Socket(PathBuf),
+}
+
+fn is_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
+/// How to reach the frontend `target` names (a mount point or its device
+/// file; s3block-nbd's socket or its control socket), or `None` when
+/// `target` is not such a path (a store URL).
+pub fn control_file(target: &str) -> Option<Control> {
     if target.contains("://") {
         return None;
     }
     let path = Path::new(target);
+    if is_socket(path) {
+        if target.ends_with(".control") {
+            return Some(Control::Socket(path.to_owned()));
+        }
+        let control = PathBuf::from(format!("{target}.control"));
+        return is_socket(&control).then_some(Control::Socket(control));
+    }
     let dir = if path.is_dir() { path } else { path.parent()? };
     let control = dir.join(CONTROL_FILE);
-    control.is_file().then_some(control)
+    control.is_file().then_some(Control::File(control))
 }
 
 /// What the grow did, as `--json` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct GrowOutcome {
-    /// The mount point.
+    /// The mount point, or the NBD control socket.
     pub mountpoint: String,
     /// The size before, in bytes.
     pub old_size: u64,
@@ -54,97 +79,139 @@ pub struct GrowOutcome {
     pub new_size: u64,
 }
 
-/// Asks the mount whose control file is `control` to grow to `size`.
+/// Where requests go: an open control file, or a control socket.
+enum Channel<'a> {
+    File(File, &'a Path),
+    Socket(&'a Path),
+}
+
+/// Asks the frontend behind `control` to grow to `size`.
 pub fn resize_mounted(
-    control: &Path,
+    control: &Control,
     size: SizeChange,
     block_size: Option<u64>,
     discard_tail: bool,
     json: bool,
     out: &mut dyn Write,
 ) -> CliResult {
-    let mountpoint = control.parent().unwrap_or(control).display().to_string();
+    let mountpoint = match control {
+        Control::File(file) => file.parent().unwrap_or(file).display().to_string(),
+        Control::Socket(socket) => socket.display().to_string(),
+    };
     if discard_tail {
         return Err(Error::Config(format!(
             "--discard-tail: {mountpoint} is mounted, and a mounted volume only grows; nothing is deleted from it"
         ))
         .into());
     }
-    let file = match OpenOptions::new().read(true).write(true).open(control) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem => {
-            return Err(Error::Config(format!(
+    let channel = match control {
+        Control::File(path) => Channel::File(open_control_file(path, &mountpoint)?, path),
+        Control::Socket(path) => Channel::Socket(path),
+    };
+    let now = ask(&channel, "size")?;
+    let current = number(&now, 0, &channel)?;
+    let target = size.target(current)?;
+    let request = match block_size {
+        Some(b) => format!("resize {target} {b}"),
+        None => format!("resize {target}"),
+    };
+    let answer = ask(&channel, &request)?;
+    let outcome = GrowOutcome {
+        mountpoint,
+        old_size: number(&answer, 0, &channel)?,
+        new_size: number(&answer, 1, &channel)?,
+    };
+    if json {
+        write_json(out, &outcome)?;
+        return Ok(OK);
+    }
+    let (old, new) = (format_size(outcome.old_size), format_size(outcome.new_size));
+    if outcome.new_size == outcome.old_size {
+        writeln!(out, "{} is {new} already; nothing changed.", outcome.mountpoint)?;
+    } else if let Control::Socket(_) = control {
+        writeln!(
+            out,
+            "Grew the volume served at {} from {old} to {new}.\nNBD clients see the new size when they \
+             connect again (a connected client keeps the size it was given at the handshake).",
+            outcome.mountpoint
+        )?;
+    } else {
+        writeln!(
+            out,
+            "Grew the volume mounted at {} from {old} to {new}.\nGrow what sits on it: a loop device with \
+             `losetup -c /dev/loopN`, then its filesystem (`resize2fs /dev/loopN`) or physical volume \
+             (`pvresize /dev/loopN`).",
+            outcome.mountpoint
+        )?;
+    }
+    Ok(OK)
+}
+
+/// Opens the mount's control file for requests.
+fn open_control_file(control: &Path, mountpoint: &str) -> Result<File, CliError> {
+    OpenOptions::new().read(true).write(true).open(control).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem {
+            Error::Config(format!(
                 "{mountpoint} is mounted read-only: a read-only mount cannot grow its volume"
             ))
-            .into());
-        }
-        Err(e) => {
-            return Err(Error::Io {
+            .into()
+        } else {
+            Error::Io {
                 path: format!(
                     "{} (the control file of the mount; only its owner may use it)",
                     control.display()
                 ),
                 source: e,
             }
-            .into());
+            .into()
         }
-    };
-    let now = ask(&file, control, "size")?;
-    let current = number(&now, 0, control)?;
-    let target = size.target(current)?;
-    let request = match block_size {
-        Some(b) => format!("resize {target} {b}"),
-        None => format!("resize {target}"),
-    };
-    let answer = ask(&file, control, &request)?;
-    let outcome = GrowOutcome {
-        mountpoint,
-        old_size: number(&answer, 0, control)?,
-        new_size: number(&answer, 1, control)?,
-    };
-    if json {
-        write_json(out, &outcome)?;
-        return Ok(OK);
-    }
-    if outcome.new_size == outcome.old_size {
-        writeln!(
-            out,
-            "{} is {} already; nothing changed.",
-            outcome.mountpoint,
-            format_size(outcome.new_size)
-        )?;
-    } else {
-        writeln!(
-            out,
-            "Grew the volume mounted at {} from {} to {}.\nGrow what sits on it: a loop device with \
-             `losetup -c /dev/loopN`, then its filesystem (`resize2fs /dev/loopN`) or physical volume \
-             (`pvresize /dev/loopN`).",
-            outcome.mountpoint,
-            format_size(outcome.old_size),
-            format_size(outcome.new_size)
-        )?;
-    }
-    Ok(OK)
+    })
 }
 
-/// Writes `request` to the control file and reads its answer: the words
-/// after `ok`, or the mount's `error` as the error.
-fn ask(file: &File, control: &Path, request: &str) -> Result<Vec<String>, CliError> {
-    let io = |e: std::io::Error| Error::Io { path: control.display().to_string(), source: e };
-    file.write_at(format!("{request}\n").as_bytes(), 0).map_err(io)?;
+impl Channel<'_> {
+    fn path(&self) -> &Path {
+        match self {
+            Channel::File(_, p) | Channel::Socket(p) => p,
+        }
+    }
+}
+
+/// Sends `request` and reads its answer: the words after `ok`, or the
+/// frontend's `error` as the error.
+fn ask(channel: &Channel<'_>, request: &str) -> Result<Vec<String>, CliError> {
+    let path = channel.path();
+    let io = |e: std::io::Error| Error::Io { path: path.display().to_string(), source: e };
     let mut buf = vec![0u8; 4096];
-    let n = file.read_at(&mut buf, 0).map_err(io)?;
+    let n = match channel {
+        Channel::File(file, _) => {
+            file.write_at(format!("{request}\n").as_bytes(), 0).map_err(io)?;
+            file.read_at(&mut buf, 0).map_err(io)?
+        }
+        Channel::Socket(socket) => {
+            let mut stream = std::os::unix::net::UnixStream::connect(socket).map_err(io)?;
+            stream.write_all(format!("{request}\n").as_bytes()).map_err(io)?;
+            stream.shutdown(std::net::Shutdown::Write).map_err(io)?;
+            let mut n = 0;
+            loop {
+                let got = stream.read(&mut buf[n..]).map_err(io)?;
+                n += got;
+                if got == 0 || n == buf.len() {
+                    break n;
+                }
+            }
+        }
+    };
     let text = String::from_utf8_lossy(&buf[..n]).trim_end().to_owned();
     match text.split_once(' ') {
         Some(("ok", rest)) => Ok(rest.split_whitespace().map(str::to_owned).collect()),
         Some(("error", why)) => Err(Error::Config(why.to_owned()).into()),
-        _ => Err(Error::Config(format!("{}: unexpected answer {text:?}", control.display())).into()),
+        _ => Err(Error::Config(format!("{}: unexpected answer {text:?}", path.display())).into()),
     }
 }
 
-fn number(words: &[String], i: usize, control: &Path) -> Result<u64, CliError> {
+fn number(words: &[String], i: usize, channel: &Channel<'_>) -> Result<u64, CliError> {
     words.get(i).and_then(|w| w.parse().ok()).ok_or_else(|| {
-        Error::Config(format!("{}: unexpected answer {:?}", control.display(), words.join(" "))).into()
+        Error::Config(format!("{}: unexpected answer {:?}", channel.path().display(), words.join(" "))).into()
     })
 }
 
@@ -153,16 +220,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_mount_point_or_its_device_file_names_the_control_file() {
+    fn a_mount_point_its_device_file_or_an_nbd_socket_names_the_control() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let file = dir.path().join("file");
         std::fs::write(&file, b"").unwrap_or_else(|e| panic!("{e}"));
         let d = dir.path().to_str().unwrap_or_default();
         assert_eq!(control_file(d), None, "no control file: not a mount");
         std::fs::write(dir.path().join(CONTROL_FILE), b"").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(control_file(d), Some(dir.path().join(CONTROL_FILE)));
-        assert_eq!(control_file(file.to_str().unwrap_or_default()), Some(dir.path().join(CONTROL_FILE)));
+        let control = Some(Control::File(dir.path().join(CONTROL_FILE)));
+        assert_eq!(control_file(d), control);
+        assert_eq!(control_file(file.to_str().unwrap_or_default()), control);
         assert_eq!(control_file("file:///tmp/x"), None);
         assert_eq!(control_file("s3://bucket/vol"), None);
+        // An NBD socket names its control socket beside it.
+        let socket = dir.path().join("nbd.sock");
+        let _nbd = std::os::unix::net::UnixListener::bind(&socket).unwrap_or_else(|e| panic!("{e}"));
+        let s = socket.to_str().unwrap_or_default();
+        assert_eq!(control_file(s), None, "no control socket");
+        let control = dir.path().join("nbd.sock.control");
+        let _ctl = std::os::unix::net::UnixListener::bind(&control).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(control_file(s), Some(Control::Socket(control.clone())));
+        assert_eq!(control_file(control.to_str().unwrap_or_default()), Some(Control::Socket(control)));
     }
 }

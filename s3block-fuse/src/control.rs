@@ -4,115 +4,11 @@
 //! The file `control` sits beside the device file, mode 0600, owned by the
 //! mount's owner; only that user (and root) may open it. A client opens it
 //! for reading and writing, writes one request line, and reads the answer
-//! from the same handle:
-//!
-//! | request | answer |
-//! |---|---|
-//! | `size` | `ok SIZE BLOCK_SIZE` (bytes) |
-//! | `resize SIZE [BLOCK_SIZE]` | `ok OLD_SIZE NEW_SIZE`, or `error WHY` |
-//!
-//! Sizes are decimal bytes. A `BLOCK_SIZE` other than the volume's is
-//! refused (that is `s3block copy --block-size`); so is a smaller size, with
-//! the reason (see [`VolumeGrow`]). Anything else is answered `error` with
-//! what was expected. A request is one line of at most [`MAX_REQUEST`] bytes.
+//! from the same handle. The requests and answers are the frontends' control
+//! protocol (`s3block_cache::frontend::control`): `size`, and `resize SIZE
+//! [BLOCK_SIZE]`, answered `ok ...` or `error WHY`.
 
-use s3block_cache::frontend::VolumeGrow;
-use s3block_core::format_size;
-
-/// The longest request line accepted, in bytes.
-pub(crate) const MAX_REQUEST: usize = 256;
+pub(crate) use s3block_cache::frontend::control::answer;
 
 /// The name of the control file.
 pub(crate) const CONTROL_FILE: &str = "control";
-
-/// A parsed request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Request {
-    /// The size and block size now.
-    Size,
-    /// Grow to `size` bytes; `block_size`, when given, must be the volume's.
-    Resize { size: u64, block_size: Option<u64> },
-}
-
-const EXPECTED: &str = "expected `size` or `resize BYTES [BLOCK_SIZE]` (decimal bytes)";
-
-/// Parses one request line.
-pub(crate) fn parse(raw: &[u8]) -> Result<Request, String> {
-    if raw.len() > MAX_REQUEST {
-        return Err(format!("the request is {} bytes, more than {MAX_REQUEST}; {EXPECTED}", raw.len()));
-    }
-    let text = std::str::from_utf8(raw).map_err(|_| format!("the request is not text; {EXPECTED}"))?;
-    let text = text.strip_suffix('\n').unwrap_or(text);
-    if text.contains('\n') {
-        return Err(format!("one request per write; {EXPECTED}"));
-    }
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let number = |w: &str, what: &str| {
-        w.parse::<u64>().map_err(|_| format!("{what} {w:?} is not a number of bytes; {EXPECTED}"))
-    };
-    match words.as_slice() {
-        ["size"] => Ok(Request::Size),
-        ["resize", size] => Ok(Request::Resize { size: number(size, "the size")?, block_size: None }),
-        ["resize", size, block_size] => Ok(Request::Resize {
-            size: number(size, "the size")?,
-            block_size: Some(number(block_size, "the block size")?),
-        }),
-        _ => Err(format!("unknown request {text:?}; {EXPECTED}")),
-    }
-}
-
-/// Answers the request `raw`: the answer line, and whether the volume grew.
-pub(crate) async fn answer(grow: &VolumeGrow, raw: &[u8]) -> (String, bool) {
-    let request = match parse(raw) {
-        Ok(r) => r,
-        Err(why) => return (format!("error {why}\n"), false),
-    };
-    let g = grow.geometry();
-    match request {
-        Request::Size => (format!("ok {} {}\n", g.size(), g.block_size()), false),
-        Request::Resize { block_size: Some(b), .. } if b != u64::from(g.block_size()) => (
-            format!(
-                "error a resize keeps the block size ({}, {} asked): `s3block copy --block-size` makes a copy \
-                 with other blocks\n",
-                format_size(g.block_size().into()),
-                format_size(b)
-            ),
-            false,
-        ),
-        Request::Resize { size, .. } => match grow.grow(size).await {
-            Ok(done) => (format!("ok {} {}\n", done.old.size(), done.new.size()), done.new != done.old),
-            Err(e) => (format!("error {}\n", one_line(&e.to_string())), false),
-        },
-    }
-}
-
-fn one_line(text: &str) -> String {
-    text.replace('\n', " ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn requests_parse_and_bad_ones_say_what_was_expected() {
-        assert_eq!(parse(b"size\n"), Ok(Request::Size));
-        assert_eq!(parse(b"resize 1048576\n"), Ok(Request::Resize { size: 1 << 20, block_size: None }));
-        assert_eq!(
-            parse(b"resize 1048576 65536"),
-            Ok(Request::Resize { size: 1 << 20, block_size: Some(65536) })
-        );
-        for (bad, says) in [
-            (&b"grow 10"[..], "unknown request \"grow 10\""),
-            (b"resize 10G", "the size \"10G\" is not a number of bytes"),
-            (b"resize 10 x", "the block size \"x\""),
-            (b"resize\n", "unknown request"),
-            (b"size\nsize\n", "one request per write"),
-            (b"\xff\xfe", "not text"),
-            (&[b'1'; 300], "more than 256"),
-        ] {
-            let e = parse(bad).unwrap_err();
-            assert!(e.contains(says) && e.contains("expected `size`"), "{e}");
-        }
-    }
-}

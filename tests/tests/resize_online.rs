@@ -15,6 +15,8 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed step should stop the test loudly
 
+mod nbd_support;
+
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -26,7 +28,8 @@ use s3block_testkit::kernel::{
     pattern, run, run_output,
 };
 
-const FUSE: &str = env!("CARGO_BIN_EXE_rel-s3block-fuse");
+use nbd_support::{FUSE, Server, Store, output, tools};
+
 const CLI: &str = env!("CARGO_BIN_EXE_rel-s3block");
 const MIB: u64 = 1 << 20;
 
@@ -242,4 +245,46 @@ fn a_mounted_volume_refuses_to_shrink_change_blocks_or_serve_others() {
         assert_eq!(size_of(&mount.file()), 16 * MIB);
         mount.unmount();
     }
+}
+
+#[test]
+fn the_nbd_server_grows_for_the_clients_that_connect_next() {
+    let store = Store::local();
+    let server = Server::start(&store, &["--size=16M", "--block-size=64K"]);
+    let socket = server.socket();
+    let control = std::path::PathBuf::from(format!("{}.control", socket.display()));
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::metadata(&control).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.mode() & 0o777, 0o600, "the control socket is its owner's");
+
+    let (code, out, err) = resize(&[socket.to_str().unwrap(), "--size", "+16M"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("from 16M to 32M") && out.contains("connect again"), "{out}");
+    let (code, _, err) = resize(&[control.to_str().unwrap(), "--size", "8M"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot shrink a mounted volume (32M to 8M)"), "{err}");
+    // A client that connects now is given the new size.
+    if tools(&["nbdinfo"]) {
+        let info = output("nbdinfo", &["--size", &server.uri()]);
+        assert_eq!(String::from_utf8_lossy(&info.stdout).trim(), (32 * MIB).to_string(), "{info:?}");
+    }
+    // A bad request is answered with what was expected.
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(&control).unwrap();
+    stream.write_all(b"grow 1\n").unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("error unknown request \"grow 1\""), "{answer}");
+    let log = server.stop();
+    assert!(!control.exists(), "the control socket is removed at exit: {log}");
+    let descriptor: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(store.url.strip_prefix("file://").unwrap()).join("s3block-volume.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(descriptor["size"], 32 * MIB);
 }

@@ -40,6 +40,7 @@
 //! options.
 
 mod args;
+pub mod control;
 mod grow;
 pub mod log;
 pub mod memory;

@@ -21,6 +21,7 @@
 //! mount's JSON, so `s3block stats` reads it), every `--stats-interval`
 //! seconds and once more at exit.
 
+mod control;
 mod listen;
 mod options;
 
@@ -97,7 +98,7 @@ where
 /// Serves until SIGTERM or SIGINT, then stores everything and releases the
 /// lock; returns the exit code.
 async fn serve(opts: &NbdOptions, listen: &Listen, config: ServerConfig, stack: Stack) -> u8 {
-    let Stack { device, stats, release, description, .. } = stack;
+    let Stack { device, stats, release, description, grow } = stack;
     let bound = Listener::bind(listen).and_then(|l| Signals::new().map(|s| (l, s)));
     let (listener, mut signals) = match bound {
         Ok(both) => both,
@@ -134,6 +135,20 @@ async fn serve(opts: &NbdOptions, listen: &Listen, config: ServerConfig, stack: 
     if let Listen::Unix(path) = listen {
         tracing::info!("attach it with: nbd-client -unix {} /dev/nbd0 -C 4", path.display());
     }
+    // Beside a Unix socket, the control socket `s3block resize` grows the volume through.
+    let control = match listen {
+        Listen::Unix(path) => match control::ControlSocket::start(control::control_path(path), grow) {
+            Ok(control) => {
+                tracing::debug!("control socket at {}", control.path().display());
+                Some(control)
+            }
+            Err(e) => {
+                tracing::warn!("{e}; `s3block resize` cannot grow this volume while it is served");
+                None
+            }
+        },
+        _ => None,
+    };
     // The socket accepts: tell systemd (Type=notify), with a status line.
     let service = Service::ready(
         &tokio::runtime::Handle::current(),
@@ -174,6 +189,9 @@ async fn serve(opts: &NbdOptions, listen: &Listen, config: ServerConfig, stack: 
     };
     service.stopping(format!("stopping ({signal}): answering the requests in flight"));
     listener.close();
+    if let Some(control) = control {
+        control.stop();
+    }
     server.shutdown();
     tracing::info!(
         "{signal}: no new connections; finishing the {} request(s) in flight",
