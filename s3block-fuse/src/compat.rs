@@ -30,13 +30,13 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("nbd-flag", "s3block-nbd serves NBD itself, without nbdkit"),
     ("nbd-param", "s3block-nbd serves NBD itself, without nbdkit"),
     ("noCurlCache", ""),
-    ("quiet", ""),
+    ("quiet", "use --log-level warn"),
     ("sharedDiskMode", ""),
     ("ssl", "give an https:// --endpoint"),
     ("test", "a file:///dir store keeps the volume in a local directory"),
-    ("test-delays", ""),
-    ("test-discard", ""),
-    ("test-errors", ""),
+    ("test-delays", "S3BLOCK_INJECT_FAULTS=latency_ms=N,spike_rate=R,spike_ms=M adds delays to requests"),
+    ("test-discard", "a memory:// store measures the FUSE path without a bucket"),
+    ("test-errors", "S3BLOCK_INJECT_FAULTS=error_rate=R,timeout_rate=R injects errors into requests"),
 ];
 
 /// The message for `--name` (or `-o name`) when it is an s3backer option
