@@ -38,6 +38,13 @@ pub struct RequestCounts {
     pub bytes_sent: u64,
     /// Bytes received in response bodies.
     pub bytes_received: u64,
+    /// Bytes of block objects received for fetches a reader waited for (the
+    /// GETs counted in [`block_fetches`](Self::block_fetches)): divided by
+    /// the cache's misses, the bytes a read miss downloads.
+    pub fetch_bytes_received: u64,
+    /// GETs of block objects that asked for a byte range, not the whole
+    /// object (ranged reads of raw blocks); counted in the GETs above too.
+    pub ranged_gets: u64,
     /// Requests that failed and were tried again (each attempt is counted
     /// in the other fields too).
     pub retries: u64,
@@ -210,6 +217,8 @@ pub struct RequestCounters {
     lists: AtomicU64,
     bytes_sent: AtomicU64,
     bytes_received: AtomicU64,
+    fetch_bytes_received: AtomicU64,
+    ranged_gets: AtomicU64,
     retries: AtomicU64,
     errors: AtomicU64,
     block_fetches: AtomicU64,
@@ -378,6 +387,8 @@ counter! {
     add_lists => lists,
     add_bytes_sent => bytes_sent,
     add_bytes_received => bytes_received,
+    add_fetch_bytes_received => fetch_bytes_received,
+    add_ranged_gets => ranged_gets,
     add_retries => retries,
     add_errors => errors,
     add_block_fetches => block_fetches,

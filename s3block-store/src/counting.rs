@@ -29,7 +29,7 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
     ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
 };
-use s3block_core::{RequestClass, RequestCounters, RequestMethod};
+use s3block_core::{FetchReason, RequestClass, RequestCounters, RequestMethod, fetch_reason};
 
 use crate::lock::LOCK_NAME;
 use crate::volume::DESCRIPTOR_NAME;
@@ -163,21 +163,33 @@ impl<T: ObjectStore> ObjectStore for CountingStore<T> {
         let class =
             if options.head { RequestClass::MetadataGet } else { class_of(Method::Get, location.as_ref()) };
         self.counters.count(class, 1);
+        let block_get = class == RequestClass::BlockGet;
+        if block_get && options.range.is_some() {
+            self.counters.add_ranged_gets(1);
+        }
+        // The bytes of a block a reader waits for, apart: per read miss.
+        let for_reader = block_get && fetch_reason() == FetchReason::Demand;
         let timed = Timed::start(&self.counters, RequestMethod::Get);
         let mut res = self.inner.get_opts(location, options).await?;
         let counters = self.counters.clone();
+        let received = move |n: u64| {
+            counters.add_bytes_received(n);
+            if for_reader {
+                counters.add_fetch_bytes_received(n);
+            }
+        };
         res.payload = match res.payload {
             GetResultPayload::Stream(s) => GetResultPayload::Stream(
                 s.inspect(move |chunk| {
                     let _ = &timed;
                     if let Ok(b) = chunk {
-                        counters.add_bytes_received(b.len() as u64);
+                        received(b.len() as u64);
                     }
                 })
                 .boxed(),
             ),
             GetResultPayload::File(file, path) => {
-                counters.add_bytes_received(res.range.end.saturating_sub(res.range.start));
+                received(res.range.end.saturating_sub(res.range.start));
                 GetResultPayload::File(file, path)
             }
         };
@@ -281,6 +293,28 @@ mod tests {
         assert_eq!((after_head.metadata_gets, after_head.block_fetches), (1, 0));
         store.get(&key).await.expect("get").bytes().await.expect("body");
         assert_eq!(counters.snapshot().block_fetches, 1);
+    }
+
+    /// A ranged GET of a block is counted as one, and the bytes a reader
+    /// waits for apart from those fetched ahead.
+    #[tokio::test]
+    async fn ranged_gets_and_the_bytes_readers_wait_for_are_counted() {
+        use object_store::{GetRange, ObjectStoreExt};
+        use s3block_core::with_fetch_reason;
+        let counters = Arc::new(RequestCounters::default());
+        let store = Arc::new(CountingStore::new(object_store::memory::InMemory::new(), counters.clone()));
+        let key = Path::from("v/00000002");
+        store.put(&key, vec![1u8; 100].into()).await.expect("put");
+        let ranged = GetOptions { range: Some(GetRange::Bounded(10..30)), ..Default::default() };
+        let got = store.get_opts(&key, ranged).await.expect("get").bytes().await.expect("body");
+        assert_eq!(got.len(), 20);
+        let (s, key2) = (Arc::clone(&store), key.clone());
+        with_fetch_reason(FetchReason::ReadAhead, async move {
+            s.get(&key2).await.expect("get").bytes().await.expect("body");
+        })
+        .await;
+        let c = counters.snapshot();
+        assert_eq!((c.gets, c.ranged_gets, c.bytes_received, c.fetch_bytes_received), (2, 1, 120, 20));
     }
 
     /// Every request is timed into its method's histogram, a GET once its

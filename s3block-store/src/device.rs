@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use object_store::path::Path;
-use object_store::{Attribute, AttributeValue, Attributes, GetOptions, ObjectStore, PutOptions};
+use object_store::{Attribute, AttributeValue, Attributes, GetOptions, GetRange, ObjectStore, PutOptions};
 use s3block_core::{
     BlockDevice, BlockId, Error, Geometry, GeometryCell, KeyLayout, RequestCounters, Result, check_block_len,
     check_block_range, is_zero,
@@ -152,6 +152,48 @@ impl ObjectBlockDevice {
         Ok((key, path))
     }
 
+    /// True when blocks are written as they are (no compression, no
+    /// encryption) and an object without a `Content-Encoding` is the block
+    /// as it is: only then can a byte range of an object be a byte range of
+    /// its block.
+    pub fn writes_raw(&self) -> bool {
+        self.codecs.write_names().is_empty() && self.codecs.default_encoding().is_none()
+    }
+
+    /// Reads `range` of `block` with one ranged GET. `Ok(None)` when the
+    /// object cannot be read in part: it carries a `Content-Encoding` (an
+    /// old compressed or encrypted block), is not one block long, or the
+    /// store refused the range; the caller then reads it whole. An absent
+    /// object reads as zeros.
+    ///
+    /// No whole-object check is skipped: a raw block carries none (only an
+    /// encrypted object has an HMAC, and those are encoded, so read whole).
+    pub async fn ranged_read(&self, block: BlockId, range: Range<usize>) -> Result<Option<Bytes>> {
+        let geometry = self.geometry.get();
+        geometry.check_block(block)?;
+        geometry.check_in_block(range.start as u32, range.len())?;
+        let (key, path) = self.path(block)?;
+        let want = range.start as u64..range.end as u64;
+        let opts = GetOptions { range: Some(GetRange::Bounded(want.clone())), ..Default::default() };
+        let res = match self.store.get_opts(&path, opts).await {
+            Ok(r) => r,
+            Err(e) if is_absent(&e) => return Ok(Some(Bytes::from(vec![0u8; range.len()]))),
+            Err(e) => {
+                let err = self.corrupt_or_store(e, &key, block);
+                // A range past the end of a short (compressed) object is refused
+                // for good; the whole read says what is wrong, if anything.
+                return if err.is_transient() { Err(err) } else { Ok(None) };
+            }
+        };
+        let encoded =
+            res.attributes.get(&Attribute::ContentEncoding).is_some_and(|v| !v.as_ref().trim().is_empty());
+        if encoded || res.meta.size != geometry.block_len() as u64 || res.range != want {
+            return Ok(None);
+        }
+        let body = res.bytes().await.map_err(|e| self.corrupt_or_store(e, &key, block))?;
+        Ok((body.len() == range.len()).then_some(body))
+    }
+
     fn corrupt_or_store(&self, e: object_store::Error, key: &str, block: BlockId) -> Error {
         if let object_store::Error::Generic { source, .. } = &e
             && let Some(stale) = source.downcast_ref::<StaleAttributes>()
@@ -246,10 +288,19 @@ impl BlockDevice for ObjectBlockDevice {
         Ok(())
     }
 
+    /// On a volume that writes blocks raw, one ranged GET of the bytes asked
+    /// for (see [`ObjectBlockDevice::ranged_read`]); else, or when the object
+    /// turns out to be encoded, the whole block, sliced.
     async fn read_partial(&self, block: BlockId, offset: u32, len: usize) -> Result<Bytes> {
         self.geometry.get().check_in_block(offset, len)?;
-        let data = self.read_block(block).await?;
         let start = offset as usize;
+        if self.writes_raw() && len < self.geometry.get().block_len() {
+            match self.ranged_read(block, start..start + len).await? {
+                Some(data) => return Ok(data),
+                None => tracing::debug!(block = block.0, "the object is encoded: read whole"),
+            }
+        }
+        let data = self.read_block(block).await?;
         Ok(data.slice(start..start + len))
     }
 

@@ -297,6 +297,7 @@ impl<T: ObjectStore> ObjectStore for SidecarStore<T> {
     async fn get_opts(&self, location: &Path, mut options: GetOptions) -> Result<GetResult> {
         let head = std::mem::take(&mut options.head);
         let range = options.range.take();
+        let plain = options.clone();
         let res = self.inner.get_opts(location, options).await?;
         let meta = res.meta.clone();
         let extensions = res.extensions.clone();
@@ -316,6 +317,15 @@ impl<T: ObjectStore> ObjectStore for SidecarStore<T> {
                 attributes: Attributes::new(),
                 extensions,
             });
+        }
+        // Without a sidecar there are no attributes to match the body to:
+        // a range is read as a range.
+        if side.is_none()
+            && !head
+            && let Some(r) = range
+        {
+            drop(res);
+            return self.inner.get_opts(location, GetOptions { range: Some(r), ..plain }).await;
         }
         if let Some(side) = &side
             && !side.versions.iter().any(|e| e.size == meta.size)
