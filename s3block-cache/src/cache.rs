@@ -230,6 +230,9 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
         let len = range.len();
         let mut read_ahead_pending = true;
         let mut first_try = true;
+        // Where the pages a ranged fetch brings start in the block; `None`
+        // while waiting for the whole block.
+        let mut pages_at: Option<usize> = None;
         loop {
             let rx = {
                 let mut st = shared.lock();
@@ -263,6 +266,7 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
                     return Ok(Bytes::from(vec![0; len]));
                 }
                 if !first_try {
+                    pages_at = None;
                     // Counted as a miss already: join or start the fetch quietly.
                     if let Some(load) = st.loads.get_mut(&block) {
                         load.for_upload = false;
@@ -272,7 +276,14 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
                     }
                 } else {
                     first_try = false;
-                    shared.load(&mut st, block)
+                    match shared.start_range_load(&mut st, block, &range) {
+                        Some((rx, at)) => {
+                            Counters::bump(&shared.counters.misses);
+                            pages_at = Some(at);
+                            rx
+                        }
+                        None => shared.load(&mut st, block),
+                    }
                 }
             };
             match wait(rx).await {
@@ -281,7 +292,13 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
                 // or the cache's newer ones merged over them. It may not have
                 // been kept (no room, or a dirty block the dirty limit has no
                 // room to hold whole), so it is read from here.
-                LoadOutcome::Done(data) => return Ok(data.slice(range)),
+                LoadOutcome::Done(data) => {
+                    return Ok(match pages_at {
+                        // The pages asked for, from where they start.
+                        Some(at) => data.slice(range.start - at..range.end - at),
+                        None => data.slice(range),
+                    });
+                }
                 _ => {}
             }
         }

@@ -68,6 +68,9 @@ pub struct CacheConfig {
     /// Blocks `0..protected_blocks` are evicted only when no other clean
     /// block is left.
     pub(crate) protected_blocks: u64,
+    /// A read miss of a few pages of a large block fetches only those pages
+    /// (see [`CacheConfigBuilder::ranged_reads`]).
+    pub(crate) ranged_reads: bool,
 }
 
 impl Default for CacheConfig {
@@ -83,6 +86,7 @@ impl Default for CacheConfig {
             upload_retry: default_upload_retry(),
             clean_timeout: None,
             protected_blocks: 0,
+            ranged_reads: true,
         }
     }
 }
@@ -137,6 +141,12 @@ impl CacheConfig {
     /// The number of blocks, from block 0, kept in preference to others.
     pub fn protected_blocks(&self) -> u64 {
         self.protected_blocks
+    }
+
+    /// Whether a read miss of a few pages of a large block fetches only
+    /// those pages.
+    pub fn ranged_reads(&self) -> bool {
+        self.ranged_reads
     }
 
     /// Checks the settings against the volume's block size and returns the
@@ -268,6 +278,19 @@ impl CacheConfigBuilder {
     /// as many as the cache holds are protected.
     pub fn protected_blocks(mut self, n: u64) -> Self {
         self.config.protected_blocks = n;
+        self
+    }
+
+    /// Lets a read miss fetch only the 4 KiB pages it asks for (on by
+    /// default): one ranged GET, when the block below can be read in part
+    /// (a raw object; an encoded one is read whole anyway). A miss fetches
+    /// the whole block when its pages are more than a quarter of the block,
+    /// when part of the block is cached or being fetched already (a second
+    /// miss on it), or when it continues a sequential run (the block after
+    /// the last one read). Pages fetched are kept as such, never taken for
+    /// the whole block.
+    pub fn ranged_reads(mut self, on: bool) -> Self {
+        self.config.ranged_reads = on;
         self
     }
 

@@ -151,7 +151,9 @@ pub(crate) enum Content {
     /// absent below (or zeroed) and then written in places. Uploading it
     /// needs no read.
     Sparse(Pages),
-    /// Only the byte ranges written since the block entered the cache; the
+    /// Only the byte ranges known: written since the block entered the
+    /// cache, or fetched in part from below by a ranged read (the stored
+    /// bytes, so laying them over the stored block changes nothing). The
     /// rest is whatever is stored below, fetched and merged before upload or
     /// on read.
     Partial { pages: Pages, written: Vec<Range<u32>> },
@@ -192,6 +194,25 @@ impl Content {
             Content::Partial { pages, written } => {
                 covers(written, &(range.start as u32..range.end as u32)).then(|| pages.copy(range))
             }
+        }
+    }
+
+    /// `data`, bytes of the block from `start` as read from below, with
+    /// what this content knows of them laid over: it is newer.
+    pub(crate) fn overlay(&self, start: usize, data: Bytes) -> Bytes {
+        let range = start..start + data.len();
+        match self {
+            Content::Partial { pages, written } => {
+                let mut out = data.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+                for r in written {
+                    let (s, e) = ((r.start as usize).max(range.start), (r.end as usize).min(range.end));
+                    if s < e {
+                        pages.read(s, &mut out[s - start..e - start]);
+                    }
+                }
+                out.freeze()
+            }
+            known => known.read(range).unwrap_or(data),
         }
     }
 
@@ -425,6 +446,19 @@ mod tests {
         assert!(matches!(z, Content::Sparse(_)));
         z.write_at(448, &[3; 64], 512);
         assert!(matches!(z, Content::Full(ref b) if b.len() == 512 && b[447..449] == [2, 3]));
+    }
+
+    #[test]
+    fn what_is_known_lies_over_bytes_read_from_below() {
+        let mut c = Content::over_stored(32);
+        c.write_at(6, &[7; 4], 32);
+        c.write_at(20, &[8; 2], 32);
+        let below = Bytes::from(vec![1u8; 16]);
+        assert_eq!(&c.overlay(4, below.clone())[..], &[1, 1, 7, 7, 7, 7, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]);
+        assert_eq!(&c.overlay(12, below.clone())[..], &[1, 1, 1, 1, 1, 1, 1, 1, 8, 8, 1, 1, 1, 1, 1, 1]);
+        assert_eq!(&Content::Zero.overlay(3, below.clone())[..], &[0; 16]);
+        let full = Content::Full(Bytes::from((0..32).collect::<Vec<u8>>()));
+        assert_eq!(&full.overlay(16, below)[..], &(16..32).collect::<Vec<u8>>()[..]);
     }
 
     #[test]

@@ -57,6 +57,7 @@ mod entry;
 pub mod frontend;
 mod incident;
 mod load;
+mod ranged;
 mod readahead;
 pub mod report;
 mod state;

@@ -41,6 +41,12 @@ impl ReadAhead {
         self.issued_to = self.issued_to.max(end);
         start..end.max(start)
     }
+
+    /// True when the block last read continued a sequential run (it is
+    /// the block after the one read before it).
+    pub(crate) fn in_run(&self) -> bool {
+        self.run > 0
+    }
 }
 
 #[cfg(test)]
@@ -58,8 +64,11 @@ mod tests {
         assert_eq!(ra.on_read(15, 8, 100, 2), 23..24);
         assert_eq!(ra.on_read(15, 8, 100, 2), 0..0);
         // A jump ends the run.
+        assert!(ra.in_run());
         assert!(ra.on_read(50, 8, 100, 2).is_empty());
+        assert!(!ra.in_run(), "the jump ended it");
         assert!(ra.on_read(51, 8, 100, 2).is_empty());
+        assert!(ra.in_run());
         // The end of the volume bounds the window.
         assert_eq!(ra.on_read(52, 8, 54, 2), 53..54);
         let mut off = ReadAhead::default();

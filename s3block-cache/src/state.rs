@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::entry::{Content, Entry, Wb, merge};
 use crate::incident::Incident;
+use crate::ranged::RangeLoad;
 use crate::readahead::ReadAhead;
 use crate::zeroset::RangeSet;
 
@@ -66,6 +67,8 @@ pub(crate) struct State {
     /// Blocks known to be zero (absent) below.
     pub(crate) zeros: RangeSet,
     pub(crate) loads: HashMap<BlockId, Load>,
+    /// Fetches of part of a block in flight (see [`crate::ranged`]).
+    pub(crate) range_loads: HashMap<BlockId, RangeLoad>,
     /// Dirty blocks waiting for upload, oldest first (may hold stale items).
     pub(crate) queue: VecDeque<BlockId>,
     /// Dirty blocks whose last upload failed.
@@ -111,6 +114,7 @@ impl State {
             expiry_wake: false,
             zeros: RangeSet::default(),
             loads: HashMap::new(),
+            range_loads: HashMap::new(),
             queue: VecDeque::new(),
             failed: BTreeSet::new(),
             dirty_index: BTreeSet::new(),
@@ -388,6 +392,9 @@ impl State {
     /// below, so they read again.
     pub(crate) fn mark_stale(&mut self, block: BlockId) {
         if let Some(load) = self.loads.remove(&block) {
+            load.tx.send_replace(LoadOutcome::Stale);
+        }
+        if let Some(load) = self.range_loads.remove(&block) {
             load.tx.send_replace(LoadOutcome::Stale);
         }
     }

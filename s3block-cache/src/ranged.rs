@@ -1,0 +1,238 @@
+//! Ranged reads: a read miss of a few pages of a large block fetches those
+//! pages, not the block.
+//!
+//! A 4 KiB read that misses a 1 MiB block would otherwise wait for (and
+//! pay the egress of) the whole megabyte. With
+//! [`CacheConfigBuilder::ranged_reads`](crate::CacheConfigBuilder::ranged_reads)
+//! on, a miss fetches the range asked for, widened to whole 4 KiB pages
+//! ([`align_to_pages`]), with [`BlockDevice::read_partial`] (one ranged GET
+//! on a volume that writes raw blocks; the object device reads an encoded
+//! object whole and decodes it). The pages are kept as a clean
+//! [`Content::Partial`] entry: they answer later reads inside them, and are
+//! never taken for the whole block. The rule ([`Shared::start_range_load`]):
+//! the whole block is fetched instead when
+//!
+//! - the pages are more than a quarter of the block ([`is_small_part`]),
+//! - any of the block is cached or being fetched (a second miss on the
+//!   block: its reads are dense, the rest is likely wanted too),
+//! - the read continues a sequential run (the block after the last one
+//!   read), where read-ahead fetches whole blocks anyway.
+//!
+//! A later miss of other bytes of a partly cached block fetches the whole
+//! block and merges the pages in (as for a partly written one), and an
+//! upload of a partly written block fetches the whole block to complete it,
+//! so nothing is ever stored from pages alone.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use s3block_core::{BlockDevice, BlockId, Error, FetchReason, with_fetch_reason};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::cache::Shared;
+use crate::entry::{Content, Entry, Pages, add_range};
+use crate::incident::Say;
+use crate::state::{LoadOutcome, State};
+
+/// The granule of a ranged read: the kernel's page.
+pub(crate) const RANGE_ALIGN: usize = 4096;
+
+/// A fetch of part of a block in flight; only the reader that started it
+/// waits on it (a second miss on the block fetches the whole block).
+#[derive(Debug)]
+pub(crate) struct RangeLoad {
+    pub(crate) id: u64,
+    pub(crate) tx: watch::Sender<LoadOutcome>,
+}
+
+/// `range` of a block of `block_len` bytes widened to whole
+/// [`RANGE_ALIGN`] pages (the last one cut at the end of the block).
+pub(crate) fn align_to_pages(range: &Range<usize>, block_len: usize) -> Range<usize> {
+    let start = range.start / RANGE_ALIGN * RANGE_ALIGN;
+    let end = range.end.div_ceil(RANGE_ALIGN).saturating_mul(RANGE_ALIGN).min(block_len);
+    start.min(end)..end
+}
+
+/// True when fetching `pages` alone beats fetching the block: they are at
+/// most a quarter of it (so never for blocks of two pages or fewer).
+pub(crate) fn is_small_part(pages: &Range<usize>, block_len: usize) -> bool {
+    !pages.is_empty() && pages.len() <= block_len / 4
+}
+
+impl<D: BlockDevice + 'static> Shared<D> {
+    /// On a read miss of `range` in `block`, starts a fetch of its pages
+    /// alone when the rule of this module says so; returns the receiver and
+    /// where the pages start in the block. `None`: fetch the whole block.
+    pub(crate) fn start_range_load(
+        self: &Arc<Self>,
+        st: &mut State,
+        block: BlockId,
+        range: &Range<usize>,
+    ) -> Option<(watch::Receiver<LoadOutcome>, usize)> {
+        if !self.config.ranged_reads {
+            return None;
+        }
+        let block_len = self.geometry.get().block_len();
+        let pages = align_to_pages(range, block_len);
+        if !is_small_part(&pages, block_len)
+            || st.entries.contains_key(&block)
+            || st.loads.contains_key(&block)
+            || st.range_loads.contains_key(&block)
+            || st.read_ahead.in_run()
+        {
+            return None;
+        }
+        st.next_load_id += 1;
+        let id = st.next_load_id;
+        let (tx, rx) = watch::channel(LoadOutcome::Pending);
+        st.range_loads.insert(block, RangeLoad { id, tx });
+        let shared = Arc::clone(self);
+        let at = pages.start;
+        self.runtime.spawn(with_fetch_reason(FetchReason::Demand, async move {
+            shared.run_range_load(block, id, pages).await;
+        }));
+        Some((rx, at))
+    }
+
+    async fn run_range_load(self: Arc<Self>, block: BlockId, id: u64, pages: Range<usize>) {
+        let len = pages.len();
+        let result = match self.lower.read_partial(block, pages.start as u32, len).await {
+            Ok(data) if data.len() == len => Ok(data),
+            Ok(data) => Err(Error::WrongLength { block, expected: len as u64, actual: data.len() as u64 }),
+            Err(e) => Err(e),
+        };
+        let block_len = self.geometry.get().block_len();
+        let wake = {
+            let mut st = self.lock();
+            if st.range_loads.get(&block).is_none_or(|l| l.id != id) {
+                // Marked stale while in flight; its reader already retried.
+                return;
+            }
+            let Some(load) = st.range_loads.remove(&block) else { return };
+            let now = Instant::now();
+            let outcome = match result {
+                Ok(data) => {
+                    let _ = st.fetch_failures.succeeded(now);
+                    LoadOutcome::Done(st.install_range(block, pages.start, data, block_len, now))
+                }
+                Err(e) => {
+                    match st.fetch_failures.failed(now) {
+                        Say::First => tracing::warn!(
+                            block = block.0,
+                            error = %e,
+                            "block read failed (further read failures are counted and said once a minute)"
+                        ),
+                        _ => tracing::debug!(block = block.0, error = %e, "block read failed"),
+                    }
+                    LoadOutcome::Failed(Arc::new(e))
+                }
+            };
+            load.tx.send_replace(outcome);
+            std::mem::take(&mut st.expiry_wake)
+        };
+        if wake {
+            // The pages' clean timeout is the only one running.
+            self.work.notify_one();
+        }
+    }
+}
+
+impl State {
+    /// Puts pages read from below (`data`, from `start` in the block) into
+    /// the cache. With no entry for the block, they become a clean partial
+    /// entry when room can be made without touching dirty data. An entry
+    /// that appeared meanwhile (a write, or the whole block) is left alone:
+    /// it knows newer bytes, laid over `data` in what is returned.
+    pub(crate) fn install_range(
+        &mut self,
+        block: BlockId,
+        start: usize,
+        data: Bytes,
+        block_len: usize,
+        now: Instant,
+    ) -> Bytes {
+        if let Some(e) = self.entries.get(&block) {
+            return e.content.overlay(start, data);
+        }
+        let mut pages = Pages::new(block_len);
+        pages.write(start as u32, &data);
+        let mut written = Vec::new();
+        add_range(&mut written, start as u32..(start + data.len()) as u32);
+        let content = Content::Partial { pages, written };
+        let size = content.size();
+        if size <= self.cache_size && self.evict_to(self.cache_size - size) {
+            let mut e = Entry::clean(Bytes::new(), now);
+            e.content = content;
+            self.entries.insert(block, e);
+            self.make_evictable(block, now);
+            self.resident += size;
+        }
+        data
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const M: usize = 1 << 20;
+
+    #[test]
+    fn ranges_widen_to_whole_pages_inside_the_block() {
+        assert_eq!(align_to_pages(&(0..4096), M), 0..4096);
+        assert_eq!(align_to_pages(&(1..2), M), 0..4096);
+        assert_eq!(align_to_pages(&(4095..4097), M), 0..8192);
+        assert_eq!(align_to_pages(&(4096 * 7 + 10..4096 * 9), M), 4096 * 7..4096 * 9);
+        assert_eq!(align_to_pages(&(M - 1..M), M), M - 4096..M);
+        // A block that is not a whole number of pages ends the last one.
+        assert_eq!(align_to_pages(&(5000..5001), 6000), 4096..6000);
+        assert_eq!(align_to_pages(&(100..200), 512), 0..512);
+        assert_eq!(align_to_pages(&(10..10), M), 0..4096, "empty: the page it is in");
+    }
+
+    #[test]
+    fn only_a_quarter_of_the_block_or_less_is_fetched_in_part() {
+        assert!(is_small_part(&(0..4096), M));
+        assert!(is_small_part(&(0..M / 4), M));
+        assert!(!is_small_part(&(0..M / 4 + 4096), M));
+        assert!(!is_small_part(&(0..4096), 8192), "a page of two is half");
+        assert!(is_small_part(&(0..4096), 16384));
+        assert!(!is_small_part(&(0..512), 512));
+        assert!(!is_small_part(&(0..0), M));
+    }
+
+    #[test]
+    fn pages_fetched_become_a_clean_partial_entry_that_writes_win_over() {
+        use rand::SeedableRng;
+        let mut st = State::new(1 << 20, 1 << 19, rand::rngs::StdRng::seed_from_u64(0));
+        let now = Instant::now();
+        let block = 65536;
+        let got = st.install_range(BlockId(3), 8192, Bytes::from(vec![5; 4096]), block, now);
+        assert_eq!(&got[..], &[5; 4096]);
+        let e = st.entries.get(&BlockId(3)).expect("kept");
+        assert!(!e.is_dirty());
+        assert_eq!(e.content.read(8192..12288).as_deref(), Some(&[5; 4096][..]));
+        assert_eq!(e.content.read(8000..8200), None, "bytes outside the pages are not known");
+        assert_eq!(st.check_invariants(1), Ok(()));
+        // A write that landed while pages were in flight wins over them.
+        st.commit_write(BlockId(4), |_| Content::Full(Bytes::from(vec![9; block])), now);
+        let got = st.install_range(BlockId(4), 0, Bytes::from(vec![1; 4096]), block, now);
+        assert_eq!(&got[..], &[9; 4096]);
+        let mut partial = Content::over_stored(block);
+        partial.write_at(100, &[7; 10], block);
+        st.commit_write(BlockId(5), |_| partial, now);
+        let got = st.install_range(BlockId(5), 0, Bytes::from(vec![1; 4096]), block, now);
+        assert_eq!((&got[..100], &got[100..110], &got[110..]), (&[1; 100][..], &[7; 10][..], &[1; 3986][..]));
+        let Some(Content::Partial { written, .. }) = st.entries.get(&BlockId(5)).map(|e| &e.content) else {
+            panic!("block 5 is no longer partial");
+        };
+        assert_eq!(
+            (written.len(), written.first()),
+            (1, Some(&(100..110))),
+            "the pages fetched were not added to a dirty entry"
+        );
+        assert_eq!(st.check_invariants(1), Ok(()));
+    }
+}

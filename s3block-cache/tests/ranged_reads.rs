@@ -1,0 +1,324 @@
+//! Ranged reads: a read miss of a few pages of a large raw block fetches
+//! those pages (one ranged GET), never takes them for the whole block, and
+//! leaves old encoded objects, sequential scans and partly written blocks
+//! right. The cache runs over the object device on the store stack a mount
+//! uses (`memory://`, request counting, retries), with faults injected in
+//! the model test.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use s3block_cache::{BlockCache, CacheConfig};
+use s3block_core::{BlockDevice, BlockDeviceExt, BlockId, Geometry, KeyLayout, RequestCounters};
+use s3block_store::{
+    CodecChain, Compression, INJECT_FAULTS_ENV, ObjectBlockDevice, RetryConfig, StoreConfig, XChaChaCodec,
+};
+
+/// The object device over a fresh `memory://` store (faults injected per
+/// `faults`, an `S3BLOCK_INJECT_FAULTS` spec) and its request counters.
+fn device(geometry: Geometry, faults: Option<String>) -> (ObjectBlockDevice, Arc<RequestCounters>) {
+    let env: HashMap<String, String> =
+        faults.into_iter().map(|f| (INJECT_FAULTS_ENV.to_owned(), f)).collect();
+    let retry = RetryConfig::default()
+        .initial_backoff(Duration::from_millis(1))
+        .max_backoff(Duration::from_millis(2))
+        .max_attempts(2);
+    let opened = StoreConfig::new("memory://").env(env).retry(retry).open().expect("memory store");
+    let counters = opened.counters.clone();
+    let dev = ObjectBlockDevice::new(opened.store, KeyLayout::new("v/", false), geometry)
+        .with_counters(counters.clone());
+    (dev, counters)
+}
+
+/// A block whose bytes differ page to page.
+fn pattern(len: usize, seed: u64) -> Bytes {
+    (0..len).map(|i| ((i as u64 / 4096) * 31 + i as u64 * 7 + seed * 13) as u8).collect::<Vec<u8>>().into()
+}
+
+fn cache_config(cache_size: u64, counters: &Arc<RequestCounters>) -> CacheConfig {
+    CacheConfig::builder()
+        .cache_size(cache_size)
+        .write_delay(Duration::from_millis(1))
+        .counters(counters.clone())
+        .build()
+}
+
+const M: usize = 1 << 20;
+
+#[tokio::test]
+async fn a_4k_read_of_a_cold_1m_block_downloads_no_more_than_64k() {
+    let g = Geometry::new(8 * M as u64, M as u64).expect("geometry");
+    let (dev, counters) = device(g, None);
+    dev.write_block(BlockId(2), pattern(M, 2)).await.expect("write");
+    let cache = BlockCache::new(dev, cache_config(16 << 20, &counters)).expect("cache");
+    counters.reset();
+    let at = 2 * M as u64 + 300_000;
+    let got = cache.read_at(at, 4096).await.expect("read");
+    assert_eq!(&got[..], &pattern(M, 2)[300_000..304_096]);
+    let c = counters.snapshot();
+    assert_eq!((c.block_fetches, c.ranged_gets), (1, 1), "{c:?}");
+    assert!(c.fetch_bytes_received <= 64 << 10, "{} bytes downloaded", c.fetch_bytes_received);
+    assert_eq!(c.fetch_bytes_received, 8192, "the two pages the read straddles");
+    // The same pages again: a hit, no request.
+    cache.read_at(at + 10, 100).await.expect("read");
+    assert_eq!(counters.snapshot().gets, 1);
+    assert_eq!(cache.stats().hits, 1);
+    // Other bytes of the block: a second miss fetches it whole.
+    let got = cache.read_at(2 * M as u64, 4096).await.expect("read");
+    assert_eq!(&got[..], &pattern(M, 2)[..4096]);
+    let c = counters.snapshot();
+    assert_eq!((c.gets, c.ranged_gets, c.fetch_bytes_received), (2, 1, 8192 + M as u64));
+    // From now on the whole block is cached.
+    cache.read_at(3 * M as u64 - 4096, 4096).await.expect("read");
+    assert_eq!(counters.snapshot().gets, 2);
+    // An absent block reads as zeros.
+    assert!(cache.read_at(5 * M as u64 + 12_345, 4096).await.expect("read").iter().all(|&b| b == 0));
+    assert_eq!(cache.stats().misses, 3);
+    cache.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn ranged_reads_off_fetches_whole_blocks() {
+    let g = Geometry::new(4 * M as u64, M as u64).expect("geometry");
+    let (dev, counters) = device(g, None);
+    dev.write_block(BlockId(1), pattern(M, 1)).await.expect("write");
+    let config = cache_config(16 << 20, &counters).to_builder().ranged_reads(false).build();
+    let cache = BlockCache::new(dev, config).expect("cache");
+    counters.reset();
+    let got = cache.read_at(M as u64 + 8192, 4096).await.expect("read");
+    assert_eq!(&got[..], &pattern(M, 1)[8192..12288]);
+    let c = counters.snapshot();
+    assert_eq!((c.gets, c.ranged_gets, c.fetch_bytes_received), (1, 0, M as u64));
+    cache.close().await.expect("close");
+}
+
+/// Blocks written compressed or encrypted by an earlier configuration are
+/// read whole and decoded, whatever ranged reads ask for.
+#[tokio::test]
+async fn old_compressed_and_encrypted_objects_read_right_with_ranged_reads_on() {
+    let g = Geometry::new(8 * (256 << 10), 256 << 10).expect("geometry");
+    let (raw, counters) = device(g, None);
+    let deflate = Compression::deflate(6).expect("level").codec().expect("codec");
+    let old = raw.clone().with_codecs(CodecChain::new().with(deflate));
+    old.write_block(BlockId(1), pattern(256 << 10, 1)).await.expect("write");
+    let sealed =
+        raw.clone().with_codecs(CodecChain::new().with(Arc::new(XChaChaCodec::new(&[7; 32], "vol"))));
+    sealed.write_block(BlockId(2), pattern(256 << 10, 2)).await.expect("write");
+    // A volume that writes raw now meets an old compressed block.
+    let cache = BlockCache::new(raw, cache_config(16 << 20, &counters)).expect("cache");
+    counters.reset();
+    let got = cache.read_at((256 << 10) + 70_000, 5000).await.expect("read");
+    assert_eq!(&got[..], &pattern(256 << 10, 1)[70_000..75_000]);
+    let c = counters.snapshot();
+    assert_eq!((c.gets, c.ranged_gets), (2, 1), "a ranged GET, then the whole object: {c:?}");
+    cache.close().await.expect("close");
+    // An encrypted object read with its key: the device writes encoded, so
+    // it never asks for a range; the bytes are right.
+    let cache = BlockCache::new(sealed, cache_config(16 << 20, &counters)).expect("cache");
+    counters.reset();
+    let got = cache.read_at(2 * (256 << 10) + 4096, 4096).await.expect("read");
+    assert_eq!(&got[..], &pattern(256 << 10, 2)[4096..8192]);
+    assert_eq!((counters.snapshot().gets, counters.snapshot().ranged_gets), (1, 0));
+    cache.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_sequential_scan_fetches_whole_blocks() {
+    let bs = 256usize << 10;
+    // Eight blocks, all stored: read-ahead stops at the end.
+    let g = Geometry::new(8 * bs as u64, bs as u64).expect("geometry");
+    for read_ahead in [0, 4 * bs as u64] {
+        let (dev, counters) = device(g, None);
+        for b in 0..8 {
+            dev.write_block(BlockId(b), pattern(bs, b.into())).await.expect("write");
+        }
+        let config = cache_config(16 << 20, &counters).to_builder().read_ahead(read_ahead).build();
+        let cache = BlockCache::new(dev, config).expect("cache");
+        counters.reset();
+        for at in (0..8 * bs).step_by(4096) {
+            let got = cache.read_at(at as u64, 4096).await.expect("read");
+            assert_eq!(&got[..], &pattern(bs, (at / bs) as u64)[at % bs..at % bs + 4096]);
+        }
+        let c = counters.snapshot();
+        // The first read of the first block cannot know it starts a scan:
+        // one page, then the block whole; every other block whole.
+        assert_eq!(c.ranged_gets, 1, "read-ahead {read_ahead}: {c:?}");
+        assert_eq!(c.block_fetches + c.read_ahead_fetches, 9, "read-ahead {read_ahead}: {c:?}");
+        assert!(c.bytes_received <= 8 * bs as u64 + 4096, "read-ahead {read_ahead}: {c:?}");
+        cache.close().await.expect("close");
+    }
+}
+
+/// A partly written block whose other pages were fetched in part: its
+/// upload fetches the whole block and stores it right.
+#[tokio::test]
+async fn a_write_into_a_block_read_in_part_uploads_the_whole_block() {
+    let bs = 256usize << 10;
+    let g = Geometry::new(4 * bs as u64, bs as u64).expect("geometry");
+    let (dev, counters) = device(g, None);
+    dev.write_block(BlockId(1), pattern(bs, 1)).await.expect("write");
+    let cache = BlockCache::new(dev.clone(), cache_config(16 << 20, &counters)).expect("cache");
+    cache.read_at(bs as u64 + 8192, 4096).await.expect("read");
+    cache.write_at(bs as u64 + 100_000, Bytes::from(vec![9u8; 3000])).await.expect("write");
+    cache.write_at(bs as u64 + 8192 + 10, Bytes::from(vec![8u8; 10])).await.expect("write");
+    cache.flush().await.expect("flush");
+    let mut want = pattern(bs, 1).to_vec();
+    want[100_000..103_000].fill(9);
+    want[8202..8212].fill(8);
+    assert!(dev.read_block(BlockId(1)).await.expect("read") == want, "the stored block differs");
+    assert_eq!(&cache.read_block(BlockId(1)).await.expect("read")[..], &want[..]);
+    cache.close().await.expect("close");
+}
+
+/// One step of the model test, on a volume of [`BLOCKS`] blocks of [`BS`].
+#[derive(Debug, Clone)]
+enum Op {
+    /// Bytes at `at` of the volume, checked against the model.
+    Read { at: u64, len: u64 },
+    /// Bytes written at `at`; seed 0 writes zeros.
+    Write { at: u64, len: u64, seed: u8 },
+    /// A whole block written.
+    Block { block: u64, seed: u8 },
+    /// A flush.
+    Flush,
+    /// Whole blocks read, one after the other (a scan that evicts).
+    Scan { block: u64, count: u64 },
+}
+
+const BS: u64 = 64 << 10;
+const BLOCKS: u64 = 12;
+
+fn op() -> impl Strategy<Value = Op> {
+    let size = BS * BLOCKS;
+    let small = (0..size).prop_flat_map(move |at| (Just(at), 1..=(size - at).min(3 * 4096 + 100)));
+    prop_oneof![
+        8 => small.clone().prop_map(|(at, len)| Op::Read { at, len }),
+        4 => (small, 0..=255u8).prop_map(|((at, len), seed)| Op::Write { at, len, seed }),
+        1 => (0..BLOCKS, 1..=255u8).prop_map(|(block, seed)| Op::Block { block, seed }),
+        1 => Just(Op::Flush),
+        1 => (0..BLOCKS).prop_flat_map(|b| (Just(b), 1..=(BLOCKS - b).min(4)))
+            .prop_map(|(block, count)| Op::Scan { block, count }),
+    ]
+}
+
+fn fill(len: u64, at: u64, seed: u8) -> Bytes {
+    if seed == 0 { Bytes::from(vec![0; len as usize]) } else { pattern(len as usize, at + u64::from(seed)) }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Random reads of ranges, partial and whole writes, scans that evict
+    /// and flushes, over a store that fails 10% of requests, with blocks
+    /// stored raw, compressed (an older configuration) and absent at the
+    /// start: every read equals the model, and after the last flush so do
+    /// the stored blocks.
+    #[test]
+    fn ranged_reads_match_the_model_over_a_failing_store(
+        ops in prop::collection::vec(op(), 1..60),
+        seed in any::<u64>(),
+        read_ahead in any::<bool>(),
+    ) {
+        runtime().block_on(async move {
+            let g = Geometry::new(BS * BLOCKS, BS).expect("geometry");
+            let spec = format!("seed={seed},error_rate=0.1");
+            let (dev, counters) = device(g, Some(spec));
+            let mut model = vec![0u8; (BS * BLOCKS) as usize];
+            // Blocks 0..4 raw, 4..6 compressed, the rest absent.
+            let deflate = Compression::deflate(1).expect("level").codec().expect("codec");
+            let old = dev.clone().with_codecs(CodecChain::new().with(deflate));
+            for b in 0..6u64 {
+                let data = pattern(BS as usize, 100 + b);
+                let target = if b < 4 { &dev } else { &old };
+                until_ok(|| target.write_block(BlockId(b as u32), data.clone())).await;
+                model[(b * BS) as usize..((b + 1) * BS) as usize].copy_from_slice(&data);
+            }
+            let config = CacheConfig::builder()
+                .cache_size(4 * BS)
+                .max_dirty(2 * BS)
+                .upload_concurrency(2)
+                .write_delay(Duration::from_millis(1))
+                .read_ahead(if read_ahead { 2 * BS } else { 0 })
+                .counters(counters.clone())
+                .build();
+            let cache = BlockCache::new(dev.clone(), config).expect("cache");
+            for (i, op) in ops.into_iter().enumerate() {
+                match op {
+                    Op::Read { at, len } => match cache.read_at(at, len as usize).await {
+                        Ok(got) => {
+                            let want = &model[at as usize..(at + len) as usize];
+                            if &got[..] != want {
+                                let bad = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(0);
+                                panic!("op {i}: read at {at}+{len} differs at +{bad}");
+                            }
+                        }
+                        Err(e) => assert!(e.is_transient(), "op {i}: read failed: {e}"),
+                    },
+                    Op::Write { at, len, seed } => {
+                        let d = fill(len, at, seed);
+                        cache.write_at(at, d.clone()).await.expect("writes go to memory");
+                        model[at as usize..(at + len) as usize].copy_from_slice(&d);
+                    }
+                    Op::Block { block, seed } => {
+                        let d = fill(BS, block * BS, seed);
+                        cache.write_block(BlockId(block as u32), d.clone()).await.expect("writes go to memory");
+                        model[(block * BS) as usize..((block + 1) * BS) as usize].copy_from_slice(&d);
+                    }
+                    Op::Flush => {
+                        if let Err(e) = cache.flush().await {
+                            assert!(e.is_transient(), "op {i}: flush failed: {e}");
+                        }
+                    }
+                    Op::Scan { block, count } => {
+                        for b in block..block + count {
+                            if let Ok(got) = cache.read_block(BlockId(b as u32)).await {
+                                assert!(
+                                    got[..] == model[(b * BS) as usize..((b + 1) * BS) as usize],
+                                    "op {i}: block {b} differs"
+                                );
+                            }
+                        }
+                    }
+                }
+                if let Err(broken) = cache.check_invariants() {
+                    panic!("after op {i}: the cache's bookkeeping is broken: {broken}");
+                }
+            }
+            until_ok(|| cache.flush()).await;
+            until_ok(|| cache.close()).await;
+            for b in 0..BLOCKS {
+                let mut stored = None;
+                for _ in 0..100 {
+                    if let Ok(d) = dev.read_block(BlockId(b as u32)).await {
+                        stored = Some(d);
+                        break;
+                    }
+                }
+                let stored = stored.expect("the block reads at last");
+                assert!(stored[..] == model[(b * BS) as usize..((b + 1) * BS) as usize], "stored block {b} differs");
+            }
+        });
+    }
+}
+
+/// Retries an operation until it succeeds (transient failures only).
+async fn until_ok<F, Fut>(mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = s3block_core::Result<()>>,
+{
+    for _ in 0..1000 {
+        match f().await {
+            Ok(()) => return,
+            Err(e) => assert!(e.is_transient(), "only injected failures expected: {e}"),
+        }
+    }
+    panic!("kept failing");
+}
