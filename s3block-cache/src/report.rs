@@ -228,6 +228,15 @@ pub struct RequestFigures {
     pub bytes_sent: u64,
     /// Bytes received in response bodies.
     pub bytes_received: u64,
+    /// Bytes of the block GETs readers waited for (`block_fetches`): over
+    /// `reads.misses`, the bytes a read miss downloads (absent from a file
+    /// written before it was added).
+    #[serde(default)]
+    pub fetch_bytes_received: u64,
+    /// Block GETs that asked for a byte range (ranged reads), counted in
+    /// `block_fetches` and `gets` too.
+    #[serde(default)]
+    pub ranged_gets: u64,
     /// How long the requests took, by method (absent from a file written
     /// before it was added).
     #[serde(default)]
@@ -406,6 +415,8 @@ impl MountStats {
                 errors: r.errors,
                 bytes_sent: r.bytes_sent,
                 bytes_received: r.bytes_received,
+                fetch_bytes_received: r.fetch_bytes_received,
+                ranged_gets: r.ranged_gets,
                 latency: LatencyFigures {
                     bounds_ms: LATENCY_BUCKETS_MS,
                     get: (&r.latency.get).into(),
@@ -560,6 +571,17 @@ impl MountStats {
         noted(&mut out, "errors", q.errors, "requests that finally failed");
         line(&mut out, "bytes sent", &bytes(q.bytes_sent));
         line(&mut out, "bytes received", &bytes(q.bytes_received));
+        if let Some(per) = q.fetch_bytes_received.checked_div(q.block_fetches) {
+            line(
+                &mut out,
+                "per fetch",
+                &format!(
+                    "{} received per block fetch a reader waited for ({} of them ranged)",
+                    bytes(per),
+                    count(q.ranged_gets)
+                ),
+            );
+        }
         let b = &q.bandwidth;
         for (name, cap, waited) in [
             ("upload cap", b.upload_cap_bytes, b.upload_wait_micros as f64 / 1e6),

@@ -199,10 +199,16 @@ impl Collector for VolumeCollector {
                 (&[("purpose", "list")], counter(q.lists)),
             ],
         )?;
-        let plain: [(&str, &str, u64); 6] = [
+        let plain: [(&str, &str, u64); 8] = [
             ("s3block_deleted_keys", "Keys deleted by DELETE requests", q.keys_deleted),
             ("s3block_sent_bytes", "Bytes sent in request bodies", q.bytes_sent),
             ("s3block_received_bytes", "Bytes received in response bodies", q.bytes_received),
+            (
+                "s3block_fetch_received_bytes",
+                "Bytes of the block GETs readers waited for (over the cache misses: bytes per read miss)",
+                q.fetch_bytes_received,
+            ),
+            ("s3block_ranged_gets", "Block GETs of a byte range (ranged reads)", q.ranged_gets),
             (
                 "s3block_blocks_stored",
                 "Dirty blocks the cache stored (a PUT each, a DELETE for a block now zero)",

@@ -54,6 +54,8 @@ fn sample() -> MetricsSnapshot {
         errors: 1,
         bytes_sent: 524_288,
         bytes_received: 1_441_792,
+        fetch_bytes_received: 860_160,
+        ranged_gets: 5,
         ..Default::default()
     };
     requests.retries_by_method.put = 3;
@@ -165,6 +167,8 @@ fn a_scrape_shows_the_snapshot_in_the_text_format() {
     assert_eq!(get(r#"s3block_requests_by_purpose_total{purpose="metadata_put"}"#), 1.0);
     assert_eq!(get("s3block_sent_bytes_total"), 524_288.0);
     assert_eq!(get("s3block_received_bytes_total"), 1_441_792.0);
+    assert_eq!(get("s3block_fetch_received_bytes_total"), 860_160.0);
+    assert_eq!(get("s3block_ranged_gets_total"), 5.0);
     assert_eq!(get("s3block_blocks_stored_total"), 3.0);
     assert_eq!(get(r#"s3block_bandwidth_cap_bytes_per_second{direction="upload"}"#), 1_048_576.0);
     assert_eq!(get(r#"s3block_bandwidth_cap_bytes_per_second{direction="download"}"#), 0.0);

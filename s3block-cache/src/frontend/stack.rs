@@ -590,6 +590,9 @@ fn cache_config(opts: &VolumeArgs, geometry: Geometry) -> CacheConfig {
         }
         config = config.protected_blocks(n);
     }
+    if let Some(on) = opts.ranged_reads {
+        config = config.ranged_reads(on);
+    }
     config.build()
 }
 
@@ -663,6 +666,17 @@ mod tests {
         );
         let c = cache_config(&opts(&["--cache-timeout=0", "memory://"]), geometry);
         assert_eq!((c.clean_timeout(), c.protected_blocks()), (None, 0));
+    }
+
+    #[test]
+    fn ranged_reads_are_on_unless_turned_off() {
+        let geometry = Geometry::new(64 << 20, 1 << 20).unwrap();
+        assert!(cache_config(&opts(&["memory://"]), geometry).ranged_reads());
+        assert!(!cache_config(&opts(&["--ranged-reads=off", "memory://"]), geometry).ranged_reads());
+        assert!(cache_config(&opts(&["--ranged-reads", "on", "memory://"]), geometry).ranged_reads());
+        let err =
+            Frontend::try_parse_from(["f", "--ranged-reads=maybe", "memory://"]).unwrap_err().to_string();
+        assert!(err.contains("--ranged-reads"), "{err}");
     }
 
     /// `--noAutoDetect`: blocks s3backer stored without block 0 (so nothing
