@@ -123,7 +123,11 @@ async fn stats_json_is_numbers_that_add_up() {
     // The stored figure: the volume was created by the mount, then 40
     // blocks stored and one of them zeroed, each object a whole block.
     let stored = s.stored.as_ref().unwrap();
-    assert_eq!((stored.source.as_str(), stored.objects, stored.bytes), ("created", 39, 39 * 65_536), "{text}");
+    assert_eq!(
+        (stored.source.as_str(), stored.objects, stored.bytes),
+        ("created", 39, 39 * 65_536),
+        "{text}"
+    );
     let dollars = s.cost.storage_dollars_per_month.unwrap();
     assert!((dollars - 39.0 * 65_536.0 / (1u64 << 30) as f64 * 0.023).abs() < 1e-12, "{text}");
     assert!(text.contains("\n[stored]\nobjects         39 blocks, 2,555,904 bytes"), "{text}");

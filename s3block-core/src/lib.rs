@@ -68,8 +68,8 @@ pub use counters::{
 pub use device::{Allocation, BlockDevice, allocation_runs, check_block_len, check_block_range, push_run};
 pub use error::{BoxError, Error, Result, StoreErrorKind};
 pub use geometry::{
-    DEFAULT_BLOCK_SIZE, Geometry, GeometryCell, MAX_BLOCK_COUNT, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, format_count, format_size,
-    parse_size,
+    DEFAULT_BLOCK_SIZE, Geometry, GeometryCell, MAX_BLOCK_COUNT, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE,
+    format_count, format_size, parse_size,
 };
 pub use holder::{
     HolderProcess, Liveness, ProcessState, boot_id, holder_liveness, holder_liveness_with, local_hostname,

@@ -283,7 +283,12 @@ async fn rewrite_block0(
 
 /// Writes `d` again with `size`, every other field kept: a resize's last
 /// write, its commit point.
-pub async fn write_size(store: &dyn ObjectStore, prefix: &str, d: &VolumeDescriptor, size: u64) -> Result<()> {
+pub async fn write_size(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    d: &VolumeDescriptor,
+    size: u64,
+) -> Result<()> {
     let key = descriptor_key(prefix);
     let mut d = d.clone();
     d.size = size;
