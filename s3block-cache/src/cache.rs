@@ -2,7 +2,7 @@
 
 use std::ops::Range;
 use std::pin::pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::budget::CacheBudget;
 use crate::config::{CacheConfig, Limits};
 use crate::entry::Content;
 use crate::load::{share_error, wait};
@@ -42,6 +43,8 @@ pub(crate) struct Shared<D> {
     pub(crate) work: Notify,
     pub(crate) counters: Counters,
     pub(crate) runtime: Handle,
+    /// The budget shared with other volumes' caches, once joined.
+    pub(crate) budget: OnceLock<Arc<CacheBudget>>,
 }
 
 impl<D> Shared<D> {
@@ -108,6 +111,7 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
             work: Notify::new(),
             counters: Counters::default(),
             runtime,
+            budget: OnceLock::new(),
         });
         let scheduler = shared.runtime.spawn(Arc::clone(&shared).run_scheduler());
         Ok(BlockCache { shared, scheduler: Mutex::new(Some(scheduler)) })
@@ -151,6 +155,11 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
         &self.shared.config
     }
 
+    /// What the cache's background work shares (for the budget).
+    pub(crate) fn shared(&self) -> &Arc<Shared<D>> {
+        &self.shared
+    }
+
     /// A snapshot of the counters and the current state.
     pub fn stats(&self) -> CacheStats {
         let mut s = CacheStats::default();
@@ -163,8 +172,9 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
             s.resident_blocks = st.entries.values().filter(|e| e.content.size() > 0).count() as u64;
             s.resident_bytes = st.resident;
             s.known_zero_blocks = st.zeros.len();
+            // The configured size, or the budget's share of it.
+            s.cache_size = st.cache_size;
         }
-        s.cache_size = self.shared.limits.cache_size;
         s.requests = self.shared.config.counters.as_ref().map(|c| c.snapshot());
         s
     }
@@ -316,7 +326,7 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
         let block_len = u64::from(shared.geometry.get().block_size());
         // Only what clean blocks could make room for: read-ahead never
         // competes with dirty data.
-        let mut room = shared.limits.cache_size.saturating_sub(st.dirty_bytes);
+        let mut room = st.cache_size.saturating_sub(st.dirty_bytes);
         for n in ahead {
             let b = BlockId(n as u32);
             if st.entries.contains_key(&b) || st.loads.contains_key(&b) || st.known_zero(b) {
@@ -361,7 +371,7 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
                     return Ok(());
                 };
                 let growth = st.dirty_growth(block, new_size);
-                if growth == 0 || st.dirty_bytes + growth <= shared.limits.max_dirty {
+                if growth == 0 || st.dirty_bytes + growth <= st.max_dirty {
                     if waiting {
                         st.waiting_writers -= 1;
                     }

@@ -49,6 +49,7 @@
 //! # Ok(()) }
 //! ```
 
+mod budget;
 mod cache;
 mod config;
 mod disk;
@@ -67,6 +68,7 @@ pub mod testing;
 mod writeback;
 mod zeroset;
 
+pub use budget::{CacheBudget, Share};
 pub use cache::BlockCache;
 pub use config::{
     CacheConfig, CacheConfigBuilder, DEFAULT_CACHE_SIZE, DEFAULT_READ_AHEAD, DEFAULT_READ_AHEAD_TRIGGER,

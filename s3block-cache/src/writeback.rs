@@ -15,6 +15,7 @@ use bytes::Bytes;
 use s3block_core::{BlockDevice, BlockId, Error, Result};
 use tokio::time::Instant;
 
+use crate::budget::UploadSlot;
 use crate::cache::Shared;
 use crate::entry::{Content, Wb, merge};
 use crate::incident::{Ended, Say, span};
@@ -91,8 +92,9 @@ impl<D: BlockDevice + 'static> Shared<D> {
                 deadline = Some(ready);
                 break;
             }
+            let Some(slot) = self.budget_slot(st.in_flight) else { break };
             st.queue.pop_front();
-            self.start_upload(st, block);
+            self.start_upload(st, block, slot);
         }
         for block in deferred.into_iter().rev() {
             st.queue.push_front(block);
@@ -110,9 +112,10 @@ impl<D: BlockDevice + 'static> Shared<D> {
                 continue;
             }
             if now >= e.retry_at || (st.flushers > 0 && e.attempt_seq < st.flush_seq) {
+                let Some(slot) = self.budget_slot(st.in_flight) else { break };
                 st.failed.remove(&block);
                 Counters::bump(&self.counters.retries);
-                self.start_upload(st, block);
+                self.start_upload(st, block, slot);
             } else {
                 deadline = Some(deadline.map_or(e.retry_at, |d| d.min(e.retry_at)));
             }
@@ -120,14 +123,27 @@ impl<D: BlockDevice + 'static> Shared<D> {
         deadline
     }
 
-    fn start_upload(self: &Arc<Self>, st: &mut State, block: BlockId) {
+    /// A slot of the budget shared with other caches, when in one: `None`
+    /// when all are taken (a slot freed wakes this scheduler);
+    /// `Some(None)` when the cache has no budget.
+    fn budget_slot(&self, in_flight: usize) -> Option<Option<UploadSlot>> {
+        match self.budget.get() {
+            Some(budget) => budget.try_slot(in_flight).map(Some),
+            None => Some(None),
+        }
+    }
+
+    fn start_upload(self: &Arc<Self>, st: &mut State, block: BlockId, slot: Option<UploadSlot>) {
         let seq = st.flush_seq;
         let Some(e) = st.entries.get_mut(&block) else { return };
         e.wb = Wb::Uploading;
         e.attempt_seq = seq;
         st.in_flight += 1;
         let shared = Arc::clone(self);
-        self.runtime.spawn(async move { shared.upload(block).await });
+        self.runtime.spawn(async move {
+            shared.upload(block).await;
+            drop(slot);
+        });
     }
 
     /// Makes a snapshot of the block to upload, fetching and merging the rest
