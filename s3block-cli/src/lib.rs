@@ -52,6 +52,7 @@ pub mod cost;
 pub mod exit;
 pub mod format;
 pub mod maint;
+pub mod mounted_volumes;
 pub mod resize;
 pub mod resize_mounted;
 pub mod stat;
@@ -133,6 +134,12 @@ fn open_target(url: &str, s: &StoreArgs) -> Result<target::Target, CliError> {
 async fn store_command(command: Command, out: &mut dyn Write) -> CliResult {
     match command {
         Command::Create(a) => {
+            if let Some(v) = mounted_volumes::MountedVolume::of(&a.store) {
+                let size = a.volume.layout.size.ok_or_else(|| {
+                    Error::Config(format!("create {}: give --size (the volume's size)", a.store))
+                })?;
+                return v.create(size, a.volume.layout.block_size, out);
+            }
             let t = open_target(&a.store, &a.volume.store_args)?;
             volume::create(&t, &a.volume.layout, a.adopt, a.output.json, out).await
         }
@@ -157,6 +164,17 @@ async fn store_command(command: Command, out: &mut dyn Write) -> CliResult {
             maint::verify(&t, &LayoutArgs::default(), a.parallel.into(), a.quiet, a.output.json, out).await
         }
         Command::Erase(a) => {
+            if let Some(v) = mounted_volumes::MountedVolume::of(&a.store) {
+                let question = format!(
+                    "Erase the volume {} mounted at {}? This cannot be undone.",
+                    v.name,
+                    v.dir.display()
+                );
+                if !a.force && !confirm::ask(&question, "erase")? {
+                    return Err(CliError::Cancelled("nothing was deleted".into()));
+                }
+                return v.erase(out);
+            }
             let t = open_target(&a.store, &a.store_args)?;
             let url = a.store.clone();
             let mut failed = None;
@@ -173,6 +191,9 @@ async fn store_command(command: Command, out: &mut dyn Write) -> CliResult {
             }
         }
         Command::Resize(a) => {
+            if let Some(v) = mounted_volumes::MountedVolume::of(&a.store) {
+                return v.resize(a.size, a.block_size, out);
+            }
             if let Some(control) = resize_mounted::control_file(&a.store) {
                 return resize_mounted::resize_mounted(
                     &control,

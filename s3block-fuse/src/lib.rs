@@ -43,10 +43,14 @@ mod errno;
 mod fs;
 mod lifecycle;
 mod maint;
+pub mod multi;
+mod multi_mount;
+pub mod multi_stats;
 mod options;
 mod session;
 mod stats_file;
 mod stop;
+pub mod tree;
 
 pub use errno::errno;
 pub use fs::{BlockFs, DEVICE_INO, DirEntry, FsConfig, FsError, FsResult, ROOT_INO, STATS_INO, SetAttr};

@@ -35,7 +35,7 @@ use crate::stop::{Served, serve_until_stopped};
 use s3block_store::{Password, VolumeOptions, open_volume, with_hint};
 
 /// Effective user and group ids of this process.
-fn effective_ids() -> (u32, u32) {
+pub(crate) fn effective_ids() -> (u32, u32) {
     (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())
 }
 
@@ -51,7 +51,9 @@ pub(crate) fn ask_before_background(opts: &Options) -> Result<Option<Password>, 
     // Opening the store may create its directory: not inside the mount point.
     check_places(opts)?;
     let volume = &opts.volume;
-    if volume.store_args.password_source().is_some() {
+    // Several volumes: each is asked for in the foreground only (give
+    // --password-file or S3BLOCK_PASSWORD in the background).
+    if volume.store_args.password_source().is_some() || opts.several() {
         return Ok(None);
     }
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
@@ -79,6 +81,9 @@ pub(crate) fn ask_before_background(opts: &Options) -> Result<Option<Password>, 
 
 /// Runs a mount in this process, in the foreground.
 pub(crate) fn run_mount(opts: Options) -> ExitCode {
+    if opts.several() {
+        return crate::multi_mount::run_multi_mount(opts);
+    }
     let runtime = match runtime() {
         Ok(rt) => rt,
         Err(e) => return fail(LOCAL_IO, format!("cannot start the I/O runtime: {e}")),
@@ -161,7 +166,7 @@ pub(crate) fn run_mount(opts: Options) -> ExitCode {
     let release = stack.release;
     let outcome = runtime.block_on(async move {
         let (served, sigints) =
-            match serve_until_stopped(&mountpoint, device.clone(), done_rx, &service).await {
+            match serve_until_stopped(&mountpoint, vec![device.clone()], done_rx, &service).await {
                 Ok(served) => served,
                 Err(message) => {
                     tracing::error!("{message}");
@@ -209,7 +214,7 @@ fn mounted_line(opts: &Options, description: &str) -> String {
 /// Checks the mount point, and that a `file://` store is not under it,
 /// before the store is opened, so a typo creates nothing in the bucket and
 /// takes no lock.
-fn check_places(opts: &Options) -> Result<(), ExitCode> {
+pub(crate) fn check_places(opts: &Options) -> Result<(), ExitCode> {
     check_mountpoint(opts.mountpoint(), opts.nonempty)
         .and_then(|()| check_store_outside(&opts.volume.store, opts.mountpoint()))
         .map_err(|e| fail(USAGE, e))

@@ -106,6 +106,22 @@ pub struct Options {
           value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     pub stats_interval_ms: Option<u64>,
 
+    /// Serve the volume NAME under STORE (the volume at STORE/NAME/, made
+    /// with `s3block create STORE/NAME --size SIZE`) as the device file NAME,
+    /// with its stats in NAME.stats; repeat it for more volumes. The volumes
+    /// share one cache budget (--cache-size, --max-dirty) and the upload
+    /// slots (--upload-concurrency); each keeps its own lock, geometry,
+    /// compression and encryption. See also --all-volumes.
+    #[arg(long = "volume", value_name = "NAME", conflicts_with_all = ["all_volumes", "erase", "reset_mounted_flag"])]
+    pub volumes: Vec<String>,
+
+    /// Serve every volume under STORE (each sub-prefix holding one), as
+    /// --volume does for one; volumes created, grown and erased through the
+    /// mount (`s3block create|resize|erase MOUNTPOINT/NAME`) appear, grow and
+    /// go while mounted.
+    #[arg(long = "all-volumes", conflicts_with_all = ["erase", "reset_mounted_flag"])]
+    pub all_volumes: bool,
+
     /// Name of the device file.
     #[arg(long, default_value = "file", value_parser = file_name_arg)]
     pub filename: String,
@@ -236,6 +252,18 @@ impl Options {
                 self.stats_filename
             )));
         }
+        if self.several() {
+            for name in &self.volumes {
+                s3block_cache::frontend::volumes::check_volume_name(name)
+                    .map_err(|why| OptionsError(format!("--volume {name}: {why}")))?;
+            }
+            if let Some(twice) = self.volumes.iter().enumerate().find(|(i, n)| self.volumes[..*i].contains(n))
+            {
+                return Err(OptionsError(format!("--volume {}: given twice", twice.1)));
+            }
+            s3block_cache::frontend::volumes::check_several(&self.volume)
+                .map_err(|why| OptionsError(format!("with --volume/--all-volumes: {why}")))?;
+        }
         if self.stats_filename == self.filename {
             return Err(OptionsError(format!(
                 "--stats-filename and --filename are both {:?}; give them different names",
@@ -243,6 +271,11 @@ impl Options {
             )));
         }
         self.volume.check().map_err(OptionsError)
+    }
+
+    /// Whether several volumes are served (`--volume`, `--all-volumes`).
+    pub fn several(&self) -> bool {
+        self.all_volumes || !self.volumes.is_empty()
     }
 
     /// The device file's mode: `--file-mode`, else 0600 (0400 when read-only).

@@ -26,6 +26,8 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::errno::errno;
 use crate::fs::{BlockFs, CONTROL_INO, SetAttr};
+use crate::multi::MultiFs;
+use crate::tree::Tree;
 
 /// Largest write the kernel sends in one request.
 pub const MAX_WRITE: u32 = 1 << 20;
@@ -56,10 +58,10 @@ impl InFlight {
     }
 }
 
-/// The `fuser::Filesystem` over a [`BlockFs`].
+/// The `fuser::Filesystem` over a [`BlockFs`] (or a [`MultiFs`]).
 #[derive(Debug)]
 pub struct FuseFs {
-    fs: Arc<BlockFs>,
+    fs: Arc<Tree>,
     rt: Handle,
     in_flight: InFlight,
 }
@@ -67,14 +69,19 @@ pub struct FuseFs {
 impl FuseFs {
     /// Serves `fs`, running I/O on the runtime behind `rt`.
     pub fn new(fs: Arc<BlockFs>, rt: Handle, in_flight: InFlight) -> Self {
-        FuseFs { fs, rt, in_flight }
+        FuseFs { fs: Arc::new(Tree::One(fs)), rt, in_flight }
+    }
+
+    /// Serves several volumes, as `fs` shows them.
+    pub fn many(fs: Arc<MultiFs>, rt: Handle, in_flight: InFlight) -> Self {
+        FuseFs { fs: Arc::new(Tree::Many(fs)), rt, in_flight }
     }
 
     /// Runs `work` on the runtime. If the mount is shutting down, the task
     /// drops its reply unsent and fuser answers EIO.
     fn spawn<F, Fut>(&self, work: F)
     where
-        F: FnOnce(Arc<BlockFs>) -> Fut + Send + 'static,
+        F: FnOnce(Arc<Tree>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let Some(token) = self.in_flight.admit() else {
@@ -344,7 +351,7 @@ impl Filesystem for FuseFs {
 }
 
 /// Answers a change to the directory's entries with its errno.
-fn refuse(fs: &BlockFs, what: &'static str, reply: impl FnOnce(fuser::Errno)) {
+fn refuse(fs: &Tree, what: &'static str, reply: impl FnOnce(fuser::Errno)) {
     let refused = fs.change_entries(what).err().unwrap_or(crate::fs::FsError::Namespace(what));
     reply(errno(&refused));
 }

@@ -48,12 +48,12 @@ pub(crate) fn is_mounted(dir: &Path) -> bool {
 /// abandons the final flush).
 pub(crate) async fn serve_until_stopped(
     mountpoint: &Path,
-    device: Arc<dyn BlockDevice>,
+    devices: Vec<Arc<dyn BlockDevice>>,
     mut done: oneshot::Receiver<std::io::Result<()>>,
     service: &Service,
 ) -> Result<(Served, watch::Receiver<u32>), String> {
     let mut signals = Signals::new()?;
-    let mut stopper = Stopper { mountpoint: mountpoint.to_owned(), device, busy: false, service };
+    let mut stopper = Stopper { mountpoint: mountpoint.to_owned(), devices, busy: false, service };
     let mut retry = tokio::time::interval(RETRY_EVERY);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let served = loop {
@@ -90,7 +90,8 @@ pub(crate) async fn serve_until_stopped(
 /// The unmount requests of one mount.
 struct Stopper<'a> {
     mountpoint: PathBuf,
-    device: Arc<dyn BlockDevice>,
+    /// The volumes served (one, or each of several).
+    devices: Vec<Arc<dyn BlockDevice>>,
     /// An unmount was asked for and refused; it is tried again.
     busy: bool,
     /// systemd hears of the stop (`STOPPING=1`) and of a busy mount.
@@ -120,9 +121,13 @@ impl Stopper<'_> {
              not stored and exits.",
             RETRY_EVERY.as_secs()
         );
-        let device = self.device.clone();
+        let devices = self.devices.clone();
         tokio::spawn(async move {
-            match device.flush().await {
+            let mut flushed = Ok(());
+            for device in devices {
+                flushed = flushed.and(device.flush().await);
+            }
+            match flushed {
                 Ok(()) => tracing::info!("everything written so far is stored"),
                 Err(e) => tracing::error!("could not store everything written so far: {e}"),
             }

@@ -90,6 +90,7 @@ mod config;
 pub mod conformance;
 mod counting;
 mod device;
+mod discover;
 mod encryption;
 mod erase;
 mod error;
@@ -132,6 +133,7 @@ pub use counting::CountingStore;
 pub use device::{
     BLOCK_CONTENT_TYPE, DIRECT_DISCARD_MAX, META_BLOCK_SIZE, META_FILE_SIZE, ObjectBlockDevice,
 };
+pub use discover::list_volumes;
 pub use encryption::{EncryptionOptions, EncryptionParams, EncryptionScheme, KdfParams, volume_codecs};
 pub use erase::Erase;
 pub use error::{classify, store_error};

@@ -50,13 +50,14 @@ mod shutdown;
 mod signals;
 mod stack;
 mod stats;
+pub mod volumes;
 
 pub use grow::{Grown, VolumeGrow};
 pub use args::{DEFAULT_BLOCK_SIZE, DEFAULT_DISK_CACHE_SIZE, DurabilityArg, VolumeArgs, size_arg};
 pub use service::{NOTIFY_SOCKET_ENV, STATUS_EVERY, STOP_EXTENSION, Service, StatusFigures};
 pub use shutdown::{Backoff, ShutdownOutcome, report, shutdown};
 pub use signals::{Received, Signals, second_sigint};
-pub use stack::{ReleaseHook, Stack, build_stack, build_stack_with, terminal_prompt};
+pub use stack::{ReleaseHook, Stack, build_stack, build_stack_in, build_stack_with, terminal_prompt};
 pub use stats::{
     GET_PRICE_PER_1000, PUT_PRICE_PER_1000, Stats, StatsSource, render_requests, write_stats_files,
 };

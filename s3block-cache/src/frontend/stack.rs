@@ -65,8 +65,8 @@ use super::memory;
 use super::metrics::{Metrics, MetricsServer, MetricsSnapshot};
 use super::stats::{Stats, StatsSource};
 use crate::{
-    BlockCache, CacheConfig, DEFAULT_CACHE_SIZE, DiskCache, DiskCacheConfig, DiskFigures, Marks, OpenState,
-    VolumeIdentity,
+    BlockCache, CacheBudget, CacheConfig, DEFAULT_CACHE_SIZE, DiskCache, DiskCacheConfig, DiskFigures, Marks,
+    OpenState, VolumeIdentity,
 };
 
 /// The hook run last at a clean exit: closes the cache, then releases the
@@ -112,6 +112,16 @@ pub async fn build_stack(opts: &VolumeArgs) -> Result<Stack> {
 pub async fn build_stack_with(
     opts: &VolumeArgs,
     prompt: impl FnMut(&str) -> std::io::Result<String> + Send + 'static,
+) -> Result<Stack> {
+    build_stack_in(opts, prompt, None).await
+}
+
+/// [`build_stack_with`], the memory cache taking its share of `budget`
+/// (shared with other volumes' stacks) when given, and leaving it at release.
+pub async fn build_stack_in(
+    opts: &VolumeArgs,
+    prompt: impl FnMut(&str) -> std::io::Result<String> + Send + 'static,
+    budget: Option<&Arc<CacheBudget>>,
 ) -> Result<Stack> {
     let url = opts.store.as_str();
     if !matches!(url.split_once("://").map(|(s, _)| s), Some("s3" | "file" | "memory")) {
@@ -179,7 +189,7 @@ pub async fn build_stack_with(
         tracing::warn!("--compress ({asked}) ignored: the volume records {stored}");
     }
     let bucket = StoreArgs::bucket_name(&kind);
-    match assemble(opts, &mut volume, &bucket, &prefix).await {
+    match assemble(opts, &mut volume, &bucket, &prefix, budget).await {
         Ok((cache, stats, disk)) => {
             if let Some(server) = metrics {
                 serve_metrics(server, &stats, &volume, &kind, &bucket);
@@ -227,6 +237,7 @@ pub async fn build_stack_with(
                     if let Some(disk) = disk {
                         disk.close().await?;
                     }
+                    closing.leave_budget();
                     volume.close().await
                 })
             });
@@ -367,6 +378,7 @@ async fn assemble(
     volume: &mut Volume,
     bucket: &str,
     prefix: &str,
+    budget: Option<&Arc<CacheBudget>>,
 ) -> Result<(Arc<Cache>, Arc<Stats>, Option<Disk>)> {
     memory::check_options(opts, volume.geometry().block_size()).map_err(Error::Config)?;
     let device = volume.device().clone();
@@ -382,7 +394,7 @@ async fn assemble(
         Some(dir) => Some(open_disk(opts, volume, dir, bucket, prefix).await?),
         None => None,
     };
-    let result = assemble_over(opts, volume, device, disk.clone()).await;
+    let result = assemble_over(opts, volume, device, disk.clone(), budget).await;
     if let (Err(_), Some(disk)) = (&result, &disk) {
         // Leaves the directory as it was (its dirty blocks kept) and unlocked.
         disk.stop_keeping_dirty();
@@ -450,6 +462,7 @@ async fn assemble_over(
     volume: &Volume,
     device: ObjectBlockDevice,
     disk: Option<Disk>,
+    budget: Option<&Arc<CacheBudget>>,
 ) -> Result<(Arc<Cache>, Arc<Stats>)> {
     let geometry = volume.geometry();
     let known: Option<Vec<BlockId>> = if volume.created() {
@@ -493,7 +506,12 @@ async fn assemble_over(
             None => Arc::new(device),
         },
     };
-    let config = cache_config(opts, geometry);
+    let mut config = cache_config(opts, geometry);
+    if let Some(budget) = budget {
+        // Its share of the budget, once the other volumes made room.
+        let share = budget.make_room(u64::from(geometry.block_size())).await?;
+        (config.cache_size, config.max_dirty) = (share.cache_size, Some(share.max_dirty));
+    }
     let cache = Arc::new(
         match known {
             Some(stored) => BlockCache::with_known_blocks(lower, config, stored),
@@ -501,6 +519,9 @@ async fn assemble_over(
         }
         .map_err(bad_cache)?,
     );
+    if let Some(budget) = budget {
+        cache.join_budget(budget);
+    }
     let shown = cache.clone();
     let reset = cache.clone();
     let mut stats = Stats::new()

@@ -1,0 +1,214 @@
+//! Several volumes in one mount program (`--all-volumes`, `--volume NAME`):
+//! three volumes of 64K, 256K and 1M blocks written in parallel within one
+//! cache budget (the program's peak RSS measured against it), then each
+//! mounted alone and checked; and volumes created, grown and erased through
+//! a running mount (`s3block create|resize|erase MOUNTPOINT/NAME`), the
+//! erase of an open file refused.
+//!
+//! Needs /dev/fuse and fusermount3; without them it says so and passes,
+//! except under `CI=true`.
+
+#![allow(clippy::unwrap_used)] // test code: a failed step should stop the test loudly
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use s3block_testkit::kernel::{Mount, checksum, fuse_command, kernel_available, pattern};
+
+const FUSE: &str = env!("CARGO_BIN_EXE_rel-s3block-fuse");
+const CLI: &str = env!("CARGO_BIN_EXE_rel-s3block");
+const MIB: u64 = 1 << 20;
+/// The one cache budget of the three volumes.
+const BUDGET: u64 = 24 * MIB;
+/// What the program may use besides the budget: its baseline (20 MiB,
+/// `frontend::memory::BASELINE`), 4 MiB a volume
+/// (`frontend::volumes::VOLUME_OVERHEAD`), and the blocks of the uploads
+/// in flight (4 slots of at most 1 MiB, each encoded once more).
+const OVERHEAD: u64 = 20 * MIB + 3 * 4 * MIB + 4 * 2 * MIB;
+
+/// `s3block ARGS...`: exit code, standard output and error together.
+fn cli(args: &[&str]) -> (i32, String) {
+    let out = Command::new(CLI).args(args).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// The peak resident set of process `pid` so far (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+/// Writes `len` bytes of pattern `seed` over `file` in 1 MiB writes, then
+/// fsyncs; returns their checksum.
+fn fill(file: &Path, seed: u64, len: u64) -> u64 {
+    let data = pattern(seed, len as usize);
+    let mut f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+    for chunk in data.chunks(MIB as usize) {
+        f.write_all(chunk).unwrap();
+    }
+    f.sync_all().unwrap();
+    checksum(&data)
+}
+
+#[test]
+fn three_volumes_in_one_daemon_stay_within_one_budget_and_remount_alone() {
+    if !kernel_available(&[]) {
+        return;
+    }
+    let started = Instant::now();
+    let bucket = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", bucket.path().display());
+    let volumes = [("v64k", "64K", 1u64), ("v256k", "256K", 2), ("v1m", "1M", 3)];
+    for (name, block, _) in volumes {
+        let (code, out) =
+            cli(&["create", &format!("{store}/{name}"), "--size", "64M", "--block-size", block]);
+        assert_eq!(code, 0, "{out}");
+    }
+    let mnt = tempfile::tempdir().unwrap();
+    let budget = format!("--cache-size={BUDGET}");
+    let args = ["--all-volumes", budget.as_str(), "--upload-concurrency=4", "--write-delay=0"];
+    let mount = Mount::spawn(fuse_command(FUSE, &store, mnt.path(), &args), mnt);
+    let mut shown: Vec<String> = std::fs::read_dir(mount.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    shown.sort();
+    assert_eq!(
+        shown,
+        [
+            "control",
+            "stats",
+            "stats.json",
+            "v1m",
+            "v1m.stats",
+            "v1m.stats.json",
+            "v256k",
+            "v256k.stats",
+            "v256k.stats.json",
+            "v64k",
+            "v64k.stats",
+            "v64k.stats.json"
+        ]
+    );
+    // Written in parallel, 48 MiB each: twice the budget per volume.
+    let writers: Vec<_> = volumes
+        .iter()
+        .map(|&(name, _, seed)| {
+            let file = mount.path().join(name);
+            std::thread::spawn(move || fill(&file, seed, 48 * MIB))
+        })
+        .collect();
+    let sums: Vec<u64> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    let peak = peak_rss(mount.pid());
+    eprintln!(
+        "peak RSS {:.1} MiB with a budget of {} MiB (limit {} MiB) after {:.1}s",
+        peak as f64 / MIB as f64,
+        BUDGET / MIB,
+        (BUDGET + OVERHEAD) / MIB,
+        started.elapsed().as_secs_f32()
+    );
+    assert!(peak <= BUDGET + OVERHEAD, "peak RSS {peak} above the budget {BUDGET} + overhead {OVERHEAD}");
+
+    // The stats: each volume and the total within the budget.
+    let text = std::fs::read_to_string(mount.path().join("stats")).unwrap();
+    assert!(text.contains("[total] 3 volume(s)") && text.contains("24M cache"), "{text}");
+    for (name, _, _) in volumes {
+        assert!(text.contains(&format!("[volume {name}]")), "{text}");
+        assert!(!std::fs::read_to_string(mount.path().join(format!("{name}.stats"))).unwrap().is_empty());
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(mount.path().join("stats.json")).unwrap()).unwrap();
+    assert_eq!(json["volumes"].as_object().unwrap().len(), 3, "{json:#}");
+    assert_eq!(json["budget"]["cache_bytes"], BUDGET);
+    let resident = json["total"]["cache"]["resident_bytes"].as_u64().unwrap();
+    let sizes: u64 =
+        volumes.iter().map(|v| json["volumes"][v.0]["cache"]["size_bytes"].as_u64().unwrap()).sum();
+    assert!(resident <= BUDGET && sizes <= BUDGET, "resident {resident}, shares {sizes}: {json:#}");
+    let log = mount.unmount();
+    for (name, _, _) in volumes {
+        assert!(log.contains(&format!("volume {name}: stored and released")), "{log}");
+    }
+
+    // Each alone, as an ordinary one-volume mount: every byte is there.
+    for ((name, _, _), sum) in volumes.iter().zip(sums) {
+        let mnt = tempfile::tempdir().unwrap();
+        let one = format!("{store}/{name}");
+        let mount = Mount::spawn(fuse_command(FUSE, &one, mnt.path(), &["--read-only"]), mnt);
+        let data = std::fs::read(mount.file()).unwrap();
+        assert_eq!(data.len() as u64, 64 * MIB);
+        assert_eq!(checksum(&data[..(48 * MIB) as usize]), sum, "volume {name}");
+        assert!(data[(48 * MIB) as usize..].iter().all(|&b| b == 0), "volume {name}: its tail");
+        mount.unmount();
+    }
+    eprintln!("done in {:.1}s", started.elapsed().as_secs_f32());
+}
+
+#[test]
+fn volumes_appear_grow_and_go_through_a_running_mount() {
+    if !kernel_available(&[]) {
+        return;
+    }
+    let bucket = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", bucket.path().display());
+    let mnt = tempfile::tempdir().unwrap();
+    let mount =
+        Mount::spawn(fuse_command(FUSE, &store, mnt.path(), &["--all-volumes", "--cache-size=8M"]), mnt);
+    let names = |dir: &Path| {
+        let mut all: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        all.sort();
+        all
+    };
+    assert_eq!(names(mount.path()), ["control", "stats", "stats.json"]);
+    let alpha = mount.path().join("alpha");
+    let target = alpha.to_str().unwrap();
+
+    let (code, out) = cli(&["create", target, "--size", "8M", "--block-size", "64K"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Created the volume alpha (8M, 64K blocks)"), "{out}");
+    assert_eq!(std::fs::metadata(&alpha).unwrap().len(), 8 * MIB);
+    let sum = fill(&alpha, 7, 4 * MIB);
+    // Made in the store as an ordinary volume, with its own lock.
+    assert!(bucket.path().join("alpha/s3block-volume.json").is_file());
+    assert!(bucket.path().join("alpha/s3backer-mounted").is_file());
+    let (code, out) = cli(&["create", target, "--size", "8M"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("alpha") && out.contains("already"), "{out}");
+    let (code, out) = cli(&["create", mount.path().join(".hidden").to_str().unwrap(), "--size", "8M"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains(".hidden") && out.contains("dot"), "{out}");
+
+    let (code, out) = cli(&["resize", target, "--size", "+8M"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("from 8M to 16M"), "{out}");
+    assert_eq!(std::fs::metadata(&alpha).unwrap().len(), 16 * MIB);
+    let data = std::fs::read(&alpha).unwrap();
+    assert_eq!(checksum(&data[..(4 * MIB) as usize]), sum);
+
+    let stats = std::fs::read_to_string(mount.path().join("stats")).unwrap();
+    assert!(stats.contains("[total] 1 volume(s)") && stats.contains("[volume alpha]"), "{stats}");
+
+    // Open: the erase is refused, and the file stays.
+    let open = std::fs::File::open(&alpha).unwrap();
+    let (code, out) = cli(&["erase", "--force", target]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("in use") && out.contains("open"), "{out}");
+    assert!(alpha.exists());
+    drop(open);
+    let (code, out) = cli(&["erase", "--force", target]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Erased the volume alpha"), "{out}");
+    assert!(!alpha.exists(), "the file is still there after the erase");
+    assert_eq!(names(mount.path()), ["control", "stats", "stats.json"]);
+    let left: Vec<_> = std::fs::read_dir(bucket.path().join("alpha"))
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in the bucket: {left:?}");
+    let (code, out) = cli(&["erase", "--force", target]);
+    assert_ne!(code, 0, "{out}");
+    mount.unmount();
+}
