@@ -281,10 +281,12 @@ impl CacheConfigBuilder {
         self
     }
 
-    /// Lets a read miss fetch only the 4 KiB pages it asks for (on by
-    /// default): one ranged GET, when the block below can be read in part
-    /// (a raw object; an encoded one is read whole anyway). A miss fetches
-    /// the whole block when its pages are more than a quarter of the block,
+    /// Lets a read miss fetch only the part of the block it asks for,
+    /// widened to aligned 64 KiB (on by default): one ranged GET, when the
+    /// block below can be read in part (a raw object; an encoded one is read
+    /// whole anyway). A miss fetches the whole block when that part is more
+    /// than a quarter of the block (so blocks under 256 KiB are always
+    /// fetched whole),
     /// when part of the block is cached or being fetched already (a second
     /// miss on it), or when it continues a sequential run (the block after
     /// the last one read). Pages fetched are kept as such, never taken for

@@ -1,11 +1,12 @@
-//! Ranged reads: a read miss of a few pages of a large block fetches those
-//! pages, not the block.
+//! Ranged reads: a read miss of a small part of a large block fetches that
+//! part, not the block.
 //!
 //! A 4 KiB read that misses a 1 MiB block would otherwise wait for (and
 //! pay the egress of) the whole megabyte. With
 //! [`CacheConfigBuilder::ranged_reads`](crate::CacheConfigBuilder::ranged_reads)
-//! on, a miss fetches the range asked for, widened to whole 4 KiB pages
-//! ([`align_to_pages`]), with [`BlockDevice::read_partial`] (one ranged GET
+//! on, a miss fetches the range asked for, widened to whole aligned 64 KiB
+//! granules ([`align_to_granules`], [`RANGE_ALIGN`] says why not 4 KiB
+//! pages), with [`BlockDevice::read_partial`] (one ranged GET
 //! on a volume that writes raw blocks; the object device reads an encoded
 //! object whole and decodes it). The pages are kept as a clean
 //! [`Content::Partial`] entry: they answer later reads inside them, and are
@@ -36,8 +37,13 @@ use crate::entry::{Content, Entry, Pages, add_range};
 use crate::incident::Say;
 use crate::state::{LoadOutcome, State};
 
-/// The granule of a ranged read: the kernel's page.
-pub(crate) const RANGE_ALIGN: usize = 4096;
+/// The granule of a ranged read: 64 KiB, aligned. Smaller ranges would
+/// save little more egress and meet a stall on some servers: Garage 2.5
+/// writes a response of about 3 to 40 KB in two parts and then waits for the
+/// client's delayed ACK (Nagle's algorithm), so a 4 KiB range takes about
+/// 34 ms where 64 KiB takes under 2 ms (docs/BENCHMARKS.md, "Ranged reads").
+/// It is a multiple of the 4 KiB pages the entry holds.
+pub(crate) const RANGE_ALIGN: usize = 64 << 10;
 
 /// A fetch of part of a block in flight; only the reader that started it
 /// waits on it (a second miss on the block fetches the whole block).
@@ -48,15 +54,16 @@ pub(crate) struct RangeLoad {
 }
 
 /// `range` of a block of `block_len` bytes widened to whole
-/// [`RANGE_ALIGN`] pages (the last one cut at the end of the block).
-pub(crate) fn align_to_pages(range: &Range<usize>, block_len: usize) -> Range<usize> {
+/// [`RANGE_ALIGN`] granules (the last one cut at the end of the block).
+pub(crate) fn align_to_granules(range: &Range<usize>, block_len: usize) -> Range<usize> {
     let start = range.start / RANGE_ALIGN * RANGE_ALIGN;
     let end = range.end.div_ceil(RANGE_ALIGN).saturating_mul(RANGE_ALIGN).min(block_len);
     start.min(end)..end
 }
 
 /// True when fetching `pages` alone beats fetching the block: they are at
-/// most a quarter of it (so never for blocks of two pages or fewer).
+/// most a quarter of it (so never for blocks under 256 KiB, where one
+/// granule is more).
 pub(crate) fn is_small_part(pages: &Range<usize>, block_len: usize) -> bool {
     !pages.is_empty() && pages.len() <= block_len / 4
 }
@@ -75,7 +82,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
             return None;
         }
         let block_len = self.geometry.get().block_len();
-        let pages = align_to_pages(range, block_len);
+        let pages = align_to_granules(range, block_len);
         if !is_small_part(&pages, block_len)
             || st.entries.contains_key(&block)
             || st.loads.contains_key(&block)
@@ -180,25 +187,29 @@ mod tests {
     const M: usize = 1 << 20;
 
     #[test]
-    fn ranges_widen_to_whole_pages_inside_the_block() {
-        assert_eq!(align_to_pages(&(0..4096), M), 0..4096);
-        assert_eq!(align_to_pages(&(1..2), M), 0..4096);
-        assert_eq!(align_to_pages(&(4095..4097), M), 0..8192);
-        assert_eq!(align_to_pages(&(4096 * 7 + 10..4096 * 9), M), 4096 * 7..4096 * 9);
-        assert_eq!(align_to_pages(&(M - 1..M), M), M - 4096..M);
-        // A block that is not a whole number of pages ends the last one.
-        assert_eq!(align_to_pages(&(5000..5001), 6000), 4096..6000);
-        assert_eq!(align_to_pages(&(100..200), 512), 0..512);
-        assert_eq!(align_to_pages(&(10..10), M), 0..4096, "empty: the page it is in");
+    fn ranges_widen_to_whole_granules_inside_the_block() {
+        const G: usize = 64 << 10;
+        assert_eq!(RANGE_ALIGN, G);
+        assert_eq!(align_to_granules(&(0..4096), M), 0..G);
+        assert_eq!(align_to_granules(&(1..2), M), 0..G);
+        assert_eq!(align_to_granules(&(G - 1..G + 1), M), 0..2 * G);
+        assert_eq!(align_to_granules(&(G * 7 + 10..G * 9), M), G * 7..G * 9);
+        assert_eq!(align_to_granules(&(G * 3..G * 4), M), G * 3..G * 4);
+        assert_eq!(align_to_granules(&(300_000..304_096), M), 4 * G..5 * G);
+        assert_eq!(align_to_granules(&(M - 1..M), M), M - G..M);
+        // The end of the block cuts the last granule.
+        assert_eq!(align_to_granules(&(70_000..70_001), 100_000), G..100_000);
+        assert_eq!(align_to_granules(&(100..200), 512), 0..512);
+        assert_eq!(align_to_granules(&(10..10), M), 0..G, "empty: the granule it is in");
     }
 
     #[test]
     fn only_a_quarter_of_the_block_or_less_is_fetched_in_part() {
-        assert!(is_small_part(&(0..4096), M));
+        assert!(is_small_part(&(0..64 << 10), M));
         assert!(is_small_part(&(0..M / 4), M));
         assert!(!is_small_part(&(0..M / 4 + 4096), M));
-        assert!(!is_small_part(&(0..4096), 8192), "a page of two is half");
-        assert!(is_small_part(&(0..4096), 16384));
+        assert!(is_small_part(&(0..64 << 10), 256 << 10), "a quarter");
+        assert!(!is_small_part(&(0..64 << 10), 128 << 10), "a half");
         assert!(!is_small_part(&(0..512), 512));
         assert!(!is_small_part(&(0..0), M));
     }

@@ -110,12 +110,13 @@ pub struct VolumeArgs {
           value_parser = clap::value_parser!(u32).range(0..=1024))]
     pub read_ahead_trigger: Option<u32>,
 
-    /// on (the default): a read that misses a few 4 KiB pages of a large
-    /// block fetches only those pages, with one ranged GET, when the block
-    /// is stored raw (no compression, no encryption); the block is fetched
-    /// whole when the read is more than a quarter of it, when part of it is
-    /// cached already, or when reads are sequential. off: every miss
-    /// fetches the whole block.
+    /// on (the default without --cache-dir): a read that misses a small
+    /// part of a block of 256 KiB or more fetches only the aligned 64 KiB
+    /// around it, with one ranged GET, when the block is stored raw (no
+    /// compression, no encryption); the block is fetched whole when the read
+    /// is more than a quarter of it, when part of it is cached already, or
+    /// when reads are sequential. off (the default with --cache-dir, whose
+    /// disk tier keeps whole blocks): every miss fetches the whole block.
     #[arg(long = "ranged-reads", value_name = "on|off", action = clap::ArgAction::Set,
           value_parser = clap::builder::BoolishValueParser::new())]
     pub ranged_reads: Option<bool>,

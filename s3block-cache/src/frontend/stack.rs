@@ -611,9 +611,9 @@ fn cache_config(opts: &VolumeArgs, geometry: Geometry) -> CacheConfig {
         }
         config = config.protected_blocks(n);
     }
-    if let Some(on) = opts.ranged_reads {
-        config = config.ranged_reads(on);
-    }
+    // The disk tier keeps and fetches whole blocks: the memory cache
+    // holding only parts of them would just read the tier twice.
+    config = config.ranged_reads(opts.ranged_reads.unwrap_or(opts.cache_dir.is_none()));
     config.build()
 }
 
@@ -695,6 +695,10 @@ mod tests {
         assert!(cache_config(&opts(&["memory://"]), geometry).ranged_reads());
         assert!(!cache_config(&opts(&["--ranged-reads=off", "memory://"]), geometry).ranged_reads());
         assert!(cache_config(&opts(&["--ranged-reads", "on", "memory://"]), geometry).ranged_reads());
+        let tier = opts(&["--cache-dir=/nonexistent", "memory://"]);
+        assert!(!cache_config(&tier, geometry).ranged_reads(), "off over a disk tier");
+        let tier = opts(&["--cache-dir=/nonexistent", "--ranged-reads=on", "memory://"]);
+        assert!(cache_config(&tier, geometry).ranged_reads());
         let err =
             Frontend::try_parse_from(["f", "--ranged-reads=maybe", "memory://"]).unwrap_err().to_string();
         assert!(err.contains("--ranged-reads"), "{err}");
