@@ -175,7 +175,9 @@ pub struct OutputArgs {
 /// `s3block create`.
 #[derive(Debug, Clone, Args)]
 pub struct CreateArgs {
-    /// The volume: s3://BUCKET/PREFIX, file:///PATH or memory://.
+    /// The volume: s3://BUCKET/PREFIX, file:///PATH or memory://; or
+    /// MOUNTPOINT/NAME, a new volume NAME of a running mount of several
+    /// volumes (s3block-fuse --all-volumes), whose file appears at once.
     pub store: String,
     /// Write the descriptor for block objects already stored under the
     /// prefix (a volume whose descriptor was lost, or an s3backer volume
@@ -280,7 +282,9 @@ pub struct VerifyArgs {
 /// `s3block erase`.
 #[derive(Debug, Clone, Args)]
 pub struct EraseArgs {
-    /// The volume: s3://BUCKET/PREFIX, file:///PATH or memory://.
+    /// The volume: s3://BUCKET/PREFIX, file:///PATH or memory://; or
+    /// MOUNTPOINT/NAME, a volume of a running mount of several volumes
+    /// (refused while its file is open), whose file then goes.
     pub store: String,
     /// Do not ask for confirmation (needed when standard input is not a terminal), and erase even while the mount lock is held.
     #[arg(long)]
@@ -297,7 +301,8 @@ pub struct EraseArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ResizeArgs {
     /// The volume: s3://BUCKET/PREFIX, file:///PATH or memory:// (not mounted); or the mount point
-    /// (or device file) of a mounted one, to grow it in place.
+    /// (or device file) of a mounted one, to grow it in place; or MOUNTPOINT/NAME, a volume of a
+    /// running mount of several volumes.
     pub store: String,
     /// The new size (40G), or how much to grow (+10G) or shrink (-2G) it by; a whole number of blocks.
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = crate::resize::parse_size_change)]

@@ -10,6 +10,9 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed step should stop the test loudly
 
+#[allow(unused_imports)] // the helpers re-export tools this test does not use
+mod nbd_support;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
@@ -17,7 +20,8 @@ use std::time::Instant;
 
 use s3block_testkit::kernel::{Mount, checksum, fuse_command, kernel_available, pattern};
 
-const FUSE: &str = env!("CARGO_BIN_EXE_rel-s3block-fuse");
+use nbd_support::{FUSE, Store};
+
 const CLI: &str = env!("CARGO_BIN_EXE_rel-s3block");
 const MIB: u64 = 1 << 20;
 /// The one cache budget of the three volumes.
@@ -28,9 +32,10 @@ const BUDGET: u64 = 24 * MIB;
 /// in flight (4 slots of at most 1 MiB, each encoded once more).
 const OVERHEAD: u64 = 20 * MIB + 3 * 4 * MIB + 4 * 2 * MIB;
 
-/// `s3block ARGS...`: exit code, standard output and error together.
-fn cli(args: &[&str]) -> (i32, String) {
-    let out = Command::new(CLI).args(args).output().unwrap();
+/// `s3block ARGS...` with the variables `env` (a Garage endpoint): exit
+/// code, standard output and error together.
+fn cli_in(env: &[(String, String)], args: &[&str]) -> (i32, String) {
+    let out = Command::new(CLI).args(args).envs(env.iter().cloned()).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.code().unwrap_or(-1), text)
 }
@@ -59,9 +64,17 @@ fn three_volumes_in_one_daemon_stay_within_one_budget_and_remount_alone() {
     if !kernel_available(&[]) {
         return;
     }
+    for store in Store::local_and_garage("multivol-rss") {
+        three_volumes_in_one_budget(&store);
+    }
+}
+
+/// Three volumes of `store` in one mount, then each alone.
+fn three_volumes_in_one_budget(at: &Store) {
     let started = Instant::now();
-    let bucket = tempfile::tempdir().unwrap();
-    let store = format!("file://{}", bucket.path().display());
+    let kind = at.kind().to_owned();
+    let store = at.url.trim_end_matches('/').to_owned();
+    let cli = |args: &[&str]| cli_in(&at.env, args);
     let volumes = [("v64k", "64K", 1u64), ("v256k", "256K", 2), ("v1m", "1M", 3)];
     for (name, block, _) in volumes {
         let (code, out) =
@@ -71,7 +84,9 @@ fn three_volumes_in_one_daemon_stay_within_one_budget_and_remount_alone() {
     let mnt = tempfile::tempdir().unwrap();
     let budget = format!("--cache-size={BUDGET}");
     let args = ["--all-volumes", budget.as_str(), "--upload-concurrency=4", "--write-delay=0"];
-    let mount = Mount::spawn(fuse_command(FUSE, &store, mnt.path(), &args), mnt);
+    let mut cmd = fuse_command(FUSE, &store, mnt.path(), &args);
+    cmd.envs(at.env.iter().cloned());
+    let mount = Mount::spawn(cmd, mnt);
     let mut shown: Vec<String> = std::fs::read_dir(mount.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -105,7 +120,7 @@ fn three_volumes_in_one_daemon_stay_within_one_budget_and_remount_alone() {
     let sums: Vec<u64> = writers.into_iter().map(|w| w.join().unwrap()).collect();
     let peak = peak_rss(mount.pid());
     eprintln!(
-        "peak RSS {:.1} MiB with a budget of {} MiB (limit {} MiB) after {:.1}s",
+        "{kind}: peak RSS {:.1} MiB with a budget of {} MiB (limit {} MiB) after {:.1}s",
         peak as f64 / MIB as f64,
         BUDGET / MIB,
         (BUDGET + OVERHEAD) / MIB,
@@ -137,14 +152,16 @@ fn three_volumes_in_one_daemon_stay_within_one_budget_and_remount_alone() {
     for ((name, _, _), sum) in volumes.iter().zip(sums) {
         let mnt = tempfile::tempdir().unwrap();
         let one = format!("{store}/{name}");
-        let mount = Mount::spawn(fuse_command(FUSE, &one, mnt.path(), &["--read-only"]), mnt);
+        let mut cmd = fuse_command(FUSE, &one, mnt.path(), &["--read-only"]);
+        cmd.envs(at.env.iter().cloned());
+        let mount = Mount::spawn(cmd, mnt);
         let data = std::fs::read(mount.file()).unwrap();
         assert_eq!(data.len() as u64, 64 * MIB);
         assert_eq!(checksum(&data[..(48 * MIB) as usize]), sum, "volume {name}");
         assert!(data[(48 * MIB) as usize..].iter().all(|&b| b == 0), "volume {name}: its tail");
         mount.unmount();
     }
-    eprintln!("done in {:.1}s", started.elapsed().as_secs_f32());
+    eprintln!("{kind}: done in {:.1}s", started.elapsed().as_secs_f32());
 }
 
 #[test]
@@ -152,29 +169,44 @@ fn volumes_appear_grow_and_go_through_a_running_mount() {
     if !kernel_available(&[]) {
         return;
     }
-    let bucket = tempfile::tempdir().unwrap();
-    let store = format!("file://{}", bucket.path().display());
+    for store in Store::local_and_garage("multivol") {
+        appear_grow_and_go(&store);
+    }
+}
+
+/// Create, grow, erase (refused while open) of a volume through a mount of
+/// every volume under `store`.
+fn appear_grow_and_go(store: &Store) {
+    let kind = store.kind().to_owned();
+    let local = store.url.strip_prefix("file://").map(std::path::PathBuf::from);
     let mnt = tempfile::tempdir().unwrap();
-    let mount =
-        Mount::spawn(fuse_command(FUSE, &store, mnt.path(), &["--all-volumes", "--cache-size=8M"]), mnt);
+    let mut cmd = fuse_command(FUSE, &store.url, mnt.path(), &["--all-volumes", "--cache-size=8M"]);
+    cmd.envs(store.env.iter().cloned());
+    let mount = Mount::spawn(cmd, mnt);
     let names = |dir: &Path| {
         let mut all: Vec<String> =
             std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         all.sort();
         all
     };
-    assert_eq!(names(mount.path()), ["control", "stats", "stats.json"]);
+    assert_eq!(names(mount.path()), ["control", "stats", "stats.json"], "{kind}");
     let alpha = mount.path().join("alpha");
     let target = alpha.to_str().unwrap();
+    let cli = |args: &[&str]| cli_in(&store.env, args);
 
     let (code, out) = cli(&["create", target, "--size", "8M", "--block-size", "64K"]);
-    assert_eq!(code, 0, "{out}");
+    assert_eq!(code, 0, "{kind}: {out}");
     assert!(out.contains("Created the volume alpha (8M, 64K blocks)"), "{out}");
     assert_eq!(std::fs::metadata(&alpha).unwrap().len(), 8 * MIB);
     let sum = fill(&alpha, 7, 4 * MIB);
     // Made in the store as an ordinary volume, with its own lock.
-    assert!(bucket.path().join("alpha/s3block-volume.json").is_file());
-    assert!(bucket.path().join("alpha/s3backer-mounted").is_file());
+    let (code, out) = cli(&["info", &format!("{}/alpha", store.url.trim_end_matches('/'))]);
+    assert_eq!(code, 0, "{kind}: {out}");
+    assert!(out.contains("64K"), "{kind}: {out}");
+    if let Some(bucket) = &local {
+        assert!(bucket.join("alpha/s3block-volume.json").is_file());
+        assert!(bucket.join("alpha/s3backer-mounted").is_file());
+    }
     let (code, out) = cli(&["create", target, "--size", "8M"]);
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("alpha") && out.contains("already"), "{out}");
@@ -183,7 +215,7 @@ fn volumes_appear_grow_and_go_through_a_running_mount() {
     assert!(out.contains(".hidden") && out.contains("dot"), "{out}");
 
     let (code, out) = cli(&["resize", target, "--size", "+8M"]);
-    assert_eq!(code, 0, "{out}");
+    assert_eq!(code, 0, "{kind}: {out}");
     assert!(out.contains("from 8M to 16M"), "{out}");
     assert_eq!(std::fs::metadata(&alpha).unwrap().len(), 16 * MIB);
     let data = std::fs::read(&alpha).unwrap();
@@ -200,14 +232,18 @@ fn volumes_appear_grow_and_go_through_a_running_mount() {
     assert!(alpha.exists());
     drop(open);
     let (code, out) = cli(&["erase", "--force", target]);
-    assert_eq!(code, 0, "{out}");
+    assert_eq!(code, 0, "{kind}: {out}");
     assert!(out.contains("Erased the volume alpha"), "{out}");
     assert!(!alpha.exists(), "the file is still there after the erase");
     assert_eq!(names(mount.path()), ["control", "stats", "stats.json"]);
-    let left: Vec<_> = std::fs::read_dir(bucket.path().join("alpha"))
-        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "left in the bucket: {left:?}");
+    let (code, out) = cli(&["info", &format!("{}/alpha", store.url.trim_end_matches('/'))]);
+    assert_ne!(code, 0, "{kind}: the volume is still in the store: {out}");
+    if let Some(bucket) = &local {
+        let left: Vec<_> = std::fs::read_dir(bucket.join("alpha"))
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "left in the bucket: {left:?}");
+    }
     let (code, out) = cli(&["erase", "--force", target]);
     assert_ne!(code, 0, "{out}");
     mount.unmount();

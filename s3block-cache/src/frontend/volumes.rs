@@ -174,3 +174,76 @@ pub async fn open_in(
     }
     build_stack_in(&one, prompt, Some(budget)).await
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Frontend {
+        #[command(flatten)]
+        volume: VolumeArgs,
+    }
+
+    fn opts(args: &[&str]) -> VolumeArgs {
+        let mut full = vec!["frontend"];
+        full.extend_from_slice(args);
+        Frontend::try_parse_from(full).unwrap().volume
+    }
+
+    #[test]
+    fn names_must_be_plain_file_names_and_errors_name_them() {
+        for good in ["db", "vol-1", "a_b.c", "V2"] {
+            check_volume_name(good).unwrap();
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            (".hidden", "dot"),
+            ("a/b", "only letters"),
+            ("control", "a file of that name"),
+            ("x.stats", "a file of that name"),
+            ("x.json", "a file of that name"),
+            ("é", "only letters"),
+        ] {
+            let e = check_volume_name(bad).unwrap_err();
+            assert!(e.contains(&format!("{bad:?}")) && e.contains(why), "{e}");
+        }
+    }
+
+    #[test]
+    fn each_volume_is_under_the_store_with_its_own_geometry_and_one_budget() {
+        let o = opts(&["--cache-size=32M", "--max-dirty=8M", "--upload-concurrency=3", "s3://b/vols/"]);
+        let one = volume_args(&o, "db");
+        assert_eq!(one.store, "s3://b/vols/db");
+        assert_eq!((one.size, one.block_size), (None, None));
+        let budget = budget_of(&o);
+        assert_eq!((budget.cache_size(), budget.max_dirty(), budget.upload_slots()), (32 << 20, 8 << 20, 3));
+        let budget = budget_of(&opts(&["file:///v"]));
+        assert_eq!((budget.cache_size(), budget.max_dirty()), (DEFAULT_CACHE_SIZE, DEFAULT_CACHE_SIZE / 2));
+        let e = check_several(&opts(&["--cache-dir=/tmp/c", "memory://"])).unwrap_err();
+        assert!(e.contains("--cache-dir /tmp/c"), "{e}");
+        let e = check_several(&opts(&["--size=1G", "memory://"])).unwrap_err();
+        assert!(e.contains("--size") && e.contains("s3block create"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn the_volumes_under_a_prefix_are_found_and_opened_in_one_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().display());
+        let o = opts(&["--cache-size=4M", &url]);
+        let budget = budget_of(&o);
+        let no_prompt = |_: &str| -> std::io::Result<String> { Err(std::io::Error::other("no terminal")) };
+        let a = open_in(&o, "a", &budget, Some((1 << 20, Some(64 << 10))), no_prompt).await.unwrap();
+        let b = open_in(&o, "b", &budget, Some((1 << 20, None)), no_prompt).await.unwrap();
+        let err = open_in(&o, "a", &budget, Some((1 << 20, None)), no_prompt).await.err().unwrap();
+        assert!(err.to_string().contains("exists already"), "{err}");
+        assert_eq!(budget.members(), 2);
+        assert_eq!(discover(&o).await.unwrap(), ["a", "b"]);
+        (a.release)().await.unwrap();
+        (b.release)().await.unwrap();
+        assert_eq!(budget.members(), 0);
+    }
+}
