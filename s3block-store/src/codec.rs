@@ -407,7 +407,7 @@ pub const KNOWN_ENCODINGS: &[&str] = &[
 
 /// Checks a `Content-Encoding` value given by the user (`deflate`,
 /// `deflate, encrypt-AES-128-CBC`): every coding known, at most
-/// [`MAX_CODINGS`] of them. Returns it as s3block writes it (`, `
+/// four of them. Returns it as s3block writes it (`, `
 /// between the codings, each spelled as in [`KNOWN_ENCODINGS`]).
 pub fn parse_content_encoding(text: &str) -> std::result::Result<String, String> {
     let names: Vec<&str> = text.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();

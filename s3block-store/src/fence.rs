@@ -55,7 +55,8 @@ pub const LOCK_CHECK_EVERY: Duration = Duration::from_secs(60);
 /// longer ago than this.
 pub const UPLOAD_RECHECK: Duration = Duration::from_secs(5);
 
-/// A mount's watch on its lock: see the [module docs](self).
+/// A mount's watch on its lock: once the lock names another holder, or is
+/// gone, every write and upload of the mount fails with [`Error::Fenced`](s3block_core::Error::Fenced).
 #[derive(Debug)]
 pub struct Fence {
     probe: LockProbe,
