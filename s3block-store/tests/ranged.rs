@@ -25,13 +25,9 @@ fn device(
     codecs: CodecChain,
 ) -> ObjectBlockDevice {
     let counted: Arc<dyn ObjectStore> = Arc::new(CountingStore::new(store, counters.clone()));
-    ObjectBlockDevice::new(
-        counted,
-        KeyLayout::new("v/", false),
-        Geometry::new(8 * BS, BS).expect("geometry"),
-    )
-    .with_counters(counters.clone())
-    .with_codecs(codecs)
+    ObjectBlockDevice::new(counted, KeyLayout::new("v/", false), Geometry::new(8 * BS, BS).expect("geometry"))
+        .with_counters(counters.clone())
+        .with_codecs(codecs)
 }
 
 #[tokio::test]
