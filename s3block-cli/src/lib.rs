@@ -110,7 +110,15 @@ fn error_chain(e: &CliError) -> String {
 fn dispatch(cli: Cli, out: &mut dyn Write) -> CliResult {
     match cli.command {
         Command::Cost(args) => cost_command(&args, out),
-        Command::Stats(args) => stats::run(&args.mountpoint, &args.stats_filename, args.output.json, out),
+        Command::Stats(args) => {
+            // One volume of a mount of several: its NAME.stats.
+            let target = args.mountpoint.to_string_lossy();
+            if let Some(v) = mounted_volumes::MountedVolume::of(&target) {
+                let name = format!("{}.{}", v.name, args.stats_filename);
+                return stats::run(&v.dir, &name, args.output.json, out);
+            }
+            stats::run(&args.mountpoint, &args.stats_filename, args.output.json, out)
+        }
         Command::Cache(command) => cache_dir::run(command, out),
         Command::Completions(args) => {
             completions(args.shell, &mut <Cli as clap::CommandFactory>::command(), "s3block", out)?;

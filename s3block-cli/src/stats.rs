@@ -42,6 +42,14 @@ pub fn read(mountpoint: &Path, file_name: &str) -> Result<MountStats, Error> {
 
 /// Parses the JSON of a stats file read from `path`.
 pub fn parse(path: &Path, text: &str) -> Result<MountStats, Error> {
+    let several = serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| v.get("volumes").is_some());
+    if several {
+        let dir = path.parent().unwrap_or(path).display();
+        return Err(Error::Config(format!(
+            "{dir} is a mount of several volumes: `s3block stats {dir}/NAME` shows volume NAME's figures, \
+             `cat {dir}/stats` every volume's and the total"
+        )));
+    }
     serde_json::from_str(text).map_err(|e| Error::Io {
         path: format!("{} (not the stats of an s3block mount)", path.display()),
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
@@ -90,6 +98,15 @@ mod tests {
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["cache"]["dirty_bytes"], 65_536);
         assert_eq!(v["reads"]["misses"], 10);
+    }
+
+    #[test]
+    fn a_mount_of_several_volumes_is_named_with_what_to_ask_instead() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stats.json");
+        let err =
+            parse(&path, r#"{"budget": {}, "total": {}, "volumes": {"db": {}}}"#).unwrap_err().to_string();
+        assert!(err.contains("several volumes") && err.contains("/NAME"), "{err}");
     }
 
     #[test]
