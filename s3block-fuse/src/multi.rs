@@ -635,3 +635,7 @@ impl MultiFs {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "multi_tests.rs"]
+mod tests;

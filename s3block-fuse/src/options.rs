@@ -433,6 +433,27 @@ mod tests {
     }
 
     #[test]
+    fn several_volumes_are_named_checked_and_refuse_what_they_cannot_share() {
+        let o =
+            parse(&["--volume=db", "--volume", "logs", "--cache-size=96M", "s3://b/vols", "/mnt"]).unwrap();
+        assert_eq!(o.volumes, ["db", "logs"]);
+        assert!(o.several() && !o.all_volumes);
+        let o = parse(&["--all-volumes", "s3://b/vols", "/mnt"]).unwrap();
+        assert!(o.several());
+        assert!(!parse(&["s3://b/vol", "/mnt"]).unwrap().several());
+        for (args, says) in [
+            (&["--volume=.x", "s3://b/v", "/m"][..], "--volume .x: volume name \".x\""),
+            (&["--volume=a", "--volume=a", "s3://b/v", "/m"], "--volume a: given twice"),
+            (&["--volume=a", "--cache-dir=/c", "s3://b/v", "/m"], "--cache-dir /c"),
+            (&["--all-volumes", "--size=1G", "s3://b/v", "/m"], "--size"),
+            (&["--all-volumes", "--volume=a", "s3://b/v", "/m"], "--all-volumes"),
+        ] {
+            let e = parse(args).unwrap_err();
+            assert!(e.contains(says), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
     fn long_options() {
         let o = parse(&["--size=30G", "--block-size", "1M", "--cache-size=32M", "s3://b/p", "/mnt"]).unwrap();
         assert_eq!(o.volume.size, Some(30 << 30));
