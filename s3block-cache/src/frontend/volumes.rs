@@ -106,16 +106,26 @@ pub fn check_memory(
     volumes: usize,
     block_size: u64,
 ) -> std::result::Result<(), String> {
-    let Some(limit) = memory::limit_at(std::path::Path::new("/")) else {
-        return Ok(());
-    };
+    match memory::limit_at(std::path::Path::new("/")) {
+        Some(limit) => check_memory_under(budget, volumes, block_size, &limit),
+        None => Ok(()),
+    }
+}
+
+/// [`check_memory`] against `limit`.
+pub fn check_memory_under(
+    budget: &CacheBudget,
+    volumes: usize,
+    block_size: u64,
+    limit: &memory::MemoryLimit,
+) -> std::result::Result<(), String> {
     let need = MemoryNeed {
         cache: budget.cache_size(),
         disk_index: 0,
         in_flight: (budget.upload_slots() as u64).saturating_mul(block_size),
         baseline: BASELINE.saturating_add(VOLUME_OVERHEAD.saturating_mul(volumes as u64)),
     };
-    memory::check(&need, &limit)
+    memory::check(&need, limit)
 }
 
 /// The volumes under `opts.store`: each sub-prefix holding an s3block
@@ -227,6 +237,18 @@ mod tests {
         assert!(e.contains("--cache-dir /tmp/c"), "{e}");
         let e = check_several(&opts(&["--size=1G", "memory://"])).unwrap_err();
         assert!(e.contains("--size") && e.contains("s3block create"), "{e}");
+    }
+
+    #[test]
+    fn the_memory_check_counts_one_budget_and_each_volume() {
+        let budget = CacheBudget::new(64 << 20, 32 << 20, 8);
+        let limit = |mib: u64| memory::MemoryLimit { bytes: mib << 20, source: "the test".into() };
+        // 64M + 8 x 1M uploads + 20M + 3 x 4M = 104M.
+        check_memory_under(&budget, 3, 1 << 20, &limit(128)).unwrap();
+        let e = check_memory_under(&budget, 3, 1 << 20, &limit(100)).unwrap_err();
+        assert!(e.contains("the test"), "{e}");
+        // One budget, not one per volume: ten volumes still fit in 160M.
+        check_memory_under(&budget, 10, 1 << 20, &limit(160)).unwrap();
     }
 
     #[tokio::test]
