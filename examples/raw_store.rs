@@ -4,7 +4,10 @@
 //! It opens the store the way `s3block-fuse` does (the same `object_store`
 //! S3 client, through the same retry and counting layers), PUTs `--count`
 //! objects of `--object-size` bytes with `--concurrency` requests in flight,
-//! then GETs them back the same way, and deletes them. The data is
+//! then GETs them back the same way, and deletes them. The concurrency
+//! defaults to what an s3block mount keeps in flight at that block size
+//! (`s3block_cache::default_requests_in_flight`: 64 at 4K, 16 at 256K, 8 at
+//! 1M), so the ceiling is measured on the same terms. The data is
 //! pseudo-random so no layer can compress it.
 //!
 //! Between the two it also GETs up to `--single-gets` of the objects one at a
@@ -22,13 +25,13 @@
 //! ```text
 //! cargo run --release -p s3block-examples --example raw_store -- \
 //!     --endpoint http://127.0.0.1:3900 --force-path-style \
-//!     --object-size 1M --count 512 --concurrency 8 s3://bucket/raw/
+//!     --object-size 1M --count 512 s3://bucket/raw/
 //! ```
 //!
 //! Credentials and region come from the `AWS_*` environment. The last line
 //! printed is machine-readable: `RESULT put_mbps=... get_mbps=...
-//! single_get_ops=...`, the first two in MB/s (10^6 bytes per second), the
-//! last in GETs per second.
+//! single_get_ops=... in_flight=...`, the first two in MB/s (10^6 bytes per
+//! second), then GETs per second one at a time, then the requests in flight.
 
 use std::io::Write;
 use std::time::Instant;
@@ -48,7 +51,8 @@ struct Args {
     force_path_style: bool,
     object_size: usize,
     count: usize,
-    concurrency: usize,
+    /// `None`: as many as s3block keeps in flight at `object_size`.
+    concurrency: Option<usize>,
     single_gets: usize,
     cold: bool,
 }
@@ -63,7 +67,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
         force_path_style: false,
         object_size: 1 << 20,
         count: 256,
-        concurrency: 8,
+        concurrency: None,
         single_gets: 1000,
         cold: false,
     };
@@ -91,7 +95,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
                     "--single-gets" => out.single_gets = n,
                     _ if n == 0 => return Err(bad(&a, &v, "must be at least 1".into())),
                     "--count" => out.count = n,
-                    _ => out.concurrency = n,
+                    _ => out.concurrency = Some(n),
                 }
             }
             s if s.starts_with("--") => return Err(Error::Config(format!("unknown option {s}; {USAGE}"))),
@@ -131,11 +135,20 @@ fn drop_page_cache() -> Result<()> {
         .map_err(|e| Error::Config(format!("--cold: cannot write {DROP} (needs root): {e}")))
 }
 
+/// Requests in flight: `--concurrency`, else what an s3block mount keeps in
+/// flight at this block size (its uploads at once and its read-ahead).
+fn in_flight(args: &Args) -> usize {
+    args.concurrency.unwrap_or_else(|| {
+        s3block_cache::default_requests_in_flight(u32::try_from(args.object_size).unwrap_or(u32::MAX))
+    })
+}
+
 fn mbps(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / secs.max(1e-9) / 1e6
 }
 
 async fn run(args: Args) -> Result<()> {
+    let concurrency = in_flight(&args);
     let mut config = StoreConfig::new(&args.url).force_path_style(args.force_path_style);
     if let Some(ep) = &args.endpoint {
         config = config.endpoint(ep);
@@ -165,7 +178,7 @@ async fn run(args: Args) -> Result<()> {
             let store = store.clone();
             async move { store.put(&key(i), PutPayload::from_bytes(body)).await.map_err(|e| map_err("PUT", i, e)) }
         })
-        .buffer_unordered(args.concurrency)
+        .buffer_unordered(concurrency)
         .try_for_each(|_| async { Ok(()) })
         .await?;
     let put_secs = start.elapsed().as_secs_f64();
@@ -176,7 +189,7 @@ async fn run(args: Args) -> Result<()> {
     let start = Instant::now();
     let got: u64 = stream::iter(0..args.count)
         .map(get_len)
-        .buffer_unordered(args.concurrency)
+        .buffer_unordered(concurrency)
         .try_fold(0u64, |acc, n| async move { Ok(acc + n as u64) })
         .await?;
     let get_secs = start.elapsed().as_secs_f64();
@@ -205,7 +218,7 @@ async fn run(args: Args) -> Result<()> {
             let store = store.clone();
             async move { store.delete(&key(i)).await.map_err(|e| map_err("DELETE", i, e)) }
         })
-        .buffer_unordered(args.concurrency)
+        .buffer_unordered(concurrency)
         .try_for_each(|_| async { Ok(()) })
         .await?;
 
@@ -223,7 +236,7 @@ async fn run(args: Args) -> Result<()> {
          {} PUTs, {} GETs, {} retries",
         args.count,
         args.object_size,
-        args.concurrency,
+        concurrency,
         mbps(total, put_secs),
         put_secs,
         if args.cold { " (cold)" } else { "" },
@@ -234,7 +247,7 @@ async fn run(args: Args) -> Result<()> {
         counts.retries
     );
     let result = format!(
-        "RESULT put_mbps={:.1} get_mbps={:.1} single_get_ops={single_ops:.0}",
+        "RESULT put_mbps={:.1} get_mbps={:.1} single_get_ops={single_ops:.0} in_flight={concurrency}",
         mbps(total, put_secs),
         mbps(total, get_secs)
     );
@@ -269,6 +282,17 @@ mod tests {
         assert!(parse_args(["--bogus".to_owned()]).is_err());
         let a = parse_args(["--single-gets", "0", "s3://b/"].map(String::from)).expect("args");
         assert_eq!((a.single_gets, a.count), (0, 256), "no single GETs is allowed");
+    }
+
+    #[test]
+    fn the_concurrency_defaults_to_s3blocks_at_the_object_size() {
+        let at = |size: &str| {
+            in_flight(&parse_args(["--object-size", size, "s3://b/"].map(String::from)).unwrap())
+        };
+        assert_eq!((at("4K"), at("256K"), at("1M")), (64, 16, 8));
+        let a =
+            parse_args(["--object-size", "4K", "--concurrency", "3", "s3://b/"].map(String::from)).unwrap();
+        assert_eq!(in_flight(&a), 3, "an explicit count wins");
     }
 
     #[test]

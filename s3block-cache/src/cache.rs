@@ -189,7 +189,7 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
     /// It costs a pass over the cached blocks under the cache's lock: for
     /// tests (the model test calls it after every operation) and debugging.
     pub fn check_invariants(&self) -> std::result::Result<(), String> {
-        self.shared.lock().check_invariants(self.shared.config.upload_concurrency)
+        self.shared.lock().check_invariants(self.shared.limits.upload_concurrency)
     }
 
     /// Sets the cumulative counters (and the store's request counters, when

@@ -8,23 +8,57 @@ use s3block_core::{Backoff, Error, Geometry, RequestCounters, Result, format_siz
 /// Default cache size: 64 MiB, half the RAM of the smallest host s3block targets.
 pub const DEFAULT_CACHE_SIZE: u64 = 64 << 20;
 
-/// Default number of uploads in flight at once.
+/// Bytes the default request counts aim to keep in flight: 4 MiB.
 ///
-/// A PUT spends most of its time waiting on round trips, so flush time falls
-/// almost linearly with concurrency until bandwidth is the limit: the bench
-/// `flush 64 blocks, 2 ms per request` measures 210 ms with 1 upload, 51 ms
-/// with 4, 27 ms with 8 and 15 ms with 16. Eight keeps most of that gain
-/// while holding at most eight blocks in upload buffers (8 MiB at 1 MiB
-/// blocks, affordable on a 128 MB host) and eight connections to the store.
-/// (s3backer runs 20 threads, sized for hosts with more memory.)
-pub const DEFAULT_UPLOAD_CONCURRENCY: usize = 8;
+/// A request spends most of its time waiting on a round trip, so what a
+/// mount moves per round trip is the bytes it has in flight. A fixed count
+/// of requests gives small blocks too few bytes in flight (8 uploads of 4K
+/// blocks are 32 KiB per round trip) and large blocks plenty; a fixed
+/// budget of bytes, within [`MIN_REQUESTS_IN_FLIGHT`] and
+/// [`MAX_REQUESTS_IN_FLIGHT`], gives each block size what it needs. See
+/// [`default_requests_in_flight`].
+pub const TARGET_BYTES_IN_FLIGHT: u64 = 4 << 20;
+
+/// Fewest requests the defaults keep in flight (blocks of 512K and up).
+///
+/// Eight uploads hold eight blocks in upload buffers (8 MiB at 1 MiB
+/// blocks, affordable on a 128 MB host) and keep most of the gain of
+/// concurrency: the bench `flush 64 blocks, 2 ms per request` measures
+/// 210 ms with 1 upload, 51 ms with 4, 27 ms with 8 and 15 ms with 16.
+pub const MIN_REQUESTS_IN_FLIGHT: usize = 8;
+
+/// Most requests the defaults keep in flight (blocks of 64K and down):
+/// more connections than this to one store cost more CPU per byte than
+/// they save in waiting. (s3backer runs 20 upload threads at any block
+/// size.)
+pub const MAX_REQUESTS_IN_FLIGHT: usize = 64;
+
+/// Uploads in flight by default for blocks of 1 MiB and larger: the floor,
+/// [`MIN_REQUESTS_IN_FLIGHT`]. Smaller blocks get more; see
+/// [`default_requests_in_flight`].
+pub const DEFAULT_UPLOAD_CONCURRENCY: usize = MIN_REQUESTS_IN_FLIGHT;
+
+/// The default number of requests in flight at a block size: the uploads
+/// at once, and the blocks read ahead of a sequential reader.
+///
+/// [`TARGET_BYTES_IN_FLIGHT`] over the block size, kept between
+/// [`MIN_REQUESTS_IN_FLIGHT`] and [`MAX_REQUESTS_IN_FLIGHT`]: 64 at 4K to
+/// 64K, 32 at 128K, 16 at 256K, 8 at 512K and above. The bytes in flight
+/// are thus at most 4 MiB, or eight blocks when eight blocks are more.
+pub fn default_requests_in_flight(block_size: u32) -> usize {
+    let n = TARGET_BYTES_IN_FLIGHT / u64::from(block_size.max(1));
+    usize::try_from(n).unwrap_or(usize::MAX).clamp(MIN_REQUESTS_IN_FLIGHT, MAX_REQUESTS_IN_FLIGHT)
+}
 
 /// Default write delay: rewrites of a block within this time are uploaded
 /// once. The same as s3backer's default, so migrating users see the same
 /// request pattern.
 pub const DEFAULT_WRITE_DELAY: Duration = Duration::from_millis(250);
 
-/// Default largest read-ahead window: 4 MiB.
+/// Largest read-ahead window by default at 256K blocks (s3block's default
+/// block size): 4 MiB. At other block sizes the default window is
+/// [`default_requests_in_flight`] blocks, so that many fetches are in
+/// flight ahead of a sequential reader: 256 KiB at 4K blocks, 8 MiB at 1M.
 pub const DEFAULT_READ_AHEAD: u64 = 4 << 20;
 
 /// Default number of reads in a row (each of the block after the last)
@@ -47,13 +81,15 @@ pub struct CacheConfig {
     /// Most bytes of dirty (not yet uploaded) block data; writers wait beyond it.
     /// `None` means half the cache size.
     pub(crate) max_dirty: Option<u64>,
-    /// Uploads in flight at once.
-    pub(crate) upload_concurrency: usize,
+    /// Uploads in flight at once; `None`: [`default_requests_in_flight`]
+    /// at the volume's block size.
+    pub(crate) upload_concurrency: Option<usize>,
     /// How long a dirty block waits before it is uploaded, so rewrites coalesce.
     /// Not applied while dirty data is above half of the dirty limit.
     pub(crate) write_delay: Duration,
-    /// Largest read-ahead window in bytes; 0 turns read-ahead off.
-    pub(crate) read_ahead: u64,
+    /// Largest read-ahead window in bytes; 0 turns read-ahead off. `None`:
+    /// [`default_requests_in_flight`] blocks at the volume's block size.
+    pub(crate) read_ahead: Option<u64>,
     /// Reads in a row before read-ahead starts.
     pub(crate) read_ahead_trigger: u32,
     /// The store's request counters, reported in [`CacheStats`](crate::CacheStats).
@@ -78,9 +114,9 @@ impl Default for CacheConfig {
         CacheConfig {
             cache_size: DEFAULT_CACHE_SIZE,
             max_dirty: None,
-            upload_concurrency: DEFAULT_UPLOAD_CONCURRENCY,
+            upload_concurrency: None,
             write_delay: DEFAULT_WRITE_DELAY,
-            read_ahead: DEFAULT_READ_AHEAD,
+            read_ahead: None,
             read_ahead_trigger: DEFAULT_READ_AHEAD_TRIGGER,
             counters: None,
             upload_retry: default_upload_retry(),
@@ -112,8 +148,9 @@ impl CacheConfig {
         self.max_dirty
     }
 
-    /// Uploads in flight at once.
-    pub fn upload_concurrency(&self) -> usize {
+    /// Uploads in flight at once, when set (else
+    /// [`default_requests_in_flight`] at the volume's block size).
+    pub fn upload_concurrency(&self) -> Option<usize> {
         self.upload_concurrency
     }
 
@@ -122,8 +159,9 @@ impl CacheConfig {
         self.write_delay
     }
 
-    /// Largest read-ahead window in bytes.
-    pub fn read_ahead(&self) -> u64 {
+    /// Largest read-ahead window in bytes, when set (else
+    /// [`default_requests_in_flight`] blocks at the volume's block size).
+    pub fn read_ahead(&self) -> Option<u64> {
         self.read_ahead
     }
 
@@ -175,12 +213,15 @@ impl CacheConfig {
                 format_size(self.cache_size)
             )));
         }
-        if self.upload_concurrency == 0 {
+        let in_flight = default_requests_in_flight(geometry.block_size());
+        let upload_concurrency = self.upload_concurrency.unwrap_or(in_flight);
+        if upload_concurrency == 0 {
             return Err(Error::Config("upload concurrency must be at least 1".into()));
         }
         // Read-ahead may take at most a quarter of the cache, so it does not
         // evict what it fetched before the reader gets there.
-        let read_ahead_blocks = (self.read_ahead / block).min(self.cache_size / block / 4);
+        let read_ahead = self.read_ahead.map_or(in_flight as u64, |bytes| bytes / block);
+        let read_ahead_blocks = read_ahead.min(self.cache_size / block / 4);
         // Protected blocks count against the cache size like any other: at
         // most as many as the cache holds are protected, so the protection
         // never asks for more memory than the budget.
@@ -188,6 +229,7 @@ impl CacheConfig {
         Ok(Limits {
             cache_size: self.cache_size,
             max_dirty,
+            upload_concurrency,
             read_ahead_blocks,
             read_ahead_trigger: self.read_ahead_trigger,
             protected_blocks,
@@ -200,6 +242,8 @@ impl CacheConfig {
 pub(crate) struct Limits {
     pub(crate) cache_size: u64,
     pub(crate) max_dirty: u64,
+    /// Uploads in flight at once.
+    pub(crate) upload_concurrency: usize,
     pub(crate) read_ahead_blocks: u64,
     pub(crate) read_ahead_trigger: u32,
     /// Blocks `0..protected_blocks` are evicted last (at most the blocks
@@ -226,9 +270,10 @@ impl CacheConfigBuilder {
         self
     }
 
-    /// Uploads in flight at once.
+    /// Uploads in flight at once (default: [`default_requests_in_flight`]
+    /// at the volume's block size).
     pub fn upload_concurrency(mut self, n: usize) -> Self {
-        self.config.upload_concurrency = n;
+        self.config.upload_concurrency = Some(n);
         self
     }
 
@@ -238,9 +283,10 @@ impl CacheConfigBuilder {
         self
     }
 
-    /// Largest read-ahead window in bytes (0: off).
+    /// Largest read-ahead window in bytes (0: off; default:
+    /// [`default_requests_in_flight`] blocks at the volume's block size).
     pub fn read_ahead(mut self, bytes: u64) -> Self {
-        self.config.read_ahead = bytes;
+        self.config.read_ahead = Some(bytes);
         self
     }
 
@@ -325,5 +371,45 @@ mod tests {
         assert_eq!(l.protected_blocks, 8, "no more than the cache holds");
         let c = CacheConfig::builder().clean_timeout(Duration::ZERO).build();
         assert_eq!(c.clean_timeout(), None, "0 is no timeout");
+    }
+
+    #[test]
+    fn requests_in_flight_scale_with_the_block_size_within_bounds() {
+        let n = |bs: u32| default_requests_in_flight(bs);
+        assert_eq!((n(512), n(4 << 10), n(64 << 10)), (64, 64, 64), "the ceiling for small blocks");
+        assert_eq!((n(128 << 10), n(256 << 10)), (32, 16), "4 MiB in flight");
+        assert_eq!((n(512 << 10), n(1 << 20), n(64 << 20)), (8, 8, 8), "the floor for large blocks");
+        assert_eq!(n(0), 64, "no division by zero");
+        for shift in 9..=26 {
+            let bs = 1u32 << shift;
+            let bytes = n(bs) as u64 * u64::from(bs);
+            assert!(
+                bytes <= TARGET_BYTES_IN_FLIGHT.max(MIN_REQUESTS_IN_FLIGHT as u64 * u64::from(bs)),
+                "{bs}: {bytes} bytes in flight"
+            );
+            assert!(n(bs) >= n(bs << 1), "{bs}: fewer requests for smaller blocks");
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_block_size_and_explicit_settings_win() {
+        let at = |bs: u64| Geometry::new(1 << 30, bs).unwrap();
+        let d = CacheConfig::default();
+        assert_eq!((d.upload_concurrency(), d.read_ahead()), (None, None));
+        let l = d.limits(&at(4 << 10)).unwrap();
+        assert_eq!((l.upload_concurrency, l.read_ahead_blocks), (64, 64));
+        let l = d.limits(&at(256 << 10)).unwrap();
+        assert_eq!((l.upload_concurrency, l.read_ahead_blocks), (16, 16));
+        assert_eq!(l.read_ahead_blocks * (256 << 10), DEFAULT_READ_AHEAD);
+        let l = d.limits(&at(1 << 20)).unwrap();
+        assert_eq!((l.upload_concurrency, l.read_ahead_blocks), (DEFAULT_UPLOAD_CONCURRENCY, 8));
+        // A small cache still bounds read-ahead to a quarter of it.
+        let l = CacheConfig::builder().cache_size(8 << 20).build().limits(&at(1 << 20)).unwrap();
+        assert_eq!(l.read_ahead_blocks, 2);
+        let set = CacheConfig::builder().upload_concurrency(3).read_ahead(1 << 20).build();
+        let l = set.limits(&at(4 << 10)).unwrap();
+        assert_eq!((l.upload_concurrency, l.read_ahead_blocks), (3, 256), "explicit settings win");
+        let l = CacheConfig::builder().read_ahead(0).build().limits(&at(4 << 10)).unwrap();
+        assert_eq!(l.read_ahead_blocks, 0, "0 turns read-ahead off");
     }
 }

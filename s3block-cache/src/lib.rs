@@ -72,7 +72,8 @@ pub use budget::{CacheBudget, Share};
 pub use cache::BlockCache;
 pub use config::{
     CacheConfig, CacheConfigBuilder, DEFAULT_CACHE_SIZE, DEFAULT_READ_AHEAD, DEFAULT_READ_AHEAD_TRIGGER,
-    DEFAULT_UPLOAD_CONCURRENCY, DEFAULT_WRITE_DELAY, default_upload_retry,
+    DEFAULT_UPLOAD_CONCURRENCY, DEFAULT_WRITE_DELAY, MAX_REQUESTS_IN_FLIGHT, MIN_REQUESTS_IN_FLIGHT,
+    TARGET_BYTES_IN_FLIGHT, default_requests_in_flight, default_upload_retry,
 };
 pub use disk::{
     CacheDirReport, CorruptEntry, DEFAULT_DISK_UPLOAD_CONCURRENCY, DiscardReport, DiskCache, DiskCacheConfig,

@@ -72,7 +72,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
     /// and leaving the slots idle while it refills. A rewrite-heavy writer
     /// stays below the mark and keeps its coalescing.
     fn start_uploads(self: &Arc<Self>, st: &mut State, now: Instant) -> Option<Instant> {
-        let max = self.config.upload_concurrency;
+        let max = self.limits.upload_concurrency;
         let force = st.flushers > 0 || st.waiting_writers > 0 || st.under_pressure();
         let mut deadline: Option<Instant> = None;
         let mut deferred = Vec::new();

@@ -5,7 +5,7 @@ use clap::Args;
 use s3block_core::{format_size, parse_size};
 use s3block_store::{CompressArgs, StoreArgs};
 
-use crate::{DEFAULT_CACHE_SIZE, DEFAULT_READ_AHEAD, DEFAULT_UPLOAD_CONCURRENCY};
+use crate::{DEFAULT_CACHE_SIZE, MAX_REQUESTS_IN_FLIGHT, MIN_REQUESTS_IN_FLIGHT, TARGET_BYTES_IN_FLIGHT};
 
 /// The default block size, the same for every frontend (see its docs for why 256 KiB).
 pub use s3block_core::DEFAULT_BLOCK_SIZE;
@@ -229,7 +229,11 @@ impl VolumeArgs {
             )
             .mut_arg(
                 "upload_concurrency",
-                help(format!("Blocks uploaded at once [default: {DEFAULT_UPLOAD_CONCURRENCY}]")),
+                help(format!(
+                    "Blocks uploaded at once [default: {} over the block size, at least {MIN_REQUESTS_IN_FLIGHT} \
+                     and at most {MAX_REQUESTS_IN_FLIGHT}: 64 at 4K, 16 at 256K, 8 at 1M]",
+                    format_size(TARGET_BYTES_IN_FLIGHT)
+                )),
             )
             .mut_arg(
                 "disk_cache_size",
@@ -241,8 +245,9 @@ impl VolumeArgs {
             .mut_arg(
                 "read_ahead",
                 help(format!(
-                    "Bytes read ahead after a sequential read [default: {}, at most a quarter of the cache]",
-                    format_size(DEFAULT_READ_AHEAD)
+                    "Bytes read ahead after a sequential read [default: as many blocks as the default uploads at \
+                     once, so {} at 256K blocks, 256K at 4K, 8M at 1M; at most a quarter of the cache]",
+                    format_size(crate::DEFAULT_READ_AHEAD)
                 )),
             )
     }
@@ -422,6 +427,9 @@ mod tests {
     fn the_help_shows_the_defaults_of_the_constants() {
         let help = VolumeArgs::with_help(Frontend::command()).render_help().to_string();
         assert!(help.contains(&format!("[default: {}]", format_size(DEFAULT_CACHE_SIZE))), "{help}");
-        assert!(help.contains(&format!("[default: {DEFAULT_UPLOAD_CONCURRENCY}]")), "{help}");
+        assert!(help.contains("64 at 4K, 16 at 256K, 8 at 1M]"), "{help}");
+        for (bs, n) in [(4 << 10, 64), (256 << 10, 16), (1 << 20, 8)] {
+            assert_eq!(crate::default_requests_in_flight(bs), n, "the help's examples at {bs}");
+        }
     }
 }

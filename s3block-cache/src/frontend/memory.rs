@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use s3block_core::format_size;
 
-use crate::{DEFAULT_CACHE_SIZE, DEFAULT_UPLOAD_CONCURRENCY};
+use crate::{DEFAULT_CACHE_SIZE, default_requests_in_flight};
 
 use super::args::{DEFAULT_DISK_CACHE_SIZE, VolumeArgs};
 
@@ -57,6 +57,8 @@ impl MemoryNeed {
     /// What `opts` needs with blocks of `block_size` bytes.
     pub fn of(opts: &VolumeArgs, block_size: u32) -> Self {
         let cache = opts.cache_bytes(block_size).unwrap_or(DEFAULT_CACHE_SIZE);
+        let uploads =
+            opts.upload_concurrency.map_or_else(|| default_requests_in_flight(block_size) as u64, u64::from);
         let block_size = u64::from(block_size.max(1));
         let disk_index = match &opts.cache_dir {
             Some(_) => {
@@ -64,7 +66,6 @@ impl MemoryNeed {
             }
             None => 0,
         };
-        let uploads = opts.upload_concurrency.map_or(DEFAULT_UPLOAD_CONCURRENCY as u64, u64::from);
         MemoryNeed { cache, disk_index, in_flight: uploads.saturating_mul(block_size), baseline: BASELINE }
     }
 
@@ -306,16 +307,20 @@ mod tests {
         let need = MemoryNeed::of(&args(&["--cache-size", "16M"]), 256 << 10);
         assert_eq!(
             need,
-            MemoryNeed { cache: 16 << 20, disk_index: 0, in_flight: 2 << 20, baseline: BASELINE }
+            MemoryNeed { cache: 16 << 20, disk_index: 0, in_flight: 4 << 20, baseline: BASELINE }
         );
+        // 16 uploads of 256K blocks by default; an explicit count wins.
+        let two = MemoryNeed::of(&args(&["--cache-size", "16M", "--upload-concurrency", "2"]), 1 << 20);
+        assert_eq!(two.in_flight, 2 << 20);
+        assert_eq!(MemoryNeed::of(&args(&[]), 4096).in_flight, 64 * 4096);
         let forty = MemoryLimit { bytes: 40 << 20, source: "memory.limit_in_bytes".into() };
         check(&need, &forty).unwrap();
         let need = MemoryNeed::of(&args(&["--cache-size", "32M"]), 256 << 10);
         check(&need, &MemoryLimit { bytes: 64 << 20, source: "x".into() }).unwrap();
         let err = check(&need, &forty).unwrap_err();
         assert!(err.contains("this process may use 40M (memory.limit_in_bytes)"), "{err}");
-        assert!(err.contains("need about 54M"), "{err}");
-        assert!(err.contains("--cache-size 18M or less would fit"), "{err}");
+        assert!(err.contains("need about 56M"), "{err}");
+        assert!(err.contains("--cache-size 16M or less would fit"), "{err}");
         // The disk cache's index counts: 4K blocks in 1 GiB of disk cache.
         let need = MemoryNeed::of(&args(&["--cache-size", "16M", "--cache-dir", "/tmp/x"]), 4096);
         assert_eq!(need.disk_index, 262_144 * 24);

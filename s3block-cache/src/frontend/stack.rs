@@ -59,8 +59,8 @@ use s3block_store::{Fence, FencedDevice, LOCK_CHECK_EVERY};
 
 use s3block_store::StoreArgs;
 
-use super::grow::VolumeGrow;
 use super::args::{DEFAULT_BLOCK_SIZE, DEFAULT_DISK_CACHE_SIZE, VolumeArgs};
+use super::grow::VolumeGrow;
 use super::memory;
 use super::metrics::{Metrics, MetricsServer, MetricsSnapshot};
 use super::stats::{Stats, StatsSource};
@@ -417,9 +417,12 @@ async fn open_disk(
     if let Some(bytes) = opts.disk_max_dirty {
         config = config.dirty_limit(bytes);
     }
-    if let Some(n) = opts.upload_concurrency {
-        config = config.upload_concurrency(n as usize);
-    }
+    // The disk tier makes the uploads to the store: as many at once as the
+    // memory cache would.
+    let uploads = opts
+        .upload_concurrency
+        .map_or_else(|| crate::default_requests_in_flight(geometry.block_size()), |n| n as usize);
+    config = config.upload_concurrency(uploads);
     // A volume with a descriptor is named by its id; an s3backer volume
     // (none) by where it is.
     let id = match volume.descriptor() {
@@ -667,7 +670,9 @@ mod tests {
         let c = cache_config(&opts(&["--readAheadTrigger=5", "memory://"]), geometry);
         assert_eq!(c.read_ahead_trigger(), 5);
         let c = cache_config(&opts(&["--readAhead=8", "--blockCacheThreads=3", "memory://"]), geometry);
-        assert_eq!((c.read_ahead(), c.upload_concurrency()), (8 * (64 << 10), 3));
+        assert_eq!((c.read_ahead(), c.upload_concurrency()), (Some(8 * (64 << 10)), Some(3)));
+        let c = cache_config(&opts(&["memory://"]), geometry);
+        assert_eq!((c.read_ahead(), c.upload_concurrency()), (None, None), "scaled to the block size");
         let err = Frontend::try_parse_from(["f", "--max-dirty=1M", "--blockCacheMaxDirty=3", "memory://"])
             .unwrap_err()
             .to_string();
