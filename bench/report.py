@@ -2,10 +2,14 @@
 """Turns bench/run.sh's results into the comparison table and docs/BENCHMARKS.md.
 
     bench/report.py RESULTS.tsv [--report FILE|-] [--started STAMP] [run settings]
+    bench/report.py RESULTS.tsv --round2 --label NAME [--report FILE|-] ...
 
 RESULTS.tsv has one line per figure: block size, system, metric, value.
 The table is printed; with --report FILE the report is written there, from
 the template below (machine, date, settings, how to reproduce, the table).
+With --round2 (what bench/run.sh writes now): s3block beside s3backer 2.1.6
+and 1.5.4 with the targets of issue 21, as a section spliced into FILE at
+the top, replacing only an earlier section of the same label.
 """
 
 import argparse
@@ -77,6 +81,15 @@ class Figures:
         if secs is None or iops is None:
             return None
         return iops * secs / (secs + (self.get(extra) or 0.0))
+
+    def stored_rate(self, job, extra, what):
+        """Bytes or I/Os per second from fio's start until the data was in
+        the store: fio's wall time (its start and exit, and the close, in
+        which s3backer 2.1.6 stores what it holds) plus the wait after it."""
+        wall, n = self.get(f"{job}_wall_s"), self.get(f"{job}_{what}")
+        if wall is None or n is None:
+            return None
+        return n / (wall + (self.get(extra) or 0.0))
 
     def peak_rss_mib(self):
         hwm = [v for k, v in self.raw.items() if k.startswith("hwm_kib_")]
@@ -430,6 +443,214 @@ s3block-cache` (cache hit path, write-back path).
 {notes}"""
 
 
+# ------------------------------------------------------------------ round 2
+# bench/run.sh's results now: s3block, s3backer 2.1.6 ("s3backer2") and
+# s3backer 1.5.4 ("s3backer1"; results of the first round call it
+# "s3backer"), with CPU seconds per GiB and the load around each job.
+R2_END = "<!-- bench/run.sh: later runs go above this line -->"
+
+
+def r2_begin(label):
+    return f"<!-- bench/run.sh {label}: begin -->"
+
+
+def r2_end(label):
+    return f"<!-- bench/run.sh {label}: end -->"
+
+
+def r2_rows(bs, a, b2, b1, ceil, cache_bytes, seq_bytes):
+    """(figure, s3block, s3backer 2.1.6, s3backer 1.5.4, vs 2.1.6, ceiling, share of ceiling, target, verdict)."""
+    rows = []
+    bsz = size_bytes(bs)
+
+    def add(name, x, y, z, better, ceiling=None, target="", ok=None, digits=1):
+        r = ratio(x, y) if better == "higher" else ratio(y, x)
+        share = ratio(x, ceiling) if better == "higher" else ratio(ceiling, x)
+        rows.append((name, fmt(x, digits), fmt(y, digits), fmt(z, digits), "–" if r is None else f"{r:.2f}×",
+                     fmt(ceiling, digits), "–" if share is None else f"{share:.0%}", target, verdict(ok)))
+
+    def both(r, need_r, share, need_share):
+        # Without s3backer 2.1.6's figure the target cannot be judged.
+        if r is None:
+            return None
+        return r >= need_r and (share is None or share >= need_share)
+
+    put, get = ceil.get("raw_put_mbps"), ceil.get("raw_get_mbps")
+    w = [x.stored_rate("seqwrite", "seqwrite_clean_extra_s", "bytes") / 1e6
+         if x.stored_rate("seqwrite", "seqwrite_clean_extra_s", "bytes") is not None else None for x in (a, b2, b1)]
+    add("sequential write, MB/s (fio start to stored)", *w, "higher", put, "≥ 1.5× and ≥ 85% of PUT",
+        both(ratio(w[0], w[1]), 1.5, ratio(w[0], put), 0.85))
+    add("  fio's job runtime only, MB/s", *(x.get("seqwrite_mbps") for x in (a, b2, b1)), "higher")
+    rd = [x.get("seqread_mbps") for x in (a, b2, b1)]
+    add("cold sequential read, MB/s", *rd, "higher", get, "≥ 1.5× and ≥ 85% of GET",
+        both(ratio(rd[0], rd[1]), 1.5, ratio(rd[0], get), 0.85))
+    rr = [x.get("randread_iops") for x in (a, b2, b1)]
+    need = {"1M": 2.5, "256K": 1.5}.get(bs)
+    r = ratio(rr[0], rr[1])
+    add("cold random 4K read, IOPS", *rr, "higher", ceil.get("raw_single_get_ops"),
+        f"≥ {need}×" if need else "", None if need is None or r is None else r >= need)
+    kib = [None if x.get("randread_bytes_per_read") is None else x.get("randread_bytes_per_read") / 1024
+           for x in (a, b2, b1)]
+    add("  KiB downloaded per read", *kib, "lower", None, "≤ 64 KiB" if bs == "1M" else "",
+        None if bs != "1M" or kib[0] is None else kib[0] <= 64)
+    add("  GETs during it", *(x.get("randread_gets") for x in (a, b2, b1)), "lower")
+    rw = [x.stored_rate("randwrite", "randwrite_clean_extra_s", "ios") for x in (a, b2, b1)]
+    r = ratio(rw[0], rw[1])
+    add("random 4K write + fsync, IOPS (fio start to stored)", *rw, "higher", None, "≥ 5×", None if r is None else r >= 5)
+    add("  fio's job runtime only, IOPS", *(x.get("randwrite_iops") for x in (a, b2, b1)), "higher")
+    add("mkfs.ext4, s", *(x.get("mkfs_s") for x in (a, b2, b1)), "lower")
+    u = [x.get("untar_s") for x in (a, b2, b1)]
+    r = ratio(u[1], u[0])
+    puts_untar, native = a.get("puts_untar"), ceil.get("native_untar_s")
+    u_ceil = None if not (puts_untar and put and native) else native + puts_untar * bsz / (put * 1e6)
+    add("unpack small files + sync, s", *u, "lower", u_ceil, "≥ 2×", None if r is None else r >= 2)
+    add("  PUTs during the unpack", *(x.get("puts_untar") for x in (a, b2, b1)), "lower")
+    for job, what in (("seqwrite", "sequential write (until stored)"), ("seqread", "cold sequential read"),
+                      ("randread", "cold random 4K read"), ("randwrite", "random 4K write (until stored)"),
+                      ("untar", "unpack + sync (per GiB of tar)")):
+        c = [x.get(f"{job}_cpu_s_per_gib") for x in (a, b2, b1)]
+        add(f"CPU s per GiB, {what}", *c, "lower", None, "≤ 0.6× s3backer 2.1.6",
+            None if c[0] is None or c[1] is None else c[0] <= 0.6 * c[1], digits=2)
+    limit = (cache_bytes + 64 * MIB) / MIB
+    p = [x.peak_rss_mib() for x in (a, b2, b1)]
+    add("peak RSS, MiB", *p, "lower", None, f"≤ cache + 64 MiB = {limit:.0f} and < s3backer 2.1.6",
+        None if p[0] is None else p[0] <= limit and (p[1] is None or p[0] < p[1]))
+    expected = seq_bytes / bsz
+    pw = [x.get("puts_seqwrite") for x in (a, b2, b1)]
+    add(f"PUTs during the sequential write (data blocks: {expected:,.0f})", *pw, "lower", None,
+        f"exactly {expected:,.0f}", None if pw[0] is None else abs(pw[0] - expected) <= 2)
+    for label, what in (("fio", "random jobs"), ("ext4", "ext4 tests")):
+        for k in ("gets", "puts", "deletes"):
+            add(f"{k[:-1].upper()}s, {what}", *(x.get(f"{k}_{label}") for x in (a, b2, b1)), "lower")
+    return rows
+
+
+def r2_loads(a, b2, b1):
+    """The 1-minute load before and after each job, per system."""
+    out = []
+    for job in ("seqwrite", "seqread", "randread", "randwrite", "untar"):
+        cells = []
+        for x in (a, b2, b1):
+            lb, la = x.get(f"{job}_load_before"), x.get(f"{job}_load_after")
+            cells.append("–" if lb is None else f"{lb:.1f}→{la:.1f}")
+        out.append(f"{job} {' / '.join(cells)}")
+    return "; ".join(out)
+
+
+def r2_tables(data, cache_bytes, seq_all):
+    out = []
+    sizes = sorted({bs for bs, sys_ in data if sys_ not in ("memory", "native", "setup")}, key=size_bytes)
+    native = data.get(("-", "native"), {}).get("untar_s")
+    mem = data.get(("1M", "memory"), {})
+    if mem:
+        out += [f"Memory store through FUSE (1M blocks, direct I/O, median of three mounts): write "
+                f"{fmt(mem.get('mem_write_mbps'))} MB/s, read {fmt(mem.get('mem_read_mbps'))} MB/s.", ""]
+    if native is not None:
+        out += [f"The unpack on ext4 over a RAM-backed loop file (no store below): {fmt(native, 2)} s.", ""]
+    for bs in sizes:
+        # The sequential size of this block size (smaller below 64K).
+        seq_bytes = int(data.get((bs, "setup"), {}).get("seq_bytes", seq_all))
+        a = Figures(data.get((bs, "s3block"), {}), seq_bytes)
+        b2 = Figures(data.get((bs, "s3backer2"), {}), seq_bytes)
+        b1 = Figures(data.get((bs, "s3backer1"), data.get((bs, "s3backer"), {})), seq_bytes)
+        ceil = dict(data.get((bs, "ceiling"), {}))
+        if native is not None:
+            ceil["native_untar_s"] = native
+        if not (a.raw or b2.raw or b1.raw or ceil):
+            continue
+        out += [f"#### Block size {bs}", ""]
+        if seq_bytes != seq_all:
+            out += [f"Sequential jobs, and the random jobs' region, of {seq_bytes >> 20} MiB at this block size.", ""]
+        if ceil.get("raw_put_mbps") is not None:
+            out += [f"Raw store ceiling ({bs} objects, {fmt(ceil.get('raw_in_flight'), 0)} requests in flight, "
+                    f"as s3block keeps): PUT {fmt(ceil.get('raw_put_mbps'))} MB/s, GET "
+                    f"{fmt(ceil.get('raw_get_mbps'))} MB/s; one GET at a time "
+                    f"{fmt(ceil.get('raw_single_get_ops'))} per second.", ""]
+        vol = a.get("ext4_volume_bytes") or b2.get("ext4_volume_bytes")
+        out += ["| figure | s3block | s3backer 2.1.6 | s3backer 1.5.4 | vs 2.1.6 | ceiling | share of ceiling "
+                "| target | |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+        for row in r2_rows(bs, a, b2, b1, ceil, cache_bytes, seq_bytes):
+            out.append("| " + " | ".join(row) + " |")
+        out += ["", f"Load (1 min) before→after each job, s3block / s3backer 2.1.6 / s3backer 1.5.4: "
+                f"{r2_loads(a, b2, b1)}." + ("" if not vol else f" ext4 volume {vol / (1 << 30):g} GiB."), ""]
+    return "\n".join(out)
+
+
+R2_TEMPLATE = """<!-- bench/run.sh {label}: begin -->
+### {title}
+
+Written by `bench/run.sh{cmd}` in {minutes} minutes, started {started} on
+{machine}; s3block at {commit}.
+
+Settings: cache {cache} for each daemon (s3backer: `--blockCacheSize` =
+cache / block size, all its other options at their defaults: 20 upload
+threads in 2.1.6 and 1.5.4); s3block at its defaults (requests in flight
+scaled to the block size: 64 at 4K, 16 at 256K, 8 at 1M); sequential jobs
+of {seq} with 1M requests (`--end_fsync=1` on the write), each phase on a
+fresh mount after the page cache is dropped (so the reads are cold); random
+jobs 4K, `psync`, {runtime} s over the first {seq}, the read first on a cold
+mount, the write with an fsync at the end; {files} small files unpacked into
+ext4 on a loop device, then `sync`. CPU is the daemon's user + system time
+(`/proc/PID/stat`) from the job's start until its data is stored, per GiB
+the job moved. {rtt}
+
+{table}
+{notes}
+<!-- bench/run.sh {label}: end -->
+"""
+
+
+def r2_section(args, data):
+    rtt = float(args.rtt or 0)
+    if rtt:
+        title = f"{args.label}: {rtt:g} ms round trip to Garage"
+        rtt_text = (f"Every daemon, and the raw ceiling, reach Garage through `examples/latency_proxy.rs`, "
+                    f"which holds each chunk {rtt / 2:g} ms in each direction (pipelined), on the same 2 "
+                    f"CPUs.")
+    else:
+        title = f"{args.label}: Garage on loopback"
+        rtt_text = "Garage on loopback, no proxy."
+    notes = ""
+    if args.notes:
+        with open(args.notes) as f:
+            notes = f.read()
+    mach = machine().replace(
+        "s3backer " + subprocess.run(["dpkg-query", "-W", "-f=${Version}", "s3backer"], capture_output=True,
+                                     text=True).stdout.strip(),
+        "s3backer 2.1.6 and " + subprocess.run(["dpkg-query", "-W", "-f=${Version}", "s3backer"],
+                                               capture_output=True, text=True).stdout.strip())
+    cmd = f" --rtt {rtt:g}" if rtt else ""
+    return R2_TEMPLATE.format(label=args.label, title=title, cmd=cmd, minutes=args.minutes, started=args.started,
+                              machine=mach, commit=args.commit or "?", cache=args.cache_size, seq=args.seq_size,
+                              runtime=args.runtime, files=args.files, rtt=rtt_text,
+                              table=r2_tables(data, size_bytes(args.cache_size), size_bytes(args.seq_size)),
+                              notes=notes)
+
+
+def splice_r2(path, label, section):
+    """Puts SECTION into the report at PATH: in place of an earlier one of
+    the same label, else above the later-runs marker, else at the top
+    (after the title) under a new round 2 heading."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = "# Benchmarks: s3block beside s3backer\n"
+    begin, end = r2_begin(label), r2_end(label)
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + section.rstrip("\n") + rest.split(end, 1)[1]
+    elif R2_END in text:
+        head, rest = text.split(R2_END, 1)
+        text = head + section + "\n" + R2_END + rest
+    else:
+        title, _, rest = text.partition("\n")
+        text = (f"{title}\n\n## Round 2: beside s3backer 2.1.6\n\n" + section + "\n" + R2_END + "\n"
+                + rest)
+    with open(path, "w") as f:
+        f.write(text)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("results")
@@ -447,8 +668,19 @@ def main():
     p.add_argument("--connections", default="4")
     p.add_argument("--minutes", default="35")
     p.add_argument("--commit", help="the s3block commit measured")
+    p.add_argument("--round2", action="store_true",
+                   help="bench/run.sh's results with both s3backer versions: write that section")
+    p.add_argument("--label", default="loopback", help="the run's name (round 2)")
+    p.add_argument("--rtt", default="0", help="the round trip added by the proxy, ms (round 2)")
     args = p.parse_args()
     data = load(args.results)
+    if args.round2:
+        section = r2_section(args, data)
+        print(section)
+        if args.report != "-":
+            splice_r2(args.report, args.label, section)
+            print(f"section {args.label!r} written into {args.report}", file=sys.stderr)
+        return 0
     if args.nbd:
         section = nbd_section(args, data)
         print(section)

@@ -1,40 +1,71 @@
 #!/usr/bin/env bash
-# s3block and s3backer side by side on one Garage server on loopback.
+# s3block beside s3backer 2.1.6 (the main peer) and s3backer 1.5.4
+# (Debian's), on one Garage server on loopback, optionally behind a proxy
+# that adds a round-trip time.
 #
 #   bench/run.sh [options]
 #
-#   --block-sizes LIST   block sizes to run, comma-separated (default 64K,1M)
-#   --systems LIST       s3block,s3backer (default both)
+#   --block-sizes LIST   block sizes to run, comma-separated (default
+#                        4K,256K,1M)
+#   --systems LIST       s3block,s3backer2,s3backer1 (default all three:
+#                        s3block, s3backer 2.1.6, s3backer 1.5.4)
 #   --parts LIST         ceiling,fio,ext4 (default all three)
 #   --cache-size SIZE    cache of each daemon (default 64M)
 #   --runtime SECONDS    length of each random 4K job (default 20)
-#   --seq-size SIZE      size of the sequential jobs (default 1G)
+#   --seq-size SIZE      size of the sequential jobs, and the region of the
+#                        random ones (default 1G)
+#   --small-seq-size SIZE the same below 64K blocks (default 32M: the peers
+#                        read 4K blocks sequentially at well under 1 MB/s)
 #   --files N            files in the small-files tree (default 20000)
-#   --report FILE        write the report there (default docs/BENCHMARKS.md;
-#                        "-" prints it only)
-#   --quick              64K only, 256M sequential, 5 s random, 5,000 files,
-#                        report printed only
+#   --ext4-size SIZE     the ext4 volume (default 16G; 512M below 64K blocks,
+#                        where the peers' mkfs deletes every block of the
+#                        volume one request at a time)
+#   --rtt MS             round-trip time added between every daemon (and
+#                        the raw ceiling) and Garage by a TCP proxy
+#                        (examples/latency_proxy.rs, MS/2 each way; default
+#                        0: direct)
+#   --label NAME         the run's name in the report (default loopback, or
+#                        rtt-MSms)
+#   --report FILE        splice the run's section into FILE, at the top,
+#                        replacing only an earlier section of the same label
+#                        (default "-": print it only)
+#   --results FILE       copy the raw figures there (default: kept in the
+#                        work directory only)
+#   --quick              256K only, 256M sequential, 5 s random, 2,000
+#                        files, 512M ext4 volume (options after it still
+#                        apply, e.g. --quick --block-sizes 4K,1M)
 #
-# It needs root, /dev/fuse, loop devices, fio, s3backer, e2fsprogs, python3
-# and Garage (scripts/garage.sh install). It builds s3block-fuse and the
-# raw_store example in release mode unless S3BLOCK_FUSE_BIN and
-# S3BLOCK_RAW_STORE_BIN name binaries. Everything it starts (Garage, both
-# daemons, loop devices, mounts) is undone on exit, also on error or Ctrl-C.
-# Each step runs under `timeout`. BENCH_NOTES=FILE appends that text (the
-# analysis of a run) to the report.
+# Each daemon's CPU seconds (user + system, /proc/PID/stat) are taken around
+# every job and given per GiB moved; the 1-minute load average before and
+# after each job is kept beside its figures.
+#
+# It needs root, /dev/fuse, loop devices, fio, e2fsprogs, jq, python3,
+# Garage (scripts/garage.sh install), s3backer 1.5.4 for s3backer1
+# (apt-get install s3backer; S3BACKER1_BIN names another) and s3backer
+# 2.1.6 for s3backer2 (../shared/peers/build-s3backer.sh builds it unless
+# S3BACKER2_BIN names it). It builds s3block-fuse and the raw_store and
+# latency_proxy examples in release mode unless S3BLOCK_FUSE_BIN,
+# S3BLOCK_RAW_STORE_BIN and S3BLOCK_PROXY_BIN name binaries. Everything it
+# starts (Garage, the daemons, the proxy, loop devices, mounts) is undone
+# on exit, also on error or Ctrl-C. Each step runs under `timeout`.
+# BENCH_NOTES=FILE appends that text (the analysis of a run) to the report.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BLOCK_SIZES=64K,1M
-SYSTEMS=s3block,s3backer
+BLOCK_SIZES=4K,256K,1M
+SYSTEMS=s3block,s3backer2,s3backer1
 PARTS=ceiling,fio,ext4
 CACHE_SIZE=64M
 RUNTIME=20
 SEQ_SIZE=1G
+SMALL_SEQ_SIZE=32M
 FILES=20000
-REPORT=$ROOT/docs/BENCHMARKS.md
+EXT4_SIZE=
+RTT=0
+LABEL=
+REPORT=-
+RESULTS_OUT=-
 VOLUME_SIZE=16G
-UPLOAD_CONCURRENCY=8 # s3block's default; the raw ceiling uses the same
 STEP_TIMEOUT=${BENCH_STEP_TIMEOUT:-900}
 
 say() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -51,9 +82,14 @@ while (($#)); do
     --cache-size) CACHE_SIZE=$2; shift ;;
     --runtime) RUNTIME=$2; shift ;;
     --seq-size) SEQ_SIZE=$2; shift ;;
+    --small-seq-size) SMALL_SEQ_SIZE=$2; shift ;;
     --files) FILES=$2; shift ;;
+    --ext4-size) EXT4_SIZE=$2; shift ;;
+    --rtt) RTT=$2; shift ;;
+    --label) LABEL=$2; shift ;;
     --report) REPORT=$2; shift ;;
-    --quick) BLOCK_SIZES=64K SEQ_SIZE=256M RUNTIME=5 FILES=5000 REPORT=- ;;
+    --results) RESULTS_OUT=$2; shift ;;
+    --quick) BLOCK_SIZES=256K SEQ_SIZE=256M RUNTIME=5 FILES=2000 EXT4_SIZE=512M ;;
     -h | --help) sed -n '2,/^set /{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
     esac
@@ -70,12 +106,33 @@ bytes() { # 64K -> 65536
 has() { [[ ,$1, == *,$2,* ]]; }
 
 ((EUID == 0)) || die "run as root (FUSE mounts, loop devices, drop_caches)"
-for tool in fio s3backer mkfs.ext4 e2fsck losetup python3 jq; do
-    command -v $tool >/dev/null || die "$tool is missing (apt-get install -y fio s3backer e2fsprogs jq)"
+for tool in fio mkfs.ext4 e2fsck losetup python3 jq; do
+    command -v $tool >/dev/null || die "$tool is missing (apt-get install -y fio e2fsprogs jq)"
 done
 [[ -e /dev/fuse ]] || die "/dev/fuse is missing"
+for sys in ${SYSTEMS//,/ }; do
+    case $sys in s3block | s3backer1 | s3backer2) ;; *) die "unknown system $sys (s3block, s3backer2, s3backer1)" ;; esac
+done
+[[ $RTT =~ ^[0-9]+([.][0-9]+)?$ ]] || die "--rtt $RTT: give milliseconds (0: direct)"
+LABEL=${LABEL:-$(python3 -c "import sys; r = float(sys.argv[1]); print('loopback' if r == 0 else f'rtt-{r:g}ms')" "$RTT")}
 CACHE_BYTES=$(bytes "$CACHE_SIZE")
 SEQ_BYTES=$(bytes "$SEQ_SIZE")
+CLK_TCK=$(getconf CLK_TCK)
+S3BACKER1=${S3BACKER1_BIN:-}
+S3BACKER2=${S3BACKER2_BIN:-}
+if has "$SYSTEMS" s3backer1; then
+    S3BACKER1=${S3BACKER1:-$(command -v s3backer || true)}
+    [[ -x $S3BACKER1 ]] || die "s3backer 1.5.4 is missing (apt-get install -y s3backer, or S3BACKER1_BIN=PATH)"
+    [[ $("$S3BACKER1" --version 2>&1 || true) == *1.5.* ]] || say "warning: $S3BACKER1 is not s3backer 1.5.x"
+fi
+if has "$SYSTEMS" s3backer2; then
+    if [[ -z $S3BACKER2 ]]; then
+        S3BACKER2=$("$ROOT/../shared/peers/build-s3backer.sh" | tail -n1) ||
+            die "could not build s3backer 2.1.6 (../shared/peers/build-s3backer.sh), or give S3BACKER2_BIN=PATH"
+    fi
+    [[ -x $S3BACKER2 ]] || die "missing s3backer 2.1.6 binary: $S3BACKER2"
+    [[ $("$S3BACKER2" --version 2>&1 || true) == *2.1.6* ]] || say "warning: $S3BACKER2 is not s3backer 2.1.6"
+fi
 
 WORK=$(mktemp -d /tmp/s3block-bench.XXXXXX)
 RESULTS=$WORK/results.tsv
@@ -95,7 +152,9 @@ cleanup() {
     done
     for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done
     for f in "${FILES_MADE[@]}"; do rm -f "$f"; done
-    for p in "${PIDS[@]}"; do
+    # Newest first: the daemons, then the proxy they store through.
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        p=${PIDS[i]}
         kill -0 "$p" 2>/dev/null && { kill "$p"; timeout 60 tail --pid="$p" -f /dev/null; }
     done
     "$ROOT/scripts/garage.sh" stop >/dev/null 2>&1
@@ -108,19 +167,28 @@ trap 'exit 130' INT TERM
 record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RESULTS"; } # bs system metric value
 now() { date +%s.%N; }
 since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.3f}')" "$1" "$(now)"; }
+calc() { python3 -c "print($1)"; }
+load1() { cut -d' ' -f1 /proc/loadavg; }
+# cpu_s PID: user + system CPU seconds of a process so far (fields 14 and
+# 15 of /proc/PID/stat, counted after the command name).
+cpu_s() { awk -v t="$CLK_TCK" '{sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / t}' "/proc/$1/stat"; }
+is_s3backer() { [[ $1 == s3backer* ]]; }
 
 # ---------------------------------------------------------------- binaries
 FUSE_BIN=${S3BLOCK_FUSE_BIN:-}
 RAW_BIN=${S3BLOCK_RAW_STORE_BIN:-}
-if [[ -z $FUSE_BIN || -z $RAW_BIN ]]; then
-    say "building s3block-fuse and the raw_store example (release)"
+PROXY_BIN=${S3BLOCK_PROXY_BIN:-}
+if [[ -z $FUSE_BIN || -z $RAW_BIN || -z $PROXY_BIN ]]; then
+    say "building s3block-fuse and the raw_store and latency_proxy examples (release)"
     (cd "$ROOT" && timeout 1800 cargo build --release -q -p s3block-fuse &&
-        timeout 1800 cargo build --release -q -p s3block-examples --example raw_store) || die "cargo build failed"
+        timeout 1800 cargo build --release -q -p s3block-examples --example raw_store --example latency_proxy) ||
+        die "cargo build failed"
     TARGET=$(cd "$ROOT" && cargo metadata --no-deps --format-version 1 | jq -r .target_directory)
     FUSE_BIN=${FUSE_BIN:-$TARGET/release/s3block-fuse}
     RAW_BIN=${RAW_BIN:-$TARGET/release/examples/raw_store}
+    PROXY_BIN=${PROXY_BIN:-$TARGET/release/examples/latency_proxy}
 fi
-[[ -x $FUSE_BIN && -x $RAW_BIN ]] || die "missing binaries: $FUSE_BIN $RAW_BIN"
+[[ -x $FUSE_BIN && -x $RAW_BIN && -x $PROXY_BIN ]] || die "missing binaries: $FUSE_BIN $RAW_BIN $PROXY_BIN"
 
 # ---------------------------------------------------------------- Garage
 # s3backer 1.5.4 switches to virtual-host URLs whenever --region is given,
@@ -145,22 +213,42 @@ timeout 60 "$ROOT/scripts/garage.sh" bucket bench-s3backer bench-raw >>"$WORK/ga
 printf '%s:%s\n' "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" >"$WORK/s3backer-passwd"
 chmod 600 "$WORK/s3backer-passwd"
 say "Garage at $ENDPOINT (region us-east-1), buckets bench-s3block, bench-s3backer, bench-raw"
+GARAGE_PID=$(<"$S3BLOCK_GARAGE_STATE/garage.pid")
+
+# ---------------------------------------------------------------- latency
+# With --rtt, every daemon and the raw ceiling reach Garage through one
+# proxy that holds each chunk RTT/2 in each direction (pipelined, so the
+# throughput of a connection is not one chunk per round trip).
+if [[ $RTT != 0 ]]; then
+    "$PROXY_BIN" --listen 127.0.0.1:0 --upstream "$hp" --delay-ms "$(calc "$RTT / 2")" \
+        >"$WORK/proxy.out" 2>"$WORK/proxy.log" &
+    PROXY_PID=$!
+    PIDS+=("$PROXY_PID")
+    for _ in $(seq 100); do grep -q '^LISTEN ' "$WORK/proxy.out" 2>/dev/null && break; sleep 0.1; done
+    grep -q '^LISTEN ' "$WORK/proxy.out" || die "the latency proxy did not start; see $WORK/proxy.log"
+    ENDPOINT=http://$(awk '/^LISTEN / {print $2; exit}' "$WORK/proxy.out")
+    say "latency proxy (pid $PROXY_PID) at $ENDPOINT: ${RTT} ms round trip to Garage"
+fi
+record - setup rtt_ms "$RTT"
 
 # ---------------------------------------------------------------- daemons
 # mount_volume SYSTEM BS PREFIX MNT: starts the daemon in the foreground (in
 # the background of this shell, so its pid is ours), waits for the file.
 DAEMON_PID=
 mount_volume() {
-    local sys=$1 bs=$2 prefix=$3 mnt=$4 log=$WORK/$1-$2-$3.log
+    local sys=$1 bs=$2 prefix=$3 mnt=$4 size=${5:-$VOLUME_SIZE} log=$WORK/$1-$2-$3.log bin
     mkdir -p "$mnt"
     case $sys in
     s3block)
-        "$FUSE_BIN" -f --endpoint "$ENDPOINT" --force-path-style --size "$VOLUME_SIZE" --block-size "$bs" \
+        "$FUSE_BIN" -f --endpoint "$ENDPOINT" --force-path-style --size "$size" --block-size "$bs" \
             --cache-size "$CACHE_SIZE" "s3://bench-s3block/$prefix/" "$mnt" >>"$log" 2>&1 &
         ;;
-    s3backer)
-        s3backer -f --baseURL="$ENDPOINT/" --accessFile="$WORK/s3backer-passwd" --blockSize="$bs" \
-            --size="$VOLUME_SIZE" --blockCacheSize=$((CACHE_BYTES / $(bytes "$bs"))) --prefix="$prefix/" \
+    s3backer1 | s3backer2)
+        # Each version on its own prefix of one bucket; its options at
+        # their defaults but for the cache (in blocks).
+        if [[ $sys == s3backer1 ]]; then bin=$S3BACKER1; else bin=$S3BACKER2; fi
+        "$bin" -f --baseURL="$ENDPOINT/" --accessFile="$WORK/s3backer-passwd" --blockSize="$bs" \
+            --size="$size" --blockCacheSize=$((CACHE_BYTES / $(bytes "$bs"))) --prefix="$prefix/" \
             bench-s3backer "$mnt" >>"$log" 2>&1 &
         ;;
     memory)
@@ -212,7 +300,7 @@ unmount_volume() {
 # also be given up to the point the data is really in the store.
 wait_clean() {
     local sys=$1 mnt=$2 deadline=$((SECONDS + STEP_TIMEOUT))
-    [[ $sys == s3backer ]] || return 0
+    is_s3backer "$sys" || return 0
     until grep -Eq '^block_cache_dirty_ratio +0\.0000' "$mnt/stats"; do
         ((SECONDS < deadline)) || die "s3backer still has dirty blocks after ${STEP_TIMEOUT}s"
         sleep 0.1
@@ -225,17 +313,45 @@ requests() {
     local bs=$1 sys=$2 label=$3 mnt=$4 f=$WORK/stats-$2-$1-$3.txt base=$WORK/stats-base-$DAEMON_PID.txt k name
     cat "$mnt/stats" >"$f"
     for k in get put delete; do
-        case $sys in s3backer) name=http_${k}s ;; *) name=${k^^} ;; esac
-        record "$bs" "$sys" "${k}s_$label" "$(awk -v k="$name" '$1 == k {n[FILENAME] = $2}
+        if is_s3backer "$sys"; then name=http_${k}s; else name=${k^^}; fi
+        record "$bs" "$sys" "${k}s_$label" "$(awk -v k="$name" '$1 == k && $2 ~ /^[0-9,]+$/ {gsub(",", "", $2); n[FILENAME] = $2}
             END {print n[ARGV[2]] - n[ARGV[1]]}' "$base" "$f")"
     done
 }
 
-# put_count SYSTEM MOUNT: the PUTs the daemon has made since it started.
-put_count() {
+# counter SYSTEM MOUNT NAME: one counter from the daemon's stats file: get,
+# put (requests so far) or received (s3block's bytes of response bodies;
+# s3backer counts none: empty).
+counter() {
     local name
-    case $1 in s3backer) name=http_puts ;; *) name=PUT ;; esac
-    awk -v k="$name" '$1 == k {n = $2} END {print n + 0}' "$2/stats"
+    case $(is_s3backer "$1" && echo s3backer)$3 in
+    s3backerget) name=http_gets ;; s3backerput) name=http_puts ;; s3backerreceived) return 0 ;;
+    get) name=GET ;; put) name=PUT ;;
+    received) awk '$1 == "bytes" && $2 == "received" {gsub(",", "", $3); print $3; exit}' "$2/stats"; return ;;
+    esac
+    # (s3block's "GET time" lines share the first word: the count is a number.)
+    awk -v k="$name" '$1 == k && $2 ~ /^[0-9,]+$/ {gsub(",", "", $2); n = $2} END {print n + 0}' "$2/stats"
+}
+
+# put_count SYSTEM MOUNT: the PUTs the daemon has made since it started.
+put_count() { counter "$1" "$2" put; }
+
+# CPU and load around a job: cpu_mark before it, cpu_done BS SYSTEM JOB
+# BYTES after it (after its data is stored, for writes) records the
+# daemon's CPU seconds, per GiB of BYTES, and the load before and after.
+CPU0='' LOAD0='' GCPU0=''
+cpu_mark() { CPU0=$(cpu_s "$DAEMON_PID"); GCPU0=$(cpu_s "$GARAGE_PID"); LOAD0=$(load1); }
+cpu_done() {
+    local bs=$1 sys=$2 job=$3 moved=$4 cpu gcpu
+    cpu=$(calc "round($(cpu_s "$DAEMON_PID") - $CPU0, 2)")
+    gcpu=$(calc "round($(cpu_s "$GARAGE_PID") - $GCPU0, 2)")
+    record "$bs" "$sys" "${job}_cpu_s" "$cpu"
+    record "$bs" "$sys" "${job}_moved_bytes" "$moved"
+    record "$bs" "$sys" "${job}_cpu_s_per_gib" "$(calc "round($cpu / ($moved / 2**30), 3)")"
+    record "$bs" "$sys" "${job}_garage_cpu_s_per_gib" "$(calc "round($gcpu / ($moved / 2**30), 3)")"
+    record "$bs" "$sys" "${job}_load_before" "$LOAD0"
+    record "$bs" "$sys" "${job}_load_after" "$(load1)"
+    say "    CPU $cpu s ($(calc "round($cpu / ($moved / 2**30), 2)") s/GiB), Garage $gcpu s, load $LOAD0 -> $(load1)"
 }
 
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
@@ -258,7 +374,13 @@ fio_job() {
     local io_bytes ios
     io_bytes=$(jq '[.jobs[0].read.io_bytes, .jobs[0].write.io_bytes] | add' "$out")
     ios=$(jq '[.jobs[0].read.total_ios, .jobs[0].write.total_ios] | add' "$out")
+    JOB_BYTES=$io_bytes JOB_IOS=$ios
+    record "$bs" "$sys" "${metric}_ios" "$ios"
     record "$bs" "$sys" "${metric}_s" "$secs"
+    # The wall time counts the close too: s3backer 2.1.6 stores its dirty
+    # blocks when fio closes the file, after fio's job runtime ends.
+    record "$bs" "$sys" "${metric}_wall_s" "$wall"
+    record "$bs" "$sys" "${metric}_bytes" "$io_bytes"
     record "$bs" "$sys" "${metric}_fio_overhead_s" "$(python3 -c "print(f'{$wall - $secs:.3f}')")"
     record "$bs" "$sys" "${metric}_mbps" "$(python3 -c "print(f'{$io_bytes / $secs / 1e6:.1f}')")"
     record "$bs" "$sys" "${metric}_iops" "$(python3 -c "print(f'{$ios / $secs:.0f}')")"
@@ -269,10 +391,15 @@ fio_job() {
 run_ceiling() {
     local bs=$1 size count
     size=$(bytes "$bs")
+    # 512 MiB of objects, at most 32,768 (128 MiB at 4K: the small objects
+    # are limited by requests, not bytes).
     count=$((512 * 1024 * 1024 / size))
-    say "raw store ceiling at $bs: $count objects, $UPLOAD_CONCURRENCY in flight"
+    ((count <= 32768)) || count=32768
+    # raw_store keeps as many requests in flight as s3block does at this
+    # block size (s3block_cache::default_requests_in_flight).
+    say "raw store ceiling at $bs: $count objects"
     timeout "$STEP_TIMEOUT" "$RAW_BIN" --endpoint "$ENDPOINT" --force-path-style --object-size "$bs" \
-        --count "$count" --concurrency "$UPLOAD_CONCURRENCY" --cold "s3://bench-raw/raw-$bs/" >"$WORK/raw-$bs.txt" ||
+        --count "$count" --cold "s3://bench-raw/raw-$bs/" >"$WORK/raw-$bs.txt" ||
         die "raw_store failed; see $WORK/raw-$bs.txt"
     cat "$WORK/raw-$bs.txt" >&2
     local line
@@ -280,6 +407,7 @@ run_ceiling() {
     record "$bs" ceiling raw_put_mbps "$(sed 's/.*put_mbps=\([0-9.]*\).*/\1/' <<<"$line")"
     record "$bs" ceiling raw_get_mbps "$(sed 's/.*get_mbps=\([0-9.]*\).*/\1/' <<<"$line")"
     record "$bs" ceiling raw_single_get_ops "$(sed 's/.*single_get_ops=\([0-9.]*\).*/\1/' <<<"$line")"
+    record "$bs" ceiling raw_in_flight "$(sed 's/.*in_flight=\([0-9]*\).*/\1/' <<<"$line")"
 }
 
 # The memory store through FUSE, on three fresh mounts; the median of each
@@ -320,27 +448,56 @@ run_native_unpack() {
     rm -f "$img"
 }
 
+# Sequential write; remount (cold): sequential read; remount (cold):
+# random 4K read, then random 4K write with an fsync at the end. Each
+# system on its own prefix.
 run_fio() {
-    local bs=$1 sys=$2 mnt=$WORK/mnt-$2-$1 f
+    local bs=$1 sys=$2 mnt=$WORK/mnt-$2-$1 f prefix=$2-fio-$1 SEQ_BYTES=$SEQ_BYTES
     f=$mnt/file
-    say "fio on $sys at $bs"
-    mount_volume "$sys" "$bs" "fio-$bs" "$mnt"
+    (($(bytes "$bs") >= 65536)) || SEQ_BYTES=$(bytes "$SMALL_SEQ_SIZE")
+    record "$bs" setup seq_bytes "$SEQ_BYTES"
+    say "fio on $sys at $bs ($SEQ_BYTES bytes sequential)"
+    mount_volume "$sys" "$bs" "$prefix" "$mnt"
+    cpu_mark
     fio_job "$bs" "$sys" seqwrite "$f" --rw=write --bs=1M --size="$SEQ_BYTES" --end_fsync=1
     local t0
     t0=$(now)
     wait_clean "$sys" "$mnt"
     record "$bs" "$sys" seqwrite_clean_extra_s "$(since "$t0")"
+    cpu_done "$bs" "$sys" seqwrite "$JOB_BYTES"
     requests "$bs" "$sys" seqwrite "$mnt"
     unmount_volume "$bs" "$sys" seqwrite "$mnt"
     drop_caches
-    mount_volume "$sys" "$bs" "fio-$bs" "$mnt"
+    mount_volume "$sys" "$bs" "$prefix" "$mnt"
+    cpu_mark
     fio_job "$bs" "$sys" seqread "$f" --rw=read --bs=1M --size="$SEQ_BYTES"
+    cpu_done "$bs" "$sys" seqread "$JOB_BYTES"
+    unmount_volume "$bs" "$sys" seqread "$mnt"
+    drop_caches
+    mount_volume "$sys" "$bs" "$prefix" "$mnt"
+    local g0 b0
+    g0=$(counter "$sys" "$mnt" get) b0=$(counter "$sys" "$mnt" received)
+    cpu_mark
     fio_job "$bs" "$sys" randread "$f" --rw=randread --bs=4k --size="$SEQ_BYTES" --time_based --runtime="$RUNTIME"
+    cpu_done "$bs" "$sys" randread "$JOB_BYTES"
+    # What a cold random 4K read downloads: s3block counts the bytes it
+    # received; s3backer counts none, so its GETs times the block size
+    # (every GET of s3backer is of a whole block).
+    local gets
+    gets=$(($(counter "$sys" "$mnt" get) - g0))
+    record "$bs" "$sys" randread_gets "$gets"
+    if [[ -n $b0 ]]; then
+        record "$bs" "$sys" randread_bytes_per_read "$(calc "round(($(counter "$sys" "$mnt" received) - $b0) / $JOB_IOS)")"
+    else
+        record "$bs" "$sys" randread_bytes_per_read "$(calc "round($gets * $(bytes "$bs") / $JOB_IOS)")"
+    fi
+    cpu_mark
     fio_job "$bs" "$sys" randwrite "$f" --rw=randwrite --bs=4k --size="$SEQ_BYTES" --time_based \
         --runtime="$RUNTIME" --end_fsync=1
     t0=$(now)
     wait_clean "$sys" "$mnt"
     record "$bs" "$sys" randwrite_clean_extra_s "$(since "$t0")"
+    cpu_done "$bs" "$sys" randwrite "$JOB_BYTES"
     requests "$bs" "$sys" fio "$mnt"
     unmount_volume "$bs" "$sys" fio "$mnt"
 }
@@ -355,9 +512,13 @@ timed() { # timed BS SYSTEM METRIC CMD...
 }
 
 run_ext4() {
-    local bs=$1 sys=$2 mnt=$WORK/mnt-$2-$1 fsmnt=$WORK/ext4-$2-$1 loop
-    say "ext4 on $sys at $bs"
-    mount_volume "$sys" "$bs" "ext4-$bs" "$mnt"
+    local bs=$1 sys=$2 mnt=$WORK/mnt-$2-$1 fsmnt=$WORK/ext4-$2-$1 loop size=$EXT4_SIZE
+    if [[ -z $size ]]; then
+        if (($(bytes "$bs") < 65536)); then size=512M; else size=$VOLUME_SIZE; fi
+    fi
+    say "ext4 on $sys at $bs ($size volume)"
+    record "$bs" "$sys" ext4_volume_bytes "$(bytes "$size")"
+    mount_volume "$sys" "$bs" "$sys-ext4-$bs" "$mnt" "$size"
     loop=$(losetup --find --show "$mnt/file") || die "losetup on $mnt/file failed"
     LOOPS+=("$loop")
     timed "$bs" "$sys" mkfs mkfs.ext4 -q -F "$loop"
@@ -366,7 +527,9 @@ run_ext4() {
     MOUNTS+=("$fsmnt")
     local puts0
     puts0=$(put_count "$sys" "$mnt")
+    cpu_mark
     timed "$bs" "$sys" untar sh -c "tar -xf '$TREE' -C '$fsmnt' && sync"
+    cpu_done "$bs" "$sys" untar "$(stat -c %s "$TREE")"
     record "$bs" "$sys" puts_untar "$(($(put_count "$sys" "$mnt") - puts0))"
     umount "$fsmnt"
     timed "$bs" "$sys" fsck e2fsck -fn "$loop"
@@ -400,7 +563,8 @@ for bs in ${BLOCK_SIZES//,/ }; do
     done
 done
 
-python3 "$ROOT/bench/report.py" "$RESULTS" --started "$START" --cache-size "$CACHE_SIZE" --seq-size "$SEQ_SIZE" \
-    --runtime "$RUNTIME" --files "$FILES" --concurrency "$UPLOAD_CONCURRENCY" --report "$REPORT" \
-    ${BENCH_NOTES:+--notes "$BENCH_NOTES"}
-[[ $REPORT == - ]] || cp "$RESULTS" "$ROOT/bench/results-$(date -u +%Y-%m-%d).tsv"
+COMMIT=${BENCH_COMMIT:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?)}
+python3 "$ROOT/bench/report.py" "$RESULTS" --round2 --label "$LABEL" --rtt "$RTT" --started "$START" \
+    --commit "$COMMIT" --minutes "$(((SECONDS + 59) / 60))" --cache-size "$CACHE_SIZE" --seq-size "$SEQ_SIZE" \
+    --runtime "$RUNTIME" --files "$FILES" --report "$REPORT" ${BENCH_NOTES:+--notes "$BENCH_NOTES"}
+[[ $RESULTS_OUT == - ]] || cp "$RESULTS" "$RESULTS_OUT"
