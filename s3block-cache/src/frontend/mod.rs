@@ -52,8 +52,8 @@ mod stack;
 mod stats;
 pub mod volumes;
 
-pub use grow::{Grown, VolumeGrow};
 pub use args::{DEFAULT_BLOCK_SIZE, DEFAULT_DISK_CACHE_SIZE, DurabilityArg, VolumeArgs, size_arg};
+pub use grow::{Grown, VolumeGrow};
 pub use service::{NOTIFY_SOCKET_ENV, STATUS_EVERY, STOP_EXTENSION, Service, StatusFigures};
 pub use shutdown::{Backoff, ShutdownOutcome, report, shutdown};
 pub use signals::{Received, Signals, second_sigint};
