@@ -226,7 +226,7 @@ fn a_cache_that_cannot_fit_is_refused_at_start() {
     assert!(
         stderr.contains("not enough memory: this process may use 28M")
             && stderr.contains(limit_file)
-            && stderr.contains("--cache-size 6M or less would fit"),
+            && stderr.contains("--cache-size 4M or less would fit"),
         "{stderr}"
     );
     assert_eq!(group.oom_kills(), 0);
