@@ -5,11 +5,14 @@
 //! uses (`memory://`, request counting, retries), with faults injected in
 //! the model test.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::model::until_ok;
 use proptest::prelude::*;
 use s3block_cache::{BlockCache, CacheConfig};
 use s3block_core::{BlockDevice, BlockDeviceExt, BlockId, Geometry, KeyLayout, RequestCounters};
@@ -239,7 +242,7 @@ proptest! {
             for b in 0..6u64 {
                 let data = pattern(BS as usize, 100 + b);
                 let target = if b < 4 { &dev } else { &old };
-                until_ok(|| target.write_block(BlockId(b as u32), data.clone())).await;
+                until_ok("write", true, || target.write_block(BlockId(b as u32), data.clone())).await;
                 model[(b * BS) as usize..((b + 1) * BS) as usize].copy_from_slice(&data);
             }
             let config = CacheConfig::builder()
@@ -293,8 +296,8 @@ proptest! {
                     panic!("after op {i}: the cache's bookkeeping is broken: {broken}");
                 }
             }
-            until_ok(|| cache.flush()).await;
-            until_ok(|| cache.close()).await;
+            until_ok("flush", true, || cache.flush()).await;
+            until_ok("close", true, || cache.close()).await;
             for b in 0..BLOCKS {
                 let mut stored = None;
                 for _ in 0..100 {
@@ -308,19 +311,4 @@ proptest! {
             }
         });
     }
-}
-
-/// Retries an operation until it succeeds (transient failures only).
-async fn until_ok<F, Fut>(mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = s3block_core::Result<()>>,
-{
-    for _ in 0..1000 {
-        match f().await {
-            Ok(()) => return,
-            Err(e) => assert!(e.is_transient(), "only injected failures expected: {e}"),
-        }
-    }
-    panic!("kept failing");
 }
