@@ -9,14 +9,13 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use s3block_core::{Error, format_size};
 
 use crate::exit::{CliError, CliResult, OK};
 use crate::resize::SizeChange;
-use crate::resize_mounted::CONTROL_FILE;
+use crate::resize_mounted::{CONTROL_FILE, exchange, parse_answer};
 
 /// A volume `NAME` of the running mount at `dir`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,15 +52,7 @@ impl MountedVolume {
             source: e,
         };
         let file = OpenOptions::new().read(true).write(true).open(&control).map_err(io)?;
-        file.write_at(format!("{request}\n").as_bytes(), 0).map_err(io)?;
-        let mut buf = vec![0u8; 64 << 10];
-        let n = file.read_at(&mut buf, 0).map_err(io)?;
-        let text = String::from_utf8_lossy(&buf[..n]).trim_end().to_owned();
-        match text.split_once(' ').unwrap_or((text.as_str(), "")) {
-            ("ok", rest) => Ok(rest.to_owned()),
-            ("error", why) => Err(Error::Config(why.to_owned()).into()),
-            _ => Err(Error::Config(format!("{}: unexpected answer {text:?}", control.display())).into()),
-        }
+        parse_answer(&exchange(&file, request).map_err(io)?, &control)
     }
 
     fn file(&self) -> String {

@@ -147,6 +147,10 @@ pub fn resize_mounted(
     Ok(OK)
 }
 
+/// The longest control answer read (a multi-volume mount's `list` is the
+/// longest).
+const ANSWER_MAX: usize = 64 << 10;
+
 /// Opens the mount's control file for requests.
 fn open_control_file(control: &Path, mountpoint: &str) -> Result<File, CliError> {
     OpenOptions::new().read(true).write(true).open(control).map_err(|e| {
@@ -181,30 +185,42 @@ impl Channel<'_> {
 fn ask(channel: &Channel<'_>, request: &str) -> Result<Vec<String>, CliError> {
     let path = channel.path();
     let io = |e: std::io::Error| Error::Io { path: path.display().to_string(), source: e };
-    let mut buf = vec![0u8; 4096];
-    let n = match channel {
-        Channel::File(file, _) => {
-            file.write_at(format!("{request}\n").as_bytes(), 0).map_err(io)?;
-            file.read_at(&mut buf, 0).map_err(io)?
-        }
+    let text = match channel {
+        Channel::File(file, _) => exchange(file, request).map_err(io)?,
         Channel::Socket(socket) => {
             let mut stream = std::os::unix::net::UnixStream::connect(socket).map_err(io)?;
             stream.write_all(format!("{request}\n").as_bytes()).map_err(io)?;
             stream.shutdown(std::net::Shutdown::Write).map_err(io)?;
+            let mut buf = vec![0u8; ANSWER_MAX];
             let mut n = 0;
             loop {
                 let got = stream.read(&mut buf[n..]).map_err(io)?;
                 n += got;
                 if got == 0 || n == buf.len() {
-                    break n;
+                    break;
                 }
             }
+            String::from_utf8_lossy(&buf[..n]).trim_end().to_owned()
         }
     };
-    let text = String::from_utf8_lossy(&buf[..n]).trim_end().to_owned();
-    match text.split_once(' ') {
-        Some(("ok", rest)) => Ok(rest.split_whitespace().map(str::to_owned).collect()),
-        Some(("error", why)) => Err(Error::Config(why.to_owned()).into()),
+    parse_answer(&text, path).map(|rest| rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// Writes one request line to an open control file and reads the answer
+/// back from the same handle, trailing newline removed.
+pub(crate) fn exchange(file: &File, request: &str) -> std::io::Result<String> {
+    file.write_at(format!("{request}\n").as_bytes(), 0)?;
+    let mut buf = vec![0u8; ANSWER_MAX];
+    let n = file.read_at(&mut buf, 0)?;
+    Ok(String::from_utf8_lossy(&buf[..n]).trim_end().to_owned())
+}
+
+/// A control answer: what follows `ok` (empty for `ok` alone), or the
+/// frontend's `error` as the error; anything else is named with `path`.
+pub(crate) fn parse_answer(text: &str, path: &Path) -> Result<String, CliError> {
+    match text.split_once(' ').unwrap_or((text, "")) {
+        ("ok", rest) => Ok(rest.to_owned()),
+        ("error", why) => Err(Error::Config(why.to_owned()).into()),
         _ => Err(Error::Config(format!("{}: unexpected answer {text:?}", path.display())).into()),
     }
 }
