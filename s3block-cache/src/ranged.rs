@@ -14,15 +14,24 @@
 //! the whole block is fetched instead when
 //!
 //! - the pages are more than a quarter of the block ([`is_small_part`]),
-//! - any of the block is cached or being fetched (a second miss on the
-//!   block: its reads are dense, the rest is likely wanted too),
+//! - the block's reads turn dense or sequential: the pages already
+//!   fetched plus these would be more than half the block, or these start
+//!   where fetched ones end ([`is_dense`]),
+//! - the block is written in places (dirty), wholly cached, or being
+//!   fetched already (whole or in part),
 //! - the read continues a sequential run (the block after the last one
 //!   read), where read-ahead fetches whole blocks anyway.
 //!
-//! A later miss of other bytes of a partly cached block fetches the whole
-//! block and merges the pages in (as for a partly written one), and an
-//! upload of a partly written block fetches the whole block to complete it,
-//! so nothing is ever stored from pages alone.
+//! A later miss of other bytes of a block with pages fetched earlier
+//! fetches its granules too and adds them to the same entry, until the
+//! reads turn dense or sequential; then the whole block comes and the pages are merged
+//! in (as for a partly written one). An upload of a partly written block
+//! fetches the whole block to complete it, so nothing is ever stored from
+//! pages alone.
+//!
+//! So a cold random 4 KiB read of a 1 MiB block downloads one 64 KiB
+//! granule, however often the reads come back to the block, until half of
+//! it has been asked for.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -33,7 +42,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::cache::Shared;
-use crate::entry::{Content, Entry, Pages, add_range};
+use crate::entry::{Content, Entry};
 use crate::incident::Say;
 use crate::state::{LoadOutcome, State};
 
@@ -46,7 +55,7 @@ use crate::state::{LoadOutcome, State};
 pub(crate) const RANGE_ALIGN: usize = 64 << 10;
 
 /// A fetch of part of a block in flight; only the reader that started it
-/// waits on it (a second miss on the block fetches the whole block).
+/// waits on it (another miss on the block meanwhile fetches the whole block).
 #[derive(Debug)]
 pub(crate) struct RangeLoad {
     pub(crate) id: u64,
@@ -68,6 +77,24 @@ pub(crate) fn is_small_part(pages: &Range<usize>, block_len: usize) -> bool {
     !pages.is_empty() && pages.len() <= block_len / 4
 }
 
+/// True when the reads of a block whose pages `fetched` came from ranged
+/// reads earlier turn dense or sequential with `pages` more: together
+/// they would be more than half of its `block_len` bytes, or `pages`
+/// start right where fetched pages end.
+pub(crate) fn is_dense(fetched: &[Range<u32>], pages: &Range<usize>, block_len: usize) -> bool {
+    let known: usize = fetched.iter().map(|r| (r.end - r.start) as usize).sum();
+    known.saturating_add(pages.len()) > block_len / 2 || fetched.iter().any(|r| r.end as usize == pages.start)
+}
+
+/// The ranges of a clean entry holding only pages fetched by ranged reads;
+/// `None` for any other entry (dirty, whole, zero).
+fn fetched_pages(e: &Entry) -> Option<&[Range<u32>]> {
+    match &e.content {
+        Content::Partial { written, .. } if !e.is_dirty() => Some(written),
+        _ => None,
+    }
+}
+
 impl<D: BlockDevice + 'static> Shared<D> {
     /// On a read miss of `range` in `block`, starts a fetch of its pages
     /// alone when the rule of this module says so; returns the receiver and
@@ -83,8 +110,12 @@ impl<D: BlockDevice + 'static> Shared<D> {
         }
         let block_len = self.geometry.get().block_len();
         let pages = align_to_granules(range, block_len);
+        let fetched = match st.entries.get(&block) {
+            None => &[][..],
+            Some(e) => fetched_pages(e)?,
+        };
         if !is_small_part(&pages, block_len)
-            || st.entries.contains_key(&block)
+            || is_dense(fetched, &pages, block_len)
             || st.loads.contains_key(&block)
             || st.range_loads.contains_key(&block)
             || st.read_ahead.in_run()
@@ -149,9 +180,12 @@ impl<D: BlockDevice + 'static> Shared<D> {
 impl State {
     /// Puts pages read from below (`data`, from `start` in the block) into
     /// the cache. With no entry for the block, they become a clean partial
-    /// entry when room can be made without touching dirty data. An entry
-    /// that appeared meanwhile (a write, or the whole block) is left alone:
-    /// it knows newer bytes, laid over `data` in what is returned.
+    /// entry when room can be made without touching dirty data; with a
+    /// clean one holding pages fetched earlier, they are added to it (both
+    /// are the stored bytes: an upload of the block since would have marked
+    /// this fetch stale). Any other entry that appeared meanwhile (a write,
+    /// or the whole block) is left alone: it knows newer bytes, laid over
+    /// `data` in what is returned.
     pub(crate) fn install_range(
         &mut self,
         block: BlockId,
@@ -160,14 +194,15 @@ impl State {
         block_len: usize,
         now: Instant,
     ) -> Bytes {
-        if let Some(e) = self.entries.get(&block) {
-            return e.content.overlay(start, data);
-        }
-        let mut pages = Pages::new(block_len);
-        pages.write(start as u32, &data);
-        let mut written = Vec::new();
-        add_range(&mut written, start as u32..(start + data.len()) as u32);
-        let content = Content::Partial { pages, written };
+        let mut content = match self.entries.get(&block) {
+            None => Content::over_stored(block_len),
+            Some(e) if fetched_pages(e).is_some() => match self.take_entry(block) {
+                Some(e) => e.content,
+                None => Content::over_stored(block_len),
+            },
+            Some(e) => return e.content.overlay(start, data),
+        };
+        content.write_at(start as u32, &data, block_len);
         let size = content.size();
         if size <= self.cache_size && self.evict_to(self.cache_size - size) {
             let mut e = Entry::clean(Bytes::new(), now);
@@ -212,6 +247,44 @@ mod tests {
         assert!(!is_small_part(&(0..64 << 10), 128 << 10), "a half");
         assert!(!is_small_part(&(0..512), 512));
         assert!(!is_small_part(&(0..0), M));
+    }
+
+    #[test]
+    fn reads_turn_dense_past_half_the_block_or_sequential_after_fetched_pages() {
+        const G: u32 = 64 << 10;
+        let g = G as usize;
+        assert!(!is_dense(&[], &(0..g), M));
+        assert!(!is_dense(&[0..G], &(2 * g..3 * g), M));
+        assert!(is_dense(&[0..G], &(g..2 * g), M), "right after fetched pages");
+        assert!(!is_dense(&[0..G], &(5 * g..6 * g), M));
+        assert!(!is_dense(&[0..7 * G], &(9 * g..10 * g), M), "exactly half");
+        assert!(is_dense(&[0..7 * G, 9 * G..10 * G], &(12 * g..13 * g), M), "more than half");
+        assert!(is_dense(&[0..G], &(2 * g..4 * g), 4 * g));
+    }
+
+    #[test]
+    fn pages_fetched_into_a_block_with_pages_join_the_same_clean_entry() {
+        use rand::SeedableRng;
+        let mut st = State::new(1 << 20, 1 << 19, rand::rngs::StdRng::seed_from_u64(0));
+        let now = Instant::now();
+        let block = 65536;
+        st.install_range(BlockId(3), 8192, Bytes::from(vec![5; 4096]), block, now);
+        st.install_range(BlockId(3), 32768, Bytes::from(vec![6; 8192]), block, now);
+        let e = st.entries.get(&BlockId(3)).expect("kept");
+        assert!(!e.is_dirty());
+        assert_eq!(fetched_pages(e), Some(&[8192..12288, 32768..40960][..]));
+        assert_eq!(e.content.read(8192..12288).as_deref(), Some(&[5; 4096][..]));
+        assert_eq!(e.content.read(32768..40960).as_deref(), Some(&[6; 8192][..]));
+        assert_eq!(e.content.read(12000..12400), None);
+        assert_eq!(st.check_invariants(1), Ok(()));
+        // Pages filling the gaps make it whole.
+        st.install_range(BlockId(3), 0, Bytes::from(vec![1; 8192]), block, now);
+        st.install_range(BlockId(3), 12288, Bytes::from(vec![2; 20480]), block, now);
+        st.install_range(BlockId(3), 40960, Bytes::from(vec![3; 24576]), block, now);
+        let e = st.entries.get(&BlockId(3)).expect("kept");
+        assert!(matches!(e.content, Content::Full(_)), "{:?}", e.content.size());
+        assert_eq!(st.check_invariants(1), Ok(()));
+        assert_eq!(st.resident, block as u64);
     }
 
     #[test]

@@ -376,16 +376,22 @@ impl State {
     /// caller makes sure no upload of it is in flight.
     pub(crate) fn forget(&mut self, block: BlockId) {
         self.mark_stale(block);
-        if let Some(e) = self.entries.remove(&block) {
-            let size = e.content.size();
-            self.resident -= size;
-            self.make_unevictable(block);
-            if let Some(since) = e.dirty_since {
-                self.dirty_bytes -= size;
-                self.dirty_index.remove(&(since, block));
-            }
-            self.failed.remove(&block);
+        self.take_entry(block);
+    }
+
+    /// Removes the entry of `block` with its accounting, leaving fetches of
+    /// it in flight alone, and returns it.
+    pub(crate) fn take_entry(&mut self, block: BlockId) -> Option<Entry> {
+        let e = self.entries.remove(&block)?;
+        let size = e.content.size();
+        self.resident -= size;
+        self.make_unevictable(block);
+        if let Some(since) = e.dirty_since {
+            self.dirty_bytes -= size;
+            self.dirty_index.remove(&(since, block));
         }
+        self.failed.remove(&block);
+        Some(e)
     }
 
     /// Tells the readers waiting on a fetch of `block` that the block changed

@@ -69,17 +69,66 @@ async fn a_4k_read_of_a_cold_1m_block_downloads_no_more_than_64k() {
     cache.read_at(at + 10, 100).await.expect("read");
     assert_eq!(counters.snapshot().gets, 1);
     assert_eq!(cache.stats().hits, 1);
-    // Other bytes of the block: a second miss fetches it whole.
+    // Other bytes of the block, away from those pages: a second miss
+    // fetches its granule too, and both stay cached.
     let got = cache.read_at(2 * M as u64, 4096).await.expect("read");
     assert_eq!(&got[..], &pattern(M, 2)[..4096]);
     let c = counters.snapshot();
-    assert_eq!((c.gets, c.ranged_gets, c.fetch_bytes_received), (2, 1, 65536 + M as u64));
+    assert_eq!((c.gets, c.ranged_gets, c.fetch_bytes_received), (2, 2, 2 * 65536));
+    for at in [2 * M as u64 + 60_000, at] {
+        let got = cache.read_at(at, 4096).await.expect("read");
+        let off = (at - 2 * M as u64) as usize;
+        assert_eq!(&got[..], &pattern(M, 2)[off..off + 4096]);
+    }
+    assert_eq!(counters.snapshot().gets, 2, "both granules are hits");
+    // A read right after fetched pages: the reads turn sequential, the
+    // block comes whole.
+    let got = cache.read_at(2 * M as u64 + 65536, 4096).await.expect("read");
+    assert_eq!(&got[..], &pattern(M, 2)[65536..69632]);
+    let c = counters.snapshot();
+    assert_eq!((c.gets, c.ranged_gets, c.fetch_bytes_received), (3, 2, 2 * 65536 + M as u64));
     // From now on the whole block is cached.
     cache.read_at(3 * M as u64 - 4096, 4096).await.expect("read");
-    assert_eq!(counters.snapshot().gets, 2);
+    assert_eq!(counters.snapshot().gets, 3);
     // An absent block reads as zeros.
     assert!(cache.read_at(5 * M as u64 + 12_345, 4096).await.expect("read").iter().all(|&b| b == 0));
-    assert_eq!(cache.stats().misses, 3);
+    assert_eq!(cache.stats().misses, 4);
+    cache.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn scattered_reads_of_a_block_fetch_granules_until_half_of_it_is_asked_for() {
+    const G: u64 = 64 << 10;
+    let g = Geometry::new(4 * M as u64, M as u64).expect("geometry");
+    let (dev, counters) = device(g, None);
+    dev.write_block(BlockId(3), pattern(M, 3)).await.expect("write");
+    let cache = BlockCache::new(dev, cache_config(16 << 20, &counters)).expect("cache");
+    counters.reset();
+    let base = 3 * M as u64;
+    // Every other granule, none next to one fetched before: eight granules,
+    // half the block, each its own ranged GET.
+    for (n, granule) in (1..16).step_by(2).enumerate() {
+        let off = granule * G + 1000;
+        let got = cache.read_at(base + off, 4096).await.expect("read");
+        assert_eq!(&got[..], &pattern(M, 3)[off as usize..off as usize + 4096]);
+        let c = counters.snapshot();
+        assert_eq!((c.gets, c.ranged_gets), (n as u64 + 1, n as u64 + 1), "granule {granule}: {c:?}");
+    }
+    assert_eq!(counters.snapshot().fetch_bytes_received, 8 * G);
+    // All of them hits now.
+    for granule in (1..16).step_by(2) {
+        cache.read_at(base + granule * G, 4096).await.expect("read");
+    }
+    assert_eq!(counters.snapshot().gets, 8);
+    // A ninth granule would be more than half: the block comes whole and
+    // answers everything after.
+    let got = cache.read_at(base + 100, 4096).await.expect("read");
+    assert_eq!(&got[..], &pattern(M, 3)[100..4196]);
+    let c = counters.snapshot();
+    assert_eq!((c.gets, c.ranged_gets, c.fetch_bytes_received), (9, 8, 8 * G + M as u64), "{c:?}");
+    let got = cache.read_at(base, M).await.expect("read");
+    assert_eq!(got, pattern(M, 3));
+    assert_eq!(counters.snapshot().gets, 9);
     cache.close().await.expect("close");
 }
 
