@@ -15,8 +15,8 @@
 //!
 //! - the pages are more than a quarter of the block ([`is_small_part`]),
 //! - the block's reads turn dense or sequential: the pages already
-//!   fetched plus these would be more than half the block, or these start
-//!   where fetched ones end ([`is_dense`]),
+//!   fetched plus these would be more than half the block, or the read
+//!   starts on the byte where fetched ones end ([`is_dense`]),
 //! - the block is written in places (dirty), wholly cached, or being
 //!   fetched already (whole or in part),
 //! - the read continues a sequential run (the block after the last one
@@ -78,12 +78,20 @@ pub(crate) fn is_small_part(pages: &Range<usize>, block_len: usize) -> bool {
 }
 
 /// True when the reads of a block whose pages `fetched` came from ranged
-/// reads earlier turn dense or sequential with `pages` more: together
-/// they would be more than half of its `block_len` bytes, or `pages`
-/// start right where fetched pages end.
-pub(crate) fn is_dense(fetched: &[Range<u32>], pages: &Range<usize>, block_len: usize) -> bool {
+/// reads earlier turn dense or sequential with a read starting at
+/// `read_start` that needs `pages` more: together they would be more than
+/// half of its `block_len` bytes, or the read starts right where fetched
+/// pages end (a reader going on from them; a random read lands there
+/// rarely, since it must start on that very byte, not just in the next
+/// granule).
+pub(crate) fn is_dense(
+    fetched: &[Range<u32>],
+    read_start: usize,
+    pages: &Range<usize>,
+    block_len: usize,
+) -> bool {
     let known: usize = fetched.iter().map(|r| (r.end - r.start) as usize).sum();
-    known.saturating_add(pages.len()) > block_len / 2 || fetched.iter().any(|r| r.end as usize == pages.start)
+    known.saturating_add(pages.len()) > block_len / 2 || fetched.iter().any(|r| r.end as usize == read_start)
 }
 
 /// The ranges of a clean entry holding only pages fetched by ranged reads;
@@ -115,7 +123,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
             Some(e) => fetched_pages(e)?,
         };
         if !is_small_part(&pages, block_len)
-            || is_dense(fetched, &pages, block_len)
+            || is_dense(fetched, range.start, &pages, block_len)
             || st.loads.contains_key(&block)
             || st.range_loads.contains_key(&block)
             || st.read_ahead.in_run()
@@ -253,13 +261,14 @@ mod tests {
     fn reads_turn_dense_past_half_the_block_or_sequential_after_fetched_pages() {
         const G: u32 = 64 << 10;
         let g = G as usize;
-        assert!(!is_dense(&[], &(0..g), M));
-        assert!(!is_dense(&[0..G], &(2 * g..3 * g), M));
-        assert!(is_dense(&[0..G], &(g..2 * g), M), "right after fetched pages");
-        assert!(!is_dense(&[0..G], &(5 * g..6 * g), M));
-        assert!(!is_dense(&[0..7 * G], &(9 * g..10 * g), M), "exactly half");
-        assert!(is_dense(&[0..7 * G, 9 * G..10 * G], &(12 * g..13 * g), M), "more than half");
-        assert!(is_dense(&[0..G], &(2 * g..4 * g), 4 * g));
+        assert!(!is_dense(&[], 0, &(0..g), M));
+        assert!(!is_dense(&[0..G], 2 * g, &(2 * g..3 * g), M));
+        assert!(is_dense(&[0..G], g, &(g..2 * g), M), "a read right after fetched pages");
+        assert!(!is_dense(&[0..G], g + 4096, &(g..2 * g), M), "a read in the next granule, not right after");
+        assert!(!is_dense(&[0..G], 5 * g, &(5 * g..6 * g), M));
+        assert!(!is_dense(&[0..7 * G], 9 * g, &(9 * g..10 * g), M), "exactly half");
+        assert!(is_dense(&[0..7 * G, 9 * G..10 * G], 12 * g, &(12 * g..13 * g), M), "more than half");
+        assert!(is_dense(&[0..G], 2 * g, &(2 * g..4 * g), 4 * g));
     }
 
     #[test]
