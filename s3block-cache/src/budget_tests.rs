@@ -162,5 +162,37 @@ fn a_share_smaller_than_a_block_is_refused_naming_the_figures() {
     let budget = CacheBudget::new(1 << 20, 512 << 10, 4);
     let err = budget.share_of(3, 256 << 10).unwrap_err().to_string();
     assert!(err.contains("3 volume(s)") && err.contains("256K") && err.contains("--cache-size"), "{err}");
-    assert_eq!(budget.share_of(2, 256 << 10).unwrap(), Share { cache_size: 512 << 10, max_dirty: 256 << 10 });
+    assert_eq!(
+        budget.share_of(2, 256 << 10).unwrap(),
+        Share { cache_size: 512 << 10, max_dirty: 256 << 10, disk_size: None, disk_dirty: None }
+    );
+}
+
+#[test]
+fn a_disk_total_is_shared_equally_and_a_share_below_four_segments_is_refused() {
+    let budget = CacheBudget::with_disk(4 << 20, 2 << 20, 4, 96 << 20, Some(30 << 20));
+    let share = budget.share_of(3, 64 << 10).unwrap();
+    assert_eq!(
+        share,
+        Share {
+            cache_size: (4 << 20) / 3,
+            max_dirty: (2 << 20) / 3,
+            disk_size: Some(32 << 20),
+            disk_dirty: Some(10 << 20)
+        }
+    );
+    // Without --disk-max-dirty each tier keeps its default (half its share).
+    let budget = CacheBudget::with_disk(4 << 20, 2 << 20, 4, 64 << 20, None);
+    assert_eq!(budget.share_of(4, 64 << 10).unwrap().disk_size, Some(16 << 20));
+    assert_eq!(budget.share_of(4, 64 << 10).unwrap().disk_dirty, None);
+    // 64M in five is 12.8M, less than four 4M segments.
+    let err = budget.share_of(5, 64 << 10).unwrap_err().to_string();
+    assert!(
+        err.contains("--disk-cache-size 64M") && err.contains("5 volume(s)") && err.contains("16M"),
+        "{err}"
+    );
+    // A dirty total too small for one block each.
+    let budget = CacheBudget::with_disk(4 << 20, 2 << 20, 4, 64 << 20, Some(100 << 10));
+    let err = budget.share_of(2, 64 << 10).unwrap_err().to_string();
+    assert!(err.contains("--disk-max-dirty") && err.contains("2 volume(s)"), "{err}");
 }

@@ -126,8 +126,11 @@ impl<D: BlockDevice + 'static> Shared<D> {
     /// A slot of the budget shared with other caches, when in one: `None`
     /// when all are taken (a slot freed wakes this scheduler);
     /// `Some(None)` when the cache has no budget.
+    /// A cache over a disk tier in the budget takes none: its uploads go
+    /// to the local disk.
     fn budget_slot(&self, in_flight: usize) -> Option<Option<UploadSlot>> {
         match self.budget.get() {
+            Some(budget) if budget.is_local(std::ptr::from_ref(self) as usize) => Some(None),
             Some(budget) => budget.try_slot(in_flight).map(Some),
             None => Some(None),
         }

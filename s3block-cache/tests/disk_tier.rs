@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use common::disk::{SMALL, TempDir, copy_dir, disk_config, identity, marks, open_tier, segments};
+use common::disk::{SMALL, TempDir, copy_dir, disk_config, identity, marks, open_tier, segments, wait_clean};
 use common::{block_data, geometry};
 use s3block_cache::testing::{CountingDevice, GatedDevice};
 use s3block_cache::{DiskCache, DiskCacheConfig, Durability, OpenState, discard, inspect};
@@ -19,16 +19,6 @@ const ENTRY: u64 = 48 + 512;
 
 fn mem(blocks: u64) -> Arc<MemoryDevice> {
     Arc::new(MemoryDevice::new(geometry(blocks)))
-}
-
-async fn wait_clean<D: BlockDevice + 'static>(cache: &DiskCache<D>) {
-    for _ in 0..2000 {
-        if cache.stats().dirty_entries == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("uploads did not finish: {:?}", cache.stats());
 }
 
 #[tokio::test]

@@ -86,9 +86,10 @@ pub(crate) fn run_multi_mount(opts: Options) -> ExitCode {
             }
         }
     }
-    let largest = stacks.iter().map(|(_, s)| u64::from(s.device.geometry().block_size())).max().unwrap_or(0);
+    let block_sizes: Vec<u64> =
+        stacks.iter().map(|(_, s)| u64::from(s.device.geometry().block_size())).collect();
     if failed.is_none()
-        && let Err(why) = check_memory(&budget, stacks.len(), largest)
+        && let Err(why) = check_memory(&budget, &block_sizes)
     {
         failed = Some((exit::USAGE, why));
     }

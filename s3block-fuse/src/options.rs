@@ -433,6 +433,21 @@ mod tests {
     }
 
     #[test]
+    fn several_volumes_share_a_disk_cache_budget_in_a_directory_each() {
+        let o =
+            parse(&["--all-volumes", "--cache-dir=/c", "--disk-cache-size=3G", "s3://b/v", "/m"]).unwrap();
+        assert!(o.several());
+        assert_eq!(o.volume.cache_dir.as_deref(), Some(std::path::Path::new("/c")));
+        let budget = s3block_cache::frontend::volumes::budget_of(&o.volume);
+        assert_eq!(budget.disk_size(), Some(3 << 30));
+        assert_eq!(budget.share_of(3, 256 << 10).unwrap().disk_size, Some(1 << 30));
+        let one = s3block_cache::frontend::volumes::volume_args(&o.volume, "db");
+        assert_eq!(one.cache_dir.as_deref(), Some(std::path::Path::new("/c/db")));
+        let e = parse(&["--volume=a", "--disk-cache-size=1G", "s3://b/v", "/m"]).unwrap_err();
+        assert!(e.contains("--cache-dir"), "{e}");
+    }
+
+    #[test]
     fn several_volumes_are_named_checked_and_refuse_what_they_cannot_share() {
         let o =
             parse(&["--volume=db", "--volume", "logs", "--cache-size=96M", "s3://b/vols", "/mnt"]).unwrap();
@@ -444,7 +459,6 @@ mod tests {
         for (args, says) in [
             (&["--volume=.x", "s3://b/v", "/m"][..], "--volume .x: volume name \".x\""),
             (&["--volume=a", "--volume=a", "s3://b/v", "/m"], "--volume a: given twice"),
-            (&["--volume=a", "--cache-dir=/c", "s3://b/v", "/m"], "--cache-dir /c"),
             (&["--all-volumes", "--size=1G", "s3://b/v", "/m"], "--size"),
             (&["--all-volumes", "--volume=a", "s3://b/v", "/m"], "--all-volumes"),
         ] {

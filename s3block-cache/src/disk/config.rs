@@ -85,10 +85,21 @@ impl DiskCacheConfig {
         (self.size / 64).clamp(MIN_SEGMENT.max(4 * entry), MAX_SEGMENT.max(4 * entry))
     }
 
+    /// These settings with `size` bytes on disk and `dirty_limit` (`None`:
+    /// half the size) instead: a tier resized at run time.
+    pub(crate) fn resized(&self, size: u64, dirty_limit: Option<u64>) -> DiskCacheConfig {
+        DiskCacheConfig { size, dirty_limit, ..self.clone() }
+    }
+
     /// Checks the settings against the volume's block size.
     pub(crate) fn limits(&self, geometry: &Geometry) -> Result<DiskLimits> {
+        self.limits_with(geometry, self.segment_size(geometry.block_size()))
+    }
+
+    /// [`limits`](Self::limits) with segments of `seg` bytes (a tier keeps
+    /// the segment size it was opened with when resized).
+    pub(crate) fn limits_with(&self, geometry: &Geometry, seg: u64) -> Result<DiskLimits> {
         let bs = u64::from(geometry.block_size());
-        let seg = self.segment_size(geometry.block_size());
         // Offsets in a segment are kept in 28 bits of the index.
         if seg > 1 << 28 {
             return Err(Error::Config(format!(
@@ -133,13 +144,15 @@ impl DiskCacheConfig {
         // Dirty entries pin their place in the log: keep two segments free
         // of them so reclaiming always makes progress.
         let dirty_limit = dirty_limit.min((max_segments as u64 - 2) * seg);
-        Ok(DiskLimits { segment_size: seg, max_segments, dirty_limit })
+        Ok(DiskLimits { size: self.size, segment_size: seg, max_segments, dirty_limit })
     }
 }
 
 /// Validated limits.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DiskLimits {
+    /// Most bytes on disk (the configured size, or the size set since).
+    pub(crate) size: u64,
     pub(crate) segment_size: u64,
     pub(crate) max_segments: usize,
     pub(crate) dirty_limit: u64,

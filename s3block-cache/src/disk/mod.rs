@@ -12,7 +12,7 @@ use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -29,6 +29,8 @@ use tokio::task::JoinHandle;
 pub use config::{DEFAULT_DISK_UPLOAD_CONCURRENCY, DiskCacheConfig, DiskCacheConfigBuilder, Durability};
 pub use recover::CorruptEntry;
 
+use crate::CacheBudget;
+use crate::budget::{DiskMember, UploadSlot};
 use crate::incident::{Ended, Incident, Say, span};
 use config::DiskLimits;
 use format::{FLAG_CLEAN, HEADER_LEN, Header, Kind, ReadFault, StateFile, encode, read_entry, write_atomic};
@@ -207,6 +209,9 @@ pub struct DiscardReport {
     pub bytes: u64,
 }
 
+/// Bytes of an entry's header in the log (an entry is the header and one block).
+pub(crate) const ENTRY_HEADER: u64 = HEADER_LEN as u64;
+
 /// Index flag: the entry is a zero block (no data on disk).
 const S_ZERO: u32 = 1 << 31;
 /// Index flag: read since admitted or copied forward (second chance).
@@ -322,6 +327,9 @@ struct Shared<D> {
     work: Notify,
     lock: Mutex<Option<Flock<File>>>,
     state: Mutex<StateFile>,
+    /// The budget shared with other volumes, once joined: uploads take
+    /// one of its slots each.
+    budget: OnceLock<Arc<CacheBudget>>,
 }
 
 ///
@@ -415,7 +423,17 @@ struct Shared<D> {
 /// 22.8 with 64K blocks. Entries still to upload cost about 100 bytes more
 /// each, bounded by the dirty budget; a recovery scan holds about 40 bytes
 /// per log entry while it runs. [`DiskCacheStats::index_bytes`] reports the
-/// total.
+/// total. A tier grown at run time ([`DiskCache::resize`]) past the size it
+/// was opened with grows its index as it fills.
+///
+/// # Size at run time
+///
+/// [`DiskCache::resize`] changes the size (a tier in a
+/// [`CacheBudget`] is resized by it as volumes join and leave): the segment
+/// size stays, the dirty limit changes at once, and a smaller tier
+/// reclaims its oldest segments once its dirty bytes fit. A directory
+/// opened with a smaller size than it holds is reclaimed down at open, as
+/// far as its entries still to upload allow, the rest at the next rolls.
 #[derive(Debug)]
 pub struct DiskCache<D: BlockDevice + 'static> {
     shared: Arc<Shared<D>>,
@@ -479,13 +497,7 @@ impl Inner {
 
     /// Starts a new segment, reclaiming the oldest ones while there are too many.
     fn roll(&mut self) -> io::Result<()> {
-        let id = self.active.checked_add(1).ok_or_else(|| io::Error::other("segment numbers exhausted"))?;
-        let path = self.dir.join(segment_name(id));
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
-        File::open(&self.dir)?.sync_all()?;
-        self.segments.insert(id, Segment { file: Arc::new(file), path, len: 0, synced: 0 });
-        self.active = id;
-        self.active_full = false;
+        self.start_segment()?;
         while self.segments.len() > self.limits.max_segments {
             let Some(oldest) = self.segments.keys().next().copied() else { break };
             if oldest == self.active {
@@ -494,6 +506,88 @@ impl Inner {
             self.reclaim(oldest)?;
         }
         Ok(())
+    }
+
+    /// Starts a new, empty active segment (reclaiming nothing).
+    fn start_segment(&mut self) -> io::Result<()> {
+        let id = self.active.checked_add(1).ok_or_else(|| io::Error::other("segment numbers exhausted"))?;
+        let path = self.dir.join(segment_name(id));
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
+        File::open(&self.dir)?.sync_all()?;
+        self.segments.insert(id, Segment { file: Arc::new(file), path, len: 0, synced: 0 });
+        self.active = id;
+        self.active_full = false;
+        Ok(())
+    }
+
+    /// Whether the log keeps to its limits: no more segments than
+    /// `max_segments`, and no more bytes than they may hold (segments of a
+    /// larger size, written before the tier was opened smaller, count by
+    /// their bytes).
+    fn fits(&self) -> bool {
+        self.segments.len() <= self.limits.max_segments
+            && self.used_bytes() <= self.limits.max_segments as u64 * self.limits.segment_size
+    }
+
+    /// Reclaims the oldest segments now, until the log keeps to its limits
+    /// (after the tier was made smaller, or opened smaller than the
+    /// directory holds). Entries still to upload are copied forward into
+    /// new segments, which are not reclaimed again. Returns whether the log
+    /// fits; when it does not (the entries still to upload fill it), the
+    /// next roll tries again, and that is logged.
+    fn shrink(&mut self) -> bool {
+        if self.fits() {
+            return true;
+        }
+        if self.dirty_bytes > self.limits.dirty_limit {
+            // Copying entries still to upload forward would not make room:
+            // the rolls reclaim once uploads have stored them.
+            tracing::warn!(
+                dir = %self.dir.display(),
+                used = self.used_bytes(),
+                size = self.limits.size,
+                dirty = self.dirty_bytes,
+                "disk cache: holds more than its size, most of it still to upload; reclaimed as uploads go on"
+            );
+            return false;
+        }
+        let started = self.segments.get(&self.active).is_none_or(|a| a.len > 0);
+        if started && let Err(e) = self.start_segment() {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "disk cache: cannot start a segment to shrink the tier");
+            return false;
+        }
+        let first_new = self.active;
+        while !self.fits() {
+            let Some(oldest) = self.segments.keys().next().copied().filter(|&id| id < first_new) else {
+                break;
+            };
+            match self.reclaim(oldest) {
+                Ok(()) => {}
+                // The segment copied into is full: copy on into a new one.
+                Err(e) if e.kind() == io::ErrorKind::StorageFull => {
+                    if let Err(e) = self.start_segment() {
+                        tracing::warn!(dir = %self.dir.display(), error = %e, "disk cache: cannot start a segment to shrink the tier");
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %self.dir.display(), error = %e, "disk cache: cannot reclaim a segment to shrink the tier");
+                    break;
+                }
+            }
+        }
+        let fits = self.fits();
+        if !fits {
+            tracing::warn!(
+                dir = %self.dir.display(),
+                used = self.used_bytes(),
+                size = self.limits.size,
+                dirty = self.dirty_bytes,
+                "disk cache: could not reclaim down to its size now (entries still to upload fill it); \
+                 the next segment change reclaims again"
+            );
+        }
+        fits
     }
 
     /// Reclaims segment `id`: copies forward what must or may stay, drops
@@ -672,6 +766,8 @@ struct Pick {
     off: u32,
     /// fdatasync the segment up to this length first (write-ahead).
     sync_to: Option<(u32, u64)>,
+    /// The budget's upload slot, when the tier is in one.
+    slot: Option<UploadSlot>,
 }
 
 impl<D: BlockDevice + 'static> Shared<D> {
@@ -689,7 +785,9 @@ impl<D: BlockDevice + 'static> Shared<D> {
         let min_epoch = g.first_pending_epoch();
         let mut seen: HashSet<u32> = HashSet::new();
         let mut chosen = Vec::new();
+        let mut slots = Vec::new();
         let mut wake: Option<Instant> = None;
+        let budget = self.budget.get();
         for (&seq, p) in &g.pending {
             if chosen.len() >= room || seq >= barrier {
                 break;
@@ -707,10 +805,17 @@ impl<D: BlockDevice + 'static> Shared<D> {
                 wake = Some(wake.map_or(t, |w| w.min(t)));
                 continue;
             }
+            if let Some(budget) = budget {
+                // None free: a slot freed by anyone wakes this uploader.
+                let Some(slot) = budget.try_slot(g.inflight_blocks.len() + chosen.len()) else { break };
+                slots.push(slot);
+            }
             chosen.push(seq);
         }
         let mut picks = Vec::new();
+        let mut slots = slots.into_iter();
         for seq in chosen {
+            let slot = slots.next();
             let Some(p) = g.pending.get(&seq).cloned() else { continue };
             let Some(seg) = g.segments.get(&p.seg) else { continue };
             let end = u64::from(p.off) + g.entry_bytes(p.zero);
@@ -720,7 +825,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
                 pm.inflight = true;
             }
             g.inflight_blocks.insert(p.block);
-            picks.push(Pick { seq, block: p.block, zero: p.zero, file, off: p.off, sync_to });
+            picks.push(Pick { seq, block: p.block, zero: p.zero, file, off: p.off, sync_to, slot });
         }
         (picks, wake)
     }
@@ -754,6 +859,8 @@ impl<D: BlockDevice + 'static> Shared<D> {
             }
         };
         let result = self.lower.write_block(BlockId(pick.block), data).await;
+        // The slot goes back (waking the budget's members) before the lock.
+        drop(pick.slot);
         let mut g = self.inner();
         g.inflight_blocks.remove(&pick.block);
         match result {
@@ -808,6 +915,65 @@ impl<D: BlockDevice + 'static> Shared<D> {
         drop(g);
         self.changed.notify_waiters();
         self.work.notify_one();
+    }
+
+    /// The limits of this tier at `size` bytes, `dirty_limit` dirty, with
+    /// the segment size it was opened with.
+    fn limits_at(&self, size: u64, dirty_limit: Option<u64>) -> Result<DiskLimits> {
+        let seg = self.inner().limits.segment_size;
+        self.config.resized(size, dirty_limit).limits_with(&self.geometry, seg)
+    }
+
+    /// Sets `new`'s size and dirty limit now, and its segments when not
+    /// fewer; true when the tier shrinks (its segments still to reclaim).
+    fn apply_limits(&self, new: DiskLimits) -> bool {
+        let shrinking = {
+            let mut g = self.inner();
+            g.limits.size = new.size;
+            g.limits.dirty_limit = new.dirty_limit;
+            let shrinking = new.max_segments < g.limits.max_segments;
+            if !shrinking {
+                g.limits.max_segments = new.max_segments;
+            }
+            shrinking
+        };
+        // Writers see a raised dirty limit; the uploader looks again.
+        self.changed.notify_waiters();
+        self.work.notify_one();
+        shrinking
+    }
+
+    /// See [`DiskCache::resize`].
+    async fn resize(&self, size: u64, dirty_limit: Option<u64>) -> Result<()> {
+        let new = self.limits_at(size, dirty_limit)?;
+        if !self.apply_limits(new) {
+            return Ok(());
+        }
+        // Uploads bring the dirty bytes under the new limit (failed ones
+        // are retried as usual: an unreachable store makes this wait).
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let g = self.inner();
+                if g.closed {
+                    return Ok(());
+                }
+                if g.dirty_bytes <= new.dirty_limit {
+                    break;
+                }
+            }
+            self.work.notify_one();
+            changed.await;
+        }
+        let mut g = self.inner();
+        if g.closed {
+            return Ok(());
+        }
+        g.limits.max_segments = new.max_segments;
+        g.shrink();
+        Ok(())
     }
 
     /// Logs a failed fdatasync (`when`: what it was for), once per incident.
@@ -1253,8 +1419,10 @@ fn trailing_crc(b: &[u8]) -> Option<u32> {
     Some(u32::from_le_bytes([b[n], b[n + 1], b[n + 2], b[n + 3]]))
 }
 
-/// Opens (creating when its parent exists) the directory and takes its lock.
-fn lock_dir(dir: &Path) -> Result<Flock<File>> {
+/// Creates the cache directory `dir` when it is missing and its parent
+/// exists; an error naming `--cache-dir` when it cannot be, or is not a
+/// directory.
+pub(crate) fn create_cache_dir(dir: &Path) -> Result<()> {
     if !dir.exists() {
         let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         if !parent.is_dir() {
@@ -1264,12 +1432,25 @@ fn lock_dir(dir: &Path) -> Result<Flock<File>> {
                 parent.display()
             )));
         }
-        fs::create_dir(dir)
-            .map_err(|e| Error::Config(format!("--cache-dir {}: could not create it: {e}", dir.display())))?;
-        tracing::info!(dir = %dir.display(), "disk cache: created the cache directory");
+        match fs::create_dir(dir) {
+            Ok(()) => tracing::info!(dir = %dir.display(), "disk cache: created the cache directory"),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+            Err(e) => {
+                return Err(Error::Config(format!(
+                    "--cache-dir {}: could not create it: {e}",
+                    dir.display()
+                )));
+            }
+        }
     } else if !dir.is_dir() {
         return Err(Error::Config(format!("--cache-dir {}: not a directory", dir.display())));
     }
+    Ok(())
+}
+
+/// Opens (creating when its parent exists) the directory and takes its lock.
+fn lock_dir(dir: &Path) -> Result<Flock<File>> {
+    create_cache_dir(dir)?;
     let path = dir.join(LOCK_FILE);
     let file =
         OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(|e| {
@@ -1579,8 +1760,12 @@ impl<D: BlockDevice + 'static> DiskCache<D> {
             .map_err(|e| io_err(&dir.join(TRUST_FILE), e))?;
         report.blocks = inner.index.len() as u64;
         report.dirty_blocks = inner.newest_pending.len() as u64;
-        // New entries go to a new segment, never after a torn tail.
-        inner.roll().map_err(|e| io_err(&dir, e))?;
+        // New entries go to a new segment, never after a torn tail. A
+        // directory that holds more than this tier's size (it was larger
+        // before) is reclaimed down now, as far as its entries still to
+        // upload let it.
+        inner.start_segment().map_err(|e| io_err(&dir, e))?;
+        inner.shrink();
         let state = StateFile {
             volume: identity.volume.clone(),
             block_size: geometry.block_size(),
@@ -1603,6 +1788,7 @@ impl<D: BlockDevice + 'static> DiskCache<D> {
             work: Notify::new(),
             lock: Mutex::new(Some(flock)),
             state: Mutex::new(state.clone()),
+            budget: OnceLock::new(),
         });
         shared.write_state(&state)?;
         let uploader = tokio::spawn(Arc::clone(&shared).run_uploader());
@@ -1617,6 +1803,44 @@ impl<D: BlockDevice + 'static> DiskCache<D> {
             st.marker = Some(new);
         }
         self.shared.write_state(&st)
+    }
+
+    /// Changes the tier's size at run time to `size` bytes on disk, of
+    /// which at most `dirty_limit` not yet stored below (`None`: half the
+    /// size), with the rules of [`DiskCacheConfig`]'s limits; the segment
+    /// size stays the one the tier was opened with, and a size below four
+    /// segments is refused (an error naming the smallest).
+    ///
+    /// Raising takes effect at once. Lowering applies the new dirty limit
+    /// at once (writers wait for room in it), waits for uploads until the
+    /// dirty bytes fit it, then reclaims the oldest segments so the bytes
+    /// on disk drop to the new size; entries still to upload are copied
+    /// forward, never lost. When a reclaim cannot make room (the entries
+    /// still to upload fill it), that is logged and left to the next
+    /// change of segment. A closed tier is left as it is.
+    pub async fn resize(&self, size: u64, dirty_limit: Option<u64>) -> Result<()> {
+        self.shared.resize(size, dirty_limit).await
+    }
+
+    /// Adds this tier to `budget`: from now on each of its uploads to the
+    /// layer below takes one of the budget's upload slots too (besides its
+    /// own [`DiskCacheConfig::upload_concurrency`]), and its size follows
+    /// the budget's disk shares ([`CacheBudget::make_room`] shrinks it,
+    /// a volume leaving lets it grow back). Open it with the [`Share`]'s
+    /// `disk_size` and `disk_dirty`.
+    ///
+    /// [`Share`]: crate::Share
+    pub fn join_budget(&self, budget: &Arc<CacheBudget>) {
+        let _ = self.shared.budget.set(budget.clone());
+        let member: Arc<dyn DiskMember> = self.shared.clone();
+        budget.add_disk(Arc::downgrade(&member));
+    }
+
+    /// Takes this tier out of its budget (call it once the tier is closed).
+    pub fn leave_budget(&self) {
+        if let Some(budget) = self.shared.budget.get() {
+            budget.remove_disk(DiskMember::id(self.shared.as_ref()));
+        }
     }
 
     /// The device below.
@@ -1634,7 +1858,7 @@ impl<D: BlockDevice + 'static> DiskCache<D> {
         let g = self.shared.inner();
         let c = g.counters;
         DiskCacheStats {
-            size: self.shared.config.size(),
+            size: g.limits.size,
             used_bytes: g.used_bytes(),
             segments: g.segments.len() as u64,
             cached_blocks: g.index.len() as u64,
@@ -1899,6 +2123,36 @@ fn lock_existing(dir: &Path) -> Result<Flock<File>> {
         return Err(Error::Config(format!("{}: not a directory", dir.display())));
     }
     lock_dir(dir)
+}
+
+impl<D: BlockDevice + 'static> DiskMember for Shared<D> {
+    fn id(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+
+    fn segment_size(&self) -> u64 {
+        self.inner().limits.segment_size
+    }
+
+    fn resize(
+        &self,
+        size: u64,
+        dirty_limit: Option<u64>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + '_>> {
+        Box::pin(Shared::resize(self, size, dirty_limit))
+    }
+
+    fn grow(&self, size: u64, dirty_limit: Option<u64>) {
+        if let Ok(new) = self.limits_at(size, dirty_limit)
+            && !self.inner().closed
+        {
+            self.apply_limits(new);
+        }
+    }
+
+    fn wake(&self) {
+        self.work.notify_one();
+    }
 }
 
 #[cfg(test)]

@@ -150,16 +150,19 @@ pub struct VolumeArgs {
 
     /// Keep a disk cache in DIR, below the memory cache: blocks read or
     /// written stay on the local disk across restarts, and dirty blocks
-    /// survive a crash (uploaded at the next start).
+    /// survive a crash (uploaded at the next start). With several volumes
+    /// (--volume, --all-volumes), volume NAME keeps its own in DIR/NAME.
     #[arg(long = "cache-dir", value_name = "DIR")]
     pub cache_dir: Option<std::path::PathBuf>,
 
-    /// Bytes of local disk the disk cache may use (e.g. 2G).
+    /// Bytes of local disk the disk cache may use (e.g. 2G); with several
+    /// volumes, all their disk caches together, in equal shares.
     #[arg(long = "disk-cache-size", allow_hyphen_values = true, value_parser = size_arg, requires = "cache_dir")]
     pub disk_cache_size: Option<u64>,
 
     /// Most bytes in the disk cache not yet in the bucket before writers
-    /// wait (default: half the disk cache size).
+    /// wait (default: half the disk cache size); with several volumes, all
+    /// their disk caches together, in equal shares.
     #[arg(long = "disk-max-dirty", allow_hyphen_values = true, value_parser = size_arg, requires = "cache_dir")]
     pub disk_max_dirty: Option<u64>,
 
@@ -238,7 +241,8 @@ impl VolumeArgs {
             .mut_arg(
                 "disk_cache_size",
                 help(format!(
-                    "Bytes of local disk the disk cache may use (e.g. 2G) [default: {}]",
+                    "Bytes of local disk the disk cache may use (e.g. 2G); with several volumes, all their \
+                     disk caches together, in equal shares [default: {}]",
                     format_size(DEFAULT_DISK_CACHE_SIZE)
                 )),
             )

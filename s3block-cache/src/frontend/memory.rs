@@ -61,9 +61,7 @@ impl MemoryNeed {
             opts.upload_concurrency.map_or_else(|| default_requests_in_flight(block_size) as u64, u64::from);
         let block_size = u64::from(block_size.max(1));
         let disk_index = match &opts.cache_dir {
-            Some(_) => {
-                opts.disk_cache_size.unwrap_or(DEFAULT_DISK_CACHE_SIZE) / block_size * INDEX_BYTES_PER_BLOCK
-            }
+            Some(_) => disk_index(opts.disk_cache_size.unwrap_or(DEFAULT_DISK_CACHE_SIZE), block_size),
             None => 0,
         };
         MemoryNeed { cache, disk_index, in_flight: uploads.saturating_mul(block_size), baseline: BASELINE }
@@ -76,6 +74,12 @@ impl MemoryNeed {
             .saturating_add(self.in_flight)
             .saturating_add(self.baseline)
     }
+}
+
+/// Bytes of RAM of the index of a disk cache of `size` bytes holding
+/// blocks of `block_size` bytes.
+pub fn disk_index(size: u64, block_size: u64) -> u64 {
+    size / block_size.max(1) * INDEX_BYTES_PER_BLOCK
 }
 
 /// The limit this process lives under, read from the system at `root`

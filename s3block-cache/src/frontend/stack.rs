@@ -66,7 +66,7 @@ use super::metrics::{Metrics, MetricsServer, MetricsSnapshot};
 use super::stats::{Stats, StatsSource};
 use crate::{
     BlockCache, CacheBudget, CacheConfig, DEFAULT_CACHE_SIZE, DiskCache, DiskCacheConfig, DiskFigures, Marks,
-    OpenState, VolumeIdentity,
+    OpenState, Share, VolumeIdentity,
 };
 
 /// The hook run last at a clean exit: closes the cache, then releases the
@@ -236,6 +236,7 @@ pub async fn build_stack_in(
                     }
                     if let Some(disk) = disk {
                         disk.close().await?;
+                        disk.leave_budget();
                     }
                     closing.leave_budget();
                     volume.close().await
@@ -390,16 +391,30 @@ async fn assemble(
     } else {
         device.stored().begin_listing();
     }
-    let disk = match &opts.cache_dir {
-        Some(dir) => Some(open_disk(opts, volume, dir, bucket, prefix).await?),
+    // Its share of the budget, once the other volumes made room (their
+    // memory caches, then their disk tiers, shrunk).
+    let share = match budget {
+        Some(budget) => Some(budget.make_room(u64::from(volume.geometry().block_size())).await?),
         None => None,
     };
-    let result = assemble_over(opts, volume, device, disk.clone(), budget).await;
-    if let (Err(_), Some(disk)) = (&result, &disk) {
-        // Leaves the directory as it was (its dirty blocks kept) and unlocked.
-        disk.stop_keeping_dirty();
+    let result = async {
+        let disk = match &opts.cache_dir {
+            Some(dir) => Some(open_disk(opts, volume, dir, bucket, prefix, share).await?),
+            None => None,
+        };
+        let result = assemble_over(opts, volume, device, disk.clone(), budget.zip(share)).await;
+        if let (Err(_), Some(disk)) = (&result, &disk) {
+            // Leaves the directory as it was (its dirty blocks kept) and unlocked.
+            disk.stop_keeping_dirty();
+        }
+        result.map(|(cache, stats)| (cache, stats, disk))
     }
-    result.map(|(cache, stats)| (cache, stats, disk))
+    .await;
+    if let (Err(_), Some(budget)) = (&result, budget) {
+        // The others shrank for this volume: they grow back.
+        budget.give_back();
+    }
+    result
 }
 
 /// Opens the disk cache in `dir` over `device`, logs what it found, and
@@ -410,11 +425,16 @@ async fn open_disk(
     dir: &std::path::Path,
     bucket: &str,
     prefix: &str,
+    share: Option<Share>,
 ) -> Result<Disk> {
     let geometry = volume.geometry();
-    let size = opts.disk_cache_size.unwrap_or(DEFAULT_DISK_CACHE_SIZE);
+    // The volume's share of the budget's disk total, else the options'.
+    let (size, dirty) = match share.and_then(|s| s.disk_size.map(|size| (size, s.disk_dirty))) {
+        Some(shared) => shared,
+        None => (opts.disk_cache_size.unwrap_or(DEFAULT_DISK_CACHE_SIZE), opts.disk_max_dirty),
+    };
     let mut config = DiskCacheConfig::builder(dir, size).durability(opts.durability.durability());
-    if let Some(bytes) = opts.disk_max_dirty {
+    if let Some(bytes) = dirty {
         config = config.dirty_limit(bytes);
     }
     // The disk tier makes the uploads to the store: as many at once as the
@@ -459,13 +479,14 @@ async fn open_disk(
     Ok(disk)
 }
 
-/// The memory cache over `device` (or over the disk cache over it).
+/// The memory cache over `device` (or over the disk cache over it), with
+/// its share of a budget when in one.
 async fn assemble_over(
     opts: &VolumeArgs,
     volume: &Volume,
     device: ObjectBlockDevice,
     disk: Option<Disk>,
-    budget: Option<&Arc<CacheBudget>>,
+    budget: Option<(&Arc<CacheBudget>, Share)>,
 ) -> Result<(Arc<Cache>, Arc<Stats>)> {
     let geometry = volume.geometry();
     let known: Option<Vec<BlockId>> = if volume.created() {
@@ -510,9 +531,7 @@ async fn assemble_over(
         },
     };
     let mut config = cache_config(opts, geometry);
-    if let Some(budget) = budget {
-        // Its share of the budget, once the other volumes made room.
-        let share = budget.make_room(u64::from(geometry.block_size())).await?;
+    if let Some((_, share)) = budget {
         (config.cache_size, config.max_dirty) = (share.cache_size, Some(share.max_dirty));
     }
     let cache = Arc::new(
@@ -522,8 +541,16 @@ async fn assemble_over(
         }
         .map_err(bad_cache)?,
     );
-    if let Some(budget) = budget {
-        cache.join_budget(budget);
+    if let Some((budget, share)) = budget {
+        match &disk {
+            // The disk tier's uploads to the store take the budget's
+            // slots; the memory cache's go to the local disk.
+            Some(disk) if share.disk_size.is_some() => {
+                disk.join_budget(budget);
+                cache.join_budget_over_disk(budget);
+            }
+            _ => cache.join_budget(budget),
+        }
     }
     let shown = cache.clone();
     let reset = cache.clone();

@@ -1,27 +1,40 @@
 //! Several volumes served by one process: the volumes under one store
 //! prefix, each an ordinary volume at `PREFIX/NAME/` (its own descriptor,
-//! lock, geometry, compression and encryption), their memory caches sharing
-//! one [`CacheBudget`] (the `--cache-size` and `--max-dirty` given, and the
-//! upload slots of `--upload-concurrency`) instead of one each.
+//! lock, geometry, compression and encryption), their caches sharing one
+//! [`CacheBudget`] (the `--cache-size` and `--max-dirty` given, with
+//! `--cache-dir` the `--disk-cache-size` and `--disk-max-dirty` given, and
+//! the upload slots of `--upload-concurrency`) instead of one each.
 //!
 //! What is shared and what is not:
-//! - one budget: with `n` volumes each cache holds `--cache-size / n`
-//!   bytes, `--max-dirty / n` of them dirty (see [`CacheBudget`] for how a
-//!   volume added or removed while serving changes the shares without the
-//!   total ever going above the budget);
+//! - one budget: with `n` volumes each memory cache holds
+//!   `--cache-size / n` bytes, `--max-dirty / n` of them dirty (see
+//!   [`CacheBudget`] for how a volume added or removed while serving
+//!   changes the shares without the total ever going above the budget);
+//! - with `--cache-dir DIR`, the disk too: volume `NAME` keeps its disk
+//!   cache in `DIR/NAME` (created when missing), of `--disk-cache-size / n`
+//!   bytes, `--disk-max-dirty / n` of them not yet stored (default: half
+//!   its share). A volume joining first shrinks the others' disk caches
+//!   (their uploads drain the dirty bytes above the new share, then their
+//!   oldest segments are reclaimed); one leaving lets them grow back. A
+//!   join that would leave a disk cache less than its four segments is
+//!   refused, naming `--disk-cache-size` and the number of volumes.
+//!   `DIR/NAME` is an ordinary cache directory: a one-volume mount of the
+//!   volume with `--cache-dir DIR/NAME` uses it, and the other way round
+//!   (a directory holding more than the new size is reclaimed down);
 //! - one set of upload slots (a volume never takes the slots the others
-//!   need for one upload each);
+//!   need for one upload each): the uploads to the store take them, which
+//!   with `--cache-dir` are the disk caches' (the memory caches' uploads
+//!   go to the local disk);
 //! - per volume: the lock (a volume that cannot be locked is refused, with
 //!   the reason, and the others are served), the fence (a volume whose lock
-//!   is taken by someone else stops writing; the others go on), the stats;
-//! - no disk cache: `--cache-dir` is refused with several volumes.
+//!   is taken by someone else stops writing; the others go on), the stats.
 
 use std::sync::Arc;
 
 use s3block_core::{Error, Result, format_size};
 use s3block_store::{VolumeOptions, list_volumes, open_volume};
 
-use super::args::{DEFAULT_BLOCK_SIZE, VolumeArgs};
+use super::args::{DEFAULT_BLOCK_SIZE, DEFAULT_DISK_CACHE_SIZE, VolumeArgs};
 use super::memory::{self, BASELINE, MemoryNeed};
 use super::stack::{Stack, build_stack_in};
 use crate::{CacheBudget, DEFAULT_CACHE_SIZE, DEFAULT_UPLOAD_CONCURRENCY};
@@ -68,18 +81,13 @@ pub fn volume_args(opts: &VolumeArgs, name: &str) -> VolumeArgs {
     // The geometry is each volume's own; `--size` and `--block-size` only
     // apply to the volumes created by `create NAME SIZE [BLOCK_SIZE]`.
     (one.size, one.block_size) = (None, None);
+    // Each volume's disk cache in a directory of its own.
+    one.cache_dir = opts.cache_dir.as_ref().map(|dir| dir.join(name));
     one
 }
 
 /// Refuses options that several volumes in one process do not support.
 pub fn check_several(opts: &VolumeArgs) -> std::result::Result<(), String> {
-    if let Some(dir) = &opts.cache_dir {
-        return Err(format!(
-            "--cache-dir {}: a disk cache serves one volume; mount the volumes one by one to give each \
-             its own, or leave --cache-dir out",
-            dir.display()
-        ));
-    }
     if opts.size.is_some() {
         return Err("--size: with several volumes, create one with `s3block create MOUNTPOINT/NAME --size \
                     SIZE` (or `s3block create STORE/NAME`) instead"
@@ -89,28 +97,33 @@ pub fn check_several(opts: &VolumeArgs) -> std::result::Result<(), String> {
 }
 
 /// The one budget of a process serving several volumes with `opts`:
-/// `--cache-size` (default 64M), `--max-dirty` (default half of it), and
+/// `--cache-size` (default 64M), `--max-dirty` (default half of it),
 /// `--upload-concurrency` upload slots (default
-/// [`DEFAULT_UPLOAD_CONCURRENCY`]).
+/// [`DEFAULT_UPLOAD_CONCURRENCY`]), and with `--cache-dir` a disk total of
+/// `--disk-cache-size` (default [`DEFAULT_DISK_CACHE_SIZE`]) with
+/// `--disk-max-dirty` when given.
 pub fn budget_of(opts: &VolumeArgs) -> Arc<CacheBudget> {
     let block = opts.block_size.and_then(|b| u32::try_from(b).ok()).unwrap_or(DEFAULT_BLOCK_SIZE);
     let cache = opts.cache_bytes(block).unwrap_or(DEFAULT_CACHE_SIZE);
     let dirty = opts.max_dirty_bytes(block).unwrap_or(cache / 2);
     // The volumes' block sizes differ: the slots do not scale with one.
     let slots = opts.upload_concurrency.map_or(DEFAULT_UPLOAD_CONCURRENCY, |n| n as usize);
-    CacheBudget::new(cache, dirty, slots)
+    match opts.cache_dir {
+        Some(_) => {
+            let disk = opts.disk_cache_size.unwrap_or(DEFAULT_DISK_CACHE_SIZE);
+            CacheBudget::with_disk(cache, dirty, slots, disk, opts.disk_max_dirty)
+        }
+        None => CacheBudget::new(cache, dirty, slots),
+    }
 }
 
-/// Checks the memory `volumes` volumes with blocks of at most `block_size`
-/// bytes need (the one budget, the upload slots' blocks, the process and
-/// [`VOLUME_OVERHEAD`] per volume) against this process's limit.
-pub fn check_memory(
-    budget: &CacheBudget,
-    volumes: usize,
-    block_size: u64,
-) -> std::result::Result<(), String> {
+/// Checks the memory the volumes with blocks of `block_sizes` bytes (one
+/// a volume) need (the one budget, each disk cache's index, the upload
+/// slots' blocks, the process and [`VOLUME_OVERHEAD`] per volume) against
+/// this process's limit.
+pub fn check_memory(budget: &CacheBudget, block_sizes: &[u64]) -> std::result::Result<(), String> {
     match memory::limit_at(std::path::Path::new("/")) {
-        Some(limit) => check_memory_under(budget, volumes, block_size, &limit),
+        Some(limit) => check_memory_under(budget, block_sizes, &limit),
         None => Ok(()),
     }
 }
@@ -118,15 +131,21 @@ pub fn check_memory(
 /// [`check_memory`] against `limit`.
 pub fn check_memory_under(
     budget: &CacheBudget,
-    volumes: usize,
-    block_size: u64,
+    block_sizes: &[u64],
     limit: &memory::MemoryLimit,
 ) -> std::result::Result<(), String> {
+    let volumes = block_sizes.len() as u64;
+    let largest = block_sizes.iter().copied().max().unwrap_or(0);
+    // Each disk cache's index, for its share and its block size.
+    let disk_index = match budget.disk_size() {
+        Some(total) => block_sizes.iter().map(|&bs| memory::disk_index(total / volumes.max(1), bs)).sum(),
+        None => 0,
+    };
     let need = MemoryNeed {
         cache: budget.cache_size(),
-        disk_index: 0,
-        in_flight: (budget.upload_slots() as u64).saturating_mul(block_size),
-        baseline: BASELINE.saturating_add(VOLUME_OVERHEAD.saturating_mul(volumes as u64)),
+        disk_index,
+        in_flight: (budget.upload_slots() as u64).saturating_mul(largest),
+        baseline: BASELINE.saturating_add(VOLUME_OVERHEAD.saturating_mul(volumes)),
     };
     memory::check(&need, limit)
 }
@@ -174,16 +193,25 @@ pub async fn open_in(
             return Err(Error::Config(format!("a volume named {name:?} exists already at {}", one.store)));
         }
         let block_size = block_size.unwrap_or(u64::from(DEFAULT_BLOCK_SIZE));
-        if budget.share_of(budget.members() + 1, block_size).is_err() {
-            return Err(Error::Config(format!(
-                "no room for a volume of {} blocks: the cache budget ({}) shared by {} volume(s) would leave \
-                 less than a block each",
-                format_size(block_size),
-                format_size(budget.cache_size()),
-                budget.members() + 1
-            )));
+        let n = budget.members() + 1;
+        if let Err(e) = budget.share_of(n, block_size) {
+            return Err(Error::Config(if budget.max_dirty() / n as u64 >= block_size {
+                // The memory fits: the disk share does not.
+                format!("no room for a volume of {} blocks: {e}", format_size(block_size))
+            } else {
+                format!(
+                    "no room for a volume of {} blocks: the cache budget ({}) shared by {n} volume(s) would \
+                     leave less than a block each",
+                    format_size(block_size),
+                    format_size(budget.cache_size()),
+                )
+            }));
         }
         (one.size, one.block_size) = (Some(size), Some(block_size));
+    }
+    if let Some(dir) = &opts.cache_dir {
+        // DIR, then each volume's DIR/NAME when its disk cache opens.
+        crate::disk::create_cache_dir(dir)?;
     }
     build_stack_in(&one, prompt, Some(budget)).await
 }
@@ -194,6 +222,7 @@ mod tests {
 
     use super::*;
     use clap::Parser;
+    use s3block_core::BlockDeviceExt;
 
     #[derive(Debug, Parser)]
     struct Frontend {
@@ -236,8 +265,17 @@ mod tests {
         assert_eq!((budget.cache_size(), budget.max_dirty(), budget.upload_slots()), (32 << 20, 8 << 20, 3));
         let budget = budget_of(&opts(&["file:///v"]));
         assert_eq!((budget.cache_size(), budget.max_dirty()), (DEFAULT_CACHE_SIZE, DEFAULT_CACHE_SIZE / 2));
-        let e = check_several(&opts(&["--cache-dir=/tmp/c", "memory://"])).unwrap_err();
-        assert!(e.contains("--cache-dir /tmp/c"), "{e}");
+        // A disk cache each, in DIR/NAME, sharing the disk total.
+        let o = opts(&["--cache-dir=/tmp/c", "--disk-cache-size=96M", "--disk-max-dirty=30M", "memory://"]);
+        check_several(&o).unwrap();
+        assert_eq!(volume_args(&o, "db").cache_dir.unwrap(), std::path::Path::new("/tmp/c/db"));
+        let budget = budget_of(&o);
+        assert_eq!((budget.disk_size(), budget.disk_dirty()), (Some(96 << 20), Some(30 << 20)));
+        let share = budget.share_of(3, 64 << 10).unwrap();
+        assert_eq!((share.disk_size, share.disk_dirty), (Some(32 << 20), Some(10 << 20)));
+        let budget = budget_of(&opts(&["--cache-dir=/tmp/c", "memory://"]));
+        assert_eq!((budget.disk_size(), budget.disk_dirty()), (Some(DEFAULT_DISK_CACHE_SIZE), None));
+        assert_eq!(budget_of(&opts(&["memory://"])).disk_size(), None);
         let e = check_several(&opts(&["--size=1G", "memory://"])).unwrap_err();
         assert!(e.contains("--size") && e.contains("s3block create"), "{e}");
     }
@@ -247,11 +285,20 @@ mod tests {
         let budget = CacheBudget::new(64 << 20, 32 << 20, 8);
         let limit = |mib: u64| memory::MemoryLimit { bytes: mib << 20, source: "the test".into() };
         // 64M + 8 x 1M uploads + 20M + 3 x 4M = 104M.
-        check_memory_under(&budget, 3, 1 << 20, &limit(128)).unwrap();
-        let e = check_memory_under(&budget, 3, 1 << 20, &limit(100)).unwrap_err();
+        check_memory_under(&budget, &[1 << 20; 3], &limit(128)).unwrap();
+        let e = check_memory_under(&budget, &[1 << 20; 3], &limit(100)).unwrap_err();
         assert!(e.contains("the test"), "{e}");
         // One budget, not one per volume: ten volumes still fit in 160M.
-        check_memory_under(&budget, 10, 1 << 20, &limit(160)).unwrap();
+        check_memory_under(&budget, &[1 << 20; 10], &limit(160)).unwrap();
+        // Each disk cache's index counts, for its share and block size: a
+        // third of 3G is 262,144 blocks of 4K (6M of index at 24 bytes a
+        // block) or 1,024 of 1M (24K).
+        let disks = CacheBudget::with_disk(64 << 20, 32 << 20, 8, 3 << 30, None);
+        let sizes = [4 << 10, 4 << 10, 1 << 20];
+        // 64M + 8M + 20M + 12M + 12.02M = 116.02M.
+        let e = check_memory_under(&disks, &sizes, &limit(116)).unwrap_err();
+        assert!(e.contains("the disk cache's index 12"), "{e}");
+        check_memory_under(&disks, &sizes, &limit(117)).unwrap();
     }
 
     #[tokio::test]
@@ -270,5 +317,54 @@ mod tests {
         (a.release)().await.unwrap();
         (b.release)().await.unwrap();
         assert_eq!(budget.members(), 0);
+    }
+
+    /// With `--cache-dir DIR`, each volume's disk cache is `DIR/NAME` (DIR
+    /// created), of its share of `--disk-cache-size`; a join that would
+    /// leave less than four segments each is refused naming the option and
+    /// the count; and `DIR/NAME` then serves a one-volume mount, warm.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_volume_keeps_its_disk_cache_share_in_a_directory_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        std::fs::create_dir(&store).unwrap();
+        let url = format!("file://{}", store.display());
+        let caches = dir.path().join("caches");
+        let cache_dir = format!("--cache-dir={}", caches.display());
+        let o = opts(&["--cache-size=4M", &cache_dir, "--disk-cache-size=48M", &url]);
+        let budget = budget_of(&o);
+        let no_prompt = |_: &str| -> std::io::Result<String> { Err(std::io::Error::other("no terminal")) };
+        let mut stacks = Vec::new();
+        for name in ["a", "b", "c"] {
+            stacks
+                .push(open_in(&o, name, &budget, Some((4 << 20, Some(64 << 10))), no_prompt).await.unwrap());
+        }
+        let disk_size = |stack: &Stack| -> u64 {
+            let json: serde_json::Value = serde_json::from_str(&stack.stats.render_json()).unwrap();
+            json["disk"]["size_bytes"].as_u64().unwrap()
+        };
+        for (stack, name) in stacks.iter().zip(["a", "b", "c"]) {
+            assert!(caches.join(name).join("state").is_file(), "{name}");
+            assert_eq!(disk_size(stack), 16 << 20);
+        }
+        stacks[0].device.write_at(0, bytes::Bytes::from_static(b"kept on disk")).await.unwrap();
+        let err = open_in(&o, "d", &budget, Some((4 << 20, Some(64 << 10))), no_prompt).await.err().unwrap();
+        let err = err.to_string();
+        assert!(err.contains("--disk-cache-size 48M") && err.contains("4 volume(s)"), "{err}");
+        // One leaves: the others grow back to half each.
+        (stacks.pop().unwrap().release)().await.unwrap();
+        for stack in &stacks {
+            assert_eq!(disk_size(stack), 24 << 20);
+        }
+        for stack in stacks {
+            (stack.release)().await.unwrap();
+        }
+        // DIR/a serves a one-volume mount of a, warm.
+        let alone = format!("--cache-dir={}", caches.join("a").display());
+        let one = super::super::stack::build_stack(&opts(&[&alone, &volume_url(&url, "a")])).await.unwrap();
+        assert_eq!(&one.device.read_at(0, 12).await.unwrap()[..], b"kept on disk");
+        let stats: serde_json::Value = serde_json::from_str(&one.stats.render_json()).unwrap();
+        assert_eq!(stats["requests"]["block_fetches"].as_u64(), Some(0), "{stats}");
+        (one.release)().await.unwrap();
     }
 }

@@ -73,6 +73,17 @@ pub async fn open_tier<D: BlockDevice + 'static>(
         .expect("the disk tier opens")
 }
 
+/// Waits until the tier has nothing left to upload (20 s at most).
+pub async fn wait_clean<D: BlockDevice + 'static>(cache: &DiskCache<D>) {
+    for _ in 0..4000 {
+        if cache.stats().dirty_entries == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("uploads did not finish: {:?}", cache.stats());
+}
+
 /// Copies every file of `from` into a new directory `to` (a crash image).
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("create the copy");
