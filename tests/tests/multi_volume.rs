@@ -1,9 +1,12 @@
 //! Several volumes in one mount program (`--all-volumes`, `--volume NAME`):
 //! three volumes of 64K, 256K and 1M blocks written in parallel within one
 //! cache budget (the program's peak RSS measured against it), then each
-//! mounted alone and checked; and volumes created, grown and erased through
-//! a running mount (`s3block create|resize|erase MOUNTPOINT/NAME`), the
-//! erase of an open file refused.
+//! mounted alone and checked; three volumes with `--cache-dir` sharing one
+//! disk cache budget (the bytes in the cache directory sampled against it),
+//! killed with blocks on the local disk only, remounted, and each then
+//! checked alone; and volumes created, grown and erased through a running
+//! mount (`s3block create|resize|erase MOUNTPOINT/NAME`), the erase of an
+//! open file refused.
 //!
 //! Needs /dev/fuse and fusermount3; without them it says so and passes,
 //! except under `CI=true`.
@@ -167,6 +170,189 @@ fn three_volumes_in_one_budget(at: &Store) {
         assert_eq!(checksum(&data[..(32 * MIB) as usize]), sum, "volume {name}");
         assert!(data[(32 * MIB) as usize..].iter().all(|&b| b == 0), "volume {name}: its tail");
         mount.unmount();
+    }
+    eprintln!("{kind}: done in {:.1}s", started.elapsed().as_secs_f32());
+}
+
+/// The disk cache budget of the three volumes (`--disk-cache-size`):
+/// 17 MiB a volume, four segments of 4 MiB (of four 1 MiB blocks and their
+/// headers for the volume of 1M blocks) and some to spare.
+const DISK_BUDGET: u64 = 51 * MIB;
+/// Bytes each volume is written: half again its disk share.
+const WRITTEN: u64 = 24 * MIB;
+/// One segment per volume of slack: a tier starts its next segment before
+/// it reclaims its oldest.
+const DISK_SLACK: u64 = 3 * 4 * MIB + 3 * 1024;
+
+/// Bytes of the files under `dir`, its subdirectories included (files
+/// removed while it is read count as gone).
+fn bytes_under(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => bytes_under(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
+}
+
+#[test]
+fn three_volumes_share_one_disk_cache_budget_and_survive_a_kill() {
+    if !kernel_available(&[]) {
+        return;
+    }
+    for store in Store::local_and_garage("multivol-disk") {
+        three_volumes_in_one_disk_budget(&store);
+    }
+}
+
+/// Three volumes of `store` in one mount with `--cache-dir` and
+/// `--durability local` over a slow store: written in parallel, the cache
+/// directory never holds more than the disk budget (plus a segment a
+/// volume); killed with blocks on the local disk only; remounted with
+/// `--all-volumes --cache-dir`, which uploads them; then each volume alone,
+/// with its `DIR/NAME` and from the bucket alone, has every byte.
+fn three_volumes_in_one_disk_budget(at: &Store) {
+    let started = Instant::now();
+    let kind = at.kind().to_owned();
+    let store = at.url.trim_end_matches('/').to_owned();
+    let cli = |args: &[&str]| cli_in(&at.env, args);
+    let volumes = [("d128k", "128K", 11u64), ("d256k", "256K", 12), ("d1m", "1M", 13)];
+    for (name, block, _) in volumes {
+        let (code, out) =
+            cli(&["create", &format!("{store}/{name}"), "--size", "64M", "--block-size", block]);
+        assert_eq!(code, 0, "{out}");
+    }
+    let caches = tempfile::tempdir().unwrap();
+    let dir = caches.path().join("cache");
+    let cache_dir = format!("--cache-dir={}", dir.display());
+    let disk_size = format!("--disk-cache-size={DISK_BUDGET}");
+    let mount_all = |extra: &[&str], faults: Option<&str>| {
+        let mnt = tempfile::tempdir().unwrap();
+        let mut args = vec![
+            "--all-volumes",
+            "--cache-size=24M",
+            "--write-delay=0",
+            cache_dir.as_str(),
+            disk_size.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        let mut cmd = fuse_command(FUSE, &store, mnt.path(), &args);
+        cmd.envs(at.env.iter().cloned());
+        if let Some(faults) = faults {
+            cmd.env("S3BLOCK_INJECT_FAULTS", faults);
+        }
+        Mount::spawn(cmd, mnt)
+    };
+    // Every store request 20 ms late, and three upload slots (one upload
+    // at a time a volume while the three upload): the uploads lag the
+    // writes.
+    let mut mount =
+        mount_all(&["--durability=local", "--upload-concurrency=3"], Some("seed=5,latency_ms=20"));
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (dir, sampling) = (dir.clone(), sampling.clone());
+        std::thread::spawn(move || {
+            let (mut most, mut samples) = (0u64, 0u32);
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                most = most.max(bytes_under(&dir));
+                samples += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            (most, samples)
+        })
+    };
+    let writers: Vec<_> = volumes
+        .iter()
+        .map(|&(name, _, seed)| {
+            let file = mount.path().join(name);
+            std::thread::spawn(move || fill(&file, seed, WRITTEN))
+        })
+        .collect();
+    let sums: Vec<u64> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    // Then each volume rewrites its last 8 MiB with the same bytes, 2 MiB
+    // at a time, each fsync'd (a flush epoch each, uploaded one after the
+    // other), until the kill: every disk tier sits at its dirty limit, and
+    // a write the kill cuts short changes nothing.
+    let rounds: std::sync::Arc<Vec<std::sync::atomic::AtomicU64>> =
+        std::sync::Arc::new((0..3).map(|_| std::sync::atomic::AtomicU64::new(0)).collect());
+    let writers: Vec<_> = volumes
+        .iter()
+        .enumerate()
+        .map(|(i, &(name, _, seed))| {
+            let file = mount.path().join(name);
+            let rounds = rounds.clone();
+            std::thread::spawn(move || {
+                use std::os::unix::fs::FileExt;
+                let data = pattern(seed, WRITTEN as usize);
+                let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+                for round in 0.. {
+                    let at = (WRITTEN - 8 * MIB + round % 4 * 2 * MIB) as usize;
+                    let rewrite = f.write_all_at(&data[at..at + 2 * MIB as usize], at as u64);
+                    if rewrite.and_then(|()| f.sync_all()).is_err() {
+                        // Killed.
+                        return;
+                    }
+                    rounds[i].store(round + 1, std::sync::atomic::Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    let rewriting = Instant::now();
+    while rounds.iter().any(|r| r.load(std::sync::atomic::Ordering::SeqCst) < 4) {
+        assert!(rewriting.elapsed().as_secs() < 60, "the rewrites are stuck");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Their fsyncs returned with the blocks on the local disk: many are
+    // not in the bucket yet.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(mount.path().join("stats.json")).unwrap()).unwrap();
+    let unstored: Vec<u64> =
+        volumes.iter().map(|v| json["volumes"][v.0]["disk"]["unstored_blocks"].as_u64().unwrap()).collect();
+    mount.kill9();
+    for w in writers {
+        w.join().unwrap();
+    }
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (most, samples) = sampler.join().unwrap();
+    eprintln!(
+        "{kind}: the cache directory held at most {:.1} MiB ({samples} samples) under a disk budget of {} MiB; \
+         killed after {:.1}s with {unstored:?} blocks on the local disk only",
+        most as f64 / MIB as f64,
+        DISK_BUDGET / MIB,
+        started.elapsed().as_secs_f32()
+    );
+    assert!(most <= DISK_BUDGET + DISK_SLACK, "{most} bytes under {}", dir.display());
+    assert!(most > DISK_BUDGET / 2, "{most} bytes: the tiers were never filled");
+    assert!(unstored.iter().all(|&n| n > 0), "{kind}: nothing was left to upload at the kill: {json:#}");
+    for (name, _, _) in volumes {
+        assert!(dir.join(name).join("state").is_file(), "{name}: no disk cache in {}", dir.display());
+    }
+
+    // Remounted: the directories are recovered and their blocks uploaded.
+    let mount = mount_all(&[], None);
+    for ((name, _, _), sum) in volumes.iter().zip(&sums) {
+        let data = std::fs::read(mount.path().join(name)).unwrap();
+        assert_eq!(checksum(&data[..WRITTEN as usize]), *sum, "{kind}: volume {name} after the kill");
+    }
+    let log = mount.unmount();
+    assert!(log.contains("recovered after a crash"), "{log}");
+
+    // Each alone: with its own DIR/NAME (of another size), then from the
+    // bucket alone.
+    for ((name, _, _), sum) in volumes.iter().zip(&sums) {
+        let one = format!("{store}/{name}");
+        let alone = format!("--cache-dir={}", dir.join(name).display());
+        for args in [&[alone.as_str(), "--disk-cache-size=64M"][..], &["--read-only"]] {
+            let mnt = tempfile::tempdir().unwrap();
+            let mut cmd = fuse_command(FUSE, &one, mnt.path(), args);
+            cmd.envs(at.env.iter().cloned());
+            let mount = Mount::spawn(cmd, mnt);
+            let data = std::fs::read(mount.file()).unwrap();
+            assert_eq!(checksum(&data[..WRITTEN as usize]), *sum, "{kind}: volume {name} alone, {args:?}");
+            mount.unmount();
+        }
     }
     eprintln!("{kind}: done in {:.1}s", started.elapsed().as_secs_f32());
 }
