@@ -297,7 +297,11 @@ impl CacheBudget {
         // Then the disk tiers, which the memory caches' uploads go to.
         if let Some(size) = share.disk_size {
             for disk in self.live_disks() {
-                disk.resize(size, share.disk_dirty).await?;
+                if let Err(e) = disk.resize(size, share.disk_dirty).await {
+                    // No room made: the members grow back.
+                    self.remove(usize::MAX);
+                    return Err(e);
+                }
             }
         }
         Ok(share)
