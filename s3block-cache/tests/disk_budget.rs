@@ -124,8 +124,14 @@ async fn a_directory_opened_smaller_than_it_holds_is_reclaimed_down() {
     drop(tier);
     assert!(segment_bytes(dir.path()) > 40 * MIB);
     let store = Arc::new(GatedDevice::new(volume()));
+    for b in 0..640u32 {
+        store.hold(BlockId(b));
+    }
     let tier = open(Arc::clone(&store), disk_config(dir.path(), 24 * MIB, Durability::Local)).await;
     assert_eq!(tier.stats().dirty_blocks, 640);
+    for b in 0..640u32 {
+        store.release(BlockId(b));
+    }
     tier.flush().await.expect("flush");
     wait_clean(&tier).await;
     for b in 0..640u32 {
