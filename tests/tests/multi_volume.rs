@@ -310,6 +310,7 @@ fn three_volumes_in_one_disk_budget(at: &Store) {
         serde_json::from_str(&std::fs::read_to_string(mount.path().join("stats.json")).unwrap()).unwrap();
     let unstored: Vec<u64> =
         volumes.iter().map(|v| json["volumes"][v.0]["disk"]["unstored_blocks"].as_u64().unwrap()).collect();
+    let peak = peak_rss(mount.pid());
     mount.kill9();
     for w in writers {
         w.join().unwrap();
@@ -318,10 +319,11 @@ fn three_volumes_in_one_disk_budget(at: &Store) {
     let (most, samples) = sampler.join().unwrap();
     eprintln!(
         "{kind}: the cache directory held at most {:.1} MiB ({samples} samples) under a disk budget of {} MiB; \
-         killed after {:.1}s with {unstored:?} blocks on the local disk only",
+         killed after {:.1}s with {unstored:?} blocks on the local disk only; peak RSS {:.1} MiB",
         most as f64 / MIB as f64,
         DISK_BUDGET / MIB,
-        started.elapsed().as_secs_f32()
+        started.elapsed().as_secs_f32(),
+        peak as f64 / MIB as f64
     );
     assert!(most <= DISK_BUDGET + DISK_SLACK, "{most} bytes under {}", dir.display());
     assert!(most > DISK_BUDGET / 2, "{most} bytes: the tiers were never filled");
