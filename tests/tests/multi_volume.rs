@@ -62,6 +62,15 @@ fn fill(file: &Path, seed: u64, len: u64) -> u64 {
     checksum(&data)
 }
 
+/// Creates the volumes `(name, block size, _)` of 64 MiB under `store`.
+fn create_volumes(at: &Store, store: &str, volumes: &[(&str, &str, u64)]) {
+    for (name, block, _) in volumes {
+        let (code, out) =
+            cli_in(&at.env, &["create", &format!("{store}/{name}"), "--size", "64M", "--block-size", block]);
+        assert_eq!(code, 0, "{out}");
+    }
+}
+
 #[test]
 fn three_volumes_in_one_daemon_stay_within_one_budget_and_remount_alone() {
     if !kernel_available(&[]) {
@@ -79,11 +88,7 @@ fn three_volumes_in_one_budget(at: &Store) {
     let store = at.url.trim_end_matches('/').to_owned();
     let cli = |args: &[&str]| cli_in(&at.env, args);
     let volumes = [("v64k", "64K", 1u64), ("v256k", "256K", 2), ("v1m", "1M", 3)];
-    for (name, block, _) in volumes {
-        let (code, out) =
-            cli(&["create", &format!("{store}/{name}"), "--size", "64M", "--block-size", block]);
-        assert_eq!(code, 0, "{out}");
-    }
+    create_volumes(at, &store, &volumes);
     let mnt = tempfile::tempdir().unwrap();
     let budget = format!("--cache-size={BUDGET}");
     let args = ["--all-volumes", budget.as_str(), "--upload-concurrency=4", "--write-delay=0"];
@@ -217,13 +222,8 @@ fn three_volumes_in_one_disk_budget(at: &Store) {
     let started = Instant::now();
     let kind = at.kind().to_owned();
     let store = at.url.trim_end_matches('/').to_owned();
-    let cli = |args: &[&str]| cli_in(&at.env, args);
     let volumes = [("d128k", "128K", 11u64), ("d256k", "256K", 12), ("d1m", "1M", 13)];
-    for (name, block, _) in volumes {
-        let (code, out) =
-            cli(&["create", &format!("{store}/{name}"), "--size", "64M", "--block-size", block]);
-        assert_eq!(code, 0, "{out}");
-    }
+    create_volumes(at, &store, &volumes);
     let caches = tempfile::tempdir().unwrap();
     let dir = caches.path().join("cache");
     let cache_dir = format!("--cache-dir={}", dir.display());
