@@ -1,9 +1,14 @@
 //! The FUSE glue: kernel requests in, [`BlockFs`] calls, replies out.
 //!
-//! fuser reads requests on a few threads; every request that may touch the
-//! store is moved onto the tokio runtime together with its reply (fuser's
-//! replies are `Send`), so a FUSE thread never waits on the network and a
-//! slow block never holds up others. Nothing here holds a lock across I/O.
+//! fuser reads requests on a few threads. A request that may touch the
+//! store is first run right there, on the FUSE thread, until it would wait
+//! for something (a fetch, an upload, room for dirty data): most requests
+//! (cache hits, writes with room) finish without waiting and are answered
+//! with no hand-off to another thread, and a miss starts its fetch at once.
+//! One that must wait is moved onto the tokio runtime together with its
+//! reply (fuser's replies are `Send`) and finished there, so a FUSE thread
+//! never waits on the network and a slow block never holds up others.
+//! Nothing here holds a lock across I/O.
 //!
 //! Every task is tracked by [`InFlight`]; at exit the program waits for all
 //! of them, so no request is still writing when the final flush starts.
@@ -12,6 +17,7 @@ use std::ffi::OsStr;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
+use std::task::{Context, Waker};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -77,8 +83,9 @@ impl FuseFs {
         FuseFs { fs: Arc::new(Tree::Many(fs)), rt, in_flight }
     }
 
-    /// Runs `work` on the runtime. If the mount is shutting down, the task
-    /// drops its reply unsent and fuser answers EIO.
+    /// Runs `work` here until it would wait, then on the runtime. If the
+    /// mount is shutting down, the work is dropped with its reply unsent
+    /// and fuser answers EIO.
     fn spawn<F, Fut>(&self, work: F)
     where
         F: FnOnce(Arc<Tree>) -> Fut + Send + 'static,
@@ -88,11 +95,28 @@ impl FuseFs {
             return;
         };
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
+        run_here_or_spawn(&self.rt, async move {
             work(fs).await;
             drop(token);
         });
     }
+}
+
+/// Polls `task` once on this thread, in `rt`'s context (its timers and
+/// spawns work); spawns it on `rt` when it must wait. True when it
+/// finished here.
+///
+/// The first poll's waker is a no-op, which is enough: a pending task is
+/// spawned, and the runtime polls it again at once, registering its own
+/// waker for whatever it waits on.
+fn run_here_or_spawn(rt: &Handle, task: impl Future<Output = ()> + Send + 'static) -> bool {
+    let mut task = Box::pin(task);
+    let _context = rt.enter();
+    if task.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_ready() {
+        return true;
+    }
+    rt.spawn(task);
+    false
 }
 
 fn time_of(t: TimeOrNow) -> SystemTime {
@@ -462,5 +486,44 @@ mod tests {
         drop(request);
         task.await.unwrap();
         assert!(in_flight.admit().is_none());
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn work_that_need_not_wait_finishes_on_the_calling_thread_and_the_rest_on_the_runtime() {
+        use std::sync::Mutex;
+        use std::thread::{self, ThreadId};
+
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let here = thread::current().id();
+        let ran_on: Arc<Mutex<Vec<ThreadId>>> = Arc::default();
+        // Ready at once, though it uses the runtime (a spawn, a timer
+        // created): answered here.
+        let seen = ran_on.clone();
+        let done_here = run_here_or_spawn(rt.handle(), async move {
+            drop(tokio::spawn(async {}));
+            drop(tokio::time::sleep(Duration::from_millis(1)));
+            seen.lock().unwrap().push(thread::current().id());
+        });
+        assert!(done_here);
+        assert_eq!(*ran_on.lock().unwrap(), [here]);
+        // Waiting on a timer and then on a channel: moved to the runtime,
+        // and woken there, although the first poll's waker did nothing.
+        let (tx, rx) = tokio::sync::oneshot::channel::<u8>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let seen = ran_on.clone();
+        let done_here = run_here_or_spawn(rt.handle(), async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let got = rx.await.unwrap();
+            seen.lock().unwrap().push(thread::current().id());
+            done_tx.send(got).unwrap();
+        });
+        assert!(!done_here);
+        thread::sleep(Duration::from_millis(50));
+        tx.send(7).unwrap();
+        assert_eq!(done_rx.recv_timeout(Duration::from_secs(5)).unwrap(), 7);
+        let ran_on = ran_on.lock().unwrap();
+        assert_eq!(ran_on.len(), 2);
+        assert_ne!(ran_on[1], here, "the waiting work finished on a runtime thread");
     }
 }
