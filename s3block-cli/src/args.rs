@@ -83,6 +83,10 @@ pub enum Command {
     /// Show the request and cache statistics of a running mount.
     #[command(after_help = EXIT_CODES_HELP)]
     Stats(StatsArgs),
+    /// Serve the volumes made in the store of a running `s3block-fuse --all-volumes` mount since
+    /// it started, at once (the mount also looks every 30 seconds); says which.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Rescan(RescanArgs),
     /// Inspect or discard a disk cache directory (a mount's --cache-dir).
     #[command(subcommand)]
     Cache(CacheCommand),
@@ -513,6 +517,13 @@ pub struct StatsArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub output: OutputArgs,
+}
+
+/// `s3block rescan`.
+#[derive(Debug, Clone, Args)]
+pub struct RescanArgs {
+    /// Where the volumes are mounted (the directory holding the mount's control file).
+    pub mountpoint: PathBuf,
 }
 
 /// Price presets for `cost`.

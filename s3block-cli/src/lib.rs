@@ -119,6 +119,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write) -> CliResult {
             }
             stats::run(&args.mountpoint, &args.stats_filename, args.output.json, out)
         }
+        Command::Rescan(args) => mounted_volumes::rescan(&args.mountpoint, out),
         Command::Cache(command) => cache_dir::run(command, out),
         Command::Completions(args) => {
             completions(args.shell, &mut <Cli as clap::CommandFactory>::command(), "s3block", out)?;
@@ -266,9 +267,11 @@ async fn store_command(command: Command, out: &mut dyn Write) -> CliResult {
             };
             copy::copy(&src, &dst, &opts, a.output.json, out).await
         }
-        Command::Cost(_) | Command::Stats(_) | Command::Cache(_) | Command::Completions(_) => {
-            Err(Error::Config("not a store command".into()).into())
-        }
+        Command::Cost(_)
+        | Command::Stats(_)
+        | Command::Rescan(_)
+        | Command::Cache(_)
+        | Command::Completions(_) => Err(Error::Config("not a store command".into()).into()),
     }
 }
 

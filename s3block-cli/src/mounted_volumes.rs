@@ -3,6 +3,9 @@
 //! created, erased and grown through the mount's control file, so their
 //! files appear, go and grow without a remount.
 //!
+//! `s3block rescan MOUNTPOINT` has such a mount (`--all-volumes`) serve the
+//! volumes made in its store since it started.
+//!
 //! `MOUNTPOINT/NAME` names one when `MOUNTPOINT` holds the control file of
 //! such a mount (it answers `list`); a one-volume mount does not, and its
 //! device file is grown as before (`s3block resize MOUNTPOINT`).
@@ -120,6 +123,36 @@ impl MountedVolume {
     }
 }
 
+/// `s3block rescan MOUNTPOINT`: the mount of several volumes at `dir`
+/// lists its store and serves the volumes made there since it started;
+/// says which, and those it could not open.
+pub fn rescan(dir: &Path, out: &mut dyn Write) -> CliResult {
+    let mount = MountedVolume { dir: dir.to_owned(), name: String::new() };
+    if !dir.join(CONTROL_FILE).is_file() || mount.ask("list").is_err() {
+        return Err(Error::Config(format!(
+            "{} is not the mount point of a running mount of several volumes (s3block-fuse --all-volumes)",
+            dir.display()
+        ))
+        .into());
+    }
+    let answer = mount.ask("rescan")?;
+    let mut parts = answer.split("; ");
+    match parts.next().unwrap_or_default() {
+        "no new volumes" => writeln!(out, "No new volumes in the store of the mount at {}.", dir.display())?,
+        added => {
+            for name in added.split_whitespace() {
+                writeln!(out, "Added the volume {name}: {}", dir.join(name).display())?;
+            }
+        }
+    }
+    for more in parts {
+        let mut letters = more.chars();
+        let first = letters.next().map(|c| c.to_uppercase().to_string()).unwrap_or_default();
+        writeln!(out, "{first}{}", letters.as_str())?;
+    }
+    Ok(OK)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,5 +166,7 @@ mod tests {
         // A control file that is not a mount's answers nothing: not one either.
         std::fs::write(dir.path().join(CONTROL_FILE), b"").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(MountedVolume::of(target.to_str().unwrap_or_default()), None);
+        let e = rescan(dir.path(), &mut Vec::new()).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("not the mount point of a running mount of several volumes"), "{e}");
     }
 }

@@ -19,14 +19,25 @@
 //! | `resize NAME SIZE [BLOCK_SIZE]` | `ok OLD NEW` (grows it, as a one-volume mount does) |
 //! | `create NAME SIZE [BLOCK_SIZE]` | `ok SIZE BLOCK_SIZE`: the volume is made at STORE/NAME with the mount's options, and its file appears |
 //! | `erase NAME` | `ok BLOCKS`: refused while its device file is open; else its blocks are stored, its lock released, its objects deleted, and its file goes |
+//! | `rescan` | `ok NAME...` (the volumes found in the store and now served) or `ok no new volumes`, then `; not opened: NAME (WHY), ...` for those that could not be (`--all-volumes` only) |
+//!
+//! With `--all-volumes` the store is also rescanned every
+//! [`RESCAN_EVERY`] ([`MultiFs::rescan`]): a volume made in the store
+//! while mounted (`s3block create STORE/NAME`, another host) is opened as
+//! `create` opens one, and its file appears. One that cannot be opened
+//! (locked by another mount, encrypted without a password) is logged once
+//! with the reason, and tried again by the periodic rescans every
+//! [`RETRY_NOT_OPENED`] (by `rescan` at once); the volumes served are
+//! never disturbed. A served volume the store no longer lists is logged,
+//! and served on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use fuser::{FileAttr, FileType, FopenFlags, INodeNo};
@@ -48,6 +59,86 @@ pub type Opener = Arc<
 >;
 /// Deletes every object of the volume of a name (unlocked by then).
 pub type Eraser = Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = Result<u64>> + Send>> + Send + Sync>;
+/// Lists the names of the volumes in the store (`--all-volumes`).
+pub type Discoverer =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Vec<String>>> + Send>> + Send + Sync>;
+
+/// How often `--all-volumes` rescans the store for volumes made elsewhere.
+pub const RESCAN_EVERY: Duration = Duration::from_secs(30);
+/// How long the periodic rescans leave a volume that could not be opened
+/// before trying it again (a `rescan` request tries it at once).
+pub const RETRY_NOT_OPENED: Duration = Duration::from_secs(300);
+
+/// Why a rescan runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rescan {
+    /// The periodic one: volumes not opened before wait [`RETRY_NOT_OPENED`].
+    Periodic,
+    /// The control file's `rescan`: every volume not served is tried.
+    Asked,
+}
+
+/// A volume of the store this rescan could not open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotOpened {
+    /// Its name.
+    pub name: String,
+    /// Why (the open's error).
+    pub why: String,
+    /// Whether this rescan logged it: the first time, or when what keeps
+    /// it changed (another lock holder, another error).
+    pub logged: bool,
+}
+
+/// What a rescan did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rescanned {
+    /// The volumes found and now served, by name.
+    pub added: Vec<String>,
+    /// The volumes found that this rescan tried and could not open.
+    pub not_opened: Vec<NotOpened>,
+    /// The served volumes the store no longer lists (served on).
+    pub gone: Vec<String>,
+}
+
+impl Rescanned {
+    /// The control file's answer, after `ok `.
+    pub fn answer(&self) -> String {
+        let mut text = if self.added.is_empty() { "no new volumes".to_owned() } else { self.added.join(" ") };
+        if !self.not_opened.is_empty() {
+            let each: Vec<String> = self
+                .not_opened
+                .iter()
+                .map(|n| format!("{} ({})", n.name, n.why.replace('\n', " ")))
+                .collect();
+            text.push_str(&format!("; not opened: {}", each.join(", ")));
+        }
+        if !self.gone.is_empty() {
+            text.push_str(&format!("; no longer in the store, served on: {}", self.gone.join(" ")));
+        }
+        text
+    }
+}
+
+/// What keeps a volume from opening, for telling whether it changed: a
+/// lock by its holder and time (its message also says what runs on this
+/// host now, which may change while the lock does not), else the message.
+fn open_state(e: &s3block_core::Error) -> String {
+    match e {
+        s3block_core::Error::Locked { key, host, since } => format!("{key} held by {host} since {since}"),
+        other => other.to_string(),
+    }
+}
+
+/// What the rescans remember between runs.
+#[derive(Default)]
+struct RescanState {
+    /// The volumes that could not be opened: why ([`open_state`]), and
+    /// when last tried.
+    not_opened: BTreeMap<String, (String, Instant)>,
+    /// The served volumes the store no longer lists, logged once.
+    gone: BTreeSet<String>,
+}
 
 /// One volume served.
 pub struct Served {
@@ -92,9 +183,14 @@ pub struct MultiFs {
     next_fh: AtomicU64,
     /// Answers of the control file and snapshots of the total stats, per handle.
     handles: Mutex<BTreeMap<u64, Bytes>>,
-    /// Serialises create, erase and resize requests.
+    /// Serialises create, erase, resize and rescan requests.
     changing: tokio::sync::Mutex<()>,
     notifier: OnceLock<fuser::Notifier>,
+    /// Lists the store's volumes for the rescans (`--all-volumes` only).
+    discover: Option<Discoverer>,
+    rescans: Mutex<RescanState>,
+    /// Set at unmount: no volume is added any more.
+    closed: AtomicBool,
 }
 
 impl std::fmt::Debug for MultiFs {
@@ -131,11 +227,28 @@ impl MultiFs {
             handles: Mutex::default(),
             changing: tokio::sync::Mutex::new(()),
             notifier: OnceLock::new(),
+            discover: None,
+            rescans: Mutex::default(),
+            closed: AtomicBool::new(false),
         };
         for (name, stack) in stacks {
             fs.add(name, stack);
         }
         fs
+    }
+
+    /// With `--all-volumes`: the store is rescanned with `discover`
+    /// ([`MultiFs::rescan`]); without, the control file's `rescan` is refused.
+    pub fn with_discoverer(mut self, discover: Discoverer) -> Self {
+        self.discover = Some(discover);
+        self
+    }
+
+    /// Ends the rescans before the volumes are stored at exit: waits for
+    /// one under way, and no volume is added after.
+    pub async fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        drop(self.changing.lock().await);
     }
 
     /// The kernel session's notifier: files that appear, grow or go are
@@ -499,7 +612,7 @@ impl MultiFs {
 
     async fn answer(&self, raw: &[u8]) -> std::result::Result<String, String> {
         const EXPECTED: &str = "expected `list`, `size NAME`, `resize NAME BYTES [BLOCK_SIZE]`, `create NAME \
-                                BYTES [BLOCK_SIZE]` or `erase NAME` (decimal bytes)";
+                                BYTES [BLOCK_SIZE]`, `erase NAME` or `rescan` (decimal bytes)";
         if raw.len() > MAX_REQUEST {
             return Err(format!("the request is {} bytes, more than {MAX_REQUEST}; {EXPECTED}", raw.len()));
         }
@@ -542,6 +655,7 @@ impl MultiFs {
                 self.create(name, size, block_size).await
             }
             ["erase", name] => self.erase(name).await,
+            ["rescan"] => self.rescan(Rescan::Asked).await.map(|done| done.answer()),
             _ => Err(format!("unknown request {text:?}; {EXPECTED}")),
         }
     }
@@ -561,13 +675,94 @@ impl MultiFs {
             (self.opener)(name.to_owned(), Some((size, block_size))).await.map_err(|e| e.to_string())?;
         tracing::info!("volume {name}: {}", stack.description);
         let g = stack.device.geometry();
+        self.show(name, stack);
+        Ok(format!("{} {}", g.size(), g.block_size()))
+    }
+
+    /// Serves a volume just opened: its file appears.
+    fn show(&self, name: &str, stack: Stack) {
         self.add(name.to_owned(), stack);
         if let Some(notifier) = self.notifier.get()
             && let Err(e) = notifier.inval_entry(INodeNo(ROOT_INO), OsStr::new(name))
         {
             tracing::debug!("could not tell the kernel of the new file {name}: {e}");
         }
-        Ok(format!("{} {}", g.size(), g.block_size()))
+    }
+
+    fn lock_rescans(&self) -> MutexGuard<'_, RescanState> {
+        self.rescans.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Lists the store's volumes and serves those not served yet, each
+    /// opened as `create` opens one (its lock taken, its share of the
+    /// budget made by shrinking the others'). A volume that cannot be
+    /// opened is logged (once for one reason) and left; the periodic
+    /// rescans try it again after [`RETRY_NOT_OPENED`]. A served volume the
+    /// store no longer lists is logged once and served on. Refused without
+    /// `--all-volumes` ([`MultiFs::with_discoverer`]).
+    pub async fn rescan(&self, why: Rescan) -> std::result::Result<Rescanned, String> {
+        let Some(discover) = &self.discover else {
+            return Err(
+                "`rescan` goes with --all-volumes; this mount serves the volumes of its --volume".into()
+            );
+        };
+        let _changing = self.changing.lock().await;
+        let mut done = Rescanned::default();
+        if self.closed.load(Ordering::SeqCst) {
+            return Ok(done);
+        }
+        let found = discover().await.map_err(|e| format!("cannot list the volumes in the store: {e}"))?;
+        let served = self.names();
+        {
+            let mut state = self.lock_rescans();
+            state.not_opened.retain(|name, _| found.contains(name));
+            for name in &served {
+                if found.contains(name) {
+                    state.gone.remove(name);
+                } else {
+                    if state.gone.insert(name.clone()) {
+                        tracing::warn!(
+                            "volume {name}: the store no longer lists it (erased elsewhere despite its \
+                             lock?); served on until the unmount"
+                        );
+                    }
+                    done.gone.push(name.clone());
+                }
+            }
+        }
+        for name in found.iter().filter(|name| !served.contains(name)) {
+            let last = self.lock_rescans().not_opened.get(name).cloned();
+            if why == Rescan::Periodic
+                && last.as_ref().is_some_and(|(_, tried)| tried.elapsed() < RETRY_NOT_OPENED)
+            {
+                continue;
+            }
+            match (self.opener)(name.clone(), None).await {
+                Ok(stack) => {
+                    self.lock_rescans().not_opened.remove(name);
+                    tracing::info!("volume {name}: found in the store; {}", stack.description);
+                    self.show(name, stack);
+                    done.added.push(name.clone());
+                }
+                Err(e) => {
+                    let reason = e.to_string();
+                    let state = open_state(&e);
+                    let logged = last.is_none_or(|(before, _)| before != state);
+                    if logged {
+                        tracing::warn!(
+                            "volume {name}: found in the store but not served: {reason} (tried again every {} \
+                             minutes, or at once by the control file's `rescan`)",
+                            RETRY_NOT_OPENED.as_secs() / 60
+                        );
+                    } else {
+                        tracing::debug!("volume {name}: still not served: {reason}");
+                    }
+                    self.lock_rescans().not_opened.insert(name.clone(), (state, Instant::now()));
+                    done.not_opened.push(NotOpened { name: name.clone(), why: reason, logged });
+                }
+            }
+        }
+        Ok(done)
     }
 
     async fn erase(&self, name: &str) -> std::result::Result<String, String> {

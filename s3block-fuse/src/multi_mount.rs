@@ -7,7 +7,8 @@
 //!    (locked by another mount, a wrong password, a bad name) refuses the
 //!    mount, naming it, and the volumes opened so far are released;
 //! 2. mount, serve (volumes created, grown and erased through the control
-//!    file meanwhile), unmount as a one-volume mount does;
+//!    file meanwhile; with `--all-volumes` those made in the store found by
+//!    a rescan every 30 seconds), unmount as a one-volume mount does;
 //! 3. each volume is stored and released in turn; the log says per volume
 //!    what was stored or left, and the exit code is the worst of theirs.
 
@@ -24,7 +25,7 @@ use s3block_store::{Erase, Volume, with_hint};
 use crate::daemon;
 use crate::fs::FsConfig;
 use crate::lifecycle::{check_places, effective_ids, fail};
-use crate::multi::{Eraser, MultiFs, Opener};
+use crate::multi::{Eraser, MultiFs, Opener, Rescan};
 use crate::multi_stats::{TotalSource, Totals};
 use crate::options::Options;
 use crate::session::{FuseFs, InFlight, mount_config};
@@ -34,13 +35,21 @@ use crate::stop::{Served, serve_until_stopped};
 type Prompt = Box<dyn FnMut(&str) -> std::io::Result<String> + Send>;
 
 /// A password prompt for one more volume: the parent's password when the
-/// background child got one, else the terminal.
-fn prompter(from_parent: Option<s3block_store::Password>) -> impl Fn() -> Prompt + Send + Sync + Clone {
+/// background child got one, else the terminal when `terminal` (a volume a
+/// rescan finds is never asked for: nobody waits at the terminal for it).
+fn prompter(
+    from_parent: Option<s3block_store::Password>,
+    terminal: bool,
+) -> impl Fn() -> Prompt + Send + Sync + Clone {
     move || {
         let from_parent = from_parent.clone();
         Box::new(move |text: &str| match &from_parent {
             Some(p) => Ok(String::from_utf8_lossy(p.as_bytes()).into_owned()),
-            None => terminal_prompt(text),
+            None if terminal => terminal_prompt(text),
+            None => Err(std::io::Error::other(
+                "no password to open it with: give --password-file (a volume found while mounted is not \
+                 asked for on the terminal)",
+            )),
         })
     }
 }
@@ -54,7 +63,9 @@ pub(crate) fn run_multi_mount(opts: Options) -> ExitCode {
     if let Err(code) = check_places(&opts) {
         return code;
     }
-    let prompt = prompter(daemon::password_from_parent());
+    let from_parent = daemon::password_from_parent();
+    let prompt = prompter(from_parent.clone(), true);
+    let unattended = prompter(from_parent, false);
     let args = Arc::new(opts.volume.clone());
     let names = if opts.all_volumes {
         match runtime.block_on(volumes::discover(&args)) {
@@ -109,16 +120,19 @@ pub(crate) fn run_multi_mount(opts: Options) -> ExitCode {
         gid: opts.gid.unwrap_or(egid),
     };
     let opener: Opener = {
-        let (args, budget, prompt) = (args.clone(), budget.clone(), prompt.clone());
+        let (args, budget) = (args.clone(), budget.clone());
         Arc::new(move |name, create| {
-            let (args, budget, prompt) = (args.clone(), budget.clone(), prompt.clone());
+            let (args, budget) = (args.clone(), budget.clone());
+            // Created through the control file: asked as at the start;
+            // found by a rescan: never on the terminal.
+            let prompt = if create.is_some() { prompt() } else { unattended() };
             Box::pin(async move {
                 // Opening holds the password prompt across its awaits, which
                 // is not Send: it runs on a blocking thread, its cache's
                 // tasks on the mount's runtime.
                 let handle = tokio::runtime::Handle::current();
                 tokio::task::spawn_blocking(move || {
-                    handle.block_on(open_in(&args, &name, &budget, create, prompt()))
+                    handle.block_on(open_in(&args, &name, &budget, create, prompt))
                 })
                 .await
                 .map_err(|e| s3block_core::Error::Config(format!("the open failed: {e}")))?
@@ -147,14 +161,16 @@ pub(crate) fn run_multi_mount(opts: Options) -> ExitCode {
         })
     };
     let totals = Totals::new(budget.clone());
-    let fs = Arc::new(MultiFs::new(
-        stacks,
-        config,
-        opts.stats_name().map(str::to_owned),
-        totals.clone(),
-        opener,
-        eraser,
-    ));
+    let mut fs =
+        MultiFs::new(stacks, config, opts.stats_name().map(str::to_owned), totals.clone(), opener, eraser);
+    if opts.all_volumes {
+        let args = args.clone();
+        fs = fs.with_discoverer(Arc::new(move || {
+            let args = args.clone();
+            Box::pin(async move { volumes::discover(&args).await })
+        }));
+    }
+    let fs = Arc::new(fs);
     let source: Arc<dyn s3block_cache::frontend::StatsSource> =
         Arc::new(TotalSource { fs: Arc::downgrade(&fs), totals });
     let in_flight = InFlight::default();
@@ -194,6 +210,7 @@ pub(crate) fn run_multi_mount(opts: Options) -> ExitCode {
         .stats_file
         .clone()
         .map(|path| StatsFile::start(runtime.handle(), source.clone(), path, opts.stats_every()));
+    let rescans = opts.all_volumes.then(|| runtime.spawn(rescan_every(fs.clone(), opts.rescan_every())));
     let code = runtime.block_on(async {
         let devices = fs.served().iter().map(|v| v.device().clone()).collect();
         let (served, sigints) = match serve_until_stopped(&mountpoint, devices, done_rx, &service).await {
@@ -216,6 +233,10 @@ pub(crate) fn run_multi_mount(opts: Options) -> ExitCode {
                 tracing::warn!("a second SIGINT: not waiting for the requests in flight");
             }
         }
+        fs.close().await;
+        if let Some(rescans) = &rescans {
+            rescans.abort();
+        }
         tracing::info!("unmounted; storing every written block of every volume before exit");
         store_all(&fs, Some(sigints)).await
     });
@@ -223,6 +244,33 @@ pub(crate) fn run_multi_mount(opts: Options) -> ExitCode {
         runtime.block_on(stats_file.finish());
     }
     ExitCode::from(code)
+}
+
+/// Rescans the store every `every` for volumes made there while mounted
+/// (`--all-volumes`), until the mount closes; a failed listing is logged
+/// when its reason changes.
+async fn rescan_every(fs: Arc<MultiFs>, every: std::time::Duration) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing: Option<String> = None;
+    loop {
+        tick.tick().await;
+        match fs.rescan(Rescan::Periodic).await {
+            Ok(_) => {
+                if failing.take().is_some() {
+                    tracing::info!("the store lists its volumes again");
+                }
+            }
+            Err(why) => {
+                if failing.as_ref() != Some(&why) {
+                    tracing::warn!(
+                        "rescanning the store for new volumes: {why} (tried again every {every:?})"
+                    );
+                }
+                failing = Some(why);
+            }
+        }
+    }
 }
 
 /// Stores and releases every volume in turn, saying per volume what was

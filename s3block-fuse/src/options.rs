@@ -118,9 +118,17 @@ pub struct Options {
     /// Serve every volume under STORE (each sub-prefix holding one), as
     /// --volume does for one; volumes created, grown and erased through the
     /// mount (`s3block create|resize|erase MOUNTPOINT/NAME`) appear, grow and
-    /// go while mounted.
+    /// go while mounted. A volume made in STORE while mounted (`s3block
+    /// create STORE/NAME`, another host) appears within 30 seconds, or at
+    /// once with the control file's `rescan`.
     #[arg(long = "all-volumes", conflicts_with_all = ["erase", "reset_mounted_flag"])]
     pub all_volumes: bool,
+
+    /// Seconds between --all-volumes' rescans of STORE for volumes made
+    /// there while mounted [default: 30].
+    #[arg(long = "rescan-interval", hide = true, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub rescan_interval: Option<u64>,
 
     /// Name of the device file.
     #[arg(long, default_value = "file", value_parser = file_name_arg)]
@@ -252,6 +260,12 @@ impl Options {
                 self.stats_filename
             )));
         }
+        if self.rescan_interval.is_some() && !self.all_volumes {
+            return Err(OptionsError(
+                "--rescan-interval goes with --all-volumes (the volumes named by --volume are not rescanned)"
+                    .into(),
+            ));
+        }
         if self.several() {
             for name in &self.volumes {
                 s3block_cache::frontend::volumes::check_volume_name(name)
@@ -287,6 +301,12 @@ impl Options {
     /// do not mount).
     pub fn mountpoint(&self) -> &std::path::Path {
         self.mountpoint.as_deref().unwrap_or(std::path::Path::new(""))
+    }
+
+    /// How often --all-volumes rescans STORE: --rescan-interval, else
+    /// [`RESCAN_EVERY`](crate::multi::RESCAN_EVERY).
+    pub fn rescan_every(&self) -> std::time::Duration {
+        self.rescan_interval.map_or(crate::multi::RESCAN_EVERY, std::time::Duration::from_secs)
     }
 
     /// How often --stats-file is rewritten.
@@ -461,6 +481,23 @@ mod tests {
             (&["--volume=a", "--volume=a", "s3://b/v", "/m"], "--volume a: given twice"),
             (&["--all-volumes", "--size=1G", "s3://b/v", "/m"], "--size"),
             (&["--all-volumes", "--volume=a", "s3://b/v", "/m"], "--all-volumes"),
+        ] {
+            let e = parse(args).unwrap_err();
+            assert!(e.contains(says), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_rescan_interval_is_whole_seconds_with_all_volumes_only() {
+        let o = parse(&["--all-volumes", "s3://b/v", "/m"]).unwrap();
+        assert_eq!(o.rescan_every(), crate::multi::RESCAN_EVERY);
+        assert_eq!(crate::multi::RESCAN_EVERY, std::time::Duration::from_secs(30));
+        let o = parse(&["--all-volumes", "--rescan-interval=2", "s3://b/v", "/m"]).unwrap();
+        assert_eq!(o.rescan_every(), std::time::Duration::from_secs(2));
+        for (args, says) in [
+            (&["--all-volumes", "--rescan-interval=0", "s3://b/v", "/m"][..], "0 is not in 1..=86400"),
+            (&["--all-volumes", "--rescan-interval=soon", "s3://b/v", "/m"], "'soon' for '--rescan-interval"),
+            (&["--volume=a", "--rescan-interval=5", "s3://b/v", "/m"], "--all-volumes"),
         ] {
             let e = parse(args).unwrap_err();
             assert!(e.contains(says), "{args:?}: {e}");

@@ -6,7 +6,10 @@
 //! killed with blocks on the local disk only, remounted, and each then
 //! checked alone; and volumes created, grown and erased through a running
 //! mount (`s3block create|resize|erase MOUNTPOINT/NAME`), the erase of an
-//! open file refused.
+//! open file refused; and volumes made in the store while mounted
+//! (`s3block create STORE/NAME`) served by the control file's `rescan`
+//! (`s3block rescan MOUNTPOINT`) at once, one locked by another mount left
+//! saying why, and by the periodic rescan within its interval.
 //!
 //! Needs /dev/fuse and fusermount3; without them it says so and passes,
 //! except under `CI=true`.
@@ -442,4 +445,91 @@ fn appear_grow_and_go(store: &Store) {
     let (code, out) = cli(&["erase", "--force", target]);
     assert_ne!(code, 0, "{out}");
     mount.unmount();
+}
+
+/// One request to the control file of the mount at `dir`; its answer.
+fn ask(dir: &Path, request: &str) -> String {
+    use std::os::unix::fs::FileExt;
+    let control = std::fs::OpenOptions::new().read(true).write(true).open(dir.join("control")).unwrap();
+    control.write_at(format!("{request}\n").as_bytes(), 0).unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = control.read_at(&mut answer, 0).unwrap();
+    String::from_utf8_lossy(&answer[..n]).trim_end().to_owned()
+}
+
+#[test]
+fn volumes_made_in_the_store_appear_in_a_running_mount() {
+    if !kernel_available(&[]) {
+        return;
+    }
+    let started = Instant::now();
+    let store = Store::local();
+    let url = store.url.trim_end_matches('/').to_owned();
+    let cli = |args: &[&str]| cli_in(&store.env, args);
+    let create = |name: &str| {
+        let (code, out) = cli(&["create", &format!("{url}/{name}"), "--size", "64M", "--block-size", "256K"]);
+        assert_eq!(code, 0, "{out}");
+    };
+    create_volumes(&store, &url, &[("first", "64K", 0)]);
+    let mount_all = |interval: &str| {
+        let mnt = tempfile::tempdir().unwrap();
+        let every = format!("--rescan-interval={interval}");
+        let args = ["--all-volumes", "--cache-size=8M", "--write-delay=0", every.as_str()];
+        Mount::spawn(fuse_command(FUSE, &url, mnt.path(), &args), mnt)
+    };
+
+    // Asked: `rescan` serves the new volume at once; one locked by a mount
+    // of its own is left, saying why, and logged once.
+    let mount = mount_all("3600");
+    assert_eq!(ask(mount.path(), "rescan"), "ok no new volumes");
+    create("asked");
+    create("held");
+    let alone = tempfile::tempdir().unwrap();
+    let held = Mount::spawn(fuse_command(FUSE, &format!("{url}/held"), alone.path(), &[]), alone);
+    let answer = ask(mount.path(), "rescan");
+    assert!(answer.starts_with("ok asked; not opened: held (") && answer.contains("lock"), "{answer}");
+    let asked = mount.path().join("asked");
+    assert_eq!(std::fs::metadata(&asked).unwrap().len(), 64 * MIB);
+    let sum = fill(&asked, 31, 4 * MIB);
+    let (code, out) = cli(&["rescan", mount.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("No new volumes in the store") && out.contains("\nNot opened: held ("), "{out}");
+    assert!(!mount.path().join("held").exists());
+    held.unmount();
+    let (code, out) = cli(&["rescan", mount.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.trim_end(), format!("Added the volume held: {}", mount.path().join("held").display()));
+    assert_eq!(ask(mount.path(), "list"), "ok asked first held");
+    let log = mount.unmount();
+    assert_eq!(log.matches("volume held: found in the store but not served").count(), 1, "{log}");
+    for name in ["asked", "first", "held"] {
+        assert!(log.contains(&format!("volume {name}: stored and released")), "{log}");
+    }
+
+    // Periodic: a volume made in the store appears within the interval.
+    let mount = mount_all("1");
+    let data = std::fs::read(mount.path().join("asked")).unwrap();
+    assert_eq!(checksum(&data[..(4 * MIB) as usize]), sum);
+    create("later");
+    let later = mount.path().join("later");
+    let made = Instant::now();
+    while !later.exists() {
+        assert!(made.elapsed().as_secs() < 20, "{} did not appear: {}", later.display(), mount.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let appeared = made.elapsed();
+    let sum = fill(&later, 32, 8 * MIB);
+    let data = std::fs::read(&later).unwrap();
+    assert_eq!(data.len() as u64, 64 * MIB);
+    assert_eq!(checksum(&data[..(8 * MIB) as usize]), sum);
+    assert!(data[(8 * MIB) as usize..].iter().all(|&b| b == 0));
+    assert_eq!(ask(mount.path(), "list"), "ok asked first held later");
+    let log = mount.unmount();
+    assert!(log.contains("volume later: found in the store"), "{log}");
+    assert!(log.contains("volume later: stored and released"), "{log}");
+    eprintln!(
+        "the new volume appeared {:.1}s after its create; done in {:.1}s",
+        appeared.as_secs_f32(),
+        started.elapsed().as_secs_f32()
+    );
 }
