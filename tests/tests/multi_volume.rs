@@ -462,20 +462,33 @@ fn volumes_made_in_the_store_appear_in_a_running_mount() {
     if !kernel_available(&[]) {
         return;
     }
+    for store in Store::local_and_garage("multivol-rescan") {
+        found_while_mounted(&store);
+    }
+}
+
+/// Volumes made in `store` while it is mounted with `--all-volumes`: by
+/// `rescan` at once (one locked by a mount of its own left), and by the
+/// periodic rescan.
+fn found_while_mounted(store: &Store) {
     let started = Instant::now();
-    let store = Store::local();
+    let kind = store.kind().to_owned();
     let url = store.url.trim_end_matches('/').to_owned();
     let cli = |args: &[&str]| cli_in(&store.env, args);
+    let mount_in = |target: &str, mnt: tempfile::TempDir, args: &[&str]| {
+        let mut cmd = fuse_command(FUSE, target, mnt.path(), args);
+        cmd.envs(store.env.iter().cloned());
+        Mount::spawn(cmd, mnt)
+    };
     let create = |name: &str| {
         let (code, out) = cli(&["create", &format!("{url}/{name}"), "--size", "64M", "--block-size", "256K"]);
         assert_eq!(code, 0, "{out}");
     };
-    create_volumes(&store, &url, &[("first", "64K", 0)]);
+    create_volumes(store, &url, &[("first", "64K", 0)]);
     let mount_all = |interval: &str| {
-        let mnt = tempfile::tempdir().unwrap();
         let every = format!("--rescan-interval={interval}");
         let args = ["--all-volumes", "--cache-size=8M", "--write-delay=0", every.as_str()];
-        Mount::spawn(fuse_command(FUSE, &url, mnt.path(), &args), mnt)
+        mount_in(&url, tempfile::tempdir().unwrap(), &args)
     };
 
     // Asked: `rescan` serves the new volume at once; one locked by a mount
@@ -484,8 +497,7 @@ fn volumes_made_in_the_store_appear_in_a_running_mount() {
     assert_eq!(ask(mount.path(), "rescan"), "ok no new volumes");
     create("asked");
     create("held");
-    let alone = tempfile::tempdir().unwrap();
-    let held = Mount::spawn(fuse_command(FUSE, &format!("{url}/held"), alone.path(), &[]), alone);
+    let held = mount_in(&format!("{url}/held"), tempfile::tempdir().unwrap(), &[]);
     let answer = ask(mount.path(), "rescan");
     assert!(answer.starts_with("ok asked; not opened: held (") && answer.contains("lock"), "{answer}");
     let asked = mount.path().join("asked");
@@ -514,7 +526,7 @@ fn volumes_made_in_the_store_appear_in_a_running_mount() {
     let later = mount.path().join("later");
     let made = Instant::now();
     while !later.exists() {
-        assert!(made.elapsed().as_secs() < 20, "{} did not appear: {}", later.display(), mount.log());
+        assert!(made.elapsed().as_secs() < 20, "{kind}: {} did not appear: {}", later.display(), mount.log());
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let appeared = made.elapsed();
@@ -528,7 +540,7 @@ fn volumes_made_in_the_store_appear_in_a_running_mount() {
     assert!(log.contains("volume later: found in the store"), "{log}");
     assert!(log.contains("volume later: stored and released"), "{log}");
     eprintln!(
-        "the new volume appeared {:.1}s after its create; done in {:.1}s",
+        "{kind}: the new volume appeared {:.1}s after its create; done in {:.1}s",
         appeared.as_secs_f32(),
         started.elapsed().as_secs_f32()
     );
