@@ -81,6 +81,7 @@
 #[cfg(feature = "clap")]
 mod args;
 mod bandwidth;
+mod bodypool;
 pub mod chain;
 mod codec;
 #[cfg(feature = "clap")]

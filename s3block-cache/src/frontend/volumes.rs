@@ -44,7 +44,7 @@ use crate::{CacheBudget, DEFAULT_CACHE_SIZE, DEFAULT_UPLOAD_CONCURRENCY};
 /// six volumes of 256K blocks, each with 1 MiB written (and cached), had
 /// 5.8 MiB more resident than a mount of one of them, so well under 1 MiB a
 /// volume besides its cached blocks; 4 MiB leaves room for a store client's
-/// connections under load.
+/// connections under load and its idle GET body buffers (at most 2 MiB).
 pub const VOLUME_OVERHEAD: u64 = 4 << 20;
 
 /// Checks that `name` can be a volume's name: a file name of the mount and a
