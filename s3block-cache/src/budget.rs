@@ -374,6 +374,7 @@ impl CacheBudget {
 
     /// After a volume that made room failed to start: the members grow
     /// back to the share of those there are.
+    #[cfg(feature = "frontend")]
     pub(crate) fn give_back(&self) {
         self.remove(usize::MAX);
     }
