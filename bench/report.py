@@ -552,6 +552,16 @@ def r2_tables(data, cache_bytes, seq_all):
     if mem:
         out += [f"Memory store through FUSE (1M blocks, direct I/O, median of three mounts): write "
                 f"{fmt(mem.get('mem_write_mbps'))} MB/s, read {fmt(mem.get('mem_read_mbps'))} MB/s.", ""]
+        bw, br = mem.get("bare_write_mbps"), mem.get("bare_read_mbps")
+        if bw is not None and br is not None:
+            out += ["| same jobs | s3block, memory store | bare in-memory FUSE file | s3block / bare | target | |",
+                    "| --- | ---: | ---: | ---: | --- | --- |"]
+            for what, a, b in (("write", mem.get("mem_write_mbps"), bw), ("read", mem.get("mem_read_mbps"), br)):
+                ratio = None if a is None or not b else a / b
+                out.append(f"| direct 1M {what}, MB/s | {fmt(a)} | {fmt(b)} | "
+                           f"{'–' if ratio is None else f'{ratio:.2f}'} | ≥ 0.7 | "
+                           f"{verdict(None if ratio is None else ratio >= 0.7)} |")
+            out.append("")
     if native is not None:
         out += [f"The unpack on ext4 over a RAM-backed loop file (no store below): {fmt(native, 2)} s.", ""]
     for bs in sizes:

@@ -45,7 +45,8 @@
 # 2.1.6 for s3backer2 (../shared/peers/build-s3backer.sh builds it unless
 # S3BACKER2_BIN names it). It builds s3block-fuse and the raw_store and
 # latency_proxy examples in release mode unless S3BLOCK_FUSE_BIN,
-# S3BLOCK_RAW_STORE_BIN and S3BLOCK_PROXY_BIN name binaries. Everything it
+# S3BLOCK_RAW_STORE_BIN and S3BLOCK_PROXY_BIN name binaries (and the
+# bare_fuse_file example unless S3BLOCK_BARE_FUSE_BIN names it). Everything it
 # starts (Garage, the daemons, the proxy, loop devices, mounts) is undone
 # on exit, also on error or Ctrl-C. Each step runs under `timeout`.
 # BENCH_NOTES=FILE appends that text (the analysis of a run) to the report.
@@ -178,17 +179,21 @@ is_s3backer() { [[ $1 == s3backer* ]]; }
 FUSE_BIN=${S3BLOCK_FUSE_BIN:-}
 RAW_BIN=${S3BLOCK_RAW_STORE_BIN:-}
 PROXY_BIN=${S3BLOCK_PROXY_BIN:-}
-if [[ -z $FUSE_BIN || -z $RAW_BIN || -z $PROXY_BIN ]]; then
-    say "building s3block-fuse and the raw_store and latency_proxy examples (release)"
+BARE_BIN=${S3BLOCK_BARE_FUSE_BIN:-}
+if [[ -z $FUSE_BIN || -z $RAW_BIN || -z $PROXY_BIN || -z $BARE_BIN ]]; then
+    say "building s3block-fuse and the raw_store, latency_proxy and bare_fuse_file examples (release)"
     (cd "$ROOT" && timeout 1800 cargo build --release -q -p s3block-fuse &&
-        timeout 1800 cargo build --release -q -p s3block-examples --example raw_store --example latency_proxy) ||
+        timeout 1800 cargo build --release -q -p s3block-examples --example raw_store --example latency_proxy \
+            --example bare_fuse_file) ||
         die "cargo build failed"
     TARGET=$(cd "$ROOT" && cargo metadata --no-deps --format-version 1 | jq -r .target_directory)
     FUSE_BIN=${FUSE_BIN:-$TARGET/release/s3block-fuse}
     RAW_BIN=${RAW_BIN:-$TARGET/release/examples/raw_store}
     PROXY_BIN=${PROXY_BIN:-$TARGET/release/examples/latency_proxy}
+    BARE_BIN=${BARE_BIN:-$TARGET/release/examples/bare_fuse_file}
 fi
-[[ -x $FUSE_BIN && -x $RAW_BIN && -x $PROXY_BIN ]] || die "missing binaries: $FUSE_BIN $RAW_BIN $PROXY_BIN"
+[[ -x $FUSE_BIN && -x $RAW_BIN && -x $PROXY_BIN && -x $BARE_BIN ]] ||
+    die "missing binaries: $FUSE_BIN $RAW_BIN $PROXY_BIN $BARE_BIN"
 
 # ---------------------------------------------------------------- Garage
 # s3backer 1.5.4 switches to virtual-host URLs whenever --region is given,
@@ -410,12 +415,13 @@ run_ceiling() {
     record "$bs" ceiling raw_in_flight "$(sed 's/.*in_flight=\([0-9]*\).*/\1/' <<<"$line")"
 }
 
-# The memory store through FUSE, on three fresh mounts; the median of each
-# figure is recorded. The write's speed is mostly that of faulting in fresh
-# memory for the store, which varies by a fifth or more from run to run on a
-# virtual machine.
+# The memory store through FUSE, on three fresh mounts, then the same jobs
+# on a bare in-memory FUSE file (examples/bare_fuse_file.rs: the same FUSE
+# settings, nothing behind them but one buffer); the median of each figure
+# is recorded. The writes' speed is mostly that of faulting in fresh memory,
+# which varies by a fifth or more from run to run on a virtual machine.
 run_memory_fuse() {
-    local mnt=$WORK/mnt-memory r m
+    local mnt=$WORK/mnt-memory r m pid
     say "memory store through FUSE (1M, direct I/O), three mounts"
     for r in 1 2 3; do
         mount_volume memory 1M "mem$r" "$mnt"
@@ -423,7 +429,21 @@ run_memory_fuse() {
         fio_job 1M memory "mem_read_$r" "$mnt/file" --rw=read --bs=1M --size=2G --direct=1
         unmount_volume 1M memory "mem$r" "$mnt"
     done
-    for m in mem_write mem_read; do
+    say "bare in-memory FUSE file (1M, direct I/O), three mounts"
+    mkdir -p "$mnt"
+    for r in 1 2 3; do
+        "$BARE_BIN" "$mnt" 2G >"$WORK/bare-$r.log" 2>&1 &
+        pid=$!
+        PIDS+=("$pid")
+        MOUNTS+=("$mnt")
+        for _ in $(seq 100); do [[ -e $mnt/file ]] && break; sleep 0.1; done
+        [[ -e $mnt/file ]] || die "bare_fuse_file did not mount; see $WORK/bare-$r.log"
+        fio_job 1M memory "bare_write_$r" "$mnt/file" --rw=write --bs=1M --size=2G --direct=1
+        fio_job 1M memory "bare_read_$r" "$mnt/file" --rw=read --bs=1M --size=2G --direct=1
+        fusermount -u "$mnt" || die "cannot unmount the bare FUSE file at $mnt"
+        timeout 60 tail --pid="$pid" -f /dev/null || die "bare_fuse_file (pid $pid) did not exit"
+    done
+    for m in mem_write mem_read bare_write bare_read; do
         record 1M memory "${m}_mbps" "$(awk -v m="$m" '$2 == "memory" && $3 ~ "^" m "_[123]_mbps$" {print $4}' \
             "$RESULTS" | sort -g | sed -n 2p)"
     done
