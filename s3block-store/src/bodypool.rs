@@ -100,23 +100,78 @@ impl BodyPool {
 
     /// One buffer holding `chunks` in order. Bodies below [`POOLED_FROM`]
     /// bytes, and a body that is one chunk already, are not copied here.
+    #[cfg(test)]
     pub(crate) fn assemble(self: &Arc<Self>, chunks: Vec<Bytes>) -> Bytes {
-        let len: usize = chunks.iter().map(Bytes::len).sum();
-        if chunks.len() == 1 {
-            return chunks.into_iter().next().unwrap_or_default();
+        let len = chunks.iter().map(Bytes::len).sum();
+        let mut body = Body::new(self, len);
+        for c in chunks {
+            body.push(c);
         }
-        if len < POOLED_FROM || self.limit < len {
-            let mut all = Vec::with_capacity(len);
-            for c in &chunks {
-                all.extend_from_slice(c);
+        body.finish()
+    }
+
+    /// Reads the body `stream`, of `len` bytes by its headers, into one
+    /// buffer. Each chunk is copied as it arrives and dropped at once, so
+    /// the HTTP client's read buffer, no longer shared, is read into again
+    /// instead of a new one. A stream longer or shorter than `len` is read
+    /// whole all the same: what it holds is checked above.
+    pub(crate) async fn read<E>(
+        self: &Arc<Self>,
+        len: u64,
+        mut stream: impl futures::Stream<Item = Result<Bytes, E>> + Unpin,
+    ) -> Result<Bytes, E> {
+        use futures::StreamExt;
+        let mut body = Body::new(self, usize::try_from(len).unwrap_or(0));
+        while let Some(chunk) = stream.next().await {
+            body.push(chunk?);
+        }
+        Ok(body.finish())
+    }
+}
+
+/// A body being assembled: its first chunk kept as it came, then, from the
+/// second on, all of them copied into one buffer.
+struct Body<'a> {
+    pool: &'a Arc<BodyPool>,
+    expected: usize,
+    first: Option<Bytes>,
+    buf: Option<Vec<u8>>,
+}
+
+impl<'a> Body<'a> {
+    fn new(pool: &'a Arc<BodyPool>, expected: usize) -> Self {
+        Body { pool, expected, first: None, buf: None }
+    }
+
+    fn pooled(&self) -> bool {
+        self.expected >= POOLED_FROM && self.expected <= self.pool.limit
+    }
+
+    fn push(&mut self, chunk: Bytes) {
+        if let Some(buf) = &mut self.buf {
+            buf.extend_from_slice(&chunk);
+            return;
+        }
+        let Some(first) = self.first.take() else {
+            self.first = Some(chunk);
+            return;
+        };
+        let len = self.expected.max(first.len() + chunk.len());
+        let mut buf = if self.pooled() { self.pool.take(len) } else { Vec::with_capacity(len) };
+        buf.extend_from_slice(&first);
+        buf.extend_from_slice(&chunk);
+        self.buf = Some(buf);
+    }
+
+    fn finish(self) -> Bytes {
+        let pooled = self.pooled();
+        match (self.buf, self.first) {
+            (Some(buf), _) if pooled && buf.capacity() == self.expected => {
+                Bytes::from_owner(Pooled { buf, pool: Arc::clone(self.pool) })
             }
-            return Bytes::from(all);
+            (Some(buf), _) => Bytes::from(buf),
+            (None, first) => first.unwrap_or_default(),
         }
-        let mut buf = self.take(len);
-        for c in &chunks {
-            buf.extend_from_slice(c);
-        }
-        Bytes::from_owner(Pooled { buf, pool: Arc::clone(self) })
     }
 }
 
@@ -197,6 +252,75 @@ mod tests {
         let big = pool.assemble(chunks(1 << 20, 9));
         assert_eq!(pool.reused(), 1, "no 1 MiB buffer should be left");
         drop(big);
+    }
+
+    /// A chunk that counts its drop.
+    struct Counted(Vec<u8>, Arc<std::sync::atomic::AtomicUsize>);
+
+    impl AsRef<[u8]> for Counted {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_drops_each_chunk_once_copied_and_reuses_buffers() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let pool = BodyPool::new(DEFAULT_LIMIT);
+        let data = joined(&chunks(1 << 20, 4));
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let mut lag = 0;
+        let mut ptr = None;
+        for pass in 0..2 {
+            dropped.store(0, Ordering::SeqCst);
+            let pieces: Vec<Bytes> = data
+                .chunks(40_000)
+                .map(|c| Bytes::from_owner(Counted(c.to_vec(), dropped.clone())))
+                .collect();
+            let n = pieces.len();
+            let stream = futures::stream::iter(pieces.into_iter().enumerate().map(|(i, c)| {
+                // When chunk i is handed over, all before it but the first
+                // two at most are gone.
+                lag = lag.max(i.saturating_sub(dropped.load(Ordering::SeqCst)));
+                Ok::<_, std::io::Error>(c)
+            }));
+            let body = pool.read(data.len() as u64, stream).await.unwrap();
+            assert_eq!(&body[..], &data[..]);
+            assert_eq!(dropped.load(Ordering::SeqCst), n, "every chunk dropped");
+            match pass {
+                0 => ptr = Some(body.as_ptr()),
+                _ => assert_eq!(Some(body.as_ptr()), ptr, "the second body did not reuse the first's buffer"),
+            }
+        }
+        assert!(lag <= 2, "chunks were held {lag} behind the one arriving");
+        assert_eq!(pool.reused(), 1);
+    }
+
+    #[tokio::test]
+    async fn streamed_bodies_of_another_length_or_failing_midway() {
+        let pool = BodyPool::new(DEFAULT_LIMIT);
+        let data = joined(&chunks(200_000, 8));
+        let pieces = || {
+            data.chunks(30_000).map(Bytes::copy_from_slice).map(Ok::<_, std::io::Error>).collect::<Vec<_>>()
+        };
+        // Longer and shorter than the headers said: read whole all the same.
+        for said in [100_000u64, 300_000, 0] {
+            let body = pool.read(said, futures::stream::iter(pieces())).await.unwrap();
+            assert_eq!(&body[..], &data[..], "said {said}");
+        }
+        let mut failing = pieces();
+        failing[3] = Err(std::io::Error::other("reset"));
+        let err = pool.read(200_000, futures::stream::iter(failing)).await.unwrap_err();
+        assert_eq!(err.to_string(), "reset");
+        let one =
+            pool.read(5, futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"hello"))]));
+        assert_eq!(&one.await.unwrap()[..], b"hello");
     }
 
     #[test]

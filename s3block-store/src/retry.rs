@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt;
 use futures::stream::BoxStream;
-use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
@@ -521,11 +521,11 @@ impl Policy {
 ///
 /// GET bodies are read inside the loop (objects are blocks, a few MiB at
 /// most), so a connection reset in the middle of a body is retried too.
-/// A body in several chunks is assembled in a buffer that goes back to the
-/// store when the last user of the block drops it, for the next body of
-/// that size (at most 2 MiB of idle buffers are kept): fetched blocks then
-/// cost no fresh memory, which on a cold sequential read of 1 MiB blocks
-/// saved a fifth of the daemon's CPU.
+/// A body in several chunks is copied, chunk by chunk as it arrives, into a
+/// buffer that goes back to the store when the last user of the block drops
+/// it, for the next body of that size (at most 2 MiB of idle buffers are
+/// kept). Fetched blocks then cost no fresh memory, and the HTTP client,
+/// whose chunks are dropped once copied, reads into its same buffer again.
 /// A bulk delete is retried per batch of 1000 keys; keys already gone count as
 /// deleted. A listing that fails midway resumes after the last key seen
 /// (listing is ordered on S3).
@@ -622,7 +622,7 @@ impl<T: ObjectStore> ObjectStore for RetryStore<T> {
                     self.inner.get_opts(location, options.clone()).await?;
                 let payload = match payload {
                     GetResultPayload::Stream(s) => {
-                        let body = self.bodies.assemble(s.try_collect().await?);
+                        let body = self.bodies.read(range.end.saturating_sub(range.start), s).await?;
                         GetResultPayload::Stream(futures::stream::once(async move { Ok(body) }).boxed())
                     }
                     file => file,
