@@ -53,6 +53,9 @@ impl<D: BlockDevice> BlockDevice for Logged<D> {
         println!("read {len} bytes of block {block} at {offset}");
         self.inner.read_partial(block, offset, len).await
     }
+    fn ranged_reads(&self) -> bool {
+        self.inner.ranged_reads()
+    }
 
     async fn write_partial(&self, block: BlockId, offset: u32, data: Bytes) -> Result<()> {
         self.writes.fetch_add(1, Ordering::Relaxed);

@@ -482,6 +482,12 @@ impl<D: BlockDevice + 'static> BlockDevice for BlockCache<D> {
         self.read_range(block, start..start + len).await
     }
 
+    /// A part of a block is a read of the cache, which fetches only parts
+    /// of blocks when it may and the device below can.
+    fn ranged_reads(&self) -> bool {
+        self.shared.config.ranged_reads && self.shared.lower.ranged_reads()
+    }
+
     async fn write_partial(&self, block: BlockId, offset: u32, data: Bytes) -> Result<()> {
         let g = self.shared.geometry.get();
         g.check_block(block)?;

@@ -113,7 +113,10 @@ impl<D: BlockDevice + 'static> Shared<D> {
         block: BlockId,
         range: &Range<usize>,
     ) -> Option<(watch::Receiver<LoadOutcome>, usize)> {
-        if !self.config.ranged_reads {
+        // A device whose partial reads fetch the whole block anyway (blocks
+        // stored compressed or encrypted, a disk tier) gets whole-block
+        // fetches: the cache then keeps all it paid for.
+        if !self.config.ranged_reads || !self.lower.ranged_reads() {
             return None;
         }
         let block_len = self.geometry.get().block_len();

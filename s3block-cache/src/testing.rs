@@ -118,6 +118,9 @@ impl<D: BlockDevice> BlockDevice for FlakyDevice<D> {
         self.disturb(Some(block), "read").await?;
         self.inner.read_partial(block, offset, len).await
     }
+    fn ranged_reads(&self) -> bool {
+        self.inner.ranged_reads()
+    }
     async fn write_partial(&self, block: BlockId, offset: u32, data: Bytes) -> Result<()> {
         self.disturb(Some(block), "write").await?;
         self.inner.write_partial(block, offset, data).await
@@ -238,6 +241,9 @@ impl<D: BlockDevice> BlockDevice for CountingDevice<D> {
         self.read(block);
         self.inner.read_partial(block, offset, len).await
     }
+    fn ranged_reads(&self) -> bool {
+        self.inner.ranged_reads()
+    }
     async fn write_partial(&self, block: BlockId, offset: u32, data: Bytes) -> Result<()> {
         self.counted_write(false, self.inner.write_partial(block, offset, data)).await
     }
@@ -336,6 +342,9 @@ impl<D: BlockDevice> BlockDevice for GatedDevice<D> {
     async fn read_partial(&self, block: BlockId, offset: u32, len: usize) -> Result<Bytes> {
         self.pass(block).await;
         self.inner.read_partial(block, offset, len).await
+    }
+    fn ranged_reads(&self) -> bool {
+        self.inner.ranged_reads()
     }
     async fn write_partial(&self, block: BlockId, offset: u32, data: Bytes) -> Result<()> {
         self.pass(block).await;

@@ -159,6 +159,17 @@ async fn old_compressed_and_encrypted_objects_read_right_with_ranged_reads_on() 
     let sealed =
         raw.clone().with_codecs(CodecChain::new().with(Arc::new(XChaChaCodec::new(&[7; 32], "vol"))));
     sealed.write_block(BlockId(2), pattern(256 << 10, 2)).await.expect("write");
+    // A volume that writes compressed reads whole blocks and keeps them:
+    // two reads far apart in one block are one GET.
+    let cache = BlockCache::new(old.clone(), cache_config(16 << 20, &counters)).expect("cache");
+    counters.reset();
+    for at in [4096, 200_000] {
+        let got = cache.read_at((256 << 10) + at, 4096).await.expect("read");
+        assert_eq!(&got[..], &pattern(256 << 10, 1)[at as usize..at as usize + 4096]);
+    }
+    let c = counters.snapshot();
+    assert_eq!((c.gets, c.ranged_gets), (1, 0), "one whole GET on a compressing volume: {c:?}");
+    cache.close().await.expect("close");
     // A volume that writes raw now meets an old compressed block.
     let cache = BlockCache::new(raw, cache_config(16 << 20, &counters)).expect("cache");
     counters.reset();
@@ -174,6 +185,14 @@ async fn old_compressed_and_encrypted_objects_read_right_with_ranged_reads_on() 
     let got = cache.read_at(2 * (256 << 10) + 4096, 4096).await.expect("read");
     assert_eq!(&got[..], &pattern(256 << 10, 2)[4096..8192]);
     assert_eq!((counters.snapshot().gets, counters.snapshot().ranged_gets), (1, 0));
+    // The whole block it paid for is kept: a read elsewhere in it is a hit.
+    let got = cache.read_at(2 * (256 << 10) + 200_000, 4096).await.expect("read");
+    assert_eq!(&got[..], &pattern(256 << 10, 2)[200_000..204_096]);
+    assert_eq!(
+        (counters.snapshot().gets, counters.snapshot().ranged_gets),
+        (1, 0),
+        "a second GET of one block"
+    );
     cache.close().await.expect("close");
 }
 

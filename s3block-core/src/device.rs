@@ -47,6 +47,16 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug {
         Ok(data.slice(start..start + len))
     }
 
+    /// True when [`read_partial`](Self::read_partial) fetches only about the
+    /// bytes asked for from where the blocks are kept, so that a cache above
+    /// gains by asking for parts of blocks (the object store's ranged GETs on
+    /// blocks stored raw). False, the default, when a partial read costs a
+    /// whole block's fetch anyway (compressed or encrypted objects, the disk
+    /// tier's whole blocks): a cache then fetches and keeps whole blocks.
+    fn ranged_reads(&self) -> bool {
+        false
+    }
+
     /// Writes `data` at `offset` inside `block`, keeping the rest of the block.
     ///
     /// The default reads the block, merges, and writes the whole block. A layer
@@ -142,6 +152,9 @@ macro_rules! forward_block_device {
             }
             async fn read_partial(&self, block: BlockId, offset: u32, len: usize) -> Result<Bytes> {
                 (**self).read_partial(block, offset, len).await
+            }
+            fn ranged_reads(&self) -> bool {
+                (**self).ranged_reads()
             }
             async fn write_partial(&self, block: BlockId, offset: u32, data: Bytes) -> Result<()> {
                 (**self).write_partial(block, offset, data).await

@@ -99,6 +99,11 @@ impl BlockDevice for MemoryDevice {
         Ok(())
     }
 
+    /// A part of a block in memory costs no more than its bytes.
+    fn ranged_reads(&self) -> bool {
+        true
+    }
+
     async fn discard(&self, blocks: Range<u64>) -> Result<()> {
         check_block_range(&self.geometry, &blocks)?;
         self.discards.fetch_add(1, Ordering::Relaxed);

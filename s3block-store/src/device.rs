@@ -304,6 +304,13 @@ impl BlockDevice for ObjectBlockDevice {
         Ok(data.slice(start..start + len))
     }
 
+    /// True when blocks are written raw ([`ObjectBlockDevice::writes_raw`]):
+    /// a part of one is then one ranged GET of its bytes. A compressed or
+    /// encrypted volume reads whole objects, part or not.
+    fn ranged_reads(&self) -> bool {
+        self.writes_raw()
+    }
+
     async fn write_partial(&self, block: BlockId, offset: u32, data: Bytes) -> Result<()> {
         self.geometry.get().check_in_block(offset, data.len())?;
         let old = self.read_block(block).await?;

@@ -290,6 +290,9 @@ impl<D: BlockDevice> BlockDevice for FencedDevice<D> {
     async fn read_partial(&self, block: BlockId, offset: u32, len: usize) -> Result<Bytes> {
         self.inner.read_partial(block, offset, len).await
     }
+    fn ranged_reads(&self) -> bool {
+        self.inner.ranged_reads()
+    }
 
     async fn write_partial(&self, block: BlockId, offset: u32, data: Bytes) -> Result<()> {
         self.before_write().await?;

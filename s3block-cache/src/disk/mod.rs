@@ -2008,6 +2008,11 @@ impl<D: BlockDevice + 'static> BlockDevice for DiskCache<D> {
         self.shared.put(block, data).await
     }
 
+    /// The tier keeps whole blocks: a part costs a whole block's read.
+    fn ranged_reads(&self) -> bool {
+        false
+    }
+
     async fn read_partial(&self, block: BlockId, offset: u32, len: usize) -> Result<Bytes> {
         // The tier keeps whole blocks: read (and admit) the block, slice it.
         self.shared.geometry.check_in_block(offset, len)?;
