@@ -17,7 +17,8 @@ use proptest::prelude::*;
 use s3block_cache::{BlockCache, CacheConfig};
 use s3block_core::{BlockDevice, BlockDeviceExt, BlockId, Geometry, KeyLayout, RequestCounters};
 use s3block_store::{
-    CodecChain, Compression, INJECT_FAULTS_ENV, ObjectBlockDevice, RetryConfig, StoreConfig, XChaChaCodec,
+    ChunkedXChaChaCodec, CodecChain, Compression, INJECT_FAULTS_ENV, ObjectBlockDevice, RetryConfig,
+    StoreConfig, XChaChaCodec,
 };
 
 /// The object device over a fresh `memory://` store (faults injected per
@@ -50,6 +51,74 @@ fn cache_config(cache_size: u64, counters: &Arc<RequestCounters>) -> CacheConfig
 }
 
 const M: usize = 1 << 20;
+
+/// The codecs of a volume encrypted in authenticated 64 KiB chunks, which
+/// also reads whole-object encrypted blocks.
+fn chunked() -> CodecChain {
+    CodecChain::new()
+        .with_chunked(Arc::new(ChunkedXChaChaCodec::new(&[7; 32], "vol")))
+        .with_decoder(Arc::new(XChaChaCodec::new(&[7; 32], "vol")))
+}
+
+/// On a volume encrypted in chunks, a 4 KiB read of a cold 1 MiB block is
+/// one ranged GET of the chunk it falls in (two when it straddles two),
+/// authenticated; an object written another way is read whole.
+#[tokio::test]
+async fn a_4k_read_of_a_cold_encrypted_1m_block_downloads_one_chunk() {
+    const SEALED: u64 = (64 << 10) + 16;
+    let g = Geometry::new(8 * M as u64, M as u64).expect("geometry");
+    let (dev, counters) = device(g, None);
+    let dev = dev.with_codecs(chunked());
+    assert!(dev.ranged_reads());
+    dev.write_block(BlockId(2), pattern(M, 2)).await.expect("write");
+    let cache = BlockCache::new(dev.clone(), cache_config(16 << 20, &counters)).expect("cache");
+    counters.reset();
+    let at = 2 * M as u64 + 300_000;
+    let got = cache.read_at(at, 4096).await.expect("read");
+    assert_eq!(&got[..], &pattern(M, 2)[300_000..304_096]);
+    let c = counters.snapshot();
+    assert_eq!((c.block_fetches, c.ranged_gets), (1, 1), "{c:?}");
+    assert!(c.fetch_bytes_received <= (64 << 10) + 2 * 16, "{} bytes downloaded", c.fetch_bytes_received);
+    assert_eq!(c.fetch_bytes_received, SEALED, "the chunk the read falls in, with its tag");
+    // A read across a chunk boundary, away from the first: two chunks.
+    let got = cache.read_at(2 * M as u64 + 10 * 65536 - 2048, 4096).await.expect("read");
+    assert_eq!(&got[..], &pattern(M, 2)[10 * 65536 - 2048..10 * 65536 + 2048]);
+    let c = counters.snapshot();
+    assert_eq!(c.ranged_gets, 2, "{c:?}");
+    assert!(c.fetch_bytes_received <= 3 * SEALED, "{c:?}");
+    // The device straight: a read straddling two chunks is one GET of both.
+    counters.reset();
+    let got = dev.read_partial(BlockId(2), 3 * 65536 - 100, 200).await.expect("read");
+    assert_eq!(&got[..], &pattern(M, 2)[3 * 65536 - 100..3 * 65536 + 100]);
+    let c = counters.snapshot();
+    assert_eq!((c.gets, c.ranged_gets, c.fetch_bytes_received), (1, 1, 2 * SEALED), "{c:?}");
+    cache.close().await.expect("close");
+
+    // An object of the whole-object format (an older volume's) under the
+    // same key: the range is refused on its encoding, the block read whole.
+    let whole = dev.clone().with_codecs(
+        CodecChain::new()
+            .with(Arc::new(XChaChaCodec::new(&[7; 32], "vol")))
+            .with_decoder(Arc::new(ChunkedXChaChaCodec::new(&[7; 32], "vol"))),
+    );
+    whole.write_block(BlockId(3), pattern(M, 3)).await.expect("write");
+    counters.reset();
+    let got = dev.read_partial(BlockId(3), 70_000, 4096).await.expect("read");
+    assert_eq!(&got[..], &pattern(M, 3)[70_000..74_096]);
+    let c = counters.snapshot();
+    assert_eq!((c.gets, c.ranged_gets), (2, 1), "a ranged GET, then the whole object: {c:?}");
+    // Compressed and chunked: whole objects, no ranges.
+    let deflate = Compression::deflate(6).expect("level").codec().expect("codec");
+    let compressed = dev.clone().with_codecs(
+        CodecChain::new().with(deflate).with_chunked(Arc::new(ChunkedXChaChaCodec::new(&[7; 32], "vol"))),
+    );
+    assert!(!compressed.ranged_reads());
+    compressed.write_block(BlockId(4), pattern(M, 4)).await.expect("write");
+    let got = compressed.read_partial(BlockId(4), 70_000, 4096).await.expect("read");
+    assert_eq!(&got[..], &pattern(M, 4)[70_000..74_096]);
+    // An absent block reads as zeros.
+    assert!(dev.read_partial(BlockId(6), 1000, 4096).await.expect("read").iter().all(|&b| b == 0));
+}
 
 #[tokio::test]
 async fn a_4k_read_of_a_cold_1m_block_downloads_no_more_than_64k() {
@@ -291,22 +360,34 @@ proptest! {
     /// Random reads of ranges, partial and whole writes, scans that evict
     /// and flushes, over a store that fails 10% of requests, with blocks
     /// stored raw, compressed (an older configuration) and absent at the
-    /// start: every read equals the model, and after the last flush so do
-    /// the stored blocks.
+    /// start, or encrypted in chunks, compressed and encrypted, and absent:
+    /// every read equals the model, and after the last flush so do the
+    /// stored blocks.
     #[test]
     fn ranged_reads_match_the_model_over_a_failing_store(
         ops in prop::collection::vec(op(), 1..60),
         seed in any::<u64>(),
         read_ahead in any::<bool>(),
+        encrypted in any::<bool>(),
     ) {
         runtime().block_on(async move {
             let g = Geometry::new(BS * BLOCKS, BS).expect("geometry");
             let spec = format!("seed={seed},error_rate=0.1");
             let (dev, counters) = device(g, Some(spec));
             let mut model = vec![0u8; (BS * BLOCKS) as usize];
-            // Blocks 0..4 raw, 4..6 compressed, the rest absent.
+            // Blocks 0..4 raw (or encrypted in chunks), 4..6 compressed
+            // (and encrypted), the rest absent.
             let deflate = Compression::deflate(1).expect("level").codec().expect("codec");
-            let old = dev.clone().with_codecs(CodecChain::new().with(deflate));
+            let (dev, old) = if encrypted {
+                let codec = Arc::new(ChunkedXChaChaCodec::new(&[9; 32], "model"));
+                (
+                    dev.clone().with_codecs(CodecChain::new().with_chunked(codec.clone())),
+                    dev.with_codecs(CodecChain::new().with(deflate).with_chunked(codec)),
+                )
+            } else {
+                (dev.clone(), dev.with_codecs(CodecChain::new().with(deflate)))
+            };
+            assert!(dev.ranged_reads());
             for b in 0..6u64 {
                 let data = pattern(BS as usize, 100 + b);
                 let target = if b < 4 { &dev } else { &old };

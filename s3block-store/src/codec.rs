@@ -23,6 +23,8 @@ use flate2::read::{ZlibDecoder, ZlibEncoder};
 use s3block_core::{BlockId, Error, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::native::ChunkedXChaChaCodec;
+
 /// Extra metadata a codec attaches to an object (sent as `x-amz-meta-*`).
 pub type CodecMeta = Vec<(String, String)>;
 
@@ -288,6 +290,9 @@ pub struct CodecChain {
     known: Vec<Arc<dyn Codec>>,
     /// The `Content-Encoding` of an object that has none.
     default_encoding: Option<String>,
+    /// The chunked native encryption, when added with
+    /// [`with_chunked`](CodecChain::with_chunked): ranged reads use it.
+    chunked: Option<Arc<ChunkedXChaChaCodec>>,
 }
 
 impl Default for CodecChain {
@@ -296,6 +301,7 @@ impl Default for CodecChain {
             write: Vec::new(),
             known: vec![Arc::new(Deflate { level: 6 }), Arc::new(Zstd { level: Zstd::DEFAULT_LEVEL })],
             default_encoding: None,
+            chunked: None,
         }
     }
 }
@@ -313,6 +319,25 @@ impl CodecChain {
         self.known.push(codec.clone());
         self.write.push(codec);
         self
+    }
+
+    /// Adds the chunked native encryption to the write pipeline (after the
+    /// codecs already added) and to the decoders, like [`with`](Self::with);
+    /// when it is the only codec written, parts of blocks can be read with
+    /// ranged GETs (see [`ranged_chunked`](Self::ranged_chunked)).
+    pub fn with_chunked(mut self, codec: Arc<ChunkedXChaChaCodec>) -> Self {
+        self.chunked = Some(codec.clone());
+        self.with(codec)
+    }
+
+    /// The chunked native encryption when blocks are written with it alone
+    /// (no compression): a chunk of such an object is then at a known
+    /// offset, and can be fetched, authenticated and decrypted on its own.
+    pub fn ranged_chunked(&self) -> Option<&Arc<ChunkedXChaChaCodec>> {
+        match (&self.chunked, self.write.as_slice()) {
+            (Some(chunked), [only]) if only.name() == ChunkedXChaChaCodec::NAME => Some(chunked),
+            _ => None,
+        }
     }
 
     /// Adds a decoder only (to read objects written with other options).
@@ -403,6 +428,7 @@ pub const KNOWN_ENCODINGS: &[&str] = &[
     Zstd::NAME,
     crate::s3backer_crypto::S3backerCodec::NAME,
     crate::native::XChaChaCodec::NAME,
+    ChunkedXChaChaCodec::NAME,
 ];
 
 /// Checks a `Content-Encoding` value given by the user (`deflate`,

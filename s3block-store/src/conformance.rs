@@ -503,7 +503,7 @@ pub async fn encryption(store: Arc<dyn ObjectStore>, prefix: &str) {
         let (size, attrs) = object_attributes(store.as_ref(), &key(2)).await.expect("block 2 stored");
         let encoding = attrs.get(&Attribute::ContentEncoding).map(|v| v.as_ref().to_owned());
         let expected = match scheme {
-            EncryptionScheme::XChaCha20Poly1305 => "deflate, encrypt-XChaCha20-Poly1305",
+            EncryptionScheme::XChaCha20Poly1305 => "deflate, encrypt-XChaCha20-Poly1305-64K",
             EncryptionScheme::Aes128Cbc => "deflate, encrypt-AES-128-CBC",
         };
         assert_eq!(encoding.as_deref(), Some(expected), "{scheme}");

@@ -16,6 +16,7 @@ use crate::codec::{CodecChain, CodecContext, CodecMeta};
 use crate::error::{is_absent, store_error};
 use crate::keys::key_path;
 use crate::list::{ListPlan, StoredBlock, delete_keys, list_blocks};
+use crate::native::ChunkedXChaChaCodec;
 use crate::sidecar::StaleAttributes;
 use crate::stored::StoredTally;
 
@@ -194,6 +195,74 @@ impl ObjectBlockDevice {
         Ok((body.len() == range.len()).then_some(body))
     }
 
+    /// True when a part of a block can be read with one ranged GET: blocks
+    /// are written raw ([`writes_raw`](Self::writes_raw)), or encrypted in
+    /// chunks without compression ([`CodecChain::ranged_chunked`]).
+    pub fn reads_ranges(&self) -> bool {
+        self.writes_raw() || self.codecs.ranged_chunked().is_some()
+    }
+
+    /// Reads `range` of `block` on a volume that writes blocks encrypted in
+    /// chunks without compression: one ranged GET of the chunks `range`
+    /// falls in (chunk i of the block is at `i * (64 KiB + 16)` in its
+    /// object), each authenticated and decrypted, then cut to `range`.
+    /// `Ok(None)` when the object cannot be read so (another encoding, an
+    /// object size other than a whole block gives, or the store refused the
+    /// range); the caller then reads it whole. An absent object reads as
+    /// zeros. Every byte returned was authenticated: a chunk that does not
+    /// is a corrupt-block error, as a whole read would give.
+    pub async fn chunked_ranged_read(&self, block: BlockId, range: Range<usize>) -> Result<Option<Bytes>> {
+        let Some(codec) = self.codecs.ranged_chunked() else { return Ok(None) };
+        let geometry = self.geometry.get();
+        geometry.check_block(block)?;
+        geometry.check_in_block(range.start as u32, range.len())?;
+        if range.is_empty() {
+            return Ok(Some(Bytes::new()));
+        }
+        let block_len = geometry.block_len();
+        let sealed_chunk = ChunkedXChaChaCodec::SEALED_CHUNK as u64;
+        let chunk = ChunkedXChaChaCodec::CHUNK_SIZE;
+        let count = ChunkedXChaChaCodec::chunk_count(block_len);
+        let object_len = ChunkedXChaChaCodec::sealed_len(block_len) as u64;
+        let first = range.start / chunk;
+        let last = (range.end - 1) / chunk;
+        let (Ok(first_index), Ok(count)) = (u32::try_from(first), u32::try_from(count)) else {
+            return Ok(None);
+        };
+        let want = first as u64 * sealed_chunk..((last as u64 + 1) * sealed_chunk).min(object_len);
+        let (key, path) = self.path(block)?;
+        let opts = GetOptions { range: Some(GetRange::Bounded(want.clone())), ..Default::default() };
+        let res = match self.store.get_opts(&path, opts).await {
+            Ok(r) => r,
+            Err(e) if is_absent(&e) => return Ok(Some(Bytes::from(vec![0u8; range.len()]))),
+            Err(e) => {
+                let err = self.corrupt_or_store(e, &key, block);
+                // A range past the end of a short object is refused for
+                // good; the whole read says what is wrong, if anything.
+                return if err.is_transient() { Err(err) } else { Ok(None) };
+            }
+        };
+        let chunked = res
+            .attributes
+            .get(&Attribute::ContentEncoding)
+            .is_some_and(|v| v.as_ref().trim().eq_ignore_ascii_case(ChunkedXChaChaCodec::NAME));
+        if !chunked || res.meta.size != object_len || res.range != want {
+            return Ok(None);
+        }
+        let cx = CodecContext { block, key: &key, block_size: block_len };
+        let nonce = ChunkedXChaChaCodec::nonce_from_meta(&cx, &object_metadata(&res.attributes))?;
+        let body = res.bytes().await.map_err(|e| self.corrupt_or_store(e, &key, block))?;
+        if body.len() as u64 != want.end - want.start {
+            return Ok(None);
+        }
+        let plain = codec.open_chunks(&cx, &nonce, first_index, count, &body)?;
+        let start = range.start - first * chunk;
+        match plain.get(start..start + range.len()) {
+            Some(part) => Ok(Some(Bytes::copy_from_slice(part))),
+            None => Err(cx.corrupt("authentication failed: the chunks read are shorter than the block")),
+        }
+    }
+
     fn corrupt_or_store(&self, e: object_store::Error, key: &str, block: BlockId) -> Error {
         if let object_store::Error::Generic { source, .. } = &e
             && let Some(stale) = source.downcast_ref::<StaleAttributes>()
@@ -289,26 +358,40 @@ impl BlockDevice for ObjectBlockDevice {
     }
 
     /// On a volume that writes blocks raw, one ranged GET of the bytes asked
-    /// for (see [`ObjectBlockDevice::ranged_read`]); else, or when the object
-    /// turns out to be encoded, the whole block, sliced.
+    /// for (see [`ObjectBlockDevice::ranged_read`]); on one that encrypts
+    /// them in chunks without compression, one ranged GET of the chunks
+    /// they fall in, authenticated (see
+    /// [`ObjectBlockDevice::chunked_ranged_read`]); else, or when the object
+    /// turns out to be encoded otherwise, the whole block, sliced.
     async fn read_partial(&self, block: BlockId, offset: u32, len: usize) -> Result<Bytes> {
         self.geometry.get().check_in_block(offset, len)?;
         let start = offset as usize;
-        if self.writes_raw() && len < self.geometry.get().block_len() {
-            match self.ranged_read(block, start..start + len).await? {
+        if len < self.geometry.get().block_len() {
+            let part = if self.writes_raw() {
+                self.ranged_read(block, start..start + len).await?
+            } else if self.codecs.ranged_chunked().is_some() {
+                self.chunked_ranged_read(block, start..start + len).await?
+            } else {
+                None
+            };
+            match part {
                 Some(data) => return Ok(data),
-                None => tracing::debug!(block = block.0, "the object is encoded: read whole"),
+                None if self.reads_ranges() => {
+                    tracing::debug!(block = block.0, "the object is encoded otherwise: read whole")
+                }
+                None => {}
             }
         }
         let data = self.read_block(block).await?;
         Ok(data.slice(start..start + len))
     }
 
-    /// True when blocks are written raw ([`ObjectBlockDevice::writes_raw`]):
-    /// a part of one is then one ranged GET of its bytes. A compressed or
-    /// encrypted volume reads whole objects, part or not.
+    /// True when blocks are written raw ([`ObjectBlockDevice::writes_raw`]),
+    /// or encrypted in chunks without compression: a part of one is then
+    /// one ranged GET of its bytes or of its chunks. A compressed volume, or
+    /// one encrypted whole-object, reads whole objects, part or not.
     fn ranged_reads(&self) -> bool {
-        self.writes_raw()
+        self.reads_ranges()
     }
 
     async fn write_partial(&self, block: BlockId, offset: u32, data: Bytes) -> Result<()> {

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::codec::{Codec, CodecChain, Compression};
-use crate::native::{NONCE_LEN, TAG_LEN, XChaChaCodec, open, seal};
+use crate::native::{CHUNK_SIZE, ChunkedXChaChaCodec, NONCE_LEN, TAG_LEN, XChaChaCodec, open, seal};
 use crate::password::Password;
 use crate::s3backer_crypto::S3backerCodec;
 
@@ -182,6 +182,11 @@ pub enum EncryptionParams {
         kdf: KdfParams,
         /// Nonce, ciphertext and tag of the key-check text, hex.
         key_check: String,
+        /// Set (to 65536) when blocks are written in authenticated 64 KiB
+        /// chunks ([`ChunkedXChaChaCodec`], descriptor format 2); absent
+        /// from volumes that write whole-object [`XChaChaCodec`] objects.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        chunk_size: Option<u32>,
     },
     /// s3backer's scheme (key from the password, bucket and prefix).
     #[serde(rename = "aes-128-cbc")]
@@ -197,8 +202,15 @@ impl EncryptionParams {
     /// must have (else a damaged one would read as a wrong password).
     pub(crate) fn check(&self) -> std::result::Result<(), String> {
         let (key_check, len) = match self {
-            EncryptionParams::XChaCha20Poly1305 { kdf, key_check } => {
+            EncryptionParams::XChaCha20Poly1305 { kdf, key_check, chunk_size } => {
                 kdf.checked().map_err(|r| format!("invalid key derivation parameters: {r}"))?;
+                if let Some(size) = chunk_size
+                    && *size as usize != CHUNK_SIZE
+                {
+                    return Err(format!(
+                        "encryption chunks of {size} bytes are not supported (this s3block writes and reads {CHUNK_SIZE})"
+                    ));
+                }
                 (key_check, NONCE_LEN + KEY_CHECK_TEXT.len() + TAG_LEN)
             }
             EncryptionParams::Aes128Cbc { key_check } => (key_check, S3backerCodec::KEY_CHECK_LEN),
@@ -208,6 +220,12 @@ impl EncryptionParams {
             Ok(bytes) => Err(format!("the key check is {} bytes, not {len}", bytes.len())),
             Err(_) => Err("the key check is not hex".into()),
         }
+    }
+
+    /// Whether blocks are written in authenticated chunks
+    /// ([`ChunkedXChaChaCodec`]): the descriptor then has format 2.
+    pub fn is_chunked(&self) -> bool {
+        matches!(self, EncryptionParams::XChaCha20Poly1305 { chunk_size: Some(_), .. })
     }
 
     /// The scheme.
@@ -252,12 +270,48 @@ fn key_check_aad(volume_id: &str) -> Vec<u8> {
     [b"s3block-key-check\0".as_slice(), volume_id.as_bytes()].concat()
 }
 
-/// Sets up encryption for a new volume: its descriptor parameters and codec.
+/// The encryption codecs of an unlocked volume.
+#[derive(Debug, Clone)]
+pub(crate) enum VolumeCipher {
+    /// s3block's scheme: both object formats are read; new blocks are
+    /// written in chunks when `chunked_writes` (descriptor format 2), else
+    /// as whole objects (a format 1 volume).
+    Native { whole: Arc<XChaChaCodec>, chunked: Arc<ChunkedXChaChaCodec>, chunked_writes: bool },
+    /// Another scheme's codec, which writes and reads.
+    Other(Arc<dyn Codec>),
+}
+
+impl VolumeCipher {
+    fn native(key: &[u8; 32], volume_id: &str, chunked_writes: bool) -> Self {
+        VolumeCipher::Native {
+            whole: Arc::new(XChaChaCodec::new(key, volume_id)),
+            chunked: Arc::new(ChunkedXChaChaCodec::new(key, volume_id)),
+            chunked_writes,
+        }
+    }
+
+    /// The codecs a volume writes with: `compression` (if any), then this
+    /// encryption; every known encoding stays readable.
+    pub(crate) fn chain(self, compression: Option<Compression>) -> Result<CodecChain> {
+        match self {
+            VolumeCipher::Native { whole, chunked, chunked_writes: true } => {
+                Ok(volume_codecs(compression, None)?.with_chunked(chunked).with_decoder(whole))
+            }
+            VolumeCipher::Native { whole, chunked, chunked_writes: false } => {
+                Ok(volume_codecs(compression, Some(whole))?.with_decoder(chunked))
+            }
+            VolumeCipher::Other(codec) => volume_codecs(compression, Some(codec)),
+        }
+    }
+}
+
+/// Sets up encryption for a new volume: its descriptor parameters and
+/// codecs. A native volume writes its blocks in chunks.
 pub(crate) fn new_encryption(
     opts: &EncryptionOptions,
     prefix: &str,
     volume_id: &str,
-) -> Result<(EncryptionParams, Arc<dyn Codec>)> {
+) -> Result<(EncryptionParams, VolumeCipher)> {
     match opts.scheme.unwrap_or(EncryptionScheme::XChaCha20Poly1305) {
         EncryptionScheme::XChaCha20Poly1305 => {
             let kdf = opts.kdf.clone().unwrap_or_else(KdfParams::new_default);
@@ -265,12 +319,19 @@ pub(crate) fn new_encryption(
             let cipher = XChaCha20Poly1305::new((&*key).into());
             let check = seal(&cipher, KEY_CHECK_TEXT, &key_check_aad(volume_id))
                 .ok_or_else(|| Error::Config("cannot make the key check".into()))?;
-            let params = EncryptionParams::XChaCha20Poly1305 { kdf, key_check: hex::encode(&check) };
-            Ok((params, Arc::new(XChaChaCodec::new(&key, volume_id))))
+            let params = EncryptionParams::XChaCha20Poly1305 {
+                kdf,
+                key_check: hex::encode(&check),
+                chunk_size: Some(CHUNK_SIZE as u32),
+            };
+            Ok((params, VolumeCipher::native(&key, volume_id, true)))
         }
         EncryptionScheme::Aes128Cbc => {
             let codec = S3backerCodec::new(&opts.password, &opts.bucket, prefix);
-            Ok((EncryptionParams::Aes128Cbc { key_check: codec.key_check() }, Arc::new(codec)))
+            Ok((
+                EncryptionParams::Aes128Cbc { key_check: codec.key_check() },
+                VolumeCipher::Other(Arc::new(codec)),
+            ))
         }
     }
 }
@@ -283,7 +344,7 @@ pub(crate) fn unlock(
     prefix: &str,
     volume_id: &str,
     key: &str,
-) -> Result<Arc<dyn Codec>> {
+) -> Result<VolumeCipher> {
     if let Some(s) = opts.scheme
         && s != params.scheme()
     {
@@ -295,7 +356,7 @@ pub(crate) fn unlock(
     }
     let wrong = |detail: Option<String>| Error::WrongPassword { key: key.to_owned(), detail };
     match params {
-        EncryptionParams::XChaCha20Poly1305 { kdf, key_check } => {
+        EncryptionParams::XChaCha20Poly1305 { kdf, key_check, chunk_size } => {
             let derived = kdf.derive(&opts.password)?;
             let sealed = hex::decode(key_check).ok().ok_or_else(|| Error::BadMetadata {
                 key: key.to_owned(),
@@ -303,14 +364,16 @@ pub(crate) fn unlock(
             })?;
             let cipher = XChaCha20Poly1305::new((&*derived).into());
             match open(&cipher, &sealed, &key_check_aad(volume_id)) {
-                Some(text) if text == KEY_CHECK_TEXT => Ok(Arc::new(XChaChaCodec::new(&derived, volume_id))),
+                Some(text) if text == KEY_CHECK_TEXT => {
+                    Ok(VolumeCipher::native(&derived, volume_id, chunk_size.is_some()))
+                }
                 _ => Err(wrong(None)),
             }
         }
         EncryptionParams::Aes128Cbc { key_check } => {
             let codec = S3backerCodec::new(&opts.password, &opts.bucket, prefix);
             if codec.verify_key_check(key_check) {
-                Ok(Arc::new(codec))
+                Ok(VolumeCipher::Other(Arc::new(codec)))
             } else {
                 Err(wrong(Some(format!(
                     "or the bucket name {:?} is not the one the volume was made in (the s3backer scheme's key depends on it)",
@@ -380,9 +443,12 @@ mod tests {
     fn hex_that_is_not_two_hex_digits_a_byte_is_refused() {
         // "+f" parses as a number (u8::from_str_radix accepts a sign) but is not hex.
         let (params, _) = new_encryption(&opts("pw"), "p/", "v").expect("new");
-        let EncryptionParams::XChaCha20Poly1305 { kdf, key_check } = params else { panic!("native scheme") };
+        let EncryptionParams::XChaCha20Poly1305 { kdf, key_check, chunk_size } = params else {
+            panic!("native scheme")
+        };
         let signed = EncryptionParams::XChaCha20Poly1305 {
             kdf: kdf.clone(),
+            chunk_size,
             key_check: format!("+f{}", &key_check[2..]),
         };
         let err = unlock(&signed, &opts("pw"), "p/", "v", "k").unwrap_err();

@@ -153,7 +153,7 @@ pub use lock::{
     break_lock, hostname, probe_conditional_put, read_lock, utc_stamp,
 };
 pub use mounts::{MOUNT_RECORD_NAME, MountRecord, mount_record_key, read_mount_record, write_mount_record};
-pub use native::XChaChaCodec;
+pub use native::{ChunkedXChaChaCodec, META_NONCE, XChaChaCodec};
 pub use password::{PASSWORD_ENV, Password, PasswordPrompt, PasswordSource, obtain_password};
 #[cfg(feature = "testing")]
 pub use resize::RESIZE_STOP_ENV;
@@ -169,8 +169,8 @@ pub use s3options::{
 pub use sidecar::{SIDECAR_SUFFIX, SidecarStore, StaleAttributes};
 pub use stored::{MAX_RUNS as STORED_MAX_RUNS, StoredCount, StoredSource, StoredTally};
 pub use volume::{
-    DESCRIPTOR_NAME, FORMAT_VERSION, GeometrySource, VolumeDescriptor, VolumeInfo, VolumeOptions,
-    adopt_volume_with, create_volume, create_volume_with, open_volume, open_volume_with,
+    DESCRIPTOR_NAME, FORMAT_VERSION, FORMAT_VERSION_PLAIN, GeometrySource, VolumeDescriptor, VolumeInfo,
+    VolumeOptions, adopt_volume_with, create_volume, create_volume_with, open_volume, open_volume_with,
     read_block0_geometry, read_descriptor,
 };
 

@@ -35,8 +35,14 @@ pub const DESCRIPTOR_NAME: &str = "s3block-volume.json";
 /// The largest descriptor read (one is under 1 KiB): a larger object at its
 /// key is refused without being read.
 const MAX_DESCRIPTOR_BYTES: u64 = 64 << 10;
-/// The descriptor format this version writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest descriptor format this version writes and reads: 2, that of
+/// volumes whose blocks are encrypted in authenticated 64 KiB chunks
+/// ([`ChunkedXChaChaCodec`](crate::ChunkedXChaChaCodec)). Other volumes are
+/// written with [`FORMAT_VERSION_PLAIN`], which older versions read too.
+pub const FORMAT_VERSION: u32 = 2;
+/// The descriptor format of volumes without chunked encryption (and of
+/// every volume made before it).
+pub const FORMAT_VERSION_PLAIN: u32 = 1;
 
 /// The contents of `s3block-volume.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,11 +187,11 @@ pub async fn read_descriptor(store: &dyn ObjectStore, prefix: &str) -> Result<Op
         key: key.clone(),
         reason: format!("not a volume descriptor: {e}"),
     })?;
-    if d.format != FORMAT_VERSION {
+    if !(FORMAT_VERSION_PLAIN..=FORMAT_VERSION).contains(&d.format) {
         return Err(Error::BadMetadata {
             key,
             reason: format!(
-                "format version {} is not supported (this s3block reads {FORMAT_VERSION})",
+                "format version {} is not supported (this s3block reads {FORMAT_VERSION_PLAIN} to {FORMAT_VERSION})",
                 d.format
             ),
         });
@@ -196,7 +202,16 @@ pub async fn read_descriptor(store: &dyn ObjectStore, prefix: &str) -> Result<Op
         e => e,
     };
     d.compressed_with().map_err(with_key)?;
-    d.encryption_params().map_err(with_key)?;
+    let params = d.encryption_params().map_err(with_key)?;
+    if params.is_some_and(|p| p.is_chunked()) && d.format < FORMAT_VERSION {
+        return Err(Error::BadMetadata {
+            key,
+            reason: format!(
+                "format version {} with chunked encryption: such a volume is format {FORMAT_VERSION}",
+                d.format
+            ),
+        });
+    }
     Ok(Some(d))
 }
 
@@ -372,18 +387,18 @@ async fn write_descriptor(
     }
     let id: u128 = rand::rng().random();
     let volume_id = format!("{id:032x}");
-    let (params, codec) = match encryption {
+    let (params, codecs, format) = match encryption {
         Some(enc) => {
-            let (params, codec) = new_encryption(enc, prefix, &volume_id)?;
+            let (params, cipher) = new_encryption(enc, prefix, &volume_id)?;
+            let format = if params.is_chunked() { FORMAT_VERSION } else { FORMAT_VERSION_PLAIN };
             let json = serde_json::to_value(&params)
                 .map_err(|e| Error::Config(format!("cannot encode the encryption parameters: {e}")))?;
-            (Some(json), Some(codec))
+            (Some(json), cipher.chain(compression)?, format)
         }
-        None => (None, None),
+        None => (None, volume_codecs(compression, None)?, FORMAT_VERSION_PLAIN),
     };
-    let codecs = volume_codecs(compression, codec)?;
     let d = VolumeDescriptor {
-        format: FORMAT_VERSION,
+        format,
         block_size: geometry.block_size().into(),
         size: geometry.size(),
         compression: compression.map(|c| c.level()),
@@ -455,7 +470,7 @@ pub(crate) async fn volume_codecs_for(
     let key = descriptor_key(prefix);
     let codecs = match (&volume.source, encryption) {
         (GeometrySource::Descriptor(d), enc) => {
-            let codec = match (d.encryption_params()?, enc) {
+            let cipher = match (d.encryption_params()?, enc) {
                 (Some(params), Some(enc)) => Some(unlock(&params, enc, prefix, &d.volume_id, &key)?),
                 (Some(params), None) => {
                     return Err(Error::PasswordNeeded {
@@ -472,7 +487,10 @@ pub(crate) async fn volume_codecs_for(
                 }
                 (None, None) => None,
             };
-            volume_codecs(d.compressed_with()?, codec)?
+            match cipher {
+                Some(cipher) => cipher.chain(d.compressed_with()?)?,
+                None => volume_codecs(d.compressed_with()?, None)?,
+            }
         }
         (_, None) => volume_codecs(opts.compressed_with()?, None)?,
         (_, Some(enc)) => {
@@ -546,5 +564,144 @@ async fn check_block0_hmac(
             key,
             reason: format!("encrypted, but its {META_HMAC} signature is missing or unreadable"),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::CodecMeta;
+    use crate::{ChunkedXChaChaCodec, KdfParams, META_NONCE, ObjectBlockDevice, Password, XChaChaCodec};
+    use bytes::Bytes;
+    use object_store::ObjectStoreExt;
+    use object_store::memory::InMemory;
+    use s3block_core::BlockDevice;
+
+    const PREFIX: &str = "v/";
+
+    fn enc() -> EncryptionOptions {
+        let mut o = EncryptionOptions::new(Password::new("pw"), "bucket");
+        o.kdf = Some(KdfParams::with_cost(64, 1, 1));
+        o
+    }
+
+    fn opts() -> VolumeOptions {
+        VolumeOptions { size: Some(1 << 20), block_size: Some(256 << 10), ..Default::default() }
+    }
+
+    fn block(seed: u8) -> Bytes {
+        (0..256 << 10).map(|i: u32| (i / 7) as u8 ^ seed).collect::<Vec<u8>>().into()
+    }
+
+    fn device(store: &Arc<InMemory>, d: &VolumeDescriptor, codecs: CodecChain) -> ObjectBlockDevice {
+        let store: Arc<dyn ObjectStore> = store.clone();
+        ObjectBlockDevice::new(store, KeyLayout::new(PREFIX, false), d.geometry().expect("geometry"))
+            .with_codecs(codecs)
+    }
+
+    /// The `Content-Encoding` and metadata of block `b`'s object.
+    async fn encoding(store: &InMemory, b: u32) -> (Option<String>, CodecMeta) {
+        let key = KeyLayout::new(PREFIX, false).key(BlockId(b));
+        let res = store
+            .get_opts(&key_path(&key).expect("path"), GetOptions { head: true, ..Default::default() })
+            .await
+            .expect("head");
+        let enc = res.attributes.get(&Attribute::ContentEncoding).map(|v| v.as_ref().to_owned());
+        (enc, crate::device::object_metadata(&res.attributes))
+    }
+
+    async fn raw_descriptor(store: &InMemory) -> serde_json::Value {
+        let body = store.get(&key_path(&descriptor_key(PREFIX)).expect("path")).await.expect("get");
+        serde_json::from_slice(&body.bytes().await.expect("body")).expect("json")
+    }
+
+    async fn put_descriptor(store: &InMemory, json: &serde_json::Value) {
+        let body = serde_json::to_vec(json).expect("json");
+        store.put(&key_path(&descriptor_key(PREFIX)).expect("path"), body.into()).await.expect("put");
+    }
+
+    #[tokio::test]
+    async fn a_new_encrypted_volume_is_format_2_and_writes_chunks() {
+        let store = Arc::new(InMemory::new());
+        let (d, codecs) =
+            create_volume_with(store.as_ref(), PREFIX, &opts(), Some(&enc())).await.expect("create");
+        assert_eq!(d.format, FORMAT_VERSION);
+        assert_eq!(FORMAT_VERSION, 2);
+        let json = raw_descriptor(&store).await;
+        assert_eq!(json["format"], 2);
+        assert_eq!(json["encryption"]["chunk_size"], 65536);
+        assert_eq!(codecs.write_names(), [ChunkedXChaChaCodec::NAME]);
+        let dev = device(&store, &d, codecs);
+        assert!(dev.ranged_reads());
+        dev.write_block(BlockId(1), block(1)).await.expect("write");
+        let (encoding, meta) = encoding(&store, 1).await;
+        assert_eq!(encoding.as_deref(), Some(ChunkedXChaChaCodec::NAME));
+        assert!(meta.iter().any(|(k, v)| k == META_NONCE && v.len() == 48), "{meta:?}");
+        // Reopened, it reads back, whole and in part.
+        let (_, codecs) = open_volume_with(store.as_ref(), PREFIX, &VolumeOptions::default(), Some(&enc()))
+            .await
+            .expect("open");
+        let dev = device(&store, &d, codecs);
+        assert_eq!(dev.read_block(BlockId(1)).await.expect("read"), block(1));
+        let part = dev.read_partial(BlockId(1), 100_000, 5000).await.expect("read part");
+        assert_eq!(&part[..], &block(1)[100_000..105_000]);
+        // An unencrypted volume stays format 1.
+        let plain = InMemory::new();
+        let (d, _) = create_volume_with(&plain, PREFIX, &opts(), None).await.expect("create");
+        assert_eq!(d.format, FORMAT_VERSION_PLAIN);
+        // A version from beyond is refused, with what this one reads.
+        let mut json = raw_descriptor(&store).await;
+        json["format"] = 3.into();
+        put_descriptor(&store, &json).await;
+        let err = read_descriptor(store.as_ref(), PREFIX).await.expect_err("format 3");
+        assert!(err.to_string().contains("format version 3 is not supported"), "{err}");
+        // Chunks in a format 1 descriptor are refused (an older s3block
+        // would write whole objects into such a volume).
+        json["format"] = 1.into();
+        put_descriptor(&store, &json).await;
+        let err = read_descriptor(store.as_ref(), PREFIX).await.expect_err("format 1 with chunks");
+        assert!(err.to_string().contains("chunked"), "{err}");
+        // And a chunk size other than 64 KiB.
+        json["format"] = 2.into();
+        json["encryption"]["chunk_size"] = 4096.into();
+        put_descriptor(&store, &json).await;
+        let err = read_descriptor(store.as_ref(), PREFIX).await.expect_err("4 KiB chunks");
+        assert!(err.to_string().contains("4096"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_format_1_encrypted_volume_keeps_writing_whole_objects() {
+        let store = Arc::new(InMemory::new());
+        let (d, codecs) =
+            create_volume_with(store.as_ref(), PREFIX, &opts(), Some(&enc())).await.expect("create");
+        // A block in chunks, then the descriptor as an older s3block wrote it.
+        device(&store, &d, codecs).write_block(BlockId(2), block(2)).await.expect("write");
+        let mut json = raw_descriptor(&store).await;
+        json["format"] = 1.into();
+        json["encryption"].as_object_mut().expect("object").remove("chunk_size");
+        put_descriptor(&store, &json).await;
+        let (volume, codecs) =
+            open_volume_with(store.as_ref(), PREFIX, &VolumeOptions::default(), Some(&enc()))
+                .await
+                .expect("open");
+        let GeometrySource::Descriptor(old) = &volume.source else { panic!("a descriptor") };
+        assert_eq!(old.format, 1);
+        assert_eq!(codecs.write_names(), [XChaChaCodec::NAME]);
+        let dev = device(&store, &d, codecs);
+        assert!(!dev.ranged_reads());
+        dev.write_block(BlockId(1), block(1)).await.expect("write");
+        assert_eq!(encoding(&store, 1).await.0.as_deref(), Some(XChaChaCodec::NAME));
+        assert_eq!(dev.read_block(BlockId(1)).await.expect("read"), block(1));
+        let part = dev.read_partial(BlockId(1), 70_000, 100).await.expect("read part");
+        assert_eq!(&part[..], &block(1)[70_000..70_100]);
+        // Both formats read.
+        assert_eq!(dev.read_block(BlockId(2)).await.expect("read chunked"), block(2));
+        // A wrong password is still refused at open.
+        let mut wrong = enc();
+        wrong.password = Password::new("other");
+        let err = open_volume_with(store.as_ref(), PREFIX, &VolumeOptions::default(), Some(&wrong))
+            .await
+            .expect_err("wrong password");
+        assert!(matches!(err, Error::WrongPassword { .. }), "{err}");
     }
 }
