@@ -112,8 +112,9 @@ pub struct VolumeArgs {
 
     /// on (the default without --cache-dir): a read that misses a small
     /// part of a block of 256 KiB or more fetches only the aligned 64 KiB
-    /// around it, with one ranged GET, when the block is stored raw (no
-    /// compression, no encryption); the block is fetched whole when the read
+    /// around it, with one ranged GET, when the block is stored without
+    /// compression, raw or encrypted in 64 KiB chunks (a volume encrypted
+    /// by this version); the block is fetched whole when the read
     /// is more than a quarter of it, when part of it is cached already, or
     /// when reads are sequential. off (the default with --cache-dir, whose
     /// disk tier keeps whole blocks): every miss fetches the whole block.
