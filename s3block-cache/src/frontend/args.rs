@@ -235,7 +235,7 @@ impl VolumeArgs {
                 "upload_concurrency",
                 help(format!(
                     "Blocks uploaded at once [default: {} over the block size, at least {MIN_REQUESTS_IN_FLIGHT} \
-                     and at most {MAX_REQUESTS_IN_FLIGHT}: 64 at 4K, 16 at 256K, 8 at 1M]",
+                     and at most {MAX_REQUESTS_IN_FLIGHT}: 64 at 4K, 16 at 256K, 16 at 1M]",
                     format_size(TARGET_BYTES_IN_FLIGHT)
                 )),
             )
@@ -251,7 +251,7 @@ impl VolumeArgs {
                 "read_ahead",
                 help(format!(
                     "Bytes read ahead after a sequential read [default: as many blocks as the default uploads at \
-                     once, so {} at 256K blocks, 256K at 4K, 8M at 1M; at most a quarter of the cache]",
+                     once, so {} at 256K blocks, 256K at 4K, 16M at 1M; at most a quarter of the cache]",
                     format_size(crate::DEFAULT_READ_AHEAD)
                 )),
             )
@@ -432,8 +432,8 @@ mod tests {
     fn the_help_shows_the_defaults_of_the_constants() {
         let help = VolumeArgs::with_help(Frontend::command()).render_help().to_string();
         assert!(help.contains(&format!("[default: {}]", format_size(DEFAULT_CACHE_SIZE))), "{help}");
-        assert!(help.contains("64 at 4K, 16 at 256K, 8 at 1M]"), "{help}");
-        for (bs, n) in [(4 << 10, 64), (256 << 10, 16), (1 << 20, 8)] {
+        assert!(help.contains("64 at 4K, 16 at 256K, 16 at 1M]"), "{help}");
+        for (bs, n) in [(4 << 10, 64), (256 << 10, 16), (1 << 20, 16)] {
             assert_eq!(crate::default_requests_in_flight(bs), n, "the help's examples at {bs}");
         }
     }
