@@ -45,11 +45,12 @@ use proptest::prelude::*;
 use proptest::test_runner::Config;
 use s3block_core::{BlockDevice, BlockId, Error, Geometry, KeyLayout, StoreErrorKind};
 use s3block_store::{
-    CodecChain, CodecContext, CodecMeta, Compression, EncryptionOptions, EncryptionScheme, KdfParams,
-    LOCK_NAME, LockInfo, META_BLOCK_SIZE, META_FILE_SIZE, META_HMAC, META_MOUNT_TOKEN, ObjectBlockDevice,
-    Password, S3BACKER_CIPHER, S3backerCodec, SIDECAR_SUFFIX, SidecarStore, StoreConfig, VolumeOptions,
-    XChaChaCodec, classify, create_volume_with, mount_record_key, open_volume_with, parse_access_file,
-    read_block0_geometry, read_descriptor, read_lock, read_mount_record,
+    ChunkedXChaChaCodec, CodecChain, CodecContext, CodecMeta, Compression, EncryptionOptions,
+    EncryptionScheme, KdfParams, LOCK_NAME, LockInfo, META_BLOCK_SIZE, META_FILE_SIZE, META_HMAC,
+    META_MOUNT_TOKEN, META_NONCE, ObjectBlockDevice, Password, S3BACKER_CIPHER, S3backerCodec,
+    SIDECAR_SUFFIX, SidecarStore, StoreConfig, VolumeOptions, XChaChaCodec, classify, create_volume_with,
+    mount_record_key, open_volume_with, parse_access_file, read_block0_geometry, read_descriptor, read_lock,
+    read_mount_record,
 };
 use sha1::Sha1;
 
@@ -225,6 +226,11 @@ fn xchacha() -> Arc<XChaChaCodec> {
     CODEC.get_or_init(|| Arc::new(XChaChaCodec::new(&[7u8; 32], "0123456789abcdef"))).clone()
 }
 
+fn chunked() -> Arc<ChunkedXChaChaCodec> {
+    static CODEC: OnceLock<Arc<ChunkedXChaChaCodec>> = OnceLock::new();
+    CODEC.get_or_init(|| Arc::new(ChunkedXChaChaCodec::new(&[7u8; 32], "0123456789abcdef"))).clone()
+}
+
 /// s3backer's codec; its PBKDF2 keys are derived once per test binary.
 fn s3backer() -> Arc<S3backerCodec> {
     static CODEC: OnceLock<Arc<S3backerCodec>> = OnceLock::new();
@@ -233,7 +239,7 @@ fn s3backer() -> Arc<S3backerCodec> {
 
 /// A chain that reads every encoding.
 fn reader() -> CodecChain {
-    CodecChain::new().with_decoder(xchacha()).with_decoder(s3backer())
+    CodecChain::new().with_decoder(xchacha()).with_decoder(chunked()).with_decoder(s3backer())
 }
 
 /// The `s3backer-hmac` of `body` as block 7, computed from the format
@@ -277,12 +283,15 @@ fn check_block_decode(
     (res, peak)
 }
 
-const ENCODINGS: [&str; 8] = [
+const ENCODINGS: [&str; 11] = [
     "deflate",
     "zstd",
     "encrypt-XChaCha20-Poly1305",
     "deflate, encrypt-XChaCha20-Poly1305",
     "zstd, encrypt-XChaCha20-Poly1305",
+    "encrypt-XChaCha20-Poly1305-64K",
+    "deflate, encrypt-XChaCha20-Poly1305-64K",
+    "zstd, encrypt-XChaCha20-Poly1305-64K",
     "encrypt-AES-128-CBC",
     "deflate, encrypt-AES-128-CBC",
     "zstd, encrypt-AES-128-CBC",
@@ -304,6 +313,7 @@ fn writer(encoding: &str) -> CodecChain {
             "deflate" => chain.with(Compression::deflate(6).expect("level").codec().expect("codec")),
             "zstd" => chain.with(Compression::zstd(3).expect("level").codec().expect("codec")),
             "encrypt-XChaCha20-Poly1305" => chain.with(xchacha()),
+            "encrypt-XChaCha20-Poly1305-64K" => chain.with_chunked(chunked()),
             "encrypt-AES-128-CBC" => chain.with(s3backer()),
             other => panic!("no codec {other}"),
         };
@@ -319,13 +329,15 @@ proptest! {
         data in proptest::collection::vec(any::<u8>(), 0..2 * BLOCK),
         encoding in encoding(),
         hmac in proptest::option::of("[ -~]{0,48}"),
+        nonce in proptest::option::of("[0-9a-fA-F]{0,50}"),
         signed: bool,
     ) {
-        let meta = if signed {
+        let mut meta = if signed {
             s3backer_sign(&data)
         } else {
             hmac.map(|h| vec![(META_HMAC.to_owned(), h)]).unwrap_or_default()
         };
+        meta.extend(nonce.map(|n| (META_NONCE.to_owned(), n)));
         let _ = check_block_decode(data, encoding.as_deref(), &meta);
     }
 
