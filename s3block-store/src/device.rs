@@ -6,7 +6,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use object_store::path::Path;
-use object_store::{Attribute, AttributeValue, Attributes, GetOptions, GetRange, ObjectStore, PutOptions};
+use object_store::{
+    Attribute, AttributeValue, Attributes, GetOptions, GetRange, GetResult, ObjectStore, PutOptions,
+};
 use s3block_core::{
     BlockDevice, BlockId, Error, Geometry, GeometryCell, KeyLayout, RequestCounters, Result, check_block_len,
     check_block_range, is_zero,
@@ -175,16 +177,10 @@ impl ObjectBlockDevice {
         geometry.check_in_block(range.start as u32, range.len())?;
         let (key, path) = self.path(block)?;
         let want = range.start as u64..range.end as u64;
-        let opts = GetOptions { range: Some(GetRange::Bounded(want.clone())), ..Default::default() };
-        let res = match self.store.get_opts(&path, opts).await {
-            Ok(r) => r,
-            Err(e) if is_absent(&e) => return Ok(Some(Bytes::from(vec![0u8; range.len()]))),
-            Err(e) => {
-                let err = self.corrupt_or_store(e, &key, block);
-                // A range past the end of a short (compressed) object is refused
-                // for good; the whole read says what is wrong, if anything.
-                return if err.is_transient() { Err(err) } else { Ok(None) };
-            }
+        let res = match self.get_range(block, &key, &path, &want).await? {
+            RangeGet::Got(res) => res,
+            RangeGet::Absent => return Ok(Some(Bytes::from(vec![0u8; range.len()]))),
+            RangeGet::Refused => return Ok(None),
         };
         let encoded =
             res.attributes.get(&Attribute::ContentEncoding).is_some_and(|v| !v.as_ref().trim().is_empty());
@@ -231,16 +227,10 @@ impl ObjectBlockDevice {
         };
         let want = first as u64 * sealed_chunk..((last as u64 + 1) * sealed_chunk).min(object_len);
         let (key, path) = self.path(block)?;
-        let opts = GetOptions { range: Some(GetRange::Bounded(want.clone())), ..Default::default() };
-        let res = match self.store.get_opts(&path, opts).await {
-            Ok(r) => r,
-            Err(e) if is_absent(&e) => return Ok(Some(Bytes::from(vec![0u8; range.len()]))),
-            Err(e) => {
-                let err = self.corrupt_or_store(e, &key, block);
-                // A range past the end of a short object is refused for
-                // good; the whole read says what is wrong, if anything.
-                return if err.is_transient() { Err(err) } else { Ok(None) };
-            }
+        let res = match self.get_range(block, &key, &path, &want).await? {
+            RangeGet::Got(res) => res,
+            RangeGet::Absent => return Ok(Some(Bytes::from(vec![0u8; range.len()]))),
+            RangeGet::Refused => return Ok(None),
         };
         let chunked = res
             .attributes
@@ -263,6 +253,22 @@ impl ObjectBlockDevice {
         }
     }
 
+    /// One ranged GET of `want` in the object of `block`. A transient
+    /// failure is an error; any other refusal (a range past the end of a
+    /// short, compressed object) is [`RangeGet::Refused`], for good: the
+    /// whole read that follows says what is wrong, if anything.
+    async fn get_range(&self, block: BlockId, key: &str, path: &Path, want: &Range<u64>) -> Result<RangeGet> {
+        let opts = GetOptions { range: Some(GetRange::Bounded(want.clone())), ..Default::default() };
+        match self.store.get_opts(path, opts).await {
+            Ok(r) => Ok(RangeGet::Got(r)),
+            Err(e) if is_absent(&e) => Ok(RangeGet::Absent),
+            Err(e) => {
+                let err = self.corrupt_or_store(e, key, block);
+                if err.is_transient() { Err(err) } else { Ok(RangeGet::Refused) }
+            }
+        }
+    }
+
     fn corrupt_or_store(&self, e: object_store::Error, key: &str, block: BlockId) -> Error {
         if let object_store::Error::Generic { source, .. } = &e
             && let Some(stale) = source.downcast_ref::<StaleAttributes>()
@@ -271,6 +277,15 @@ impl ObjectBlockDevice {
         }
         store_error(e, key, Some(block))
     }
+}
+
+/// What one ranged GET of a block's object gave.
+enum RangeGet {
+    Got(GetResult),
+    /// No object: the block reads as zeros.
+    Absent,
+    /// The store refused the range for good.
+    Refused,
 }
 
 /// The largest object a block of `block_size` bytes can be stored as:
