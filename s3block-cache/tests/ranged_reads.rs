@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::model::until_ok;
+use object_store::{ObjectStore, ObjectStoreExt, PutOptions, path::Path};
 use proptest::prelude::*;
 use s3block_cache::{BlockCache, CacheConfig};
 use s3block_core::{BlockDevice, BlockDeviceExt, BlockId, Geometry, KeyLayout, RequestCounters};
@@ -24,6 +25,15 @@ use s3block_store::{
 /// The object device over a fresh `memory://` store (faults injected per
 /// `faults`, an `S3BLOCK_INJECT_FAULTS` spec) and its request counters.
 fn device(geometry: Geometry, faults: Option<String>) -> (ObjectBlockDevice, Arc<RequestCounters>) {
+    let (dev, counters, _) = device_and_store(geometry, faults);
+    (dev, counters)
+}
+
+/// [`device`], and the store under it (to alter objects behind its back).
+fn device_and_store(
+    geometry: Geometry,
+    faults: Option<String>,
+) -> (ObjectBlockDevice, Arc<RequestCounters>, Arc<dyn ObjectStore>) {
     let env: HashMap<String, String> =
         faults.into_iter().map(|f| (INJECT_FAULTS_ENV.to_owned(), f)).collect();
     let retry = RetryConfig::default()
@@ -32,9 +42,10 @@ fn device(geometry: Geometry, faults: Option<String>) -> (ObjectBlockDevice, Arc
         .max_attempts(2);
     let opened = StoreConfig::new("memory://").env(env).retry(retry).open().expect("memory store");
     let counters = opened.counters.clone();
+    let store = opened.store.clone();
     let dev = ObjectBlockDevice::new(opened.store, KeyLayout::new("v/", false), geometry)
         .with_counters(counters.clone());
-    (dev, counters)
+    (dev, counters, store)
 }
 
 /// A block whose bytes differ page to page.
@@ -58,6 +69,50 @@ fn chunked() -> CodecChain {
     CodecChain::new()
         .with_chunked(Arc::new(ChunkedXChaChaCodec::new(&[7; 32], "vol")))
         .with_decoder(Arc::new(XChaChaCodec::new(&[7; 32], "vol")))
+}
+
+/// On a volume encrypted in chunks, a byte altered in one chunk of a
+/// stored block fails the reads that fetch that chunk, through the cache,
+/// with a corrupt-block error naming the block's key; the altered bytes are
+/// never served or kept, while reads of the block's other chunks still
+/// authenticate and succeed.
+#[tokio::test]
+async fn an_altered_chunk_fails_the_reads_of_it_and_only_them() {
+    const SEALED: usize = (64 << 10) + 16;
+    let g = Geometry::new(8 * M as u64, M as u64).expect("geometry");
+    let (dev, counters, store) = device_and_store(g, None);
+    let dev = dev.with_codecs(chunked());
+    dev.write_block(BlockId(2), pattern(M, 2)).await.expect("write");
+    let key = KeyLayout::new("v/", false).key(BlockId(2));
+    let path = Path::from(key.as_str());
+    let got = store.get(&path).await.expect("get");
+    let attributes = got.attributes.clone();
+    let mut body = got.bytes().await.expect("body").to_vec();
+    assert_eq!(body.len(), 16 * SEALED, "16 chunks of 64 KiB, each with its tag");
+    body[5 * SEALED + 1000] ^= 0x40;
+    store
+        .put_opts(&path, body.into(), PutOptions { attributes, ..Default::default() })
+        .await
+        .expect("put the altered object");
+
+    let cache = BlockCache::new(dev.clone(), cache_config(16 << 20, &counters)).expect("cache");
+    let altered = 2 * M as u64 + 5 * 65536 + 4096;
+    for attempt in 0..2 {
+        let err = cache.read_at(altered, 4096).await.expect_err("the altered chunk must not read");
+        let text = err.to_string();
+        assert!(text.contains("authentication failed") && text.contains(&key), "attempt {attempt}: {text}");
+    }
+    // The other chunks of the block authenticate on their own.
+    for chunk in [0usize, 4, 6, 15] {
+        let at = chunk * 65536 + 512;
+        let got = cache.read_at(2 * M as u64 + at as u64, 4096).await.expect("an intact chunk reads");
+        assert_eq!(&got[..], &pattern(M, 2)[at..at + 4096], "chunk {chunk}");
+    }
+    // A read of the whole block takes in the altered chunk: it fails too.
+    assert!(cache.read_at(2 * M as u64, M).await.is_err(), "a whole-block read must fail");
+    let err = dev.read_block(BlockId(2)).await.expect_err("the device reads the object whole");
+    assert!(err.to_string().contains("authentication failed"), "{err}");
+    cache.close().await.expect("close");
 }
 
 /// On a volume encrypted in chunks, a 4 KiB read of a cold 1 MiB block is

@@ -44,6 +44,21 @@ impl CodecContext<'_> {
     pub fn corrupt(&self, reason: impl Into<String>) -> Error {
         Error::Corrupt { block: self.block, key: self.key.to_owned(), reason: reason.into() }
     }
+
+    /// A corrupt-block error for an object that did not authenticate,
+    /// `authentication failed: {why}`, also logged as an error naming the
+    /// block and key: a wrong key or an altered object is worth a line in
+    /// the log even when the caller retries or reports it elsewhere.
+    pub fn authentication_failed(&self, why: &str) -> Error {
+        tracing::error!(
+            block = self.block.0,
+            key = self.key,
+            "block {} (key {}): authentication failed: {why}",
+            self.block,
+            self.key
+        );
+        self.corrupt(format!("authentication failed: {why}"))
+    }
 }
 
 /// One reversible transformation of a block's bytes.

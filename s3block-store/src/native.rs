@@ -113,16 +113,7 @@ impl Codec for XChaChaCodec {
         match open(&self.cipher, &data, &self.aad(cx.block)) {
             Some(plain) => Ok(plain.into()),
             None => {
-                tracing::error!(
-                    block = cx.block.0,
-                    key = cx.key,
-                    "block {} (key {}): authentication failed: the object was altered, or belongs to another block or volume",
-                    cx.block,
-                    cx.key
-                );
-                Err(cx.corrupt(
-                    "authentication failed: the object was altered, or belongs to another block or volume",
-                ))
+                Err(cx.authentication_failed("the object was altered, or belongs to another block or volume"))
             }
         }
     }
@@ -231,16 +222,7 @@ impl ChunkedXChaChaCodec {
     }
 
     fn failed(cx: &CodecContext<'_>) -> s3block_core::Error {
-        tracing::error!(
-            block = cx.block.0,
-            key = cx.key,
-            "block {} (key {}): authentication failed: the object was altered, cut short, or belongs to another block or volume",
-            cx.block,
-            cx.key
-        );
-        cx.corrupt(
-            "authentication failed: the object was altered, cut short, or belongs to another block or volume",
-        )
+        cx.authentication_failed("the object was altered, cut short, or belongs to another block or volume")
     }
 
     /// Authenticates and decrypts a run of consecutive sealed chunks of an

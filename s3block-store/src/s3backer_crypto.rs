@@ -159,16 +159,10 @@ impl Codec for S3backerCodec {
                 )));
             }
             Some(false) => {
-                let reason = "authentication failed: the s3backer-hmac signature does not match (wrong password, \
-                              wrong bucket name or prefix, or the object was altered or belongs to another block)";
-                tracing::error!(
-                    block = cx.block.0,
-                    key = cx.key,
-                    "block {} (key {}): {reason}",
-                    cx.block,
-                    cx.key
-                );
-                return Err(cx.corrupt(reason));
+                return Err(cx.authentication_failed(
+                    "the s3backer-hmac signature does not match (wrong password, wrong bucket name or prefix, \
+                     or the object was altered or belongs to another block)",
+                ));
             }
             Some(true) => {}
         }
