@@ -24,8 +24,12 @@
 #                        the raw ceiling) and Garage by a TCP proxy
 #                        (examples/latency_proxy.rs, MS/2 each way; default
 #                        0: direct)
-#   --label NAME         the run's name in the report (default loopback, or
-#                        rtt-MSms)
+#   --rate BYTES         with --rtt, also caps the link at BYTES per second
+#                        each way, shared by every connection, as a
+#                        server's network is (suffixes K, M, G; default: no
+#                        cap)
+#   --label NAME         the run's name in the report (default loopback,
+#                        rtt-MSms, or rtt-MSms-RATE with --rate)
 #   --report FILE        splice the run's section into FILE, at the top,
 #                        replacing only an earlier section of the same label
 #                        (default "-": print it only)
@@ -63,6 +67,7 @@ SMALL_SEQ_SIZE=32M
 FILES=20000
 EXT4_SIZE=
 RTT=0
+RATE=
 LABEL=
 REPORT=-
 RESULTS_OUT=-
@@ -87,6 +92,7 @@ while (($#)); do
     --files) FILES=$2; shift ;;
     --ext4-size) EXT4_SIZE=$2; shift ;;
     --rtt) RTT=$2; shift ;;
+    --rate) RATE=$2; shift ;;
     --label) LABEL=$2; shift ;;
     --report) REPORT=$2; shift ;;
     --results) RESULTS_OUT=$2; shift ;;
@@ -115,7 +121,11 @@ for sys in ${SYSTEMS//,/ }; do
     case $sys in s3block | s3backer1 | s3backer2) ;; *) die "unknown system $sys (s3block, s3backer2, s3backer1)" ;; esac
 done
 [[ $RTT =~ ^[0-9]+([.][0-9]+)?$ ]] || die "--rtt $RTT: give milliseconds (0: direct)"
-LABEL=${LABEL:-$(python3 -c "import sys; r = float(sys.argv[1]); print('loopback' if r == 0 else f'rtt-{r:g}ms')" "$RTT")}
+if [[ -n $RATE ]]; then
+    [[ $RTT != 0 ]] || die "--rate $RATE needs --rtt (the cap is applied by the latency proxy)"
+    [[ $RATE =~ ^[1-9][0-9]*[KkMmGg]?$ ]] || die "--rate $RATE: give bytes per second, e.g. 12M"
+fi
+LABEL=${LABEL:-$(python3 -c "import sys; r = float(sys.argv[1]); print('loopback' if r == 0 else f'rtt-{r:g}ms')" "$RTT")${RATE:+-$RATE}}
 CACHE_BYTES=$(bytes "$CACHE_SIZE")
 SEQ_BYTES=$(bytes "$SEQ_SIZE")
 CLK_TCK=$(getconf CLK_TCK)
@@ -225,16 +235,17 @@ GARAGE_PID=$(<"$S3BLOCK_GARAGE_STATE/garage.pid")
 # proxy that holds each chunk RTT/2 in each direction (pipelined, so the
 # throughput of a connection is not one chunk per round trip).
 if [[ $RTT != 0 ]]; then
-    "$PROXY_BIN" --listen 127.0.0.1:0 --upstream "$hp" --delay-ms "$(calc "$RTT / 2")" \
+    "$PROXY_BIN" --listen 127.0.0.1:0 --upstream "$hp" --delay-ms "$(calc "$RTT / 2")" ${RATE:+--rate "$RATE"} \
         >"$WORK/proxy.out" 2>"$WORK/proxy.log" &
     PROXY_PID=$!
     PIDS+=("$PROXY_PID")
     for _ in $(seq 100); do grep -q '^LISTEN ' "$WORK/proxy.out" 2>/dev/null && break; sleep 0.1; done
     grep -q '^LISTEN ' "$WORK/proxy.out" || die "the latency proxy did not start; see $WORK/proxy.log"
     ENDPOINT=http://$(awk '/^LISTEN / {print $2; exit}' "$WORK/proxy.out")
-    say "latency proxy (pid $PROXY_PID) at $ENDPOINT: ${RTT} ms round trip to Garage"
+    say "latency proxy (pid $PROXY_PID) at $ENDPOINT: ${RTT} ms round trip to Garage${RATE:+, a link of $RATE bytes/s each way}"
 fi
 record - setup rtt_ms "$RTT"
+[[ -z $RATE ]] || record - setup link_bytes_per_s "$(bytes "$RATE")"
 
 # ---------------------------------------------------------------- daemons
 # mount_volume SYSTEM BS PREFIX MNT: starts the daemon in the foreground (in

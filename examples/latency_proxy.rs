@@ -13,16 +13,17 @@
 //! for its own time, not for the chunk before it to be answered, so the
 //! throughput of a connection is not one chunk per round trip (a window of
 //! data keeps flowing, as on a long link). Bytes keep their order. With
-//! `--rate BYTES` (per second, each direction of each connection; suffixes
-//! K, M, G) the chunks also queue behind each other as on a link of that
-//! speed: a chunk starts when it was read or when the one before has gone
-//! through, whichever is later, and takes its length over the rate.
+//! `--rate BYTES` (per second each way; suffixes K, M, G) the chunks also
+//! queue as on one link of that speed, shared by every connection, as a
+//! server's network is: a chunk starts when it was read or when the link
+//! is free, whichever is later, and takes its length over the rate.
 //!
 //! The first line printed is `LISTEN ADDRESS`, the address the proxy
 //! accepts on (with `--listen 127.0.0.1:0`, a free port).
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use s3block_core::{Error, Result, parse_size};
@@ -91,11 +92,46 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
+/// One direction of a link of `rate` bytes per second, shared by every
+/// connection through the proxy.
+#[derive(Debug)]
+struct Link {
+    rate: u64,
+    /// When the last chunk given to the link has gone through.
+    free: Mutex<Instant>,
+}
+
+impl Link {
+    fn new(rate: u64) -> Arc<Link> {
+        Arc::new(Link { rate, free: Mutex::new(Instant::now()) })
+    }
+
+    /// When a chunk of `len` bytes that arrived at `arrived` has gone
+    /// through, queued behind every chunk given to the link before it.
+    fn carry(&self, arrived: Instant, len: usize) -> Instant {
+        let mut free = self.free.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *free = (*free).max(arrived) + Duration::from_secs_f64(len as f64 / self.rate as f64);
+        *free
+    }
+}
+
+/// Both directions of the link, when the bandwidth is capped.
+#[derive(Debug, Clone)]
+struct Links {
+    up: Arc<Link>,
+    down: Arc<Link>,
+}
+
+impl Links {
+    fn new(rate: Option<u64>) -> Option<Links> {
+        rate.map(|r| Links { up: Link::new(r), down: Link::new(r) })
+    }
+}
+
 /// Copies `from` to `to`, writing each chunk `delay` after it was read (and,
-/// with `rate`, no sooner than a link of that many bytes per second would
-/// have carried it). Shuts `to` down for writing at the end of `from`.
-/// Returns the bytes copied.
-async fn pipe<R, W>(mut from: R, mut to: W, delay: Duration, rate: Option<u64>) -> io::Result<u64>
+/// with a `link`, no sooner than it would have gone through it). Shuts `to`
+/// down for writing at the end of `from`. Returns the bytes copied.
+async fn pipe<R, W>(mut from: R, mut to: W, delay: Duration, link: Option<Arc<Link>>) -> io::Result<u64>
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin,
@@ -112,15 +148,10 @@ where
             }
         }
     }));
-    let mut link_free = Instant::now();
     let mut copied = 0u64;
     while let Some((arrived, chunk)) = rx.recv().await {
-        let sent = match rate {
-            Some(rate) => {
-                let start = link_free.max(arrived);
-                link_free = start + Duration::from_secs_f64(chunk.len() as f64 / rate as f64);
-                link_free
-            }
+        let sent = match &link {
+            Some(link) => link.carry(arrived, chunk.len()),
             None => arrived,
         };
         sleep_until(sent + delay).await;
@@ -138,7 +169,7 @@ async fn serve(
     client: TcpStream,
     upstream: SocketAddr,
     delay: Duration,
-    rate: Option<u64>,
+    links: Option<Links>,
 ) -> io::Result<()> {
     let server = TcpStream::connect(upstream).await?;
     client.set_nodelay(true)?;
@@ -146,8 +177,8 @@ async fn serve(
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
     tokio::try_join!(
-        pipe(client_read, server_write, delay, rate),
-        pipe(server_read, client_write, delay, rate)
+        pipe(client_read, server_write, delay, links.as_ref().map(|l| l.up.clone())),
+        pipe(server_read, client_write, delay, links.map(|l| l.down))
     )?;
     Ok(())
 }
@@ -159,11 +190,13 @@ async fn run(
     delay: Duration,
     rate: Option<u64>,
 ) -> io::Result<()> {
+    let links = Links::new(rate);
     loop {
         let (client, _) = listener.accept().await?;
+        let links = links.clone();
         tokio::spawn(async move {
             // A connection reset by either side ends only that connection.
-            let _ = serve(client, upstream, delay, rate).await;
+            let _ = serve(client, upstream, delay, links).await;
         });
     }
 }
@@ -182,7 +215,7 @@ async fn start(args: Args) -> Result<()> {
     eprintln!(
         "latency_proxy: {addr} -> {upstream}, {:?} each way{}",
         args.delay,
-        args.rate.map_or(String::new(), |r| format!(", {r} bytes/s each way"))
+        args.rate.map_or(String::new(), |r| format!(", a link of {r} bytes/s each way"))
     );
     run(listener, upstream, args.delay, args.rate).await.map_err(|e| Error::Config(format!("accept: {e}")))
 }
@@ -304,6 +337,33 @@ mod tests {
         writer.await.unwrap();
         assert!(back == data);
         assert!(took >= Duration::from_millis(240), "{took:?}: faster than the rate");
+        assert!(took < Duration::from_secs(3), "{took:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_share_the_rate() {
+        // Two connections of 1 MiB each way at 8 MiB/s: the link carries
+        // 2 MiB each way, at least a quarter of a second (one connection
+        // alone would take an eighth).
+        let addr = proxy_to_echo(Duration::ZERO, Some(8 << 20)).await;
+        let t0 = Instant::now();
+        let echo = |seed: usize| async move {
+            let s = TcpStream::connect(addr).await.unwrap();
+            let (mut r, mut w) = s.into_split();
+            let data: Vec<u8> = pattern((1 << 20) + seed);
+            let sent = data.clone();
+            let writer = tokio::spawn(async move {
+                w.write_all(&sent).await.unwrap();
+                w.shutdown().await.unwrap();
+            });
+            let mut back = Vec::new();
+            r.read_to_end(&mut back).await.unwrap();
+            writer.await.unwrap();
+            assert!(back == data);
+        };
+        tokio::join!(echo(0), echo(1));
+        let took = t0.elapsed();
+        assert!(took >= Duration::from_millis(240), "{took:?}: the connections each had the whole rate");
         assert!(took < Duration::from_secs(3), "{took:?}");
     }
 
