@@ -20,12 +20,12 @@ use std::sync::Arc;
 use std::task::{Context, Waker};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use fuser::{
     FileHandle, Filesystem, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, MountOption,
     OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, SessionACL, TimeOrNow, WriteFlags,
 };
+use s3block_store::BufferPool;
 use tokio::runtime::Handle;
 use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
@@ -70,17 +70,22 @@ pub struct FuseFs {
     fs: Arc<Tree>,
     rt: Handle,
     in_flight: InFlight,
+    /// Buffers for the copies of large writes (up to [`MAX_WRITE`]), reused
+    /// once the blocks they were written into are stored and evicted. One
+    /// idle buffer is kept ([`MAX_WRITE`] bytes, counted in the program's
+    /// baseline): a sequential write frees about one for each it takes.
+    writes: Arc<BufferPool>,
 }
 
 impl FuseFs {
     /// Serves `fs`, running I/O on the runtime behind `rt`.
     pub fn new(fs: Arc<BlockFs>, rt: Handle, in_flight: InFlight) -> Self {
-        FuseFs { fs: Arc::new(Tree::One(fs)), rt, in_flight }
+        FuseFs { fs: Arc::new(Tree::One(fs)), rt, in_flight, writes: BufferPool::new(MAX_WRITE as usize) }
     }
 
     /// Serves several volumes, as `fs` shows them.
     pub fn many(fs: Arc<MultiFs>, rt: Handle, in_flight: InFlight) -> Self {
-        FuseFs { fs: Arc::new(Tree::Many(fs)), rt, in_flight }
+        FuseFs { fs: Arc::new(Tree::Many(fs)), rt, in_flight, writes: BufferPool::new(MAX_WRITE as usize) }
     }
 
     /// Runs `work` here until it would wait, then on the runtime. If the
@@ -246,7 +251,7 @@ impl Filesystem for FuseFs {
         reply: ReplyWrite,
     ) {
         tracing::debug!(ino = ino.0, offset, size = data.len(), "write");
-        let data = Bytes::copy_from_slice(data);
+        let data = self.writes.copy_from_slice(data);
         self.spawn(move |fs| async move {
             let written = if ino.0 == CONTROL_INO {
                 fs.control_write(fh.0, data).await

@@ -1,33 +1,53 @@
-//! Buffers for GET bodies, kept for the next GET of the same size.
+//! Large buffers kept for reuse: GET bodies, and the copies of large writes
+//! a frontend takes from the kernel.
 //!
 //! A body arrives in many chunks and is assembled into one buffer of the
-//! object's size. Buffers of 64 KiB and more are mapped fresh from the
+//! object's size. Buffers of 512 KiB and more are mapped fresh from the
 //! system and unmapped when freed (the daemons fix malloc's mmap threshold
-//! there, so freed block buffers do not pile up in its arenas), which makes
+//! there, [`BufferPool::POOLED_FROM`], so freed block buffers do not pile
+//! up in its arenas), which makes
 //! every fetched block cost a page fault and a zeroed page per 4 KiB before
 //! its bytes are copied in: a profile of a cold sequential read of 1 MiB
-//! blocks put 14% of s3block's CPU there. A body assembled here is handed
-//! out as [`Bytes`] whose last owner gives the buffer back; the next body of
-//! that size takes it instead of new memory. The pool keeps at most
-//! [`BodyPool::limit`] bytes of idle buffers, so it adds a known amount to
-//! the daemon's memory; a buffer that does not fit is freed as before.
+//! blocks put 14% of s3block's CPU there. The same holds for the copy of a
+//! 1 MiB write the FUSE frontend takes from the kernel's request buffer: a
+//! profile of a sequential write put 98% of the daemon's page faults in
+//! that copy. A buffer filled here is handed out as [`Bytes`] whose last
+//! owner gives the buffer back; the next one of that size takes it instead
+//! of new memory. The pool keeps at most [`BufferPool::limit`] bytes of idle
+//! buffers, so it adds a known amount to the daemon's memory; a buffer that
+//! does not fit is freed as before.
 
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-/// Bodies smaller than this are assembled in plain memory: malloc serves
-/// them from its heap without a fresh mapping.
-pub(crate) const POOLED_FROM: usize = 64 * 1024;
+/// Buffers smaller than this are plain memory: malloc serves them from its
+/// heap without a fresh mapping (see [`BufferPool::POOLED_FROM`]).
+pub(crate) const POOLED_FROM: usize = 512 * 1024;
 
-/// Idle buffers kept by default: two 1 MiB blocks, eight 256 KiB ones. A
+/// Idle buffers kept by default: two 1 MiB blocks, four of 512 KiB. A
 /// sequential read needs about one: each fetched block that enters the
 /// cache evicts one whose buffer the next fetch takes.
 pub(crate) const DEFAULT_LIMIT: usize = 2 * 1024 * 1024;
 
-/// Idle GET body buffers, bounded in bytes (see the module's text).
+/// Idle large buffers, bounded in bytes: a GET body or a large write
+/// copied into one comes out as [`Bytes`] that gives the buffer back when
+/// its last owner drops it, and the next of the same size reuses it.
+///
+/// ```
+/// use s3block_store::BufferPool;
+///
+/// let pool = BufferPool::new(BufferPool::DEFAULT_LIMIT);
+/// let write = pool.copy_from_slice(&vec![7u8; 1 << 20]);
+/// let at = write.as_ptr();
+/// drop(write);
+/// assert_eq!(pool.idle_bytes(), 1 << 20);
+/// let next = pool.copy_from_slice(&vec![8u8; 1 << 20]);
+/// assert_eq!(next.as_ptr(), at, "the freed buffer is taken again");
+/// assert!(next.iter().all(|&b| b == 8));
+/// ```
 #[derive(Debug)]
-pub(crate) struct BodyPool {
+pub struct BufferPool {
     limit: usize,
     idle: Mutex<Idle>,
 }
@@ -39,26 +59,38 @@ struct Idle {
     reused: u64,
 }
 
-impl BodyPool {
-    pub(crate) fn new(limit: usize) -> Arc<Self> {
-        Arc::new(BodyPool { limit, idle: Mutex::new(Idle::default()) })
+impl BufferPool {
+    /// The smallest buffer pooled: 512 KiB. The daemons give malloc the
+    /// same threshold for a mapping of its own, so smaller buffers come from
+    /// its heap, where reuse costs no page fault, and a pool would only add
+    /// idle memory: pooling write copies from 64 KiB, the copy of 230 MB of
+    /// files under ext4 with a 16 MiB cache was killed in its 40 MiB memory
+    /// cgroup.
+    pub const POOLED_FROM: usize = POOLED_FROM;
+
+    /// Idle buffers a pool keeps by default: 2 MiB, two buffers of 1 MiB
+    /// or four of 512 KiB. A sequential read or write needs about one: each
+    /// block that enters the cache evicts one whose buffer the next takes.
+    pub const DEFAULT_LIMIT: usize = DEFAULT_LIMIT;
+
+    /// A pool keeping at most `limit` bytes of idle buffers. Buffers larger
+    /// than `limit` are never pooled.
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(BufferPool { limit, idle: Mutex::new(Idle::default()) })
     }
 
     /// The most bytes of idle buffers kept.
-    #[cfg(test)]
-    pub(crate) fn limit(&self) -> usize {
+    pub fn limit(&self) -> usize {
         self.limit
     }
 
     /// Bytes of idle buffers held now.
-    #[cfg(test)]
-    pub(crate) fn idle_bytes(&self) -> usize {
+    pub fn idle_bytes(&self) -> usize {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).bytes
     }
 
-    /// Bodies assembled in a buffer taken from the pool.
-    #[cfg(test)]
-    pub(crate) fn reused(&self) -> u64 {
+    /// How many buffers were taken from the pool rather than allocated.
+    pub fn reused(&self) -> u64 {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).reused
     }
 
@@ -98,6 +130,19 @@ impl BodyPool {
         idle.buffers.push(buf);
     }
 
+    /// `data` in a buffer of its own: one taken from the pool when `data` is
+    /// [`POOLED_FROM`](Self::POOLED_FROM) bytes or more and fits the pool's
+    /// limit, given back
+    /// when the last [`Bytes`] pointing into it is dropped.
+    pub fn copy_from_slice(self: &Arc<Self>, data: &[u8]) -> Bytes {
+        if data.len() < POOLED_FROM || data.len() > self.limit {
+            return Bytes::copy_from_slice(data);
+        }
+        let mut buf = self.take(data.len());
+        buf.extend_from_slice(data);
+        Bytes::from_owner(Pooled { buf, pool: Arc::clone(self) })
+    }
+
     /// One buffer holding `chunks` in order. Bodies below [`POOLED_FROM`]
     /// bytes, and a body that is one chunk already, are not copied here.
     #[cfg(test)]
@@ -132,14 +177,14 @@ impl BodyPool {
 /// A body being assembled: its first chunk kept as it came, then, from the
 /// second on, all of them copied into one buffer.
 struct Body<'a> {
-    pool: &'a Arc<BodyPool>,
+    pool: &'a Arc<BufferPool>,
     expected: usize,
     first: Option<Bytes>,
     buf: Option<Vec<u8>>,
 }
 
 impl<'a> Body<'a> {
-    fn new(pool: &'a Arc<BodyPool>, expected: usize) -> Self {
+    fn new(pool: &'a Arc<BufferPool>, expected: usize) -> Self {
         Body { pool, expected, first: None, buf: None }
     }
 
@@ -179,7 +224,7 @@ impl<'a> Body<'a> {
 /// points into it is dropped.
 struct Pooled {
     buf: Vec<u8>,
-    pool: Arc<BodyPool>,
+    pool: Arc<BufferPool>,
 }
 
 impl AsRef<[u8]> for Pooled {
@@ -209,7 +254,7 @@ mod tests {
 
     #[test]
     fn a_freed_body_buffer_is_reused_by_the_next_body_of_its_size() {
-        let pool = BodyPool::new(DEFAULT_LIMIT);
+        let pool = BufferPool::new(DEFAULT_LIMIT);
         let first = chunks(1 << 20, 1);
         let body = pool.assemble(first.clone());
         assert_eq!(&body[..], &joined(&first)[..]);
@@ -228,25 +273,25 @@ mod tests {
         assert_eq!(pool.idle_bytes(), 0);
 
         // A body of another size does not take a buffer of the wrong size.
-        let other = pool.assemble(chunks(256 * 1024, 3));
-        assert_eq!(other.len(), 256 * 1024);
+        let other = pool.assemble(chunks(512 * 1024, 3));
+        assert_eq!(other.len(), 512 * 1024);
         assert_eq!(pool.reused(), 1);
     }
 
     #[test]
     fn idle_buffers_stay_within_the_limit_keeping_the_latest_size() {
-        let pool = BodyPool::new(2 << 20);
+        let pool = BufferPool::new(2 << 20);
         let bodies: Vec<Bytes> = (0..5).map(|i| pool.assemble(chunks(1 << 20, i))).collect();
         drop(bodies);
         assert_eq!(pool.idle_bytes(), 2 << 20, "5 MiB freed into a 2 MiB pool");
         assert!(pool.idle_bytes() <= pool.limit());
 
-        let small: Vec<Bytes> = (0..8).map(|i| pool.assemble(chunks(256 * 1024, i))).collect();
+        let small: Vec<Bytes> = (0..4).map(|i| pool.assemble(chunks(512 * 1024, i))).collect();
         assert_eq!(pool.reused(), 0);
         drop(small);
-        // The 256 KiB buffers pushed the 1 MiB ones out rather than being dropped.
+        // The 512 KiB buffers pushed the 1 MiB ones out rather than being dropped.
         assert_eq!(pool.idle_bytes(), 2 << 20);
-        let again = pool.assemble(chunks(256 * 1024, 9));
+        let again = pool.assemble(chunks(512 * 1024, 9));
         assert_eq!(pool.reused(), 1);
         drop(again);
         let big = pool.assemble(chunks(1 << 20, 9));
@@ -272,7 +317,7 @@ mod tests {
     #[tokio::test]
     async fn a_streamed_body_drops_each_chunk_once_copied_and_reuses_buffers() {
         use std::sync::atomic::{AtomicUsize, Ordering};
-        let pool = BodyPool::new(DEFAULT_LIMIT);
+        let pool = BufferPool::new(DEFAULT_LIMIT);
         let data = joined(&chunks(1 << 20, 4));
         let dropped = Arc::new(AtomicUsize::new(0));
         let mut lag = 0;
@@ -304,7 +349,7 @@ mod tests {
 
     #[tokio::test]
     async fn streamed_bodies_of_another_length_or_failing_midway() {
-        let pool = BodyPool::new(DEFAULT_LIMIT);
+        let pool = BufferPool::new(DEFAULT_LIMIT);
         let data = joined(&chunks(200_000, 8));
         let pieces = || {
             data.chunks(30_000).map(Bytes::copy_from_slice).map(Ok::<_, std::io::Error>).collect::<Vec<_>>()
@@ -324,8 +369,32 @@ mod tests {
     }
 
     #[test]
+    fn large_copies_reuse_freed_buffers_and_small_or_oversized_ones_do_not() {
+        let pool = BufferPool::new(DEFAULT_LIMIT);
+        let data: Vec<u8> = (0..1 << 20).map(|i| (i % 253) as u8).collect();
+        let copy = pool.copy_from_slice(&data);
+        assert_eq!(&copy[..], &data[..]);
+        let ptr = copy.as_ptr();
+        let block = copy.slice(256 * 1024..512 * 1024);
+        drop(copy);
+        assert_eq!(pool.idle_bytes(), 0, "a block's slice still holds the write's buffer");
+        drop(block);
+        assert_eq!(pool.idle_bytes(), 1 << 20);
+        let again = pool.copy_from_slice(&data[..1 << 20]);
+        assert_eq!((again.as_ptr(), pool.reused()), (ptr, 1), "the freed buffer was not taken");
+        assert_eq!(&again[..], &data[..]);
+        drop(again);
+        // Below 512 KiB, and above the pool's limit: plain copies, never kept.
+        let small = pool.copy_from_slice(&data[..256 * 1024]);
+        let huge = BufferPool::new(512 * 1024).copy_from_slice(&data);
+        assert_eq!((&small[..], &huge[..]), (&data[..256 * 1024], &data[..]));
+        drop((small, huge));
+        assert_eq!((pool.idle_bytes(), pool.reused()), (1 << 20, 1));
+    }
+
+    #[test]
     fn small_and_single_chunk_bodies_bypass_the_pool() {
-        let pool = BodyPool::new(DEFAULT_LIMIT);
+        let pool = BufferPool::new(DEFAULT_LIMIT);
         let small = chunks(32 * 1024, 2);
         let body = pool.assemble(small.clone());
         assert_eq!(&body[..], &joined(&small)[..]);

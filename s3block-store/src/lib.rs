@@ -120,6 +120,7 @@ mod volume;
 #[cfg(feature = "clap")]
 pub use args::StoreArgs;
 pub use bandwidth::{Bandwidth, BandwidthLimits, BandwidthStore, TokenBucket};
+pub use bodypool::BufferPool;
 pub use codec::{
     Codec, CodecChain, CodecContext, CodecMeta, Compression, CompressionAlgorithm, Deflate, KNOWN_ENCODINGS,
     Zstd, parse_content_encoding,

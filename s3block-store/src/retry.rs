@@ -20,7 +20,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use s3block_core::{Backoff, RequestCounters, RequestMethod, Retries, StoreErrorKind};
 
-use crate::bodypool::{self, BodyPool};
+use crate::bodypool::{self, BufferPool};
 use crate::counting::PAGE;
 use crate::error::{TargetError, classify, is_missing_bucket, root_cause};
 
@@ -533,7 +533,7 @@ impl Policy {
 pub struct RetryStore<T> {
     inner: Arc<T>,
     policy: Arc<Policy>,
-    bodies: Arc<BodyPool>,
+    bodies: Arc<BufferPool>,
 }
 
 impl<T: ObjectStore> RetryStore<T> {
@@ -555,7 +555,7 @@ impl<T: ObjectStore> RetryStore<T> {
                 in_outage: AtomicBool::new(false),
                 waiting: AtomicUsize::new(0),
             }),
-            bodies: BodyPool::new(bodypool::DEFAULT_LIMIT),
+            bodies: BufferPool::new(bodypool::DEFAULT_LIMIT),
         }
     }
 

@@ -122,9 +122,9 @@ pub fn bound_malloc() {
 }
 
 /// Allocations of this many bytes and more get mappings of their own (see
-/// [`bound_malloc`]).
+/// [`bound_malloc`]); the store's buffer pool keeps buffers from that size.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MMAP_THRESHOLD: i32 = 512 * 1024;
+const MMAP_THRESHOLD: i32 = s3block_store::BufferPool::POOLED_FROM as i32;
 
 /// Keeps freed block buffers from piling up in malloc: nothing to do
 /// outside glibc.
