@@ -624,6 +624,11 @@ def r2_section(args, data):
         rtt_text = (f"Every daemon, and the raw ceiling, reach Garage through `examples/latency_proxy.rs`, "
                     f"which holds each chunk {rtt / 2:g} ms in each direction (pipelined), on the same 2 "
                     f"CPUs.")
+        if args.rate:
+            unit = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(args.rate[-1].upper(), 1)
+            rate = int(args.rate.rstrip("KkMmGg")) * unit
+            rtt_text += (f" The proxy also caps the link at {rate:,} bytes/s ({rate * 8 / 1e6:.0f} Mbit/s) each "
+                         f"way, shared by every connection, as a server's network is.")
     else:
         title = f"{args.label}: Garage on loopback"
         rtt_text = "Garage on loopback, no proxy."
@@ -636,7 +641,7 @@ def r2_section(args, data):
                                      text=True).stdout.strip(),
         "s3backer 2.1.6 and " + subprocess.run(["dpkg-query", "-W", "-f=${Version}", "s3backer"],
                                                capture_output=True, text=True).stdout.strip())
-    cmd = f" --rtt {rtt:g}" if rtt else ""
+    cmd = (f" --rtt {rtt:g}" if rtt else "") + (f" --rate {args.rate}" if args.rate else "")
     return R2_TEMPLATE.format(label=args.label, title=title, cmd=cmd, minutes=args.minutes, started=args.started,
                               machine=mach, commit=args.commit or "?", cache=args.cache_size, seq=args.seq_size,
                               runtime=args.runtime, files=args.files, rtt=rtt_text,
@@ -689,6 +694,7 @@ def main():
                    help="bench/run.sh's results with both s3backer versions: write that section")
     p.add_argument("--label", default="loopback", help="the run's name (round 2)")
     p.add_argument("--rtt", default="0", help="the round trip added by the proxy, ms (round 2)")
+    p.add_argument("--rate", default="", help="the link's speed each way set on the proxy, e.g. 12M (round 2)")
     args = p.parse_args()
     data = load(args.results)
     if args.round2:

@@ -601,7 +601,7 @@ for bs in ${BLOCK_SIZES//,/ }; do
 done
 
 COMMIT=${BENCH_COMMIT:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?)}
-python3 "$ROOT/bench/report.py" "$RESULTS" --round2 --label "$LABEL" --rtt "$RTT" --started "$START" \
+python3 "$ROOT/bench/report.py" "$RESULTS" --round2 --label "$LABEL" --rtt "$RTT" --rate "$RATE" --started "$START" \
     --commit "$COMMIT" --minutes "$(((SECONDS + 59) / 60))" --cache-size "$CACHE_SIZE" --seq-size "$SEQ_SIZE" \
     --runtime "$RUNTIME" --files "$FILES" --report "$REPORT" ${BENCH_NOTES:+--notes "$BENCH_NOTES"}
 [[ $RESULTS_OUT == - ]] || cp "$RESULTS" "$RESULTS_OUT"

@@ -256,6 +256,20 @@ mod tests {
         addr
     }
 
+    /// Sends `data` down `s`, shuts it for writing, and returns what came
+    /// back until the other end closed.
+    async fn through(s: TcpStream, data: Vec<u8>) -> Vec<u8> {
+        let (mut r, mut w) = s.into_split();
+        let writer = tokio::spawn(async move {
+            w.write_all(&data).await.unwrap();
+            w.shutdown().await.unwrap();
+        });
+        let mut back = Vec::new();
+        r.read_to_end(&mut back).await.unwrap();
+        writer.await.unwrap();
+        back
+    }
+
     fn pattern(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect()
     }
@@ -277,15 +291,7 @@ mod tests {
         assert!(rtt < 2 * delay + Duration::from_millis(200), "round trip {rtt:?}");
         // Four MiB through it and back: same bytes, same order.
         let data = pattern(4 << 20);
-        let (mut r, mut w) = s.into_split();
-        let sent = data.clone();
-        let writer = tokio::spawn(async move {
-            w.write_all(&sent).await.unwrap();
-            w.shutdown().await.unwrap();
-        });
-        let mut back = Vec::new();
-        r.read_to_end(&mut back).await.unwrap();
-        writer.await.unwrap();
+        let back = through(s, data.clone()).await;
         assert_eq!(back.len(), data.len());
         assert!(back == data, "the bytes came back changed or out of order");
     }
@@ -323,18 +329,10 @@ mod tests {
         // 2 MiB each way at 8 MiB/s: at least a quarter of a second.
         let addr = proxy_to_echo(Duration::ZERO, Some(8 << 20)).await;
         let s = TcpStream::connect(addr).await.unwrap();
-        let (mut r, mut w) = s.into_split();
         let data = pattern(2 << 20);
-        let sent = data.clone();
         let t0 = Instant::now();
-        let writer = tokio::spawn(async move {
-            w.write_all(&sent).await.unwrap();
-            w.shutdown().await.unwrap();
-        });
-        let mut back = Vec::new();
-        r.read_to_end(&mut back).await.unwrap();
+        let back = through(s, data.clone()).await;
         let took = t0.elapsed();
-        writer.await.unwrap();
         assert!(back == data);
         assert!(took >= Duration::from_millis(240), "{took:?}: faster than the rate");
         assert!(took < Duration::from_secs(3), "{took:?}");
@@ -349,17 +347,8 @@ mod tests {
         let t0 = Instant::now();
         let echo = |seed: usize| async move {
             let s = TcpStream::connect(addr).await.unwrap();
-            let (mut r, mut w) = s.into_split();
-            let data: Vec<u8> = pattern((1 << 20) + seed);
-            let sent = data.clone();
-            let writer = tokio::spawn(async move {
-                w.write_all(&sent).await.unwrap();
-                w.shutdown().await.unwrap();
-            });
-            let mut back = Vec::new();
-            r.read_to_end(&mut back).await.unwrap();
-            writer.await.unwrap();
-            assert!(back == data);
+            let data = pattern((1 << 20) + seed);
+            assert!(through(s, data.clone()).await == data);
         };
         tokio::join!(echo(0), echo(1));
         let took = t0.elapsed();
