@@ -109,15 +109,15 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 pub fn bound_malloc() {
-    // SAFETY: mallopt only changes malloc's tuning parameters, with valid
-    // parameters and values; it is called before the runtime's threads start.
-    unsafe {
-        if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
-        }
-        if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-            libc::mallopt(libc::M_ARENA_MAX, 1);
-        }
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+        // SAFETY: mallopt only changes malloc's tuning parameters, with a
+        // valid parameter and value; it is called before the runtime's
+        // threads start.
+        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) };
+    }
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: as above.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     }
 }
 
