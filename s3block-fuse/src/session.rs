@@ -80,12 +80,16 @@ pub struct FuseFs {
 impl FuseFs {
     /// Serves `fs`, running I/O on the runtime behind `rt`.
     pub fn new(fs: Arc<BlockFs>, rt: Handle, in_flight: InFlight) -> Self {
-        FuseFs { fs: Arc::new(Tree::One(fs)), rt, in_flight, writes: BufferPool::new(MAX_WRITE as usize) }
+        Self::serving(Tree::One(fs), rt, in_flight)
     }
 
     /// Serves several volumes, as `fs` shows them.
     pub fn many(fs: Arc<MultiFs>, rt: Handle, in_flight: InFlight) -> Self {
-        FuseFs { fs: Arc::new(Tree::Many(fs)), rt, in_flight, writes: BufferPool::new(MAX_WRITE as usize) }
+        Self::serving(Tree::Many(fs), rt, in_flight)
+    }
+
+    fn serving(tree: Tree, rt: Handle, in_flight: InFlight) -> Self {
+        FuseFs { fs: Arc::new(tree), rt, in_flight, writes: BufferPool::new(MAX_WRITE as usize) }
     }
 
     /// Runs `work` here until it would wait, then on the runtime. If the

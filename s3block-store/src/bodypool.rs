@@ -5,9 +5,8 @@
 //! object's size. Buffers of 512 KiB and more are mapped fresh from the
 //! system and unmapped when freed (the daemons fix malloc's mmap threshold
 //! there, [`BufferPool::POOLED_FROM`], so freed block buffers do not pile
-//! up in its arenas), which makes
-//! every fetched block cost a page fault and a zeroed page per 4 KiB before
-//! its bytes are copied in: a profile of a cold sequential read of 1 MiB
+//! up in its arenas), which makes every fetched block cost a page fault and
+//! a zeroed page per 4 KiB before its bytes are copied in: a profile of a cold sequential read of 1 MiB
 //! blocks put 14% of s3block's CPU there. The same holds for the copy of a
 //! 1 MiB write the FUSE frontend takes from the kernel's request buffer: a
 //! profile of a sequential write put 98% of the daemon's page faults in
@@ -20,15 +19,6 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-
-/// Buffers smaller than this are plain memory: malloc serves them from its
-/// heap without a fresh mapping (see [`BufferPool::POOLED_FROM`]).
-pub(crate) const POOLED_FROM: usize = 512 * 1024;
-
-/// Idle buffers kept by default: two 1 MiB blocks, four of 512 KiB. A
-/// sequential read needs about one: each fetched block that enters the
-/// cache evicts one whose buffer the next fetch takes.
-pub(crate) const DEFAULT_LIMIT: usize = 2 * 1024 * 1024;
 
 /// Idle large buffers, bounded in bytes: a GET body or a large write
 /// copied into one comes out as [`Bytes`] that gives the buffer back when
@@ -66,12 +56,12 @@ impl BufferPool {
     /// idle memory: pooling write copies from 64 KiB, the copy of 230 MB of
     /// files under ext4 with a 16 MiB cache was killed in its 40 MiB memory
     /// cgroup.
-    pub const POOLED_FROM: usize = POOLED_FROM;
+    pub const POOLED_FROM: usize = 512 * 1024;
 
     /// Idle buffers a pool keeps by default: 2 MiB, two buffers of 1 MiB
     /// or four of 512 KiB. A sequential read or write needs about one: each
     /// block that enters the cache evicts one whose buffer the next takes.
-    pub const DEFAULT_LIMIT: usize = DEFAULT_LIMIT;
+    pub const DEFAULT_LIMIT: usize = 2 * 1024 * 1024;
 
     /// A pool keeping at most `limit` bytes of idle buffers. Buffers larger
     /// than `limit` are never pooled.
@@ -87,6 +77,13 @@ impl BufferPool {
     /// Bytes of idle buffers held now.
     pub fn idle_bytes(&self) -> usize {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).bytes
+    }
+
+    /// True when a buffer of `len` bytes is taken from (and given back to)
+    /// the pool: [`POOLED_FROM`](Self::POOLED_FROM) bytes or more, and no
+    /// more than the pool's limit.
+    fn pools(&self, len: usize) -> bool {
+        (Self::POOLED_FROM..=self.limit).contains(&len)
     }
 
     /// How many buffers were taken from the pool rather than allocated.
@@ -132,10 +129,9 @@ impl BufferPool {
 
     /// `data` in a buffer of its own: one taken from the pool when `data` is
     /// [`POOLED_FROM`](Self::POOLED_FROM) bytes or more and fits the pool's
-    /// limit, given back
-    /// when the last [`Bytes`] pointing into it is dropped.
+    /// limit, given back when the last [`Bytes`] pointing into it is dropped.
     pub fn copy_from_slice(self: &Arc<Self>, data: &[u8]) -> Bytes {
-        if data.len() < POOLED_FROM || data.len() > self.limit {
+        if !self.pools(data.len()) {
             return Bytes::copy_from_slice(data);
         }
         let mut buf = self.take(data.len());
@@ -143,8 +139,9 @@ impl BufferPool {
         Bytes::from_owner(Pooled { buf, pool: Arc::clone(self) })
     }
 
-    /// One buffer holding `chunks` in order. Bodies below [`POOLED_FROM`]
-    /// bytes, and a body that is one chunk already, are not copied here.
+    /// One buffer holding `chunks` in order. Bodies below
+    /// [`POOLED_FROM`](Self::POOLED_FROM) bytes, and a body that is one
+    /// chunk already, are not copied here.
     #[cfg(test)]
     pub(crate) fn assemble(self: &Arc<Self>, chunks: Vec<Bytes>) -> Bytes {
         let len = chunks.iter().map(Bytes::len).sum();
@@ -189,7 +186,7 @@ impl<'a> Body<'a> {
     }
 
     fn pooled(&self) -> bool {
-        self.expected >= POOLED_FROM && self.expected <= self.pool.limit
+        self.pool.pools(self.expected)
     }
 
     fn push(&mut self, chunk: Bytes) {
@@ -254,7 +251,7 @@ mod tests {
 
     #[test]
     fn a_freed_body_buffer_is_reused_by_the_next_body_of_its_size() {
-        let pool = BufferPool::new(DEFAULT_LIMIT);
+        let pool = BufferPool::new(BufferPool::DEFAULT_LIMIT);
         let first = chunks(1 << 20, 1);
         let body = pool.assemble(first.clone());
         assert_eq!(&body[..], &joined(&first)[..]);
@@ -317,7 +314,7 @@ mod tests {
     #[tokio::test]
     async fn a_streamed_body_drops_each_chunk_once_copied_and_reuses_buffers() {
         use std::sync::atomic::{AtomicUsize, Ordering};
-        let pool = BufferPool::new(DEFAULT_LIMIT);
+        let pool = BufferPool::new(BufferPool::DEFAULT_LIMIT);
         let data = joined(&chunks(1 << 20, 4));
         let dropped = Arc::new(AtomicUsize::new(0));
         let mut lag = 0;
@@ -349,7 +346,7 @@ mod tests {
 
     #[tokio::test]
     async fn streamed_bodies_of_another_length_or_failing_midway() {
-        let pool = BufferPool::new(DEFAULT_LIMIT);
+        let pool = BufferPool::new(BufferPool::DEFAULT_LIMIT);
         let data = joined(&chunks(200_000, 8));
         let pieces = || {
             data.chunks(30_000).map(Bytes::copy_from_slice).map(Ok::<_, std::io::Error>).collect::<Vec<_>>()
@@ -370,7 +367,7 @@ mod tests {
 
     #[test]
     fn large_copies_reuse_freed_buffers_and_small_or_oversized_ones_do_not() {
-        let pool = BufferPool::new(DEFAULT_LIMIT);
+        let pool = BufferPool::new(BufferPool::DEFAULT_LIMIT);
         let data: Vec<u8> = (0..1 << 20).map(|i| (i % 253) as u8).collect();
         let copy = pool.copy_from_slice(&data);
         assert_eq!(&copy[..], &data[..]);
@@ -394,7 +391,7 @@ mod tests {
 
     #[test]
     fn small_and_single_chunk_bodies_bypass_the_pool() {
-        let pool = BufferPool::new(DEFAULT_LIMIT);
+        let pool = BufferPool::new(BufferPool::DEFAULT_LIMIT);
         let small = chunks(32 * 1024, 2);
         let body = pool.assemble(small.clone());
         assert_eq!(&body[..], &joined(&small)[..]);

@@ -20,7 +20,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use s3block_core::{Backoff, RequestCounters, RequestMethod, Retries, StoreErrorKind};
 
-use crate::bodypool::{self, BufferPool};
+use crate::bodypool::BufferPool;
 use crate::counting::PAGE;
 use crate::error::{TargetError, classify, is_missing_bucket, root_cause};
 
@@ -555,7 +555,7 @@ impl<T: ObjectStore> RetryStore<T> {
                 in_outage: AtomicBool::new(false),
                 waiting: AtomicUsize::new(0),
             }),
-            bodies: BufferPool::new(bodypool::DEFAULT_LIMIT),
+            bodies: BufferPool::new(BufferPool::DEFAULT_LIMIT),
         }
     }
 
