@@ -331,8 +331,11 @@ fio_job() {
     shift 4
     load0=$(load1)
     disk_reads0=$(disk_reads)
+    # --refill_buffers: fresh random bytes for every write, as in bench/run.sh
+    # (fio's default reused buffer is partly compressible, and Garage
+    # compresses what it stores).
     timeout "$STEP_TIMEOUT" fio --name="$job" --filename="$file" --fallocate=none --ioengine=psync --thread \
-        --output-format=json --output="$out" "$@" || die "fio $job on $sys failed; see $out"
+        --refill_buffers=1 --output-format=json --output="$out" "$@" || die "fio $job on $sys failed; see $out"
     secs=$(jq '.jobs[0].job_runtime / 1000' "$out")
     io_bytes=$(jq '[.jobs[0].read.io_bytes, .jobs[0].write.io_bytes] | add' "$out")
     ios=$(jq '[.jobs[0].read.total_ios, .jobs[0].write.total_ios] | add' "$out")
@@ -531,7 +534,7 @@ run_bigwrite() {
     load0=$(load1)
     t0=$(now)
     fio --name=big --filename="$mnt/file" --fallocate=none --ioengine=psync --thread --rw=write --bs=1M \
-        --size="$BIG_BYTES" --direct=1 --output-format=json --output="$WORK/fio-$sys-big.json" &
+        --size="$BIG_BYTES" --direct=1 --refill_buffers=1 --output-format=json --output="$WORK/fio-$sys-big.json" &
     fpid=$!
     PIDS+=("$fpid")
     sample "$sys" "$mnt" "$bs" "$fpid" &

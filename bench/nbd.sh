@@ -275,7 +275,10 @@ fio_job() {
     *) engine=(--ioengine=nbd "--uri=$TARGET") ;;
     esac
     mark
-    timeout "$STEP_TIMEOUT" fio --name="$job" "${engine[@]}" --size="$SEQ_BYTES" \
+    # --refill_buffers: fresh random bytes for every write, as in bench/run.sh
+    # (fio's default reused buffer is partly compressible, and Garage
+    # compresses what it stores).
+    timeout "$STEP_TIMEOUT" fio --name="$job" "${engine[@]}" --size="$SEQ_BYTES" --refill_buffers=1 \
         --output-format=json --output="$out" "$@" >>"$WORK/fio.log" 2>&1 || die "fio $job on $sys failed; see $out"
     local secs io_bytes ios
     secs=$(jq '.jobs[0].job_runtime / 1000' "$out")
