@@ -97,6 +97,12 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
             .map_err(|_| Error::Config("the block cache must be created inside a tokio runtime".into()))?;
         let retry_rng = config.upload_retry.rng();
         let clean_timeout = config.clean_timeout;
+        // Where a miss may fetch part of a block, the cache watches whether
+        // its misses come back for blocks it evicted (see `ranged`).
+        let evicted = (config.ranged_reads
+            && lower.ranged_reads()
+            && crate::ranged::is_small_part(&(0..crate::ranged::RANGE_ALIGN), geometry.block_len()))
+        .then(|| crate::ranged::Evicted::new(limits.cache_size));
         let shared = Arc::new(Shared {
             lower,
             geometry: GeometryCell::new(geometry),
@@ -104,7 +110,8 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
             config,
             state: Mutex::new(
                 State::new(limits.cache_size, limits.max_dirty, retry_rng)
-                    .with_eviction(limits.protected_blocks, clean_timeout),
+                    .with_eviction(limits.protected_blocks, clean_timeout)
+                    .with_evicted(evicted),
             ),
             progress: Notify::new(),
             room: Notify::new(),
@@ -243,12 +250,14 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
         // Where the pages a ranged fetch brings start in the block; `None`
         // while waiting for the whole block.
         let mut pages_at: Option<usize> = None;
+        let mut follows = false;
         loop {
             let rx = {
                 let mut st = shared.lock();
                 if read_ahead_pending {
                     read_ahead_pending = false;
                     self.read_ahead(&mut st, block);
+                    follows = st.note_read(block, &range);
                 }
                 let hit = st.entries.get_mut(&block).and_then(|e| {
                     let prefetched = std::mem::take(&mut e.prefetched);
@@ -286,7 +295,7 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
                     }
                 } else {
                     first_try = false;
-                    match shared.start_range_load(&mut st, block, &range) {
+                    match shared.start_range_load(&mut st, block, &range, follows) {
                         Some((rx, at)) => {
                             Counters::bump(&shared.counters.misses);
                             pages_at = Some(at);

@@ -336,11 +336,13 @@ impl CacheConfigBuilder {
     /// block below can be read in part (a raw object; an encoded one is read
     /// whole anyway). A miss fetches the whole block when that part is more
     /// than a quarter of the block (so blocks under 256 KiB are always
-    /// fetched whole),
-    /// when part of the block is cached or being fetched already (a second
-    /// miss on it), or when it continues a sequential run (the block after
-    /// the last one read). Pages fetched are kept as such, never taken for
-    /// the whole block.
+    /// fetched whole), when the pages held and asked for would pass half of
+    /// it (unless more than one in 16 of the recent misses were of blocks
+    /// the cache evicted lately: the rest would be evicted again before it
+    /// is read), when the read starts right where fetched pages end, when
+    /// the block is written in places or being fetched already, or when it
+    /// continues a sequential run (the block after the last one read).
+    /// Pages fetched are kept as such, never taken for the whole block.
     pub fn ranged_reads(mut self, on: bool) -> Self {
         self.config.ranged_reads = on;
         self

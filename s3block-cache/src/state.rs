@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::entry::{Content, Entry, Wb, merge};
 use crate::incident::Incident;
-use crate::ranged::RangeLoad;
+use crate::ranged::{Evicted, RangeLoad};
 use crate::readahead::ReadAhead;
 use crate::zeroset::RangeSet;
 
@@ -69,6 +69,9 @@ pub(crate) struct State {
     pub(crate) loads: HashMap<BlockId, Load>,
     /// Fetches of part of a block in flight (see [`crate::ranged`]).
     pub(crate) range_loads: HashMap<BlockId, RangeLoad>,
+    /// Blocks evicted for room lately, kept where reads may fetch parts of
+    /// blocks (see [`Evicted`]).
+    pub(crate) evicted: Option<Evicted>,
     /// Dirty blocks waiting for upload, oldest first (may hold stale items).
     pub(crate) queue: VecDeque<BlockId>,
     /// Dirty blocks whose last upload failed.
@@ -88,6 +91,9 @@ pub(crate) struct State {
     pub(crate) waiting_writers: usize,
     pub(crate) next_load_id: u64,
     pub(crate) read_ahead: ReadAhead,
+    /// The block and end of the last read: a read starting there goes on
+    /// from it (see [`crate::ranged`]).
+    pub(crate) last_read: Option<(BlockId, usize)>,
     /// No more writes, discards or flushes are accepted.
     pub(crate) closed: bool,
     /// The scheduler stops.
@@ -115,6 +121,7 @@ impl State {
             zeros: RangeSet::default(),
             loads: HashMap::new(),
             range_loads: HashMap::new(),
+            evicted: None,
             queue: VecDeque::new(),
             failed: BTreeSet::new(),
             dirty_index: BTreeSet::new(),
@@ -128,6 +135,7 @@ impl State {
             waiting_writers: 0,
             next_load_id: 0,
             read_ahead: ReadAhead::default(),
+            last_read: None,
             closed: false,
             stopped: false,
             cache_size,
@@ -143,6 +151,20 @@ impl State {
     pub(crate) fn with_eviction(mut self, protected_blocks: u64, clean_timeout: Option<Duration>) -> Self {
         self.protected_blocks = protected_blocks;
         self.clean_timeout = clean_timeout;
+        self
+    }
+
+    /// Notes a read of `range` of `block`; true when it starts where the
+    /// last read ended, in the same block.
+    pub(crate) fn note_read(&mut self, block: BlockId, range: &Range<usize>) -> bool {
+        let follows = self.last_read == Some((block, range.start));
+        self.last_read = Some((block, range.end));
+        follows
+    }
+
+    /// Watches the blocks evicted for room (see [`Evicted`]), or not.
+    pub(crate) fn with_evicted(mut self, evicted: Option<Evicted>) -> Self {
+        self.evicted = evicted;
         self
     }
 
@@ -305,6 +327,9 @@ impl State {
             };
             if let Some(e) = self.entries.remove(&block) {
                 self.resident -= e.content.size();
+            }
+            if let Some(evicted) = self.evicted.as_mut() {
+                evicted.evicted(block);
             }
         }
         true

@@ -205,18 +205,25 @@ async fn a_4k_read_of_a_cold_1m_block_downloads_no_more_than_64k() {
         assert_eq!(&got[..], &pattern(M, 2)[off..off + 4096]);
     }
     assert_eq!(counters.snapshot().gets, 2, "both granules are hits");
-    // A read right after fetched pages: the reads turn sequential, the
-    // block comes whole.
+    // A read that starts where fetched pages end, but not where the last
+    // read ended: random, its granule alone.
+    let got = cache.read_at(2 * M as u64 + 5 * 65536, 4096).await.expect("read");
+    assert_eq!(&got[..], &pattern(M, 2)[5 * 65536..5 * 65536 + 4096]);
+    let c = counters.snapshot();
+    assert_eq!((c.gets, c.ranged_gets, c.fetch_bytes_received), (3, 3, 3 * 65536));
+    // A read right after the last one, past fetched pages: the reads turn
+    // sequential, the block comes whole.
+    cache.read_at(2 * M as u64 + 61440, 4096).await.expect("read");
     let got = cache.read_at(2 * M as u64 + 65536, 4096).await.expect("read");
     assert_eq!(&got[..], &pattern(M, 2)[65536..69632]);
     let c = counters.snapshot();
-    assert_eq!((c.gets, c.ranged_gets, c.fetch_bytes_received), (3, 2, 2 * 65536 + M as u64));
+    assert_eq!((c.gets, c.ranged_gets, c.fetch_bytes_received), (4, 3, 3 * 65536 + M as u64));
     // From now on the whole block is cached.
     cache.read_at(3 * M as u64 - 4096, 4096).await.expect("read");
-    assert_eq!(counters.snapshot().gets, 3);
+    assert_eq!(counters.snapshot().gets, 4);
     // An absent block reads as zeros.
     assert!(cache.read_at(5 * M as u64 + 12_345, 4096).await.expect("read").iter().all(|&b| b == 0));
-    assert_eq!(cache.stats().misses, 4);
+    assert_eq!(cache.stats().misses, 5);
     cache.close().await.expect("close");
 }
 
@@ -253,6 +260,72 @@ async fn scattered_reads_of_a_block_fetch_granules_until_half_of_it_is_asked_for
     let got = cache.read_at(base, M).await.expect("read");
     assert_eq!(got, pattern(M, 3));
     assert_eq!(counters.snapshot().gets, 9);
+    cache.close().await.expect("close");
+}
+
+/// While the cache's misses keep coming back for blocks it evicted (its
+/// readers' working set is larger than it), a block read densely is still
+/// fetched a granule at a time: the whole block would be evicted again
+/// before the rest of it is read, and would refetch what is held. Once the
+/// misses are of other blocks again, dense reads fetch the whole block.
+#[tokio::test]
+async fn dense_reads_fetch_granules_while_the_cache_evicts_what_it_reads_again() {
+    const G: u64 = 64 << 10;
+    let g = Geometry::new(256 * M as u64, M as u64).expect("geometry");
+    let (dev, counters) = device(g, None);
+    let written: Vec<u32> = (0..24).chain([30, 31]).collect();
+    for &b in &written {
+        dev.write_block(BlockId(b), pattern(M, u64::from(b))).await.expect("write");
+    }
+    // Room for 16 granules.
+    let cache = BlockCache::new(dev, cache_config(M as u64, &counters)).expect("cache");
+    counters.reset();
+    let read = |block: u32, off: u64| {
+        let cache = &cache;
+        async move {
+            let got = cache.read_at(u64::from(block) * M as u64 + off, 4096).await.expect("read");
+            assert_eq!(
+                &got[..],
+                &pattern(M, u64::from(block))[off as usize..off as usize + 4096],
+                "block {block}"
+            );
+        }
+    };
+    // Three rounds over 24 blocks, one granule each, in an order with no
+    // two neighbours in a row: from the second round on, every miss is of a
+    // block evicted to make room for the others.
+    for _ in 0..3 {
+        for i in 0..24 {
+            read(i * 5 % 24, 0).await;
+        }
+    }
+    let c = counters.snapshot();
+    assert_eq!((c.gets, c.ranged_gets, c.fetch_bytes_received), (72, 72, 72 * G), "{c:?}");
+    // Block 30, read densely: nine scattered granules, more than half of
+    // it, each fetched alone.
+    counters.reset();
+    for granule in (1..16).step_by(2).chain([0]) {
+        read(30, granule * G + 100).await;
+    }
+    let c = counters.snapshot();
+    assert_eq!((c.gets, c.ranged_gets, c.fetch_bytes_received), (9, 9, 9 * G), "{c:?}");
+    // Misses of blocks never evicted (absent ones, which read as zeros):
+    // the cache is no longer thrashing.
+    for i in 0..96 {
+        let block: u64 = 100 + i * 5 % 96;
+        let got = cache.read_at(block * M as u64, 4096).await.expect("read");
+        assert!(got.iter().all(|&b| b == 0), "block {block}");
+    }
+    // Block 31, read the same way: the ninth granule brings the block.
+    counters.reset();
+    for granule in (1..16).step_by(2).chain([0]) {
+        read(31, granule * G + 100).await;
+    }
+    let c = counters.snapshot();
+    assert_eq!((c.gets, c.ranged_gets, c.fetch_bytes_received), (9, 8, 8 * G + M as u64), "{c:?}");
+    let got = cache.read_at(31 * M as u64, M).await.expect("read");
+    assert_eq!(got, pattern(M, 31));
+    assert_eq!(counters.snapshot().gets, 9, "the block is whole in the cache");
     cache.close().await.expect("close");
 }
 
