@@ -547,6 +547,10 @@ run_fio() {
     # What a cold random 4K read downloads: s3block counts the bytes it
     # received; s3backer counts none, so its GETs times the block size
     # (every GET of s3backer is of a whole block).
+    # The stats as the job left them, kept with the run's logs: how many
+    # fetches were ranged, and the hit ratio, say why the bytes are what
+    # they are.
+    cat "$mnt/stats" >"$WORK/stats-$sys-$bs-randread.txt"
     local gets
     gets=$(($(counter "$sys" "$mnt" get) - g0))
     record "$bs" "$sys" randread_gets "$gets"
