@@ -114,10 +114,12 @@ pub struct VolumeArgs {
     /// part of a block of 256 KiB or more fetches only the aligned 64 KiB
     /// around it, with one ranged GET, when the block is stored without
     /// compression, raw or encrypted in 64 KiB chunks (a volume encrypted
-    /// by this version); the block is fetched whole when the read
-    /// is more than a quarter of it, when part of it is cached already, or
-    /// when reads are sequential. off (the default with --cache-dir, whose
-    /// disk tier keeps whole blocks): every miss fetches the whole block.
+    /// by this version); later misses elsewhere in the block fetch their
+    /// own 64 KiB. The block is fetched whole when the read is more than a
+    /// quarter of it, when reads on it turn sequential, or when they pass
+    /// half of it while the cache keeps what it reads. off (the default
+    /// with --cache-dir, whose disk tier keeps whole blocks): every miss
+    /// fetches the whole block.
     #[arg(long = "ranged-reads", value_name = "on|off", action = clap::ArgAction::Set,
           value_parser = clap::builder::BoolishValueParser::new())]
     pub ranged_reads: Option<bool>,
