@@ -573,7 +573,7 @@ def r2_tables(data, cache_bytes, seq_all):
     for bs in sizes:
         # The sequential size of this block size (smaller below 64K).
         seq_bytes = int(data.get((bs, "setup"), {}).get("seq_bytes", seq_all))
-        fse = float(data.get(("-", "setup"), {}).get("fio_start_exit_s", 0.0))
+        fse = fio_start_exit(data) or 0.0
         a = Figures(data.get((bs, "s3block"), {}), seq_bytes, fse)
         b2 = Figures(data.get((bs, "s3backer2"), {}), seq_bytes, fse)
         b1 = Figures(data.get((bs, "s3backer1"), data.get((bs, "s3backer"), {})), seq_bytes, fse)
@@ -629,9 +629,16 @@ dirty. {rtt}
 """
 
 
-def fio_start_exit_text(data):
+def fio_start_exit(data):
+    """fio's own start and exit as the run measured it; None for runs made
+    before it was measured."""
     v = data.get(("-", "setup"), {}).get("fio_start_exit_s")
-    return "not measured in this run, so nothing is taken out" if v is None else f"{float(v):.2f} s"
+    return None if v is None else float(v)
+
+
+def fio_start_exit_text(data):
+    v = fio_start_exit(data)
+    return "not measured in this run, so nothing is taken out" if v is None else f"{v:.2f} s"
 
 
 def r2_section(args, data):

@@ -249,7 +249,7 @@ record - setup rtt_ms "$RTT"
 
 # fio's own start and exit: the wall time of a 1 MiB write job on tmpfs
 # less its job runtime, the median of three. The report takes it out of the
-# "fio start to stored" figures, so that they time the daemon from the
+# "first write to stored" figures, so that they time the daemon from the
 # first write, as the raw ceiling times the store from the first PUT; the
 # close, in which s3backer 2.1.6 stores what it holds, stays counted.
 fio_start_exit() {

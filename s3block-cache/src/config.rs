@@ -339,10 +339,11 @@ impl CacheConfigBuilder {
     /// fetched whole), when the pages held and asked for would pass half of
     /// it (unless more than one in 16 of the recent misses were of blocks
     /// the cache evicted lately: the rest would be evicted again before it
-    /// is read), when the read starts right where fetched pages end, when
-    /// the block is written in places or being fetched already, or when it
-    /// continues a sequential run (the block after the last one read).
-    /// Pages fetched are kept as such, never taken for the whole block.
+    /// is read), when the read starts right where the last read of the
+    /// block ended, when the block is written in places or being fetched
+    /// already, or when it continues a sequential run (the block after the
+    /// last one read). Pages fetched are kept as such, never taken for the
+    /// whole block.
     pub fn ranged_reads(mut self, on: bool) -> Self {
         self.config.ranged_reads = on;
         self

@@ -182,11 +182,12 @@ impl<D: BlockDevice + 'static> Shared<D> {
         }
         let block_len = self.geometry.get().block_len();
         let pages = align_to_granules(range, block_len);
-        if let Some(evicted) = st.evicted.as_mut() {
-            evicted.missed(block, st.entries.contains_key(&block));
-        }
-        let thrashing = st.evicted.as_ref().is_some_and(Evicted::thrashing);
-        let fetched = match st.entries.get(&block) {
+        let entry = st.entries.get(&block);
+        let thrashing = st.evicted.as_mut().is_some_and(|evicted| {
+            evicted.missed(block, entry.is_some());
+            evicted.thrashing()
+        });
+        let fetched = match entry {
             None => &[][..],
             Some(e) => fetched_pages(e)?,
         };

@@ -6,8 +6,8 @@
 //! system and unmapped when freed (the daemons fix malloc's mmap threshold
 //! there, [`BufferPool::POOLED_FROM`], so freed block buffers do not pile
 //! up in its arenas), which makes every fetched block cost a page fault and
-//! a zeroed page per 4 KiB before its bytes are copied in: a profile of a cold sequential read of 1 MiB
-//! blocks put 14% of s3block's CPU there. The same holds for the copy of a
+//! a zeroed page per 4 KiB before its bytes are copied in: a profile of a
+//! cold sequential read of 1 MiB blocks put 14% of s3block's CPU there. The same holds for the copy of a
 //! 1 MiB write the FUSE frontend takes from the kernel's request buffer: a
 //! profile of a sequential write put 98% of the daemon's page faults in
 //! that copy. A buffer filled here is handed out as [`Bytes`] whose last
