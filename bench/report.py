@@ -539,13 +539,17 @@ def r2_rows(bs, a, b2, b1, ceil, cache_bytes, seq_bytes):
 
 
 def r2_loads(a, b2, b1):
-    """The 1-minute load before and after each job, per system."""
+    """The 1-minute load before and after each job, per system, and the
+    seconds the store took to settle before it (runs since the bench waits
+    for that)."""
     out = []
     for job in ("seqwrite", "seqread", "randread", "randwrite", "untar"):
         cells = []
         for x in (a, b2, b1):
             lb, la = x.get(f"{job}_load_before"), x.get(f"{job}_load_after")
-            cells.append("–" if lb is None else f"{lb:.1f}→{la:.1f}")
+            settle = x.get(f"{job}_settle_s")
+            cells.append("–" if lb is None else
+                         f"{lb:.1f}→{la:.1f}" + ("" if settle is None else f" ({settle:.0f} s)"))
         out.append(f"{job} {' / '.join(cells)}")
     return "; ".join(out)
 
@@ -595,7 +599,8 @@ def r2_tables(data, cache_bytes, seq_all):
                 "| target | |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
         for row in r2_rows(bs, a, b2, b1, ceil, cache_bytes, seq_bytes):
             out.append("| " + " | ".join(row) + " |")
-        out += ["", f"Load (1 min) before→after each job, s3block / s3backer 2.1.6 / s3backer 1.5.4: "
+        out += ["", f"Load (1 min) before→after each job, s3block / s3backer 2.1.6 / s3backer 1.5.4 "
+                f"(in brackets: seconds waited before the job for Garage to settle): "
                 f"{r2_loads(a, b2, b1)}." + ("" if not vol else f" ext4 volume {vol / (1 << 30):g} GiB."), ""]
     return "\n".join(out)
 

@@ -380,7 +380,36 @@ put_count() { counter "$1" "$2" put; }
 # BYTES after it (after its data is stored, for writes) records the
 # daemon's CPU seconds, per GiB of BYTES, and the load before and after.
 CPU0='' LOAD0='' GCPU0=''
-cpu_mark() { CPU0=$(cpu_s "$DAEMON_PID"); GCPU0=$(cpu_s "$GARAGE_PID"); LOAD0=$(load1); }
+cpu_mark() {
+    store_quiet
+    CPU0=$(cpu_s "$DAEMON_PID")
+    GCPU0=$(cpu_s "$GARAGE_PID")
+    LOAD0=$(load1)
+}
+
+# store_quiet: waits until Garage has used under 5% of a CPU for a whole
+# second, at most a minute, so that no job pays for the one before it.
+# Garage goes on working for seconds after a burst of writes or deletes (it
+# updates its tables' Merkle trees in the background): 5.4 CPU seconds in
+# the 5 s after the 4K ceiling's 32,768 PUTs, GETs and DELETEs, which fell
+# on the first system's sequential write and took it from about 5 MB/s to
+# 2.5. QUIET_WAITED holds the seconds waited.
+QUIET_WAITED=0
+store_quiet() {
+    local t0 a b
+    t0=$(now)
+    for _ in $(seq 60); do
+        a=$(cpu_s "$GARAGE_PID")
+        sleep 1
+        b=$(cpu_s "$GARAGE_PID")
+        if python3 -c "import sys; sys.exit(not $b - $a < 0.05)"; then
+            QUIET_WAITED=$(since "$t0")
+            return 0
+        fi
+    done
+    QUIET_WAITED=$(since "$t0")
+    say "  Garage still busy after ${QUIET_WAITED} s; going on"
+}
 cpu_done() {
     local bs=$1 sys=$2 job=$3 moved=$4 cpu gcpu
     cpu=$(calc "round($(cpu_s "$DAEMON_PID") - $CPU0, 2)")
@@ -390,8 +419,9 @@ cpu_done() {
     record "$bs" "$sys" "${job}_cpu_s_per_gib" "$(calc "round($cpu / ($moved / 2**30), 3)")"
     record "$bs" "$sys" "${job}_garage_cpu_s_per_gib" "$(calc "round($gcpu / ($moved / 2**30), 3)")"
     record "$bs" "$sys" "${job}_load_before" "$LOAD0"
+    record "$bs" "$sys" "${job}_settle_s" "$QUIET_WAITED"
     record "$bs" "$sys" "${job}_load_after" "$(load1)"
-    say "    CPU $cpu s ($(calc "round($cpu / ($moved / 2**30), 2)") s/GiB), Garage $gcpu s, load $LOAD0 -> $(load1)"
+    say "    CPU $cpu s ($(calc "round($cpu / ($moved / 2**30), 2)") s/GiB), Garage $gcpu s, load $LOAD0 -> $(load1), Garage settled in ${QUIET_WAITED} s before"
 }
 
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
@@ -447,8 +477,9 @@ run_ceiling() {
     # raw_store keeps as many requests in flight as s3block does at this
     # block size (s3block_cache::default_requests_in_flight).
     say "raw store ceiling at $bs: $count objects"
+    store_quiet
     timeout "$STEP_TIMEOUT" "$RAW_BIN" --endpoint "$ENDPOINT" --force-path-style --object-size "$bs" \
-        --count "$count" --cold "s3://bench-raw/raw-$bs/" >"$WORK/raw-$bs.txt" ||
+        --count "$count" --cold --settle-pid "$GARAGE_PID" "s3://bench-raw/raw-$bs/" >"$WORK/raw-$bs.txt" ||
         die "raw_store failed; see $WORK/raw-$bs.txt"
     cat "$WORK/raw-$bs.txt" >&2
     local line

@@ -6,7 +6,7 @@
 //! objects of `--object-size` bytes with `--concurrency` requests in flight,
 //! then GETs them back the same way, and deletes them. The concurrency
 //! defaults to what an s3block mount keeps in flight at that block size
-//! (`s3block_cache::default_requests_in_flight`: 64 at 4K, 16 at 256K, 8 at
+//! (`s3block_cache::default_requests_in_flight`: 64 at 4K, 16 at 256K and
 //! 1M), so the ceiling is measured on the same terms. The data is
 //! pseudo-random so no layer can compress it.
 //!
@@ -21,6 +21,13 @@
 //! from disk, as it does for a cold read of a mounted volume. The one-at-a-time
 //! GETs come after the others and find the objects cached again, as random
 //! reads that follow a sequential read do.
+//!
+//! With `--settle-pid PID` (the store's server, on this machine) it waits
+//! before the GETs until that process has used under 5% of a CPU for a whole
+//! second (at most a minute). A server may go on working for seconds after a
+//! burst of writes: Garage updates its tables' Merkle trees in the
+//! background, 5.4 CPU seconds in the 5 s after 32,768 PUTs of 4 KiB. The
+//! GETs then measure the store's reads, not the tail of its writes.
 //!
 //! ```text
 //! cargo run --release -p s3block-examples --example raw_store -- \
@@ -55,10 +62,13 @@ struct Args {
     concurrency: Option<usize>,
     single_gets: usize,
     cold: bool,
+    /// The store server's process, to wait for before the GETs.
+    settle_pid: Option<u32>,
 }
 
 const USAGE: &str = "usage: raw_store [--endpoint URL] [--force-path-style] [--object-size SIZE] \
-                     [--count N] [--concurrency N] [--single-gets N] [--cold] STORE_URL";
+                     [--count N] [--concurrency N] [--single-gets N] [--cold] \
+                     [--settle-pid PID] STORE_URL";
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
     let mut out = Args {
@@ -70,6 +80,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
         concurrency: None,
         single_gets: 1000,
         cold: false,
+        settle_pid: None,
     };
     let mut it = args.into_iter();
     let bad = |opt: &str, v: &str, why: String| Error::Config(format!("{opt} {v:?}: {why}"));
@@ -80,6 +91,10 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
             "--endpoint" => out.endpoint = Some(value("--endpoint")?),
             "--force-path-style" => out.force_path_style = true,
             "--cold" => out.cold = true,
+            "--settle-pid" => {
+                let v = value("--settle-pid")?;
+                out.settle_pid = Some(v.parse().map_err(|e| bad("--settle-pid", &v, format!("{e}")))?);
+            }
             "--object-size" => {
                 let v = value("--object-size")?;
                 let n = parse_size(&v)?;
@@ -135,6 +150,37 @@ fn drop_page_cache() -> Result<()> {
         .map_err(|e| Error::Config(format!("--cold: cannot write {DROP} (needs root): {e}")))
 }
 
+/// CPU seconds process `pid` has used so far (user + system), from
+/// `/proc/PID/stat` in the kernel's user-visible clock ticks (100 a second).
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat =
+        std::fs::read_to_string(&path).map_err(|e| Error::Config(format!("--settle-pid: {path}: {e}")))?;
+    // The command name (field 2) may hold spaces; the fields after it are
+    // numbers: state is field 3, utime 14, stime 15.
+    let after_name = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+    match (tick(11), tick(12)) {
+        (Some(user), Some(system)) => Ok((user + system) as f64 / 100.0),
+        _ => Err(Error::Config(format!("--settle-pid: {path}: no CPU times in {stat:?}"))),
+    }
+}
+
+/// Waits until process `pid` has used under 5% of a CPU for a whole second,
+/// at most a minute; returns the seconds waited and whether it settled.
+async fn settle(pid: u32) -> Result<(f64, bool)> {
+    let start = Instant::now();
+    for _ in 0..60 {
+        let before = cpu_seconds(pid)?;
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        if cpu_seconds(pid)? - before < 0.05 {
+            return Ok((start.elapsed().as_secs_f64(), true));
+        }
+    }
+    Ok((start.elapsed().as_secs_f64(), false))
+}
+
 /// Requests in flight: `--concurrency`, else what an s3block mount keeps in
 /// flight at this block size (its uploads at once and its read-ahead).
 fn in_flight(args: &Args) -> usize {
@@ -185,6 +231,10 @@ async fn run(args: Args) -> Result<()> {
     if args.cold {
         drop_page_cache()?;
     }
+    let settled = match args.settle_pid {
+        Some(pid) => Some(settle(pid).await?),
+        None => None,
+    };
 
     let start = Instant::now();
     let got: u64 = stream::iter(0..args.count)
@@ -231,8 +281,13 @@ async fn run(args: Args) -> Result<()> {
             single_secs * 1e3 / single as f64
         )
     };
+    let settle_part = match settled {
+        None => String::new(),
+        Some((secs, true)) => format!(", the server settled in {secs:.0} s"),
+        Some((secs, false)) => format!(", the server still busy after {secs:.0} s"),
+    };
     let summary = format!(
-        "{} objects of {} bytes, {} in flight: PUT {:.1} MB/s ({:.2} s), GET{} {:.1} MB/s ({:.2} s){single_part}; \
+        "{} objects of {} bytes, {} in flight: PUT {:.1} MB/s ({:.2} s){settle_part}, GET{} {:.1} MB/s ({:.2} s){single_part}; \
          {} PUTs, {} GETs, {} retries",
         args.count,
         args.object_size,
@@ -282,6 +337,23 @@ mod tests {
         assert!(parse_args(["--bogus".to_owned()]).is_err());
         let a = parse_args(["--single-gets", "0", "s3://b/"].map(String::from)).expect("args");
         assert_eq!((a.single_gets, a.count), (0, 256), "no single GETs is allowed");
+        let a = parse_args(["--settle-pid", "42", "s3://b/"].map(String::from)).expect("args");
+        assert_eq!(a.settle_pid, Some(42));
+        assert!(parse_args(["--settle-pid", "garage", "s3://b/"].map(String::from)).is_err());
+    }
+
+    #[test]
+    fn a_process_cpu_time_is_read_and_a_missing_one_is_an_error() {
+        let own = cpu_seconds(std::process::id()).expect("this process's stat");
+        assert!(own >= 0.0);
+        let mut spent = 0u64;
+        let start = Instant::now();
+        while start.elapsed().as_millis() < 300 {
+            spent = spent.wrapping_add(std::hint::black_box(spent) | 1);
+        }
+        assert!(cpu_seconds(std::process::id()).unwrap() > own, "300 ms of spinning shows ({spent})");
+        let err = cpu_seconds(u32::MAX).expect_err("no such process").to_string();
+        assert!(err.contains("/proc/4294967295/stat"), "{err}");
     }
 
     #[test]
