@@ -89,12 +89,24 @@ pub trait BlockDeviceExt: BlockDevice {
     }
 
     /// Writes `data` at byte `offset` of the volume.
+    ///
+    /// A write that spans several blocks hands each block a copy of its
+    /// part, not a slice of `data`: a cache keeps a written block for as
+    /// long as it likes, and a slice would keep all of `data` alive with it
+    /// (a 4 KiB block would hold a 1 MiB write's buffer until its last
+    /// block left the cache), out of the cache's count of bytes. A write
+    /// inside one block is handed over as it is.
     async fn write_at(&self, offset: u64, data: Bytes) -> Result<()> {
         let geometry = self.geometry();
         geometry.check_range(offset, data.len() as u64)?;
+        let whole = data.len();
         stream::iter(segments(&geometry, offset, data.len()))
             .map(|seg| {
-                let part = data.slice(seg.pos..seg.pos + seg.len);
+                let part = if seg.len == whole {
+                    data.clone()
+                } else {
+                    Bytes::copy_from_slice(&data[seg.pos..seg.pos + seg.len])
+                };
                 async move {
                     if seg.is_whole(&geometry) {
                         self.write_block(seg.block, part).await
@@ -165,5 +177,36 @@ mod tests {
         assert!(segs[1].is_whole(&g));
         assert!(!segs[3].is_whole(&g));
         assert_eq!(segments(&g, 10, 0).count(), 0);
+    }
+
+    /// A buffer that counts its drops.
+    struct Counted(Vec<u8>, std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl AsRef<[u8]> for Counted {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn blocks_of_a_write_over_several_do_not_keep_the_writes_buffer() {
+        use std::sync::atomic::Ordering;
+        let dev = crate::MemoryDevice::new(Geometry::new(1 << 20, 4096).unwrap());
+        let freed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let data: Vec<u8> = (0..4 * 4096 + 100).map(|i| (i % 251) as u8 + 1).collect();
+        let write = Bytes::from_owner(Counted(data.clone(), freed.clone()));
+        dev.write_at(4096 - 100, write).await.unwrap();
+        assert_eq!(freed.load(Ordering::SeqCst), 1, "a stored block still holds the write's buffer");
+        assert_eq!(&dev.read_at(4096 - 100, data.len()).await.unwrap()[..], &data[..]);
+        // Inside one block, the write is handed over as it is.
+        let one = Bytes::from(vec![9u8; 4096]);
+        dev.write_at(8 * 4096, one.clone()).await.unwrap();
+        assert_eq!(dev.read_block(BlockId(8)).await.unwrap().as_ptr(), one.as_ptr());
     }
 }

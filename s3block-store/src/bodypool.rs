@@ -139,9 +139,9 @@ impl BufferPool {
         Bytes::from_owner(Pooled { buf, pool: Arc::clone(self) })
     }
 
-    /// One buffer holding `chunks` in order. Bodies below
-    /// [`POOLED_FROM`](Self::POOLED_FROM) bytes, and a body that is one
-    /// chunk already, are not copied here.
+    /// One buffer holding `chunks` in order, taken from the pool when the
+    /// body is [`POOLED_FROM`](Self::POOLED_FROM) bytes or more. A body of
+    /// one chunk is copied too, into a buffer of its own size.
     #[cfg(test)]
     pub(crate) fn assemble(self: &Arc<Self>, chunks: Vec<Bytes>) -> Bytes {
         let len = chunks.iter().map(Bytes::len).sum();
@@ -212,7 +212,12 @@ impl<'a> Body<'a> {
                 Bytes::from_owner(Pooled { buf, pool: Arc::clone(self.pool) })
             }
             (Some(buf), _) => Bytes::from(buf),
-            (None, first) => first.unwrap_or_default(),
+            // A body that came in one chunk is a slice of the HTTP client's
+            // read buffer, which may be many times its size: kept as it is,
+            // a cached 4 KiB block would keep that whole buffer alive, out
+            // of the cache's count of bytes. It is copied into its own.
+            (None, Some(first)) => self.pool.copy_from_slice(&first),
+            (None, None) => Bytes::new(),
         }
     }
 }
@@ -390,18 +395,29 @@ mod tests {
     }
 
     #[test]
-    fn small_and_single_chunk_bodies_bypass_the_pool() {
+    fn small_bodies_bypass_the_pool_and_one_chunk_bodies_let_go_of_their_buffer() {
         let pool = BufferPool::new(BufferPool::DEFAULT_LIMIT);
         let small = chunks(32 * 1024, 2);
         let body = pool.assemble(small.clone());
         assert_eq!(&body[..], &joined(&small)[..]);
         drop(body);
-        let one = Bytes::from(vec![5u8; 1 << 20]);
-        let ptr = one.as_ptr();
-        let body = pool.assemble(vec![one]);
-        assert_eq!(body.as_ptr(), ptr, "a one-chunk body is not copied");
-        drop(body);
         assert_eq!(pool.idle_bytes(), 0);
+        // A 4 KiB body read into a 64 KiB buffer, as an HTTP client's read
+        // buffer holds it: the body must not keep the buffer alive.
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let freed = Arc::new(AtomicUsize::new(0));
+        let buffer = Bytes::from_owner(Counted(vec![5u8; 64 * 1024], freed.clone()));
+        let body = pool.assemble(vec![buffer.slice(1000..1000 + 4096)]);
+        drop(buffer);
+        assert_eq!(freed.load(Ordering::SeqCst), 1, "the 4 KiB body still holds the 64 KiB buffer");
+        assert_eq!(&body[..], &[5u8; 4096][..]);
+        // A whole block in one chunk: copied into a pooled buffer, given back.
+        let one = Bytes::from(vec![6u8; 1 << 20]);
+        let body = pool.assemble(vec![one.clone()]);
+        assert_ne!(body.as_ptr(), one.as_ptr(), "a one-chunk body is copied");
+        assert_eq!(body, one);
+        drop(body);
+        assert_eq!(pool.idle_bytes(), 1 << 20);
         assert!(pool.assemble(Vec::new()).is_empty());
     }
 }
