@@ -389,8 +389,8 @@ cpu_mark() {
 
 # store_quiet: waits until Garage has used under 5% of a CPU for a whole
 # second, at most a minute, so that no job pays for the one before it.
-# Garage goes on working for seconds after a burst of writes or deletes (it
-# updates its tables' Merkle trees in the background): 5.4 CPU seconds in
+# Garage goes on working for seconds after a burst of writes or deletes (by
+# a profile, its tables' Merkle trees in the background): 5.4 CPU seconds in
 # the 5 s after the 4K ceiling's 32,768 PUTs, GETs and DELETEs, which fell
 # on the first system's sequential write and took it from about 5 MB/s to
 # 2.5. QUIET_WAITED holds the seconds waited.
