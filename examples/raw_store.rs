@@ -27,8 +27,8 @@
 //! second (at most a minute). A server may go on working for seconds after a
 //! burst of writes: Garage (by a profile, updating its tables' Merkle trees)
 //! spent 5.4 CPU seconds in the 5 s after 32,768 PUTs, GETs and DELETEs of
-//! 4 KiB. The
-//! GETs then measure the store's reads, not the tail of its writes.
+//! 4 KiB. The GETs then measure the store's reads, not the tail of its
+//! writes.
 //!
 //! ```text
 //! cargo run --release -p s3block-examples --example raw_store -- \
