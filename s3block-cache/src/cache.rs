@@ -384,14 +384,17 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
                     if waiting {
                         st.waiting_writers -= 1;
                     }
+                    let mut wake = false;
                     if let Some(apply) = apply.take() {
                         let known_zero = st.known_zero(block);
                         let drop_clean = partial && st.keeps_only_pages(block);
+                        let now = Instant::now();
                         st.commit_write(
                             block,
                             |old| apply(if drop_clean { None } else { old }, known_zero),
-                            Instant::now(),
+                            now,
                         );
+                        wake = st.wakes_scheduler(now + shared.config.write_delay);
                     }
                     // The wake-up this writer had may have freed room for
                     // more: the next waiting writer looks.
@@ -400,7 +403,9 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
                     if others {
                         shared.room.notify_one();
                     }
-                    shared.work.notify_one();
+                    if wake {
+                        shared.work.notify_one();
+                    }
                     return Ok(());
                 }
                 if !waiting {

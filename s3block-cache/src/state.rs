@@ -42,9 +42,27 @@ pub(crate) struct Load {
     pub(crate) for_upload: bool,
 }
 
+/// What will next wake the upload scheduler, as it left things at the end
+/// of its last pass. A writer wakes it only when that would come too late
+/// for the block it dirtied: most writes then cost no task switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SchedulerWake {
+    /// It has been notified, or is running: it will look at the state again.
+    Pending,
+    /// Every upload slot is taken: an upload ending wakes it.
+    Full,
+    /// It sleeps until then (the write delay of the oldest queued block, a
+    /// retry or a clean timeout), unless notified.
+    At(Instant),
+    /// It waits for a notification only.
+    Idle,
+}
+
 /// Everything the cache knows, guarded by one mutex.
 #[derive(Debug)]
 pub(crate) struct State {
+    /// What will next wake the upload scheduler.
+    pub(crate) scheduler: SchedulerWake,
     pub(crate) entries: HashMap<BlockId, Entry>,
     /// Clean resident blocks in recency order: the only evictable ones
     /// (the protected ones excepted, which are in `protected`).
@@ -111,6 +129,7 @@ pub(crate) struct State {
 impl State {
     pub(crate) fn new(cache_size: u64, max_dirty: u64, retry_rng: StdRng) -> Self {
         State {
+            scheduler: SchedulerWake::Pending,
             entries: HashMap::new(),
             lru: LruCache::unbounded(),
             protected: LruCache::unbounded(),
@@ -245,6 +264,24 @@ impl State {
     /// delay, and room for dirty data is scarce.
     pub(crate) fn under_pressure(&self) -> bool {
         self.dirty_bytes > self.high_water()
+    }
+
+    /// True when a write that left a block dirty, due for upload at `due`,
+    /// must wake the upload scheduler: it sleeps past `due`, or waits for a
+    /// notification, or dirty data is above the high-water mark (uploads
+    /// then start without the write delay) and it is not waiting for a
+    /// slot. Marks the scheduler as woken when so, so that the writers after
+    /// this one do not wake it again before it looks.
+    pub(crate) fn wakes_scheduler(&mut self, due: Instant) -> bool {
+        let wake = match self.scheduler {
+            SchedulerWake::Pending | SchedulerWake::Full => false,
+            SchedulerWake::At(at) => due < at || self.under_pressure(),
+            SchedulerWake::Idle => true,
+        };
+        if wake {
+            self.scheduler = SchedulerWake::Pending;
+        }
+        wake
     }
 
     /// True when a partial write to `block` should drop its clean cached
@@ -579,6 +616,38 @@ mod tests {
         st.commit_write(BlockId(1), |_| Content::Full(block(1)), now);
         st.install(BlockId(2), block(2), false, false, now);
         st
+    }
+
+    #[test]
+    fn a_writer_wakes_the_scheduler_only_when_its_block_would_wait_too_long() {
+        let now = Instant::now();
+        let due = now + Duration::from_secs(1);
+        let mut st = State::new(4096, 2048, StdRng::seed_from_u64(0));
+        // Already woken, or every slot busy: no wake-up.
+        for wake in [SchedulerWake::Pending, SchedulerWake::Full] {
+            st.scheduler = wake;
+            assert!(!st.wakes_scheduler(due), "{wake:?}");
+            assert_eq!(st.scheduler, wake);
+        }
+        // Asleep until a block queued earlier is due: no wake-up.
+        st.scheduler = SchedulerWake::At(due - Duration::from_millis(1));
+        assert!(!st.wakes_scheduler(due));
+        // Asleep past the block's due time (a clean timeout, a retry), or
+        // with no deadline: one wake-up, then none until it looks again.
+        for wake in [SchedulerWake::At(due + Duration::from_millis(1)), SchedulerWake::Idle] {
+            st.scheduler = wake;
+            assert!(st.wakes_scheduler(due), "{wake:?}");
+            assert_eq!(st.scheduler, SchedulerWake::Pending);
+            assert!(!st.wakes_scheduler(due));
+        }
+        // Above the high-water mark uploads start without the delay: a
+        // scheduler asleep until a due time is woken, a full one is not.
+        st.commit_write(BlockId(1), |_| Content::Full(Bytes::from(vec![1; 1536])), now);
+        assert!(st.under_pressure());
+        st.scheduler = SchedulerWake::At(due - Duration::from_millis(1));
+        assert!(st.wakes_scheduler(due));
+        st.scheduler = SchedulerWake::Full;
+        assert!(!st.wakes_scheduler(due));
     }
 
     #[test]

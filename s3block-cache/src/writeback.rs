@@ -20,7 +20,7 @@ use crate::cache::Shared;
 use crate::entry::{Content, Wb, merge};
 use crate::incident::{Ended, Say, span};
 use crate::load::{share_error, wait};
-use crate::state::{LoadOutcome, State};
+use crate::state::{LoadOutcome, SchedulerWake, State};
 use crate::stats::Counters;
 
 /// What an upload sends.
@@ -43,14 +43,20 @@ impl<D: BlockDevice + 'static> Shared<D> {
                     return;
                 }
                 let now = Instant::now();
-                let uploads = self.start_uploads(&mut st, now);
+                let (uploads, full) = self.start_uploads(&mut st, now);
                 // Clean blocks past `--cache-timeout` go, and the next one
                 // due is a deadline too.
                 st.expiry_wake = false;
-                match (uploads, st.expire_clean(now)) {
+                let deadline = match (uploads, st.expire_clean(now)) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
-                }
+                };
+                st.scheduler = match deadline {
+                    _ if full => SchedulerWake::Full,
+                    Some(at) => SchedulerWake::At(at),
+                    None => SchedulerWake::Idle,
+                };
+                deadline
             };
             match deadline {
                 Some(at) => {
@@ -64,15 +70,17 @@ impl<D: BlockDevice + 'static> Shared<D> {
         }
     }
 
-    /// Starts what can start now; returns when to look again.
+    /// Starts what can start now; returns when to look again, and whether
+    /// every upload slot is taken (an upload ending is then the wake-up).
     ///
     /// The write delay is skipped when a flush or a writer waits, and while
     /// dirty data is above half the dirty limit: a streaming writer then
     /// keeps every upload slot busy instead of filling the limit, stalling,
     /// and leaving the slots idle while it refills. A rewrite-heavy writer
     /// stays below the mark and keeps its coalescing.
-    fn start_uploads(self: &Arc<Self>, st: &mut State, now: Instant) -> Option<Instant> {
+    fn start_uploads(self: &Arc<Self>, st: &mut State, now: Instant) -> (Option<Instant>, bool) {
         let max = self.limits.upload_concurrency;
+        let mut full = false;
         let force = st.flushers > 0 || st.waiting_writers > 0 || st.under_pressure();
         let mut deadline: Option<Instant> = None;
         let mut deferred = Vec::new();
@@ -92,10 +100,14 @@ impl<D: BlockDevice + 'static> Shared<D> {
                 deadline = Some(ready);
                 break;
             }
-            let Some(slot) = self.budget_slot(st.in_flight) else { break };
+            let Some(slot) = self.budget_slot(st.in_flight) else {
+                full = true;
+                break;
+            };
             st.queue.pop_front();
             self.start_upload(st, block, slot);
         }
+        full |= st.in_flight >= max;
         for block in deferred.into_iter().rev() {
             st.queue.push_front(block);
         }
@@ -112,7 +124,10 @@ impl<D: BlockDevice + 'static> Shared<D> {
                 continue;
             }
             if now >= e.retry_at || (st.flushers > 0 && e.attempt_seq < st.flush_seq) {
-                let Some(slot) = self.budget_slot(st.in_flight) else { break };
+                let Some(slot) = self.budget_slot(st.in_flight) else {
+                    full = true;
+                    break;
+                };
                 st.failed.remove(&block);
                 Counters::bump(&self.counters.retries);
                 self.start_upload(st, block, slot);
@@ -120,7 +135,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
                 deadline = Some(deadline.map_or(e.retry_at, |d| d.min(e.retry_at)));
             }
         }
-        deadline
+        (deadline, full)
     }
 
     /// A slot of the budget shared with other caches, when in one: `None`

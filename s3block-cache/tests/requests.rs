@@ -72,6 +72,37 @@ async fn rewrites_within_the_write_delay_are_uploaded_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_write_is_uploaded_at_its_write_delay_while_a_later_clean_timeout_waits() {
+    let (below, mem) = counted(8);
+    let g = below.geometry();
+    let cfg = config(&g, 8, 4)
+        .to_builder()
+        .write_delay(Duration::from_secs(1))
+        .clean_timeout(Duration::from_secs(600))
+        .build();
+    let cache = BlockCache::new(Arc::clone(&below), cfg).unwrap();
+    // A clean block: the scheduler sleeps until its timeout, ten minutes on.
+    mem.write_block(BlockId(5), block_data(&g, 5, 1)).await.unwrap();
+    cache.read_block(BlockId(5)).await.unwrap();
+    settle().await;
+    // Each write below is due before that, so the scheduler is woken for
+    // it; the second is due after the first, so it is not.
+    let written = Instant::now();
+    cache.write_block(BlockId(2), block_data(&g, 2, 1)).await.unwrap();
+    tokio::time::advance(Duration::from_millis(500)).await;
+    cache.write_block(BlockId(3), block_data(&g, 3, 1)).await.unwrap();
+    tokio::time::advance(written + Duration::from_secs(1) - Instant::now()).await;
+    settle().await;
+    assert_eq!(below.counts().writes, 1, "the first block at its write delay, not at the clean timeout");
+    tokio::time::advance(Duration::from_millis(500)).await;
+    settle().await;
+    assert_eq!(below.counts().writes, 2, "the second at its own");
+    assert_eq!(cache.stats().dirty_blocks, 0);
+    assert_eq!(mem.read_block(BlockId(3)).await.unwrap(), block_data(&g, 3, 1));
+    cache.close().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn dirty_data_above_half_the_limit_is_uploaded_without_the_write_delay() {
     let (below, mem) = counted(32);
     let g = below.geometry();
