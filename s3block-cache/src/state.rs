@@ -289,12 +289,19 @@ impl State {
     /// clean whole block turned dirty would pin all its bytes against the
     /// dirty limit for one small write. The copy is stored below, so the
     /// upload fetches it again; a GET is far cheaper than the room.
+    ///
+    /// The same holds for the clean pages of a block stored below (those
+    /// left by its last upload, or fetched by a ranged read): its upload
+    /// fetches the block whatever pages it holds, so they would only take
+    /// room. Under random small writes the dirty limit then holds new pages
+    /// only, more of them gather in each block before it is uploaded, and
+    /// each upload (a GET and a PUT) carries more writes. A block known zero
+    /// outside its pages keeps them: uploading it needs no GET.
     pub(crate) fn keeps_only_pages(&self, block: BlockId) -> bool {
         self.under_pressure()
-            && self
-                .entries
-                .get(&block)
-                .is_some_and(|e| !e.is_dirty() && matches!(e.content, Content::Full(_)))
+            && self.entries.get(&block).is_some_and(|e| {
+                !e.is_dirty() && matches!(e.content, Content::Full(_) | Content::Partial { .. })
+            })
     }
 
     /// Dirty bytes a write leaving `new_size` bytes in `block` would add.

@@ -465,6 +465,51 @@ async fn under_pressure_a_small_write_to_a_clean_block_costs_a_page() {
     cache.close().await.unwrap();
 }
 
+/// Above the high-water mark, the clean pages a block kept from its last
+/// upload give way to a new write too: the dirty limit counts the new page
+/// only, and the upload fetches the block, whose stored bytes hold the old
+/// pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_pressure_a_write_to_a_block_with_clean_pages_costs_its_page() {
+    let (g, mem, counted) = filled_64k_blocks(128).await;
+    let gated = Arc::new(GatedDevice::new(Arc::clone(&counted)));
+    let cache = BlockCache::new(Arc::clone(&gated), pages_config()).unwrap();
+    let mut want = block_data(&g, 0, 1).to_vec();
+    // Block 0: three pages written and uploaded; the entry keeps them, clean.
+    for (at, seed) in [(0usize, 1u64), (4096, 2), (40960, 3)] {
+        cache.write_partial(BlockId(0), at as u32, pattern(4096, seed)).await.unwrap();
+        want[at..at + 4096].copy_from_slice(&pattern(4096, seed));
+    }
+    cache.flush().await.unwrap();
+    let clean = cache.stats();
+    assert_eq!(clean.dirty_blocks, 0, "{clean}");
+    assert!(clean.resident_bytes >= 3 * 4096, "the pages stay cached: {clean}");
+    // Past half the dirty limit with uploads held at the gate.
+    for b in 1..=70u32 {
+        gated.hold(BlockId(b));
+        cache.write_partial(BlockId(b), 0, pattern(4096, b.into())).await.unwrap();
+    }
+    let before = cache.stats();
+    assert!(before.dirty_bytes > 256 * 1024, "{before}");
+    cache.write_partial(BlockId(0), 8192, pattern(4096, 99)).await.unwrap();
+    want[8192..12288].copy_from_slice(&pattern(4096, 99));
+    let after = cache.stats();
+    assert_eq!(after.dirty_blocks, before.dirty_blocks + 1, "{after}");
+    assert!(
+        after.dirty_bytes - before.dirty_bytes < 8192,
+        "one page, not the four the block would hold: {} more dirty bytes",
+        after.dirty_bytes - before.dirty_bytes
+    );
+    // The block reads whole, old pages from below, the new from the cache.
+    assert_eq!(cache.read_block(BlockId(0)).await.unwrap(), want);
+    for b in 1..=70u32 {
+        gated.release(BlockId(b));
+    }
+    cache.flush().await.unwrap();
+    assert_eq!(mem.read_block(BlockId(0)).await.unwrap(), want);
+    cache.close().await.unwrap();
+}
+
 /// Writers waiting for room under the dirty limit are woken one at a time
 /// (each upload that ends wakes one; a writer that got room wakes the next):
 /// none is left asleep, also when some give up while waiting, whatever the
