@@ -73,7 +73,11 @@ impl<D> Shared<D> {
 ///   the block is fetched and merged when it is uploaded or read. Scattered
 ///   small writes at a large block size thus keep many blocks dirty and
 ///   gather many writes per upload. A flush then uploads more blocks: up to
-///   `max_dirty` / 4 KiB of them, each a fetch and an upload.
+///   `max_dirty` / 4 KiB of them, each a fetch and an upload. Above half of
+///   `max_dirty`, a partial write to a clean block stored below drops what
+///   the cache holds of it (the whole block, or pages stored by its last
+///   upload) and keeps only the pages written: the dirty limit then holds
+///   new writes, not bytes already stored.
 /// - Blocks known to be zero below cost no memory and no requests.
 /// - [`flush`](BlockDevice::flush) returns once every block dirty at its call
 ///   is stored below.
