@@ -9,8 +9,8 @@ use bytes::Bytes;
 use common::{block_data, config, geometry, pattern, settle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use s3block_cache::BlockCache;
 use s3block_cache::testing::{CountingDevice, FlakyDevice, GatedDevice};
+use s3block_cache::{BlockCache, CacheStats};
 use s3block_core::{Backoff, BlockDevice, BlockDeviceExt, BlockId, Error, MemoryDevice};
 use tokio::time::{Instant, timeout};
 
@@ -421,6 +421,29 @@ async fn scattered_small_writes_cost_their_pages_not_whole_blocks() {
     cache.close().await.unwrap();
 }
 
+/// Writes one page into each of blocks 1..=70 with their uploads held at
+/// the gate: dirty data passes half the dirty limit of [`pages_config`].
+/// Returns the stats then.
+async fn hold_past_the_high_water_mark(cache: &BlockCache<Stack>, gated: &Stack) -> CacheStats {
+    for b in 1..=70u32 {
+        gated.hold(BlockId(b));
+        cache
+            .write_partial(BlockId(b), 0, pattern(4096, b.into()))
+            .await
+            .expect("a write under the dirty limit");
+    }
+    let stats = cache.stats();
+    assert!(stats.dirty_bytes > 256 * 1024, "{stats}");
+    stats
+}
+
+/// Lets the uploads [`hold_past_the_high_water_mark`] held go.
+fn release_held(gated: &Stack) {
+    for b in 1..=70u32 {
+        gated.release(BlockId(b));
+    }
+}
+
 /// Above the high-water mark, a small write to a clean cached block keeps
 /// only the page written instead of pinning the whole block as dirty; the
 /// upload fetches the block again and stores the merge.
@@ -429,15 +452,9 @@ async fn under_pressure_a_small_write_to_a_clean_block_costs_a_page() {
     let (g, mem, counted) = filled_64k_blocks(128).await;
     let gated = Arc::new(GatedDevice::new(Arc::clone(&counted)));
     let cache = BlockCache::new(Arc::clone(&gated), pages_config()).unwrap();
-    // Block 0 cached whole and clean; blocks 1..=70 written in one page each,
-    // their uploads held at the gate: dirty data passes half the limit.
+    // Block 0 cached whole and clean; then past half the dirty limit.
     assert_eq!(cache.read_block(BlockId(0)).await.unwrap(), block_data(&g, 0, 1));
-    for b in 1..=70u32 {
-        gated.hold(BlockId(b));
-        cache.write_partial(BlockId(b), 0, pattern(4096, b.into())).await.unwrap();
-    }
-    let before = cache.stats();
-    assert!(before.dirty_bytes > 256 * 1024, "{before}");
+    let before = hold_past_the_high_water_mark(&cache, &gated).await;
     cache.write_partial(BlockId(0), 8192, pattern(4096, 99)).await.unwrap();
     let after = cache.stats();
     assert_eq!(after.dirty_blocks, before.dirty_blocks + 1, "{after}");
@@ -452,9 +469,7 @@ async fn under_pressure_a_small_write_to_a_clean_block_costs_a_page() {
     let mut want = block_data(&g, 0, 1).to_vec();
     want[8192..12288].copy_from_slice(&pattern(4096, 99));
     assert_eq!(cache.read_block(BlockId(0)).await.unwrap(), want);
-    for b in 1..=70u32 {
-        gated.release(BlockId(b));
-    }
+    release_held(&gated);
     cache.flush().await.unwrap();
     assert_eq!(mem.read_block(BlockId(0)).await.unwrap(), want);
     for b in 1..=70u32 {
@@ -484,13 +499,7 @@ async fn under_pressure_a_write_to_a_block_with_clean_pages_costs_its_page() {
     let clean = cache.stats();
     assert_eq!(clean.dirty_blocks, 0, "{clean}");
     assert!(clean.resident_bytes >= 3 * 4096, "the pages stay cached: {clean}");
-    // Past half the dirty limit with uploads held at the gate.
-    for b in 1..=70u32 {
-        gated.hold(BlockId(b));
-        cache.write_partial(BlockId(b), 0, pattern(4096, b.into())).await.unwrap();
-    }
-    let before = cache.stats();
-    assert!(before.dirty_bytes > 256 * 1024, "{before}");
+    let before = hold_past_the_high_water_mark(&cache, &gated).await;
     cache.write_partial(BlockId(0), 8192, pattern(4096, 99)).await.unwrap();
     want[8192..12288].copy_from_slice(&pattern(4096, 99));
     let after = cache.stats();
@@ -502,9 +511,7 @@ async fn under_pressure_a_write_to_a_block_with_clean_pages_costs_its_page() {
     );
     // The block reads whole, old pages from below, the new from the cache.
     assert_eq!(cache.read_block(BlockId(0)).await.unwrap(), want);
-    for b in 1..=70u32 {
-        gated.release(BlockId(b));
-    }
+    release_held(&gated);
     cache.flush().await.unwrap();
     assert_eq!(mem.read_block(BlockId(0)).await.unwrap(), want);
     cache.close().await.unwrap();

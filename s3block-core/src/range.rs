@@ -60,14 +60,38 @@ pub fn segments(geometry: &Geometry, offset: u64, len: usize) -> impl Iterator<I
 /// allocations and polling were a tenth of the daemon's CPU per random 4K
 /// write).
 fn single_segment(geometry: &Geometry, offset: u64, len: usize) -> Option<Segment> {
-    let bs = u64::from(geometry.block_size());
-    let in_block = offset % bs;
-    (len > 0 && in_block + len as u64 <= bs).then(|| Segment {
-        block: BlockId((offset / bs) as u32),
-        offset: in_block as u32,
-        len,
-        pos: 0,
-    })
+    let mut segs = segments(geometry, offset, len);
+    match (segs.next(), segs.next()) {
+        (Some(seg), None) => Some(seg),
+        _ => None,
+    }
+}
+
+/// Reads one segment: a whole block, or part of one.
+async fn read_segment<D: BlockDevice + ?Sized>(
+    device: &D,
+    geometry: &Geometry,
+    seg: Segment,
+) -> Result<Bytes> {
+    if seg.is_whole(geometry) {
+        device.read_block(seg.block).await
+    } else {
+        device.read_partial(seg.block, seg.offset, seg.len).await
+    }
+}
+
+/// Writes `data`, the bytes of one segment: a whole block, or part of one.
+async fn write_segment<D: BlockDevice + ?Sized>(
+    device: &D,
+    geometry: &Geometry,
+    seg: Segment,
+    data: Bytes,
+) -> Result<()> {
+    if seg.is_whole(geometry) {
+        device.write_block(seg.block, data).await
+    } else {
+        device.write_partial(seg.block, seg.offset, data).await
+    }
 }
 
 /// Byte-range reads and writes over any [`BlockDevice`].
@@ -83,28 +107,12 @@ pub trait BlockDeviceExt: BlockDevice {
         let geometry = self.geometry();
         geometry.check_range(offset, len as u64)?;
         if let Some(seg) = single_segment(&geometry, offset, len) {
-            return if seg.is_whole(&geometry) {
-                self.read_block(seg.block).await
-            } else {
-                self.read_partial(seg.block, seg.offset, seg.len).await
-            };
+            return read_segment(self, &geometry, seg).await;
         }
         let mut parts = stream::iter(segments(&geometry, offset, len))
-            .map(|seg| async move {
-                if seg.is_whole(&geometry) {
-                    self.read_block(seg.block).await
-                } else {
-                    self.read_partial(seg.block, seg.offset, seg.len).await
-                }
-            })
+            .map(|seg| read_segment(self, &geometry, seg))
             .buffered(PARALLEL_BLOCKS);
-        let first = match parts.try_next().await? {
-            None => return Ok(Bytes::new()),
-            Some(first) if first.len() == len => return Ok(first),
-            Some(first) => first,
-        };
         let mut out = BytesMut::with_capacity(len);
-        out.extend_from_slice(&first);
         while let Some(part) = parts.try_next().await? {
             out.extend_from_slice(&part);
         }
@@ -123,27 +131,12 @@ pub trait BlockDeviceExt: BlockDevice {
         let geometry = self.geometry();
         geometry.check_range(offset, data.len() as u64)?;
         if let Some(seg) = single_segment(&geometry, offset, data.len()) {
-            return if seg.is_whole(&geometry) {
-                self.write_block(seg.block, data).await
-            } else {
-                self.write_partial(seg.block, seg.offset, data).await
-            };
+            return write_segment(self, &geometry, seg, data).await;
         }
-        let whole = data.len();
         stream::iter(segments(&geometry, offset, data.len()))
             .map(|seg| {
-                let part = if seg.len == whole {
-                    data.clone()
-                } else {
-                    Bytes::copy_from_slice(&data[seg.pos..seg.pos + seg.len])
-                };
-                async move {
-                    if seg.is_whole(&geometry) {
-                        self.write_block(seg.block, part).await
-                    } else {
-                        self.write_partial(seg.block, seg.offset, part).await
-                    }
-                }
+                let part = Bytes::copy_from_slice(&data[seg.pos..seg.pos + seg.len]);
+                write_segment(self, &geometry, seg, part)
             })
             .buffer_unordered(PARALLEL_BLOCKS)
             .try_collect::<()>()

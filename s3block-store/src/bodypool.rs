@@ -10,11 +10,12 @@
 //! cold sequential read of 1 MiB blocks put 14% of s3block's CPU there.
 //! The same holds for the copy of a 1 MiB write the FUSE frontend takes
 //! from the kernel's request buffer: a profile of a sequential write put
-//! 98% of the daemon's page faults in that copy. A buffer filled here is handed out as [`Bytes`] whose last
-//! owner gives the buffer back; the next one of that size takes it instead
-//! of new memory. The pool keeps at most [`BufferPool::limit`] bytes of idle
-//! buffers, so it adds a known amount to the daemon's memory; a buffer that
-//! does not fit is freed as before.
+//! 98% of the daemon's page faults in that copy. A buffer filled here is
+//! handed out as [`Bytes`] whose last owner gives the buffer back; the
+//! next one of that size takes it instead of new memory. The pool keeps at
+//! most [`BufferPool::limit`] bytes of idle buffers, so it adds a known
+//! amount to the daemon's memory; a buffer that does not fit is freed as
+//! before.
 
 use std::sync::{Arc, Mutex};
 
