@@ -327,31 +327,17 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
         }
     }
 
-    /// Starts fetches ahead of a sequential reader.
+    /// Starts fetches ahead of a sequential reader (see
+    /// [`Shared::fetch_ahead`]).
     fn read_ahead(&self, st: &mut State, block: BlockId) {
         let shared = &self.shared;
         let ahead = st.read_ahead.on_read(
             block.0.into(),
-            shared.limits.read_ahead_blocks,
+            shared.limits.read_ahead_distance,
             shared.geometry.get().block_count(),
             shared.limits.read_ahead_trigger,
         );
-        let block_len = u64::from(shared.geometry.get().block_size());
-        // Only what clean blocks could make room for: read-ahead never
-        // competes with dirty data.
-        let mut room = st.cache_size.saturating_sub(st.dirty_bytes);
-        for n in ahead {
-            let b = BlockId(n as u32);
-            if st.entries.contains_key(&b) || st.loads.contains_key(&b) || st.known_zero(b) {
-                continue;
-            }
-            if room < block_len {
-                break;
-            }
-            room -= block_len;
-            Counters::bump(&shared.counters.read_ahead_issued);
-            drop(shared.start_load(st, b, FetchReason::ReadAhead));
-        }
+        shared.fetch_ahead(st, ahead);
     }
 
     /// Applies a write once the dirty limit has room for it. `plan` says

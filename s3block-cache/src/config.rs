@@ -65,6 +65,12 @@ pub const DEFAULT_WRITE_DELAY: Duration = Duration::from_millis(250);
 /// flight ahead of a sequential reader: 256 KiB at 4K blocks, 16 MiB at 1M.
 pub const DEFAULT_READ_AHEAD: u64 = 4 << 20;
 
+/// How far ahead of a sequential reader read-ahead goes, as a multiple of
+/// its fetches in flight: a fetch that arrives early makes room for the
+/// next one instead of holding its place, so the requests in flight stay
+/// at the window while the reader is slower for a moment.
+const READ_AHEAD_DISTANCE: u64 = 2;
+
 /// Default number of reads in a row (each of the block after the last)
 /// before read-ahead starts.
 pub const DEFAULT_READ_AHEAD_TRIGGER: u32 = 2;
@@ -91,7 +97,9 @@ pub struct CacheConfig {
     /// How long a dirty block waits before it is uploaded, so rewrites coalesce.
     /// Not applied while dirty data is above half of the dirty limit.
     pub(crate) write_delay: Duration,
-    /// Largest read-ahead window in bytes; 0 turns read-ahead off. `None`:
+    /// Largest read-ahead window in bytes: the blocks fetched at once ahead
+    /// of a sequential reader (blocks fetched and not yet read may reach
+    /// twice that); 0 turns read-ahead off. `None`:
     /// [`default_requests_in_flight`] blocks at the volume's block size.
     pub(crate) read_ahead: Option<u64>,
     /// Reads in a row before read-ahead starts.
@@ -163,7 +171,8 @@ impl CacheConfig {
         self.write_delay
     }
 
-    /// Largest read-ahead window in bytes, when set (else
+    /// Largest read-ahead window in bytes (the blocks fetched at once ahead
+    /// of a sequential reader), when set (else
     /// [`default_requests_in_flight`] blocks at the volume's block size).
     pub fn read_ahead(&self) -> Option<u64> {
         self.read_ahead
@@ -222,10 +231,14 @@ impl CacheConfig {
         if upload_concurrency == 0 {
             return Err(Error::Config("upload concurrency must be at least 1".into()));
         }
-        // Read-ahead may take at most a quarter of the cache, so it does not
-        // evict what it fetched before the reader gets there.
+        // Read-ahead keeps at most a quarter of the cache in flight, and
+        // holds at most half of it ahead of the reader (in flight, or
+        // fetched and not yet read), so it does not evict what it fetched
+        // before the reader gets there.
         let read_ahead = self.read_ahead.map_or(in_flight as u64, |bytes| bytes / block);
         let read_ahead_blocks = read_ahead.min(self.cache_size / block / 4);
+        let read_ahead_distance =
+            read_ahead.saturating_mul(READ_AHEAD_DISTANCE).min(self.cache_size / block / 2);
         // Protected blocks count against the cache size like any other: at
         // most as many as the cache holds are protected, so the protection
         // never asks for more memory than the budget.
@@ -235,6 +248,7 @@ impl CacheConfig {
             max_dirty,
             upload_concurrency,
             read_ahead_blocks,
+            read_ahead_distance,
             read_ahead_trigger: self.read_ahead_trigger,
             protected_blocks,
         })
@@ -248,7 +262,11 @@ pub(crate) struct Limits {
     pub(crate) max_dirty: u64,
     /// Uploads in flight at once.
     pub(crate) upload_concurrency: usize,
+    /// Read-ahead fetches in flight at once, at most.
     pub(crate) read_ahead_blocks: u64,
+    /// How far ahead of the reader read-ahead goes, in blocks: fetches in
+    /// flight and blocks fetched but not yet read.
+    pub(crate) read_ahead_distance: u64,
     pub(crate) read_ahead_trigger: u32,
     /// Blocks `0..protected_blocks` are evicted last (at most the blocks
     /// the cache holds).
@@ -287,8 +305,12 @@ impl CacheConfigBuilder {
         self
     }
 
-    /// Largest read-ahead window in bytes (0: off; default:
+    /// Largest read-ahead window in bytes: the blocks fetched at once ahead
+    /// of a sequential reader, which go on up to twice as far while the
+    /// reader is slower than the fetches (0: off; default:
     /// [`default_requests_in_flight`] blocks at the volume's block size).
+    /// At most a quarter of the cache is fetched at once, and at most half
+    /// of it held ahead of the reader.
     pub fn read_ahead(mut self, bytes: u64) -> Self {
         self.config.read_ahead = Some(bytes);
         self
@@ -369,8 +391,10 @@ mod tests {
         assert!(err.to_string().contains("max dirty"), "{err}");
         let l = CacheConfig::builder().cache_size(16 << 20).read_ahead(3 << 20).build().limits(&g).unwrap();
         assert_eq!((l.max_dirty, l.read_ahead_blocks), (8 << 20, 3));
+        assert_eq!(l.read_ahead_distance, 6, "twice the fetches in flight ahead of the reader");
         let l = CacheConfig::builder().cache_size(8 << 20).read_ahead(64 << 20).build().limits(&g).unwrap();
         assert_eq!(l.read_ahead_blocks, 2, "a quarter of the cache at most");
+        assert_eq!(l.read_ahead_distance, 4, "half the cache ahead at most");
         assert!(CacheConfig::builder().upload_concurrency(0).build().limits(&g).is_err());
         let l = CacheConfig::builder().cache_size(8 << 20).protected_blocks(3).build().limits(&g).unwrap();
         assert_eq!(l.protected_blocks, 3);
@@ -410,6 +434,7 @@ mod tests {
         assert_eq!(l.read_ahead_blocks * (256 << 10), DEFAULT_READ_AHEAD);
         let l = d.limits(&at(1 << 20)).unwrap();
         assert_eq!((l.upload_concurrency, l.read_ahead_blocks), (DEFAULT_UPLOAD_CONCURRENCY, 16));
+        assert_eq!(l.read_ahead_distance, 32, "half the default cache");
         // A small cache still bounds read-ahead to a quarter of it.
         let l = CacheConfig::builder().cache_size(8 << 20).build().limits(&at(1 << 20)).unwrap();
         assert_eq!(l.read_ahead_blocks, 2);
@@ -417,6 +442,6 @@ mod tests {
         let l = set.limits(&at(4 << 10)).unwrap();
         assert_eq!((l.upload_concurrency, l.read_ahead_blocks), (3, 256), "explicit settings win");
         let l = CacheConfig::builder().read_ahead(0).build().limits(&at(4 << 10)).unwrap();
-        assert_eq!(l.read_ahead_blocks, 0, "0 turns read-ahead off");
+        assert_eq!((l.read_ahead_blocks, l.read_ahead_distance), (0, 0), "0 turns read-ahead off");
     }
 }

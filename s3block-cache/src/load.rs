@@ -1,6 +1,7 @@
 //! Fetching blocks from below: one read per block however many wait for it.
 
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 
 use s3block_core::{
@@ -68,6 +69,35 @@ impl<D: BlockDevice + 'static> Shared<D> {
         rx
     }
 
+    /// Starts fetches of the blocks `ahead` of a sequential reader, in
+    /// order, while fewer read-ahead fetches than the window are in flight
+    /// (those no reader waits on yet) and clean blocks could make room:
+    /// read-ahead never competes with dirty data. The blocks it could not
+    /// take now are offered again when the reader moves on or a fetch ends.
+    pub(crate) fn fetch_ahead(self: &Arc<Self>, st: &mut State, ahead: Range<u64>) {
+        if ahead.is_empty() {
+            return;
+        }
+        let block_len = u64::from(self.geometry.get().block_size());
+        let mut room = st.cache_size.saturating_sub(st.dirty_bytes);
+        let mut in_flight = st.loads.values().filter(|l| l.prefetch).count() as u64;
+        let mut asked_to = ahead.start;
+        for n in ahead {
+            let b = BlockId(n as u32);
+            if !(st.entries.contains_key(&b) || st.loads.contains_key(&b) || st.known_zero(b)) {
+                if room < block_len || in_flight >= self.limits.read_ahead_blocks {
+                    break;
+                }
+                room -= block_len;
+                in_flight += 1;
+                Counters::bump(&self.counters.read_ahead_issued);
+                drop(self.start_load(st, b, FetchReason::ReadAhead));
+            }
+            asked_to = n + 1;
+        }
+        st.read_ahead.issued_to(asked_to);
+    }
+
     async fn run_load(self: Arc<Self>, block: BlockId, id: u64) {
         let result = match self.lower.read_block(block).await {
             Ok(data) => check_block_len(&self.geometry.get(), block, &data).map(|()| data),
@@ -90,7 +120,17 @@ impl<D: BlockDevice + 'static> Shared<D> {
                             span(lasted)
                         );
                     }
-                    LoadOutcome::Done(st.install(block, data, load.prefetch, load.for_upload, now))
+                    let outcome =
+                        LoadOutcome::Done(st.install(block, data, load.prefetch, load.for_upload, now));
+                    // The fetch's request is free: the reader's window may
+                    // take the next block.
+                    let ahead = st.read_ahead.ahead(
+                        self.limits.read_ahead_distance,
+                        self.geometry.get().block_count(),
+                        self.limits.read_ahead_trigger,
+                    );
+                    self.fetch_ahead(&mut st, ahead);
+                    outcome
                 }
                 Err(e) => {
                     match st.fetch_failures.failed(Instant::now()) {

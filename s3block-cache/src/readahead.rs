@@ -6,7 +6,9 @@ use std::ops::Range;
 ///
 /// After `trigger` reads of consecutive blocks, the window starts at
 /// 2 blocks and doubles with each further sequential read up to the maximum.
-/// Blocks already asked for are not asked for again while the run lasts.
+/// Blocks already asked for are not asked for again while the run lasts;
+/// the caller says how far it asked ([`ReadAhead::issued_to`]), as it may
+/// stop short of the window's end (see `BlockCache::read_ahead`).
 #[derive(Debug, Default)]
 pub(crate) struct ReadAhead {
     last: Option<u64>,
@@ -16,9 +18,10 @@ pub(crate) struct ReadAhead {
 }
 
 impl ReadAhead {
-    /// Records a read of `block`; returns the blocks to fetch ahead, given a
-    /// largest window of `max` blocks, a volume of `count` blocks and
-    /// `trigger` reads in a row before read-ahead starts.
+    /// Records a read of `block`; returns the blocks that may be fetched
+    /// ahead, given a largest window of `max` blocks, a volume of `count`
+    /// blocks and `trigger` reads in a row before read-ahead starts. The
+    /// caller then says up to where it asked for them.
     pub(crate) fn on_read(&mut self, block: u64, max: u64, count: u64, trigger: u32) -> Range<u64> {
         if self.last == Some(block) {
             // Several reads inside one block (4K reads of a large block).
@@ -31,6 +34,14 @@ impl ReadAhead {
             self.issued_to = 0;
         }
         self.last = Some(block);
+        self.ahead(max, count, trigger)
+    }
+
+    /// The blocks that may be fetched ahead of the last read and were not
+    /// asked for yet, with the same limits as [`ReadAhead::on_read`]: a
+    /// fetch that ends asks for them, so that as many stay in flight.
+    pub(crate) fn ahead(&self, max: u64, count: u64, trigger: u32) -> Range<u64> {
+        let Some(block) = self.last else { return 0..0 };
         if max == 0 || self.run < trigger {
             return 0..0;
         }
@@ -38,8 +49,13 @@ impl ReadAhead {
         let window = (1u64 << grow).min(max);
         let end = (block + 1 + window).min(count);
         let start = (block + 1).max(self.issued_to);
-        self.issued_to = self.issued_to.max(end);
         start..end.max(start)
+    }
+
+    /// Records that the blocks below `end` of the current run were asked
+    /// for (or needed no request): they are not returned again.
+    pub(crate) fn issued_to(&mut self, end: u64) {
+        self.issued_to = self.issued_to.max(end);
     }
 
     /// True when the block last read continued a sequential run (it is
@@ -53,38 +69,62 @@ impl ReadAhead {
 mod tests {
     use super::*;
 
+    /// Reads `block` and asks for every block offered, as a caller with
+    /// room and free requests does.
+    fn read(ra: &mut ReadAhead, block: u64, max: u64, count: u64, trigger: u32) -> Range<u64> {
+        let ahead = ra.on_read(block, max, count, trigger);
+        ra.issued_to(ahead.end);
+        ahead
+    }
+
     #[test]
     fn window_starts_after_a_run_and_grows_to_the_max() {
         let mut ra = ReadAhead::default();
-        assert!(ra.on_read(10, 8, 100, 2).is_empty());
-        assert!(ra.on_read(11, 8, 100, 2).is_empty());
-        assert_eq!(ra.on_read(12, 8, 100, 2), 13..15);
-        assert_eq!(ra.on_read(13, 8, 100, 2), 15..18);
-        assert_eq!(ra.on_read(14, 8, 100, 2), 18..23);
-        assert_eq!(ra.on_read(15, 8, 100, 2), 23..24);
-        assert_eq!(ra.on_read(15, 8, 100, 2), 0..0);
+        assert!(read(&mut ra, 10, 8, 100, 2).is_empty());
+        assert!(read(&mut ra, 11, 8, 100, 2).is_empty());
+        assert_eq!(read(&mut ra, 12, 8, 100, 2), 13..15);
+        assert_eq!(read(&mut ra, 13, 8, 100, 2), 15..18);
+        assert_eq!(read(&mut ra, 14, 8, 100, 2), 18..23);
+        assert_eq!(read(&mut ra, 15, 8, 100, 2), 23..24);
+        assert_eq!(read(&mut ra, 15, 8, 100, 2), 0..0);
         // A jump ends the run.
         assert!(ra.in_run());
-        assert!(ra.on_read(50, 8, 100, 2).is_empty());
+        assert!(read(&mut ra, 50, 8, 100, 2).is_empty());
         assert!(!ra.in_run(), "the jump ended it");
-        assert!(ra.on_read(51, 8, 100, 2).is_empty());
+        assert!(read(&mut ra, 51, 8, 100, 2).is_empty());
         assert!(ra.in_run());
         // The end of the volume bounds the window.
-        assert_eq!(ra.on_read(52, 8, 54, 2), 53..54);
+        assert_eq!(read(&mut ra, 52, 8, 54, 2), 53..54);
         let mut off = ReadAhead::default();
         for b in 0..10 {
-            assert!(off.on_read(b, 0, 100, 2).is_empty());
+            assert!(read(&mut off, b, 0, 100, 2).is_empty());
         }
     }
 
     #[test]
     fn the_trigger_sets_the_reads_in_a_row_before_read_ahead() {
         let mut at_once = ReadAhead::default();
-        assert_eq!(at_once.on_read(10, 8, 100, 0), 11..13, "from the first read");
+        assert_eq!(read(&mut at_once, 10, 8, 100, 0), 11..13, "from the first read");
         let mut late = ReadAhead::default();
         for b in 10..14 {
-            assert!(late.on_read(b, 8, 100, 4).is_empty(), "block {b}");
+            assert!(read(&mut late, b, 8, 100, 4).is_empty(), "block {b}");
         }
-        assert_eq!(late.on_read(14, 8, 100, 4), 15..17, "after four reads in a row");
+        assert_eq!(read(&mut late, 14, 8, 100, 4), 15..17, "after four reads in a row");
+    }
+
+    #[test]
+    fn blocks_not_asked_for_are_offered_again_by_the_next_read() {
+        let mut ra = ReadAhead::default();
+        assert!(ra.on_read(0, 8, 100, 1).is_empty());
+        assert_eq!(ra.on_read(1, 8, 100, 1), 2..4);
+        // The caller asked for block 2 only (say, its requests were busy).
+        ra.issued_to(3);
+        assert_eq!(ra.on_read(2, 8, 100, 1), 3..7, "block 3 is offered again");
+        ra.issued_to(5);
+        assert_eq!(ra.ahead(8, 100, 1), 5..7, "what a fetch that ends may ask for");
+        ra.issued_to(7);
+        assert!(ra.ahead(8, 100, 1).is_empty());
+        assert_eq!(ra.on_read(3, 8, 100, 1), 7..12);
+        assert!(ReadAhead::default().ahead(8, 100, 0).is_empty(), "nothing read yet");
     }
 }

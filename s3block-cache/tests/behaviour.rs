@@ -61,6 +61,50 @@ async fn concurrent_misses_on_one_block_make_one_get() {
     cache.close().await.unwrap();
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_read_ahead_fetch_that_ends_asks_for_the_next_block_while_the_reader_waits() {
+    let (gated, counted, mem) = stack(32);
+    let g = gated.geometry();
+    for b in 0..32 {
+        mem.write_block(BlockId(b), block_data(&g, b, 1)).await.unwrap();
+    }
+    // Two read-ahead fetches in flight at once, four blocks ahead at most.
+    let cfg = config(&g, 32, 8).to_builder().read_ahead(2 * u64::from(g.block_size())).build();
+    let cache = Arc::new(BlockCache::new(Arc::clone(&gated), cfg).unwrap());
+    for b in [4, 5, 6] {
+        gated.hold(BlockId(b));
+    }
+    for b in 0..4 {
+        assert_eq!(cache.read_block(BlockId(b)).await.unwrap(), block_data(&g, b, 1), "block {b}");
+    }
+    // Blocks 4 and 5 are in flight ahead of the reader, which now waits
+    // for block 4: the window is full, nothing more is asked for.
+    let reader = {
+        let cache = Arc::clone(&cache);
+        tokio::spawn(async move { cache.read_block(BlockId(4)).await })
+    };
+    timeout(SOON, gated.wait_arrived(BlockId(5), 1)).await.expect("block 5 fetched ahead");
+    settle().await;
+    assert_eq!(gated.arrived(BlockId(6)), 0, "two fetches in flight already");
+    // Block 5's fetch ends while the reader still waits for block 4: its
+    // request goes to the next blocks of the window, 6 (held) then 7.
+    gated.release(BlockId(5));
+    timeout(SOON, gated.wait_arrived(BlockId(6), 1)).await.expect("block 6 asked for when block 5 arrived");
+    timeout(SOON, gated.wait_arrived(BlockId(7), 1)).await.expect("block 7 asked for when block 6 was held");
+    settle().await;
+    assert!(!reader.is_finished());
+    // Four blocks ahead of block 4 at most: 5 to 8.
+    assert_eq!((counted.reads_of(BlockId(8)), gated.arrived(BlockId(9))), (1, 0));
+    gated.release(BlockId(4));
+    gated.release(BlockId(6));
+    assert_eq!(reader.await.unwrap().unwrap(), block_data(&g, 4, 1));
+    for b in 5..9 {
+        assert_eq!(cache.read_block(BlockId(b)).await.unwrap(), block_data(&g, b, 1), "block {b}");
+        assert_eq!(counted.reads_of(BlockId(b)), 1, "block {b} fetched once");
+    }
+    cache.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_during_the_upload_of_its_block_is_not_lost() {
     let (gated, counted, mem) = stack(16);

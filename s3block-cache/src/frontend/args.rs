@@ -96,7 +96,8 @@ pub struct VolumeArgs {
     #[arg(long = "upload-concurrency", alias = "blockCacheThreads", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub upload_concurrency: Option<u32>,
 
-    /// Bytes read ahead after a sequential read.
+    /// Bytes of blocks fetched at once ahead of a sequential reader (fetched
+    /// blocks not yet read may reach twice that).
     #[arg(long = "read-ahead", allow_hyphen_values = true, value_parser = size_arg)]
     pub read_ahead: Option<u64>,
 
@@ -252,8 +253,9 @@ impl VolumeArgs {
             .mut_arg(
                 "read_ahead",
                 help(format!(
-                    "Bytes read ahead after a sequential read [default: as many blocks as the default uploads at \
-                     once, so {} at 256K blocks, 256K at 4K, 16M at 1M; at most a quarter of the cache]",
+                    "Bytes of blocks fetched at once ahead of a sequential reader; fetched blocks not yet read \
+                     may reach twice that [default: as many blocks as the default uploads at once, so {} at 256K \
+                     blocks, 256K at 4K, 16M at 1M; at most a quarter of the cache]",
                     format_size(crate::DEFAULT_READ_AHEAD)
                 )),
             )
