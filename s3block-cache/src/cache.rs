@@ -260,8 +260,8 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
                 let mut st = shared.lock();
                 if read_ahead_pending {
                     read_ahead_pending = false;
-                    self.read_ahead(&mut st, block);
                     follows = st.note_read(block, &range);
+                    self.read_ahead(&mut st, block, follows);
                 }
                 let hit = st.entries.get_mut(&block).and_then(|e| {
                     let prefetched = std::mem::take(&mut e.prefetched);
@@ -329,10 +329,11 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
 
     /// Starts fetches ahead of a sequential reader (see
     /// [`Shared::fetch_ahead`]).
-    fn read_ahead(&self, st: &mut State, block: BlockId) {
+    fn read_ahead(&self, st: &mut State, block: BlockId, follows: bool) {
         let shared = &self.shared;
         let ahead = st.read_ahead.on_read(
             block.0.into(),
+            follows,
             shared.limits.read_ahead_distance,
             shared.geometry.get().block_count(),
             shared.limits.read_ahead_trigger,

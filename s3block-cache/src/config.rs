@@ -71,8 +71,9 @@ pub const DEFAULT_READ_AHEAD: u64 = 4 << 20;
 /// at the window while the reader is slower for a moment.
 const READ_AHEAD_DISTANCE: u64 = 2;
 
-/// Default number of reads in a row (each of the block after the last)
-/// before read-ahead starts.
+/// Default number of sequential reads in a row (each of the block after the
+/// last, or from where the last one ended in the same block) before
+/// read-ahead starts.
 pub const DEFAULT_READ_AHEAD_TRIGGER: u32 = 2;
 
 /// Default schedule of upload retries: waits of up to half a second after
@@ -316,8 +317,9 @@ impl CacheConfigBuilder {
         self
     }
 
-    /// Reads in a row, each of the block after the last, before read-ahead
-    /// starts (0: from the first read).
+    /// Sequential reads in a row (each of the block after the last, or from
+    /// where the last one ended in the same block) before read-ahead starts
+    /// (0: from the first read).
     pub fn read_ahead_trigger(mut self, reads: u32) -> Self {
         self.config.read_ahead_trigger = reads;
         self

@@ -4,8 +4,12 @@ use std::ops::Range;
 
 /// Watches the order blocks are read in and says what to fetch ahead.
 ///
-/// After `trigger` reads of consecutive blocks, the window starts at
-/// 2 blocks and doubles with each further sequential read up to the maximum.
+/// After `trigger` sequential reads in a row (each of the block after the
+/// last, or inside one block from the byte where the last read ended), the
+/// window starts at 2 blocks and doubles with each further sequential read
+/// up to the maximum. Reads inside the first block count, so a reader
+/// starting on a large block need not wait for it and the next one before
+/// read-ahead begins.
 /// Blocks already asked for are not asked for again while the run lasts;
 /// the caller says how far it asked ([`ReadAhead::issued_to`]), as it may
 /// stop short of the window's end (see `BlockCache::read_ahead`).
@@ -18,14 +22,26 @@ pub(crate) struct ReadAhead {
 }
 
 impl ReadAhead {
-    /// Records a read of `block`; returns the blocks that may be fetched
+    /// Records a read of `block` (`follows`: it starts where the last read
+    /// ended, in the same block); returns the blocks that may be fetched
     /// ahead, given a largest window of `max` blocks, a volume of `count`
     /// blocks and `trigger` reads in a row before read-ahead starts. The
     /// caller then says up to where it asked for them.
-    pub(crate) fn on_read(&mut self, block: u64, max: u64, count: u64, trigger: u32) -> Range<u64> {
+    pub(crate) fn on_read(
+        &mut self,
+        block: u64,
+        follows: bool,
+        max: u64,
+        count: u64,
+        trigger: u32,
+    ) -> Range<u64> {
         if self.last == Some(block) {
-            // Several reads inside one block (4K reads of a large block).
-            return 0..0;
+            if !follows {
+                // Read again, or elsewhere in the block: no sign either way.
+                return 0..0;
+            }
+            self.run = self.run.saturating_add(1);
+            return self.ahead(max, count, trigger);
         }
         if self.last.is_some_and(|last| last + 1 == block) {
             self.run = self.run.saturating_add(1);
@@ -72,7 +88,7 @@ mod tests {
     /// Reads `block` and asks for every block offered, as a caller with
     /// room and free requests does.
     fn read(ra: &mut ReadAhead, block: u64, max: u64, count: u64, trigger: u32) -> Range<u64> {
-        let ahead = ra.on_read(block, max, count, trigger);
+        let ahead = ra.on_read(block, false, max, count, trigger);
         ra.issued_to(ahead.end);
         ahead
     }
@@ -115,16 +131,32 @@ mod tests {
     #[test]
     fn blocks_not_asked_for_are_offered_again_by_the_next_read() {
         let mut ra = ReadAhead::default();
-        assert!(ra.on_read(0, 8, 100, 1).is_empty());
-        assert_eq!(ra.on_read(1, 8, 100, 1), 2..4);
+        assert!(ra.on_read(0, false, 8, 100, 1).is_empty());
+        assert_eq!(ra.on_read(1, false, 8, 100, 1), 2..4);
         // The caller asked for block 2 only (say, its requests were busy).
         ra.issued_to(3);
-        assert_eq!(ra.on_read(2, 8, 100, 1), 3..7, "block 3 is offered again");
+        assert_eq!(ra.on_read(2, false, 8, 100, 1), 3..7, "block 3 is offered again");
         ra.issued_to(5);
         assert_eq!(ra.ahead(8, 100, 1), 5..7, "what a fetch that ends may ask for");
         ra.issued_to(7);
         assert!(ra.ahead(8, 100, 1).is_empty());
-        assert_eq!(ra.on_read(3, 8, 100, 1), 7..12);
+        assert_eq!(ra.on_read(3, false, 8, 100, 1), 7..12);
         assert!(ReadAhead::default().ahead(8, 100, 0).is_empty(), "nothing read yet");
+    }
+
+    #[test]
+    fn reads_that_follow_each_other_inside_a_block_count_as_sequential() {
+        let mut ra = ReadAhead::default();
+        assert!(ra.on_read(7, false, 8, 100, 2).is_empty());
+        assert!(ra.on_read(7, false, 8, 100, 2).is_empty(), "read again: no sign");
+        assert!(!ra.in_run());
+        assert!(ra.on_read(7, true, 8, 100, 2).is_empty());
+        assert!(ra.in_run());
+        assert_eq!(ra.on_read(7, true, 8, 100, 2), 8..10, "the third read in a row");
+        ra.issued_to(10);
+        assert_eq!(ra.on_read(8, false, 8, 100, 2), 10..13, "the next block goes on with the run");
+        // A read elsewhere in another block ends the run.
+        assert!(ra.on_read(40, false, 8, 100, 2).is_empty());
+        assert!(!ra.in_run());
     }
 }

@@ -420,6 +420,42 @@ async fn a_sequential_scan_fetches_whole_blocks() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_from_the_start_of_a_large_block_reads_ahead_before_the_next_block() {
+    // 1 MiB blocks read in 128 KiB, as the kernel reads a file on the mount.
+    let g = Geometry::new(8 * M as u64, M as u64).expect("geometry");
+    let (dev, counters) = device(g, None);
+    for b in 0..8 {
+        dev.write_block(BlockId(b), pattern(M, b.into())).await.expect("write");
+    }
+    let cache = BlockCache::new(dev, cache_config(16 << 20, &counters)).expect("cache");
+    counters.reset();
+    let step = 128 << 10;
+    // Three reads in a row inside block 0 (the default trigger is two
+    // sequential reads before read-ahead, and the first is not one).
+    for at in (0..3 * step).step_by(step) {
+        let got = cache.read_at(at as u64, step).await.expect("read");
+        assert_eq!(&got[..], &pattern(M, 0)[at..at + step]);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while counters.snapshot().read_ahead_fetches < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let c = counters.snapshot();
+    // Blocks 1 and 2 are asked for while the reader is still in block 0.
+    assert_eq!(c.read_ahead_fetches, 2, "{c:?}");
+    for at in (3 * step..3 * M).step_by(step) {
+        let got = cache.read_at(at as u64, step).await.expect("read");
+        assert_eq!(&got[..], &pattern(M, (at / M) as u64)[at % M..at % M + step], "at {at}");
+    }
+    let c = counters.snapshot();
+    // The reader waited for two fetches, both in block 0: one ranged GET
+    // (the first read cannot know a scan starts), then the block whole.
+    // Every later block came ahead of it.
+    assert_eq!((c.ranged_gets, c.block_fetches), (1, 2), "{c:?}");
+    cache.close().await.expect("close");
+}
+
 /// A partly written block whose other pages were fetched in part: its
 /// upload fetches the whole block and stores it right.
 #[tokio::test]

@@ -105,8 +105,9 @@ pub struct VolumeArgs {
     #[arg(long = "readAhead", hide = true, value_name = "BLOCKS", conflicts_with = "read_ahead")]
     pub read_ahead_blocks: Option<u64>,
 
-    /// Reads in a row, each of the block after the last, before read-ahead
-    /// starts (default 2; 0: from the first read).
+    /// Sequential reads in a row (each of the block after the last, or from
+    /// where the last one ended in the same block) before read-ahead starts
+    /// (default 2; 0: from the first read).
     #[arg(long = "read-ahead-trigger", alias = "readAheadTrigger", value_name = "READS",
           value_parser = clap::value_parser!(u32).range(0..=1024))]
     pub read_ahead_trigger: Option<u32>,
