@@ -330,15 +330,9 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
     /// Starts fetches ahead of a sequential reader (see
     /// [`Shared::fetch_ahead`]).
     fn read_ahead(&self, st: &mut State, block: BlockId, follows: bool) {
-        let shared = &self.shared;
-        let ahead = st.read_ahead.on_read(
-            block.0.into(),
-            follows,
-            shared.limits.read_ahead_distance,
-            shared.geometry.get().block_count(),
-            shared.limits.read_ahead_trigger,
-        );
-        shared.fetch_ahead(st, ahead);
+        if st.read_ahead.on_read(block.0.into(), follows) {
+            self.shared.fetch_ahead(st);
+        }
     }
 
     /// Applies a write once the dirty limit has room for it. `plan` says

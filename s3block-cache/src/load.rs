@@ -1,7 +1,6 @@
 //! Fetching blocks from below: one read per block however many wait for it.
 
 use std::fmt;
-use std::ops::Range;
 use std::sync::Arc;
 
 use s3block_core::{
@@ -69,12 +68,18 @@ impl<D: BlockDevice + 'static> Shared<D> {
         rx
     }
 
-    /// Starts fetches of the blocks `ahead` of a sequential reader, in
+    /// Starts fetches of the blocks ahead of a sequential reader
+    /// ([`ReadAhead::ahead`](crate::readahead::ReadAhead::ahead)), in
     /// order, while fewer read-ahead fetches than the window are in flight
     /// (those no reader waits on yet) and clean blocks could make room:
     /// read-ahead never competes with dirty data. The blocks it could not
     /// take now are offered again when the reader moves on or a fetch ends.
-    pub(crate) fn fetch_ahead(self: &Arc<Self>, st: &mut State, ahead: Range<u64>) {
+    pub(crate) fn fetch_ahead(self: &Arc<Self>, st: &mut State) {
+        let ahead = st.read_ahead.ahead(
+            self.limits.read_ahead_distance,
+            self.geometry.get().block_count(),
+            self.limits.read_ahead_trigger,
+        );
         if ahead.is_empty() {
             return;
         }
@@ -124,12 +129,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
                         LoadOutcome::Done(st.install(block, data, load.prefetch, load.for_upload, now));
                     // The fetch's request is free: the reader's window may
                     // take the next block.
-                    let ahead = st.read_ahead.ahead(
-                        self.limits.read_ahead_distance,
-                        self.geometry.get().block_count(),
-                        self.limits.read_ahead_trigger,
-                    );
-                    self.fetch_ahead(&mut st, ahead);
+                    self.fetch_ahead(&mut st);
                     outcome
                 }
                 Err(e) => {

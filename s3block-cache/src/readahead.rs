@@ -10,9 +10,10 @@ use std::ops::Range;
 /// up to the maximum. Reads inside the first block count, so a reader
 /// starting on a large block need not wait for it and the next one before
 /// read-ahead begins.
+///
 /// Blocks already asked for are not asked for again while the run lasts;
 /// the caller says how far it asked ([`ReadAhead::issued_to`]), as it may
-/// stop short of the window's end (see `BlockCache::read_ahead`).
+/// stop short of the window's end (see `Shared::fetch_ahead`).
 #[derive(Debug, Default)]
 pub(crate) struct ReadAhead {
     last: Option<u64>,
@@ -23,25 +24,15 @@ pub(crate) struct ReadAhead {
 
 impl ReadAhead {
     /// Records a read of `block` (`follows`: it starts where the last read
-    /// ended, in the same block); returns the blocks that may be fetched
-    /// ahead, given a largest window of `max` blocks, a volume of `count`
-    /// blocks and `trigger` reads in a row before read-ahead starts. The
-    /// caller then says up to where it asked for them.
-    pub(crate) fn on_read(
-        &mut self,
-        block: u64,
-        follows: bool,
-        max: u64,
-        count: u64,
-        trigger: u32,
-    ) -> Range<u64> {
+    /// ended, in the same block). True when the read may ask for blocks
+    /// ahead ([`ReadAhead::ahead`]); false for a read again, or elsewhere,
+    /// in the block last read, which is no sign either way.
+    pub(crate) fn on_read(&mut self, block: u64, follows: bool) -> bool {
         if self.last == Some(block) {
-            if !follows {
-                // Read again, or elsewhere in the block: no sign either way.
-                return 0..0;
+            if follows {
+                self.run = self.run.saturating_add(1);
             }
-            self.run = self.run.saturating_add(1);
-            return self.ahead(max, count, trigger);
+            return follows;
         }
         if self.last.is_some_and(|last| last + 1 == block) {
             self.run = self.run.saturating_add(1);
@@ -50,12 +41,14 @@ impl ReadAhead {
             self.issued_to = 0;
         }
         self.last = Some(block);
-        self.ahead(max, count, trigger)
+        true
     }
 
     /// The blocks that may be fetched ahead of the last read and were not
-    /// asked for yet, with the same limits as [`ReadAhead::on_read`]: a
-    /// fetch that ends asks for them, so that as many stay in flight.
+    /// asked for yet, given a largest window of `max` blocks, a volume of
+    /// `count` blocks and `trigger` reads in a row before read-ahead
+    /// starts. Asked after a read, and when a fetch ends, so that as many
+    /// stay in flight.
     pub(crate) fn ahead(&self, max: u64, count: u64, trigger: u32) -> Range<u64> {
         let Some(block) = self.last else { return 0..0 };
         if max == 0 || self.run < trigger {
@@ -85,10 +78,23 @@ impl ReadAhead {
 mod tests {
     use super::*;
 
+    /// Reads `block` (`follows` as for [`ReadAhead::on_read`]); the blocks
+    /// it may ask for ahead.
+    fn offered(
+        ra: &mut ReadAhead,
+        block: u64,
+        follows: bool,
+        max: u64,
+        count: u64,
+        trigger: u32,
+    ) -> Range<u64> {
+        if ra.on_read(block, follows) { ra.ahead(max, count, trigger) } else { 0..0 }
+    }
+
     /// Reads `block` and asks for every block offered, as a caller with
     /// room and free requests does.
     fn read(ra: &mut ReadAhead, block: u64, max: u64, count: u64, trigger: u32) -> Range<u64> {
-        let ahead = ra.on_read(block, false, max, count, trigger);
+        let ahead = offered(ra, block, false, max, count, trigger);
         ra.issued_to(ahead.end);
         ahead
     }
@@ -131,32 +137,32 @@ mod tests {
     #[test]
     fn blocks_not_asked_for_are_offered_again_by_the_next_read() {
         let mut ra = ReadAhead::default();
-        assert!(ra.on_read(0, false, 8, 100, 1).is_empty());
-        assert_eq!(ra.on_read(1, false, 8, 100, 1), 2..4);
+        assert!(offered(&mut ra, 0, false, 8, 100, 1).is_empty());
+        assert_eq!(offered(&mut ra, 1, false, 8, 100, 1), 2..4);
         // The caller asked for block 2 only (say, its requests were busy).
         ra.issued_to(3);
-        assert_eq!(ra.on_read(2, false, 8, 100, 1), 3..7, "block 3 is offered again");
+        assert_eq!(offered(&mut ra, 2, false, 8, 100, 1), 3..7, "block 3 is offered again");
         ra.issued_to(5);
         assert_eq!(ra.ahead(8, 100, 1), 5..7, "what a fetch that ends may ask for");
         ra.issued_to(7);
         assert!(ra.ahead(8, 100, 1).is_empty());
-        assert_eq!(ra.on_read(3, false, 8, 100, 1), 7..12);
+        assert_eq!(offered(&mut ra, 3, false, 8, 100, 1), 7..12);
         assert!(ReadAhead::default().ahead(8, 100, 0).is_empty(), "nothing read yet");
     }
 
     #[test]
     fn reads_that_follow_each_other_inside_a_block_count_as_sequential() {
         let mut ra = ReadAhead::default();
-        assert!(ra.on_read(7, false, 8, 100, 2).is_empty());
-        assert!(ra.on_read(7, false, 8, 100, 2).is_empty(), "read again: no sign");
+        assert!(offered(&mut ra, 7, false, 8, 100, 2).is_empty());
+        assert!(offered(&mut ra, 7, false, 8, 100, 2).is_empty(), "read again: no sign");
         assert!(!ra.in_run());
-        assert!(ra.on_read(7, true, 8, 100, 2).is_empty());
+        assert!(offered(&mut ra, 7, true, 8, 100, 2).is_empty());
         assert!(ra.in_run());
-        assert_eq!(ra.on_read(7, true, 8, 100, 2), 8..10, "the third read in a row");
+        assert_eq!(offered(&mut ra, 7, true, 8, 100, 2), 8..10, "the third read in a row");
         ra.issued_to(10);
-        assert_eq!(ra.on_read(8, false, 8, 100, 2), 10..13, "the next block goes on with the run");
+        assert_eq!(offered(&mut ra, 8, false, 8, 100, 2), 10..13, "the next block goes on with the run");
         // A read elsewhere in another block ends the run.
-        assert!(ra.on_read(40, false, 8, 100, 2).is_empty());
+        assert!(offered(&mut ra, 40, false, 8, 100, 2).is_empty());
         assert!(!ra.in_run());
     }
 }
