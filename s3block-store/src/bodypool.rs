@@ -157,14 +157,18 @@ impl BufferPool {
     /// buffer. Each chunk is copied as it arrives and dropped at once, so
     /// the HTTP client's read buffer, no longer shared, is read into again
     /// instead of a new one. A stream longer or shorter than `len` is read
-    /// whole all the same: what it holds is checked above.
+    /// whole all the same: what it holds is checked above. With
+    /// `keep_one_chunk`, a body that comes in one chunk is returned as it
+    /// came, not copied: only for chunks that keep nothing else alive.
     pub(crate) async fn read<E>(
         self: &Arc<Self>,
         len: u64,
+        keep_one_chunk: bool,
         mut stream: impl futures::Stream<Item = Result<Bytes, E>> + Unpin,
     ) -> Result<Bytes, E> {
         use futures::StreamExt;
         let mut body = Body::new(self, usize::try_from(len).unwrap_or(0));
+        body.keep_one_chunk = keep_one_chunk;
         while let Some(chunk) = stream.next().await {
             body.push(chunk?);
         }
@@ -179,11 +183,12 @@ struct Body<'a> {
     expected: usize,
     first: Option<Bytes>,
     buf: Option<Vec<u8>>,
+    keep_one_chunk: bool,
 }
 
 impl<'a> Body<'a> {
     fn new(pool: &'a Arc<BufferPool>, expected: usize) -> Self {
-        Body { pool, expected, first: None, buf: None }
+        Body { pool, expected, first: None, buf: None, keep_one_chunk: false }
     }
 
     fn pooled(&self) -> bool {
@@ -217,6 +222,7 @@ impl<'a> Body<'a> {
             // read buffer, which may be many times its size: kept as it is,
             // a cached 4 KiB block would keep that whole buffer alive, out
             // of the cache's count of bytes. It is copied into its own.
+            (None, Some(first)) if self.keep_one_chunk => first,
             (None, Some(first)) => self.pool.copy_from_slice(&first),
             (None, None) => Bytes::new(),
         }
@@ -338,7 +344,7 @@ mod tests {
                 lag = lag.max(i.saturating_sub(dropped.load(Ordering::SeqCst)));
                 Ok::<_, std::io::Error>(c)
             }));
-            let body = pool.read(data.len() as u64, stream).await.unwrap();
+            let body = pool.read(data.len() as u64, false, stream).await.unwrap();
             assert_eq!(&body[..], &data[..]);
             assert_eq!(dropped.load(Ordering::SeqCst), n, "every chunk dropped");
             match pass {
@@ -359,15 +365,18 @@ mod tests {
         };
         // Longer and shorter than the headers said: read whole all the same.
         for said in [100_000u64, 300_000, 0] {
-            let body = pool.read(said, futures::stream::iter(pieces())).await.unwrap();
+            let body = pool.read(said, false, futures::stream::iter(pieces())).await.unwrap();
             assert_eq!(&body[..], &data[..], "said {said}");
         }
         let mut failing = pieces();
         failing[3] = Err(std::io::Error::other("reset"));
-        let err = pool.read(200_000, futures::stream::iter(failing)).await.unwrap_err();
+        let err = pool.read(200_000, false, futures::stream::iter(failing)).await.unwrap_err();
         assert_eq!(err.to_string(), "reset");
-        let one =
-            pool.read(5, futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"hello"))]));
+        let one = pool.read(
+            5,
+            false,
+            futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"hello"))]),
+        );
         assert_eq!(&one.await.unwrap()[..], b"hello");
     }
 
@@ -420,5 +429,22 @@ mod tests {
         drop(body);
         assert_eq!(pool.idle_bytes(), 1 << 20);
         assert!(pool.assemble(Vec::new()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_one_chunk_body_is_kept_as_it_came_only_when_asked() {
+        let pool = BufferPool::new(BufferPool::DEFAULT_LIMIT);
+        let one = Bytes::from(vec![6u8; 1 << 20]);
+        let once = || futures::stream::iter([Ok::<_, std::io::Error>(one.clone())]);
+        let kept = pool.read(1 << 20, true, once()).await.unwrap();
+        assert_eq!(kept.as_ptr(), one.as_ptr(), "the one chunk was copied");
+        let copied = pool.read(1 << 20, false, once()).await.unwrap();
+        assert_ne!(copied.as_ptr(), one.as_ptr(), "the one chunk was kept");
+        assert_eq!((kept, copied), (one.clone(), one.clone()));
+        // Two chunks are assembled whatever was asked.
+        let two = futures::stream::iter([Ok::<_, std::io::Error>(one.slice(..1000)), Ok(one.slice(1000..))]);
+        let body = pool.read(1 << 20, true, two).await.unwrap();
+        assert_ne!(body.as_ptr(), one.as_ptr());
+        assert_eq!(body, one);
     }
 }

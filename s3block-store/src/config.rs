@@ -442,6 +442,9 @@ impl StoreConfig {
         };
         let counted = CountingStore::new(base, counters.clone());
         let mut retry = RetryStore::new(counted, self.retry.clone(), counters.clone());
+        if matches!(kind, StoreKind::Memory) {
+            retry = retry.keeping_whole_bodies();
+        }
         if let Some((endpoint, bucket, signed_with)) = target {
             retry = retry.with_target(endpoint, bucket).with_credentials(signed_with);
         }

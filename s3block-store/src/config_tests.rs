@@ -96,3 +96,20 @@ fn only_plain_http_endpoints_sign_the_body() {
     // No endpoint: AWS itself, over https.
     assert!(!signs_payload(None));
 }
+
+/// A block read whole from the memory store is the stored object itself,
+/// not a copy of it (the memory store through FUSE then pays no copy per
+/// block); a part of it is copied, so a cached part never keeps the whole
+/// object alive.
+#[tokio::test]
+async fn the_memory_store_hands_out_whole_objects_without_a_copy() {
+    use object_store::ObjectStoreExt;
+    let opened = StoreConfig::new("memory://").open().expect("memory store opens");
+    let stored = bytes::Bytes::from(vec![3u8; 256 * 1024]);
+    let path = object_store::path::Path::from("b/1");
+    opened.store.put(&path, stored.clone().into()).await.expect("put");
+    let got = opened.store.get(&path).await.expect("get").bytes().await.expect("body");
+    assert_eq!(got.as_ptr(), stored.as_ptr(), "the whole object was copied");
+    let part = opened.store.get_range(&path, 0..4096).await.expect("ranged get");
+    assert_ne!(part.as_ptr(), stored.as_ptr(), "a part of the object was kept, not copied");
+}

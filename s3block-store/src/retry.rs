@@ -534,6 +534,7 @@ pub struct RetryStore<T> {
     inner: Arc<T>,
     policy: Arc<Policy>,
     bodies: Arc<BufferPool>,
+    whole_bodies_kept: bool,
 }
 
 impl<T: ObjectStore> RetryStore<T> {
@@ -556,7 +557,20 @@ impl<T: ObjectStore> RetryStore<T> {
                 waiting: AtomicUsize::new(0),
             }),
             bodies: BufferPool::new(BufferPool::DEFAULT_LIMIT),
+            whole_bodies_kept: false,
         }
+    }
+
+    /// Keeps a GET body that comes in one chunk holding the whole object as
+    /// it came, instead of copying it into a buffer of its own. Only for a
+    /// store whose bodies are the objects it holds (the memory store, set
+    /// by [`StoreConfig`](crate::StoreConfig)): such a chunk holds exactly
+    /// the object's bytes, where a chunk from an HTTP client is a slice of
+    /// its read buffer that a cached block would keep alive. A part of an
+    /// object is copied all the same, so it never keeps the rest alive.
+    pub fn keeping_whole_bodies(mut self) -> Self {
+        self.whole_bodies_kept = true;
+        self
     }
 
     /// Names the endpoint and bucket in the errors a user can fix (see
@@ -622,7 +636,8 @@ impl<T: ObjectStore> ObjectStore for RetryStore<T> {
                     self.inner.get_opts(location, options.clone()).await?;
                 let payload = match payload {
                     GetResultPayload::Stream(s) => {
-                        let body = self.bodies.read(range.end.saturating_sub(range.start), s).await?;
+                        let whole = self.whole_bodies_kept && range.start == 0 && range.end == meta.size;
+                        let body = self.bodies.read(range.end.saturating_sub(range.start), whole, s).await?;
                         GetResultPayload::Stream(futures::stream::once(async move { Ok(body) }).boxed())
                     }
                     file => file,
@@ -849,6 +864,30 @@ mod tests {
         store.put_opts(&Path::from("v/0"), "x".into(), PutOptions::default()).await.unwrap();
         faulty.set_enabled(true);
         (Arc::new(store), faulty, Warnings::default())
+    }
+
+    /// The memory store's bodies are kept as they come when whole (the
+    /// chunk is the stored object), and copied when a part: a cached part
+    /// must not keep the whole object alive. Without the setting, a whole
+    /// body is copied too.
+    #[tokio::test]
+    async fn whole_bodies_of_a_memory_store_are_kept_and_parts_copied() {
+        use object_store::ObjectStoreExt;
+        let stored = Bytes::from(vec![7u8; 1 << 20]);
+        let path = Path::from("v/0");
+        for keep in [true, false] {
+            let mut store = RetryStore::new(InMemory::new(), RetryConfig::default(), Arc::default());
+            if keep {
+                store = store.keeping_whole_bodies();
+            }
+            store.put_opts(&path, stored.clone().into(), PutOptions::default()).await.unwrap();
+            let whole = store.get(&path).await.unwrap().bytes().await.unwrap();
+            assert_eq!(whole, stored);
+            assert_eq!(whole.as_ptr() == stored.as_ptr(), keep, "whole body kept: {keep}");
+            let part = store.get_range(&path, 4096..8192).await.unwrap();
+            assert_eq!(&part[..], &stored[4096..8192]);
+            assert_ne!(part.as_ptr(), stored[4096..].as_ptr(), "a part is copied (keep: {keep})");
+        }
     }
 
     #[tokio::test(start_paused = true)]
