@@ -20,7 +20,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use s3block_core::{Backoff, RequestCounters, RequestMethod, Retries, StoreErrorKind};
 
-use crate::bodypool::BufferPool;
+use crate::bodypool::{BodyOf, BufferPool};
 use crate::counting::PAGE;
 use crate::error::{TargetError, classify, is_missing_bucket, root_cause};
 
@@ -521,11 +521,12 @@ impl Policy {
 ///
 /// GET bodies are read inside the loop (objects are blocks, a few MiB at
 /// most), so a connection reset in the middle of a body is retried too.
-/// A body in several chunks is copied, chunk by chunk as it arrives, into a
-/// buffer that goes back to the store when the last user of the block drops
-/// it, for the next body of that size (at most 2 MiB of idle buffers are
-/// kept). Fetched blocks then cost no fresh memory, and the HTTP client,
-/// whose chunks are dropped once copied, reads into its same buffer again.
+/// A body is copied, chunk by chunk as it arrives, into a buffer that goes
+/// back to the store when the last user of the block drops it, for the next
+/// body of that size (at most 2 MiB of idle buffers are kept; the buffers of
+/// small blocks are made in batches: [`BufferPool::for_blocks`]). Fetched
+/// blocks then cost no fresh memory, and the HTTP client, whose chunks are
+/// dropped once copied, reads into its same buffer again.
 /// A bulk delete is retried per batch of 1000 keys; keys already gone count as
 /// deleted. A listing that fails midway resumes after the last key seen
 /// (listing is ordered on S3).
@@ -556,7 +557,7 @@ impl<T: ObjectStore> RetryStore<T> {
                 in_outage: AtomicBool::new(false),
                 waiting: AtomicUsize::new(0),
             }),
-            bodies: BufferPool::new(BufferPool::DEFAULT_LIMIT),
+            bodies: BufferPool::for_blocks(BufferPool::DEFAULT_LIMIT),
             whole_bodies_kept: false,
         }
     }
@@ -636,8 +637,12 @@ impl<T: ObjectStore> ObjectStore for RetryStore<T> {
                     self.inner.get_opts(location, options.clone()).await?;
                 let payload = match payload {
                     GetResultPayload::Stream(s) => {
-                        let whole = self.whole_bodies_kept && range.start == 0 && range.end == meta.size;
-                        let body = self.bodies.read(range.end.saturating_sub(range.start), whole, s).await?;
+                        let of = match (range.start == 0 && range.end == meta.size, self.whole_bodies_kept) {
+                            (false, _) => BodyOf::Part,
+                            (true, false) => BodyOf::Object,
+                            (true, true) => BodyOf::KeptObject,
+                        };
+                        let body = self.bodies.read(range.end.saturating_sub(range.start), of, s).await?;
                         GetResultPayload::Stream(futures::stream::once(async move { Ok(body) }).boxed())
                     }
                     file => file,

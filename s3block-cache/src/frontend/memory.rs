@@ -25,8 +25,9 @@ use crate::{DEFAULT_CACHE_SIZE, default_requests_in_flight};
 use super::args::{DEFAULT_DISK_CACHE_SIZE, VolumeArgs};
 
 /// What the daemon uses beyond its caches and the blocks in flight: code,
-/// threads, the HTTP client, FUSE's buffers (and one idle 1 MiB buffer for
-/// the copies of large writes), the allocator's slack.
+/// threads, the HTTP client, FUSE's buffers (one idle 1 MiB buffer for the
+/// copies of large writes, and at most 2 MiB of idle buffers for fetched
+/// blocks), the allocator's slack.
 pub const BASELINE: u64 = 20 << 20;
 
 /// Bytes of disk-cache index per block, rounded up from the measured 23.0.
