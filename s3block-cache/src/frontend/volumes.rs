@@ -141,8 +141,11 @@ pub fn check_memory_under(
         Some(total) => block_sizes.iter().map(|&bs| memory::disk_index(total / volumes.max(1), bs)).sum(),
         None => 0,
     };
+    // The smallest block size holds the most blocks in the shared cache.
+    let smallest = block_sizes.iter().copied().min().unwrap_or(u64::MAX);
     let need = MemoryNeed {
         cache: budget.cache_size(),
+        cache_index: memory::cache_index(budget.cache_size(), smallest),
         disk_index,
         in_flight: (budget.upload_slots() as u64).saturating_mul(largest),
         baseline: BASELINE.saturating_add(VOLUME_OVERHEAD.saturating_mul(volumes)),
@@ -295,10 +298,13 @@ mod tests {
         // block) or 1,024 of 1M (24K).
         let disks = CacheBudget::with_disk(64 << 20, 32 << 20, 8, 3 << 30, None);
         let sizes = [4 << 10, 4 << 10, 1 << 20];
-        // 64M + 8M + 20M + 12M + 12.02M = 116.02M.
-        let e = check_memory_under(&disks, &sizes, &limit(116)).unwrap_err();
+        // 64M + 5.25M (the cache's bookkeeping, counted at the smallest
+        // block size: 16,384 blocks of 4K, 12,288 beyond the baseline's, at
+        // 448 bytes) + 8M + 20M + 12M + 12.02M = 121.27M.
+        let e = check_memory_under(&disks, &sizes, &limit(121)).unwrap_err();
         assert!(e.contains("the disk cache's index 12"), "{e}");
-        check_memory_under(&disks, &sizes, &limit(117)).unwrap();
+        assert!(e.contains("the cache 64M and its bookkeeping 5376K"), "{e}");
+        check_memory_under(&disks, &sizes, &limit(122)).unwrap();
     }
 
     #[tokio::test]
