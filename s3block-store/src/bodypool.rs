@@ -127,7 +127,8 @@ impl BufferPool {
     /// and from [`SMALL_BLOCKS_FROM`](Self::SMALL_BLOCKS_FROM) bytes in a
     /// pool made [`for_blocks`](Self::for_blocks).
     fn pools_block(&self, len: usize) -> bool {
-        self.pools(len) || (self.small_blocks && (Self::SMALL_BLOCKS_FROM..=self.limit).contains(&len))
+        let from = if self.small_blocks { Self::SMALL_BLOCKS_FROM } else { Self::POOLED_FROM };
+        (from..=self.limit).contains(&len)
     }
 
     /// How many buffers were taken from the pool rather than allocated.
@@ -147,7 +148,7 @@ impl BufferPool {
             buf.clear();
             return buf;
         }
-        let batch = if len < Self::POOLED_FROM {
+        let batch = if self.small_blocks && len < Self::POOLED_FROM {
             let room = self.limit.saturating_sub(idle.bytes) / len;
             (Self::BATCH_BYTES / len).min(room + 1).max(1)
         } else {
