@@ -20,8 +20,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use s3block_cache::frontend::{
-    Backoff, Service, ShutdownOutcome, build_stack_with, report, runtime, second_sigint, shutdown,
-    terminal_prompt,
+    Backoff, FUSE_IO_WORKERS, Service, ShutdownOutcome, build_stack_with, report, runtime_with_workers,
+    second_sigint, shutdown, terminal_prompt,
 };
 use s3block_core::exit::{self, LOCAL_IO, PROBLEMS, USAGE};
 use s3block_core::format_size;
@@ -84,7 +84,7 @@ pub(crate) fn run_mount(opts: Options) -> ExitCode {
     if opts.several() {
         return crate::multi_mount::run_multi_mount(opts);
     }
-    let runtime = match runtime() {
+    let runtime = match runtime_with_workers(FUSE_IO_WORKERS) {
         Ok(rt) => rt,
         Err(e) => return fail(LOCAL_IO, format!("cannot start the I/O runtime: {e}")),
     };

@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use s3block_cache::frontend::volumes::{self, budget_of, check_memory, open_in, volume_url};
 use s3block_cache::frontend::{
-    Backoff, Service, ShutdownOutcome, Stack, report, runtime, second_sigint, shutdown, terminal_prompt,
+    Backoff, FUSE_IO_WORKERS, Service, ShutdownOutcome, Stack, report, runtime_with_workers, second_sigint,
+    shutdown, terminal_prompt,
 };
 use s3block_core::exit::{self, LOCAL_IO, OK, PROBLEMS};
 use s3block_store::{Erase, Volume, with_hint};
@@ -56,7 +57,7 @@ fn prompter(
 
 /// Runs a mount of several volumes in this process, in the foreground.
 pub(crate) fn run_multi_mount(opts: Options) -> ExitCode {
-    let runtime = match runtime() {
+    let runtime = match runtime_with_workers(FUSE_IO_WORKERS) {
         Ok(rt) => rt,
         Err(e) => return fail(LOCAL_IO, format!("cannot start the I/O runtime: {e}")),
     };

@@ -377,6 +377,12 @@ impl CodecChain {
         self.default_encoding.as_deref()
     }
 
+    /// True when blocks are written through at least one codec (else as
+    /// they are).
+    pub fn encodes(&self) -> bool {
+        !self.write.is_empty()
+    }
+
     /// Names of the write pipeline, in order.
     pub fn write_names(&self) -> Vec<String> {
         self.write.iter().map(|c| c.name().to_owned()).collect()

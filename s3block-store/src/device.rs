@@ -19,6 +19,7 @@ use crate::error::{is_absent, store_error};
 use crate::keys::key_path;
 use crate::list::{ListPlan, StoredBlock, delete_keys, list_blocks};
 use crate::native::ChunkedXChaChaCodec;
+use crate::offload::CodecSlots;
 use crate::sidecar::StaleAttributes;
 use crate::stored::StoredTally;
 
@@ -44,7 +45,7 @@ pub struct ObjectBlockDevice {
     store: Arc<dyn ObjectStore>,
     layout: KeyLayout,
     geometry: Arc<GeometryCell>,
-    codecs: CodecChain,
+    codecs: Arc<CodecChain>,
     counters: Arc<RequestCounters>,
     plan: ListPlan,
     stored: Arc<StoredTally>,
@@ -58,7 +59,7 @@ impl ObjectBlockDevice {
             store,
             layout,
             geometry: Arc::new(GeometryCell::new(geometry)),
-            codecs: CodecChain::new(),
+            codecs: Arc::new(CodecChain::new()),
             counters: Arc::default(),
             plan: ListPlan { parallelism: 1, sorted: false },
             stored: Arc::default(),
@@ -67,7 +68,7 @@ impl ObjectBlockDevice {
 
     /// Sets the codecs blocks are written with.
     pub fn with_codecs(mut self, codecs: CodecChain) -> Self {
-        self.codecs = codecs;
+        self.codecs = Arc::new(codecs);
         self
     }
 
@@ -160,7 +161,7 @@ impl ObjectBlockDevice {
     /// as it is: only then can a byte range of an object be a byte range of
     /// its block.
     pub fn writes_raw(&self) -> bool {
-        self.codecs.write_names().is_empty() && self.codecs.default_encoding().is_none()
+        !self.codecs.encodes() && self.codecs.default_encoding().is_none()
     }
 
     /// Reads `range` of `block` with one ranged GET. `Ok(None)` when the
@@ -335,7 +336,20 @@ impl BlockDevice for ObjectBlockDevice {
         let attributes = res.attributes.clone();
         let body = res.bytes().await.map_err(|e| self.corrupt_or_store(e, &key, block))?;
         let encoding = attributes.get(&Attribute::ContentEncoding).map(|v| v.as_ref().to_owned());
-        self.codecs.decode(&cx, body, encoding.as_deref(), &object_metadata(&attributes))
+        let meta = object_metadata(&attributes);
+        let block_size = cx.block_size;
+        let plain =
+            encoding.as_deref().or(self.codecs.default_encoding()).is_none_or(|e| e.trim().is_empty());
+        if plain {
+            return self.codecs.decode(&cx, body, None, &meta);
+        }
+        let codecs = self.codecs.clone();
+        CodecSlots::for_this_machine()
+            .run(&format!("block {block} (key {key})"), move || {
+                let cx = CodecContext { block, key: &key, block_size };
+                codecs.decode(&cx, body, encoding.as_deref(), &meta)
+            })
+            .await
     }
 
     async fn write_block(&self, block: BlockId, data: Bytes) -> Result<()> {
@@ -345,8 +359,21 @@ impl BlockDevice for ObjectBlockDevice {
             return self.delete_blocks([block]).await.map(|_| ());
         }
         let (key, path) = self.path(block)?;
-        let cx = CodecContext { block, key: &key, block_size: self.geometry.get().block_len() };
-        let (body, encoding, meta) = self.codecs.encode(&cx, data)?;
+        let block_size = self.geometry.get().block_len();
+        let (body, encoding, meta, key) = if !self.codecs.encodes() {
+            let (body, encoding, meta) =
+                self.codecs.encode(&CodecContext { block, key: &key, block_size }, data)?;
+            (body, encoding, meta, key)
+        } else {
+            let codecs = self.codecs.clone();
+            CodecSlots::for_this_machine()
+                .run(&format!("block {block} (key {key})"), move || {
+                    let (body, encoding, meta) =
+                        codecs.encode(&CodecContext { block, key: &key, block_size }, data)?;
+                    Ok((body, encoding, meta, key))
+                })
+                .await?
+        };
         let mut attrs = Attributes::new();
         attrs.insert(Attribute::ContentType, AttributeValue::from(BLOCK_CONTENT_TYPE));
         if let Some(enc) = encoding {
@@ -433,5 +460,81 @@ impl BlockDevice for ObjectBlockDevice {
 
     async fn flush(&self) -> Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::thread::ThreadId;
+
+    use object_store::memory::InMemory;
+
+    use super::*;
+    use crate::codec::Codec;
+
+    /// Reverses a block's bytes, and notes the thread each pass ran on.
+    #[derive(Debug, Default)]
+    struct Reverse {
+        threads: Mutex<Vec<ThreadId>>,
+    }
+
+    impl Reverse {
+        fn pass(&self, data: Bytes) -> Bytes {
+            self.threads.lock().unwrap().push(std::thread::current().id());
+            data.iter().rev().copied().collect::<Vec<u8>>().into()
+        }
+    }
+
+    impl Codec for Reverse {
+        fn name(&self) -> &str {
+            "x-reverse"
+        }
+
+        fn encode(&self, _cx: &CodecContext<'_>, data: Bytes, _meta: &mut CodecMeta) -> Result<Bytes> {
+            Ok(self.pass(data))
+        }
+
+        fn decode(&self, _cx: &CodecContext<'_>, data: Bytes, _meta: &CodecMeta) -> Result<Bytes> {
+            Ok(self.pass(data))
+        }
+    }
+
+    fn block() -> Bytes {
+        (0..64u32 << 10).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_blocks_codec_passes_run_beside_the_runtime_and_round_trip() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let geometry = Geometry::new(1 << 20, 64 << 10).unwrap();
+        let reverse = Arc::new(Reverse::default());
+        let device = ObjectBlockDevice::new(store.clone(), KeyLayout::new("v/", false), geometry)
+            .with_codecs(CodecChain::new().with(reverse.clone()));
+        device.write_block(BlockId(3), block()).await.unwrap();
+        let path = key_path(&device.key(BlockId(3))).unwrap();
+        let stored = store.get_opts(&path, GetOptions::default()).await.unwrap().bytes().await.unwrap();
+        assert_eq!(stored.first(), block().last(), "the object is the codec's output");
+        assert_eq!(device.read_block(BlockId(3)).await.unwrap(), block());
+        assert_eq!(device.read_partial(BlockId(3), 4096, 100).await.unwrap(), block().slice(4096..4196));
+        let here = std::thread::current().id();
+        let threads = reverse.threads.lock().unwrap().clone();
+        assert_eq!(threads.len(), 3, "an encode and two decodes");
+        assert!(threads.iter().all(|t| *t != here), "a pass ran on the runtime's thread: {threads:?}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_corrupt_object_is_named_when_its_pass_ran_beside_the_runtime() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let geometry = Geometry::new(1 << 20, 64 << 10).unwrap();
+        let device = ObjectBlockDevice::new(store.clone(), KeyLayout::new("v/", false), geometry)
+            .with_codecs(CodecChain::new().with(Arc::new(crate::codec::Deflate::new(6).unwrap())));
+        let key = device.key(BlockId(2));
+        let mut attrs = Attributes::new();
+        attrs.insert(Attribute::ContentEncoding, AttributeValue::from("deflate"));
+        let opts = PutOptions { attributes: attrs, ..Default::default() };
+        store.put_opts(&key_path(&key).unwrap(), Bytes::from_static(b"not zlib").into(), opts).await.unwrap();
+        let err = device.read_block(BlockId(2)).await.unwrap_err();
+        assert!(matches!(&err, Error::Corrupt { block: BlockId(2), key: k, .. } if *k == key), "{err}");
     }
 }

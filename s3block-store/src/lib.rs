@@ -108,6 +108,7 @@ mod list;
 mod lock;
 mod mounts;
 mod native;
+mod offload;
 mod password;
 mod resize;
 mod retry;
