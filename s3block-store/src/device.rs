@@ -338,10 +338,10 @@ impl BlockDevice for ObjectBlockDevice {
         let encoding = attributes.get(&Attribute::ContentEncoding).map(|v| v.as_ref().to_owned());
         let meta = object_metadata(&attributes);
         let block_size = cx.block_size;
-        let plain =
-            encoding.as_deref().or(self.codecs.default_encoding()).is_none_or(|e| e.trim().is_empty());
-        if plain {
-            return self.codecs.decode(&cx, body, None, &meta);
+        // As `CodecChain::decode` reads it: a blank header is no header.
+        let named = encoding.as_deref().filter(|e| !e.trim().is_empty()).or(self.codecs.default_encoding());
+        if named.is_none() {
+            return self.codecs.decode(&cx, body, encoding.as_deref(), &meta);
         }
         let codecs = self.codecs.clone();
         CodecSlots::for_this_machine()
@@ -471,7 +471,7 @@ mod tests {
     use object_store::memory::InMemory;
 
     use super::*;
-    use crate::codec::Codec;
+    use crate::codec::{Codec, Deflate};
 
     /// Reverses a block's bytes, and notes the thread each pass ran on.
     #[derive(Debug, Default)]
@@ -524,11 +524,33 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
+    async fn an_object_without_its_header_is_decoded_by_the_default_encoding() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let geometry = Geometry::new(1 << 20, 64 << 10).unwrap();
+        let deflate = Deflate::new(6).unwrap();
+        let cx = CodecContext { block: BlockId(1), key: "k", block_size: 64 << 10 };
+        let packed = deflate.encode(&cx, block(), &mut CodecMeta::new()).unwrap();
+        let device = ObjectBlockDevice::new(store.clone(), KeyLayout::new("v/", false), geometry)
+            .with_codecs(CodecChain::new().with_default_encoding(Some(Deflate::NAME.into())));
+        // No header, and a blank one: both read as the default.
+        for (b, header) in [(1, None), (2, Some(" "))] {
+            let mut attrs = Attributes::new();
+            if let Some(h) = header {
+                attrs.insert(Attribute::ContentEncoding, AttributeValue::from(h));
+            }
+            let path = key_path(&device.key(BlockId(b))).unwrap();
+            let opts = PutOptions { attributes: attrs, ..Default::default() };
+            store.put_opts(&path, packed.clone().into(), opts).await.unwrap();
+            assert_eq!(device.read_block(BlockId(b)).await.unwrap(), block(), "block {b}");
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
     async fn a_corrupt_object_is_named_when_its_pass_ran_beside_the_runtime() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let geometry = Geometry::new(1 << 20, 64 << 10).unwrap();
         let device = ObjectBlockDevice::new(store.clone(), KeyLayout::new("v/", false), geometry)
-            .with_codecs(CodecChain::new().with(Arc::new(crate::codec::Deflate::new(6).unwrap())));
+            .with_codecs(CodecChain::new().with(Arc::new(Deflate::new(6).unwrap())));
         let key = device.key(BlockId(2));
         let mut attrs = Attributes::new();
         attrs.insert(Attribute::ContentEncoding, AttributeValue::from("deflate"));
