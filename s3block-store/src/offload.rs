@@ -1,12 +1,14 @@
 //! Codec work (compression, encryption) run beside the runtime's workers,
 //! not on them.
 //!
-//! Compressing a block is milliseconds of CPU: deflate at level 6 takes
-//! about 20 ms for 1 MiB of data that does not compress. The mount
-//! program serves its network I/O on one runtime worker (see
+//! Compressing a block is milliseconds of CPU. The mount program serves
+//! its network I/O on one runtime worker (see
 //! `s3block_cache::frontend::FUSE_IO_WORKERS`), so a pass run there would
 //! hold up every request behind it, and the passes of blocks uploaded
-//! together would take turns on one core. Each pass over a whole block
+//! together would take turns on one core: on Garage on two cores, a mount
+//! writing incompressible data with deflate in 1 MiB blocks went 36 MB/s
+//! with the passes on its one worker, 52 to 53 MB/s with them beside it
+//! (55.8 to 58.9 with two workers and the passes on them). Each pass over a whole block
 //! therefore runs on tokio's blocking threads ([`tokio::task::spawn_blocking`]),
 //! at most [`CodecSlots::for_this_machine`] at once: as many as the machine
 //! has cores, so the passes use every core, and no more compressor states

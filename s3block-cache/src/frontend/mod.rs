@@ -83,13 +83,13 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// compression and encryption run on blocking threads beside the runtime,
 /// as many at once as there are cores. What is left for the runtime is
 /// waiting on the network. Each request handed between two workers cost
-/// wake-ups: on Garage on this machine's two cores, cold random 4 KiB
-/// reads of a 256 MiB file (256 KiB blocks, 64 MiB cache, one at a time,
-/// 20 s, two alternating pairs) switched threads about 9 times per fetch
-/// with two workers and 4 with one; the mount's CPU fell from 4.86–5.04 s
-/// to 3.97–4.03 s, and the reads rose from 1,135–1,201 to 1,221–1,304 a
+/// wake-ups: on Garage on two cores, cold random 4 KiB reads of a 256 MiB
+/// file (256 KiB blocks, 64 MiB cache, one at a time, 20 s, two
+/// alternating pairs) switched threads about 9 times per fetch with two
+/// workers and 4 with one; the mount's CPU fell from 5.41–5.52 s to
+/// 4.32–4.36 s, and the reads rose from 1,143–1,242 to 1,276–1,308 a
 /// second. Sequential reads and writes at 4K, 256K and 1M kept their rates
-/// with less CPU.
+/// within the machine's spread, with less CPU at 4K.
 pub const FUSE_IO_WORKERS: usize = 1;
 
 /// A runtime like [`runtime`]'s, with `workers` workers (at least one).
