@@ -476,10 +476,15 @@ run_ceiling() {
     ((count <= 32768)) || count=32768
     # raw_store keeps as many requests in flight as s3block does at this
     # block size (s3block_cache::default_requests_in_flight).
+    # Above 64K it also times one-at-a-time GETs of 64 KiB ranges, what
+    # s3block's ranged reads fetch per miss (s3block-cache's RANGE_ALIGN).
+    local ranged=()
+    ((size > 65536)) && ranged=(--single-range 64K)
     say "raw store ceiling at $bs: $count objects"
     store_quiet
     timeout "$STEP_TIMEOUT" "$RAW_BIN" --endpoint "$ENDPOINT" --force-path-style --object-size "$bs" \
-        --count "$count" --cold --settle-pid "$GARAGE_PID" "s3://bench-raw/raw-$bs/" >"$WORK/raw-$bs.txt" ||
+        --count "$count" --cold --settle-pid "$GARAGE_PID" "${ranged[@]}" "s3://bench-raw/raw-$bs/" \
+        >"$WORK/raw-$bs.txt" ||
         die "raw_store failed; see $WORK/raw-$bs.txt"
     cat "$WORK/raw-$bs.txt" >&2
     local line
@@ -488,6 +493,12 @@ run_ceiling() {
     record "$bs" ceiling raw_get_mbps "$(sed 's/.*get_mbps=\([0-9.]*\).*/\1/' <<<"$line")"
     record "$bs" ceiling raw_single_get_ops "$(sed 's/.*single_get_ops=\([0-9.]*\).*/\1/' <<<"$line")"
     record "$bs" ceiling raw_in_flight "$(sed 's/.*in_flight=\([0-9]*\).*/\1/' <<<"$line")"
+    record "$bs" ceiling raw_single_get_p50_ms "$(sed 's/.*single_get_p50_ms=\([0-9.]*\).*/\1/' <<<"$line")"
+    if ((${#ranged[@]})); then
+        record "$bs" ceiling raw_single_range_ops "$(sed 's/.*single_range_ops=\([0-9.]*\).*/\1/' <<<"$line")"
+        record "$bs" ceiling raw_single_range_p50_ms "$(sed 's/.*single_range_p50_ms=\([0-9.]*\).*/\1/' <<<"$line")"
+        record "$bs" ceiling raw_single_range_p90_ms "$(sed 's/.*single_range_p90_ms=\([0-9.]*\).*/\1/' <<<"$line")"
+    fi
 }
 
 # The memory store through FUSE, on three fresh mounts, then the same jobs

@@ -16,6 +16,12 @@
 //! do. No block device that fetches whole blocks can beat that rate at one
 //! request in flight.
 //!
+//! With `--single-range SIZE` it then GETs as many ranges of SIZE bytes, one
+//! at a time, each at an aligned offset in a different object: the rate a
+//! reader gets when each cache miss fetches that much of a block, as
+//! s3block's ranged reads do. Both one-at-a-time passes print their
+//! latencies (50th, 90th and 99th percentiles).
+//!
 //! With `--cold` it syncs and drops the page cache between the PUTs and the
 //! GETs (Linux, as root), so a server on the same machine reads the objects
 //! from disk, as it does for a cold read of a mounted volume. The one-at-a-time
@@ -38,8 +44,11 @@
 //!
 //! Credentials and region come from the `AWS_*` environment. The last line
 //! printed is machine-readable: `RESULT put_mbps=... get_mbps=...
-//! single_get_ops=... in_flight=...`, the first two in MB/s (10^6 bytes per
-//! second), then GETs per second one at a time, then the requests in flight.
+//! single_get_ops=... in_flight=... single_get_p50_ms=... single_range_ops=...
+//! single_range_p50_ms=... single_range_p90_ms=...`: the first two in MB/s
+//! (10^6 bytes per second), then GETs per second one at a time, the requests
+//! in flight, the median one-at-a-time GET, and the same for the ranged
+//! GETs (0 without `--single-range`).
 
 use std::io::Write;
 use std::time::Instant;
@@ -62,13 +71,15 @@ struct Args {
     /// `None`: as many as s3block keeps in flight at `object_size`.
     concurrency: Option<usize>,
     single_gets: usize,
+    /// Bytes of each one-at-a-time ranged GET; 0: none.
+    single_range: usize,
     cold: bool,
     /// The store server's process, to wait for before the GETs.
     settle_pid: Option<u32>,
 }
 
 const USAGE: &str = "usage: raw_store [--endpoint URL] [--force-path-style] [--object-size SIZE] \
-                     [--count N] [--concurrency N] [--single-gets N] [--cold] \
+                     [--count N] [--concurrency N] [--single-gets N] [--single-range SIZE] [--cold] \
                      [--settle-pid PID] STORE_URL";
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
@@ -80,6 +91,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
         count: 256,
         concurrency: None,
         single_gets: 1000,
+        single_range: 0,
         cold: false,
         settle_pid: None,
     };
@@ -95,6 +107,13 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
             "--settle-pid" => {
                 let v = value("--settle-pid")?;
                 out.settle_pid = Some(v.parse().map_err(|e| bad("--settle-pid", &v, format!("{e}")))?);
+            }
+            "--single-range" => {
+                let v = value("--single-range")?;
+                out.single_range = parse_size(&v)
+                    .ok()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| bad("--single-range", &v, "not a size".into()))?;
             }
             "--object-size" => {
                 let v = value("--object-size")?;
@@ -121,6 +140,12 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
     }
     if out.url.is_empty() {
         return Err(Error::Config(format!("no store URL; {USAGE}")));
+    }
+    if out.single_range >= out.object_size {
+        return Err(Error::Config(format!(
+            "--single-range {}: must be less than --object-size ({})",
+            out.single_range, out.object_size
+        )));
     }
     Ok(out)
 }
@@ -248,10 +273,12 @@ async fn run(args: Args) -> Result<()> {
         return Err(Error::Config(format!("read back {got} bytes, wrote {total}")));
     }
 
+    let mut single_ms = Vec::with_capacity(args.single_gets.min(args.count));
     let start = Instant::now();
-    let mut single = 0usize;
     for i in scattered(args.count, args.single_gets) {
+        let began = Instant::now();
         let len = get_len(i).await?;
+        single_ms.push(began.elapsed().as_secs_f64() * 1e3);
         if len != args.object_size {
             return Err(Error::Config(format!(
                 "{} read back {len} bytes, wrote {}",
@@ -259,10 +286,45 @@ async fn run(args: Args) -> Result<()> {
                 args.object_size
             )));
         }
-        single += 1;
     }
-    let single_secs = start.elapsed().as_secs_f64();
-    let single_ops = single as f64 / single_secs.max(1e-9);
+    let single_ops = single_ms.len() as f64 / start.elapsed().as_secs_f64().max(1e-9);
+    single_ms.sort_by(f64::total_cmp);
+
+    // One ranged GET at a time, each of `single_range` bytes at an aligned
+    // offset that moves around the objects: the most a reader that fetches
+    // that much per cache miss gets at one request in flight.
+    let mut range_ms = Vec::with_capacity(args.single_gets.min(args.count));
+    let start = Instant::now();
+    let mut checked = None;
+    if let Some(slots) = args.object_size.checked_div(args.single_range) {
+        for (n, i) in scattered(args.count, args.single_gets).enumerate() {
+            let offset = (n * 7 + i) % slots * args.single_range;
+            let range = offset as u64..(offset + args.single_range) as u64;
+            let began = Instant::now();
+            let part = store.get_range(&key(i), range).await.map_err(|e| map_err("ranged GET", i, e))?;
+            range_ms.push(began.elapsed().as_secs_f64() * 1e3);
+            if part.len() != args.single_range {
+                return Err(Error::Config(format!(
+                    "{} at {offset}: read back {} bytes, asked for {}",
+                    key(i),
+                    part.len(),
+                    args.single_range
+                )));
+            }
+            checked.get_or_insert((i, offset, part));
+        }
+    }
+    let range_ops = range_ms.len() as f64 / start.elapsed().as_secs_f64().max(1e-9);
+    range_ms.sort_by(f64::total_cmp);
+    // One range is compared with what was written, after the clock stopped.
+    if let Some((i, offset, part)) = checked
+        && payload(args.object_size, i)[offset..offset + part.len()] != part[..]
+    {
+        return Err(Error::Config(format!(
+            "{} at {offset}: the range read back differs from what was written",
+            key(i)
+        )));
+    }
 
     stream::iter(0..args.count)
         .map(|i| {
@@ -274,14 +336,8 @@ async fn run(args: Args) -> Result<()> {
         .await?;
 
     let counts = opened.counters.snapshot();
-    let single_part = if single == 0 {
-        String::new()
-    } else {
-        format!(
-            "; one at a time: {single} GETs, {single_ops:.0} per second ({:.2} ms each)",
-            single_secs * 1e3 / single as f64
-        )
-    };
+    let single_part = one_at_a_time("GETs", &single_ms, single_ops)
+        + &one_at_a_time(&format!("GETs of {} bytes", args.single_range), &range_ms, range_ops);
     let settle_part = match settled {
         None => String::new(),
         Some((secs, true)) => format!(", the server settled in {secs:.0} s"),
@@ -303,14 +359,42 @@ async fn run(args: Args) -> Result<()> {
         counts.retries
     );
     let result = format!(
-        "RESULT put_mbps={:.1} get_mbps={:.1} single_get_ops={single_ops:.0} in_flight={concurrency}",
+        "RESULT put_mbps={:.1} get_mbps={:.1} single_get_ops={single_ops:.0} in_flight={concurrency} \
+         single_get_p50_ms={:.2} single_range_ops={range_ops:.0} single_range_p50_ms={:.2} single_range_p90_ms={:.2}",
         mbps(total, put_secs),
-        mbps(total, get_secs)
+        mbps(total, get_secs),
+        percentile(&single_ms, 0.5),
+        percentile(&range_ms, 0.5),
+        percentile(&range_ms, 0.9),
     );
     // A reader that closed the pipe early (`| head -1`) is not a failure of the store.
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{summary}").and_then(|()| writeln!(out, "{result}"));
     Ok(())
+}
+
+/// The `q` quantile (0 to 1) of the sorted `ms`, nearest rank; 0 when empty.
+fn percentile(ms: &[f64], q: f64) -> f64 {
+    if ms.is_empty() {
+        return 0.0;
+    }
+    let rank = ((ms.len() as f64 * q).ceil() as usize).clamp(1, ms.len());
+    ms[rank - 1]
+}
+
+/// "; one at a time: N WHAT, R per second (p50 .., p90 .., p99 .. ms)"
+/// of the sorted `ms`, or nothing when there were none.
+fn one_at_a_time(what: &str, ms: &[f64], ops: f64) -> String {
+    if ms.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; one at a time: {} {what}, {ops:.0} per second (p50 {:.2}, p90 {:.2}, p99 {:.2} ms)",
+        ms.len(),
+        percentile(ms, 0.5),
+        percentile(ms, 0.9),
+        percentile(ms, 0.99)
+    )
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -341,6 +425,44 @@ mod tests {
         let a = parse_args(["--settle-pid", "42", "s3://b/"].map(String::from)).expect("args");
         assert_eq!(a.settle_pid, Some(42));
         assert!(parse_args(["--settle-pid", "garage", "s3://b/"].map(String::from)).is_err());
+        let a = parse_args(["--object-size", "1M", "--single-range", "64K", "s3://b/"].map(String::from))
+            .expect("args");
+        assert_eq!(a.single_range, 65536);
+        let err = parse_args(["--object-size", "64K", "--single-range", "64K", "s3://b/"].map(String::from))
+            .expect_err("a range as large as the object")
+            .to_string();
+        assert!(err.contains("--single-range 65536"), "{err}");
+        assert!(parse_args(["--single-range", "lots", "s3://b/"].map(String::from)).is_err());
+    }
+
+    #[test]
+    fn percentiles_take_the_nearest_rank() {
+        let ms: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!((percentile(&ms, 0.5), percentile(&ms, 0.9), percentile(&ms, 0.99)), (50.0, 90.0, 99.0));
+        assert_eq!((percentile(&[7.0], 0.99), percentile(&[], 0.5)), (7.0, 0.0));
+        assert_eq!(one_at_a_time("GETs", &[], 0.0), "");
+        let line = one_at_a_time("GETs", &ms, 12.0);
+        assert!(line.contains("100 GETs, 12 per second (p50 50.00, p90 90.00, p99 99.00 ms)"), "{line}");
+    }
+
+    #[tokio::test]
+    async fn a_run_with_ranges_reads_back_what_it_wrote() {
+        let args = parse_args(
+            [
+                "--object-size",
+                "256K",
+                "--count",
+                "8",
+                "--single-gets",
+                "5",
+                "--single-range",
+                "64K",
+                "memory://",
+            ]
+            .map(String::from),
+        )
+        .expect("args");
+        run(args).await.expect("PUTs, GETs, ranged GETs and DELETEs on a memory store");
     }
 
     #[test]
