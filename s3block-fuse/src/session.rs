@@ -144,6 +144,17 @@ impl Filesystem for FuseFs {
             let _ = config.set_max_readahead(nearest);
         }
         let _ = config.set_max_background(64);
+        // Direct I/O submitted asynchronously (a loop device with
+        // `--direct-io=on`, a database's O_DIRECT with native AIO, fio's
+        // libaio) reaches the mount as that many requests at once, not one
+        // after the other: 16 random 4 KiB reads in flight on a cold 1M
+        // volume went 927 reads/s against 334 without it (Garage, by hand).
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_ASYNC_DIO) {
+            tracing::info!(
+                ?missing,
+                "the kernel serves asynchronous direct I/O to the mount one request at a time"
+            );
+        }
         // O_TRUNC comes with the open instead of as a truncate to 0, which
         // could not be told from `truncate -s 0`: the open ignores it, as a
         // block device does (see `BlockFs`), and a real resize is refused.
