@@ -487,18 +487,14 @@ run_ceiling() {
         >"$WORK/raw-$bs.txt" ||
         die "raw_store failed; see $WORK/raw-$bs.txt"
     cat "$WORK/raw-$bs.txt" >&2
-    local line
+    local line m
     line=$(grep '^RESULT' "$WORK/raw-$bs.txt")
-    record "$bs" ceiling raw_put_mbps "$(sed 's/.*put_mbps=\([0-9.]*\).*/\1/' <<<"$line")"
-    record "$bs" ceiling raw_get_mbps "$(sed 's/.*get_mbps=\([0-9.]*\).*/\1/' <<<"$line")"
-    record "$bs" ceiling raw_single_get_ops "$(sed 's/.*single_get_ops=\([0-9.]*\).*/\1/' <<<"$line")"
-    record "$bs" ceiling raw_in_flight "$(sed 's/.*in_flight=\([0-9]*\).*/\1/' <<<"$line")"
-    record "$bs" ceiling raw_single_get_p50_ms "$(sed 's/.*single_get_p50_ms=\([0-9.]*\).*/\1/' <<<"$line")"
-    if ((${#ranged[@]})); then
-        record "$bs" ceiling raw_single_range_ops "$(sed 's/.*single_range_ops=\([0-9.]*\).*/\1/' <<<"$line")"
-        record "$bs" ceiling raw_single_range_p50_ms "$(sed 's/.*single_range_p50_ms=\([0-9.]*\).*/\1/' <<<"$line")"
-        record "$bs" ceiling raw_single_range_p90_ms "$(sed 's/.*single_range_p90_ms=\([0-9.]*\).*/\1/' <<<"$line")"
-    fi
+    # Each figure of the RESULT line, recorded under raw_ and its name.
+    local figures=(put_mbps get_mbps single_get_ops in_flight single_get_p50_ms)
+    ((${#ranged[@]})) && figures+=(single_range_ops single_range_p50_ms single_range_p90_ms)
+    for m in "${figures[@]}"; do
+        record "$bs" ceiling "raw_$m" "$(sed "s/.* $m=\([0-9.]*\).*/\1/" <<<"$line")"
+    done
 }
 
 # The memory store through FUSE, on three fresh mounts, then the same jobs
