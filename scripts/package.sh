@@ -10,17 +10,15 @@
 # Then, as root: apt install ./target/debian/s3block_*.deb
 #
 # cargo-deb (crates.io) turns the [package.metadata.deb] section of
-# s3block-cli/Cargo.toml into the package; it is built once into
-# ~/.cache/s3block/cargo-deb (S3BLOCK_CARGO_DEB_CACHE), as garage.sh caches
-# Garage. dpkg-shlibdeps (Debian package dpkg-dev) works out the libraries
-# the programs need.
+# s3block-cli/Cargo.toml into the package; scripts/cargo-tool.sh builds it
+# once into ~/.cache/s3block/cargo-deb (S3BLOCK_CARGO_DEB_CACHE moves it).
+# dpkg-shlibdeps (Debian package dpkg-dev) works out the libraries the
+# programs need.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 CARGO_DEB_VERSION=3.8.0
-CARGO_DEB_ROOT=${S3BLOCK_CARGO_DEB_CACHE:-$HOME/.cache/s3block}/cargo-deb
-CARGO_DEB=$CARGO_DEB_ROOT/bin/cargo-deb
 
 say() { printf 'package.sh: %s\n' "$*" >&2; }
 die() {
@@ -29,18 +27,8 @@ die() {
 }
 
 install_cargo_deb() {
-    if [[ -x $CARGO_DEB ]] && [[ $("$CARGO_DEB" --version 2>/dev/null) == *"$CARGO_DEB_VERSION"* ]]; then
-        return 0
-    fi
-    command -v cargo >/dev/null || die "cargo is needed to build cargo-deb $CARGO_DEB_VERSION"
-    say "building cargo-deb $CARGO_DEB_VERSION into $CARGO_DEB_ROOT (a few minutes the first time)"
-    local log=$CARGO_DEB_ROOT.log start=$SECONDS
-    mkdir -p "$(dirname "$CARGO_DEB_ROOT")"
-    if ! cargo install --locked cargo-deb --version "$CARGO_DEB_VERSION" --root "$CARGO_DEB_ROOT" >"$log" 2>&1; then
-        tail -n 30 "$log" >&2
-        die "building cargo-deb failed; full log in $log"
-    fi
-    say "cargo-deb $CARGO_DEB_VERSION built in $((SECONDS - start)) s"
+    CARGO_DEB=$(S3BLOCK_TOOL_CACHE=${S3BLOCK_CARGO_DEB_CACHE:-${S3BLOCK_TOOL_CACHE:-$HOME/.cache/s3block}} \
+        scripts/cargo-tool.sh cargo-deb "$CARGO_DEB_VERSION") || die "cargo-deb $CARGO_DEB_VERSION is not available"
 }
 
 case ${1:-} in

@@ -4,7 +4,7 @@
 # of the workspace (doctests included), stops Garage.
 #
 #   scripts/test.sh                 everything
-#   scripts/test.sh -p s3block-core only that package (arguments go to cargo clippy and cargo test)
+#   scripts/test.sh -p s3block-core only that package (arguments go to cargo clippy and the test run)
 #
 # Under CI=true nothing is optional: a missing tool or a Garage that cannot
 # start fails the run. Elsewhere the script says loudly what it could not set
@@ -132,6 +132,20 @@ else
 fi
 phase_done "cargo-deb install"
 
+# --- cargo-nextest ---------------------------------------------------------
+# cargo test runs the test programs one after another, so a program whose
+# longest test waits three minutes for an outage holds the run that long.
+# cargo-nextest runs every test as its own process, two at a time across all
+# programs (.config/nextest.toml). Built once into ~/.cache/s3block, as
+# cargo-deb is; without it the tests run under cargo test, all the same.
+NEXTEST_VERSION=0.9.151
+if nextest=$(scripts/cargo-tool.sh cargo-nextest "$NEXTEST_VERSION"); then
+    export S3BLOCK_NEXTEST=$nextest
+else
+    say "WARNING: cargo-nextest $NEXTEST_VERSION could not be built; the tests run under cargo test (slower)"
+fi
+phase_done "cargo-nextest install"
+
 # --- s3backer 2.1.6 --------------------------------------------------------
 # The interop tests run against Debian's s3backer 1.5.4 and, when
 # S3BLOCK_S3BACKER2 names its binary, against s3backer 2.x too. It is built
@@ -173,15 +187,29 @@ say "cargo clippy ${scope[*]} --all-targets -- -D warnings"
 cargo clippy "${scope[@]}" --all-targets -- -D warnings
 phase_done "clippy"
 
+say "building the tests"
+cargo test "${scope[@]}" --no-run -q
+phase_done "test build"
+
 # A hung test must fail the run with a message, not eat CI's whole time budget.
 test_timeout=${S3BLOCK_TEST_TIMEOUT:-1800}
-say "cargo test ${scope[*]} (at most ${test_timeout} s)"
 rc=0
-timeout --kill-after=30 "$test_timeout" cargo test "${scope[@]}" --no-fail-fast || rc=$?
-phase_done "cargo test"
-if ((rc == 124 || rc == 137)); then
-    die "cargo test did not finish within ${test_timeout} s (S3BLOCK_TEST_TIMEOUT); a test hangs: see the last 'has been running for over 60 seconds' lines above"
+if [[ -n ${S3BLOCK_NEXTEST:-} ]]; then
+    say "cargo nextest run ${scope[*]} (at most ${test_timeout} s), then the doctests"
+    timeout --kill-after=30 "$test_timeout" "$S3BLOCK_NEXTEST" nextest run "${scope[@]}" --no-fail-fast || rc=$?
+    if ((rc == 0)); then
+        cargo test "${scope[@]}" --doc || rc=$?
+    fi
+    slow_lines="SLOW"
+else
+    say "cargo test ${scope[*]} (at most ${test_timeout} s)"
+    timeout --kill-after=30 "$test_timeout" cargo test "${scope[@]}" --no-fail-fast || rc=$?
+    slow_lines="has been running for over 60 seconds"
 fi
-((rc == 0)) || die "cargo test failed (exit $rc)"
+phase_done "tests"
+if ((rc == 124 || rc == 137)); then
+    die "the tests did not finish within ${test_timeout} s (S3BLOCK_TEST_TIMEOUT); a test hangs: see the last '$slow_lines' lines above"
+fi
+((rc == 0)) || die "the tests failed (exit $rc)"
 
 say "all passed"
