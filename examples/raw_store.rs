@@ -110,14 +110,13 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
             }
             "--single-range" => {
                 let v = value("--single-range")?;
-                out.single_range = parse_size(&v)
-                    .ok()
-                    .and_then(|n| usize::try_from(n).ok())
-                    .ok_or_else(|| bad("--single-range", &v, "not a size".into()))?;
+                let n = parse_size(&v).map_err(|e| bad("--single-range", &v, e.to_string()))?;
+                out.single_range = usize::try_from(n)
+                    .map_err(|_| bad("--single-range", &v, "too large for this machine".into()))?;
             }
             "--object-size" => {
                 let v = value("--object-size")?;
-                let n = parse_size(&v)?;
+                let n = parse_size(&v).map_err(|e| bad("--object-size", &v, e.to_string()))?;
                 out.object_size = usize::try_from(n)
                     .ok()
                     .filter(|n| *n > 0)
@@ -432,7 +431,12 @@ mod tests {
             .expect_err("a range as large as the object")
             .to_string();
         assert!(err.contains("--single-range 65536"), "{err}");
-        assert!(parse_args(["--single-range", "lots", "s3://b/"].map(String::from)).is_err());
+        // A bad size names the option and says what is wrong with it.
+        for opt in ["--single-range", "--object-size"] {
+            let err =
+                parse_args([opt, "64Q", "s3://b/"].map(String::from)).expect_err("a bad unit").to_string();
+            assert!(err.contains(&format!("{opt} \"64Q\"")) && err.contains("unit"), "{err}");
+        }
     }
 
     #[test]
