@@ -27,7 +27,8 @@ die() {
 }
 
 install_cargo_deb() {
-    CARGO_DEB=$(S3BLOCK_TOOL_CACHE=${S3BLOCK_CARGO_DEB_CACHE:-${S3BLOCK_TOOL_CACHE:-$HOME/.cache/s3block}} \
+    # cargo-tool.sh takes an empty S3BLOCK_TOOL_CACHE as its own default.
+    CARGO_DEB=$(S3BLOCK_TOOL_CACHE=${S3BLOCK_CARGO_DEB_CACHE:-${S3BLOCK_TOOL_CACHE:-}} \
         scripts/cargo-tool.sh cargo-deb "$CARGO_DEB_VERSION") || die "cargo-deb $CARGO_DEB_VERSION is not available"
 }
 

@@ -197,9 +197,11 @@ rc=0
 if [[ -n ${S3BLOCK_NEXTEST:-} ]]; then
     say "cargo nextest run ${scope[*]} (at most ${test_timeout} s), then the doctests"
     timeout --kill-after=30 "$test_timeout" "$S3BLOCK_NEXTEST" nextest run "${scope[@]}" --no-fail-fast || rc=$?
-    if ((rc == 0)); then
-        cargo test "${scope[@]}" --doc || rc=$?
-    fi
+    # As cargo test --no-fail-fast would, the doctests run after failed
+    # tests too; the first failure's exit status is the one kept.
+    doc_rc=0
+    cargo test "${scope[@]}" --doc || doc_rc=$?
+    ((rc != 0)) || rc=$doc_rc
     slow_lines="SLOW"
 else
     say "cargo test ${scope[*]} (at most ${test_timeout} s)"
