@@ -674,6 +674,10 @@ def r2_section(args, data):
     else:
         title = f"{args.label}: Garage on loopback"
         rtt_text = "Garage on loopback, no proxy."
+    quickack = data.get(("-", "setup"), {}).get("quickack", 0) == 1
+    if quickack:
+        rtt_text += (" Run with `--quickack`: every connection on loopback ACKed each segment at once, so "
+                     "no GET waited for a delayed ACK before its body came.")
     notes = ""
     if args.notes:
         with open(args.notes) as f:
@@ -683,7 +687,8 @@ def r2_section(args, data):
                                      text=True).stdout.strip(),
         "s3backer 2.1.6 and " + subprocess.run(["dpkg-query", "-W", "-f=${Version}", "s3backer"],
                                                capture_output=True, text=True).stdout.strip())
-    cmd = (f" --rtt {rtt:g}" if rtt else "") + (f" --rate {args.rate}" if args.rate else "")
+    cmd = ((f" --rtt {rtt:g}" if rtt else "") + (f" --rate {args.rate}" if args.rate else "")
+           + (" --quickack" if quickack else ""))
     return R2_TEMPLATE.format(label=args.label, title=title, cmd=cmd, minutes=args.minutes, started=args.started,
                               machine=mach, commit=args.commit or "?", cache=args.cache_size, seq=args.seq_size,
                               runtime=args.runtime, files=args.files, rtt=rtt_text,
