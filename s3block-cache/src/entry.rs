@@ -308,16 +308,34 @@ pub(crate) enum Wb {
 }
 
 /// A block held by the cache.
+///
+/// One of these per block in the cache, so its size counts at small
+/// blocks: 104 bytes a slot of the index with its key, where a 4 KiB
+/// block is 4,096 (what write-back keeps of a dirty block is boxed in
+/// [`Dirty`], held only while the block is dirty).
 #[derive(Debug)]
 pub(crate) struct Entry {
     pub(crate) content: Content,
     /// Generation of the latest write (a cache-wide sequence).
     pub(crate) generation: u64,
-    /// Generation of the oldest write not stored below; `None` when clean.
-    pub(crate) dirty_since: Option<u64>,
+    /// What write-back keeps while the block is not stored below; `None`
+    /// when clean.
+    pub(crate) dirty: Option<Box<Dirty>>,
+    pub(crate) wb: Wb,
+    /// Fetched by read-ahead and not read yet.
+    pub(crate) prefetched: bool,
+    /// When the block was last read from below or stored (the clean
+    /// timeout counts from here).
+    pub(crate) clean_since: Instant,
+}
+
+/// What write-back keeps of a dirty block.
+#[derive(Debug)]
+pub(crate) struct Dirty {
+    /// Generation of the oldest write not stored below.
+    pub(crate) since: u64,
     /// The first write made after the snapshot of the upload in flight.
     pub(crate) rewritten_since: Option<u64>,
-    pub(crate) wb: Wb,
     /// When the block became dirty (the write delay counts from here).
     pub(crate) dirtied_at: Instant,
     /// Earliest time a failed upload is tried again.
@@ -328,11 +346,21 @@ pub(crate) struct Entry {
     pub(crate) attempt_seq: u64,
     /// The last upload error.
     pub(crate) error: Option<Arc<Error>>,
-    /// Fetched by read-ahead and not read yet.
-    pub(crate) prefetched: bool,
-    /// When the block was last read from below or stored (the clean
-    /// timeout counts from here).
-    pub(crate) clean_since: Instant,
+}
+
+impl Dirty {
+    /// A block dirty from generation `since`, made dirty `now`.
+    pub(crate) fn new(since: u64, now: Instant) -> Box<Self> {
+        Box::new(Dirty {
+            since,
+            rewritten_since: None,
+            dirtied_at: now,
+            retry_at: now,
+            failures: 0,
+            attempt_seq: 0,
+            error: None,
+        })
+    }
 }
 
 impl Entry {
@@ -341,14 +369,8 @@ impl Entry {
         Entry {
             content: Content::Full(data),
             generation: 0,
-            dirty_since: None,
-            rewritten_since: None,
+            dirty: None,
             wb: Wb::Clean,
-            dirtied_at: now,
-            retry_at: now,
-            failures: 0,
-            attempt_seq: 0,
-            error: None,
             prefetched: false,
             clean_since: now,
         }
@@ -356,13 +378,27 @@ impl Entry {
 
     /// True when not yet stored below.
     pub(crate) fn is_dirty(&self) -> bool {
-        self.dirty_since.is_some()
+        self.dirty.is_some()
+    }
+
+    /// Generation of the oldest write not stored below; `None` when clean.
+    pub(crate) fn dirty_since(&self) -> Option<u64> {
+        self.dirty.as_ref().map(|d| d.since)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_index_slot_stays_small() {
+        // One slot per cached block: at 4 KiB blocks the index is a tenth
+        // of the cache's memory (frontend::memory counts it per block).
+        let slot = size_of::<(s3block_core::BlockId, Entry)>();
+        assert!(slot <= 104, "a slot of the cache's index grew to {slot} bytes");
+        assert!(size_of::<Dirty>() <= 80, "Dirty is {} bytes", size_of::<Dirty>());
+    }
 
     #[test]
     fn ranges_merge() {

@@ -11,7 +11,7 @@ use s3block_core::{BlockId, is_zero};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::entry::{Content, Entry, Wb, merge};
+use crate::entry::{Content, Dirty, Entry, Wb, merge};
 use crate::incident::Incident;
 use crate::ranged::{Evicted, RangeLoad};
 use crate::readahead::ReadAhead;
@@ -329,15 +329,14 @@ impl State {
                 let new_size = e.content.size();
                 e.generation = generation;
                 self.resident = self.resident - old_size + new_size;
-                if e.is_dirty() {
+                if let Some(d) = &mut e.dirty {
                     self.dirty_bytes = self.dirty_bytes - old_size + new_size;
-                    if e.wb == Wb::Uploading && e.rewritten_since.is_none() {
-                        e.rewritten_since = Some(generation);
+                    if e.wb == Wb::Uploading && d.rewritten_since.is_none() {
+                        d.rewritten_since = Some(generation);
                     }
                 } else {
-                    e.dirty_since = Some(generation);
+                    e.dirty = Some(Dirty::new(generation, now));
                     e.wb = Wb::Queued;
-                    e.dirtied_at = now;
                     self.dirty_bytes += new_size;
                     self.dirty_index.insert((generation, block));
                     self.queue.push_back(block);
@@ -349,7 +348,7 @@ impl State {
                 e.content = apply(None);
                 let new_size = e.content.size();
                 e.generation = generation;
-                e.dirty_since = Some(generation);
+                e.dirty = Some(Dirty::new(generation, now));
                 e.wb = Wb::Queued;
                 self.entries.insert(block, e);
                 self.resident += new_size;
@@ -455,7 +454,7 @@ impl State {
         let size = e.content.size();
         self.resident -= size;
         self.make_unevictable(block);
-        if let Some(since) = e.dirty_since {
+        if let Some(since) = e.dirty_since() {
             self.dirty_bytes -= size;
             self.dirty_index.remove(&(since, block));
         }
@@ -493,7 +492,7 @@ impl State {
                     e.generation, self.last_gen
                 ));
             }
-            match e.dirty_since {
+            match e.dirty_since() {
                 Some(since) => {
                     dirty += size;
                     dirty_count += 1;

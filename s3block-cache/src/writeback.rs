@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::budget::UploadSlot;
 use crate::cache::Shared;
-use crate::entry::{Content, Wb, merge};
+use crate::entry::{Content, Dirty, Wb, merge};
 use crate::incident::{Ended, Say, span};
 use crate::load::{share_error, wait};
 use crate::state::{LoadOutcome, SchedulerWake, State};
@@ -95,7 +95,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
                 deferred.push(block);
                 continue;
             }
-            let ready = e.dirtied_at + self.config.write_delay;
+            let ready = e.dirty.as_ref().map_or(now, |d| d.dirtied_at) + self.config.write_delay;
             if !force && ready > now {
                 deadline = Some(ready);
                 break;
@@ -123,7 +123,8 @@ impl<D: BlockDevice + 'static> Shared<D> {
             if st.is_discarding(block) {
                 continue;
             }
-            if now >= e.retry_at || (st.flushers > 0 && e.attempt_seq < st.flush_seq) {
+            let (retry_at, attempt_seq) = e.dirty.as_ref().map_or((now, 0), |d| (d.retry_at, d.attempt_seq));
+            if now >= retry_at || (st.flushers > 0 && attempt_seq < st.flush_seq) {
                 let Some(slot) = self.budget_slot(st.in_flight) else {
                     full = true;
                     break;
@@ -132,7 +133,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
                 Counters::bump(&self.counters.retries);
                 self.start_upload(st, block, slot);
             } else {
-                deadline = Some(deadline.map_or(e.retry_at, |d| d.min(e.retry_at)));
+                deadline = Some(deadline.map_or(retry_at, |d| d.min(retry_at)));
             }
         }
         (deadline, full)
@@ -155,7 +156,9 @@ impl<D: BlockDevice + 'static> Shared<D> {
         let seq = st.flush_seq;
         let Some(e) = st.entries.get_mut(&block) else { return };
         e.wb = Wb::Uploading;
-        e.attempt_seq = seq;
+        if let Some(d) = &mut e.dirty {
+            d.attempt_seq = seq;
+        }
         st.in_flight += 1;
         let shared = Arc::clone(self);
         self.runtime.spawn(async move {
@@ -175,7 +178,9 @@ impl<D: BlockDevice + 'static> Shared<D> {
                 let Some(e) = st.entries.get_mut(&block) else {
                     return Ok(Snapshot::Nothing(0));
                 };
-                e.rewritten_since = None;
+                if let Some(d) = &mut e.dirty {
+                    d.rewritten_since = None;
+                }
                 let generation = e.generation;
                 match &e.content {
                     Content::Full(data) => return Ok(Snapshot::Data(data.clone(), generation, false)),
@@ -238,12 +243,10 @@ impl<D: BlockDevice + 'static> Shared<D> {
                     );
                 }
                 let Some(e) = st.entries.get_mut(&block) else { return };
-                e.failures = 0;
-                e.error = None;
-                let since = e.dirty_since;
+                let since = e.dirty_since();
                 let size = e.content.size();
                 if e.generation == generation {
-                    e.dirty_since = None;
+                    e.dirty = None;
                     e.wb = Wb::Clean;
                     let is_zero = matches!(e.content, Content::Zero);
                     if let Some(since) = since {
@@ -256,10 +259,13 @@ impl<D: BlockDevice + 'static> Shared<D> {
                         st.make_evictable(block, now);
                     }
                 } else {
-                    let next = e.rewritten_since.unwrap_or(generation + 1);
-                    e.dirty_since = Some(next);
+                    let d = e.dirty.get_or_insert_with(|| Dirty::new(generation + 1, now));
+                    let next = d.rewritten_since.unwrap_or(generation + 1);
+                    d.since = next;
+                    d.dirtied_at = now;
+                    d.failures = 0;
+                    d.error = None;
                     e.wb = Wb::Queued;
-                    e.dirtied_at = now;
                     if let Some(since) = since {
                         st.dirty_index.remove(&(since, block));
                     }
@@ -277,8 +283,13 @@ impl<D: BlockDevice + 'static> Shared<D> {
             }
             Err(err) => {
                 Counters::bump(&self.counters.upload_errors);
-                e.failures = e.failures.saturating_add(1);
-                let failures = e.failures;
+                let failures = match &mut e.dirty {
+                    Some(d) => {
+                        d.failures = d.failures.saturating_add(1);
+                        d.failures
+                    }
+                    None => 1,
+                };
                 // The schedule's delays only: a dirty block is never given up.
                 match st.upload_failures.failed(now) {
                     Say::First => tracing::warn!(
@@ -296,8 +307,10 @@ impl<D: BlockDevice + 'static> Shared<D> {
                 }
                 let backoff = self.config.upload_retry.delay(failures, &mut st.retry_rng);
                 let Some(e) = st.entries.get_mut(&block) else { return };
-                e.retry_at = now + backoff;
-                e.error = Some(Arc::new(err));
+                if let Some(d) = &mut e.dirty {
+                    d.retry_at = now + backoff;
+                    d.error = Some(Arc::new(err));
+                }
                 e.wb = Wb::Failed;
                 st.failed.insert(block);
                 // A failed PUT may still have stored the block (the answer
@@ -330,7 +343,12 @@ impl<D: BlockDevice + 'static> Shared<D> {
                 let mut failed: Vec<BlockId> = Vec::new();
                 for &(_, block) in st.dirty_index.range(..=(target, BlockId(u32::MAX))) {
                     match st.entries.get(&block) {
-                        Some(e) if e.wb == Wb::Failed && e.attempt_seq >= my_seq => failed.push(block),
+                        Some(e)
+                            if e.wb == Wb::Failed
+                                && e.dirty.as_ref().is_some_and(|d| d.attempt_seq >= my_seq) =>
+                        {
+                            failed.push(block)
+                        }
                         Some(_) => {
                             waiting = true;
                             break;
@@ -340,7 +358,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
                 }
                 if !waiting {
                     if let Some(&first) = failed.first() {
-                        let source = st.entries.get(&first).and_then(|e| e.error.clone());
+                        let source = st.entries.get(&first).and_then(|e| e.dirty.as_ref()?.error.clone());
                         let source = match source {
                             Some(e) => share_error(first, &e),
                             None => Error::Config(format!("block {first} could not be written")),
