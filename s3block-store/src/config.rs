@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use http::HeaderMap;
 use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
@@ -482,15 +483,29 @@ impl StoreConfig {
     ) -> Result<Arc<dyn ObjectStore>> {
         let bad = |e: String| Error::Config(format!("cannot configure S3 bucket {bucket:?}: {e}"));
         let (read_client, write_client) = self.s3.client_options(ClientOptions::new()).map_err(bad)?;
-        let reader = self.s3_builder(bucket, credentials.clone(), provider, read_client).build();
-        let reader = reader.map_err(|e| bad(e.to_string()))?;
+        let reader = self.s3_builder(bucket, credentials.clone(), provider, read_client);
+        let reader = self.quickack(reader, HeaderMap::new()).build().map_err(|e| bad(e.to_string()))?;
         Ok(match write_client {
             Some(client) => {
-                let writer = self.s3_builder(bucket, credentials, provider, client).build();
+                let writer = self.s3_builder(bucket, credentials, provider, client);
+                let writer = self.quickack(writer, self.s3.write_headers().map_err(bad)?).build();
                 Arc::new(SplitWriteStore::new(reader, writer.map_err(|e| bad(e.to_string()))?))
             }
             None => Arc::new(reader),
         })
+    }
+
+    /// `builder` with s3block's own HTTP client when the endpoint is plain
+    /// `http://`, unless the environment says otherwise (see
+    /// [`QUICKACK_ENV`](crate::QUICKACK_ENV)); the writer's client carries
+    /// the write `headers`.
+    fn quickack(&self, builder: AmazonS3Builder, headers: HeaderMap) -> AmazonS3Builder {
+        let plain = self.resolved_endpoint().is_some_and(|ep| ep.starts_with("http://"));
+        if !plain || !crate::quickack::wanted() {
+            return builder;
+        }
+        let timeout = self.s3.timeout.unwrap_or(crate::quickack::REQUEST_TIMEOUT);
+        builder.with_http_connector(crate::quickack::QuickAckConnector { timeout, headers })
     }
 
     /// The S3 client of `bucket` with `client`'s HTTP options, signed with

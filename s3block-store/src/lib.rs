@@ -110,6 +110,7 @@ mod mounts;
 mod native;
 mod offload;
 mod password;
+mod quickack;
 mod resize;
 mod retry;
 mod s3backer_crypto;
@@ -157,6 +158,7 @@ pub use lock::{
 pub use mounts::{MOUNT_RECORD_NAME, MountRecord, mount_record_key, read_mount_record, write_mount_record};
 pub use native::{ChunkedXChaChaCodec, META_NONCE, XChaChaCodec};
 pub use password::{PASSWORD_ENV, Password, PasswordPrompt, PasswordSource, obtain_password};
+pub use quickack::QUICKACK_ENV;
 #[cfg(feature = "testing")]
 pub use resize::RESIZE_STOP_ENV;
 pub use resize::{

@@ -132,7 +132,7 @@ pub struct S3Options {
 
 impl S3Options {
     /// The headers only writes carry.
-    fn write_headers(&self) -> std::result::Result<HeaderMap, String> {
+    pub(crate) fn write_headers(&self) -> std::result::Result<HeaderMap, String> {
         let mut headers = HeaderMap::new();
         let mut add = |name: &'static str, value: &str| {
             let value = HeaderValue::from_str(value).map_err(|e| format!("{name}: {value:?}: {e}"))?;
