@@ -33,9 +33,12 @@
 #                        put back on exit). Garage holds a response's body
 #                        until its headers are ACKed, and Linux delays an
 #                        ACK up to 40 ms, so without this every GET of a
-#                        body under 64 KiB (4K blocks) waits about 43 ms;
-#                        a store that sends headers and body together, as
-#                        a user's S3 service may, does not wait
+#                        body under 64 KiB (4K blocks) waits about 43 ms
+#                        for the peers and for the proxy of --rtt; s3block
+#                        and the raw ceiling ACK at once on their own on
+#                        http:// (S3BLOCK_QUICKACK=0 turns that off). A
+#                        store that sends headers and body together, as a
+#                        user's S3 service may, does not wait
 #   --label NAME         the run's name in the report (default loopback,
 #                        rtt-MSms, or rtt-MSms-RATE with --rate; -quickack
 #                        added with --quickack)

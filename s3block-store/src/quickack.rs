@@ -16,7 +16,9 @@
 //! `object_store`'s own client. It
 //! keeps that client's behaviour: the user agent, the default headers,
 //! nodelay, a 5 s limit on connecting, and one time limit for each
-//! request, from sending it to the end of its body.
+//! request, from sending it to the end of its body. It does not follow
+//! redirects: `object_store` then reports the status, which an S3 server
+//! on `http://` has no reason to send.
 
 use std::error::Error as StdError;
 use std::fmt;
