@@ -11,7 +11,7 @@ use s3block_core::{
     check_block_range, is_zero, push_run,
 };
 use tokio::runtime::Handle;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore, SemaphorePermit};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -45,6 +45,9 @@ pub(crate) struct Shared<D> {
     pub(crate) runtime: Handle,
     /// The budget shared with other volumes' caches, once joined.
     pub(crate) budget: OnceLock<Arc<CacheBudget>>,
+    /// One permit per fetch from below in flight
+    /// ([`Limits::fetch_concurrency`]); handed out in the order asked.
+    fetch_slots: Semaphore,
 }
 
 impl<D> Shared<D> {
@@ -52,6 +55,21 @@ impl<D> Shared<D> {
         // Every change to the state is completed before the lock is released,
         // so a panic elsewhere leaves it consistent.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for a fetch slot, counting the fetches that had to wait. The
+    /// fetch holds it until its request ends.
+    pub(crate) async fn fetch_slot(&self) -> SemaphorePermit<'_> {
+        if let Ok(permit) = self.fetch_slots.try_acquire() {
+            return permit;
+        }
+        Counters::bump(&self.counters.fetch_waits);
+        loop {
+            // The semaphore is never closed, so this only returns a permit.
+            if let Ok(permit) = self.fetch_slots.acquire().await {
+                return permit;
+            }
+        }
     }
 }
 
@@ -123,6 +141,7 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
             counters: Counters::default(),
             runtime,
             budget: OnceLock::new(),
+            fetch_slots: Semaphore::new(limits.fetch_concurrency),
         });
         let scheduler = shared.runtime.spawn(Arc::clone(&shared).run_scheduler());
         Ok(BlockCache { shared, scheduler: Mutex::new(Some(scheduler)) })

@@ -95,6 +95,10 @@ pub struct CacheConfig {
     /// Uploads in flight at once; `None`: [`default_requests_in_flight`]
     /// at the volume's block size.
     pub(crate) upload_concurrency: Option<usize>,
+    /// Fetches from below in flight at once; `None`: twice the read-ahead
+    /// window, at least [`default_requests_in_flight`] at the volume's
+    /// block size, at most half the cache.
+    pub(crate) fetch_concurrency: Option<usize>,
     /// How long a dirty block waits before it is uploaded, so rewrites coalesce.
     /// Not applied while dirty data is above half of the dirty limit.
     pub(crate) write_delay: Duration,
@@ -128,6 +132,7 @@ impl Default for CacheConfig {
             cache_size: DEFAULT_CACHE_SIZE,
             max_dirty: None,
             upload_concurrency: None,
+            fetch_concurrency: None,
             write_delay: DEFAULT_WRITE_DELAY,
             read_ahead: None,
             read_ahead_trigger: DEFAULT_READ_AHEAD_TRIGGER,
@@ -165,6 +170,13 @@ impl CacheConfig {
     /// [`default_requests_in_flight`] at the volume's block size).
     pub fn upload_concurrency(&self) -> Option<usize> {
         self.upload_concurrency
+    }
+
+    /// Fetches from below in flight at once, when set (else twice the
+    /// read-ahead window in blocks, at least [`default_requests_in_flight`]
+    /// at the volume's block size, at most half the cache).
+    pub fn fetch_concurrency(&self) -> Option<usize> {
+        self.fetch_concurrency
     }
 
     /// How long a dirty block waits before it is uploaded.
@@ -240,6 +252,19 @@ impl CacheConfig {
         let read_ahead_blocks = read_ahead.min(self.cache_size / block / 4);
         let read_ahead_distance =
             read_ahead.saturating_mul(READ_AHEAD_DISTANCE).min(self.cache_size / block / 2);
+        // Every fetch holds its block's buffer until the block is in the
+        // cache, and a connection to the store: without a cap, a reader's
+        // large reads of small blocks would open one of each per missing
+        // block. By default as many as read-ahead may hold ahead of the
+        // reader (twice its window: a long round trip keeps them all in
+        // flight), with the buffers at most half the cache.
+        let fetch_concurrency = self.fetch_concurrency.unwrap_or_else(|| {
+            let half = usize::try_from(self.cache_size / block / 2).unwrap_or(usize::MAX).max(1);
+            in_flight.max(usize::try_from(read_ahead_distance).unwrap_or(usize::MAX)).min(half)
+        });
+        if fetch_concurrency == 0 {
+            return Err(Error::Config("fetch concurrency must be at least 1".into()));
+        }
         // Protected blocks count against the cache size like any other: at
         // most as many as the cache holds are protected, so the protection
         // never asks for more memory than the budget.
@@ -248,6 +273,7 @@ impl CacheConfig {
             cache_size: self.cache_size,
             max_dirty,
             upload_concurrency,
+            fetch_concurrency,
             read_ahead_blocks,
             read_ahead_distance,
             read_ahead_trigger: self.read_ahead_trigger,
@@ -263,6 +289,8 @@ pub(crate) struct Limits {
     pub(crate) max_dirty: u64,
     /// Uploads in flight at once.
     pub(crate) upload_concurrency: usize,
+    /// Fetches from below in flight at once.
+    pub(crate) fetch_concurrency: usize,
     /// Read-ahead fetches in flight at once, at most.
     pub(crate) read_ahead_blocks: u64,
     /// How far ahead of the reader read-ahead goes, in blocks: fetches in
@@ -297,6 +325,19 @@ impl CacheConfigBuilder {
     /// at the volume's block size).
     pub fn upload_concurrency(mut self, n: usize) -> Self {
         self.config.upload_concurrency = Some(n);
+        self
+    }
+
+    /// Fetches from below in flight at once: whole blocks and parts of
+    /// blocks, for readers, read-ahead and the uploads of partly written
+    /// blocks alike; more wait their turn, in order. Each holds a block's
+    /// buffer and a connection to the store. The default is twice the
+    /// read-ahead window in blocks (as far as read-ahead goes ahead of the
+    /// reader), at least [`default_requests_in_flight`] at the volume's
+    /// block size, and at most half the cache's blocks: 128 at 4K, 32 at
+    /// 256K and at 1M with the default 64 MiB cache.
+    pub fn fetch_concurrency(mut self, n: usize) -> Self {
+        self.config.fetch_concurrency = Some(n);
         self
     }
 
@@ -445,5 +486,30 @@ mod tests {
         assert_eq!((l.upload_concurrency, l.read_ahead_blocks), (3, 256), "explicit settings win");
         let l = CacheConfig::builder().read_ahead(0).build().limits(&at(4 << 10)).unwrap();
         assert_eq!((l.read_ahead_blocks, l.read_ahead_distance), (0, 0), "0 turns read-ahead off");
+    }
+
+    #[test]
+    fn fetches_in_flight_follow_the_read_ahead_window_within_half_the_cache() {
+        let at = |bs: u64| Geometry::new(1 << 30, bs).unwrap();
+        let fetches = |c: CacheConfig, bs: u64| c.limits(&at(bs)).unwrap().fetch_concurrency;
+        assert_eq!(CacheConfig::default().fetch_concurrency(), None);
+        assert_eq!(fetches(CacheConfig::default(), 4 << 10), 128, "twice the read-ahead window");
+        assert_eq!(fetches(CacheConfig::default(), 256 << 10), 32);
+        assert_eq!(fetches(CacheConfig::default(), 1 << 20), 32, "half the 64 MiB cache");
+        let wide = CacheConfig::builder().cache_size(256 << 20).read_ahead(20 << 20).build();
+        assert_eq!(fetches(wide, 1 << 20), 40, "twice the read-ahead window");
+        let off = CacheConfig::builder().read_ahead(0).build();
+        assert_eq!(fetches(off, 4 << 10), 64, "without read-ahead, the uploads' default");
+        let small = CacheConfig::builder().cache_size(8 << 20).build();
+        assert_eq!(fetches(small.clone(), 1 << 20), 4, "half a small cache");
+        assert_eq!(fetches(small.clone(), 4 << 10), 128);
+        let tiny = CacheConfig::builder().cache_size(1 << 20).build();
+        assert_eq!(fetches(tiny, 1 << 20), 1, "one at least");
+        let two = CacheConfig::builder().cache_size(2 << 20).build();
+        assert_eq!(fetches(two, 1 << 20), 1);
+        let set = small.to_builder().fetch_concurrency(5).build();
+        assert_eq!(fetches(set, 1 << 20), 5, "an explicit setting wins");
+        let err = CacheConfig::builder().fetch_concurrency(0).build().limits(&at(4 << 10)).unwrap_err();
+        assert!(err.to_string().contains("fetch concurrency"), "{err}");
     }
 }

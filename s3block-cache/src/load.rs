@@ -104,10 +104,16 @@ impl<D: BlockDevice + 'static> Shared<D> {
     }
 
     async fn run_load(self: Arc<Self>, block: BlockId, id: u64) {
+        let slot = self.fetch_slot().await;
+        if self.lock().loads.get(&block).is_none_or(|l| l.id != id) {
+            // Marked stale while it waited for its slot: its readers retried.
+            return;
+        }
         let result = match self.lower.read_block(block).await {
             Ok(data) => check_block_len(&self.geometry.get(), block, &data).map(|()| data),
             Err(e) => Err(e),
         };
+        drop(slot);
         let (load, outcome, wake_scheduler) = {
             let mut st = self.lock();
             if st.loads.get(&block).is_none_or(|l| l.id != id) {

@@ -214,11 +214,17 @@ impl<D: BlockDevice + 'static> Shared<D> {
 
     async fn run_range_load(self: Arc<Self>, block: BlockId, id: u64, pages: Range<usize>) {
         let len = pages.len();
+        let slot = self.fetch_slot().await;
+        if self.lock().range_loads.get(&block).is_none_or(|l| l.id != id) {
+            // Marked stale while it waited for its slot: its reader retried.
+            return;
+        }
         let result = match self.lower.read_partial(block, pages.start as u32, len).await {
             Ok(data) if data.len() == len => Ok(data),
             Ok(data) => Err(Error::WrongLength { block, expected: len as u64, actual: data.len() as u64 }),
             Err(e) => Err(e),
         };
+        drop(slot);
         let block_len = self.geometry.get().block_len();
         let wake = {
             let mut st = self.lock();

@@ -156,6 +156,10 @@ pub struct ReadFigures {
     /// `(hits + zero_hits) / total`: reads that needed no request at all
     /// (0 when there were no reads).
     pub hit_ratio: f64,
+    /// Fetches from the store that waited for a free fetch slot
+    /// (`--fetch-concurrency`), whether for a reader or ahead of one.
+    #[serde(default)]
+    pub fetch_waits: u64,
 }
 
 /// Read-ahead: blocks fetched before a sequential reader asked.
@@ -388,6 +392,7 @@ impl MountStats {
                 } else {
                     (c.hits + c.zero_hits) as f64 / total_reads as f64
                 },
+                fetch_waits: c.fetch_waits,
             },
             read_ahead: ReadAheadFigures { issued: c.read_ahead_issued, used: c.read_ahead_used },
             write_back: WriteBackFigures {
@@ -521,6 +526,7 @@ impl MountStats {
                 count(self.read_ahead.used)
             ),
         );
+        noted(&mut out, "fetch waits", r.fetch_waits, "fetches that waited for a free slot");
         let w = &self.write_back;
         line(
             &mut out,

@@ -24,6 +24,9 @@ pub struct CacheStats {
     /// Blocks fetched ahead that were then read: each one's first read
     /// (neither a hit nor a miss: a request was made for it, ahead).
     pub read_ahead_used: u64,
+    /// Fetches from below that waited for a fetch slot
+    /// ([`CacheConfig::fetch_concurrency`](crate::CacheConfig::fetch_concurrency)).
+    pub fetch_waits: u64,
     /// Blocks written to the layer below (uploads that succeeded).
     pub uploads: u64,
     /// Uploads tried again after a failure.
@@ -95,6 +98,7 @@ pub(crate) struct Counters {
     pub(crate) zero_hits: AtomicU64,
     pub(crate) read_ahead_issued: AtomicU64,
     pub(crate) read_ahead_used: AtomicU64,
+    pub(crate) fetch_waits: AtomicU64,
     pub(crate) uploads: AtomicU64,
     pub(crate) retries: AtomicU64,
     pub(crate) upload_errors: AtomicU64,
@@ -114,6 +118,7 @@ impl Counters {
         stats.zero_hits = get(&self.zero_hits);
         stats.read_ahead_issued = get(&self.read_ahead_issued);
         stats.read_ahead_used = get(&self.read_ahead_used);
+        stats.fetch_waits = get(&self.fetch_waits);
         stats.uploads = get(&self.uploads);
         stats.retries = get(&self.retries);
         stats.upload_errors = get(&self.upload_errors);
@@ -127,6 +132,7 @@ impl Counters {
             &self.zero_hits,
             &self.read_ahead_issued,
             &self.read_ahead_used,
+            &self.fetch_waits,
             &self.uploads,
             &self.retries,
             &self.upload_errors,

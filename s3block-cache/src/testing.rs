@@ -152,6 +152,8 @@ pub struct DeviceCounts {
     pub flushes: u64,
     /// Most writes in flight at once.
     pub max_concurrent_writes: u64,
+    /// Most reads (whole or partial) in flight at once.
+    pub max_concurrent_reads: u64,
 }
 
 impl DeviceCounts {
@@ -168,6 +170,7 @@ pub struct CountingDevice<D> {
     counts: Mutex<DeviceCounts>,
     per_block_reads: Mutex<HashMap<BlockId, u64>>,
     writing: AtomicU64,
+    reading: AtomicU64,
 }
 
 impl<D: BlockDevice> CountingDevice<D> {
@@ -178,6 +181,7 @@ impl<D: BlockDevice> CountingDevice<D> {
             counts: Mutex::default(),
             per_block_reads: Mutex::default(),
             writing: AtomicU64::new(0),
+            reading: AtomicU64::new(0),
         }
     }
 
@@ -202,9 +206,21 @@ impl<D: BlockDevice> CountingDevice<D> {
         lock(&self.per_block_reads).clear();
     }
 
-    fn read(&self, block: BlockId) {
-        lock(&self.counts).reads += 1;
+    async fn counted_read<F: Future<Output = Result<Bytes>>>(
+        &self,
+        block: BlockId,
+        read: F,
+    ) -> Result<Bytes> {
+        let now = self.reading.fetch_add(1, Ordering::SeqCst) + 1;
+        {
+            let mut c = lock(&self.counts);
+            c.reads += 1;
+            c.max_concurrent_reads = c.max_concurrent_reads.max(now);
+        }
         *lock(&self.per_block_reads).entry(block).or_default() += 1;
+        let r = read.await;
+        self.reading.fetch_sub(1, Ordering::SeqCst);
+        r
     }
 
     async fn counted_write<F: Future<Output = Result<()>>>(&self, zero: bool, write: F) -> Result<()> {
@@ -231,15 +247,13 @@ impl<D: BlockDevice> BlockDevice for CountingDevice<D> {
         self.inner.geometry()
     }
     async fn read_block(&self, block: BlockId) -> Result<Bytes> {
-        self.read(block);
-        self.inner.read_block(block).await
+        self.counted_read(block, self.inner.read_block(block)).await
     }
     async fn write_block(&self, block: BlockId, data: Bytes) -> Result<()> {
         self.counted_write(is_zero(&data), self.inner.write_block(block, data.clone())).await
     }
     async fn read_partial(&self, block: BlockId, offset: u32, len: usize) -> Result<Bytes> {
-        self.read(block);
-        self.inner.read_partial(block, offset, len).await
+        self.counted_read(block, self.inner.read_partial(block, offset, len)).await
     }
     fn ranged_reads(&self) -> bool {
         self.inner.ranged_reads()

@@ -524,7 +524,9 @@ proptest! {
     /// Random reads of ranges, partial and whole writes, scans that evict
     /// and flushes, over a store that fails 10% of requests, with blocks
     /// stored raw, compressed (an older configuration) and absent at the
-    /// start, or encrypted in chunks, compressed and encrypted, and absent:
+    /// start, or encrypted in chunks, compressed and encrypted, and absent,
+    /// with one to three fetches at once (reads, read-ahead and the
+    /// uploads of partly written blocks wait for each other's slots):
     /// every read equals the model, and after the last flush so do the
     /// stored blocks.
     #[test]
@@ -533,6 +535,7 @@ proptest! {
         seed in any::<u64>(),
         read_ahead in any::<bool>(),
         encrypted in any::<bool>(),
+        fetch_slots in 1usize..=3,
     ) {
         runtime().block_on(async move {
             let g = Geometry::new(BS * BLOCKS, BS).expect("geometry");
@@ -562,6 +565,7 @@ proptest! {
                 .cache_size(4 * BS)
                 .max_dirty(2 * BS)
                 .upload_concurrency(2)
+                .fetch_concurrency(fetch_slots)
                 .write_delay(Duration::from_millis(1))
                 .read_ahead(if read_ahead { 2 * BS } else { 0 })
                 .counters(counters.clone())

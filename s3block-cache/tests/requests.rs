@@ -279,6 +279,44 @@ async fn uploads_run_in_parallel_within_the_pool_size() {
     cache.close().await.unwrap();
 }
 
+#[tokio::test(start_paused = true)]
+async fn fetches_stay_within_the_fetch_concurrency_and_the_waits_are_counted() {
+    let mem = Arc::new(MemoryDevice::new(geometry(64)));
+    let g = mem.geometry();
+    for b in 0..40 {
+        mem.write_block(BlockId(b), block_data(&g, b, 3)).await.unwrap();
+    }
+    let slow = FlakyDevice::new(Arc::clone(&mem), 0.0, 1).with_latency(
+        Duration::from_millis(10),
+        0.0,
+        Duration::ZERO,
+    );
+    let below = Arc::new(CountingDevice::new(slow));
+    let cfg = config(&g, 64, 32).to_builder().fetch_concurrency(3).build();
+    let cache = BlockCache::new(Arc::clone(&below), cfg).unwrap();
+    // One read of 30 missing blocks, and 10 single-block reads beside it.
+    let bs = u64::from(g.block_size());
+    let (wide, singles) = tokio::join!(cache.read_at(0, 30 * g.block_len()), async {
+        let reads = (30..40).map(|b| cache.read_block(BlockId(b)));
+        futures::future::join_all(reads).await
+    });
+    let wide = wide.unwrap();
+    for b in 0..30u32 {
+        let at = (u64::from(b) * bs) as usize;
+        assert_eq!(&wide[at..at + g.block_len()], &block_data(&g, b, 3)[..], "block {b}");
+    }
+    for (b, data) in (30..40).zip(singles) {
+        assert_eq!(data.unwrap(), block_data(&g, b, 3), "block {b}");
+    }
+    let c = below.counts();
+    assert_eq!(c.reads, 40, "{c:?}");
+    assert_eq!(c.max_concurrent_reads, 3, "{c:?}");
+    let s = cache.stats();
+    assert_eq!((s.misses, s.fetch_waits), (40, 37), "{s}");
+    assert!(s.to_string().contains("fetch waits"), "{s}");
+    cache.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_count_hits_misses_and_store_requests_and_reset() {
     let (below, _mem) = counted(16);

@@ -614,6 +614,7 @@ mod tests {
             (&["--http11", "memory://", "/m"], "s3backer option --http11 is not supported by s3block (yet)"),
             (&["--cache-size=1M", "--blockCacheSize=3", "memory://", "/m"], "--blockCacheSize"),
             (&["--upload-concurrency=0", "memory://", "/m"], "--upload-concurrency"),
+            (&["--fetch-concurrency=0", "memory://", "/m"], "--fetch-concurrency"),
             (&["memory://", "/m", "-o"], "-o"),
         ];
         for (args, option) in cases {

@@ -16,6 +16,7 @@ const NAMES: &[&str] = &[
     "blockCacheSize",
     "max-dirty",
     "upload-concurrency",
+    "fetch-concurrency",
     "read-ahead",
     "ro",
     "rw",

@@ -69,6 +69,7 @@ fn bad_sizes_exit_2_like_every_bad_option_value() {
     refused(&["--size=30X", "memory://", m], USAGE, "--size");
     refused(&["--size=1M", "--compress=12", "memory://", m], USAGE, "--compress");
     refused(&["--size=1M", "--upload-concurrency=0", "memory://", m], USAGE, "--upload-concurrency");
+    refused(&["--size=1M", "--fetch-concurrency=0", "memory://", m], USAGE, "--fetch-concurrency");
 }
 
 #[test]

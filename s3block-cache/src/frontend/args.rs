@@ -96,6 +96,10 @@ pub struct VolumeArgs {
     #[arg(long = "upload-concurrency", alias = "blockCacheThreads", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub upload_concurrency: Option<u32>,
 
+    /// Blocks (or parts of blocks) fetched at once; more wait their turn.
+    #[arg(long = "fetch-concurrency", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub fetch_concurrency: Option<u32>,
+
     /// Bytes of blocks fetched at once ahead of a sequential reader (fetched
     /// blocks not yet read may reach twice that).
     #[arg(long = "read-ahead", allow_hyphen_values = true, value_parser = size_arg)]
@@ -242,6 +246,16 @@ impl VolumeArgs {
                      and at most {MAX_REQUESTS_IN_FLIGHT}: 64 at 4K, 16 at 256K, 16 at 1M]",
                     format_size(TARGET_BYTES_IN_FLIGHT)
                 )),
+            )
+            .mut_arg(
+                "fetch_concurrency",
+                help(
+                    "Blocks, or parts of blocks, fetched from the store at once, for readers and read-ahead \
+                     alike; each holds a block's buffer and a connection [default: twice the read-ahead window \
+                     in blocks, at least as many as --upload-concurrency's default, at most half the cache's \
+                     blocks: 128 at 4K, 32 at 256K and 1M with a 64M cache]"
+                        .into(),
+                ),
             )
             .mut_arg(
                 "disk_cache_size",

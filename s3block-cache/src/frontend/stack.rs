@@ -626,6 +626,9 @@ fn cache_config(opts: &VolumeArgs, geometry: Geometry) -> CacheConfig {
     if let Some(bytes) = opts.read_ahead_bytes(geometry.block_size()) {
         config = config.read_ahead(bytes);
     }
+    if let Some(n) = opts.fetch_concurrency {
+        config = config.fetch_concurrency(n as usize);
+    }
     if let Some(ms) = opts.cache_timeout {
         config = config.clean_timeout(std::time::Duration::from_millis(ms));
     }
@@ -649,7 +652,7 @@ fn cache_config(opts: &VolumeArgs, geometry: Geometry) -> CacheConfig {
 
 fn bad_cache(e: Error) -> Error {
     Error::Config(format!(
-        "cache options (--cache-size/--blockCacheSize, --max-dirty, --upload-concurrency): {e}"
+        "cache options (--cache-size/--blockCacheSize, --max-dirty, --upload-concurrency, --fetch-concurrency): {e}"
     ))
 }
 

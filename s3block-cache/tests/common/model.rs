@@ -102,12 +102,15 @@ pub fn volume() -> Geometry {
 }
 
 /// The cache of the model runs: 8 blocks of memory, 3 dirty, 3 uploads at
-/// once, read-ahead of 4 blocks, and the given write delay.
+/// once, 2 fetches at once (so read-ahead, readers and the uploads of
+/// partly written blocks wait for each other's), read-ahead of 4 blocks,
+/// and the given write delay.
 pub fn config(write_delay_ms: u64) -> CacheConfig {
     CacheConfig::builder()
         .cache_size(8 * BS)
         .max_dirty(3 * BS)
         .upload_concurrency(3)
+        .fetch_concurrency(2)
         .write_delay(Duration::from_millis(write_delay_ms))
         .read_ahead(4 * BS)
         .build()
