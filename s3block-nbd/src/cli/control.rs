@@ -41,11 +41,24 @@ impl ControlSocket {
     /// Listens at `path` (a socket left there by an earlier run is
     /// replaced) for requests to `grow`.
     pub(crate) fn start(path: PathBuf, grow: Arc<VolumeGrow>) -> Result<ControlSocket, String> {
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path)
+        // Bound under a temporary name and given its mode there, so that the
+        // socket only ever appears at `path` as its owner's.
+        let mut temporary = path.as_os_str().to_owned();
+        temporary.push(format!(".{}.new", std::process::id()));
+        let temporary = PathBuf::from(temporary);
+        let _ = std::fs::remove_file(&temporary);
+        let listener = UnixListener::bind(&temporary)
             .map_err(|e| format!("control socket {}: cannot listen: {e}", path.display()))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| format!("control socket {}: cannot make it its owner's: {e}", path.display()))?;
+        let placed = std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("control socket {}: cannot make it its owner's: {e}", path.display()))
+            .and_then(|()| {
+                std::fs::rename(&temporary, &path)
+                    .map_err(|e| format!("control socket {}: cannot move it into place: {e}", path.display()))
+            });
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(&temporary);
+            return Err(e);
+        }
         let task = tokio::spawn(async move {
             loop {
                 match listener.accept().await {
