@@ -9,7 +9,6 @@
 //! handshake, so a connected client keeps the size it was given until it
 //! connects again. Listening on TCP (`--listen`) there is no control socket.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +16,7 @@ use std::time::Duration;
 use s3block_cache::frontend::VolumeGrow;
 use s3block_cache::frontend::control::{MAX_REQUEST, answer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixStream;
 use tokio::task::JoinHandle;
 
 /// How long a client has to send its request.
@@ -41,24 +40,8 @@ impl ControlSocket {
     /// Listens at `path` (a socket left there by an earlier run is
     /// replaced) for requests to `grow`.
     pub(crate) fn start(path: PathBuf, grow: Arc<VolumeGrow>) -> Result<ControlSocket, String> {
-        // Bound under a temporary name and given its mode there, so that the
-        // socket only ever appears at `path` as its owner's.
-        let mut temporary = path.as_os_str().to_owned();
-        temporary.push(format!(".{}.new", std::process::id()));
-        let temporary = PathBuf::from(temporary);
-        let _ = std::fs::remove_file(&temporary);
-        let listener = UnixListener::bind(&temporary)
-            .map_err(|e| format!("control socket {}: cannot listen: {e}", path.display()))?;
-        let placed = std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| format!("control socket {}: cannot make it its owner's: {e}", path.display()))
-            .and_then(|()| {
-                std::fs::rename(&temporary, &path)
-                    .map_err(|e| format!("control socket {}: cannot move it into place: {e}", path.display()))
-            });
-        if let Err(e) = placed {
-            let _ = std::fs::remove_file(&temporary);
-            return Err(e);
-        }
+        let listener = super::listen::bind_private(&path)
+            .map_err(|(what, e)| format!("control socket {}: {what}: {e}", path.display()))?;
         let task = tokio::spawn(async move {
             loop {
                 match listener.accept().await {

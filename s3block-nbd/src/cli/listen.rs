@@ -135,22 +135,30 @@ fn bind_unix(path: &Path) -> Result<Listener, String> {
             .map_err(|e| err(&format!("cannot create the directory {}", dir.display()), e))?;
     }
     claim_socket_path(path)?;
+    let listener = bind_private(path).map_err(|(what, e)| err(what, e))?;
+    let inode = std::fs::symlink_metadata(path).map_err(|e| err("cannot stat", e))?.ino();
+    Ok(Listener::Unix { listener, path: path.to_owned(), inode, accepted: AtomicU64::new(0) })
+}
+
+/// A Unix socket listening at `path` that is its owner's (mode 0600) from
+/// the moment it appears there: bound under a temporary name beside it,
+/// given its mode, then renamed over `path` (replacing whatever was
+/// there). An error names the step that failed.
+pub(crate) fn bind_private(path: &Path) -> Result<UnixListener, (&'static str, std::io::Error)> {
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(format!(".{}.new", std::process::id()));
     let temporary = PathBuf::from(temporary);
     let _ = std::fs::remove_file(&temporary);
-    let std = std::os::unix::net::UnixListener::bind(&temporary).map_err(|e| err("cannot bind", e))?;
+    let std = std::os::unix::net::UnixListener::bind(&temporary).map_err(|e| ("cannot bind", e))?;
     let placed = std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| err("cannot set its mode to 0600", e))
-        .and_then(|()| std::fs::rename(&temporary, path).map_err(|e| err("cannot move it into place", e)));
+        .map_err(|e| ("cannot set its mode to 0600", e))
+        .and_then(|()| std::fs::rename(&temporary, path).map_err(|e| ("cannot move it into place", e)));
     if let Err(e) = placed {
         let _ = std::fs::remove_file(&temporary);
         return Err(e);
     }
-    let inode = std::fs::symlink_metadata(path).map_err(|e| err("cannot stat", e))?.ino();
-    std.set_nonblocking(true).map_err(|e| err("cannot listen", e))?;
-    let listener = UnixListener::from_std(std).map_err(|e| err("cannot listen", e))?;
-    Ok(Listener::Unix { listener, path: path.to_owned(), inode, accepted: AtomicU64::new(0) })
+    std.set_nonblocking(true).map_err(|e| ("cannot listen", e))?;
+    UnixListener::from_std(std).map_err(|e| ("cannot listen", e))
 }
 
 #[cfg(test)]
