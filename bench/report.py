@@ -627,9 +627,9 @@ Written by `bench/run.sh{cmd}` in {minutes} minutes, started {started} on
 Settings: cache {cache} for each daemon (s3backer: `--blockCacheSize` =
 cache / block size, all its other options at their defaults: 20 upload
 threads in 2.1.6 and 1.5.4); s3block at its defaults (uploads in flight
-and the read-ahead window scaled to the block size: 64 at 4K, 16 at 256K,
+and the read-ahead window scaled to the block size: 64 at 4K, 32 at 256K,
 16 at 1M; fetches at once twice the window, within half the cache: 128 at
-4K, 32 at 256K and 1M); sequential jobs of {seq} with 1M requests
+4K, 64 at 256K, 32 at 1M); sequential jobs of {seq} with 1M requests
 (`--end_fsync=1` on the write), each phase on a fresh mount after the page
 cache is dropped (so the reads are cold); random
 jobs 4K, `psync`, {runtime} s over the first {seq}, the read first on a cold

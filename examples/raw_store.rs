@@ -6,8 +6,8 @@
 //! objects of `--object-size` bytes with `--concurrency` requests in flight,
 //! then GETs them back the same way, and deletes them. The concurrency
 //! defaults to what an s3block mount keeps in flight at that block size
-//! (`s3block_cache::default_requests_in_flight`: 64 at 4K, 16 at 256K and
-//! 1M), so the ceiling is measured on the same terms. The data is
+//! (`s3block_cache::default_requests_in_flight` with the default cache: 64 at
+//! 4K, 32 at 256K, 16 at 1M), so the ceiling is measured on the same terms. The data is
 //! pseudo-random so no layer can compress it.
 //!
 //! Between the two it also GETs up to `--single-gets` of the objects one at a
@@ -210,7 +210,8 @@ async fn settle(pid: u32) -> Result<(f64, bool)> {
 /// flight at this block size (its uploads at once and its read-ahead).
 fn in_flight(args: &Args) -> usize {
     args.concurrency.unwrap_or_else(|| {
-        s3block_cache::default_requests_in_flight(u32::try_from(args.object_size).unwrap_or(u32::MAX))
+        let size = u32::try_from(args.object_size).unwrap_or(u32::MAX);
+        s3block_cache::default_requests_in_flight(size, s3block_cache::DEFAULT_CACHE_SIZE)
     })
 }
 

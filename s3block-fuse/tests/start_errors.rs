@@ -146,9 +146,9 @@ fn help_shows_the_cache_defaults_and_the_exit_codes() {
     for expected in [
         "Memory for cached blocks, in bytes [default: 64M]",
         "[default: half the cache size]",
-        "Blocks uploaded at once [default: 4M over the block size, at least 16 and at most 64: 64 at 4K, 16 at \
-         256K, 16 at 1M]",
-        "so 4M at 256K blocks, 256K at 4K, 16M at 1M; at most a quarter of the cache]",
+        "Blocks uploaded at once [default: 8M over the block size, at least 16 and at most 64, at most an eighth \
+         of the cache's blocks above 16: 64 at 4K, 32 at 256K, 16 at 1M with a 64M cache]",
+        "so 8M at 256K blocks, 256K at 4K, 16M at 1M with a 64M cache; at most a quarter of the cache]",
         s3block_core::exit::EXIT_CODES_HELP,
     ] {
         assert!(help.contains(expected), "--help lacks {expected:?}:\n{help}");

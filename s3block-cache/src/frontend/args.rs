@@ -243,7 +243,8 @@ impl VolumeArgs {
                 "upload_concurrency",
                 help(format!(
                     "Blocks uploaded at once [default: {} over the block size, at least {MIN_REQUESTS_IN_FLIGHT} \
-                     and at most {MAX_REQUESTS_IN_FLIGHT}: 64 at 4K, 16 at 256K, 16 at 1M]",
+                     and at most {MAX_REQUESTS_IN_FLIGHT}, at most an eighth of the cache's blocks above \
+                     {MIN_REQUESTS_IN_FLIGHT}: 64 at 4K, 32 at 256K, 16 at 1M with a 64M cache]",
                     format_size(TARGET_BYTES_IN_FLIGHT)
                 )),
             )
@@ -253,7 +254,7 @@ impl VolumeArgs {
                     "Blocks, or parts of blocks, fetched from the store at once, for readers and read-ahead \
                      alike; each holds a block's buffer and a connection [default: twice the read-ahead window \
                      in blocks, at least as many as --upload-concurrency's default, at most half the cache's \
-                     blocks: 128 at 4K, 32 at 256K and 1M with a 64M cache]"
+                     blocks: 128 at 4K, 64 at 256K, 32 at 1M with a 64M cache]"
                         .into(),
                 ),
             )
@@ -270,7 +271,7 @@ impl VolumeArgs {
                 help(format!(
                     "Bytes of blocks fetched at once ahead of a sequential reader; fetched blocks not yet read \
                      may reach twice that [default: as many blocks as the default uploads at once, so {} at 256K \
-                     blocks, 256K at 4K, 16M at 1M; at most a quarter of the cache]",
+                     blocks, 256K at 4K, 16M at 1M with a 64M cache; at most a quarter of the cache]",
                     format_size(crate::DEFAULT_READ_AHEAD)
                 )),
             )
@@ -451,9 +452,13 @@ mod tests {
     fn the_help_shows_the_defaults_of_the_constants() {
         let help = VolumeArgs::with_help(Frontend::command()).render_help().to_string();
         assert!(help.contains(&format!("[default: {}]", format_size(DEFAULT_CACHE_SIZE))), "{help}");
-        assert!(help.contains("64 at 4K, 16 at 256K, 16 at 1M]"), "{help}");
-        for (bs, n) in [(4 << 10, 64), (256 << 10, 16), (1 << 20, 16)] {
-            assert_eq!(crate::default_requests_in_flight(bs), n, "the help's examples at {bs}");
+        assert!(help.contains("64 at 4K, 32 at 256K, 16 at 1M with a 64M cache]"), "{help}");
+        for (bs, n) in [(4 << 10, 64), (256 << 10, 32), (1 << 20, 16)] {
+            assert_eq!(
+                crate::default_requests_in_flight(bs, DEFAULT_CACHE_SIZE),
+                n,
+                "the help's examples at {bs}"
+            );
         }
     }
 }

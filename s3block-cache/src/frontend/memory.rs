@@ -76,8 +76,9 @@ impl MemoryNeed {
     /// What `opts` needs with blocks of `block_size` bytes.
     pub fn of(opts: &VolumeArgs, block_size: u32) -> Self {
         let cache = opts.cache_bytes(block_size).unwrap_or(DEFAULT_CACHE_SIZE);
-        let uploads =
-            opts.upload_concurrency.map_or_else(|| default_requests_in_flight(block_size) as u64, u64::from);
+        let uploads = opts
+            .upload_concurrency
+            .map_or_else(|| default_requests_in_flight(block_size, cache) as u64, u64::from);
         let block_size = u64::from(block_size.max(1));
         let disk_index = match &opts.cache_dir {
             Some(_) => disk_index(opts.disk_cache_size.unwrap_or(DEFAULT_DISK_CACHE_SIZE), block_size),
@@ -362,7 +363,9 @@ mod tests {
                 baseline: BASELINE
             }
         );
-        // 16 uploads of 256K blocks by default; an explicit count wins.
+        // 16 uploads of 256K blocks by default with a cache this small (an
+        // eighth of a 64M cache: 32); an explicit count wins.
+        assert_eq!(MemoryNeed::of(&args(&[]), 256 << 10).in_flight, 8 << 20);
         let two = MemoryNeed::of(&args(&["--cache-size", "16M", "--upload-concurrency", "2"]), 1 << 20);
         assert_eq!(two.in_flight, 2 << 20);
         assert_eq!(MemoryNeed::of(&args(&[]), 4096).in_flight, 64 * 4096);

@@ -428,6 +428,11 @@ async fn open_disk(
     share: Option<Share>,
 ) -> Result<Disk> {
     let geometry = volume.geometry();
+    // The memory cache beside the tier: its default uploads follow its size.
+    let ram_cache = share.as_ref().map_or_else(
+        || opts.cache_bytes(geometry.block_size()).unwrap_or(crate::DEFAULT_CACHE_SIZE),
+        |s| s.cache_size,
+    );
     // The volume's share of the budget's disk total, else the options'.
     let (size, dirty) = match share.and_then(|s| s.disk_size.map(|size| (size, s.disk_dirty))) {
         Some(shared) => shared,
@@ -441,7 +446,7 @@ async fn open_disk(
     // memory cache would.
     let uploads = opts
         .upload_concurrency
-        .map_or_else(|| crate::default_requests_in_flight(geometry.block_size()), |n| n as usize);
+        .map_or_else(|| crate::default_requests_in_flight(geometry.block_size(), ram_cache), |n| n as usize);
     config = config.upload_concurrency(uploads);
     // A volume with a descriptor is named by its id; an s3backer volume
     // (none) by where it is.
