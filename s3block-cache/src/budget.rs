@@ -439,7 +439,8 @@ impl<D: BlockDevice + 'static> Member for Shared<D> {
             let mut st = self.lock();
             st.max_dirty = share.max_dirty;
             st.cache_size = share.cache_size;
-            st.evict_to(share.cache_size);
+            let room = st.room();
+            st.evict_to(room);
             st.resident <= share.cache_size
         };
         // Writers see the new dirty limit; the scheduler uploads at once

@@ -212,9 +212,10 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
     /// Checks the cache's bookkeeping: the bytes accounted as resident are
     /// the bytes its blocks hold, the dirty bytes those of its dirty blocks
     /// (no more than the resident bytes and the dirty limit), the resident
-    /// bytes within the cache size, and the dirty index, the eviction list,
-    /// the upload queue and the uploads in flight consistent with the
-    /// blocks. Returns the first broken invariant, described.
+    /// bytes within the cache size, the bytes held for fetches in flight
+    /// those of the fetches, and the dirty index, the eviction list, the
+    /// upload queue and the uploads in flight consistent with the blocks.
+    /// Returns the first broken invariant, described.
     ///
     /// It costs a pass over the cached blocks under the cache's lock: for
     /// tests (the model test calls it after every operation) and debugging.

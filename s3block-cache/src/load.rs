@@ -62,7 +62,8 @@ impl<D: BlockDevice + 'static> Shared<D> {
         let id = st.next_load_id;
         let (tx, rx) = watch::channel(LoadOutcome::Pending);
         let prefetch = reason == FetchReason::ReadAhead;
-        st.loads.insert(block, Load { id, tx, prefetch, for_upload: false });
+        let bytes = u64::from(self.geometry.get().block_size());
+        st.add_load(block, Load { id, tx, prefetch, for_upload: false, bytes });
         let shared = Arc::clone(self);
         self.runtime.spawn(with_fetch_reason(reason, async move { shared.run_load(block, id).await }));
         rx
@@ -84,7 +85,8 @@ impl<D: BlockDevice + 'static> Shared<D> {
             return;
         }
         let block_len = u64::from(self.geometry.get().block_size());
-        let mut room = st.cache_size.saturating_sub(st.dirty_bytes);
+        // The fetches in flight hold their room already (`State::reserved`).
+        let mut room = st.cache_size.saturating_sub(st.dirty_bytes + st.reserved);
         let mut in_flight = st.loads.values().filter(|l| l.prefetch).count() as u64;
         let mut asked_to = ahead.start;
         for n in ahead {
@@ -120,7 +122,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
                 // Marked stale while in flight; its readers already retried.
                 return;
             }
-            let Some(load) = st.loads.remove(&block) else { return };
+            let Some(load) = st.remove_load(block) else { return };
             let outcome = match result {
                 // The block as the cache holds it, written parts merged in.
                 Ok(data) => {

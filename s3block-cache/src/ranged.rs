@@ -68,6 +68,9 @@ pub(crate) const RANGE_ALIGN: usize = 64 << 10;
 pub(crate) struct RangeLoad {
     pub(crate) id: u64,
     pub(crate) tx: watch::Sender<LoadOutcome>,
+    /// Bytes of the cache it holds until it ends: the part's length (see
+    /// [`State::reserved`]).
+    pub(crate) bytes: u64,
 }
 
 /// `range` of a block of `block_len` bytes widened to whole
@@ -203,7 +206,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
         st.next_load_id += 1;
         let id = st.next_load_id;
         let (tx, rx) = watch::channel(LoadOutcome::Pending);
-        st.range_loads.insert(block, RangeLoad { id, tx });
+        st.add_range_load(block, RangeLoad { id, tx, bytes: pages.len() as u64 });
         let shared = Arc::clone(self);
         let at = pages.start;
         self.runtime.spawn(with_fetch_reason(FetchReason::Demand, async move {
@@ -232,7 +235,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
                 // Marked stale while in flight; its reader already retried.
                 return;
             }
-            let Some(load) = st.range_loads.remove(&block) else { return };
+            let Some(load) = st.remove_range_load(block) else { return };
             let now = Instant::now();
             let outcome = match result {
                 Ok(data) => {
@@ -288,7 +291,8 @@ impl State {
         };
         content.write_at(start as u32, &data, block_len);
         let size = content.size();
-        if size <= self.cache_size && self.evict_to(self.cache_size - size) {
+        let room = self.room();
+        if size <= room && self.evict_to(room - size) {
             let mut e = Entry::clean(Bytes::new(), now);
             e.content = content;
             self.entries.insert(block, e);

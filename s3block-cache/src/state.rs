@@ -40,6 +40,9 @@ pub(crate) struct Load {
     /// Started by an upload of a partly written block and waited on by no
     /// reader: its bytes are merged for the upload, not kept whole.
     pub(crate) for_upload: bool,
+    /// Bytes of the cache it holds until it ends: the block's length (see
+    /// [`State::reserved`]).
+    pub(crate) bytes: u64,
 }
 
 /// What will next wake the upload scheduler, as it left things at the end
@@ -70,6 +73,12 @@ pub(crate) struct State {
     /// Clean resident blocks below `protected_blocks`, in recency order:
     /// evicted only when `lru` is empty.
     pub(crate) protected: LruCache<BlockId, ()>,
+    /// Clean blocks read-ahead brought in that no reader has read yet, in
+    /// the order they came: evicted after every block of `lru`. A
+    /// sequential reader's blocks already read are touched after the ones
+    /// fetched ahead of it landed, so in one list those would leave first,
+    /// and be fetched again when the reader gets there.
+    pub(crate) ahead: LruCache<BlockId, ()>,
     /// Blocks `0..protected_blocks` go to `protected`.
     pub(crate) protected_blocks: u64,
     /// How long a clean block stays after it was read or stored; `None`:
@@ -84,9 +93,19 @@ pub(crate) struct State {
     pub(crate) expiry_wake: bool,
     /// Blocks known to be zero (absent) below.
     pub(crate) zeros: RangeSet,
+    /// Fetches of whole blocks in flight or waiting for a fetch slot
+    /// (changed through [`State::add_load`] and [`State::remove_load`]).
     pub(crate) loads: HashMap<BlockId, Load>,
-    /// Fetches of part of a block in flight (see [`crate::ranged`]).
+    /// Fetches of part of a block in flight (see [`crate::ranged`]; changed
+    /// through [`State::add_range_load`] and [`State::remove_range_load`]).
     pub(crate) range_loads: HashMap<BlockId, RangeLoad>,
+    /// Bytes of the cache held for the fetches of `loads` and
+    /// `range_loads`: a fetch's buffer fills as its body arrives, beside
+    /// the blocks already cached, so clean blocks make room for it when it
+    /// starts, not when it lands. The cache's blocks and its fetches' bytes
+    /// then stay within the cache size together (as far as clean blocks
+    /// can be evicted), however many fetches are in flight.
+    pub(crate) reserved: u64,
     /// Blocks evicted for room lately, kept where reads may fetch parts of
     /// blocks (see [`Evicted`]).
     pub(crate) evicted: Option<Evicted>,
@@ -133,6 +152,7 @@ impl State {
             entries: HashMap::new(),
             lru: LruCache::unbounded(),
             protected: LruCache::unbounded(),
+            ahead: LruCache::unbounded(),
             protected_blocks: 0,
             clean_timeout: None,
             expiry: VecDeque::new(),
@@ -140,6 +160,7 @@ impl State {
             zeros: RangeSet::default(),
             loads: HashMap::new(),
             range_loads: HashMap::new(),
+            reserved: 0,
             evicted: None,
             queue: VecDeque::new(),
             failed: BTreeSet::new(),
@@ -189,7 +210,13 @@ impl State {
 
     /// The eviction list `block` belongs in while clean.
     fn clean_list(&mut self, block: BlockId) -> &mut LruCache<BlockId, ()> {
-        if u64::from(block.0) < self.protected_blocks { &mut self.protected } else { &mut self.lru }
+        if self.entries.get(&block).is_some_and(|e| e.prefetched) {
+            &mut self.ahead
+        } else if u64::from(block.0) < self.protected_blocks {
+            &mut self.protected
+        } else {
+            &mut self.lru
+        }
     }
 
     /// Makes the clean `block` evictable, the most recently used of its
@@ -215,14 +242,26 @@ impl State {
         }
     }
 
-    /// Takes `block` off the eviction lists (it became dirty or is gone).
+    /// Takes `block` off the eviction lists (it became dirty or is gone);
+    /// a block written before it was read is no longer read-ahead's.
     fn make_unevictable(&mut self, block: BlockId) {
-        self.clean_list(block).pop(&block);
+        self.lru.pop(&block);
+        self.protected.pop(&block);
+        self.ahead.pop(&block);
+        if let Some(e) = self.entries.get_mut(&block) {
+            e.prefetched = false;
+        }
     }
 
-    /// Marks a read of the clean `block`: the last of its list to be evicted.
+    /// Marks a read of the clean `block`: the last of its list to be
+    /// evicted. A block read-ahead brought in, read now for the first time
+    /// (its entry no longer marked), joins the blocks read.
     pub(crate) fn touch(&mut self, block: BlockId) {
-        self.clean_list(block).promote(&block);
+        if self.ahead.pop(&block).is_some() {
+            self.clean_list(block).put(block, ());
+        } else {
+            self.clean_list(block).promote(&block);
+        }
     }
 
     /// Drops the clean blocks whose clean timeout has passed at `now`;
@@ -357,7 +396,8 @@ impl State {
                 self.queue.push_back(block);
             }
         }
-        self.evict_to(self.cache_size);
+        let room = self.room();
+        self.evict_to(room);
     }
 
     /// Evicts clean blocks, least recently used first (the protected ones
@@ -365,7 +405,9 @@ impl State {
     /// resident or nothing clean is left.
     pub(crate) fn evict_to(&mut self, limit: u64) -> bool {
         while self.resident > limit {
-            let Some((block, ())) = self.lru.pop_lru().or_else(|| self.protected.pop_lru()) else {
+            let Some((block, ())) =
+                self.lru.pop_lru().or_else(|| self.ahead.pop_lru()).or_else(|| self.protected.pop_lru())
+            else {
                 return false;
             };
             if let Some(e) = self.entries.remove(&block) {
@@ -419,7 +461,8 @@ impl State {
                 if e.is_dirty() {
                     self.dirty_bytes = self.dirty_bytes - old_size + new_size;
                 }
-                self.evict_to(self.cache_size);
+                let room = self.room();
+                self.evict_to(room);
             }
             return merged;
         }
@@ -430,7 +473,8 @@ impl State {
         }
         self.zeros.remove(n..n + 1);
         let size = data.len() as u64;
-        if size <= self.cache_size && self.evict_to(self.cache_size - size) {
+        let room = self.room();
+        if size <= room && self.evict_to(room - size) {
             let mut e = Entry::clean(data.clone(), now);
             e.prefetched = prefetch;
             self.entries.insert(block, e);
@@ -438,6 +482,47 @@ impl State {
             self.resident += size;
         }
         data
+    }
+
+    /// The bytes blocks may take in the cache now: its size less what its
+    /// fetches in flight hold ([`State::reserved`]).
+    pub(crate) fn room(&self) -> u64 {
+        self.cache_size.saturating_sub(self.reserved)
+    }
+
+    /// Records `load` of `block` in flight, holds its bytes of the cache and
+    /// evicts clean blocks to keep within the cache size.
+    pub(crate) fn add_load(&mut self, block: BlockId, load: Load) {
+        self.reserved += load.bytes;
+        if let Some(old) = self.loads.insert(block, load) {
+            self.reserved -= old.bytes;
+        }
+        let room = self.room();
+        self.evict_to(room);
+    }
+
+    /// Ends the fetch of `block` in flight, if any, giving back its bytes.
+    pub(crate) fn remove_load(&mut self, block: BlockId) -> Option<Load> {
+        let load = self.loads.remove(&block)?;
+        self.reserved -= load.bytes;
+        Some(load)
+    }
+
+    /// As [`add_load`](Self::add_load), for a fetch of part of a block.
+    pub(crate) fn add_range_load(&mut self, block: BlockId, load: RangeLoad) {
+        self.reserved += load.bytes;
+        if let Some(old) = self.range_loads.insert(block, load) {
+            self.reserved -= old.bytes;
+        }
+        let room = self.room();
+        self.evict_to(room);
+    }
+
+    /// As [`remove_load`](Self::remove_load), for a fetch of part of a block.
+    pub(crate) fn remove_range_load(&mut self, block: BlockId) -> Option<RangeLoad> {
+        let load = self.range_loads.remove(&block)?;
+        self.reserved -= load.bytes;
+        Some(load)
     }
 
     /// Drops the cached copy of `block` and any fetch of it in flight; the
@@ -465,10 +550,10 @@ impl State {
     /// Tells the readers waiting on a fetch of `block` that the block changed
     /// below, so they read again.
     pub(crate) fn mark_stale(&mut self, block: BlockId) {
-        if let Some(load) = self.loads.remove(&block) {
+        if let Some(load) = self.remove_load(block) {
             load.tx.send_replace(LoadOutcome::Stale);
         }
-        if let Some(load) = self.range_loads.remove(&block) {
+        if let Some(load) = self.remove_range_load(block) {
             load.tx.send_replace(LoadOutcome::Stale);
         }
     }
@@ -510,7 +595,10 @@ impl State {
                             "dirty block {block} (since {since}) is missing from the dirty index"
                         ));
                     }
-                    if self.lru.contains(&block) || self.protected.contains(&block) {
+                    if self.lru.contains(&block)
+                        || self.protected.contains(&block)
+                        || self.ahead.contains(&block)
+                    {
                         return Err(format!("dirty block {block} is evictable (in the LRU list)"));
                     }
                 }
@@ -519,18 +607,21 @@ impl State {
                     if e.wb != Wb::Clean {
                         return Err(format!("clean block {block} is in write-back state {:?}", e.wb));
                     }
-                    let (own, other) = if u64::from(block.0) < self.protected_blocks {
-                        (&self.protected, &self.lru)
+                    let lists = [&self.ahead, &self.protected, &self.lru];
+                    let own = if e.prefetched {
+                        0
+                    } else if u64::from(block.0) < self.protected_blocks {
+                        1
                     } else {
-                        (&self.lru, &self.protected)
+                        2
                     };
-                    if !own.contains(&block) {
+                    if !lists[own].contains(&block) {
                         return Err(format!(
                             "clean block {block} is not in the LRU list: it can never be evicted"
                         ));
                     }
-                    if other.contains(&block) {
-                        return Err(format!("clean block {block} is in both eviction lists"));
+                    if (0..3).any(|i| i != own && lists[i].contains(&block)) {
+                        return Err(format!("clean block {block} is in two eviction lists"));
                     }
                 }
             }
@@ -569,16 +660,24 @@ impl State {
                 self.resident, self.cache_size
             ));
         }
+        let held_by_fetches = self.loads.values().map(|l| l.bytes).sum::<u64>()
+            + self.range_loads.values().map(|l| l.bytes).sum::<u64>();
+        if held_by_fetches != self.reserved {
+            return Err(format!(
+                "{} bytes accounted as held by fetches, {held_by_fetches} held by the fetches in flight",
+                self.reserved
+            ));
+        }
         if self.dirty_index.len() != dirty_count {
             return Err(format!(
                 "the dirty index holds {} blocks, the entries {dirty_count} dirty ones",
                 self.dirty_index.len()
             ));
         }
-        if self.lru.len() + self.protected.len() != clean_count {
+        if self.lru.len() + self.protected.len() + self.ahead.len() != clean_count {
             return Err(format!(
                 "the LRU list holds {} blocks, the entries {clean_count} clean ones",
-                self.lru.len() + self.protected.len()
+                self.lru.len() + self.protected.len() + self.ahead.len()
             ));
         }
         if uploading != self.in_flight {
@@ -622,6 +721,47 @@ mod tests {
         st.commit_write(BlockId(1), |_| Content::Full(block(1)), now);
         st.install(BlockId(2), block(2), false, false, now);
         st
+    }
+
+    #[test]
+    fn blocks_fetched_ahead_and_not_read_leave_after_the_blocks_read() {
+        // Room for 8 blocks of 512 bytes.
+        let mut st = State::new(4096, 2048, StdRng::seed_from_u64(0));
+        let now = Instant::now();
+        // Block 10 comes ahead of a reader, then the reader reads 0 to 6.
+        st.install(BlockId(10), block(10), true, false, now);
+        for n in 0..7 {
+            st.install(BlockId(n), block(n as u8), false, false, now);
+            st.touch(BlockId(n));
+        }
+        assert_eq!(st.check_invariants(1), Ok(()));
+        // A fetch's room, then another block: blocks read leave first,
+        // oldest first, and block 10 stays.
+        st.add_load(
+            BlockId(20),
+            Load {
+                id: 1,
+                tx: watch::channel(LoadOutcome::Pending).0,
+                prefetch: false,
+                for_upload: false,
+                bytes: 512,
+            },
+        );
+        st.install(BlockId(7), block(7), false, false, now);
+        assert!(st.entries.contains_key(&BlockId(10)));
+        assert!(!st.entries.contains_key(&BlockId(0)) && !st.entries.contains_key(&BlockId(1)));
+        assert_eq!((st.resident, st.reserved), (7 * 512, 512));
+        assert_eq!(st.check_invariants(1), Ok(()));
+        // Read at last, it joins the blocks read, the most recent of them.
+        st.entries.get_mut(&BlockId(10)).expect("block 10 is cached").prefetched = false;
+        st.touch(BlockId(10));
+        assert_eq!(st.check_invariants(1), Ok(()));
+        st.evict_to(512);
+        assert_eq!(st.entries.keys().copied().collect::<Vec<_>>(), [BlockId(10)]);
+        // The fetch ends: its room is given back.
+        assert!(st.remove_load(BlockId(20)).is_some());
+        assert_eq!((st.reserved, st.room()), (0, 4096));
+        assert_eq!(st.check_invariants(1), Ok(()));
     }
 
     #[test]
@@ -697,6 +837,7 @@ mod tests {
         };
         broken(&|st| st.resident += 1, "1025 bytes accounted as resident, 1024 held");
         broken(&|st| st.dirty_bytes -= 1, "511 bytes accounted as dirty, 512 held");
+        broken(&|st| st.reserved += 4096, "4096 bytes accounted as held by fetches, 0 held by the fetches");
         broken(
             &|st| {
                 let e = st.entries.get_mut(&BlockId(2)).expect("block 2 is cached");

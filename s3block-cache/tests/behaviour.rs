@@ -62,6 +62,52 @@ async fn concurrent_misses_on_one_block_make_one_get() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_fetch_holds_its_room_in_the_cache_from_its_start() {
+    let (gated, counted, mem) = stack(16);
+    let g = gated.geometry();
+    let bs = u64::from(g.block_size());
+    for b in 0..16 {
+        mem.write_block(BlockId(b), block_data(&g, b, 1)).await.unwrap();
+    }
+    let cache = Arc::new(BlockCache::new(Arc::clone(&gated), config(&g, 4, 2)).unwrap());
+    for b in 0..4 {
+        assert_eq!(cache.read_block(BlockId(b)).await.unwrap(), block_data(&g, b, 1), "block {b}");
+    }
+    assert_eq!(cache.stats().resident_bytes, 4 * bs);
+    // Two fetches in flight: their buffers fill beside the cached blocks,
+    // so the two blocks read longest ago leave as the fetches start.
+    gated.hold(BlockId(8));
+    gated.hold(BlockId(9));
+    let readers: Vec<_> = [8, 9]
+        .into_iter()
+        .map(|b| {
+            let cache = Arc::clone(&cache);
+            tokio::spawn(async move { cache.read_block(BlockId(b)).await })
+        })
+        .collect();
+    timeout(SOON, gated.wait_arrived(BlockId(8), 1)).await.unwrap();
+    timeout(SOON, gated.wait_arrived(BlockId(9), 1)).await.unwrap();
+    let s = cache.stats();
+    assert_eq!((s.resident_blocks, s.resident_bytes), (2, 2 * bs), "{s}");
+    cache.check_invariants().unwrap();
+    // They land in the room they held: nothing else leaves.
+    gated.release(BlockId(8));
+    gated.release(BlockId(9));
+    for (r, b) in readers.into_iter().zip([8, 9]) {
+        assert_eq!(r.await.unwrap().unwrap(), block_data(&g, b, 1), "block {b}");
+    }
+    let s = cache.stats();
+    assert_eq!((s.resident_blocks, s.resident_bytes), (4, 4 * bs), "{s}");
+    cache.check_invariants().unwrap();
+    for b in [2, 3, 8, 9, 0] {
+        assert_eq!(cache.read_block(BlockId(b)).await.unwrap(), block_data(&g, b, 1), "block {b}");
+    }
+    let fetches = [0, 2, 3, 8, 9].map(|b| counted.reads_of(BlockId(b)));
+    assert_eq!(fetches, [2, 1, 1, 1, 1], "blocks 0 and 1 left for the fetches, 2 and 3 stayed");
+    cache.close().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_read_ahead_fetch_that_ends_asks_for_the_next_block_while_the_reader_waits() {
     let (gated, counted, mem) = stack(32);
     let g = gated.geometry();
