@@ -489,7 +489,7 @@ mod tests {
         let at = |size: &str| {
             in_flight(&parse_args(["--object-size", size, "s3://b/"].map(String::from)).unwrap())
         };
-        assert_eq!((at("4K"), at("256K"), at("1M")), (64, 16, 16));
+        assert_eq!((at("4K"), at("256K"), at("1M")), (64, 32, 16));
         let a =
             parse_args(["--object-size", "4K", "--concurrency", "3", "s3://b/"].map(String::from)).unwrap();
         assert_eq!(in_flight(&a), 3, "an explicit count wins");
