@@ -439,8 +439,7 @@ impl<D: BlockDevice + 'static> Member for Shared<D> {
             let mut st = self.lock();
             st.max_dirty = share.max_dirty;
             st.cache_size = share.cache_size;
-            let room = st.room();
-            st.evict_to(room);
+            st.evict_for(0);
             st.resident <= share.cache_size
         };
         // Writers see the new dirty limit; the scheduler uploads at once

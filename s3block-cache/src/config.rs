@@ -361,8 +361,8 @@ impl CacheConfigBuilder {
     /// buffer and a connection to the store. The default is twice the
     /// read-ahead window in blocks (as far as read-ahead goes ahead of the
     /// reader), at least [`default_requests_in_flight`] at the volume's
-    /// block size, and at most half the cache's blocks: 128 at 4K, 32 at
-    /// 256K and at 1M with the default 64 MiB cache.
+    /// block size, and at most half the cache's blocks: 128 at 4K, 64 at
+    /// 256K and 32 at 1M with the default 64 MiB cache.
     pub fn fetch_concurrency(mut self, n: usize) -> Self {
         self.config.fetch_concurrency = Some(n);
         self

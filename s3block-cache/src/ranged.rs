@@ -291,8 +291,7 @@ impl State {
         };
         content.write_at(start as u32, &data, block_len);
         let size = content.size();
-        let room = self.room();
-        if size <= room && self.evict_to(room - size) {
+        if self.evict_for(size) {
             let mut e = Entry::clean(Bytes::new(), now);
             e.content = content;
             self.entries.insert(block, e);

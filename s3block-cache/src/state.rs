@@ -396,8 +396,7 @@ impl State {
                 self.queue.push_back(block);
             }
         }
-        let room = self.room();
-        self.evict_to(room);
+        self.evict_for(0);
     }
 
     /// Evicts clean blocks, least recently used first (the protected ones
@@ -461,8 +460,7 @@ impl State {
                 if e.is_dirty() {
                     self.dirty_bytes = self.dirty_bytes - old_size + new_size;
                 }
-                let room = self.room();
-                self.evict_to(room);
+                self.evict_for(0);
             }
             return merged;
         }
@@ -473,8 +471,7 @@ impl State {
         }
         self.zeros.remove(n..n + 1);
         let size = data.len() as u64;
-        let room = self.room();
-        if size <= room && self.evict_to(room - size) {
+        if self.evict_for(size) {
             let mut e = Entry::clean(data.clone(), now);
             e.prefetched = prefetch;
             self.entries.insert(block, e);
@@ -490,6 +487,14 @@ impl State {
         self.cache_size.saturating_sub(self.reserved)
     }
 
+    /// Evicts clean blocks until `size` more bytes fit in the [`room`](Self::room)
+    /// the fetches in flight leave; false when they cannot (too much is
+    /// dirty or held).
+    pub(crate) fn evict_for(&mut self, size: u64) -> bool {
+        let room = self.room();
+        size <= room && self.evict_to(room - size)
+    }
+
     /// Records `load` of `block` in flight, holds its bytes of the cache and
     /// evicts clean blocks to keep within the cache size.
     pub(crate) fn add_load(&mut self, block: BlockId, load: Load) {
@@ -497,8 +502,7 @@ impl State {
         if let Some(old) = self.loads.insert(block, load) {
             self.reserved -= old.bytes;
         }
-        let room = self.room();
-        self.evict_to(room);
+        self.evict_for(0);
     }
 
     /// Ends the fetch of `block` in flight, if any, giving back its bytes.
@@ -514,8 +518,7 @@ impl State {
         if let Some(old) = self.range_loads.insert(block, load) {
             self.reserved -= old.bytes;
         }
-        let room = self.room();
-        self.evict_to(room);
+        self.evict_for(0);
     }
 
     /// As [`remove_load`](Self::remove_load), for a fetch of part of a block.
