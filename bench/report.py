@@ -634,7 +634,8 @@ and the read-ahead window scaled to the block size: 64 at 4K, 32 at 256K,
 cache is dropped (so the reads are cold); random
 jobs 4K, `psync`, {runtime} s over the first {seq}, the read first on a cold
 mount, the write with an fsync at the end; {files} small files unpacked into
-ext4 on a loop device, then `sync`. CPU is the daemon's user + system time
+ext4 on a loop device, then `sync -f` of that ext4 (the host's dirty pages
+flushed before the clock starts), until no block is dirty. CPU is the daemon's user + system time
 (`/proc/PID/stat`) from the job's start until its data is stored, per GiB
 the job moved. Every write is of fresh random bytes (fio's
 `--refill_buffers`), as the raw ceiling's objects are. "First write to
