@@ -19,7 +19,9 @@
 #   --files N            files in the small-files tree (default 20000)
 #   --ext4-size SIZE     the ext4 volume (default 16G; 512M below 64K blocks,
 #                        where the peers' mkfs deletes every block of the
-#                        volume one request at a time)
+#                        volume one request at a time; 2G with --rtt, where
+#                        its 65,536 DELETEs at 16G and 256K would take
+#                        minutes)
 #   --rtt MS             round-trip time added between every daemon (and
 #                        the raw ceiling) and Garage by a TCP proxy
 #                        (examples/latency_proxy.rs, MS/2 each way; default
@@ -664,7 +666,13 @@ timed() { # timed BS SYSTEM METRIC CMD...
 run_ext4() {
     local bs=$1 sys=$2 mnt=$WORK/mnt-$2-$1 fsmnt=$WORK/ext4-$2-$1 loop size=$EXT4_SIZE
     if [[ -z $size ]]; then
-        if (($(bytes "$bs") < 65536)); then size=512M; else size=$VOLUME_SIZE; fi
+        if (($(bytes "$bs") < 65536)); then
+            size=512M
+        elif [[ $RTT != 0 ]]; then
+            size=2G
+        else
+            size=$VOLUME_SIZE
+        fi
     fi
     say "ext4 on $sys at $bs ($size volume)"
     record "$bs" "$sys" ext4_volume_bytes "$(bytes "$size")"
