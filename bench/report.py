@@ -635,9 +635,10 @@ cache is dropped (so the reads are cold); random
 jobs 4K, `psync`, {runtime} s over the first {seq}, the read first on a cold
 mount, the write with an fsync at the end; {files} small files unpacked into
 ext4 on a loop device, then `sync -f` of that ext4 (the host's dirty pages
-flushed before the clock starts), until no block is dirty. CPU is the daemon's user + system time
-(`/proc/PID/stat`) from the job's start until its data is stored, per GiB
-the job moved. Every write is of fresh random bytes (fio's
+flushed before the clock starts), until no block is dirty. CPU is the
+daemon's user + system time (`/proc/PID/stat`) from the job's start until
+its data is stored, per GiB the job moved. Every write is of fresh random
+bytes (fio's
 `--refill_buffers`), as the raw ceiling's objects are. "First write to
 stored" is fio's wall time, which counts the close (where s3backer 2.1.6
 stores what it holds), less fio's own start and exit measured on tmpfs in

@@ -694,8 +694,8 @@ run_ext4() {
     sync
     cpu_mark
     timed "$bs" "$sys" untar sh -c "tar -xf '$TREE' -C '$fsmnt' && sync -f '$fsmnt'"
-    # s3backer's sync returns before its uploads end: the time until they
-    # have, too.
+    # Either daemon may hold blocks dirty after the sync (see wait_clean):
+    # the time until it does not, too.
     local t1
     t1=$(now)
     wait_clean "$sys" "$mnt"

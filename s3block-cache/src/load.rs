@@ -85,8 +85,8 @@ impl<D: BlockDevice + 'static> Shared<D> {
             return;
         }
         let block_len = u64::from(self.geometry.get().block_size());
-        // The fetches in flight hold their room already (`State::reserved`).
-        let mut room = st.cache_size.saturating_sub(st.dirty_bytes + st.reserved);
+        // The fetches in flight hold their room already (`State::room`).
+        let mut room = st.room().saturating_sub(st.dirty_bytes);
         let mut in_flight = st.loads.values().filter(|l| l.prefetch).count() as u64;
         let mut asked_to = ahead.start;
         for n in ahead {

@@ -402,7 +402,7 @@ impl State {
     /// Evicts clean blocks, least recently used first (the protected ones
     /// only when no other is left), until at most `limit` bytes are
     /// resident or nothing clean is left.
-    pub(crate) fn evict_to(&mut self, limit: u64) -> bool {
+    fn evict_to(&mut self, limit: u64) -> bool {
         while self.resident > limit {
             let Some((block, ())) =
                 self.lru.pop_lru().or_else(|| self.ahead.pop_lru()).or_else(|| self.protected.pop_lru())
@@ -498,34 +498,24 @@ impl State {
     /// Records `load` of `block` in flight, holds its bytes of the cache and
     /// evicts clean blocks to keep within the cache size.
     pub(crate) fn add_load(&mut self, block: BlockId, load: Load) {
-        self.reserved += load.bytes;
-        if let Some(old) = self.loads.insert(block, load) {
-            self.reserved -= old.bytes;
-        }
+        hold(&mut self.loads, &mut self.reserved, block, load);
         self.evict_for(0);
     }
 
     /// Ends the fetch of `block` in flight, if any, giving back its bytes.
     pub(crate) fn remove_load(&mut self, block: BlockId) -> Option<Load> {
-        let load = self.loads.remove(&block)?;
-        self.reserved -= load.bytes;
-        Some(load)
+        release(&mut self.loads, &mut self.reserved, block)
     }
 
     /// As [`add_load`](Self::add_load), for a fetch of part of a block.
     pub(crate) fn add_range_load(&mut self, block: BlockId, load: RangeLoad) {
-        self.reserved += load.bytes;
-        if let Some(old) = self.range_loads.insert(block, load) {
-            self.reserved -= old.bytes;
-        }
+        hold(&mut self.range_loads, &mut self.reserved, block, load);
         self.evict_for(0);
     }
 
     /// As [`remove_load`](Self::remove_load), for a fetch of part of a block.
     pub(crate) fn remove_range_load(&mut self, block: BlockId) -> Option<RangeLoad> {
-        let load = self.range_loads.remove(&block)?;
-        self.reserved -= load.bytes;
-        Some(load)
+        release(&mut self.range_loads, &mut self.reserved, block)
     }
 
     /// Drops the cached copy of `block` and any fetch of it in flight; the
@@ -663,8 +653,8 @@ impl State {
                 self.resident, self.cache_size
             ));
         }
-        let held_by_fetches = self.loads.values().map(|l| l.bytes).sum::<u64>()
-            + self.range_loads.values().map(|l| l.bytes).sum::<u64>();
+        let held_by_fetches = self.loads.values().map(Holds::held).sum::<u64>()
+            + self.range_loads.values().map(Holds::held).sum::<u64>();
         if held_by_fetches != self.reserved {
             return Err(format!(
                 "{} bytes accounted as held by fetches, {held_by_fetches} held by the fetches in flight",
@@ -706,6 +696,41 @@ impl State {
             self.entries.keys().copied().filter(|b| range.contains(&u64::from(b.0))).collect()
         }
     }
+}
+
+/// A fetch in flight, holding bytes of the cache until it ends (see
+/// [`State::reserved`]).
+trait Holds {
+    fn held(&self) -> u64;
+}
+
+impl Holds for Load {
+    fn held(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl Holds for RangeLoad {
+    fn held(&self) -> u64 {
+        self.bytes
+    }
+}
+
+/// Records `load` of `block` in `fetches`, adding its bytes to `reserved`
+/// (less those of a fetch of `block` it replaces).
+fn hold<L: Holds>(fetches: &mut HashMap<BlockId, L>, reserved: &mut u64, block: BlockId, load: L) {
+    *reserved += load.held();
+    if let Some(old) = fetches.insert(block, load) {
+        *reserved -= old.held();
+    }
+}
+
+/// Removes the fetch of `block` from `fetches`, if any, taking its bytes
+/// off `reserved`.
+fn release<L: Holds>(fetches: &mut HashMap<BlockId, L>, reserved: &mut u64, block: BlockId) -> Option<L> {
+    let load = fetches.remove(&block)?;
+    *reserved -= load.held();
+    Some(load)
 }
 
 #[cfg(test)]
