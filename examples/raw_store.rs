@@ -36,6 +36,9 @@
 //! 4 KiB. The GETs then measure the store's reads, not the tail of its
 //! writes.
 //!
+//! With `--keep` the objects stay in the store instead of being deleted at
+//! the end.
+//!
 //! ```text
 //! cargo run --release -p s3block-examples --example raw_store -- \
 //!     --endpoint http://127.0.0.1:3900 --force-path-style \
@@ -76,11 +79,13 @@ struct Args {
     cold: bool,
     /// The store server's process, to wait for before the GETs.
     settle_pid: Option<u32>,
+    /// Leave the objects in the store instead of deleting them.
+    keep: bool,
 }
 
 const USAGE: &str = "usage: raw_store [--endpoint URL] [--force-path-style] [--object-size SIZE] \
                      [--count N] [--concurrency N] [--single-gets N] [--single-range SIZE] [--cold] \
-                     [--settle-pid PID] STORE_URL";
+                     [--settle-pid PID] [--keep] STORE_URL";
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
     let mut out = Args {
@@ -94,6 +99,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
         single_range: 0,
         cold: false,
         settle_pid: None,
+        keep: false,
     };
     let mut it = args.into_iter();
     let bad = |opt: &str, v: &str, why: String| Error::Config(format!("{opt} {v:?}: {why}"));
@@ -104,6 +110,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
             "--endpoint" => out.endpoint = Some(value("--endpoint")?),
             "--force-path-style" => out.force_path_style = true,
             "--cold" => out.cold = true,
+            "--keep" => out.keep = true,
             "--settle-pid" => {
                 let v = value("--settle-pid")?;
                 out.settle_pid = Some(v.parse().map_err(|e| bad("--settle-pid", &v, format!("{e}")))?);
@@ -326,14 +333,16 @@ async fn run(args: Args) -> Result<()> {
         )));
     }
 
-    stream::iter(0..args.count)
-        .map(|i| {
-            let store = store.clone();
-            async move { store.delete(&key(i)).await.map_err(|e| map_err("DELETE", i, e)) }
-        })
-        .buffer_unordered(concurrency)
-        .try_for_each(|_| async { Ok(()) })
-        .await?;
+    if !args.keep {
+        stream::iter(0..args.count)
+            .map(|i| {
+                let store = store.clone();
+                async move { store.delete(&key(i)).await.map_err(|e| map_err("DELETE", i, e)) }
+            })
+            .buffer_unordered(concurrency)
+            .try_for_each(|_| async { Ok(()) })
+            .await?;
+    }
 
     let counts = opened.counters.snapshot();
     let single_part = one_at_a_time("GETs", &single_ms, single_ops)
@@ -424,6 +433,8 @@ mod tests {
         assert_eq!((a.single_gets, a.count), (0, 256), "no single GETs is allowed");
         let a = parse_args(["--settle-pid", "42", "s3://b/"].map(String::from)).expect("args");
         assert_eq!(a.settle_pid, Some(42));
+        assert!(!a.keep);
+        assert!(parse_args(["--keep", "s3://b/"].map(String::from)).expect("args").keep);
         assert!(parse_args(["--settle-pid", "garage", "s3://b/"].map(String::from)).is_err());
         let a = parse_args(["--object-size", "1M", "--single-range", "64K", "s3://b/"].map(String::from))
             .expect("args");
