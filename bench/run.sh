@@ -606,9 +606,9 @@ run_native_unpack() {
     rm -f "$img"
 }
 
-# Sequential write; remount (cold): sequential read; remount (cold):
+# Sequential write (cold); remount (cold): sequential read; remount (cold):
 # random 4K read, then random 4K write with an fsync at the end. Each
-# system on its own prefix.
+# system on its own prefix; "cold": after the page cache is dropped.
 run_fio() {
     local bs=$1 sys=$2 mnt=$WORK/mnt-$2-$1 f prefix=$2-fio-$1 SEQ_BYTES=$SEQ_BYTES
     f=$mnt/file
