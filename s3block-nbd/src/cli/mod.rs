@@ -126,16 +126,11 @@ async fn serve(opts: &NbdOptions, listen: &Listen, config: ServerConfig, stack: 
             }
         })
     });
-    tracing::info!(
-        "serving {} as NBD export {:?} on {}: {description}",
-        opts.volume.store,
-        opts.name,
-        listener.describe()
-    );
-    if let Listen::Unix(path) = listen {
-        tracing::info!("attach it with: nbd-client -unix {} /dev/nbd0 -C 4", path.display());
-    }
-    // Beside a Unix socket, the control socket `s3block resize` grows the volume through.
+    // Beside a Unix socket, the control socket `s3block resize` grows the
+    // volume through. It is in place before the log says the export is
+    // served, so whoever waits for that line can resize at once. (It comes
+    // after the NBD socket's bind, which refuses a path a live server
+    // listens on, whose control socket this one would replace.)
     let control = match listen {
         Listen::Unix(path) => match control::ControlSocket::start(control::control_path(path), grow) {
             Ok(control) => {
@@ -149,6 +144,15 @@ async fn serve(opts: &NbdOptions, listen: &Listen, config: ServerConfig, stack: 
         },
         _ => None,
     };
+    tracing::info!(
+        "serving {} as NBD export {:?} on {}: {description}",
+        opts.volume.store,
+        opts.name,
+        listener.describe()
+    );
+    if let Listen::Unix(path) = listen {
+        tracing::info!("attach it with: nbd-client -unix {} /dev/nbd0 -C 4", path.display());
+    }
     // The socket accepts: tell systemd (Type=notify), with a status line.
     let service = Service::ready(
         &tokio::runtime::Handle::current(),
