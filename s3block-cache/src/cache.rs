@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use s3block_core::{
     Allocation, BlockDevice, BlockId, Error, FetchReason, Geometry, GeometryCell, Result, check_block_len,
-    check_block_range, is_zero, push_run,
+    check_block_range, is_zero, push_run, zeros,
 };
 use tokio::runtime::Handle;
 use tokio::sync::{Notify, Semaphore, SemaphorePermit};
@@ -306,7 +306,7 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
                     if first_try {
                         Counters::bump(&shared.counters.zero_hits);
                     }
-                    return Ok(Bytes::from(vec![0; len]));
+                    return Ok(zeros(len));
                 }
                 if !first_try {
                     pages_at = None;

@@ -4,7 +4,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use s3block_core::Error;
+use s3block_core::{Error, zeros};
 use tokio::time::Instant;
 
 /// Largest granule of a partly written block's buffer: the kernel's page.
@@ -189,7 +189,7 @@ impl Content {
     pub(crate) fn read(&self, range: Range<usize>) -> Option<Bytes> {
         match self {
             Content::Full(b) => Some(b.slice(range)),
-            Content::Zero => Some(Bytes::from(vec![0; range.len()])),
+            Content::Zero => Some(zeros(range.len())),
             Content::Sparse(pages) => Some(pages.copy(range)),
             Content::Partial { pages, written } => {
                 covers(written, &(range.start as u32..range.end as u32)).then(|| pages.copy(range))

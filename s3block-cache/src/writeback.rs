@@ -12,7 +12,7 @@ use std::pin::pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use s3block_core::{BlockDevice, BlockId, Error, Result};
+use s3block_core::{BlockDevice, BlockId, Error, Result, zeros};
 use tokio::time::Instant;
 
 use crate::budget::UploadSlot;
@@ -186,11 +186,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
                     Content::Full(data) => return Ok(Snapshot::Data(data.clone(), generation, false)),
                     Content::Zero if zero_below => return Ok(Snapshot::Nothing(generation)),
                     Content::Zero => {
-                        return Ok(Snapshot::Data(
-                            Bytes::from(vec![0; self.geometry.get().block_len()]),
-                            generation,
-                            true,
-                        ));
+                        return Ok(Snapshot::Data(zeros(self.geometry.get().block_len()), generation, true));
                     }
                     Content::Sparse(pages) => {
                         let data = pages.to_block(self.geometry.get().block_len());

@@ -12,7 +12,8 @@
 //! - [`BlockDeviceExt`]: byte-range reads and writes over any device, with
 //!   the block arithmetic written once in [`segments`];
 //! - [`KeyLayout`]: the s3backer-compatible object key of each block;
-//! - [`is_zero`]: the fast all-zeros test behind zero-block elision;
+//! - [`is_zero`]: the fast all-zeros test behind zero-block elision, and
+//!   [`zeros`]: zero blocks that take no memory;
 //! - [`is_mount_point`]: whether a directory is mounted, from the kernel's
 //!   mount table, with its octal escapes decoded;
 //! - [`Error`]: the one error type, carrying the block or key concerned;
@@ -80,7 +81,7 @@ pub use mem::{MemoryDevice, MemoryDeviceCounts};
 #[cfg(unix)]
 pub use mountinfo::{MOUNTINFO_PATH, is_mount_point, mount_points};
 pub use range::{BlockDeviceExt, Segment, segments};
-pub use zero::is_zero;
+pub use zero::{is_zero, zeros};
 
 /// Re-exported so implementors use the same `Bytes` and `async_trait`.
 pub use async_trait::async_trait;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use crate::{
     Allocation, BlockDevice, BlockId, Geometry, Result, allocation_runs, check_block_len, check_block_range,
-    is_zero,
+    is_zero, zeros,
 };
 
 /// Calls made on a [`MemoryDevice`].
@@ -84,7 +84,7 @@ impl BlockDevice for MemoryDevice {
     async fn read_block(&self, block: BlockId) -> Result<Bytes> {
         self.geometry.check_block(block)?;
         self.reads.fetch_add(1, Ordering::Relaxed);
-        Ok(self.map().get(&block).cloned().unwrap_or_else(|| Bytes::from(vec![0; self.geometry.block_len()])))
+        Ok(self.map().get(&block).cloned().unwrap_or_else(|| zeros(self.geometry.block_len())))
     }
 
     async fn write_block(&self, block: BlockId, data: Bytes) -> Result<()> {

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt, stream};
 
-use crate::{BlockDevice, BlockId, Geometry, Result};
+use crate::{BlockDevice, BlockId, Geometry, Result, zeros};
 
 /// How many blocks of one byte-range request are in flight at once.
 const PARALLEL_BLOCKS: usize = 64;
@@ -171,8 +171,7 @@ pub trait BlockDeviceExt: BlockDevice {
         }
         for (at, n) in partial {
             let block = BlockId((at / bs) as u32);
-            let zeros = Bytes::from(vec![0u8; n as usize]);
-            self.write_partial(block, (at % bs) as u32, zeros).await?;
+            self.write_partial(block, (at % bs) as u32, zeros(n as usize)).await?;
         }
         Ok(())
     }

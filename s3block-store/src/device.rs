@@ -11,7 +11,7 @@ use object_store::{
 };
 use s3block_core::{
     BlockDevice, BlockId, Error, Geometry, GeometryCell, KeyLayout, RequestCounters, Result, check_block_len,
-    check_block_range, is_zero,
+    check_block_range, is_zero, zeros,
 };
 
 use crate::codec::{CodecChain, CodecContext, CodecMeta};
@@ -180,7 +180,7 @@ impl ObjectBlockDevice {
         let want = range.start as u64..range.end as u64;
         let res = match self.get_range(block, &key, &path, &want).await? {
             RangeGet::Got(res) => res,
-            RangeGet::Absent => return Ok(Some(Bytes::from(vec![0u8; range.len()]))),
+            RangeGet::Absent => return Ok(Some(zeros(range.len()))),
             RangeGet::Refused => return Ok(None),
         };
         let encoded =
@@ -230,7 +230,7 @@ impl ObjectBlockDevice {
         let (key, path) = self.path(block)?;
         let res = match self.get_range(block, &key, &path, &want).await? {
             RangeGet::Got(res) => res,
-            RangeGet::Absent => return Ok(Some(Bytes::from(vec![0u8; range.len()]))),
+            RangeGet::Absent => return Ok(Some(zeros(range.len()))),
             RangeGet::Refused => return Ok(None),
         };
         let chunked = res
@@ -320,7 +320,7 @@ impl BlockDevice for ObjectBlockDevice {
         let res = match self.store.get_opts(&path, GetOptions::default()).await {
             Ok(r) => r,
             Err(e) if is_absent(&e) => {
-                return Ok(Bytes::from(vec![0u8; self.geometry.get().block_len()]));
+                return Ok(zeros(self.geometry.get().block_len()));
             }
             Err(e) => return Err(self.corrupt_or_store(e, &key, block)),
         };

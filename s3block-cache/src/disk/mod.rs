@@ -20,7 +20,7 @@ use bytes::Bytes;
 use nix::fcntl::{Flock, FlockArg};
 use s3block_core::{
     Allocation, BlockDevice, BlockId, Error, Geometry, Result, StoreErrorKind, check_block_len,
-    check_block_range, format_size, is_zero, push_run,
+    check_block_range, format_size, is_zero, push_run, zeros,
 };
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -833,7 +833,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
     async fn upload(self: Arc<Self>, pick: Pick) {
         let bs = self.geometry.block_len();
         let data = if pick.zero {
-            Ok(Bytes::from(vec![0u8; bs]))
+            Ok(zeros(bs))
         } else {
             let f = Arc::clone(&pick.file);
             let (off, block) = (u64::from(pick.off), u64::from(pick.block));
@@ -1226,7 +1226,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
                     let s = *slot;
                     if s.has(S_ZERO) {
                         g.counters.hits += 1;
-                        return Ok(Bytes::from(vec![0u8; bs]));
+                        return Ok(zeros(bs));
                     }
                     g.segments.get(&s.seg).map(|seg| (s, Arc::clone(&seg.file), seg.path.clone()))
                 }
@@ -1272,7 +1272,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
             {
                 // Being discarded: zeros, whatever the store still holds.
                 g.counters.hits += 1;
-                return Ok(Bytes::from(vec![0u8; bs]));
+                return Ok(zeros(bs));
             }
             g.counters.misses += 1;
             g.next_seq
