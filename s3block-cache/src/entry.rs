@@ -4,7 +4,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use s3block_core::{Error, zeros};
+use s3block_core::{Error, is_zero, zeros};
 use tokio::time::Instant;
 
 /// Largest granule of a partly written block's buffer: the kernel's page.
@@ -203,7 +203,7 @@ impl Content {
         let range = start..start + data.len();
         match self {
             Content::Partial { pages, written } => {
-                let mut out = data.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+                let mut out = writable(data);
                 for r in written {
                     let (s, e) = ((r.start as usize).max(range.start), (r.end as usize).min(range.end));
                     if s < e {
@@ -223,7 +223,7 @@ impl Content {
         let end = offset as usize + data.len();
         match std::mem::replace(self, Content::Zero) {
             Content::Full(bytes) => {
-                let mut m = bytes.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+                let mut m = writable(bytes);
                 m[offset as usize..end].copy_from_slice(data);
                 *self = Content::Full(m.freeze());
             }
@@ -283,10 +283,21 @@ pub(crate) fn covers(ranges: &[Range<u32>], r: &Range<u32>) -> bool {
     ranges.iter().any(|x| x.start <= r.start && r.end <= x.end)
 }
 
+/// `data` as a buffer to write into: its own buffer when nothing else
+/// shares it, else a copy. Shared zeros (a block absent below, from
+/// [`zeros`]) become a fresh zeroed buffer instead of a copy: the system
+/// hands it out zeroed, so only the pages written into it take memory, as
+/// with the buffer of zeros an absent block was before.
+fn writable(data: Bytes) -> BytesMut {
+    data.try_into_mut().unwrap_or_else(|shared| {
+        if is_zero(&shared) { BytesMut::zeroed(shared.len()) } else { BytesMut::from(&shared[..]) }
+    })
+}
+
 /// Overlays the written ranges of a partial block on the stored block, in
 /// the stored block's own buffer when nothing else shares it.
 pub(crate) fn merge(stored: Bytes, pages: &Pages, written: &[Range<u32>]) -> Bytes {
-    let mut out = stored.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+    let mut out = writable(stored);
     for r in written {
         let (s, e) = (r.start as usize, r.end as usize);
         pages.read(s, &mut out[s..e]);
@@ -507,5 +518,25 @@ mod tests {
             Content::Full(b) => assert_eq!(&b[..], &[1, 7, 1, 1]),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn pages_merged_over_shared_zeros_leave_the_zeros_alone() {
+        let block = 1 << 20;
+        let mut c = Content::over_stored(block);
+        c.write_at(4096 * 5, &[9; 4096], block);
+        let Content::Partial { pages, written } = &c else { panic!("{c:?}") };
+        let below = zeros(block);
+        let merged = merge(below.clone(), pages, written);
+        assert_eq!(merged.len(), block);
+        assert_eq!(&merged[4096 * 5..4096 * 6], &[9; 4096][..]);
+        assert_eq!(merged.iter().filter(|&&b| b != 0).count(), 4096);
+        assert!(below.iter().all(|&b| b == 0), "the shared zeros were written");
+        assert!(zeros(block).iter().all(|&b| b == 0));
+        assert_ne!(merged.as_ptr(), below.as_ptr());
+        let over = c.overlay(4096 * 4, zeros(8192));
+        assert_eq!(&over[..4096], &[0; 4096][..]);
+        assert_eq!(&over[4096..], &[9; 4096][..]);
+        assert!(zeros(block).iter().all(|&b| b == 0));
     }
 }
