@@ -21,6 +21,7 @@ use crate::entry::Content;
 use crate::load::{share_error, wait};
 use crate::state::{LoadOutcome, State};
 use crate::stats::{CacheStats, Counters};
+use crate::zeroset::RangeSet;
 
 /// What the cache, its uploads and its fetches share.
 #[derive(Debug)]
@@ -173,6 +174,54 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
             at = b + 1;
         }
         st.zeros.insert(at..self.shared.geometry.get().block_count());
+    }
+
+    /// Starts learning which blocks are stored below from a listing made
+    /// while the cache serves: until [`end_listing`](Self::end_listing) (or
+    /// [`abandon_listing`](Self::abandon_listing)), the cache notes every
+    /// block whose state below it changes or learns (an upload, a delete, a
+    /// fetch), since the listing may have passed that block's key before.
+    /// Call it before the listing starts.
+    pub fn begin_listing(&self) {
+        self.shared.lock().survey = Some(RangeSet::default());
+    }
+
+    /// Ends the listing [`begin_listing`](Self::begin_listing) started: it
+    /// covered the blocks of `listed` and found exactly `stored` among them.
+    /// Every other block of `listed` becomes known to be zero below (read
+    /// without a request), except the blocks noted since it began and the
+    /// blocks the cache holds now. Returns how many blocks that is (0
+    /// without a listing begun).
+    pub fn end_listing(&self, stored: impl IntoIterator<Item = BlockId>, listed: Range<u64>) -> u64 {
+        let mut blocks: Vec<u64> = stored.into_iter().map(|b| u64::from(b.0)).collect();
+        blocks.sort_unstable();
+        blocks.dedup();
+        let mut st = self.shared.lock();
+        let Some(noted) = st.survey.take() else { return 0 };
+        let listed = listed.start..listed.end.min(self.shared.geometry.get().block_count());
+        let mut absent = RangeSet::default();
+        absent.insert(listed.clone());
+        for b in blocks {
+            absent.remove(b..b + 1);
+        }
+        for r in noted.ranges_in(&listed) {
+            absent.remove(r);
+        }
+        for b in st.entries.keys() {
+            let b = u64::from(b.0);
+            absent.remove(b..b + 1);
+        }
+        let learned = absent.len();
+        for r in absent.ranges_in(&listed) {
+            st.zeros.insert(r);
+        }
+        learned
+    }
+
+    /// Drops the listing [`begin_listing`](Self::begin_listing) started
+    /// (it failed): nothing is learned from it.
+    pub fn abandon_listing(&self) {
+        self.shared.lock().survey = None;
     }
 
     /// The device below.
@@ -685,6 +734,66 @@ mod tests {
             cache.block_status(0..32).await.expect("status"),
             vec![(0..8, Allocation::Data), (8..10, Allocation::Hole), (10..32, Allocation::Data)]
         );
+        cache.close().await.expect("close");
+    }
+
+    /// A listing made while the cache serves: a block uploaded after the
+    /// listing passed it (and evicted since), one written and not yet
+    /// uploaded, and those the listing found are never taken for zero; the
+    /// blocks the listing did not find and the cache did not touch read as
+    /// zeros without a request.
+    #[tokio::test(start_paused = true)]
+    async fn a_listing_made_while_serving_never_zeroes_what_was_written_meanwhile() {
+        let mem = Arc::new(MemoryDevice::new(geometry()));
+        for b in [1u32, 2] {
+            mem.write_block(BlockId(b), Bytes::from(vec![b as u8; 4096])).await.expect("write");
+        }
+        // Room for four blocks, so that what is written is evicted.
+        let small = CacheConfig::builder().cache_size(4 * 4096).write_delay(Duration::from_secs(1)).build();
+        let cache = BlockCache::new(Arc::clone(&mem), small).expect("cache");
+        cache.begin_listing();
+        // The listing's answer, taken before the writes below reached the store.
+        let listed = [BlockId(1), BlockId(2)];
+        cache.write_block(BlockId(5), Bytes::from(vec![5u8; 4096])).await.expect("write 5");
+        cache.flush().await.expect("flush");
+        for b in [10u32, 11, 12, 13] {
+            cache.write_block(BlockId(b), Bytes::from(vec![b as u8; 4096])).await.expect("write");
+        }
+        cache.flush().await.expect("flush");
+        assert!(
+            !cache.shared.lock().entries.contains_key(&BlockId(5)),
+            "block 5 is evicted before the listing ends"
+        );
+        cache.write_block(BlockId(6), Bytes::from(vec![6u8; 4096])).await.expect("write 6");
+        cache.discard(2..3).await.expect("discard 2");
+        let learned = cache.end_listing(listed, 0..32);
+        assert_eq!(learned, 32 - 8, "all but 1, 2, 5, 6 and 10 to 13 learned zero");
+        assert_eq!(cache.end_listing(listed, 0..32), 0, "a listing ends once");
+
+        // Reads of blocks learned zero make no request.
+        let reads = mem.counts().reads;
+        for b in [0u32, 3, 9, 31] {
+            assert!(cache.read_block(BlockId(b)).await.expect("read").iter().all(|&x| x == 0));
+        }
+        assert_eq!(mem.counts().reads, reads);
+        // What was written keeps its bytes, read again from below.
+        for b in [5u32, 6, 1, 10] {
+            let data = cache.read_block(BlockId(b)).await.expect("read");
+            assert!(data.iter().all(|&x| x == b as u8), "block {b} read as {:?}", &data[..4]);
+        }
+        assert!(mem.counts().reads > reads, "the blocks written were read from below");
+        assert!(cache.read_block(BlockId(2)).await.expect("read").iter().all(|&x| x == 0), "2 was discarded");
+        cache.close().await.expect("close");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_listing_teaches_nothing() {
+        let mem = Arc::new(MemoryDevice::new(geometry()));
+        let cache = BlockCache::new(Arc::clone(&mem), config()).expect("cache");
+        cache.begin_listing();
+        cache.abandon_listing();
+        assert_eq!(cache.end_listing([], 0..32), 0);
+        assert_eq!(cache.stats().known_zero_blocks, 0);
         cache.close().await.expect("close");
     }
 }

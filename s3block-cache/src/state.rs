@@ -93,6 +93,11 @@ pub(crate) struct State {
     pub(crate) expiry_wake: bool,
     /// Blocks known to be zero (absent) below.
     pub(crate) zeros: RangeSet,
+    /// While a listing of the blocks stored below runs (see
+    /// [`BlockCache::begin_listing`](crate::BlockCache::begin_listing)):
+    /// the blocks whose state below this cache changed or learned since it
+    /// began, whom the listing's word may be too old for.
+    pub(crate) survey: Option<RangeSet>,
     /// Fetches of whole blocks in flight or waiting for a fetch slot
     /// (changed through [`State::add_load`] and [`State::remove_load`]).
     pub(crate) loads: HashMap<BlockId, Load>,
@@ -158,6 +163,7 @@ impl State {
             expiry: VecDeque::new(),
             expiry_wake: false,
             zeros: RangeSet::default(),
+            survey: None,
             loads: HashMap::new(),
             range_loads: HashMap::new(),
             reserved: 0,
@@ -290,6 +296,19 @@ impl State {
     }
 
     /// True when the layer below holds (or is about to hold) zeros for `block`.
+    /// Sets what is known to be zero below for `blocks`: zero, or not
+    /// known to be. A listing running now leaves them as this says.
+    pub(crate) fn set_zero(&mut self, blocks: Range<u64>, zero: bool) {
+        if let Some(survey) = &mut self.survey {
+            survey.insert(blocks.clone());
+        }
+        if zero {
+            self.zeros.insert(blocks);
+        } else {
+            self.zeros.remove(blocks);
+        }
+    }
+
     pub(crate) fn known_zero(&self, block: BlockId) -> bool {
         self.zeros.contains(block.0.into()) || self.is_discarding(block)
     }
@@ -466,10 +485,10 @@ impl State {
         }
         let n = u64::from(block.0);
         if is_zero(&data) {
-            self.zeros.insert(n..n + 1);
+            self.set_zero(n..n + 1, true);
             return data;
         }
-        self.zeros.remove(n..n + 1);
+        self.set_zero(n..n + 1, false);
         let size = data.len() as u64;
         if self.evict_for(size) {
             let mut e = Entry::clean(data.clone(), now);

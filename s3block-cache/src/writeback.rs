@@ -269,11 +269,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
                     st.queue.push_back(block);
                 }
                 let n = u64::from(block.0);
-                if zero {
-                    st.zeros.insert(n..n + 1);
-                } else {
-                    st.zeros.remove(n..n + 1);
-                }
+                st.set_zero(n..n + 1, zero);
                 // A fetch that started before this upload may hold old bytes.
                 st.mark_stale(block);
             }
@@ -314,7 +310,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
                 // known to be zero below: zeros written over it later must
                 // reach the store as a DELETE, not be skipped.
                 let n = u64::from(block.0);
-                st.zeros.remove(n..n + 1);
+                st.set_zero(n..n + 1, false);
             }
         }
     }
@@ -419,10 +415,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
             if let Some(i) = st.discarding.iter().position(|r| *r == blocks) {
                 st.discarding.swap_remove(i);
             }
-            match &result {
-                Ok(()) => st.zeros.insert(blocks),
-                Err(_) => st.zeros.remove(blocks),
-            }
+            st.set_zero(blocks, result.is_ok());
         }
         self.progress.notify_waiters();
         self.room.notify_one();

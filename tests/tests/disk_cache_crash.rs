@@ -58,8 +58,9 @@ impl Setup {
         Some(Setup { env, url, cache: cache.to_owned(), durability })
     }
 
-    /// Starts the mount program; `with_cache` adds the disk cache options.
-    fn mount(&self, first: bool, with_cache: bool) -> Mount {
+    /// Starts the mount program; `with_cache` adds the disk cache options,
+    /// `list_blocks` the listing of the stored blocks.
+    fn mount(&self, first: bool, with_cache: bool, list_blocks: bool) -> Mount {
         let dir = tempfile::tempdir().unwrap();
         let cache_dir = format!("--cache-dir={}", self.cache.display());
         let durability = format!("--durability={}", self.durability);
@@ -69,6 +70,9 @@ impl Setup {
         }
         if with_cache {
             args.extend([cache_dir.as_str(), "--disk-cache-size=256M", durability.as_str()]);
+        }
+        if list_blocks {
+            args.push("--list-blocks");
         }
         let mut cmd = fuse_command(FUSE, &self.url, dir.path(), &args);
         cmd.env("S3BLOCK_ENDPOINT", &self.env.endpoint);
@@ -81,9 +85,12 @@ impl Setup {
     }
 
     /// Mounts after a kill: the stale lock of this host is taken over by
-    /// itself, and with the cache the directory is recovered.
-    fn mount_after_crash(&self, with_cache: bool) -> Mount {
-        let mount = self.mount(false, with_cache);
+    /// itself, and with the cache the directory is recovered. With
+    /// `list_blocks`, the listing made in the background runs while the
+    /// disk cache stores what the kill left unstored: none of those blocks
+    /// may be taken for zero.
+    fn mount_after_crash(&self, with_cache: bool, list_blocks: bool) -> Mount {
+        let mount = self.mount(false, with_cache, list_blocks);
         let log = mount.log();
         assert!(log.contains("took over the stale mount lock"), "no takeover of the stale lock:\n{log}");
         if with_cache {
@@ -202,7 +209,11 @@ fn crash_runs(durability: &'static str) {
     let mut recovered_total = 0;
     let started = Instant::now();
     for run in 0..=runs {
-        let fuse = if run == 0 { setup.mount(true, true) } else { setup.mount_after_crash(true) };
+        let fuse = if run == 0 {
+            setup.mount(true, true, false)
+        } else {
+            setup.mount_after_crash(true, run % 2 == 1)
+        };
         if !expected.is_empty() {
             wait_uploaded(&fuse);
             let blocks: Vec<u64> = expected.keys().copied().collect();
@@ -280,7 +291,7 @@ fn local_durability_keeps_the_bucket_consistent_when_the_disk_is_lost() {
         let cache = tempfile::tempdir().unwrap();
         let Some(setup) = Setup::new("disk_cache_lost", "local", cache.path()) else { return };
         let mut rng = seeded_rng(500 + seed);
-        let mut fuse = setup.mount(true, true);
+        let mut fuse = setup.mount(true, true, false);
         let lo = Loop::attach(&fuse.file());
         mkfs_ext4(&lo.device);
         let fs = FsMount::mount(&lo.device);
@@ -314,7 +325,7 @@ fn local_durability_keeps_the_bucket_consistent_when_the_disk_is_lost() {
 
         // The local disk is gone: the bucket alone.
         std::fs::remove_dir_all(cache.path()).unwrap();
-        let fuse = setup.mount_after_crash(false);
+        let fuse = setup.mount_after_crash(false, true);
         let lo = Loop::attach(&fuse.file());
         replay_then_fsck(&lo.device, "on the bucket alone");
         let fs = FsMount::mount(&lo.device);

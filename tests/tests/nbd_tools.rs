@@ -9,7 +9,7 @@
 mod nbd_support;
 
 use std::collections::BTreeSet;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nbd_support::{Server, Store, output, run, sha256, tools, write_pattern};
 use serde_json::Value;
@@ -88,8 +88,14 @@ fn nbdinfo_on(store: &Store) {
     assert_eq!(store.stored_blocks(), left.iter().copied().collect::<Vec<_>>());
     server.stop();
 
-    // A new server reads the same map from the store's listing.
+    // A new server reads the same map from the store's listing, made in
+    // the background once it serves (until then unknown blocks are data).
     let again = Server::start(store, &["--list-blocks", "--read-only"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !again.log().contains("are known to be zero") {
+        assert!(Instant::now() < deadline, "no listing after 30 s:\n{}", again.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let info: Value = serde_json::from_str(&run("nbdinfo", &["--json", &again.uri()])).unwrap();
     assert_eq!(info["exports"][0]["is_read_only"], true, "{info}");
     assert_eq!(mapped_blocks(&again), left);

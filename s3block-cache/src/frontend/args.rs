@@ -50,7 +50,8 @@ pub struct VolumeArgs {
     #[command(flatten)]
     pub store_args: StoreArgs,
 
-    /// List the stored blocks at start, so reads of absent blocks need no request.
+    /// List the stored blocks in the background from the start, so that reads of absent blocks need no
+    /// request once it is done.
     #[arg(long = "list-blocks", alias = "listBlocks")]
     pub list_blocks: bool,
 

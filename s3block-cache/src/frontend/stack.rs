@@ -494,38 +494,28 @@ async fn assemble_over(
     budget: Option<(&Arc<CacheBudget>, Share)>,
 ) -> Result<(Arc<Cache>, Arc<Stats>)> {
     let geometry = volume.geometry();
-    let known: Option<Vec<BlockId>> = if volume.created() {
-        // A new volume needs no listing: all its blocks are absent.
-        Some(Vec::new())
-    } else if opts.list_blocks {
-        let started = Instant::now();
-        let lists = volume.store().counters.snapshot().lists;
-        let stored = device.list_blocks().await?;
-        for b in &stored {
-            device.stored().listed(b.block, b.size);
-        }
-        device.stored().end_listing(volume.store().counters.snapshot().lists.saturating_sub(lists));
-        tracing::info!(
-            "listed {} stored blocks ({} in objects) in {:.1}s",
-            stored.len(),
-            format_size(stored.iter().map(|b| b.size).sum()),
-            started.elapsed().as_secs_f32()
-        );
-        Some(stored.into_iter().map(|b| b.block).collect())
-    } else {
-        None
-    };
+    // A new volume needs no listing: all its blocks are absent. With
+    // `--list-blocks` the cache learns the others from a listing made in
+    // the background while it serves (see `list_in_background`).
+    let known: Option<Vec<BlockId>> = volume.created().then(Vec::new);
+    let listing = !volume.created() && opts.list_blocks;
     // Blocks the disk cache holds that the bucket does not have yet (a
-    // crash left them) are not zero, whatever the listing says.
-    let known = match (known, &disk) {
-        (Some(mut stored), Some(disk)) => {
-            stored.extend(disk.unstored_blocks().into_iter().map(|b| BlockId(b as u32)));
-            Some(stored)
+    // crash left them) are not zero, whatever a listing says. Taken now,
+    // before the disk cache starts storing them, so that a block stored
+    // while the listing runs is not missed by both.
+    let unstored: Vec<BlockId> = match &disk {
+        Some(disk) if known.is_some() || listing => {
+            disk.unstored_blocks().into_iter().map(|b| BlockId(b as u32)).collect()
         }
-        (known, _) => known,
+        _ => Vec::new(),
     };
+    let known = known.map(|mut stored| {
+        stored.extend(unstored.iter().copied());
+        stored
+    });
     let device_tally = device.stored().clone();
-    if device_tally.count().source == StoredSource::Listing {
+    let lister = device.clone();
+    if !listing && device_tally.count().source == StoredSource::Listing {
         count_in_background(&device);
     }
     let lower: Arc<dyn BlockDevice> = match &disk {
@@ -557,6 +547,10 @@ async fn assemble_over(
             _ => cache.join_budget(budget),
         }
     }
+    if listing {
+        cache.begin_listing();
+        list_in_background(lister, cache.clone(), unstored);
+    }
     let shown = cache.clone();
     let reset = cache.clone();
     let mut stats = Stats::new()
@@ -572,6 +566,46 @@ async fn assemble_over(
 
 /// Lists the volume's blocks once, in the background, for the stored
 /// figure's baseline: page by page, keeping nothing of the listing.
+/// `--list-blocks`: lists the stored blocks in the background, in parallel
+/// key ranges, as the baseline of the stored figure and so that `cache`
+/// learns every other block is zero below (reads of them then make no
+/// request). `unstored` are the blocks the disk cache held unstored at the
+/// start. The mount serves meanwhile: a block stored or deleted during the
+/// listing keeps what the mount did, whatever the listing finds for it.
+fn list_in_background(device: ObjectBlockDevice, cache: Arc<Cache>, unstored: Vec<BlockId>) {
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let store = Arc::clone(device.counters());
+        let lists = store.snapshot().lists;
+        match device.list_blocks().await {
+            Ok(stored) => {
+                for b in &stored {
+                    device.stored().listed(b.block, b.size);
+                }
+                device.stored().end_listing(store.snapshot().lists.saturating_sub(lists));
+                let bytes: u64 = stored.iter().map(|b| b.size).sum();
+                let count = stored.len();
+                let blocks = stored.into_iter().map(|b| b.block).chain(unstored);
+                let zero = cache.end_listing(blocks, 0..device.geometry().block_count());
+                tracing::info!(
+                    "listed {count} stored blocks ({} in objects) in {:.1}s; {zero} blocks are known to be \
+                     zero and read without a request",
+                    format_size(bytes),
+                    started.elapsed().as_secs_f32()
+                );
+            }
+            Err(e) => {
+                cache.abandon_listing();
+                device.stored().fail_listing(&e.to_string());
+                tracing::warn!(
+                    "could not list the stored blocks (reads of absent blocks each make a request, and \
+                     the stats say the stored figure is unknown): {e}"
+                );
+            }
+        }
+    });
+}
+
 fn count_in_background(device: &ObjectBlockDevice) {
     let (store, layout, tally) = (device.store().clone(), device.layout().clone(), device.stored().clone());
     let blocks = device.geometry().block_count();
@@ -884,8 +918,14 @@ mod tests {
         let err = build_stack(&opts(&["--size=8M", &url, "/m"])).await.unwrap_err().to_string();
         assert!(err.contains("4M") && err.contains("8M"), "{err}");
         // The failed starts left no lock behind.
+        // The listing runs in the background: the blocks it did not find
+        // become known zero when it ends.
         let last = build_stack(&opts(&["--list-blocks", &url, "/m"])).await.unwrap();
-        assert!(last.stats.render().contains("known zero      63 blocks"), "{}", last.stats.render());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !last.stats.render().contains("known zero      63 blocks") {
+            assert!(std::time::Instant::now() < deadline, "{}", last.stats.render());
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         (last.release)().await.unwrap();
     }
 
