@@ -187,22 +187,19 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
     }
 
     /// Ends the listing [`begin_listing`](Self::begin_listing) started: it
-    /// covered the blocks of `listed` and found exactly `stored` among them.
-    /// Every other block of `listed` becomes known to be zero below (read
-    /// without a request), except the blocks noted since it began and the
-    /// blocks the cache holds now. Returns how many blocks that is (0
-    /// without a listing begun).
-    pub fn end_listing(&self, stored: impl IntoIterator<Item = BlockId>, listed: Range<u64>) -> u64 {
-        let mut blocks: Vec<u64> = stored.into_iter().map(|b| u64::from(b.0)).collect();
-        blocks.sort_unstable();
-        blocks.dedup();
+    /// covered the blocks of `listed` and found exactly the blocks of the
+    /// ranges `stored` among them. Every other block of `listed` becomes
+    /// known to be zero below (read without a request), except the blocks
+    /// noted since it began and the blocks the cache holds now. Returns how
+    /// many blocks that is (0 without a listing begun).
+    pub fn end_listing(&self, stored: impl IntoIterator<Item = Range<u64>>, listed: Range<u64>) -> u64 {
         let mut st = self.shared.lock();
         let Some(noted) = st.survey.take() else { return 0 };
         let listed = listed.start..listed.end.min(self.shared.geometry.get().block_count());
         let mut absent = RangeSet::default();
         absent.insert(listed.clone());
-        for b in blocks {
-            absent.remove(b..b + 1);
+        for r in stored {
+            absent.remove(r);
         }
         for r in noted.ranges_in(&listed) {
             absent.remove(r);
@@ -753,7 +750,7 @@ mod tests {
         let cache = BlockCache::new(Arc::clone(&mem), small).expect("cache");
         cache.begin_listing();
         // The listing's answer, taken before the writes below reached the store.
-        let listed = [BlockId(1), BlockId(2)];
+        let listed = vec![1..2, 2..3];
         cache.write_block(BlockId(5), Bytes::from(vec![5u8; 4096])).await.expect("write 5");
         cache.flush().await.expect("flush");
         for b in [10u32, 11, 12, 13] {
@@ -766,7 +763,7 @@ mod tests {
         );
         cache.write_block(BlockId(6), Bytes::from(vec![6u8; 4096])).await.expect("write 6");
         cache.discard(2..3).await.expect("discard 2");
-        let learned = cache.end_listing(listed, 0..32);
+        let learned = cache.end_listing(listed.clone(), 0..32);
         assert_eq!(learned, 32 - 8, "all but 1, 2, 5, 6 and 10 to 13 learned zero");
         assert_eq!(cache.end_listing(listed, 0..32), 0, "a listing ends once");
 
@@ -792,7 +789,7 @@ mod tests {
         let cache = BlockCache::new(Arc::clone(&mem), config()).expect("cache");
         cache.begin_listing();
         cache.abandon_listing();
-        assert_eq!(cache.end_listing([], 0..32), 0);
+        assert_eq!(cache.end_listing(std::iter::empty(), 0..32), 0);
         assert_eq!(cache.stats().known_zero_blocks, 0);
         cache.close().await.expect("close");
     }

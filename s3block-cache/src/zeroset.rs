@@ -87,9 +87,13 @@ impl RangeSet {
     }
 
     /// Number of ranges held (the memory cost).
-    #[cfg(test)]
     pub(crate) fn range_count(&self) -> usize {
         self.ranges.len()
+    }
+
+    /// The ranges of the set, in order.
+    pub(crate) fn into_ranges(self) -> impl Iterator<Item = Range<u64>> {
+        self.ranges.into_iter().map(|(s, e)| s..e)
     }
 
     /// Number of blocks in the set.

@@ -17,7 +17,7 @@ use s3block_core::{
 use crate::codec::{CodecChain, CodecContext, CodecMeta};
 use crate::error::{is_absent, store_error};
 use crate::keys::key_path;
-use crate::list::{ListPlan, StoredBlock, delete_keys, list_blocks};
+use crate::list::{ListPlan, StoredBlock, delete_keys, for_each_stored_block, list_blocks};
 use crate::native::ChunkedXChaChaCodec;
 use crate::offload::CodecSlots;
 use crate::sidecar::StaleAttributes;
@@ -126,6 +126,14 @@ impl ObjectBlockDevice {
     pub async fn list_blocks_in(&self, blocks: Range<u64>) -> Result<Vec<StoredBlock>> {
         check_block_range(&self.geometry.get(), &blocks)?;
         list_blocks(self.store.as_ref(), &self.layout, blocks, self.plan).await
+    }
+
+    /// Hands every stored block of the volume, with its object size, to
+    /// `each` as the listing finds it, keeping none (see
+    /// [`for_each_stored_block`](crate::for_each_stored_block)).
+    pub async fn for_each_stored_block(&self, each: &(dyn Fn(StoredBlock) + Sync)) -> Result<()> {
+        let blocks = 0..self.geometry.get().block_count();
+        for_each_stored_block(self.store.as_ref(), &self.layout, blocks, self.plan, each).await
     }
 
     /// Every stored block of the volume, with its object size.

@@ -150,7 +150,9 @@ pub use handle::{Create, Volume, VolumeBuilder};
 #[cfg(feature = "clap")]
 pub use hints::{command_hint, with_hint};
 pub use keys::{check_prefix, key_path};
-pub use list::{ListPlan, StoredBlock, any_block_stored, delete_keys, first_block_key, list_blocks};
+pub use list::{
+    ListPlan, StoredBlock, any_block_stored, delete_keys, first_block_key, for_each_stored_block, list_blocks,
+};
 pub use lock::{
     LOCK_NAME, LockCheck, LockInfo, LockMode, LockOptions, LockProbe, META_MOUNT_TOKEN, MountLock,
     break_lock, hostname, probe_conditional_put, read_lock, utc_stamp,

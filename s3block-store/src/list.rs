@@ -38,6 +38,13 @@ pub struct StoredBlock {
     pub size: u64,
 }
 
+impl StoredBlock {
+    /// `block`, stored in an object of `size` bytes.
+    pub fn new(block: BlockId, size: u64) -> Self {
+        StoredBlock { block, size }
+    }
+}
+
 /// How to list: in how many parallel ranges, and whether the store lists in key order.
 #[derive(Debug, Clone, Copy)]
 pub struct ListPlan {
@@ -54,6 +61,29 @@ pub async fn list_blocks(
     blocks: Range<u64>,
     plan: ListPlan,
 ) -> Result<Vec<StoredBlock>> {
+    let all = std::sync::Mutex::new(Vec::new());
+    for_each_stored_block(store, layout, blocks, plan, &|b| {
+        all.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(b);
+    })
+    .await?;
+    let mut all = all.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+    all.sort();
+    all.dedup_by_key(|b| b.block);
+    Ok(all)
+}
+
+/// Lists the stored blocks of `layout` among `blocks` as [`list_blocks`]
+/// does, handing each to `each` as it comes instead of keeping them: in no
+/// particular order (the ranges are listed at the same time), and a block
+/// may come twice. The memory it takes is a page of keys per range, however
+/// many blocks are stored.
+pub async fn for_each_stored_block(
+    store: &dyn ObjectStore,
+    layout: &KeyLayout,
+    blocks: Range<u64>,
+    plan: ListPlan,
+    each: &(dyn Fn(StoredBlock) + Sync),
+) -> Result<()> {
     let root = list_root(layout.prefix())?;
     let parts = if plan.sorted { plan.parallelism.max(1) as u64 } else { 1 };
     // Each part: an exclusive start key (strictly before every key in it) and
@@ -84,7 +114,6 @@ pub async fn list_blocks(
             };
             let mut stream =
                 stream.map_err(|e| store_error(e, &format!("listing of {}", layout.prefix()), None));
-            let mut out = Vec::new();
             while let Some(meta) = stream.try_next().await? {
                 let key = meta.location.as_ref();
                 if let Some(end) = &end
@@ -95,17 +124,14 @@ pub async fn list_blocks(
                 if let Some(block) = layout.parse(key)
                     && blocks.contains(&u64::from(block.0))
                 {
-                    out.push(StoredBlock { block, size: meta.size });
+                    each(StoredBlock { block, size: meta.size });
                 }
             }
-            Ok::<_, Error>(out)
+            Ok::<_, Error>(())
         }
     });
-    let mut all: Vec<StoredBlock> =
-        futures::future::try_join_all(tasks).await?.into_iter().flatten().collect();
-    all.sort();
-    all.dedup_by_key(|b| b.block);
-    Ok(all)
+    futures::future::try_join_all(tasks).await?;
+    Ok(())
 }
 
 /// The key of the first block object stored under `prefix`, in either key

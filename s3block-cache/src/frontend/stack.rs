@@ -50,11 +50,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use s3block_core::{BlockDevice, BlockId, Error, Geometry, MemoryDevice, Result, format_size};
-use s3block_store::{Create, ObjectBlockDevice, StoreKind, StoredSource, Volume};
+use s3block_store::{
+    Create, ObjectBlockDevice, STORED_MAX_RUNS, StoreKind, StoredBlock, StoredSource, Volume,
+};
 use s3block_store::{Fence, FencedDevice, LOCK_CHECK_EVERY};
 
 use s3block_store::StoreArgs;
@@ -64,6 +66,7 @@ use super::grow::VolumeGrow;
 use super::memory;
 use super::metrics::{Metrics, MetricsServer, MetricsSnapshot};
 use super::stats::{Stats, StatsSource};
+use crate::zeroset::RangeSet;
 use crate::{
     BlockCache, CacheBudget, CacheConfig, DEFAULT_CACHE_SIZE, DiskCache, DiskCacheConfig, DiskFigures, Marks,
     OpenState, Share, VolumeIdentity,
@@ -572,25 +575,48 @@ async fn assemble_over(
 /// request). `unstored` are the blocks the disk cache held unstored at the
 /// start. The mount serves meanwhile: a block stored or deleted during the
 /// listing keeps what the mount did, whatever the listing finds for it.
+///
+/// The listing is kept as runs of consecutive stored blocks, at most
+/// [`STORED_MAX_RUNS`] (a few MiB; a volume written by a file system is
+/// mostly long runs), not as one entry per block: 4 million blocks of a
+/// 1 TiB volume would be 64 MiB. Past that many runs nothing is learned
+/// and reads of absent blocks make requests, as without the option.
 fn list_in_background(device: ObjectBlockDevice, cache: Arc<Cache>, unstored: Vec<BlockId>) {
     tokio::spawn(async move {
         let started = Instant::now();
         let store = Arc::clone(device.counters());
         let lists = store.snapshot().lists;
-        match device.list_blocks().await {
-            Ok(stored) => {
-                for b in &stored {
-                    device.stored().listed(b.block, b.size);
-                }
+        let found = Mutex::new(Listed::default());
+        let listed = device
+            .for_each_stored_block(&|b| {
+                device.stored().listed(b.block, b.size);
+                found.lock().unwrap_or_else(PoisonError::into_inner).add(b, STORED_MAX_RUNS);
+            })
+            .await;
+        let found = found.into_inner().unwrap_or_else(PoisonError::into_inner);
+        match listed {
+            Ok(()) if found.too_many => {
+                cache.abandon_listing();
                 device.stored().end_listing(store.snapshot().lists.saturating_sub(lists));
-                let bytes: u64 = stored.iter().map(|b| b.size).sum();
-                let count = stored.len();
-                let blocks = stored.into_iter().map(|b| b.block).chain(unstored);
-                let zero = cache.end_listing(blocks, 0..device.geometry().block_count());
+                tracing::warn!(
+                    "listed {} stored blocks in {:.1}s, in more than {STORED_MAX_RUNS} separate runs: more \
+                     than the mount keeps in memory, so reads of absent blocks each make a request",
+                    found.blocks,
+                    started.elapsed().as_secs_f32()
+                );
+            }
+            Ok(()) => {
+                device.stored().end_listing(store.snapshot().lists.saturating_sub(lists));
+                let unstored = unstored.iter().map(|b| u64::from(b.0)..u64::from(b.0) + 1);
+                let zero = cache.end_listing(
+                    found.runs.into_ranges().chain(unstored),
+                    0..device.geometry().block_count(),
+                );
                 tracing::info!(
-                    "listed {count} stored blocks ({} in objects) in {:.1}s; {zero} blocks are known to be \
+                    "listed {} stored blocks ({} in objects) in {:.1}s; {zero} blocks are known to be \
                      zero and read without a request",
-                    format_size(bytes),
+                    found.blocks,
+                    format_size(found.bytes),
                     started.elapsed().as_secs_f32()
                 );
             }
@@ -604,6 +630,34 @@ fn list_in_background(device: ObjectBlockDevice, cache: Arc<Cache>, unstored: Ve
             }
         }
     });
+}
+
+/// What [`list_in_background`] found so far.
+#[derive(Default)]
+struct Listed {
+    /// The blocks found, unless they were more than the runs kept.
+    runs: RangeSet,
+    too_many: bool,
+    blocks: u64,
+    bytes: u64,
+}
+
+impl Listed {
+    /// Adds a block the listing found, keeping at most `max_runs` runs;
+    /// past that, none.
+    fn add(&mut self, b: StoredBlock, max_runs: usize) {
+        self.blocks += 1;
+        self.bytes += b.size;
+        if self.too_many {
+            return;
+        }
+        let n = u64::from(b.block.0);
+        self.runs.insert(n..n + 1);
+        if self.runs.range_count() > max_runs {
+            self.too_many = true;
+            self.runs = RangeSet::default();
+        }
+    }
 }
 
 fn count_in_background(device: &ObjectBlockDevice) {
@@ -1054,6 +1108,24 @@ mod tests {
         let plain = build_stack(&opts(&["--read-only", url.as_str()])).await.unwrap();
         assert_eq!(&plain.device.read_at(70_000, 13).await.unwrap()[..], b"on disk first");
         (plain.release)().await.unwrap();
+    }
+
+    #[test]
+    fn a_listing_keeps_runs_of_blocks_and_gives_up_past_the_most_runs() {
+        let block = |n: u32| StoredBlock::new(BlockId(n), 4096);
+        let mut found = Listed::default();
+        // Out of order and twice, as parallel ranges give them.
+        for n in [5, 3, 4, 9, 4, 10] {
+            found.add(block(n), 2);
+        }
+        assert_eq!(found.runs.clone().into_ranges().collect::<Vec<_>>(), vec![3..6, 9..11]);
+        assert!(!found.too_many);
+        found.add(block(20), 2);
+        assert!(found.too_many, "three runs where two are kept");
+        assert_eq!(found.runs.range_count(), 0, "nothing is kept past the limit");
+        found.add(block(21), 2);
+        assert_eq!((found.blocks, found.bytes), (8, 8 * 4096));
+        assert!(found.too_many);
     }
 
     #[test]
