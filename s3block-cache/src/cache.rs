@@ -209,7 +209,7 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
             absent.remove(b..b + 1);
         }
         let learned = absent.len();
-        for r in absent.ranges_in(&listed) {
+        for r in absent.into_ranges() {
             st.zeros.insert(r);
         }
         learned

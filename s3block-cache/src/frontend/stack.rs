@@ -517,7 +517,7 @@ async fn assemble_over(
         stored
     });
     let device_tally = device.stored().clone();
-    let lister = device.clone();
+    let lister = listing.then(|| device.clone());
     if !listing && device_tally.count().source == StoredSource::Listing {
         count_in_background(&device);
     }
@@ -550,7 +550,7 @@ async fn assemble_over(
             _ => cache.join_budget(budget),
         }
     }
-    if listing {
+    if let Some(lister) = lister {
         cache.begin_listing();
         list_in_background(lister, cache.clone(), unstored);
     }
@@ -595,18 +595,18 @@ fn list_in_background(device: ObjectBlockDevice, cache: Arc<Cache>, unstored: Ve
             .await;
         let found = found.into_inner().unwrap_or_else(PoisonError::into_inner);
         match listed {
-            Ok(()) if found.too_many => {
-                cache.abandon_listing();
-                device.stored().end_listing(store.snapshot().lists.saturating_sub(lists));
-                tracing::warn!(
-                    "listed {} stored blocks in {:.1}s, in more than {STORED_MAX_RUNS} separate runs: more \
-                     than the mount keeps in memory, so reads of absent blocks each make a request",
-                    found.blocks,
-                    started.elapsed().as_secs_f32()
-                );
-            }
             Ok(()) => {
                 device.stored().end_listing(store.snapshot().lists.saturating_sub(lists));
+                if found.too_many {
+                    cache.abandon_listing();
+                    tracing::warn!(
+                        "listed {} stored blocks in {:.1}s, in more than {STORED_MAX_RUNS} separate runs: more \
+                         than the mount keeps in memory, so reads of absent blocks each make a request",
+                        found.blocks,
+                        started.elapsed().as_secs_f32()
+                    );
+                    return;
+                }
                 let unstored = unstored.iter().map(|b| u64::from(b.0)..u64::from(b.0) + 1);
                 let zero = cache.end_listing(
                     found.runs.into_ranges().chain(unstored),
