@@ -87,6 +87,7 @@ impl RangeSet {
     }
 
     /// Number of ranges held (the memory cost).
+    #[cfg(any(test, feature = "frontend"))]
     pub(crate) fn range_count(&self) -> usize {
         self.ranges.len()
     }
