@@ -295,7 +295,6 @@ impl State {
         self.discarding.iter().any(|r| r.contains(&u64::from(block.0)))
     }
 
-    /// True when the layer below holds (or is about to hold) zeros for `block`.
     /// Sets what is known to be zero below for `blocks`: zero, or not
     /// known to be. A listing running now leaves them as this says.
     pub(crate) fn set_zero(&mut self, blocks: Range<u64>, zero: bool) {
@@ -309,6 +308,7 @@ impl State {
         }
     }
 
+    /// True when the layer below holds (or is about to hold) zeros for `block`.
     pub(crate) fn known_zero(&self, block: BlockId) -> bool {
         self.zeros.contains(block.0.into()) || self.is_discarding(block)
     }

@@ -567,8 +567,6 @@ async fn assemble_over(
     Ok((cache, Arc::new(stats)))
 }
 
-/// Lists the volume's blocks once, in the background, for the stored
-/// figure's baseline: page by page, keeping nothing of the listing.
 /// `--list-blocks`: lists the stored blocks in the background, in parallel
 /// key ranges, as the baseline of the stored figure and so that `cache`
 /// learns every other block is zero below (reads of them then make no
@@ -660,6 +658,8 @@ impl Listed {
     }
 }
 
+/// Lists the volume's blocks once, in the background, for the stored
+/// figure's baseline: page by page, keeping nothing of the listing.
 fn count_in_background(device: &ObjectBlockDevice) {
     let (store, layout, tally) = (device.store().clone(), device.layout().clone(), device.stored().clone());
     let blocks = device.geometry().block_count();
