@@ -82,6 +82,6 @@ pub use disk::{
 };
 pub use report::{
     CacheFigures, CostFigures, DiskFigures, MountStats, ReadAheadFigures, ReadFigures, RequestFigures,
-    STATS_FORMAT, StoredFigures, WriteBackFigures,
+    STATS_FORMAT, StoredFigures, WholeBlockFigures, WriteBackFigures,
 };
 pub use stats::CacheStats;

@@ -35,6 +35,10 @@
 //! fetches the whole block to complete it, so nothing is ever stored from
 //! pages alone.
 //!
+//! The stats count each miss that fetched the whole block by the first of
+//! these rules that held ([`Whole`]; `reads.whole_block` in the stats
+//! files), so a user can see what the egress paid for.
+//!
 //! So a cold random 4 KiB read of a 1 MiB block downloads one 64 KiB
 //! granule, however often the reads come back to the block, until half of
 //! it has been asked for while the cache keeps what it reads.
@@ -61,6 +65,31 @@ use crate::state::{LoadOutcome, State};
 /// 34 ms where 64 KiB takes under 2 ms (docs/BENCHMARKS.md, "Ranged reads").
 /// It is a multiple of the 4 KiB pages the entry holds.
 pub(crate) const RANGE_ALIGN: usize = 64 << 10;
+
+/// Why a read miss that could have fetched part of its block fetched the
+/// whole block: the rules of this module, in the order they are told
+/// apart (a miss counts under the first that holds, see
+/// [`WholeBlockFigures`](crate::WholeBlockFigures)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Whole {
+    /// The block is written in places (dirty).
+    Written,
+    /// A fetch of the block, whole or in part, is in flight.
+    InFlight,
+    /// The pages are more than a quarter of the block.
+    Large,
+    /// The read starts where the last read ended, in the same block.
+    Sequential,
+    /// The read continues a sequential run of blocks.
+    NextBlock,
+    /// With the pages fetched before, more than half the block.
+    Dense,
+}
+
+impl Whole {
+    /// How many there are.
+    pub(crate) const COUNT: usize = 6;
+}
 
 /// A fetch of part of a block in flight; only the reader that started it
 /// waits on it (another miss on the block meanwhile fetches the whole block).
@@ -191,16 +220,29 @@ impl<D: BlockDevice + 'static> Shared<D> {
             evicted.thrashing()
         });
         let fetched = match entry {
-            None => &[][..],
-            Some(e) => fetched_pages(e)?,
+            None => Ok(&[][..]),
+            Some(e) => fetched_pages(e).ok_or(Whole::Written),
         };
-        if !is_small_part(&pages, block_len)
-            || follows
-            || (covers_half(fetched, &pages, block_len) && !thrashing)
-            || st.loads.contains_key(&block)
-            || st.range_loads.contains_key(&block)
-            || st.read_ahead.in_run()
-        {
+        let whole = fetched.and_then(|fetched| {
+            if st.loads.contains_key(&block) || st.range_loads.contains_key(&block) {
+                Err(Whole::InFlight)
+            } else if !is_small_part(&pages, block_len) {
+                Err(Whole::Large)
+            } else if follows {
+                Err(Whole::Sequential)
+            } else if st.read_ahead.in_run() {
+                Err(Whole::NextBlock)
+            } else if covers_half(fetched, &pages, block_len) && !thrashing {
+                Err(Whole::Dense)
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(why) = whole {
+            // A read joining a fetch read-ahead started is no miss.
+            if st.loads.get(&block).is_none_or(|load| !load.prefetch) {
+                self.counters.whole(why);
+            }
             return None;
         }
         st.next_load_id += 1;

@@ -160,6 +160,41 @@ pub struct ReadFigures {
     /// (`--fetch-concurrency`), whether for a reader or ahead of one.
     #[serde(default)]
     pub fetch_waits: u64,
+    /// Of the misses, those on a volume with ranged reads that fetched (or
+    /// joined a fetch of) the whole block, by the rule that chose it
+    /// (absent from a file written before it was added).
+    #[serde(default)]
+    pub whole_block: WholeBlockFigures,
+}
+
+/// Read misses that could have fetched part of their block (ranged reads
+/// on, the blocks stored raw) and fetched the whole block instead, each
+/// counted under the first of these that held. The other such misses made
+/// a ranged GET each (`requests.ranged_gets`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct WholeBlockFigures {
+    /// The block was partly written: its stored bytes complete it.
+    pub written: u64,
+    /// A fetch of the block was in flight already.
+    pub in_flight: u64,
+    /// The read's 64 KiB granules were more than a quarter of the block.
+    pub large: u64,
+    /// The read started where the last read ended, in the same block.
+    pub sequential: u64,
+    /// The read's block was the one after the block read last: a
+    /// sequential run going on.
+    pub next_block: u64,
+    /// With the pages fetched before, more than half the block was asked
+    /// for (while the cache was not thrashing).
+    pub dense: u64,
+}
+
+impl WholeBlockFigures {
+    /// All of them.
+    pub fn total(&self) -> u64 {
+        self.written + self.in_flight + self.large + self.sequential + self.next_block + self.dense
+    }
 }
 
 /// Read-ahead: blocks fetched before a sequential reader asked.
@@ -393,6 +428,7 @@ impl MountStats {
                     (c.hits + c.zero_hits) as f64 / total_reads as f64
                 },
                 fetch_waits: c.fetch_waits,
+                whole_block: c.whole_block,
             },
             read_ahead: ReadAheadFigures { issued: c.read_ahead_issued, used: c.read_ahead_used },
             write_back: WriteBackFigures {
@@ -512,6 +548,24 @@ impl MountStats {
         noted(&mut out, "  read-ahead", r.read_ahead_hits, "first read of a block fetched ahead (a request)");
         noted(&mut out, "  zero blocks", r.zero_hits, "known to be zero");
         noted(&mut out, "  misses", r.misses, "waited for a fetch");
+        let w = &r.whole_block;
+        if w.total() > 0 {
+            line(
+                &mut out,
+                "whole fetches",
+                &format!(
+                    "{} of the misses fetched the whole block, not a part: {} written, {} in flight, {} large, \
+                     {} sequential, {} next block, {} dense",
+                    count(w.total()),
+                    count(w.written),
+                    count(w.in_flight),
+                    count(w.large),
+                    count(w.sequential),
+                    count(w.next_block),
+                    count(w.dense)
+                ),
+            );
+        }
         line(
             &mut out,
             "hit ratio",

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use s3block_core::{RequestCounts, format_size};
 
-use crate::report::MountStats;
+use crate::ranged::Whole;
+use crate::report::{MountStats, WholeBlockFigures};
 
 /// A snapshot of a [`BlockCache`](crate::BlockCache)'s activity and state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -49,6 +50,9 @@ pub struct CacheStats {
     pub cache_size: u64,
     /// Blocks known to be zero below (costing no memory per block).
     pub known_zero_blocks: u64,
+    /// Misses that could have fetched part of their block and fetched the
+    /// whole block, by the rule that chose it.
+    pub whole_block: WholeBlockFigures,
     /// The store's request counters, when the cache was given them.
     pub requests: Option<RequestCounts>,
 }
@@ -103,11 +107,18 @@ pub(crate) struct Counters {
     pub(crate) retries: AtomicU64,
     pub(crate) upload_errors: AtomicU64,
     pub(crate) write_waits: AtomicU64,
+    /// Whole-block misses by [`Whole`], in its order.
+    pub(crate) whole: [AtomicU64; Whole::COUNT],
 }
 
 impl Counters {
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a miss that fetched the whole block for `why`.
+    pub(crate) fn whole(&self, why: Whole) {
+        Self::bump(&self.whole[why as usize]);
     }
 
     /// Fills the cumulative fields of `stats`.
@@ -123,6 +134,15 @@ impl Counters {
         stats.retries = get(&self.retries);
         stats.upload_errors = get(&self.upload_errors);
         stats.write_waits = get(&self.write_waits);
+        let whole = |why: Whole| get(&self.whole[why as usize]);
+        stats.whole_block = WholeBlockFigures {
+            written: whole(Whole::Written),
+            in_flight: whole(Whole::InFlight),
+            large: whole(Whole::Large),
+            sequential: whole(Whole::Sequential),
+            next_block: whole(Whole::NextBlock),
+            dense: whole(Whole::Dense),
+        };
     }
 
     pub(crate) fn reset(&self) {
@@ -137,7 +157,10 @@ impl Counters {
             &self.retries,
             &self.upload_errors,
             &self.write_waits,
-        ] {
+        ]
+        .into_iter()
+        .chain(&self.whole)
+        {
             c.store(0, Ordering::Relaxed);
         }
     }

@@ -227,6 +227,82 @@ async fn a_4k_read_of_a_cold_1m_block_downloads_no_more_than_64k() {
     cache.close().await.expect("close");
 }
 
+/// Each read miss that could have fetched a part and fetched the whole
+/// block instead is counted under the rule that chose it, in the stats and
+/// in the stats file's text; the ranged ones are not.
+#[tokio::test]
+async fn whole_block_misses_are_counted_by_the_rule_that_chose_them() {
+    const G: usize = 64 << 10;
+    let g = Geometry::new(16 * M as u64, M as u64).expect("geometry");
+    let (dev, counters) = device(g, None);
+    for b in 0..16 {
+        dev.write_block(BlockId(b), pattern(M, b.into())).await.expect("write");
+    }
+    // Writes stay dirty for the test's length.
+    let config = cache_config(64 << 20, &counters).to_builder().write_delay(Duration::from_secs(600)).build();
+    let cache = BlockCache::new(dev, config).expect("cache");
+    counters.reset();
+    let read = |at: usize, len: usize| {
+        let cache = &cache;
+        async move {
+            let got = cache.read_at(at as u64, len).await.expect("read");
+            let (block, off) = (at / M, at % M);
+            assert_eq!(&got[..], &pattern(M, block as u64)[off..off + len], "at {at}");
+        }
+    };
+    let whole = |cache: &BlockCache<_>| {
+        let w = cache.stats().whole_block;
+        [w.written, w.in_flight, w.large, w.sequential, w.next_block, w.dense]
+    };
+    // A random page: ranged, not counted.
+    read(4096, 4096).await;
+    assert_eq!(whole(&cache), [0; 6]);
+    // Half of block 2 in one read: more than a quarter.
+    read(2 * M, M / 2).await;
+    assert_eq!(whole(&cache), [0, 0, 1, 0, 0, 0]);
+    // Block 5: a page at a granule's end, then the page after it.
+    read(5 * M + G - 4096, 4096).await;
+    read(5 * M + G, 4096).await;
+    assert_eq!(whole(&cache), [0, 0, 1, 1, 0, 0]);
+    // A page of block 7, then one of block 8, its next block.
+    read(7 * M + 500_000, 4096).await;
+    read(8 * M + 300_000, 4096).await;
+    assert_eq!(whole(&cache), [0, 0, 1, 1, 1, 0]);
+    // Block 10 written in places, then read elsewhere.
+    cache.write_at(10 * M as u64, Bytes::from_static(b"written")).await.expect("write");
+    let got = cache.read_at(10 * M as u64 + 500_000, 4096).await.expect("read");
+    assert_eq!(&got[..], &pattern(M, 10)[500_000..504_096]);
+    assert_eq!(whole(&cache), [1, 0, 1, 1, 1, 0]);
+    // Block 12: eight scattered granules, then a ninth: dense.
+    for granule in (1..16).step_by(2) {
+        read(12 * M + granule * G + 1000, 4096).await;
+    }
+    assert_eq!(whole(&cache), [1, 0, 1, 1, 1, 0]);
+    read(12 * M + 100, 4096).await;
+    assert_eq!(whole(&cache), [1, 0, 1, 1, 1, 1]);
+    // Two reads of block 14 at once: the first fetches its granule, the
+    // second finds that fetch in flight.
+    tokio::join!(read(14 * M + 100_000, 4096), read(14 * M + 700_000, 4096));
+    assert_eq!(whole(&cache), [1, 1, 1, 1, 1, 1]);
+    let stats = cache.stats();
+    let c = counters.snapshot();
+    // Ranged: blocks 0, 5, 7, 12 (eight) and 14; the rest whole.
+    assert_eq!(c.ranged_gets, 12, "{c:?}");
+    assert_eq!(c.block_fetches, 12 + 6, "{c:?}");
+    assert_eq!(stats.misses, 12 + 6, "{stats:?}");
+    let text = stats.to_string();
+    assert!(
+        text.contains(
+            "6 of the misses fetched the whole block, not a part: 1 written, 1 in flight, 1 large, 1 sequential, \
+             1 next block, 1 dense"
+        ),
+        "{text}"
+    );
+    cache.reset_stats();
+    assert_eq!(whole(&cache), [0; 6]);
+    cache.close().await.expect("close");
+}
+
 #[tokio::test]
 async fn scattered_reads_of_a_block_fetch_granules_until_half_of_it_is_asked_for() {
     const G: u64 = 64 << 10;

@@ -287,6 +287,22 @@ impl Collector for VolumeCollector {
             reads.push((&[("tier", "disk"), ("result", "hit")], counter(d.hits)));
             reads.push((&[("tier", "disk"), ("result", "miss")], counter(d.misses)));
         }
+        let w = &r.whole_block;
+        family(
+            &mut e,
+            "s3block_whole_block_misses",
+            "Read misses that could have fetched part of their block and fetched the whole block, by the \
+             rule that chose it",
+            MetricType::Counter,
+            &[
+                (&[("rule", "written")], counter(w.written)),
+                (&[("rule", "in_flight")], counter(w.in_flight)),
+                (&[("rule", "large")], counter(w.large)),
+                (&[("rule", "sequential")], counter(w.sequential)),
+                (&[("rule", "next_block")], counter(w.next_block)),
+                (&[("rule", "dense")], counter(w.dense)),
+            ],
+        )?;
         family(
             &mut e,
             "s3block_cache_reads",

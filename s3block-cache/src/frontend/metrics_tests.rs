@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
 use super::*;
-use crate::{CacheStats, DiskFigures};
+use crate::{CacheStats, DiskFigures, WholeBlockFigures};
 use s3block_core::RequestCounts;
 
 #[test]
@@ -36,6 +36,14 @@ fn sample() -> MetricsSnapshot {
         uploads_in_flight: 2,
         resident_bytes: 1 << 20,
         cache_size: 64 << 20,
+        whole_block: WholeBlockFigures {
+            written: 31,
+            in_flight: 32,
+            large: 33,
+            sequential: 34,
+            next_block: 35,
+            dense: 36,
+        },
         ..Default::default()
     };
     let mut requests = RequestCounts {
@@ -189,6 +197,20 @@ fn a_scrape_shows_the_snapshot_in_the_text_format() {
     assert_eq!(get(r#"s3block_cache_reads_total{tier="memory",result="miss"}"#), 4.0);
     assert_eq!(get(r#"s3block_cache_reads_total{tier="disk",result="hit"}"#), 11.0);
     assert_eq!(get(r#"s3block_cache_reads_total{tier="disk",result="miss"}"#), 12.0);
+    for (rule, n) in [
+        ("written", 31),
+        ("in_flight", 32),
+        ("large", 33),
+        ("sequential", 34),
+        ("next_block", 35),
+        ("dense", 36),
+    ] {
+        assert_eq!(
+            get(&format!(r#"s3block_whole_block_misses_total{{rule="{rule}"}}"#)),
+            f64::from(n),
+            "{rule}"
+        );
+    }
     assert_eq!(get(r#"s3block_dirty_bytes{tier="memory"}"#), 327_680.0);
     assert_eq!(get(r#"s3block_dirty_bytes{tier="disk"}"#), 393_216.0);
     assert_eq!(get(r#"s3block_cache_size_bytes{tier="disk"}"#), f64::from(1u32 << 30));
