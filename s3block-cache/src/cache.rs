@@ -98,6 +98,10 @@ impl<D> Shared<D> {
 ///   upload) and keeps only the pages written: the dirty limit then holds
 ///   new writes, not bytes already stored.
 /// - Blocks known to be zero below cost no memory and no requests.
+/// - A write of bytes the cache knows the block holds already (its cached
+///   copy, clean or dirty, or zeros over a block known zero) changes
+///   nothing: no upload, counted as an unchanged write. Rewriting a file
+///   with what it holds costs a comparison, not a PUT.
 /// - [`flush`](BlockDevice::flush) returns once every block dirty at its call
 ///   is stored below.
 ///
@@ -428,6 +432,7 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
                     if waiting {
                         st.waiting_writers -= 1;
                     }
+                    Counters::bump(&shared.counters.unchanged_writes);
                     return Ok(());
                 };
                 let growth = st.dirty_growth(block, new_size);
@@ -530,9 +535,16 @@ impl<D: BlockDevice + 'static> BlockDevice for BlockCache<D> {
         check_block_len(&g, block, &data)?;
         let zero = is_zero(&data);
         let size = if zero { 0 } else { data.len() as u64 };
+        // The bytes the block holds already change nothing: zeros over a
+        // block known zero below, or what its cached copy holds.
+        let written = data.clone();
+        let no_op = |st: &State| match st.entries.get(&block) {
+            Some(e) => e.content.holds(0, &written),
+            None => zero && st.known_zero(block),
+        };
         self.write_with(
             block,
-            |st| (!(zero && !st.entries.contains_key(&block) && st.known_zero(block))).then_some(size),
+            |st| (!no_op(st)).then_some(size),
             |_, _| if zero { Content::Zero } else { Content::Full(data) },
             false,
         )
@@ -559,9 +571,14 @@ impl<D: BlockDevice + 'static> BlockDevice for BlockCache<D> {
         g.check_in_block(offset, data.len())?;
         let block_len = g.block_len();
         let zero = is_zero(&data);
-        // Zeros written over a block that is zero change nothing.
+        // Bytes the block holds already (zeros over a block that is zero
+        // among them) change nothing. An empty write changes nothing only
+        // in a zero block: elsewhere it makes the block dirty, to be stored
+        // again (a mounted volume's grow stores block 0 again this way, for
+        // the new size in its metadata).
         let no_op = |st: &State| match st.entries.get(&block) {
-            Some(e) => zero && matches!(e.content, Content::Zero),
+            Some(e) if data.is_empty() => matches!(e.content, Content::Zero),
+            Some(e) => e.content.holds(offset as usize, &data),
             None => zero && st.known_zero(block),
         };
         // The dirty limit counts what the block will hold: the pages written

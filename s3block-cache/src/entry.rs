@@ -93,6 +93,18 @@ impl Pages {
         }
     }
 
+    /// True when the block's bytes from `start` are `data` (pages not held
+    /// being zeros).
+    fn equals(&self, start: usize, data: &[u8]) -> bool {
+        pieces(self.page_len as usize, start, data.len()).all(|piece| {
+            let want = &data[piece.in_span];
+            match self.slot(piece.index) {
+                Ok(slot) => &self.held[slot].1[piece.in_page] == want,
+                Err(_) => is_zero(want),
+            }
+        })
+    }
+
     /// The block's bytes in `range`, in a buffer of their own.
     fn copy(&self, range: Range<usize>) -> Bytes {
         let mut out = vec![0; range.len()];
@@ -193,6 +205,19 @@ impl Content {
             Content::Sparse(pages) => Some(pages.copy(range)),
             Content::Partial { pages, written } => {
                 covers(written, &(range.start as u32..range.end as u32)).then(|| pages.copy(range))
+            }
+        }
+    }
+
+    /// True when this content knows the bytes from `start` and they are
+    /// `data`: writing `data` there would change nothing.
+    pub(crate) fn holds(&self, start: usize, data: &[u8]) -> bool {
+        match self {
+            Content::Full(b) => b.get(start..start + data.len()).is_some_and(|held| held == data),
+            Content::Zero => is_zero(data),
+            Content::Sparse(pages) => pages.equals(start, data),
+            Content::Partial { pages, written } => {
+                covers(written, &(start as u32..(start + data.len()) as u32)) && pages.equals(start, data)
             }
         }
     }
@@ -440,6 +465,36 @@ mod tests {
             Content::Full(b) => assert_eq!(&b[..], &[1, 2, 3, 4, 5, 6, 7, 8]),
             other => panic!("still partial: {other:?}"),
         }
+    }
+
+    #[test]
+    fn content_holds_the_bytes_it_knows_and_nothing_else() {
+        let block = 65536;
+        let full = Content::Full((0..block).map(|i| (i % 251) as u8).collect());
+        let bytes = |r: Range<usize>| r.map(|i| (i % 251) as u8).collect::<Vec<u8>>();
+        assert!(full.holds(0, &bytes(0..block)));
+        assert!(full.holds(1000, &bytes(1000..9000)));
+        let mut other = bytes(1000..9000);
+        other[7999] ^= 1;
+        assert!(!full.holds(1000, &other), "the last byte differs");
+        assert!(!full.holds(block - 10, &[0; 20]), "past the block's end");
+        assert!(Content::Zero.holds(300, &[0; 5000]));
+        assert!(!Content::Zero.holds(300, &[0, 0, 1]));
+        // Sparse: the pages written, zeros elsewhere, across page borders.
+        let mut sparse = Content::Zero;
+        sparse.write_at(5000, &[3; 100], block);
+        assert!(sparse.holds(5000, &[3; 100]));
+        assert!(sparse.holds(4990, &[[0; 10], [3; 10]].concat()));
+        assert!(sparse.holds(20_000, &[0; 8192]), "pages not held are zeros");
+        assert!(!sparse.holds(5090, &[3; 20]), "bytes 5100.. are zeros");
+        // Partial: only the ranges known; what is stored below is not.
+        let mut partial = Content::over_stored(block);
+        partial.write_at(4096, &[7; 4096], block);
+        partial.write_at(8192, &[8; 100], block);
+        assert!(partial.holds(4096, &[7; 4096]));
+        assert!(partial.holds(8000, &[&[7; 192][..], &[8; 100][..]].concat()));
+        assert!(!partial.holds(8192, &[8; 101]), "byte 8292 is stored below, not known");
+        assert!(!partial.holds(0, &[0; 10]), "unknown bytes are not zeros");
     }
 
     #[test]

@@ -217,6 +217,11 @@ pub struct WriteBackFigures {
     pub errors: u64,
     /// Writers that waited for room under the dirty limit.
     pub writer_waits: u64,
+    /// Writes of bytes the block held already (zeros over a zero block
+    /// among them): nothing to store, no upload (absent from a file written
+    /// before it was added).
+    #[serde(default)]
+    pub unchanged_writes: u64,
 }
 
 /// Requests made to the object store. Each is counted once by purpose and
@@ -436,6 +441,7 @@ impl MountStats {
                 retries: c.retries,
                 errors: c.upload_errors,
                 writer_waits: c.write_waits,
+                unchanged_writes: c.unchanged_writes,
             },
             requests: RequestFigures {
                 total: r.total(),
@@ -592,6 +598,12 @@ impl MountStats {
                 count(w.errors),
                 count(w.writer_waits)
             ),
+        );
+        noted(
+            &mut out,
+            "unchanged",
+            w.unchanged_writes,
+            "writes of bytes the block held already: nothing to upload",
         );
         out
     }

@@ -36,6 +36,8 @@ pub struct CacheStats {
     pub upload_errors: u64,
     /// Writers that had to wait for the dirty limit.
     pub write_waits: u64,
+    /// Writes of bytes the block held already: nothing to upload.
+    pub unchanged_writes: u64,
     /// Blocks not yet stored below.
     pub dirty_blocks: u64,
     /// Bytes of block data not yet stored below.
@@ -107,6 +109,7 @@ pub(crate) struct Counters {
     pub(crate) retries: AtomicU64,
     pub(crate) upload_errors: AtomicU64,
     pub(crate) write_waits: AtomicU64,
+    pub(crate) unchanged_writes: AtomicU64,
     /// Whole-block misses by [`Whole`], in its order.
     pub(crate) whole: [AtomicU64; Whole::COUNT],
 }
@@ -134,6 +137,7 @@ impl Counters {
         stats.retries = get(&self.retries);
         stats.upload_errors = get(&self.upload_errors);
         stats.write_waits = get(&self.write_waits);
+        stats.unchanged_writes = get(&self.unchanged_writes);
         let whole = |why: Whole| get(&self.whole[why as usize]);
         stats.whole_block = WholeBlockFigures {
             written: whole(Whole::Written),
@@ -157,6 +161,7 @@ impl Counters {
             &self.retries,
             &self.upload_errors,
             &self.write_waits,
+            &self.unchanged_writes,
         ]
         .into_iter()
         .chain(&self.whole)

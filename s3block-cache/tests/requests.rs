@@ -184,6 +184,59 @@ async fn zeros_over_a_stored_block_delete_it_once() {
     cache.close().await.unwrap();
 }
 
+/// A write of bytes a cached block holds already changes nothing: no
+/// upload for a clean block, nothing more for a dirty one, counted in the
+/// stats. A write that changes one byte is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_of_the_bytes_a_block_holds_are_not_uploaded() {
+    let (below, mem) = counted(8);
+    let g = below.geometry();
+    let bl = g.block_len();
+    // Writes stay dirty until a flush.
+    let cfg = config(&g, 8, 4).to_builder().write_delay(Duration::from_secs(600)).build();
+    let cache = BlockCache::new(Arc::clone(&below), cfg).unwrap();
+    let data = block_data(&g, 1, 1);
+    cache.write_block(BlockId(1), data.clone()).await.unwrap();
+    cache.flush().await.unwrap();
+    assert_eq!(below.counts().writes, 1);
+    // Clean and cached: the whole block again, a part, bytes through the
+    // volume's offsets.
+    cache.write_block(BlockId(1), data.clone()).await.unwrap();
+    cache.write_partial(BlockId(1), 100, data.slice(100..200)).await.unwrap();
+    cache.write_at(bl as u64 + 7, data.slice(7..50)).await.unwrap();
+    assert_eq!(cache.stats().dirty_blocks, 0);
+    cache.flush().await.unwrap();
+    assert_eq!(below.counts().writes, 1, "nothing new to store");
+    assert_eq!(cache.stats().unchanged_writes, 3);
+    // One byte changed: dirty, then the same bytes again add nothing.
+    let mut changed = data.to_vec();
+    changed[300] ^= 0xff;
+    cache.write_partial(BlockId(1), 300, Bytes::copy_from_slice(&changed[300..301])).await.unwrap();
+    assert_eq!(cache.stats().dirty_blocks, 1);
+    cache.write_partial(BlockId(1), 200, Bytes::copy_from_slice(&changed[200..400])).await.unwrap();
+    assert_eq!(cache.stats().unchanged_writes, 4);
+    cache.flush().await.unwrap();
+    assert_eq!(below.counts().writes, 2);
+    assert_eq!(&mem.read_block(BlockId(1)).await.unwrap()[..], &changed[..]);
+    // A block written in places, never read: its pages again change
+    // nothing; bytes reaching past them, even zeros, are a write.
+    let part = Bytes::from(vec![5u8; 40]);
+    cache.write_partial(BlockId(3), 60, part.clone()).await.unwrap();
+    cache.write_partial(BlockId(3), 60, part.slice(..20)).await.unwrap();
+    assert_eq!(cache.stats().unchanged_writes, 5);
+    cache.write_partial(BlockId(3), 100, Bytes::from(vec![0u8; 4])).await.unwrap();
+    assert_eq!(cache.stats().unchanged_writes, 5);
+    cache.flush().await.unwrap();
+    let stored = mem.read_block(BlockId(3)).await.unwrap();
+    assert_eq!(&stored[60..100], &[5; 40]);
+    assert!(stored[..60].iter().chain(&stored[100..]).all(|&b| b == 0));
+    let text = cache.stats().to_string();
+    assert!(text.contains("unchanged       5 "), "{text}");
+    cache.reset_stats();
+    assert_eq!(cache.stats().unchanged_writes, 0);
+    cache.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_read_ahead_reads_each_block_once() {
     let (below, mem) = counted(256);

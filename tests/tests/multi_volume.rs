@@ -192,6 +192,33 @@ const WRITTEN: u64 = 24 * MIB;
 /// it reclaims its oldest.
 const DISK_SLACK: u64 = 3 * 4 * MIB + 3 * 1024;
 
+/// Where the rewrite of round `round` starts: the 2 MiB regions of a
+/// volume's last 8 MiB written, in turn.
+fn rewritten_at(round: u64) -> usize {
+    (WRITTEN - 8 * MIB + round % 4 * 2 * MIB) as usize
+}
+
+/// Checks a volume's first [`WRITTEN`] bytes after the rewrites, of which
+/// `done` returned: the bytes filled with `seed` (checksum `sum`), except
+/// that the region of the rewrite the kill cut short may hold, page by
+/// page, the complement it wrote first.
+fn check_rewritten(data: &[u8], seed: u64, sum: u64, done: u64, what: &str) {
+    let data = &data[..WRITTEN as usize];
+    if checksum(data) == sum {
+        return;
+    }
+    let filled = pattern(seed, WRITTEN as usize);
+    let cut = rewritten_at(done)..rewritten_at(done) + 2 * MIB as usize;
+    for (page, (got, want)) in data.chunks(4096).zip(filled.chunks(4096)).enumerate() {
+        let at = page * 4096;
+        let flipped = cut.contains(&at) && got.iter().zip(want).all(|(g, w)| *g == !*w);
+        assert!(
+            got == want || flipped,
+            "{what}: the page at {at} is neither as filled nor as the cut rewrite left it"
+        );
+    }
+}
+
 /// Bytes of the files under `dir`, its subdirectories included (files
 /// removed while it is read count as gone).
 fn bytes_under(dir: &Path) -> u64 {
@@ -274,10 +301,13 @@ fn three_volumes_in_one_disk_budget(at: &Store) {
         })
         .collect();
     let sums: Vec<u64> = writers.into_iter().map(|w| w.join().unwrap()).collect();
-    // Then each volume rewrites its last 8 MiB with the same bytes, 2 MiB
-    // at a time, each fsync'd (a flush epoch each, uploaded one after the
-    // other), until the kill: every disk tier sits at its dirty limit, and
-    // a write the kill cuts short changes nothing.
+    // Then each volume rewrites its last 8 MiB, 2 MiB at a time: with the
+    // complement of its bytes, then with its bytes again, each fsync'd (a
+    // flush epoch each, uploaded one after the other), until the kill:
+    // every disk tier sits at its dirty limit. (The same bytes alone would
+    // change nothing: the cache stores no write of what a block holds.)
+    // Every rewrite that returned leaves the bytes as filled; the one the
+    // kill cuts short may leave complemented pages in its region.
     let rounds: std::sync::Arc<Vec<std::sync::atomic::AtomicU64>> =
         std::sync::Arc::new((0..3).map(|_| std::sync::atomic::AtomicU64::new(0)).collect());
     let writers: Vec<_> = volumes
@@ -291,9 +321,15 @@ fn three_volumes_in_one_disk_budget(at: &Store) {
                 let data = pattern(seed, WRITTEN as usize);
                 let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
                 for round in 0.. {
-                    let at = (WRITTEN - 8 * MIB + round % 4 * 2 * MIB) as usize;
-                    let rewrite = f.write_all_at(&data[at..at + 2 * MIB as usize], at as u64);
-                    if rewrite.and_then(|()| f.sync_all()).is_err() {
+                    let at = rewritten_at(round);
+                    let bytes = &data[at..at + 2 * MIB as usize];
+                    let flipped: Vec<u8> = bytes.iter().map(|b| !b).collect();
+                    let rewrite = f
+                        .write_all_at(&flipped, at as u64)
+                        .and_then(|()| f.sync_all())
+                        .and_then(|()| f.write_all_at(bytes, at as u64))
+                        .and_then(|()| f.sync_all());
+                    if rewrite.is_err() {
                         // Killed.
                         return;
                     }
@@ -337,16 +373,17 @@ fn three_volumes_in_one_disk_budget(at: &Store) {
 
     // Remounted: the directories are recovered and their blocks uploaded.
     let mount = mount_all(&[], None);
-    for ((name, _, _), sum) in volumes.iter().zip(&sums) {
+    let cut: Vec<u64> = rounds.iter().map(|r| r.load(std::sync::atomic::Ordering::SeqCst)).collect();
+    for (((name, _, seed), sum), &cut) in volumes.iter().zip(&sums).zip(&cut) {
         let data = std::fs::read(mount.path().join(name)).unwrap();
-        assert_eq!(checksum(&data[..WRITTEN as usize]), *sum, "{kind}: volume {name} after the kill");
+        check_rewritten(&data, *seed, *sum, cut, &format!("{kind}: volume {name} after the kill"));
     }
     let log = mount.unmount();
     assert!(log.contains("recovered after a crash"), "{log}");
 
     // Each alone: with its own DIR/NAME (of another size), then from the
     // bucket alone.
-    for ((name, _, _), sum) in volumes.iter().zip(&sums) {
+    for (((name, _, seed), sum), &cut) in volumes.iter().zip(&sums).zip(&cut) {
         let one = format!("{store}/{name}");
         let alone = format!("--cache-dir={}", dir.join(name).display());
         for args in [&[alone.as_str(), "--disk-cache-size=64M"][..], &["--read-only"]] {
@@ -355,7 +392,7 @@ fn three_volumes_in_one_disk_budget(at: &Store) {
             cmd.envs(at.env.iter().cloned());
             let mount = Mount::spawn(cmd, mnt);
             let data = std::fs::read(mount.file()).unwrap();
-            assert_eq!(checksum(&data[..WRITTEN as usize]), *sum, "{kind}: volume {name} alone, {args:?}");
+            check_rewritten(&data, *seed, *sum, cut, &format!("{kind}: volume {name} alone, {args:?}"));
             mount.unmount();
         }
     }

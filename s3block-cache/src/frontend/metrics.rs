@@ -199,7 +199,7 @@ impl Collector for VolumeCollector {
                 (&[("purpose", "list")], counter(q.lists)),
             ],
         )?;
-        let plain: [(&str, &str, u64); 9] = [
+        let plain: [(&str, &str, u64); 10] = [
             ("s3block_deleted_keys", "Keys deleted by DELETE requests", q.keys_deleted),
             ("s3block_sent_bytes", "Bytes sent in request bodies", q.bytes_sent),
             ("s3block_received_bytes", "Bytes received in response bodies", q.bytes_received),
@@ -223,6 +223,11 @@ impl Collector for VolumeCollector {
                 "s3block_writer_waits",
                 "Writers that waited for room under the dirty limit",
                 stats.write_back.writer_waits,
+            ),
+            (
+                "s3block_unchanged_writes",
+                "Writes of bytes the block held already: nothing to upload",
+                stats.write_back.unchanged_writes,
             ),
             ("s3block_fetch_waits", "Fetches that waited for a free fetch slot", stats.reads.fetch_waits),
         ];

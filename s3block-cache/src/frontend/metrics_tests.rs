@@ -31,6 +31,7 @@ fn sample() -> MetricsSnapshot {
         zero_hits: 7,
         misses: 4,
         uploads: 3,
+        unchanged_writes: 29,
         dirty_blocks: 5,
         dirty_bytes: 5 * 65_536,
         uploads_in_flight: 2,
@@ -197,6 +198,7 @@ fn a_scrape_shows_the_snapshot_in_the_text_format() {
     assert_eq!(get(r#"s3block_cache_reads_total{tier="memory",result="miss"}"#), 4.0);
     assert_eq!(get(r#"s3block_cache_reads_total{tier="disk",result="hit"}"#), 11.0);
     assert_eq!(get(r#"s3block_cache_reads_total{tier="disk",result="miss"}"#), 12.0);
+    assert_eq!(get("s3block_unchanged_writes_total"), 29.0);
     for (rule, n) in [
         ("written", 31),
         ("in_flight", 32),
