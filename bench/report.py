@@ -500,7 +500,7 @@ def r2_rows(bs, a, b2, b1, ceil, cache_bytes, seq_bytes):
     add("  KiB downloaded per read", *kib, "lower", None, "≤ 64 KiB" if bs == "1M" else "",
         None if bs != "1M" or kib[0] is None else kib[0] <= 64)
     add("  GETs during it", *(x.get("randread_gets") for x in (a, b2, b1)), "lower")
-    add("  of its misses, whole-block fetches (s3block's stats)", *(x.get("randread_whole_fetches") for x in (a, b2, b1)),
+    add("  of its misses, those that waited for a whole block (s3block's stats)", *(x.get("randread_whole_fetches") for x in (a, b2, b1)),
         "lower", digits=0)
     # The misses' pace: GETs a second over the job, beside the store's own
     # one-at-a-time rate for 64 KiB ranges (what s3block fetches per miss).

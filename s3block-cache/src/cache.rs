@@ -19,7 +19,7 @@ use crate::budget::CacheBudget;
 use crate::config::{CacheConfig, Limits};
 use crate::entry::Content;
 use crate::load::{share_error, wait};
-use crate::state::{LoadOutcome, State};
+use crate::state::{LoadOutcome, ReadOrder, State};
 use crate::stats::{CacheStats, Counters};
 use crate::zeroset::RangeSet;
 
@@ -324,14 +324,14 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
         // Where the pages a ranged fetch brings start in the block; `None`
         // while waiting for the whole block.
         let mut pages_at: Option<usize> = None;
-        let mut follows = false;
+        let mut order = ReadOrder::default();
         loop {
             let rx = {
                 let mut st = shared.lock();
                 if read_ahead_pending {
                     read_ahead_pending = false;
-                    follows = st.note_read(block, &range);
-                    self.read_ahead(&mut st, block, follows);
+                    order = st.note_read(block, &range, shared.geometry.get().block_len());
+                    self.read_ahead(&mut st, block, order.follows);
                 }
                 let hit = st.entries.get_mut(&block).and_then(|e| {
                     let prefetched = std::mem::take(&mut e.prefetched);
@@ -369,7 +369,7 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
                     }
                 } else {
                     first_try = false;
-                    match shared.start_range_load(&mut st, block, &range, follows) {
+                    match shared.start_range_load(&mut st, block, &range, order) {
                         Some((rx, at)) => {
                             Counters::bump(&shared.counters.misses);
                             pages_at = Some(at);

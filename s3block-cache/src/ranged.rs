@@ -25,8 +25,12 @@
 //!   evicted before it is read,
 //! - the block is written in places (dirty), wholly cached, or being
 //!   fetched already (whole or in part),
-//! - the read continues a sequential run (the block after the last one
-//!   read), where read-ahead fetches whole blocks anyway.
+//! - the read continues a sequential run, where read-ahead fetches whole
+//!   blocks anyway: it starts its block, the one after the block the last
+//!   read ended at the end of, or its block is at least the third in a row
+//!   each after the one before (a random read lands on the block after the
+//!   last one read once in as many reads as the volume has blocks, so that
+//!   alone is no sign).
 //!
 //! A later miss of other bytes of a block with pages fetched earlier
 //! fetches its granules too and adds them to the same entry, until the
@@ -35,7 +39,7 @@
 //! fetches the whole block to complete it, so nothing is ever stored from
 //! pages alone.
 //!
-//! The stats count each miss that fetched the whole block by the first of
+//! The stats count each miss that waited for the whole block by the first of
 //! these rules that held ([`Whole`]; `reads.whole_block` in the stats
 //! files), so a user can see what the egress paid for.
 //!
@@ -56,7 +60,7 @@ use tokio::time::Instant;
 use crate::cache::Shared;
 use crate::entry::{Content, Entry};
 use crate::incident::Say;
-use crate::state::{LoadOutcome, State};
+use crate::state::{LoadOutcome, ReadOrder, State};
 
 /// The granule of a ranged read: 64 KiB, aligned. Smaller ranges would
 /// save little more egress and meet a stall on some servers: Garage 2.5
@@ -198,13 +202,13 @@ impl<D: BlockDevice + 'static> Shared<D> {
     /// On a read miss of `range` in `block`, starts a fetch of its pages
     /// alone when the rule of this module says so; returns the receiver and
     /// where the pages start in the block. `None`: fetch the whole block.
-    /// `follows`: the read starts where the last read ended.
+    /// `order`: where the read starts against the last one.
     pub(crate) fn start_range_load(
         self: &Arc<Self>,
         st: &mut State,
         block: BlockId,
         range: &Range<usize>,
-        follows: bool,
+        order: ReadOrder,
     ) -> Option<(watch::Receiver<LoadOutcome>, usize)> {
         // A device whose partial reads fetch the whole block anyway (blocks
         // stored compressed or encrypted, a disk tier) gets whole-block
@@ -228,9 +232,9 @@ impl<D: BlockDevice + 'static> Shared<D> {
                 Err(Whole::InFlight)
             } else if !is_small_part(&pages, block_len) {
                 Err(Whole::Large)
-            } else if follows {
+            } else if order.follows {
                 Err(Whole::Sequential)
-            } else if st.read_ahead.in_run() {
+            } else if order.next_block || st.read_ahead.run() >= 2 {
                 Err(Whole::NextBlock)
             } else if covers_half(fetched, &pages, block_len) && !thrashing {
                 Err(Whole::Dense)
@@ -393,16 +397,26 @@ mod tests {
     }
 
     #[test]
-    fn a_read_follows_the_last_one_when_it_starts_where_that_ended_in_the_same_block() {
+    fn a_read_follows_the_last_one_when_it_starts_where_that_ended_or_starts_the_next_block() {
         use rand::SeedableRng;
         let mut st = State::new(1 << 20, 1 << 19, rand::rngs::StdRng::seed_from_u64(0));
-        assert!(!st.note_read(BlockId(3), &(0..4096)), "no read before");
-        assert!(st.note_read(BlockId(3), &(4096..8192)));
-        assert!(!st.note_read(BlockId(3), &(65536..69632)), "a gap");
-        assert!(!st.note_read(BlockId(4), &(69632..73728)), "another block");
-        assert!(!st.note_read(BlockId(3), &(69632..73728)), "another read came between");
-        assert!(st.note_read(BlockId(3), &(73728..M)));
-        assert!(!st.note_read(BlockId(4), &(0..4096)), "the next block: read-ahead's to judge");
+        let mut read = |block: u32, range: Range<usize>| {
+            let o = st.note_read(BlockId(block), &range, M);
+            (o.follows, o.next_block)
+        };
+        assert_eq!(read(3, 0..4096), (false, false), "no read before");
+        assert_eq!(read(3, 4096..8192), (true, false));
+        assert_eq!(read(3, 65536..69632), (false, false), "a gap");
+        assert_eq!(read(4, 69632..73728), (false, false), "another block");
+        assert_eq!(read(3, 69632..73728), (false, false), "another read came between");
+        assert_eq!(read(3, 73728..M), (true, false));
+        assert_eq!(read(4, 0..4096), (false, true), "the next block, from its start");
+        assert_eq!(read(4, 8192..12288), (false, false));
+        assert_eq!(read(5, 0..4096), (false, false), "the last read did not end block 4");
+        assert_eq!(read(7, M - 4096..M), (false, false));
+        assert_eq!(read(8, 4096..8192), (false, false), "not from the block's start");
+        assert_eq!(read(8, 8192..M), (true, false));
+        assert_eq!(read(10, 0..4096), (false, false), "not the next block");
     }
 
     #[test]

@@ -67,10 +67,11 @@ impl ReadAhead {
         self.issued_to = self.issued_to.max(end);
     }
 
-    /// True when the block last read continued a sequential run (it is
-    /// the block after the one read before it).
-    pub(crate) fn in_run(&self) -> bool {
-        self.run > 0
+    /// The sequential reads in a row up to the last one: 0 after a jump,
+    /// 1 after a read of the block after the one read before it (or a read
+    /// inside a block from where the last one ended), and so on.
+    pub(crate) fn run(&self) -> u32 {
+        self.run
     }
 }
 
@@ -110,11 +111,11 @@ mod tests {
         assert_eq!(read(&mut ra, 15, 8, 100, 2), 23..24);
         assert_eq!(read(&mut ra, 15, 8, 100, 2), 0..0);
         // A jump ends the run.
-        assert!(ra.in_run());
+        assert!(ra.run() > 0);
         assert!(read(&mut ra, 50, 8, 100, 2).is_empty());
-        assert!(!ra.in_run(), "the jump ended it");
+        assert_eq!(ra.run(), 0, "the jump ended it");
         assert!(read(&mut ra, 51, 8, 100, 2).is_empty());
-        assert!(ra.in_run());
+        assert!(ra.run() > 0);
         // The end of the volume bounds the window.
         assert_eq!(read(&mut ra, 52, 8, 54, 2), 53..54);
         let mut off = ReadAhead::default();
@@ -155,14 +156,14 @@ mod tests {
         let mut ra = ReadAhead::default();
         assert!(offered(&mut ra, 7, false, 8, 100, 2).is_empty());
         assert!(offered(&mut ra, 7, false, 8, 100, 2).is_empty(), "read again: no sign");
-        assert!(!ra.in_run());
+        assert_eq!(ra.run(), 0);
         assert!(offered(&mut ra, 7, true, 8, 100, 2).is_empty());
-        assert!(ra.in_run());
+        assert!(ra.run() > 0);
         assert_eq!(offered(&mut ra, 7, true, 8, 100, 2), 8..10, "the third read in a row");
         ra.issued_to(10);
         assert_eq!(offered(&mut ra, 8, false, 8, 100, 2), 10..13, "the next block goes on with the run");
         // A read elsewhere in another block ends the run.
         assert!(offered(&mut ra, 40, false, 8, 100, 2).is_empty());
-        assert!(!ra.in_run());
+        assert_eq!(ra.run(), 0);
     }
 }

@@ -168,8 +168,9 @@ pub struct ReadFigures {
 }
 
 /// Read misses that could have fetched part of their block (ranged reads
-/// on, the blocks stored raw) and fetched the whole block instead, each
-/// counted under the first of these that held. The other such misses made
+/// on, the blocks stored raw) and waited for the whole block instead (a
+/// fetch of their own, or one in flight), each counted under the first of
+/// these that held. The other such misses made
 /// a ranged GET each (`requests.ranged_gets`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -182,8 +183,9 @@ pub struct WholeBlockFigures {
     pub large: u64,
     /// The read started where the last read ended, in the same block.
     pub sequential: u64,
-    /// The read's block was the one after the block read last: a
-    /// sequential run going on.
+    /// A sequential run went on: the read started its block, the one after
+    /// the block the last read ended at the end of, or its block was at
+    /// least the third in a row each after the one before.
     pub next_block: u64,
     /// With the pages fetched before, more than half the block was asked
     /// for (while the cache was not thrashing).
@@ -560,7 +562,7 @@ impl MountStats {
                 &mut out,
                 "whole fetches",
                 &format!(
-                    "{} of the misses fetched the whole block, not a part: {} written, {} in flight, {} large, \
+                    "{} of the misses waited for the whole block, not a part: {} written, {} in flight, {} large, \
                      {} sequential, {} next block, {} dense",
                     count(w.total()),
                     count(w.written),

@@ -61,6 +61,16 @@ pub(crate) enum SchedulerWake {
     Idle,
 }
 
+/// Where a read starts against the read before it ([`State::note_read`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ReadOrder {
+    /// It starts where the last read ended, in the same block.
+    pub(crate) follows: bool,
+    /// It starts its block, the one after the block the last read ended at
+    /// the end of.
+    pub(crate) next_block: bool,
+}
+
 /// Everything the cache knows, guarded by one mutex.
 #[derive(Debug)]
 pub(crate) struct State {
@@ -133,7 +143,8 @@ pub(crate) struct State {
     pub(crate) waiting_writers: usize,
     pub(crate) next_load_id: u64,
     pub(crate) read_ahead: ReadAhead,
-    /// The block and end of the last read: a read starting there goes on
+    /// The block and end of the last read: a read starting there, or at the
+    /// start of the next block when it ended at its block's end, goes on
     /// from it (see [`crate::ranged`]).
     pub(crate) last_read: Option<(BlockId, usize)>,
     /// No more writes, discards or flushes are accepted.
@@ -200,12 +211,18 @@ impl State {
         self
     }
 
-    /// Notes a read of `range` of `block`; true when it starts where the
-    /// last read ended, in the same block.
-    pub(crate) fn note_read(&mut self, block: BlockId, range: &Range<usize>) -> bool {
-        let follows = self.last_read == Some((block, range.start));
+    /// Notes a read of `range` of `block` (of `block_len` bytes); says
+    /// where it starts against the last read.
+    pub(crate) fn note_read(&mut self, block: BlockId, range: &Range<usize>, block_len: usize) -> ReadOrder {
+        let order = ReadOrder {
+            follows: self.last_read == Some((block, range.start)),
+            next_block: range.start == 0
+                && self
+                    .last_read
+                    .is_some_and(|(b, end)| end == block_len && b.0.checked_add(1) == Some(block.0)),
+        };
         self.last_read = Some((block, range.end));
-        follows
+        order
     }
 
     /// Watches the blocks evicted for room (see [`Evicted`]), or not.

@@ -52,8 +52,8 @@ pub struct CacheStats {
     pub cache_size: u64,
     /// Blocks known to be zero below (costing no memory per block).
     pub known_zero_blocks: u64,
-    /// Misses that could have fetched part of their block and fetched the
-    /// whole block, by the rule that chose it.
+    /// Misses that could have fetched part of their block and waited for
+    /// the whole block, by the rule that chose it.
     pub whole_block: WholeBlockFigures,
     /// The store's request counters, when the cache was given them.
     pub requests: Option<RequestCounts>,
@@ -119,7 +119,7 @@ impl Counters {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts a miss that fetched the whole block for `why`.
+    /// Counts a miss that waited for the whole block, for `why`.
     pub(crate) fn whole(&self, why: Whole) {
         Self::bump(&self.whole[why as usize]);
     }

@@ -296,8 +296,8 @@ impl Collector for VolumeCollector {
         family(
             &mut e,
             "s3block_whole_block_misses",
-            "Read misses that could have fetched part of their block and fetched the whole block, by the \
-             rule that chose it",
+            "Read misses that could have fetched part of their block and waited for the whole block, by \
+             the rule that chose it",
             MetricType::Counter,
             &[
                 (&[("rule", "written")], counter(w.written)),
