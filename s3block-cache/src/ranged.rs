@@ -216,7 +216,12 @@ impl<D: BlockDevice + 'static> Shared<D> {
         if !self.config.ranged_reads || !self.lower.ranged_reads() {
             return None;
         }
+        // Under 256 KiB a granule is more than a quarter of the block, so
+        // no read fetches a part: not a rule's choice, and not counted.
         let block_len = self.geometry.get().block_len();
+        if block_len / 4 < RANGE_ALIGN {
+            return None;
+        }
         let pages = align_to_granules(range, block_len);
         let entry = st.entries.get(&block);
         let thrashing = st.evicted.as_mut().is_some_and(|evicted| {

@@ -168,7 +168,9 @@ pub struct ReadFigures {
 }
 
 /// Read misses that could have fetched part of their block (ranged reads
-/// on, the blocks stored raw) and waited for the whole block instead (a
+/// on, the blocks stored raw, blocks of 256 KiB or more: under that a
+/// 64 KiB granule is more than a quarter of a block, so no read fetches a
+/// part) and waited for the whole block instead (a
 /// fetch of their own, or one in flight), each counted under the first of
 /// these that held. The other such misses made
 /// a ranged GET each (`requests.ranged_gets`).

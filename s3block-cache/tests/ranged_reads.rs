@@ -411,6 +411,26 @@ async fn dense_reads_fetch_granules_while_the_cache_evicts_what_it_reads_again()
     cache.close().await.expect("close");
 }
 
+/// Under 256 KiB blocks a 64 KiB granule is more than a quarter of a
+/// block: every miss fetches its block whole, and none is counted as a
+/// rule's choice.
+#[tokio::test]
+async fn small_blocks_are_fetched_whole_and_not_counted_as_a_rule() {
+    let bs = 128usize << 10;
+    let g = Geometry::new(8 * bs as u64, bs as u64).expect("geometry");
+    let (dev, counters) = device(g, None);
+    dev.write_block(BlockId(2), pattern(bs, 2)).await.expect("write");
+    let cache = BlockCache::new(dev, cache_config(16 << 20, &counters)).expect("cache");
+    counters.reset();
+    let got = cache.read_at(2 * bs as u64 + 8192, 4096).await.expect("read");
+    assert_eq!(&got[..], &pattern(bs, 2)[8192..12288]);
+    let c = counters.snapshot();
+    assert_eq!((c.gets, c.ranged_gets, c.fetch_bytes_received), (1, 0, bs as u64), "{c:?}");
+    let stats = cache.stats();
+    assert_eq!((stats.misses, stats.whole_block.total()), (1, 0), "{stats:?}");
+    cache.close().await.expect("close");
+}
+
 #[tokio::test]
 async fn ranged_reads_off_fetches_whole_blocks() {
     let g = Geometry::new(4 * M as u64, M as u64).expect("geometry");
