@@ -658,8 +658,8 @@ run_fio() {
     record "$bs" "$sys" randread_gets "$gets"
     if [[ -n $b0 ]]; then
         record "$bs" "$sys" randread_bytes_per_read "$(calc "round(($(counter "$sys" "$mnt" received) - $b0) / $JOB_IOS)")"
-        # The misses that fetched a whole block instead of a part (the
-        # volume was mounted for this job, so they are its own).
+        # The misses that waited for a whole block instead of fetching a
+        # part (the volume was mounted for this job, so they are its own).
         record "$bs" "$sys" randread_whole_fetches "$(jq '[.reads.whole_block[]] | add // 0' "$mnt/stats.json")"
     else
         record "$bs" "$sys" randread_bytes_per_read "$(calc "round($gets * $(bytes "$bs") / $JOB_IOS)")"

@@ -27,10 +27,11 @@
 //!   fetched already (whole or in part),
 //! - the read continues a sequential run, where read-ahead fetches whole
 //!   blocks anyway: it starts its block, the one after the block the last
-//!   read ended at the end of, or its block is at least the third in a row
-//!   each after the one before (a random read lands on the block after the
-//!   last one read once in as many reads as the volume has blocks, so that
-//!   alone is no sign).
+//!   read ended at the end of, or at least the two reads before it went on
+//!   in sequence (each on the block after the last, or from where the last
+//!   ended; [`ReadAhead::run`](crate::readahead::ReadAhead::run)). A random
+//!   read lands on the block after the last one read once in as many reads
+//!   as the volume has blocks, so that alone is no sign.
 //!
 //! A later miss of other bytes of a block with pages fetched earlier
 //! fetches its granules too and adds them to the same entry, until the
@@ -84,15 +85,17 @@ pub(crate) enum Whole {
     Large,
     /// The read starts where the last read ended, in the same block.
     Sequential,
-    /// The read continues a sequential run of blocks.
+    /// The read continues a sequential run: it starts the block after the
+    /// one the last read ended at the end of, or at least two reads in
+    /// sequence came before it.
     NextBlock,
     /// With the pages fetched before, more than half the block.
     Dense,
 }
 
 impl Whole {
-    /// How many there are.
-    pub(crate) const COUNT: usize = 6;
+    /// How many there are: the last one's index, plus one.
+    pub(crate) const COUNT: usize = Whole::Dense as usize + 1;
 }
 
 /// A fetch of part of a block in flight; only the reader that started it

@@ -170,10 +170,9 @@ pub struct ReadFigures {
 /// Read misses that could have fetched part of their block (ranged reads
 /// on, the blocks stored raw, blocks of 256 KiB or more: under that a
 /// 64 KiB granule is more than a quarter of a block, so no read fetches a
-/// part) and waited for the whole block instead (a
-/// fetch of their own, or one in flight), each counted under the first of
-/// these that held. The other such misses made
-/// a ranged GET each (`requests.ranged_gets`).
+/// part) and waited for the whole block instead (a fetch of their own, or
+/// one in flight), each counted under the first of these that held. The
+/// other such misses made a ranged GET each (`requests.ranged_gets`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct WholeBlockFigures {
@@ -186,8 +185,9 @@ pub struct WholeBlockFigures {
     /// The read started where the last read ended, in the same block.
     pub sequential: u64,
     /// A sequential run went on: the read started its block, the one after
-    /// the block the last read ended at the end of, or its block was at
-    /// least the third in a row each after the one before.
+    /// the block the last read ended at the end of, or at least the two
+    /// reads before it went on in sequence (each on the block after the
+    /// last, or from where the last ended).
     pub next_block: u64,
     /// With the pages fetched before, more than half the block was asked
     /// for (while the cache was not thrashing).
