@@ -59,7 +59,7 @@ pub use s3block_cache::frontend::{
     Backoff, GET_PRICE_PER_1000, PUT_PRICE_PER_1000, ReleaseHook, ShutdownOutcome, Stack, Stats, StatsSource,
     VolumeArgs, build_stack, build_stack_with, render_requests, shutdown, terminal_prompt,
 };
-pub use session::{FuseFs, InFlight, MAX_READAHEAD, MAX_WRITE, detach, mount_config, unmount};
+pub use session::{FuseFs, InFlight, MAX_READAHEAD, MAX_WRITE, detach, max_write_for, mount_config, unmount};
 
 use std::ffi::OsString;
 use std::process::ExitCode;

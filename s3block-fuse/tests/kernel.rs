@@ -120,6 +120,48 @@ fn parallel_writers_get_their_bytes_back() {
     assert!(mount.wait_exit().success(), "{}", mount.log());
 }
 
+/// The kernel's largest write request follows the block size (32 blocks,
+/// from 128 KiB to 1 MiB): a 2 MiB `write` reaches a 4K volume as requests
+/// of 128 KiB, an 8K one as 256 KiB, a 256K one as 1 MiB, and the bytes
+/// read back.
+#[test]
+fn the_largest_write_request_follows_the_block_size() {
+    if !kernel_available(&[]) {
+        return;
+    }
+    for (block_size, largest) in [("4K", 128 << 10), ("8K", 256 << 10), ("256K", 1 << 20)] {
+        let dir = tempfile::tempdir().unwrap();
+        let size = format!("--block-size={block_size}");
+        let mut cmd = fuse_command(BIN, "memory://", dir.path(), &["--size=16M", &size]);
+        cmd.env("RUST_LOG", "info,s3block_fuse::session=debug");
+        let mount = Mount::spawn_within(cmd, dir, Duration::from_secs(15), Duration::from_secs(30));
+        let data = pattern(2 << 20);
+        let f = OpenOptions::new().read(true).write(true).open(mount.file()).unwrap();
+        f.write_all_at(&data, 0).unwrap();
+        let mut back = vec![0; data.len()];
+        f.read_exact_at(&mut back, 0).unwrap();
+        assert!(back == data, "{block_size}: the bytes read back differ");
+        drop(f);
+        let log = mount.unmount();
+        let sizes: Vec<u64> = log
+            .lines()
+            .filter(|l| l.contains(" write ") || l.ends_with(" write"))
+            .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("size=")))
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert_eq!(
+            sizes.iter().sum::<u64>(),
+            data.len() as u64,
+            "{block_size}: write requests in the log:\n{log}"
+        );
+        assert_eq!(
+            sizes.iter().max(),
+            Some(&largest),
+            "{block_size}: the largest write request; log:\n{log}"
+        );
+    }
+}
+
 #[test]
 fn sigterm_unmounts_and_exits_zero() {
     if !kernel_available(&[]) {
