@@ -74,9 +74,9 @@ pub async fn list_blocks(
 
 /// Lists the stored blocks of `layout` among `blocks` as [`list_blocks`]
 /// does, handing each to `each` as it comes instead of keeping them: in no
-/// particular order (the ranges are listed at the same time), and a block
-/// may come twice. The memory it takes is a page of keys per range, however
-/// many blocks are stored.
+/// particular order (the ranges are listed at the same time), each block
+/// once. The memory it takes is a page of keys per range, however many
+/// blocks are stored.
 pub async fn for_each_stored_block(
     store: &dyn ObjectStore,
     layout: &KeyLayout,
@@ -86,8 +86,11 @@ pub async fn for_each_stored_block(
 ) -> Result<()> {
     let root = list_root(layout.prefix())?;
     let parts = if plan.sorted { plan.parallelism.max(1) as u64 } else { 1 };
-    // Each part: an exclusive start key (strictly before every key in it) and
-    // an end key (the first key past it), both as strings.
+    // Each part: an exclusive start key (strictly before every key in it),
+    // its first key, and an end key (the first key past it, the next part's
+    // first key). The exclusive start is the first key one character short,
+    // so a listing from it may begin with keys of the part before: those are
+    // skipped, and each key is handed by one part only.
     let (lo, hi) = if layout.hash_prefix() { (0u64, 1u64 << 32) } else { (blocks.start, blocks.end) };
     let span = hi.saturating_sub(lo);
     let parts = parts.min(span.max(1));
@@ -101,10 +104,11 @@ pub async fn for_each_stored_block(
             s
         });
         let end = (b < (1u64 << 32) && plan.sorted).then(|| format!("{}{b:08x}", layout.prefix()));
+        let first = (i > 0).then(|| format!("{}{a:08x}", layout.prefix()));
         let start = start.map(|s| key_path(&s)).transpose()?;
-        ranges.push((start, end));
+        ranges.push((start, first, end));
     }
-    let tasks = ranges.into_iter().map(|(start, end)| {
+    let tasks = ranges.into_iter().map(|(start, first, end)| {
         let root = root.clone();
         let blocks = blocks.clone();
         async move {
@@ -120,6 +124,11 @@ pub async fn for_each_stored_block(
                     && key >= end.as_str()
                 {
                     break;
+                }
+                if let Some(first) = &first
+                    && key < first.as_str()
+                {
+                    continue;
                 }
                 if let Some(block) = layout.parse(key)
                     && blocks.contains(&u64::from(block.0))
@@ -195,4 +204,52 @@ pub async fn delete_keys(store: &dyn ObjectStore, keys: Vec<String>) -> Result<u
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use object_store::memory::InMemory;
+    use object_store::{ObjectStoreExt, PutPayload};
+
+    use super::*;
+
+    /// Parts of the key space that start inside a run of keys sharing all
+    /// but their last character (block 0x15 in a part of its own, after one
+    /// from 0x00) are listed from before that run: the blocks of the part
+    /// before are handed by that part alone, in both key layouts.
+    #[tokio::test]
+    async fn each_stored_block_is_handed_once_whatever_the_parts() {
+        for hash_prefix in [false, true] {
+            let layout = KeyLayout::new("vol/", hash_prefix);
+            let store = InMemory::new();
+            let stored: Vec<u32> = (0..300).filter(|n| n % 3 != 1).collect();
+            for &n in &stored {
+                let key = key_path(&layout.key(BlockId(n))).unwrap();
+                store.put(&key, PutPayload::from_static(b"x")).await.unwrap();
+            }
+            for parallelism in [1, 2, 7, 16] {
+                let plan = ListPlan { parallelism, sorted: true };
+                let handed = Mutex::new(BTreeMap::<u32, u32>::new());
+                for_each_stored_block(&store, &layout, 0..300, plan, &|b| {
+                    *handed.lock().unwrap().entry(b.block.0).or_default() += 1;
+                })
+                .await
+                .unwrap();
+                let handed = handed.into_inner().unwrap();
+                let twice: Vec<_> = handed.iter().filter(|&(_, &n)| n > 1).collect();
+                assert!(
+                    twice.is_empty(),
+                    "hash prefix {hash_prefix}, {parallelism} parts: handed more than once: {twice:?}"
+                );
+                assert_eq!(
+                    handed.keys().copied().collect::<Vec<_>>(),
+                    stored,
+                    "hash prefix {hash_prefix}, {parallelism} parts"
+                );
+            }
+        }
+    }
 }
