@@ -161,21 +161,31 @@ pub(crate) enum Content {
     Zero,
     /// The whole block, known to be zero outside the pages held: a block
     /// absent below (or zeroed) and then written in places. Uploading it
-    /// needs no read.
-    Sparse(Pages),
+    /// needs no read. (Boxed, as is [`Content::Partial`]'s: a content is
+    /// then no larger than a [`Bytes`], in every cached block's entry.)
+    Sparse(Box<Pages>),
     /// Only the byte ranges known: written since the block entered the
     /// cache, or fetched in part from below by a ranged read (the stored
     /// bytes, so laying them over the stored block changes nothing). The
     /// rest is whatever is stored below, fetched and merged before upload or
     /// on read.
-    Partial { pages: Pages, written: Vec<Range<u32>> },
+    Partial(Box<Known>),
+}
+
+/// What a [`Content::Partial`] block knows: its pages, and the byte ranges
+/// of them that hold the block's bytes.
+#[derive(Debug)]
+pub(crate) struct Known {
+    pub(crate) pages: Pages,
+    /// Sorted, disjoint, merged with their neighbours.
+    pub(crate) written: Vec<Range<u32>>,
 }
 
 impl Content {
     /// A block nothing is known of yet, to be written in places over what is
     /// stored below.
     pub(crate) fn over_stored(block_len: usize) -> Self {
-        Content::Partial { pages: Pages::new(block_len), written: Vec::new() }
+        Content::Partial(Box::new(Known { pages: Pages::new(block_len), written: Vec::new() }))
     }
 
     /// Bytes of memory this content holds.
@@ -183,7 +193,8 @@ impl Content {
         match self {
             Content::Full(b) => b.len() as u64,
             Content::Zero => 0,
-            Content::Sparse(pages) | Content::Partial { pages, .. } => pages.size(),
+            Content::Sparse(pages) => pages.size(),
+            Content::Partial(known) => known.pages.size(),
         }
     }
 
@@ -193,7 +204,8 @@ impl Content {
         match self {
             Content::Full(_) => block_len as u64,
             Content::Zero => Pages::new(block_len).size_after(offset, len),
-            Content::Sparse(pages) | Content::Partial { pages, .. } => pages.size_after(offset, len),
+            Content::Sparse(pages) => pages.size_after(offset, len),
+            Content::Partial(known) => known.pages.size_after(offset, len),
         }
     }
 
@@ -203,9 +215,8 @@ impl Content {
             Content::Full(b) => Some(b.slice(range)),
             Content::Zero => Some(zeros(range.len())),
             Content::Sparse(pages) => Some(pages.copy(range)),
-            Content::Partial { pages, written } => {
-                covers(written, &(range.start as u32..range.end as u32)).then(|| pages.copy(range))
-            }
+            Content::Partial(known) => covers(&known.written, &(range.start as u32..range.end as u32))
+                .then(|| known.pages.copy(range)),
         }
     }
 
@@ -216,8 +227,9 @@ impl Content {
             Content::Full(b) => b.get(start..start + data.len()).is_some_and(|held| held == data),
             Content::Zero => is_zero(data),
             Content::Sparse(pages) => pages.equals(start, data),
-            Content::Partial { pages, written } => {
-                covers(written, &(start as u32..(start + data.len()) as u32)) && pages.equals(start, data)
+            Content::Partial(known) => {
+                covers(&known.written, &(start as u32..(start + data.len()) as u32))
+                    && known.pages.equals(start, data)
             }
         }
     }
@@ -227,12 +239,12 @@ impl Content {
     pub(crate) fn overlay(&self, start: usize, data: Bytes) -> Bytes {
         let range = start..start + data.len();
         match self {
-            Content::Partial { pages, written } => {
+            Content::Partial(known) => {
                 let mut out = writable(data);
-                for r in written {
+                for r in &known.written {
                     let (s, e) = ((r.start as usize).max(range.start), (r.end as usize).min(range.end));
                     if s < e {
-                        pages.read(s, &mut out[s - start..e - start]);
+                        known.pages.read(s, &mut out[s - start..e - start]);
                     }
                 }
                 out.freeze()
@@ -255,7 +267,7 @@ impl Content {
             Content::Zero => {
                 let mut pages = Pages::new(block_len);
                 pages.write(offset, data);
-                *self = Content::Sparse(pages);
+                *self = Content::Sparse(Box::new(pages));
                 self.fill_up(block_len);
             }
             Content::Sparse(mut pages) => {
@@ -263,13 +275,13 @@ impl Content {
                 *self = Content::Sparse(pages);
                 self.fill_up(block_len);
             }
-            Content::Partial { mut pages, mut written } => {
-                pages.write(offset, data);
-                add_range(&mut written, offset..end as u32);
-                *self = if written.len() == 1 && written[0] == (0..block_len as u32) {
-                    Content::Full(pages.to_block(block_len))
+            Content::Partial(mut known) => {
+                known.pages.write(offset, data);
+                add_range(&mut known.written, offset..end as u32);
+                *self = if known.written.len() == 1 && known.written[0] == (0..block_len as u32) {
+                    Content::Full(known.pages.to_block(block_len))
                 } else {
-                    Content::Partial { pages, written }
+                    Content::Partial(known)
                 };
             }
         }
@@ -346,9 +358,11 @@ pub(crate) enum Wb {
 /// A block held by the cache.
 ///
 /// One of these per block in the cache, so its size counts at small
-/// blocks: 104 bytes a slot of the index with its key, where a 4 KiB
-/// block is 4,096 (what write-back keeps of a dirty block is boxed in
-/// [`Dirty`], held only while the block is dirty).
+/// blocks: 80 bytes a slot of the index with its key, where a 4 KiB block
+/// is 4,096, and the index keeps up to twice the slots it fills (what
+/// write-back keeps of a dirty block is boxed in [`Dirty`], held only while
+/// the block is dirty; what a block known in parts holds is boxed in its
+/// [`Content`]).
 #[derive(Debug)]
 pub(crate) struct Entry {
     pub(crate) content: Content,
@@ -360,9 +374,10 @@ pub(crate) struct Entry {
     pub(crate) wb: Wb,
     /// Fetched by read-ahead and not read yet.
     pub(crate) prefetched: bool,
-    /// When the block was last read from below or stored (the clean
-    /// timeout counts from here).
-    pub(crate) clean_since: Instant,
+    /// The mark the block got when it last became clean while a clean
+    /// timeout is set (0: none yet): its item in the expiry queue is the
+    /// one with this mark (see [`State::make_evictable`](crate::state::State::make_evictable)).
+    pub(crate) clean_mark: u64,
 }
 
 /// What write-back keeps of a dirty block.
@@ -401,14 +416,14 @@ impl Dirty {
 
 impl Entry {
     /// A clean block read from below.
-    pub(crate) fn clean(data: Bytes, now: Instant) -> Self {
+    pub(crate) fn clean(data: Bytes) -> Self {
         Entry {
             content: Content::Full(data),
             generation: 0,
             dirty: None,
             wb: Wb::Clean,
             prefetched: false,
-            clean_since: now,
+            clean_mark: 0,
         }
     }
 
@@ -450,15 +465,28 @@ mod tests {
         assert!(covers(&v, &(5..40)) && !covers(&v, &(5..41)));
     }
 
+    /// The index holds one entry per cached block, up to twice the slots
+    /// it fills: at 4K blocks each byte of an entry is a byte per 2 KiB of
+    /// cache. Sparse and partial contents are boxed, so a content is no
+    /// larger than a whole block's buffer and its tag.
+    #[test]
+    fn an_entry_takes_80_bytes_of_the_index_with_its_key() {
+        assert!(std::mem::size_of::<Content>() <= std::mem::size_of::<Bytes>() + 8);
+        assert!(std::mem::size_of::<(s3block_core::BlockId, Entry)>() <= 80);
+    }
+
     #[test]
     fn partial_becomes_full_when_covered() {
         let mut c = Content::over_stored(8);
         c.write_at(0, &[1, 2, 3, 4], 8);
-        assert!(matches!(c, Content::Partial { .. }));
+        assert!(matches!(c, Content::Partial(_)));
         assert_eq!(c.read(0..4).as_deref(), Some(&[1, 2, 3, 4][..]));
         assert_eq!(c.read(2..6), None, "bytes 4..6 are stored below, not known here");
-        if let Content::Partial { pages, written } = &c {
-            assert_eq!(&merge(Bytes::from(vec![9; 8]), pages, written)[..], &[1, 2, 3, 4, 9, 9, 9, 9]);
+        if let Content::Partial(known) = &c {
+            assert_eq!(
+                &merge(Bytes::from(vec![9; 8]), &known.pages, &known.written)[..],
+                &[1, 2, 3, 4, 9, 9, 9, 9]
+            );
         }
         c.write_at(4, &[5, 6, 7, 8], 8);
         match c {
@@ -508,8 +536,8 @@ mod tests {
         // A write across a page boundary takes both pages; one already held costs nothing more.
         assert_eq!(c.size_after_write(4096 * 4 - 2, 4, block), 4 * (4096 + PAGE_OVERHEAD));
         assert_eq!(c.size_after_write(4096 * 3, 4096, block), c.size());
-        let Content::Partial { pages, written } = &c else { panic!("{c:?}") };
-        let merged = merge(Bytes::from(vec![1; block]), pages, written);
+        let Content::Partial(known) = &c else { panic!("{c:?}") };
+        let merged = merge(Bytes::from(vec![1; block]), &known.pages, &known.written);
         assert_eq!(merged.iter().filter(|&&b| b == 7).count(), 10);
         assert_eq!(merged.iter().filter(|&&b| b == 8).count(), 8192);
         assert_eq!(merged.iter().filter(|&&b| b == 1).count(), block - 10 - 8192);
@@ -580,9 +608,9 @@ mod tests {
         let block = 1 << 20;
         let mut c = Content::over_stored(block);
         c.write_at(4096 * 5, &[9; 4096], block);
-        let Content::Partial { pages, written } = &c else { panic!("{c:?}") };
+        let Content::Partial(known) = &c else { panic!("{c:?}") };
         let below = zeros(block);
-        let merged = merge(below.clone(), pages, written);
+        let merged = merge(below.clone(), &known.pages, &known.written);
         assert_eq!(merged.len(), block);
         assert_eq!(&merged[4096 * 5..4096 * 6], &[9; 4096][..]);
         assert_eq!(merged.iter().filter(|&&b| b != 0).count(), 4096);

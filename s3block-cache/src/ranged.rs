@@ -196,7 +196,7 @@ impl Evicted {
 /// `None` for any other entry (dirty, whole, zero).
 fn fetched_pages(e: &Entry) -> Option<&[Range<u32>]> {
     match &e.content {
-        Content::Partial { written, .. } if !e.is_dirty() => Some(written),
+        Content::Partial(known) if !e.is_dirty() => Some(&known.written),
         _ => None,
     }
 }
@@ -346,7 +346,7 @@ impl State {
         content.write_at(start as u32, &data, block_len);
         let size = content.size();
         if self.evict_for(size) {
-            let mut e = Entry::clean(Bytes::new(), now);
+            let mut e = Entry::clean(Bytes::new());
             e.content = content;
             self.entries.insert(block, e);
             self.make_evictable(block, now);
@@ -528,9 +528,10 @@ mod tests {
         st.commit_write(BlockId(5), |_| partial, now);
         let got = st.install_range(BlockId(5), 0, Bytes::from(vec![1; 4096]), block, now);
         assert_eq!((&got[..100], &got[100..110], &got[110..]), (&[1; 100][..], &[7; 10][..], &[1; 3986][..]));
-        let Some(Content::Partial { written, .. }) = st.entries.get(&BlockId(5)).map(|e| &e.content) else {
+        let Some(Content::Partial(known)) = st.entries.get(&BlockId(5)).map(|e| &e.content) else {
             panic!("block 5 is no longer partial");
         };
+        let written = &known.written;
         assert_eq!(
             (written.len(), written.first()),
             (1, Some(&(100..110))),

@@ -94,10 +94,12 @@ pub(crate) struct State {
     /// How long a clean block stays after it was read or stored; `None`:
     /// until its room is needed.
     pub(crate) clean_timeout: Option<Duration>,
-    /// Blocks in the order they became clean, with that time, while a clean
-    /// timeout is set (may hold stale items: an entry whose `clean_since`
-    /// differs has changed since).
-    pub(crate) expiry: VecDeque<(Instant, BlockId)>,
+    /// Blocks in the order they became clean, with that time and the mark
+    /// they got then, while a clean timeout is set (may hold stale items:
+    /// an entry whose `clean_mark` differs has changed since).
+    pub(crate) expiry: VecDeque<(Instant, BlockId, u64)>,
+    /// The last mark given to a block that became clean (see `expiry`).
+    pub(crate) clean_marks: u64,
     /// Set when `expiry` gains its first item: the scheduler, which may be
     /// asleep without a deadline, is to be woken to time it.
     pub(crate) expiry_wake: bool,
@@ -172,6 +174,7 @@ impl State {
             protected_blocks: 0,
             clean_timeout: None,
             expiry: VecDeque::new(),
+            clean_marks: 0,
             expiry_wake: false,
             zeros: RangeSet::default(),
             survey: None,
@@ -249,17 +252,18 @@ impl State {
         if self.clean_timeout.is_some()
             && let Some(e) = self.entries.get_mut(&block)
         {
-            e.clean_since = now;
+            self.clean_marks += 1;
+            e.clean_mark = self.clean_marks;
             self.expiry_wake |= self.expiry.is_empty();
-            self.expiry.push_back((now, block));
+            self.expiry.push_back((now, block, self.clean_marks));
             // Items of blocks evicted, rewritten or cleaned again since wait
             // for their time; a busy cache with a long timeout would pile
             // them up, so past twice the entries they are dropped (in order,
             // each clean entry keeping its one item): amortized O(1) a push.
             if self.expiry.len() > 2 * self.entries.len() + 64 {
                 let entries = &self.entries;
-                self.expiry.retain(|(since, b)| {
-                    entries.get(b).is_some_and(|e| !e.is_dirty() && e.clean_since == *since)
+                self.expiry.retain(|(_, b, mark)| {
+                    entries.get(b).is_some_and(|e| !e.is_dirty() && e.clean_mark == *mark)
                 });
             }
         }
@@ -292,13 +296,13 @@ impl State {
     /// no timeout is set).
     pub(crate) fn expire_clean(&mut self, now: Instant) -> Option<Instant> {
         let timeout = self.clean_timeout?;
-        while let Some(&(since, block)) = self.expiry.front() {
+        while let Some(&(since, block, mark)) = self.expiry.front() {
             let due = since + timeout;
             if due > now {
                 return Some(due);
             }
             self.expiry.pop_front();
-            let expired = self.entries.get(&block).is_some_and(|e| !e.is_dirty() && e.clean_since == since);
+            let expired = self.entries.get(&block).is_some_and(|e| !e.is_dirty() && e.clean_mark == mark);
             if expired && let Some(e) = self.entries.remove(&block) {
                 self.resident -= e.content.size();
                 self.make_unevictable(block);
@@ -374,9 +378,10 @@ impl State {
     /// outside its pages keeps them: uploading it needs no GET.
     pub(crate) fn keeps_only_pages(&self, block: BlockId) -> bool {
         self.under_pressure()
-            && self.entries.get(&block).is_some_and(|e| {
-                !e.is_dirty() && matches!(e.content, Content::Full(_) | Content::Partial { .. })
-            })
+            && self
+                .entries
+                .get(&block)
+                .is_some_and(|e| !e.is_dirty() && matches!(e.content, Content::Full(_) | Content::Partial(_)))
     }
 
     /// Dirty bytes a write leaving `new_size` bytes in `block` would add.
@@ -419,7 +424,7 @@ impl State {
                 }
             }
             None => {
-                let mut e = Entry::clean(Bytes::new(), now);
+                let mut e = Entry::clean(Bytes::new());
                 e.content = apply(None);
                 let new_size = e.content.size();
                 e.generation = generation;
@@ -473,10 +478,10 @@ impl State {
     ) -> Bytes {
         let high_water = self.high_water();
         if let Some(e) = self.entries.get_mut(&block) {
-            let Content::Partial { pages, written } = &e.content else {
+            let Content::Partial(known) = &e.content else {
                 return e.content.read(0..data.len()).unwrap_or(data);
             };
-            let merged = merge(data, pages, written);
+            let merged = merge(data, &known.pages, &known.written);
             // For a reader, the pages give way to the whole block (so later
             // reads of it hit) while dirty data stays under the high-water
             // mark, half the dirty limit, where uploads start without delay;
@@ -508,7 +513,7 @@ impl State {
         self.set_zero(n..n + 1, false);
         let size = data.len() as u64;
         if self.evict_for(size) {
-            let mut e = Entry::clean(data.clone(), now);
+            let mut e = Entry::clean(data.clone());
             e.prefetched = prefetch;
             self.entries.insert(block, e);
             self.make_evictable(block, now);

@@ -194,9 +194,13 @@ impl<D: BlockDevice + 'static> Shared<D> {
                     }
                     // The bytes fetched hold the block as it was then, older
                     // writes merged in; the pages hold every write since.
-                    Content::Partial { pages, written } => match below.take() {
+                    Content::Partial(known) => match below.take() {
                         Some(fetched) => {
-                            return Ok(Snapshot::Data(merge(fetched, pages, written), generation, false));
+                            return Ok(Snapshot::Data(
+                                merge(fetched, &known.pages, &known.written),
+                                generation,
+                                false,
+                            ));
                         }
                         None => self.load_for_upload(&mut st, block),
                     },
