@@ -52,7 +52,7 @@ const MIN_MAX_WRITE: u32 = 128 << 10;
 /// the kernel, since it is cut into one write per block anyway: measured
 /// with 4K blocks and a 64 MiB cache holding 32 MiB written in 1 MiB
 /// requests, 1 MiB requests left 2 MiB of the two threads' buffers and
-/// 1 MiB of the write pool resident, 6% of the daemon's peak.
+/// 1 MiB of the write pool resident, 5% of the daemon's peak.
 pub fn max_write_for(block_size: u32) -> u32 {
     block_size.saturating_mul(32).clamp(MIN_MAX_WRITE, MAX_WRITE)
 }

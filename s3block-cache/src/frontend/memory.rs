@@ -34,13 +34,13 @@ pub const BASELINE: u64 = 20 << 20;
 const INDEX_BYTES_PER_BLOCK: u64 = 24;
 
 /// Bytes of the RAM cache's bookkeeping per block it can hold, rounded up
-/// from the 308 measured with heaptrack on a full 64 MiB cache of 4 KiB
+/// from the 260 measured with heaptrack on a full 64 MiB cache of 4 KiB
 /// blocks: the entries' hash table just after it doubled, half its slots
-/// empty, 210 bytes a block (a slot of 104 bytes and its control byte,
+/// empty, 162 bytes a block (a slot of 80 bytes and its control byte,
 /// twice); the eviction order's nodes and hash table, 58; the shared
-/// handle of each block's buffer, 40. An eighth of a percent at 256 KiB
-/// blocks, 8% of the cache at 4 KiB.
-pub const CACHE_INDEX_BYTES_PER_BLOCK: u64 = 320;
+/// handle of each block's buffer, 40. A tenth of a percent at 256 KiB
+/// blocks, 7% of the cache at 4 KiB.
+pub const CACHE_INDEX_BYTES_PER_BLOCK: u64 = 272;
 
 /// Blocks whose bookkeeping [`BASELINE`] covers: a 16 MiB cache of 4 KiB
 /// blocks (4,096) peaked at 34.7 MiB in a 40 MiB memory cgroup, against
@@ -214,11 +214,22 @@ pub fn check(need: &MemoryNeed, limit: &MemoryLimit) -> Result<(), String> {
         return Ok(());
     }
     let others = total - need.cache - need.cache_index;
-    // The index grows with the cache: the room is shared in their ratio.
+    // The index grows with the cache, by CACHE_INDEX_BYTES_PER_BLOCK a
+    // block beyond the first BLOCKS_IN_BASELINE: a cache of c bytes of
+    // blocks of b bytes fits in `room` when c + (c / b - that many) * the
+    // bytes a block <= room. The block size is the one the index was
+    // counted at.
     let share = |room: u64| match need.cache_index {
         0 => room,
         index => {
-            (u128::from(room) * u128::from(need.cache) / (u128::from(need.cache) + u128::from(index))) as u64
+            let per_block = u128::from(CACHE_INDEX_BYTES_PER_BLOCK);
+            let blocks = u128::from(index) / per_block + u128::from(BLOCKS_IN_BASELINE);
+            let block = (u128::from(need.cache) / blocks).max(1);
+            let free = u128::from(BLOCKS_IN_BASELINE) * per_block;
+            let with_index = (u128::from(room) + free) * block / (block + per_block);
+            // Up to the baseline's blocks the index costs nothing.
+            let without = u128::from(room).min(u128::from(BLOCKS_IN_BASELINE) * block);
+            u64::try_from(with_index.max(without)).unwrap_or(u64::MAX)
         }
     };
     let fits = match limit.bytes.checked_sub(others).map(share) {
@@ -386,9 +397,9 @@ mod tests {
         // and the size that fits leaves room for it.
         assert_eq!(MemoryNeed::of(&args(&["--cache-size", "16M"]), 4096).cache_index, 0);
         let need = MemoryNeed::of(&args(&["--cache-size", "64M"]), 4096);
-        assert_eq!(need.cache_index, 12_288 * 320);
+        assert_eq!(need.cache_index, 12_288 * 272);
         let err = check(&need, &MemoryLimit { bytes: 80 << 20, source: "x".into() }).unwrap_err();
-        assert!(err.contains("the cache 64M and its bookkeeping 3840K"), "{err}");
+        assert!(err.contains("the cache 64M and its bookkeeping 3264K"), "{err}");
         let fits = err.split("--cache-size ").nth(1).and_then(|s| s.split('M').next()).unwrap();
         let fits: u64 = fits.parse().unwrap();
         let smaller = MemoryNeed::of(&args(&["--cache-size", &format!("{fits}M")]), 4096);

@@ -298,12 +298,12 @@ mod tests {
         // block) or 1,024 of 1M (24K).
         let disks = CacheBudget::with_disk(64 << 20, 32 << 20, 8, 3 << 30, None);
         let sizes = [4 << 10, 4 << 10, 1 << 20];
-        // 64M + 3.75M (the cache's bookkeeping, counted at the smallest
+        // 64M + 3.19M (the cache's bookkeeping, counted at the smallest
         // block size: 16,384 blocks of 4K, 12,288 beyond the baseline's, at
-        // 320 bytes) + 8M + 20M + 12M + 12.02M = 119.77M.
+        // 272 bytes) + 8M + 20M + 12M + 12.02M = 119.21M.
         let e = check_memory_under(&disks, &sizes, &limit(119)).unwrap_err();
         assert!(e.contains("the disk cache's index 12"), "{e}");
-        assert!(e.contains("the cache 64M and its bookkeeping 3840K"), "{e}");
+        assert!(e.contains("the cache 64M and its bookkeeping 3264K"), "{e}");
         check_memory_under(&disks, &sizes, &limit(120)).unwrap();
     }
 
