@@ -161,8 +161,9 @@ pub(crate) enum Content {
     Zero,
     /// The whole block, known to be zero outside the pages held: a block
     /// absent below (or zeroed) and then written in places. Uploading it
-    /// needs no read. (Boxed, as is [`Content::Partial`]'s: a content is
-    /// then no larger than a [`Bytes`], in every cached block's entry.)
+    /// needs no read. (Boxed, as is [`Content::Partial`]'s: a content then
+    /// takes a [`Bytes`] and its tag, 40 bytes, in every cached block's
+    /// entry.)
     Sparse(Box<Pages>),
     /// Only the byte ranges known: written since the block entered the
     /// cache, or fetched in part from below by a ranged read (the stored

@@ -56,6 +56,7 @@ const MIN_MAX_WRITE: u32 = 128 << 10;
 pub fn max_write_for(block_size: u32) -> u32 {
     block_size.saturating_mul(32).clamp(MIN_MAX_WRITE, MAX_WRITE)
 }
+
 /// Read-ahead asked of the kernel (it may grant less).
 pub const MAX_READAHEAD: u32 = 1 << 20;
 /// How long the kernel may cache attributes and names.
@@ -99,8 +100,8 @@ pub struct FuseFs {
 }
 
 impl FuseFs {
-    /// Serves `fs`, running I/O on the runtime behind `rt`.
-    /// Writes of up to [`max_write_for`] its block size.
+    /// Serves `fs`, running I/O on the runtime behind `rt`, with writes of
+    /// up to [`max_write_for`] its block size.
     pub fn new(fs: Arc<BlockFs>, rt: Handle, in_flight: InFlight) -> Self {
         let max_write = max_write_for(fs.device().geometry().block_size());
         Self::serving(Tree::One(fs), rt, in_flight, max_write)
