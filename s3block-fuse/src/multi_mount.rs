@@ -101,7 +101,7 @@ pub(crate) fn run_multi_mount(opts: Options) -> ExitCode {
     let block_sizes: Vec<u64> =
         stacks.iter().map(|(_, s)| u64::from(s.device.geometry().block_size())).collect();
     if failed.is_none()
-        && let Err(why) = check_memory(&budget, &block_sizes)
+        && let Err(why) = check_memory(&args, &budget, &block_sizes)
     {
         failed = Some((exit::USAGE, why));
     }

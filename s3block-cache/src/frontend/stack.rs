@@ -701,7 +701,7 @@ fn disk_figures(disk: &Disk, durability: &str) -> DiskFigures {
     }
 }
 
-fn cache_config(opts: &VolumeArgs, geometry: Geometry) -> CacheConfig {
+pub(super) fn cache_config(opts: &VolumeArgs, geometry: Geometry) -> CacheConfig {
     let mut config = CacheConfig::builder()
         .cache_size(opts.cache_bytes(geometry.block_size()).unwrap_or(DEFAULT_CACHE_SIZE));
     if let Some(bytes) = opts.max_dirty_bytes(geometry.block_size()) {

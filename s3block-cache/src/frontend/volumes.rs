@@ -117,19 +117,25 @@ pub fn budget_of(opts: &VolumeArgs) -> Arc<CacheBudget> {
     }
 }
 
-/// Checks the memory the volumes with blocks of `block_sizes` bytes (one
-/// a volume) need (the one budget, each disk cache's index, the upload
-/// slots' blocks, the process and [`VOLUME_OVERHEAD`] per volume) against
-/// this process's limit.
-pub fn check_memory(budget: &CacheBudget, block_sizes: &[u64]) -> std::result::Result<(), String> {
+/// Checks the memory the volumes opened with `opts`, with blocks of
+/// `block_sizes` bytes (one a volume), need (the one budget, each disk
+/// cache's index, the upload slots' blocks, the connections of the uploads
+/// and of each volume's fetches, the process and [`VOLUME_OVERHEAD`] per
+/// volume) against this process's limit.
+pub fn check_memory(
+    opts: &VolumeArgs,
+    budget: &CacheBudget,
+    block_sizes: &[u64],
+) -> std::result::Result<(), String> {
     match memory::limit_at(std::path::Path::new("/")) {
-        Some(limit) => check_memory_under(budget, block_sizes, &limit),
+        Some(limit) => check_memory_under(opts, budget, block_sizes, &limit),
         None => Ok(()),
     }
 }
 
 /// [`check_memory`] against `limit`.
 pub fn check_memory_under(
+    opts: &VolumeArgs,
     budget: &CacheBudget,
     block_sizes: &[u64],
     limit: &memory::MemoryLimit,
@@ -143,11 +149,16 @@ pub fn check_memory_under(
     };
     // The smallest block size holds the most blocks in the shared cache.
     let smallest = block_sizes.iter().copied().min().unwrap_or(u64::MAX);
+    // One set of upload slots; each volume's cache fetches on its own.
+    let requests = (budget.upload_slots() as u64).saturating_add(
+        block_sizes.iter().map(|&bs| memory::fetches(opts, u32::try_from(bs).unwrap_or(u32::MAX))).sum(),
+    );
     let need = MemoryNeed {
         cache: budget.cache_size(),
         cache_index: memory::cache_index(budget.cache_size(), smallest),
         disk_index,
         in_flight: (budget.upload_slots() as u64).saturating_mul(largest),
+        requests: memory::request_state(requests),
         baseline: BASELINE.saturating_add(VOLUME_OVERHEAD.saturating_mul(volumes)),
     };
     memory::check(&need, limit)
@@ -287,12 +298,13 @@ mod tests {
     fn the_memory_check_counts_one_budget_and_each_volume() {
         let budget = CacheBudget::new(64 << 20, 32 << 20, 8);
         let limit = |mib: u64| memory::MemoryLimit { bytes: mib << 20, source: "the test".into() };
-        // 64M + 8 x 1M uploads + 20M + 3 x 4M = 104M.
-        check_memory_under(&budget, &[1 << 20; 3], &limit(128)).unwrap();
-        let e = check_memory_under(&budget, &[1 << 20; 3], &limit(100)).unwrap_err();
+        // 64M + 8 x 1M uploads + 20M + 3 x 4M = 104M, and the connections
+        // of 8 uploads and 3 x 32 fetches beyond the baseline's 96: 320K.
+        check_memory_under(&opts(&["memory://"]), &budget, &[1 << 20; 3], &limit(128)).unwrap();
+        let e = check_memory_under(&opts(&["memory://"]), &budget, &[1 << 20; 3], &limit(100)).unwrap_err();
         assert!(e.contains("the test"), "{e}");
         // One budget, not one per volume: ten volumes still fit in 160M.
-        check_memory_under(&budget, &[1 << 20; 10], &limit(160)).unwrap();
+        check_memory_under(&opts(&["memory://"]), &budget, &[1 << 20; 10], &limit(160)).unwrap();
         // Each disk cache's index counts, for its share and block size: a
         // third of 3G is 262,144 blocks of 4K (6M of index at 24 bytes a
         // block) or 1,024 of 1M (24K).
@@ -300,11 +312,18 @@ mod tests {
         let sizes = [4 << 10, 4 << 10, 1 << 20];
         // 64M + 3.19M (the cache's bookkeeping, counted at the smallest
         // block size: 16,384 blocks of 4K, 12,288 beyond the baseline's, at
-        // 272 bytes) + 8M + 20M + 12M + 12.02M = 119.21M.
-        let e = check_memory_under(&disks, &sizes, &limit(119)).unwrap_err();
+        // 272 bytes) + 8M + 20M + 12M + 12.02M + 7.81M (the connections of
+        // 8 uploads and 128 + 128 + 32 fetches, 200 beyond the baseline's,
+        // at 40K) = 127.02M.
+        let e = check_memory_under(&opts(&["memory://"]), &disks, &sizes, &limit(127)).unwrap_err();
         assert!(e.contains("the disk cache's index 12"), "{e}");
         assert!(e.contains("the cache 64M and its bookkeeping 3264K"), "{e}");
-        check_memory_under(&disks, &sizes, &limit(120)).unwrap();
+        assert!(e.contains("8000K of connections for the requests in flight beyond the first 96"), "{e}");
+        check_memory_under(&opts(&["memory://"]), &disks, &sizes, &limit(128)).unwrap();
+        // An explicit fetch count is each volume's: 3 x 8 fetches and 8
+        // uploads are within the baseline's.
+        let few = opts(&["--fetch-concurrency=8", "memory://"]);
+        check_memory_under(&few, &disks, &sizes, &limit(120)).unwrap();
     }
 
     #[tokio::test]
