@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::model::until_ok;
+use common::model::{cases, until_ok};
 use object_store::{ObjectStore, ObjectStoreExt, PutOptions, path::Path};
 use proptest::prelude::*;
 use s3block_cache::{BlockCache, CacheConfig};
@@ -621,7 +621,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(32), ..ProptestConfig::default() })]
 
     /// Random reads of ranges, partial and whole writes, scans that evict
     /// and flushes, over a store that fails 10% of requests, with blocks

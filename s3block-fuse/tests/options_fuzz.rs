@@ -80,8 +80,13 @@ fn o_list() -> impl Strategy<Value = String> {
     })
 }
 
+/// `n` cases, or `PROPTEST_CASES` of them for a longer search.
+fn cases(n: u32) -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(n)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(512), ..ProptestConfig::default() })]
 
     #[test]
     fn any_o_list_is_parsed_or_refused_without_a_panic(list in prop_oneof![o_list(), any::<String>()]) {

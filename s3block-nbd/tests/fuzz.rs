@@ -94,8 +94,13 @@ fn option_like() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
+/// `n` cases, or `PROPTEST_CASES` of them for a longer search.
+fn cases(n: u32) -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(n)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(96), ..ProptestConfig::default() })]
 
     #[test]
     fn arbitrary_bytes_instead_of_a_handshake(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
