@@ -684,6 +684,9 @@ def r2_section(args, data):
     if quickack:
         rtt_text += (" Run with `--quickack`: every connection on loopback ACKed each segment at once, so "
                      "no GET waited for a delayed ACK before its body came.")
+    if data.get(("-", "setup"), {}).get("fresh_garage_per_block_size", 0) == 1:
+        rtt_text += (" Each block size after the first runs on a fresh Garage: a store pays for deletes partly "
+                     "on later writes, and the peers' mkfs.ext4 deletes every block of its volume.")
     notes = ""
     if args.notes:
         with open(args.notes) as f:
