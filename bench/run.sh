@@ -241,7 +241,7 @@ fi
 # and the keys for the daemons.
 start_store() {
     say "starting Garage in $S3BLOCK_GARAGE_STATE"
-    timeout 120 "$ROOT/scripts/garage.sh" start >"$WORK/garage-start.log" 2>&1 || die "Garage did not start; see $WORK/garage-start.log"
+    timeout 120 "$ROOT/scripts/garage.sh" start >>"$WORK/garage-start.log" 2>&1 || die "Garage did not start; see $WORK/garage-start.log"
     GARAGE_BIN=$(readlink -f "/proc/$(<"$S3BLOCK_GARAGE_STATE/garage.pid")/exe")
     kill "$(<"$S3BLOCK_GARAGE_STATE/garage.pid")"
     timeout 30 tail --pid="$(<"$S3BLOCK_GARAGE_STATE/garage.pid")" -f /dev/null
