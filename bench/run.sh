@@ -139,6 +139,8 @@ bytes() { # 64K -> 65536
     esac
 }
 has() { [[ ,$1, == *,$2,* ]]; }
+[[ -z $UNPACK_SAMPLES || $UNPACK_SAMPLES =~ ^[1-9][0-9]*$ ]] ||
+    die "--unpack-samples takes a whole number of unpacks, 1 or more, not '$UNPACK_SAMPLES'"
 
 ((EUID == 0)) || die "run as root (FUSE mounts, loop devices, drop_caches)"
 for tool in fio mkfs.ext4 e2fsck losetup python3 jq; do
