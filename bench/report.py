@@ -71,6 +71,12 @@ class Figures:
     def get(self, key):
         return self.raw.get(key)
 
+    def until_stored(self, job):
+        """A job's seconds until its data was stored: its own time plus the
+        wait after it until no block was dirty, where the run waited."""
+        secs = self.get(f"{job}_s")
+        return None if secs is None else secs + (self.get(f"{job}_clean_extra_s") or 0.0)
+
     def durable(self, job, extra):
         """Throughput counting the time until the data was in the store."""
         secs, mbps = self.get(f"{job}_s"), self.get(f"{job}_mbps")
@@ -515,8 +521,7 @@ def r2_rows(bs, a, b2, b1, ceil, cache_bytes, seq_bytes):
     add("mkfs.ext4, s", *(x.get("mkfs_s") for x in (a, b2, b1)), "lower")
     # Until stored where the run waited for it (s3backer's sync returns
     # before its uploads end), else until sync returned.
-    u = [None if x.get("untar_s") is None else x.get("untar_s") + (x.get("untar_clean_extra_s") or 0.0)
-         for x in (a, b2, b1)]
+    u = [x.until_stored("untar") for x in (a, b2, b1)]
     r = ratio(u[1], u[0])
     puts_untar, native = a.get("puts_untar"), ceil.get("native_untar_s")
     u_ceil = None if not (puts_untar and put and native) else native + puts_untar * bsz / (put * 1e6)
@@ -556,8 +561,7 @@ def r2_unpack_samples(a, b2, b1):
         n = x.get("untar_samples")
         if not n:
             continue
-        times = [(x.get(f"untar_{i}_s") or 0.0) + (x.get(f"untar_{i}_clean_extra_s") or 0.0)
-                 for i in range(1, int(n) + 1) if x.get(f"untar_{i}_s") is not None]
+        times = [t for t in (x.until_stored(f"untar_{i}") for i in range(1, int(n) + 1)) if t is not None]
         m = x.get("untar_median_sample")
         cells.append(f"{name} " + ", ".join(f"{t:.2f}" for t in times)
                      + ("" if m is None else f" (median: sample {m:.0f})"))
