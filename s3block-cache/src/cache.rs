@@ -83,9 +83,11 @@ impl<D> Shared<D> {
 ///   that long after it was read or stored.
 /// - Writes are stored in memory and uploaded in the background by at most
 ///   [`CacheConfig::upload_concurrency`] uploads at once, after
-///   [`CacheConfig::write_delay`], so rewrites are uploaded once; above half
-///   of [`CacheConfig::max_dirty`] uploads start without the delay, and
-///   beyond it writers wait.
+///   [`CacheConfig::write_delay`], so rewrites are uploaded once; a block
+///   written whole goes at once unless it was uploaded less than the delay
+///   ago ([`CacheConfigBuilder::prompt_uploads`](crate::CacheConfigBuilder::prompt_uploads));
+///   above half of [`CacheConfig::max_dirty`] uploads start without the
+///   delay, and beyond it writers wait.
 /// - A partial write to a block not in memory keeps only the bytes written,
 ///   in 4 KiB pages (an eighth of the block for blocks under 32 KiB), and
 ///   costs those pages against the limits, not a whole block; the rest of
@@ -444,13 +446,15 @@ impl<D: BlockDevice + 'static> BlockCache<D> {
                     if let Some(apply) = apply.take() {
                         let known_zero = st.known_zero(block);
                         let drop_clean = partial && st.keeps_only_pages(block);
-                        let now = Instant::now();
-                        st.commit_write(
+                        let config = &shared.config;
+                        let due = st.commit_write(
                             block,
                             |old| apply(if drop_clean { None } else { old }, known_zero),
-                            now,
+                            Instant::now(),
+                            config.write_delay,
+                            config.prompt_uploads && !partial,
                         );
-                        wake = st.wakes_scheduler(now + shared.config.write_delay);
+                        wake = st.wakes_scheduler(due);
                     }
                     // The wake-up this writer had may have freed room for
                     // more: the next waiting writer looks.

@@ -129,6 +129,10 @@ pub struct CacheConfig {
     /// How long a dirty block waits before it is uploaded, so rewrites coalesce.
     /// Not applied while dirty data is above half of the dirty limit.
     pub(crate) write_delay: Duration,
+    /// A block written whole is uploaded without the write delay unless it
+    /// was uploaded less than the delay ago (see
+    /// [`CacheConfigBuilder::prompt_uploads`]).
+    pub(crate) prompt_uploads: bool,
     /// Largest read-ahead window in bytes: the blocks fetched at once ahead
     /// of a sequential reader (blocks fetched and not yet read may reach
     /// twice that); 0 turns read-ahead off. `None`:
@@ -161,6 +165,7 @@ impl Default for CacheConfig {
             upload_concurrency: None,
             fetch_concurrency: None,
             write_delay: DEFAULT_WRITE_DELAY,
+            prompt_uploads: true,
             read_ahead: None,
             read_ahead_trigger: DEFAULT_READ_AHEAD_TRIGGER,
             counters: None,
@@ -232,6 +237,12 @@ impl CacheConfig {
     /// The number of blocks, from block 0, kept in preference to others.
     pub fn protected_blocks(&self) -> u64 {
         self.protected_blocks
+    }
+
+    /// Whether a block written whole skips the write delay when it was not
+    /// uploaded within it.
+    pub fn prompt_uploads(&self) -> bool {
+        self.prompt_uploads
     }
 
     /// Whether a read miss of a few pages of a large block fetches only
@@ -438,6 +449,25 @@ impl CacheConfigBuilder {
     /// whole block.
     pub fn ranged_reads(mut self, on: bool) -> Self {
         self.config.ranged_reads = on;
+        self
+    }
+
+    /// Uploads a block written whole at once, without the write delay,
+    /// unless its last upload started less than the delay ago (on by
+    /// default). A block written whole has nothing left to gather; one
+    /// uploaded lately is being rewritten, and waits for the delay like a
+    /// block written in part, so the delay still makes the rewrites of a
+    /// block one upload per delay. Turned off, every block waits for the
+    /// delay after it turns dirty, as a long delay set to gather rewrites
+    /// into fewer PUTs may want: a block written twice in a row, after a
+    /// quiet spell, is then one PUT instead of two.
+    ///
+    /// The delay exists to gather writes; its cost is time with nothing
+    /// uploading. A writer that waits for its data to be stored (an
+    /// `fsync` every few hundred writes, as a filesystem's journal does)
+    /// would otherwise leave the uploads idle for the delay after each.
+    pub fn prompt_uploads(mut self, on: bool) -> Self {
+        self.config.prompt_uploads = on;
         self
     }
 

@@ -375,6 +375,12 @@ pub(crate) struct Entry {
     pub(crate) wb: Wb,
     /// Fetched by read-ahead and not read yet.
     pub(crate) prefetched: bool,
+    /// When its last upload started, in milliseconds of the cache's clock
+    /// (see [`State::millis`](crate::state::State::millis)), wrapping; 0:
+    /// none since the block came into the cache. A block written whole
+    /// that was uploaded less than the write delay ago is being rewritten,
+    /// and waits for the delay.
+    pub(crate) uploaded_ms: u32,
     /// The mark the block got when it last became clean while a clean
     /// timeout is set (0: none yet): its item in the expiry queue is the
     /// one with this mark (see [`State::make_evictable`](crate::state::State::make_evictable)).
@@ -390,6 +396,9 @@ pub(crate) struct Dirty {
     pub(crate) rewritten_since: Option<u64>,
     /// When the block became dirty (the write delay counts from here).
     pub(crate) dirtied_at: Instant,
+    /// Written whole, and not uploaded within the write delay before: due
+    /// at once, queued ahead of the blocks that wait for the delay.
+    pub(crate) prompt: bool,
     /// Earliest time a failed upload is tried again.
     pub(crate) retry_at: Instant,
     /// Failed uploads in a row.
@@ -401,12 +410,14 @@ pub(crate) struct Dirty {
 }
 
 impl Dirty {
-    /// A block dirty from generation `since`, made dirty `now`.
-    pub(crate) fn new(since: u64, now: Instant) -> Box<Self> {
+    /// A block dirty from generation `since`, made dirty `now`; `prompt`:
+    /// due at once.
+    pub(crate) fn new(since: u64, now: Instant, prompt: bool) -> Box<Self> {
         Box::new(Dirty {
             since,
             rewritten_since: None,
             dirtied_at: now,
+            prompt,
             retry_at: now,
             failures: 0,
             attempt_seq: 0,
@@ -424,6 +435,7 @@ impl Entry {
             dirty: None,
             wb: Wb::Clean,
             prefetched: false,
+            uploaded_ms: 0,
             clean_mark: 0,
         }
     }

@@ -7,7 +7,8 @@
 //! - **bounded in bytes**, not blocks: a 64 MiB cache stays 64 MiB whatever
 //!   the block size; only clean blocks are evicted (LRU);
 //! - **write-back**: writes return once in memory; a bounded pool of uploads
-//!   stores dirty blocks after a short delay that coalesces rewrites, and
+//!   stores dirty blocks, a block written whole at once and one written in
+//!   part or rewritten after a short delay that coalesces its writes, and
 //!   writers wait (never fail) when the dirty limit is reached;
 //! - **no read-modify-write on the writer's path**: a 4K write into an
 //!   uncached 1M block keeps the 4K; the rest is fetched and merged when the

@@ -520,12 +520,18 @@ mod tests {
         assert_eq!(e.content.read(8000..8200), None, "bytes outside the pages are not known");
         assert_eq!(st.check_invariants(1), Ok(()));
         // A write that landed while pages were in flight wins over them.
-        st.commit_write(BlockId(4), |_| Content::Full(Bytes::from(vec![9; block])), now);
+        st.commit_write(
+            BlockId(4),
+            |_| Content::Full(Bytes::from(vec![9; block])),
+            now,
+            std::time::Duration::ZERO,
+            false,
+        );
         let got = st.install_range(BlockId(4), 0, Bytes::from(vec![1; 4096]), block, now);
         assert_eq!(&got[..], &[9; 4096]);
         let mut partial = Content::over_stored(block);
         partial.write_at(100, &[7; 10], block);
-        st.commit_write(BlockId(5), |_| partial, now);
+        st.commit_write(BlockId(5), |_| partial, now, std::time::Duration::ZERO, false);
         let got = st.install_range(BlockId(5), 0, Bytes::from(vec![1; 4096]), block, now);
         assert_eq!((&got[..100], &got[100..110], &got[110..]), (&[1; 100][..], &[7; 10][..], &[1; 3986][..]));
         let Some(Content::Partial(known)) = st.entries.get(&BlockId(5)).map(|e| &e.content) else {

@@ -126,8 +126,13 @@ pub(crate) struct State {
     /// Blocks evicted for room lately, kept where reads may fetch parts of
     /// blocks (see [`Evicted`]).
     pub(crate) evicted: Option<Evicted>,
-    /// Dirty blocks waiting for upload, oldest first (may hold stale items).
+    /// Dirty blocks waiting for the write delay, oldest first (may hold
+    /// stale items).
     pub(crate) queue: VecDeque<BlockId>,
+    /// Dirty blocks due at once (written whole, see
+    /// [`State::commit_write`]), oldest first, uploaded before those of
+    /// `queue` (may hold stale items).
+    pub(crate) prompt: VecDeque<BlockId>,
     /// Dirty blocks whose last upload failed.
     pub(crate) failed: BTreeSet<BlockId>,
     /// Dirty blocks by the generation of their oldest unstored write.
@@ -161,6 +166,8 @@ pub(crate) struct State {
     pub(crate) upload_failures: Incident,
     /// Fetch failures going on, logged once per incident.
     pub(crate) fetch_failures: Incident,
+    /// The start of the cache's clock of milliseconds ([`State::millis`]).
+    epoch: Instant,
 }
 
 impl State {
@@ -183,6 +190,7 @@ impl State {
             reserved: 0,
             evicted: None,
             queue: VecDeque::new(),
+            prompt: VecDeque::new(),
             failed: BTreeSet::new(),
             dirty_index: BTreeSet::new(),
             discarding: Vec::new(),
@@ -203,6 +211,7 @@ impl State {
             retry_rng,
             upload_failures: Incident::default(),
             fetch_failures: Incident::default(),
+            epoch: Instant::now(),
         }
     }
 
@@ -392,17 +401,43 @@ impl State {
         }
     }
 
+    /// The queue of blocks due at once (`prompt`) or of those waiting for
+    /// the write delay.
+    pub(crate) fn queue_mut(&mut self, prompt: bool) -> &mut VecDeque<BlockId> {
+        if prompt { &mut self.prompt } else { &mut self.queue }
+    }
+
+    /// The cache's clock: milliseconds since it was made, wrapping after
+    /// 49 days (a block then seen as uploaded lately only waits the delay).
+    pub(crate) fn millis(&self, now: Instant) -> u32 {
+        // Truncation wraps the count, as its readers expect.
+        let ms = now.saturating_duration_since(self.epoch).as_millis() as u32;
+        ms.max(1)
+    }
+
     /// Records a write: `block` now holds what `apply` makes of its cached
-    /// content (if any), dirty.
+    /// content (if any), dirty. Returns when its upload is due.
+    ///
+    /// A block that turns dirty is due `delay` later, unless `prompt` (a
+    /// write of the whole block, where such writes may skip the delay) and
+    /// its last upload started at least `delay` ago: then it is due at once
+    /// and goes to the queue uploaded ahead of those waiting. A write to a block already dirty
+    /// changes nothing of when it is due.
     pub(crate) fn commit_write(
         &mut self,
         block: BlockId,
         apply: impl FnOnce(Option<Content>) -> Content,
         now: Instant,
-    ) {
+        delay: Duration,
+        prompt: bool,
+    ) -> Instant {
         self.last_gen += 1;
         let generation = self.last_gen;
-        match self.entries.get_mut(&block) {
+        let now_ms = self.millis(now);
+        let lately = |uploaded_ms: u32| {
+            uploaded_ms != 0 && u128::from(now_ms.wrapping_sub(uploaded_ms)) < delay.as_millis()
+        };
+        let (new_size, prompt) = match self.entries.get_mut(&block) {
             Some(e) => {
                 let old_size = e.content.size();
                 e.content = apply(Some(std::mem::replace(&mut e.content, Content::Zero)));
@@ -414,30 +449,39 @@ impl State {
                     if e.wb == Wb::Uploading && d.rewritten_since.is_none() {
                         d.rewritten_since = Some(generation);
                     }
-                } else {
-                    e.dirty = Some(Dirty::new(generation, now));
-                    e.wb = Wb::Queued;
-                    self.dirty_bytes += new_size;
-                    self.dirty_index.insert((generation, block));
-                    self.queue.push_back(block);
-                    self.make_unevictable(block);
+                    let due = if d.prompt { now } else { d.dirtied_at + delay };
+                    self.evict_for(0);
+                    return due;
                 }
+                let prompt = prompt && !lately(e.uploaded_ms);
+                e.dirty = Some(Dirty::new(generation, now, prompt));
+                e.wb = Wb::Queued;
+                self.make_unevictable(block);
+                (new_size, prompt)
             }
             None => {
                 let mut e = Entry::clean(Bytes::new());
                 e.content = apply(None);
                 let new_size = e.content.size();
                 e.generation = generation;
-                e.dirty = Some(Dirty::new(generation, now));
+                e.dirty = Some(Dirty::new(generation, now, prompt));
                 e.wb = Wb::Queued;
                 self.entries.insert(block, e);
                 self.resident += new_size;
-                self.dirty_bytes += new_size;
-                self.dirty_index.insert((generation, block));
-                self.queue.push_back(block);
+                (new_size, prompt)
             }
-        }
+        };
+        self.dirty_bytes += new_size;
+        self.dirty_index.insert((generation, block));
+        let due = if prompt {
+            self.prompt.push_back(block);
+            now
+        } else {
+            self.queue.push_back(block);
+            now + delay
+        };
         self.evict_for(0);
+        due
     }
 
     /// Evicts clean blocks, least recently used first (the protected ones
@@ -664,7 +708,10 @@ impl State {
                 Wb::Failed if !self.failed.contains(&block) => {
                     return Err(format!("block {block} failed to upload but is not in the retry set"));
                 }
-                Wb::Queued if !self.queue.contains(&block) => {
+                Wb::Queued if e.dirty.as_ref().is_some_and(|d| d.prompt) && !self.prompt.contains(&block) => {
+                    return Err(format!("block {block} is due at once but not in the queue of those"));
+                }
+                Wb::Queued if !e.dirty.as_ref().is_some_and(|d| d.prompt) && !self.queue.contains(&block) => {
                     return Err(format!("block {block} is queued for upload but not in the queue"));
                 }
                 _ => {}
@@ -787,7 +834,7 @@ mod tests {
     fn state() -> State {
         let mut st = State::new(4096, 2048, StdRng::seed_from_u64(0));
         let now = Instant::now();
-        st.commit_write(BlockId(1), |_| Content::Full(block(1)), now);
+        st.commit_write(BlockId(1), |_| Content::Full(block(1)), now, Duration::ZERO, false);
         st.install(BlockId(2), block(2), false, false, now);
         st
     }
@@ -857,7 +904,13 @@ mod tests {
         }
         // Above the high-water mark uploads start without the delay: a
         // scheduler asleep until a due time is woken, a full one is not.
-        st.commit_write(BlockId(1), |_| Content::Full(Bytes::from(vec![1; 1536])), now);
+        st.commit_write(
+            BlockId(1),
+            |_| Content::Full(Bytes::from(vec![1; 1536])),
+            now,
+            Duration::ZERO,
+            false,
+        );
         assert!(st.under_pressure());
         st.scheduler = SchedulerWake::At(due - Duration::from_millis(1));
         assert!(st.wakes_scheduler(due));
@@ -937,6 +990,14 @@ mod tests {
             "1 blocks are uploading, 0 uploads counted in flight",
         );
         broken(&|st| st.queue.clear(), "block 1 is queued for upload but not in the queue");
+        broken(
+            &|st| {
+                if let Some(d) = st.entries.get_mut(&BlockId(1)).and_then(|e| e.dirty.as_mut()) {
+                    d.prompt = true;
+                }
+            },
+            "block 1 is due at once but not in the queue of those",
+        );
         broken(&|st| st.cache_size = 1000, "1024 resident bytes exceed the cache size 1000");
         broken(&|st| st.max_dirty = 256, "512 dirty bytes exceed the dirty limit 256");
     }

@@ -6,6 +6,11 @@
 //! is queued again. So a write that lands while its block is uploading is
 //! never lost, and a block rewritten many times before its upload starts is
 //! uploaded once.
+//!
+//! The queue holds dirty blocks in the order they are due: a block written
+//! whole and not uploaded within the write delay is due at once and goes to
+//! its front; the others are due the write delay after they turned dirty
+//! and go to its back.
 
 use std::ops::Range;
 use std::pin::pin;
@@ -17,7 +22,7 @@ use tokio::time::Instant;
 
 use crate::budget::UploadSlot;
 use crate::cache::Shared;
-use crate::entry::{Content, Dirty, Wb, merge};
+use crate::entry::{Content, Dirty, Entry, Wb, merge};
 use crate::incident::{Ended, Say, span};
 use crate::load::{share_error, wait};
 use crate::state::{LoadOutcome, SchedulerWake, State};
@@ -73,7 +78,8 @@ impl<D: BlockDevice + 'static> Shared<D> {
     /// Starts what can start now; returns when to look again, and whether
     /// every upload slot is taken (an upload ending is then the wake-up).
     ///
-    /// The write delay is skipped when a flush or a writer waits, and while
+    /// A block written whole (a prompt one) is due at once. The write delay
+    /// is skipped when a flush or a writer waits, and while
     /// dirty data is above half the dirty limit: a streaming writer then
     /// keeps every upload slot busy instead of filling the limit, stalling,
     /// and leaving the slots idle while it refills. A rewrite-heavy writer
@@ -83,34 +89,46 @@ impl<D: BlockDevice + 'static> Shared<D> {
         let mut full = false;
         let force = st.flushers > 0 || st.waiting_writers > 0 || st.under_pressure();
         let mut deadline: Option<Instant> = None;
-        let mut deferred = Vec::new();
-        while st.in_flight < max {
-            let Some(&block) = st.queue.front() else { break };
-            let Some(e) = st.entries.get(&block).filter(|e| e.wb == Wb::Queued) else {
-                st.queue.pop_front();
-                continue;
-            };
-            if st.is_discarding(block) {
-                st.queue.pop_front();
-                deferred.push(block);
-                continue;
+        // The blocks due at once first, then those waiting for the delay.
+        for prompt in [true, false] {
+            let mut deferred = Vec::new();
+            while st.in_flight < max && !full {
+                let Some(&block) = st.queue_mut(prompt).front() else { break };
+                // A stale item: the block left the queue's state since (a
+                // discard), and may be queued again in the other queue.
+                let stale = |e: &&Entry| {
+                    e.wb != Wb::Queued || (prompt && !e.dirty.as_ref().is_some_and(|d| d.prompt))
+                };
+                let Some(e) = st.entries.get(&block).filter(|e| !stale(e)) else {
+                    st.queue_mut(prompt).pop_front();
+                    continue;
+                };
+                if st.is_discarding(block) {
+                    st.queue_mut(prompt).pop_front();
+                    deferred.push(block);
+                    continue;
+                }
+                let ready = match e.dirty.as_deref() {
+                    Some(d) if !d.prompt => d.dirtied_at + self.config.write_delay,
+                    _ => now,
+                };
+                if !force && ready > now {
+                    deadline = Some(ready);
+                    break;
+                }
+                let Some(slot) = self.budget_slot(st.in_flight) else {
+                    full = true;
+                    break;
+                };
+                st.queue_mut(prompt).pop_front();
+                self.start_upload(st, block, slot, now);
             }
-            let ready = e.dirty.as_ref().map_or(now, |d| d.dirtied_at) + self.config.write_delay;
-            if !force && ready > now {
-                deadline = Some(ready);
-                break;
+            let queue = st.queue_mut(prompt);
+            for block in deferred.into_iter().rev() {
+                queue.push_front(block);
             }
-            let Some(slot) = self.budget_slot(st.in_flight) else {
-                full = true;
-                break;
-            };
-            st.queue.pop_front();
-            self.start_upload(st, block, slot);
         }
         full |= st.in_flight >= max;
-        for block in deferred.into_iter().rev() {
-            st.queue.push_front(block);
-        }
         let failed: Vec<BlockId> = st.failed.iter().copied().collect();
         for block in failed {
             if st.in_flight >= max {
@@ -131,7 +149,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
                 };
                 st.failed.remove(&block);
                 Counters::bump(&self.counters.retries);
-                self.start_upload(st, block, slot);
+                self.start_upload(st, block, slot, now);
             } else {
                 deadline = Some(deadline.map_or(retry_at, |d| d.min(retry_at)));
             }
@@ -152,10 +170,18 @@ impl<D: BlockDevice + 'static> Shared<D> {
         }
     }
 
-    fn start_upload(self: &Arc<Self>, st: &mut State, block: BlockId, slot: Option<UploadSlot>) {
+    fn start_upload(
+        self: &Arc<Self>,
+        st: &mut State,
+        block: BlockId,
+        slot: Option<UploadSlot>,
+        now: Instant,
+    ) {
         let seq = st.flush_seq;
+        let now_ms = st.millis(now);
         let Some(e) = st.entries.get_mut(&block) else { return };
         e.wb = Wb::Uploading;
+        e.uploaded_ms = now_ms;
         if let Some(d) = &mut e.dirty {
             d.attempt_seq = seq;
         }
@@ -259,10 +285,12 @@ impl<D: BlockDevice + 'static> Shared<D> {
                         st.make_evictable(block, now);
                     }
                 } else {
-                    let d = e.dirty.get_or_insert_with(|| Dirty::new(generation + 1, now));
+                    // Rewritten while uploading: it waits for the delay.
+                    let d = e.dirty.get_or_insert_with(|| Dirty::new(generation + 1, now, false));
                     let next = d.rewritten_since.unwrap_or(generation + 1);
                     d.since = next;
                     d.dirtied_at = now;
+                    d.prompt = false;
                     d.failures = 0;
                     d.error = None;
                     e.wb = Wb::Queued;

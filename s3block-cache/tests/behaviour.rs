@@ -208,6 +208,34 @@ async fn the_dirty_limit_makes_writers_wait_not_fail() {
     cache.close().await.unwrap();
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_block_rewritten_while_its_prompt_upload_is_in_flight_waits_for_the_delay() {
+    let (gated, counted, mem) = stack(16);
+    let g = gated.geometry();
+    let delay = Duration::from_secs(60);
+    let cfg = config(&g, 8, 4).to_builder().write_delay(delay).build();
+    let cache = Arc::new(BlockCache::new(Arc::clone(&gated), cfg).unwrap());
+    gated.hold(BlockId(3));
+    cache.write_block(BlockId(3), block_data(&g, 3, 1)).await.unwrap();
+    // Written whole: its upload starts at once, and is held.
+    timeout(SOON, gated.wait_arrived(BlockId(3), 1)).await.unwrap();
+    cache.write_block(BlockId(3), block_data(&g, 3, 2)).await.unwrap();
+    let released = Instant::now();
+    gated.release(BlockId(3));
+    settle().await;
+    assert_eq!(counted.counts().writes, 1);
+    assert_eq!(cache.stats().dirty_blocks, 1, "the rewrite came after the upload's snapshot");
+    tokio::time::advance(delay - Duration::from_millis(1)).await;
+    settle().await;
+    assert_eq!(counted.counts().writes, 1, "a rewrite waits for the delay, from the end of the upload");
+    tokio::time::advance(Duration::from_millis(1)).await;
+    settle().await;
+    assert_eq!(released.elapsed(), delay);
+    assert_eq!(counted.counts().writes, 2);
+    assert_eq!(mem.read_block(BlockId(3)).await.unwrap(), block_data(&g, 3, 2));
+    cache.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partial_write_does_not_wait_for_the_block_to_be_fetched() {
     let (gated, counted, mem) = stack(16);

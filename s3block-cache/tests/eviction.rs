@@ -29,8 +29,13 @@ async fn a_clean_block_is_dropped_after_the_clean_timeout_and_a_dirty_one_is_kep
     let counted = stored(16).await;
     let g = counted.geometry();
     let timeout = Duration::from_millis(1500);
-    let cfg =
-        config(&g, 8, 4).to_builder().clean_timeout(timeout).write_delay(Duration::from_secs(3600)).build();
+    // Block 2, written whole, stays dirty until the flush.
+    let cfg = config(&g, 8, 4)
+        .to_builder()
+        .clean_timeout(timeout)
+        .write_delay(Duration::from_secs(3600))
+        .prompt_uploads(false)
+        .build();
     let cache = BlockCache::new(Arc::clone(&counted), cfg).expect("cache");
     cache.read_block(BlockId(1)).await.expect("read");
     cache.write_block(BlockId(2), block_data(&g, 2, 9)).await.expect("write");

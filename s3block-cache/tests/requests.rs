@@ -47,7 +47,9 @@ async fn sequential_whole_block_writes_make_n_puts_and_no_gets() {
 async fn rewrites_within_the_write_delay_are_uploaded_once() {
     let (below, mem) = counted(8);
     let g = below.geometry();
-    let cfg = config(&g, 8, 4).to_builder().write_delay(Duration::from_secs(60)).build();
+    // Every block waits for the delay, also the first one written whole.
+    let cfg =
+        config(&g, 8, 4).to_builder().write_delay(Duration::from_secs(60)).prompt_uploads(false).build();
     let cache = BlockCache::new(Arc::clone(&below), cfg).unwrap();
     let dirtied = Instant::now();
     for fill in 1..=5 {
@@ -72,6 +74,81 @@ async fn rewrites_within_the_write_delay_are_uploaded_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_block_written_whole_is_uploaded_at_once_and_its_rewrites_wait_for_the_delay() {
+    let (below, mem) = counted(8);
+    let g = below.geometry();
+    let delay = Duration::from_secs(60);
+    let cfg = config(&g, 8, 4).to_builder().write_delay(delay).build();
+    assert!(cfg.prompt_uploads(), "on by default");
+    let cache = BlockCache::new(Arc::clone(&below), cfg).unwrap();
+    // Never uploaded, written whole: stored at this very instant.
+    let first = Instant::now();
+    cache.write_block(BlockId(2), block_data(&g, 2, 1)).await.unwrap();
+    settle().await;
+    assert_eq!(Instant::now(), first);
+    assert_eq!(below.counts().writes, 1, "a block written whole has nothing left to gather");
+    assert_eq!(cache.stats().dirty_blocks, 0);
+    // Rewritten less than the delay after its upload: the rewrites wait
+    // for the delay from the first of them, and make one upload.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let rewritten = Instant::now();
+    for fill in 2..=4 {
+        cache.write_block(BlockId(2), block_data(&g, 2, fill)).await.unwrap();
+        tokio::time::advance(Duration::from_secs(5)).await;
+    }
+    tokio::time::advance(rewritten + delay - Instant::now() - Duration::from_millis(1)).await;
+    settle().await;
+    assert_eq!(below.counts().writes, 1, "a rewrite waits for the write delay");
+    tokio::time::advance(Duration::from_millis(1)).await;
+    settle().await;
+    assert_eq!(below.counts().writes, 2, "the rewrites made one upload, at the delay");
+    assert_eq!(mem.read_block(BlockId(2)).await.unwrap(), block_data(&g, 2, 4));
+    // A whole write the delay after the last upload started goes at once.
+    tokio::time::advance(delay).await;
+    cache.write_block(BlockId(2), block_data(&g, 2, 5)).await.unwrap();
+    settle().await;
+    assert_eq!(below.counts().writes, 3, "after a quiet spell of the delay, no wait");
+    assert_eq!(mem.read_block(BlockId(2)).await.unwrap(), block_data(&g, 2, 5));
+    // Part of a block waits for the delay; a block written whole after it
+    // is queued ahead of it and stored at once.
+    let partial = Instant::now();
+    cache.write_partial(BlockId(5), 7, Bytes::from_static(b"xyz")).await.unwrap();
+    cache.write_block(BlockId(6), block_data(&g, 6, 1)).await.unwrap();
+    settle().await;
+    assert_eq!(below.counts().writes, 4, "the whole block passes the part waiting");
+    assert_eq!(mem.read_block(BlockId(6)).await.unwrap(), block_data(&g, 6, 1));
+    tokio::time::advance(partial + delay - Instant::now() - Duration::from_millis(1)).await;
+    settle().await;
+    assert_eq!(below.counts().writes, 4, "a part waits for the delay");
+    tokio::time::advance(Duration::from_millis(1)).await;
+    settle().await;
+    assert_eq!(below.counts().writes, 5);
+    assert_eq!(&mem.read_partial(BlockId(5), 7, 3).await.unwrap()[..], b"xyz");
+    assert_eq!(cache.stats().dirty_blocks, 0);
+    cache.close().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_prompt_uploads_off_a_block_written_whole_waits_for_the_delay() {
+    let (below, mem) = counted(8);
+    let g = below.geometry();
+    let delay = Duration::from_secs(60);
+    let cfg = config(&g, 8, 4).to_builder().write_delay(delay).prompt_uploads(false).build();
+    let cache = BlockCache::new(Arc::clone(&below), cfg).unwrap();
+    let written = Instant::now();
+    cache.write_block(BlockId(3), block_data(&g, 3, 1)).await.unwrap();
+    tokio::time::advance(delay - Duration::from_millis(1)).await;
+    settle().await;
+    assert_eq!(below.counts().writes, 0, "off: a block written whole waits like any other");
+    tokio::time::advance(Duration::from_millis(1)).await;
+    settle().await;
+    assert_eq!(written.elapsed(), delay);
+    assert_eq!(below.counts().writes, 1);
+    assert_eq!(mem.read_block(BlockId(3)).await.unwrap(), block_data(&g, 3, 1));
+    cache.close().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_write_is_uploaded_at_its_write_delay_while_a_later_clean_timeout_waits() {
     let (below, mem) = counted(8);
     let g = below.geometry();
@@ -79,6 +156,7 @@ async fn a_write_is_uploaded_at_its_write_delay_while_a_later_clean_timeout_wait
         .to_builder()
         .write_delay(Duration::from_secs(1))
         .clean_timeout(Duration::from_secs(600))
+        .prompt_uploads(false)
         .build();
     let cache = BlockCache::new(Arc::clone(&below), cfg).unwrap();
     // A clean block: the scheduler sleeps until its timeout, ten minutes on.
@@ -106,9 +184,11 @@ async fn a_write_is_uploaded_at_its_write_delay_while_a_later_clean_timeout_wait
 async fn dirty_data_above_half_the_limit_is_uploaded_without_the_write_delay() {
     let (below, mem) = counted(32);
     let g = below.geometry();
-    let cfg = config(&g, 16, 8).to_builder().write_delay(Duration::from_secs(60)).build();
+    let cfg =
+        config(&g, 16, 8).to_builder().write_delay(Duration::from_secs(60)).prompt_uploads(false).build();
     let cache = BlockCache::new(Arc::clone(&below), cfg).unwrap();
-    // Half the dirty limit (4 of 8 blocks) keeps the write delay.
+    // Half the dirty limit (4 of 8 blocks) keeps the write delay (every
+    // block waits for it, also those written whole).
     let first = Instant::now();
     for b in 0..4 {
         cache.write_block(BlockId(b), block_data(&g, b, 1)).await.unwrap();

@@ -13,8 +13,13 @@ use s3block_core::{BlockDeviceExt, MemoryDevice};
 use s3block_nbd::proto::*;
 
 fn cache_over(mem: &Arc<MemoryDevice>) -> Arc<BlockCache<Arc<MemoryDevice>>> {
-    // A long write delay: nothing is uploaded unless flushed.
-    let config = CacheConfig::builder().cache_size(8 << 20).write_delay(Duration::from_secs(3600)).build();
+    // A long write delay, for blocks written whole too: nothing is
+    // uploaded unless flushed.
+    let config = CacheConfig::builder()
+        .cache_size(8 << 20)
+        .write_delay(Duration::from_secs(3600))
+        .prompt_uploads(false)
+        .build();
     Arc::new(BlockCache::with_known_blocks(Arc::clone(mem), config, []).expect("cache"))
 }
 

@@ -103,7 +103,8 @@ fn dd_block(device: &str, block: usize, seed: u64) -> (bool, String) {
 fn fenced_writer(place: &Place, with_disk: bool) -> String {
     let cache = tempfile::tempdir().unwrap();
     let cache_dir = format!("--cache-dir={}", cache.path().join("a").display());
-    let mut a_args = vec!["--write-delay=600000"];
+    // Whole blocks written wait for the delay too: they stay dirty.
+    let mut a_args = vec!["--write-delay=600000", "--prompt-uploads=off"];
     if with_disk {
         a_args.push(&cache_dir);
     }

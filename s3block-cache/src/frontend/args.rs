@@ -78,6 +78,15 @@ pub struct VolumeArgs {
           value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     pub write_delay: Option<u64>,
 
+    /// on (the default): a block written whole is uploaded at once, unless
+    /// it was uploaded less than the write delay ago (it is being
+    /// rewritten: it waits for the delay). off: every written block waits
+    /// for the write delay, so a block written twice in a row after a quiet
+    /// spell is one PUT, not two.
+    #[arg(long = "prompt-uploads", value_name = "on|off", action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub prompt_uploads: Option<bool>,
+
     /// Drop a clean cached block MILLIS after it was read or stored, even
     /// with room in the cache, so an idle mount gives its memory back
     /// (default 0: only when the cache needs the room). Blocks not yet

@@ -740,6 +740,9 @@ pub(super) fn cache_config(opts: &VolumeArgs, geometry: Geometry) -> CacheConfig
     // The disk tier keeps and fetches whole blocks: the memory cache
     // holding only parts of them would just read the tier twice.
     config = config.ranged_reads(opts.ranged_reads.unwrap_or(opts.cache_dir.is_none()));
+    if let Some(on) = opts.prompt_uploads {
+        config = config.prompt_uploads(on);
+    }
     config.build()
 }
 
@@ -815,6 +818,17 @@ mod tests {
         );
         let c = cache_config(&opts(&["--cache-timeout=0", "memory://"]), geometry);
         assert_eq!((c.clean_timeout(), c.protected_blocks()), (None, 0));
+    }
+
+    #[test]
+    fn prompt_uploads_are_on_unless_turned_off() {
+        let geometry = Geometry::new(64 << 20, 4096).unwrap();
+        assert!(cache_config(&opts(&["memory://"]), geometry).prompt_uploads());
+        assert!(!cache_config(&opts(&["--prompt-uploads=off", "memory://"]), geometry).prompt_uploads());
+        assert!(cache_config(&opts(&["--prompt-uploads", "on", "memory://"]), geometry).prompt_uploads());
+        let err =
+            Frontend::try_parse_from(["f", "--prompt-uploads=soon", "memory://"]).unwrap_err().to_string();
+        assert!(err.contains("--prompt-uploads"), "{err}");
     }
 
     #[test]
