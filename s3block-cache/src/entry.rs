@@ -2,6 +2,7 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use s3block_core::{Error, is_zero, zeros};
@@ -424,6 +425,12 @@ impl Dirty {
             error: None,
         })
     }
+
+    /// When its upload is due: at once when prompt, else the write delay
+    /// after it turned dirty.
+    pub(crate) fn due(&self, delay: Duration) -> Instant {
+        if self.prompt { self.dirtied_at } else { self.dirtied_at + delay }
+    }
 }
 
 impl Entry {
@@ -448,6 +455,11 @@ impl Entry {
     /// Generation of the oldest write not stored below; `None` when clean.
     pub(crate) fn dirty_since(&self) -> Option<u64> {
         self.dirty.as_ref().map(|d| d.since)
+    }
+
+    /// Dirty and due at once (see [`Dirty::prompt`]).
+    pub(crate) fn due_at_once(&self) -> bool {
+        self.dirty.as_ref().is_some_and(|d| d.prompt)
     }
 }
 

@@ -421,8 +421,8 @@ impl State {
     /// A block that turns dirty is due `delay` later, unless `prompt` (a
     /// write of the whole block, where such writes may skip the delay) and
     /// its last upload started at least `delay` ago: then it is due at once
-    /// and goes to the queue uploaded ahead of those waiting. A write to a block already dirty
-    /// changes nothing of when it is due.
+    /// and goes to the queue uploaded ahead of those waiting. A write to a
+    /// block already dirty changes nothing of when it is due.
     pub(crate) fn commit_write(
         &mut self,
         block: BlockId,
@@ -437,7 +437,7 @@ impl State {
         let lately = |uploaded_ms: u32| {
             uploaded_ms != 0 && u128::from(now_ms.wrapping_sub(uploaded_ms)) < delay.as_millis()
         };
-        let (new_size, prompt) = match self.entries.get_mut(&block) {
+        let (new_size, prompt, due) = match self.entries.get_mut(&block) {
             Some(e) => {
                 let old_size = e.content.size();
                 e.content = apply(Some(std::mem::replace(&mut e.content, Content::Zero)));
@@ -449,37 +449,34 @@ impl State {
                     if e.wb == Wb::Uploading && d.rewritten_since.is_none() {
                         d.rewritten_since = Some(generation);
                     }
-                    let due = if d.prompt { now } else { d.dirtied_at + delay };
+                    let due = d.due(delay);
                     self.evict_for(0);
                     return due;
                 }
-                let prompt = prompt && !lately(e.uploaded_ms);
-                e.dirty = Some(Dirty::new(generation, now, prompt));
+                let dirty = Dirty::new(generation, now, prompt && !lately(e.uploaded_ms));
+                let (prompt, due) = (dirty.prompt, dirty.due(delay));
+                e.dirty = Some(dirty);
                 e.wb = Wb::Queued;
                 self.make_unevictable(block);
-                (new_size, prompt)
+                (new_size, prompt, due)
             }
             None => {
                 let mut e = Entry::clean(Bytes::new());
                 e.content = apply(None);
                 let new_size = e.content.size();
                 e.generation = generation;
-                e.dirty = Some(Dirty::new(generation, now, prompt));
+                let dirty = Dirty::new(generation, now, prompt);
+                let due = dirty.due(delay);
+                e.dirty = Some(dirty);
                 e.wb = Wb::Queued;
                 self.entries.insert(block, e);
                 self.resident += new_size;
-                (new_size, prompt)
+                (new_size, prompt, due)
             }
         };
         self.dirty_bytes += new_size;
         self.dirty_index.insert((generation, block));
-        let due = if prompt {
-            self.prompt.push_back(block);
-            now
-        } else {
-            self.queue.push_back(block);
-            now + delay
-        };
+        self.queue_mut(prompt).push_back(block);
         self.evict_for(0);
         due
     }
@@ -708,10 +705,10 @@ impl State {
                 Wb::Failed if !self.failed.contains(&block) => {
                     return Err(format!("block {block} failed to upload but is not in the retry set"));
                 }
-                Wb::Queued if e.dirty.as_ref().is_some_and(|d| d.prompt) && !self.prompt.contains(&block) => {
+                Wb::Queued if e.due_at_once() && !self.prompt.contains(&block) => {
                     return Err(format!("block {block} is due at once but not in the queue of those"));
                 }
-                Wb::Queued if !e.dirty.as_ref().is_some_and(|d| d.prompt) && !self.queue.contains(&block) => {
+                Wb::Queued if !e.due_at_once() && !self.queue.contains(&block) => {
                     return Err(format!("block {block} is queued for upload but not in the queue"));
                 }
                 _ => {}

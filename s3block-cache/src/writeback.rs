@@ -7,10 +7,10 @@
 //! never lost, and a block rewritten many times before its upload starts is
 //! uploaded once.
 //!
-//! The queue holds dirty blocks in the order they are due: a block written
-//! whole and not uploaded within the write delay is due at once and goes to
-//! its front; the others are due the write delay after they turned dirty
-//! and go to its back.
+//! Dirty blocks wait in two queues, each in the order the blocks turned
+//! dirty: a block written whole and not uploaded within the write delay is
+//! due at once and goes to the prompt queue, uploaded first; the others are
+//! due the write delay after they turned dirty.
 
 use std::ops::Range;
 use std::pin::pin;
@@ -96,9 +96,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
                 let Some(&block) = st.queue_mut(prompt).front() else { break };
                 // A stale item: the block left the queue's state since (a
                 // discard), and may be queued again in the other queue.
-                let stale = |e: &&Entry| {
-                    e.wb != Wb::Queued || (prompt && !e.dirty.as_ref().is_some_and(|d| d.prompt))
-                };
+                let stale = |e: &&Entry| e.wb != Wb::Queued || (prompt && !e.due_at_once());
                 let Some(e) = st.entries.get(&block).filter(|e| !stale(e)) else {
                     st.queue_mut(prompt).pop_front();
                     continue;
@@ -108,10 +106,7 @@ impl<D: BlockDevice + 'static> Shared<D> {
                     deferred.push(block);
                     continue;
                 }
-                let ready = match e.dirty.as_deref() {
-                    Some(d) if !d.prompt => d.dirtied_at + self.config.write_delay,
-                    _ => now,
-                };
+                let ready = e.dirty.as_deref().map_or(now, |d| d.due(self.config.write_delay));
                 if !force && ready > now {
                     deadline = Some(ready);
                     break;
