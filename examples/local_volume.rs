@@ -26,8 +26,11 @@ async fn write_and_read_back(dir: &Path, text: &'static [u8]) -> Result<(Bytes, 
     let volume = Volume::at(&url)?.size(64 << 20).create(Create::IfMissing).open().await?;
     println!("{}: {}", volume.name(), volume.description());
 
-    // Writes gather in the cache and are uploaded in the background;
-    // `flush` returns once every one of them is in the store.
+    // Writes gather in the cache and are uploaded in the background: a
+    // block written whole at once, one written in part or rewritten after
+    // the write delay (`CacheConfigBuilder::write_delay`, 250 ms;
+    // `prompt_uploads(false)` makes every block wait for it). `flush`
+    // returns once every one of them is in the store.
     let cache = BlockCache::new(volume.device().clone(), CacheConfig::builder().cache_size(8 << 20).build())?;
     cache.write_at(1_000_000, Bytes::from_static(text)).await?;
     cache.flush().await?;
