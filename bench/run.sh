@@ -435,6 +435,13 @@ requests() {
         record "$bs" "$sys" "${k}s_$label" "$(awk -v k="$name" '$1 == k && $2 ~ /^[0-9,]+$/ {gsub(",", "", $2); n[FILENAME] = $2}
             END {print n[ARGV[2]] - n[ARGV[1]]}' "$base" "$f")"
     done
+    # Why s3block's uploads started (the mount's counters from its start):
+    # written whole, after the write delay, for a flush, over the dirty limit.
+    if ! is_s3backer "$sys"; then
+        for k in written_whole delay flush dirty_limit; do
+            record "$bs" "$sys" "uploads_${k}_$label" "$(jq ".write_back.started.$k // 0" "$mnt/stats.json")"
+        done
+    fi
 }
 
 # counter SYSTEM MOUNT NAME: one counter from the daemon's stats file: get,

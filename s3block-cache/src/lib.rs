@@ -83,6 +83,6 @@ pub use disk::{
 };
 pub use report::{
     CacheFigures, CostFigures, DiskFigures, MountStats, ReadAheadFigures, ReadFigures, RequestFigures,
-    STATS_FORMAT, StoredFigures, WholeBlockFigures, WriteBackFigures,
+    STATS_FORMAT, StoredFigures, UploadStartFigures, WholeBlockFigures, WriteBackFigures,
 };
 pub use stats::CacheStats;

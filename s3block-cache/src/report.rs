@@ -226,6 +226,38 @@ pub struct WriteBackFigures {
     /// before it was added).
     #[serde(default)]
     pub unchanged_writes: u64,
+    /// The uploads started, retries aside, by why each started when it did
+    /// (absent from a file written before it was added).
+    #[serde(default)]
+    pub started: UploadStartFigures,
+}
+
+/// The uploads the write-back started, not counting retries (those are
+/// `write_back.retries`), each under the first of these that held when it
+/// started. Together they say what the PUTs of the blocks were for: a
+/// longer `--write-delay` gathers more rewrites into the `delay` ones, and
+/// the `flush` ones follow the fsyncs of the programs above.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct UploadStartFigures {
+    /// The block was written whole and had not been uploaded within the
+    /// write delay: uploaded at once (`--prompt-uploads`).
+    pub written_whole: u64,
+    /// The block's write delay had passed.
+    pub delay: u64,
+    /// Before its delay, because a flush waited for it: an fsync, a sync,
+    /// an unmount.
+    pub flush: u64,
+    /// Before its delay, because dirty data was above half the dirty limit
+    /// or a writer waited for room under it.
+    pub dirty_limit: u64,
+}
+
+impl UploadStartFigures {
+    /// All of them.
+    pub fn total(&self) -> u64 {
+        self.written_whole + self.delay + self.flush + self.dirty_limit
+    }
 }
 
 /// Requests made to the object store. Each is counted once by purpose and
@@ -446,6 +478,7 @@ impl MountStats {
                 errors: c.upload_errors,
                 writer_waits: c.write_waits,
                 unchanged_writes: c.unchanged_writes,
+                started: c.upload_starts,
             },
             requests: RequestFigures {
                 total: r.total(),
@@ -603,6 +636,22 @@ impl MountStats {
                 count(w.writer_waits)
             ),
         );
+        let u = &w.started;
+        if u.total() > 0 {
+            line(
+                &mut out,
+                "uploads",
+                &format!(
+                    "{} started, retries aside: {} written whole, {} after the write delay, {} for a flush, {} over the \
+                     dirty limit",
+                    count(u.total()),
+                    count(u.written_whole),
+                    count(u.delay),
+                    count(u.flush),
+                    count(u.dirty_limit)
+                ),
+            );
+        }
         noted(
             &mut out,
             "unchanged",

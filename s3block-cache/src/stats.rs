@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use s3block_core::{RequestCounts, format_size};
 
 use crate::ranged::Whole;
-use crate::report::{MountStats, WholeBlockFigures};
+use crate::report::{MountStats, UploadStartFigures, WholeBlockFigures};
 
 /// A snapshot of a [`BlockCache`](crate::BlockCache)'s activity and state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -38,6 +38,9 @@ pub struct CacheStats {
     pub write_waits: u64,
     /// Writes of bytes the block held already: nothing to upload.
     pub unchanged_writes: u64,
+    /// The uploads the write-back started, retries aside, by why each
+    /// started when it did.
+    pub upload_starts: UploadStartFigures,
     /// Blocks not yet stored below.
     pub dirty_blocks: u64,
     /// Bytes of block data not yet stored below.
@@ -112,6 +115,28 @@ pub(crate) struct Counters {
     pub(crate) unchanged_writes: AtomicU64,
     /// Whole-block misses by [`Whole`], in its order.
     pub(crate) whole: [AtomicU64; Whole::COUNT],
+    /// Uploads started by [`Start`], in its order.
+    pub(crate) starts: [AtomicU64; Start::COUNT],
+}
+
+/// Why the write-back started an upload when it did (retries aside): the
+/// first that holds, in this order (see [`UploadStartFigures`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Start {
+    /// The block was written whole and is due at once (prompt uploads).
+    WrittenWhole,
+    /// Its write delay had passed.
+    Delay,
+    /// Before its delay: a flush (fsync, sync, unmount) waited for it.
+    Flush,
+    /// Before its delay: dirty data above half the dirty limit, or a
+    /// writer waiting for room under it.
+    DirtyLimit,
+}
+
+impl Start {
+    /// How many there are: the last one's index, plus one.
+    pub(crate) const COUNT: usize = Start::DirtyLimit as usize + 1;
 }
 
 impl Counters {
@@ -122,6 +147,11 @@ impl Counters {
     /// Counts a miss that waited for the whole block, for `why`.
     pub(crate) fn whole(&self, why: Whole) {
         Self::bump(&self.whole[why as usize]);
+    }
+
+    /// Counts an upload started, for `why`.
+    pub(crate) fn start(&self, why: Start) {
+        Self::bump(&self.starts[why as usize]);
     }
 
     /// Fills the cumulative fields of `stats`.
@@ -147,6 +177,13 @@ impl Counters {
             next_block: whole(Whole::NextBlock),
             dense: whole(Whole::Dense),
         };
+        let start = |why: Start| get(&self.starts[why as usize]);
+        stats.upload_starts = UploadStartFigures {
+            written_whole: start(Start::WrittenWhole),
+            delay: start(Start::Delay),
+            flush: start(Start::Flush),
+            dirty_limit: start(Start::DirtyLimit),
+        };
     }
 
     pub(crate) fn reset(&self) {
@@ -165,6 +202,7 @@ impl Counters {
         ]
         .into_iter()
         .chain(&self.whole)
+        .chain(&self.starts)
         {
             c.store(0, Ordering::Relaxed);
         }

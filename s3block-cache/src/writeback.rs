@@ -26,7 +26,7 @@ use crate::entry::{Content, Dirty, Entry, Wb, merge};
 use crate::incident::{Ended, Say, span};
 use crate::load::{share_error, wait};
 use crate::state::{LoadOutcome, SchedulerWake, State};
-use crate::stats::Counters;
+use crate::stats::{Counters, Start};
 
 /// What an upload sends.
 enum Snapshot {
@@ -107,15 +107,22 @@ impl<D: BlockDevice + 'static> Shared<D> {
                     continue;
                 }
                 let ready = e.dirty.as_deref().map_or(now, |d| d.due(self.config.write_delay));
-                if !force && ready > now {
+                let why = if ready <= now {
+                    if prompt { Start::WrittenWhole } else { Start::Delay }
+                } else if st.flushers > 0 {
+                    Start::Flush
+                } else if force {
+                    Start::DirtyLimit
+                } else {
                     deadline = Some(ready);
                     break;
-                }
+                };
                 let Some(slot) = self.budget_slot(st.in_flight) else {
                     full = true;
                     break;
                 };
                 st.queue_mut(prompt).pop_front();
+                self.counters.start(why);
                 self.start_upload(st, block, slot, now);
             }
             let queue = st.queue_mut(prompt);

@@ -353,6 +353,8 @@ async fn a_failed_upload_is_tried_again_at_its_backoff_not_before() {
     }
     let s = cache.stats();
     assert_eq!((s.upload_errors, s.uploads, s.dirty_blocks), (3, 1, 0), "{s}");
+    let started = s.upload_starts;
+    assert_eq!((started.written_whole, started.total()), (1, 1), "a retry is not a start: {s}");
     assert_eq!(mem.read_block(BlockId(4)).await.unwrap(), block_data(&g, 4, 1));
     cache.close().await.unwrap();
 }

@@ -128,6 +128,59 @@ async fn a_block_written_whole_is_uploaded_at_once_and_its_rewrites_wait_for_the
     cache.close().await.unwrap();
 }
 
+/// Each upload is counted under why it started when it did: what a user
+/// reads to tell which PUTs the write delay, the fsyncs or the dirty limit
+/// cost.
+#[tokio::test(start_paused = true)]
+async fn each_upload_is_counted_under_why_it_started() {
+    let (below, _mem) = counted(16);
+    let g = below.geometry();
+    let delay = Duration::from_secs(60);
+    // 4 uploads at once; above 4 dirty blocks (half the limit of 8) the
+    // delay is skipped.
+    let cache =
+        BlockCache::new(Arc::clone(&below), config(&g, 16, 8).to_builder().write_delay(delay).build())
+            .unwrap();
+    let started = || cache.stats().upload_starts;
+    // Five blocks written whole: due at once, also the one above the mark.
+    for b in 0..5 {
+        cache.write_block(BlockId(b), block_data(&g, b, 1)).await.unwrap();
+    }
+    settle().await;
+    assert_eq!(below.counts().writes, 5);
+    assert_eq!((started().written_whole, started().total()), (5, 5), "{}", cache.stats());
+    // Four of them rewritten within the delay wait for it; part of a fifth
+    // block puts dirty data above the mark, so the four go before their
+    // delay, and the part (under the mark again) waits.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    for b in 0..4 {
+        cache.write_block(BlockId(b), block_data(&g, b, 2)).await.unwrap();
+    }
+    settle().await;
+    assert_eq!(below.counts().writes, 5, "at half the limit the delay holds");
+    cache.write_partial(BlockId(8), 3, Bytes::from_static(b"ab")).await.unwrap();
+    settle().await;
+    assert_eq!(below.counts().writes, 9);
+    assert_eq!((started().dirty_limit, started().total()), (4, 9), "{}", cache.stats());
+    // The part goes before its delay when a flush waits for it.
+    cache.flush().await.unwrap();
+    assert_eq!((started().flush, started().total()), (1, 10), "{}", cache.stats());
+    // Another part waits for its delay.
+    cache.write_partial(BlockId(9), 3, Bytes::from_static(b"cd")).await.unwrap();
+    tokio::time::advance(delay).await;
+    settle().await;
+    let s = cache.stats();
+    assert_eq!(s.dirty_blocks, 0);
+    let u = s.upload_starts;
+    assert_eq!((u.written_whole, u.dirty_limit, u.flush, u.delay), (5, 4, 1, 1), "{s}");
+    assert_eq!(u.total(), below.counts().writes, "one start per upload, none failed");
+    assert!(
+        s.to_string().contains("11 started, retries aside: 5 written whole, 1 after the write delay"),
+        "{s}"
+    );
+    cache.close().await.unwrap();
+}
+
 #[tokio::test(start_paused = true)]
 async fn with_prompt_uploads_off_a_block_written_whole_waits_for_the_delay() {
     let (below, mem) = counted(8);

@@ -119,6 +119,16 @@ async fn stats_json_is_numbers_that_add_up() {
     assert!(s.read_ahead.issued >= r.read_ahead_hits, "{text}");
     // The cache's stored blocks are the block PUTs and the block DELETE.
     assert_eq!(s.write_back.blocks_stored, q.block_uploads + q.block_deletes, "{text}");
+    // Every upload started once, retries aside, under why it started: the
+    // 40 blocks written whole went at once (above half the dirty limit,
+    // but whole blocks are due anyway), the part waited for the flush, and
+    // so did the zeroed block if it came within the write delay of its
+    // first upload (otherwise it went at once).
+    let w = &s.write_back;
+    assert_eq!(w.started.total() + w.retries, w.blocks_stored + w.errors, "{text}");
+    assert_eq!(w.started.written_whole + w.started.flush, 42, "{text}");
+    assert!(w.started.written_whole >= 40 && w.started.flush >= 1, "{text}");
+    assert!(text.contains("\nuploads         42 started, retries aside: "), "{text}");
 
     // The stored figure: the volume was created by the mount, then 40
     // blocks stored and one of them zeroed, each object a whole block.

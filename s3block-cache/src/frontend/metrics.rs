@@ -308,6 +308,20 @@ impl Collector for VolumeCollector {
                 (&[("rule", "dense")], counter(w.dense)),
             ],
         )?;
+        let u = &stats.write_back.started;
+        family(
+            &mut e,
+            "s3block_uploads_started",
+            "Block uploads the cache started, retries aside, by why each started when it did: written \
+             whole, after the write delay, for a flush, over the dirty limit",
+            MetricType::Counter,
+            &[
+                (&[("cause", "written_whole")], counter(u.written_whole)),
+                (&[("cause", "delay")], counter(u.delay)),
+                (&[("cause", "flush")], counter(u.flush)),
+                (&[("cause", "dirty_limit")], counter(u.dirty_limit)),
+            ],
+        )?;
         family(
             &mut e,
             "s3block_cache_reads",

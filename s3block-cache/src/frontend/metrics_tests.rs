@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
 use super::*;
-use crate::{CacheStats, DiskFigures, WholeBlockFigures};
+use crate::{CacheStats, DiskFigures, UploadStartFigures, WholeBlockFigures};
 use s3block_core::RequestCounts;
 
 #[test]
@@ -45,6 +45,7 @@ fn sample() -> MetricsSnapshot {
             next_block: 35,
             dense: 36,
         },
+        upload_starts: UploadStartFigures { written_whole: 41, delay: 42, flush: 43, dirty_limit: 44 },
         ..Default::default()
     };
     let mut requests = RequestCounts {
@@ -211,6 +212,13 @@ fn a_scrape_shows_the_snapshot_in_the_text_format() {
             get(&format!(r#"s3block_whole_block_misses_total{{rule="{rule}"}}"#)),
             f64::from(n),
             "{rule}"
+        );
+    }
+    for (cause, n) in [("written_whole", 41), ("delay", 42), ("flush", 43), ("dirty_limit", 44)] {
+        assert_eq!(
+            get(&format!(r#"s3block_uploads_started_total{{cause="{cause}"}}"#)),
+            f64::from(n),
+            "{cause}"
         );
     }
     assert_eq!(get(r#"s3block_dirty_bytes{tier="memory"}"#), 327_680.0);
