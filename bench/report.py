@@ -568,6 +568,17 @@ def r2_unpack_samples(a, b2, b1):
     return "; ".join(cells)
 
 
+def r2_upload_starts(a):
+    """s3block's uploads of each mount by why they started (runs since the
+    bench records them), or an empty string."""
+    cells = []
+    for label, what in (("fio", "random jobs"), ("ext4", "ext4 tests")):
+        n = [a.get(f"uploads_{k}_{label}") for k in ("written_whole", "delay", "flush", "dirty_limit")]
+        if all(v is not None for v in n):
+            cells.append(f"{what} " + " / ".join(f"{v:,.0f}" for v in n))
+    return "; ".join(cells)
+
+
 def r2_loads(a, b2, b1):
     """The 1-minute load before and after each job, per system, and the
     seconds the store took to settle before it (runs since the bench waits
@@ -639,6 +650,10 @@ def r2_tables(data, cache_bytes, seq_all):
         samples = r2_unpack_samples(a, b2, b1)
         if samples:
             out += ["", f"The unpacks, each until stored, s, in the order run: {samples}."]
+        starts = r2_upload_starts(a)
+        if starts:
+            out += ["", f"s3block's uploads by why each started (written whole / after the write delay / for a "
+                        f"flush / over the dirty limit; its stats, each mount from its start): {starts}."]
         out += ["", f"Load (1 min) before→after each job, s3block / s3backer 2.1.6 / s3backer 1.5.4 "
                 f"(in brackets: seconds waited before the job for Garage to settle): "
                 f"{r2_loads(a, b2, b1)}." + ("" if not vol else f" ext4 volume {vol / (1 << 30):g} GiB."), ""]
