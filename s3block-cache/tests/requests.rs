@@ -520,6 +520,7 @@ async fn stats_count_hits_misses_and_store_requests_and_reset() {
     cache.flush().await.unwrap();
     let s = cache.stats();
     assert_eq!((s.hits, s.misses, s.zero_hits, s.uploads), (2, 1, 1, 1), "{s}");
+    assert_eq!(s.upload_starts.total(), 1, "{s}");
     assert_eq!((s.dirty_blocks, s.resident_blocks, s.resident_bytes), (0, 1, 512), "{s}");
     assert_eq!(s.requests.map(|r| (r.gets, r.puts)), Some((1, 1)));
     let text = s.to_string();
@@ -529,6 +530,7 @@ async fn stats_count_hits_misses_and_store_requests_and_reset() {
     cache.reset_stats();
     let s = cache.stats();
     assert_eq!((s.hits, s.misses, s.uploads), (0, 0, 0));
+    assert_eq!(s.upload_starts, Default::default(), "{s}");
     assert_eq!(s.requests.map(|r| r.gets), Some(0));
     assert_eq!(s.resident_bytes, 512, "a reset keeps the cache's contents");
     cache.close().await.unwrap();
