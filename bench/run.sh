@@ -522,6 +522,28 @@ drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 # bytes.
 STORED_DATA=(--refill_buffers=1)
 
+# seed_for WORDS...: a seed of its own for each system, block size and job.
+# fio seeds its generator the same way in every run, so without one the
+# second system at a block size wrote the very bytes the first had written,
+# and the unpacks all unpacked the same files. Garage keeps each distinct
+# block once, under its hash, so a PUT of bytes it already holds skips its
+# disk write: through 20 ms at 1M, Garage spent 8.6 to 9.1 CPU seconds per
+# GiB of s3block's sequential write and 5.1 to 5.7 of s3backer 2.1.6's,
+# which ran second, and a profile of Garage put 27% of its samples during
+# s3block's write in the copy into its data files and none during
+# s3backer's. With a seed each, every write is of bytes the store has not
+# seen, as a user's are.
+seed_for() { printf '%s\n' "$*" | cksum | cut -d' ' -f1; }
+
+# tree_for SYSTEM SAMPLE: the small-files tree for that unpack, made on
+# first use: the same names and sizes for every unpack, contents of its own.
+tree_for() {
+    local t=$WORK/tree-$1-$2.tar
+    [[ -s $t ]] || python3 "$ROOT/bench/make-tree.py" "$t" "$FILES" "$(seed_for tree "$1" "$2")" ||
+        die "bench/make-tree.py failed"
+    printf '%s\n' "$t"
+}
+
 # fio_job BS SYSTEM METRIC FILE ARGS...: runs one job, records MB/s or IOPS
 # over fio's job runtime. That includes the end fsync, and leaves out fio's
 # own start and exit (about 0.3 s on these machines, recorded as the
@@ -665,7 +687,8 @@ run_fio() {
     drop_caches
     mount_volume "$sys" "$bs" "$prefix" "$mnt"
     cpu_mark
-    fio_job "$bs" "$sys" seqwrite "$f" --rw=write --bs=1M --size="$SEQ_BYTES" --end_fsync=1 "${STORED_DATA[@]}"
+    fio_job "$bs" "$sys" seqwrite "$f" --rw=write --bs=1M --size="$SEQ_BYTES" --end_fsync=1 "${STORED_DATA[@]}" \
+        --randseed="$(seed_for "$sys" "$bs" seqwrite)"
     local t0
     t0=$(now)
     wait_clean "$sys" "$mnt"
@@ -706,7 +729,7 @@ run_fio() {
     fi
     cpu_mark
     fio_job "$bs" "$sys" randwrite "$f" --rw=randwrite --bs=4k --size="$SEQ_BYTES" --time_based \
-        --runtime="$RUNTIME" --end_fsync=1 "${STORED_DATA[@]}"
+        --runtime="$RUNTIME" --end_fsync=1 "${STORED_DATA[@]}" --randseed="$(seed_for "$sys" "$bs" randwrite)"
     t0=$(now)
     wait_clean "$sys" "$mnt"
     record "$bs" "$sys" randwrite_clean_extra_s "$(since "$t0")"
@@ -744,13 +767,14 @@ run_ext4() {
     mkdir -p "$fsmnt"
     mount "$loop" "$fsmnt"
     MOUNTS+=("$fsmnt")
-    local samples=$UNPACK_SAMPLES i t1 extra puts0 totals='' median
+    local samples=$UNPACK_SAMPLES i t1 extra puts0 totals='' median tree
     if [[ -z $samples ]]; then
         samples=1
         (($(bytes "$bs") < 65536)) || samples=3
     fi
     record "$bs" "$sys" untar_samples "$samples"
     for ((i = 1; i <= samples; i++)); do
+        tree=$(tree_for "$sys" "$i")
         puts0=$(put_count "$sys" "$mnt")
         # The untar syncs its own filesystem, not the host's: a plain `sync`
         # also waits for every dirty page of the host, such as Garage's files
@@ -760,7 +784,7 @@ run_ext4() {
         # gets the same fsync as from a plain `sync`.
         sync
         cpu_mark
-        timed "$bs" "$sys" "untar_$i" sh -c "mkdir '$fsmnt/$i' && tar -xf '$TREE' -C '$fsmnt/$i' && sync -f '$fsmnt'"
+        timed "$bs" "$sys" "untar_$i" sh -c "mkdir '$fsmnt/$i' && tar -xf '$tree' -C '$fsmnt/$i' && sync -f '$fsmnt'"
         # Either daemon may hold blocks dirty after the sync (see wait_clean):
         # the time until it does not, too.
         t1=$(now)
@@ -769,7 +793,7 @@ run_ext4() {
         # (timed's figure is the last line of the results.)
         totals+="$(calc "$(tail -n1 "$RESULTS" | cut -f4) + $extra") $i"$'\n'
         record "$bs" "$sys" "untar_${i}_clean_extra_s" "$extra"
-        cpu_done "$bs" "$sys" "untar_$i" "$(stat -c %s "$TREE")"
+        cpu_done "$bs" "$sys" "untar_$i" "$(stat -c %s "$tree")"
         record "$bs" "$sys" "puts_untar_$i" "$(($(put_count "$sys" "$mnt") - puts0))"
     done
     # The sample of median time until stored gives the untar figures.
