@@ -724,6 +724,10 @@ def r2_section(args, data):
     if quickack:
         rtt_text += (" Run with `--quickack`: every connection on loopback ACKed each segment at once, so "
                      "no GET waited for a delayed ACK before its body came.")
+    if data.get(("-", "setup"), {}).get("bytes_of_their_own", 0) == 1:
+        rtt_text += (" Each write job has a seed of its own and each unpack a tree whose contents are its own, "
+                     "so no system writes bytes the store already holds (Garage keeps each distinct block "
+                     "once, and skips the disk write of a block it has).")
     if data.get(("-", "setup"), {}).get("fresh_garage_per_block_size", 0) == 1:
         rtt_text += (" Each block size after the first runs on a fresh Garage: a store pays for deletes partly "
                      "on later writes, and the peers' mkfs.ext4 deletes every block of its volume.")

@@ -301,6 +301,7 @@ stop_store() {
 start_store
 record - setup rtt_ms "$RTT"
 record - setup fresh_garage_per_block_size 1
+record - setup bytes_of_their_own 1
 
 # With --quickack, the loopback routes (every connection of the run: the
 # daemons, the raw ceiling and the proxy to Garage) ACK at once.
