@@ -324,6 +324,13 @@ wait_stored() {
     done
 }
 
+# seed_for WORDS...: a seed of its own for each system and job. fio seeds
+# its generator the same way in every run, so without one each system
+# wrote the bytes the one before it wrote, and Garage, which keeps each
+# distinct block once, skipped the disk write of the later system's blocks
+# (docs/BENCHMARKS.md, "every write in bytes the store has not seen").
+seed_for() { printf '%s\n' "$*" | cksum | cut -d' ' -f1; }
+
 # fio_job BS SYSTEM JOB FILE ARGS...: one job, psync; records throughput,
 # IOPS, fsync latency percentiles when it has them, and the load average.
 fio_job() {
@@ -335,7 +342,8 @@ fio_job() {
     # (fio's default reused buffer is partly compressible, and Garage
     # compresses what it stores).
     timeout "$STEP_TIMEOUT" fio --name="$job" --filename="$file" --fallocate=none --ioengine=psync --thread \
-        --refill_buffers=1 --output-format=json --output="$out" "$@" || die "fio $job on $sys failed; see $out"
+        --refill_buffers=1 --randseed="$(seed_for "$sys" "$bs" "$job")" --output-format=json --output="$out" "$@" ||
+        die "fio $job on $sys failed; see $out"
     secs=$(jq '.jobs[0].job_runtime / 1000' "$out")
     io_bytes=$(jq '[.jobs[0].read.io_bytes, .jobs[0].write.io_bytes] | add' "$out")
     ios=$(jq '[.jobs[0].read.total_ios, .jobs[0].write.total_ios] | add' "$out")
@@ -470,6 +478,9 @@ timed() { # timed BS SYSTEM METRIC CMD...
 
 run_unpack() {
     local sys=$1 bs=$BS mnt=$WORK/mnt-unpack-$1 fsmnt=$WORK/ext4-$1 prefix=unpack-$RUN_ID-$1 loop file p0 t0
+    # The same names and sizes for every system, contents of its own.
+    local tree=$WORK/tree-$sys.tar
+    python3 "$ROOT/bench/make-tree.py" "$tree" "$FILES" "$(seed_for tree "$sys")" || die "bench/make-tree.py failed"
     say "unpack on $sys at $bs"
     if [[ $sys == plain ]]; then
         file=$WORK/plain-unpack.img
@@ -489,7 +500,7 @@ run_unpack() {
     [[ $sys == plain ]] || { wait_stored "$sys" "$mnt" "$bs"; p0=$(stat_of "$sys" "$mnt" puts); }
     local u0
     u0=$(now)
-    timed "$bs" "$sys" untar sh -c "tar -xf '$TREE' -C '$fsmnt' && date +%s.%N >'$WORK/untar-tar-end' && sync -f '$fsmnt'"
+    timed "$bs" "$sys" untar sh -c "tar -xf '$tree' -C '$fsmnt' && date +%s.%N >'$WORK/untar-tar-end' && sync -f '$fsmnt'"
     # The two halves: tar (into the page cache) and the sync (ext4 writes
     # its blocks and journal out, through the daemon).
     record "$bs" "$sys" untar_tar_s "$(python3 -c "print(f'{$(<"$WORK/untar-tar-end") - $u0:.3f}')")"
@@ -500,7 +511,7 @@ run_unpack() {
         record "$bs" "$sys" untar_puts "$(counter_delta "$sys" "$mnt" puts "$p0")"
     fi
     # The data checked: the tree against the archive, the filesystem.
-    (cd "$fsmnt" && timeout "$STEP_TIMEOUT" tar -df "$TREE" >"$WORK/tar-diff-$sys.txt" 2>&1) ||
+    (cd "$fsmnt" && timeout "$STEP_TIMEOUT" tar -df "$tree" >"$WORK/tar-diff-$sys.txt" 2>&1) ||
         die "the unpacked tree on $sys differs from the archive: $WORK/tar-diff-$sys.txt"
     umount "$fsmnt"
     timeout "$STEP_TIMEOUT" e2fsck -fn "$loop" >"$WORK/fsck-$sys.txt" 2>&1 || die "e2fsck -fn on $sys: $WORK/fsck-$sys.txt"
@@ -534,7 +545,8 @@ run_bigwrite() {
     load0=$(load1)
     t0=$(now)
     fio --name=big --filename="$mnt/file" --fallocate=none --ioengine=psync --thread --rw=write --bs=1M \
-        --size="$BIG_BYTES" --direct=1 --refill_buffers=1 --output-format=json --output="$WORK/fio-$sys-big.json" &
+        --size="$BIG_BYTES" --direct=1 --refill_buffers=1 --randseed="$(seed_for "$sys" "$bs" big)" \
+        --output-format=json --output="$WORK/fio-$sys-big.json" &
     fpid=$!
     PIDS+=("$fpid")
     sample "$sys" "$mnt" "$bs" "$fpid" &
@@ -592,9 +604,6 @@ if has "$JOBS" read; then
     for sys in ${SYSTEMS//,/ }; do run_read "$sys"; done
 fi
 if has "$JOBS" unpack; then
-    TREE=$WORK/tree.tar
-    say "generating the small-files tree ($FILES files)"
-    python3 "$ROOT/bench/make-tree.py" "$TREE" "$FILES"
     for sys in ${SYSTEMS//,/ }; do
         case $sys in
         s3block) run_unpack s3block-local; run_unpack s3block-remote ;;
