@@ -277,8 +277,13 @@ fio_job() {
     mark
     # --refill_buffers: fresh random bytes for every write, as in bench/run.sh
     # (fio's default reused buffer is partly compressible, and Garage
-    # compresses what it stores).
+    # compresses what it stores). --randseed: bytes of each system's own;
+    # with fio's fixed seed each system wrote the bytes the one before it
+    # wrote, and Garage, which keeps each distinct block once, skipped the
+    # disk write of the later system's blocks (docs/BENCHMARKS.md, "every
+    # write in bytes the store has not seen").
     timeout "$STEP_TIMEOUT" fio --name="$job" "${engine[@]}" --size="$SEQ_BYTES" --refill_buffers=1 \
+        --randseed="$(printf '%s\n' "$sys $bs $job" | cksum | cut -d' ' -f1)" \
         --output-format=json --output="$out" "$@" >>"$WORK/fio.log" 2>&1 || die "fio $job on $sys failed; see $out"
     local secs io_bytes ios
     secs=$(jq '.jobs[0].job_runtime / 1000' "$out")
