@@ -592,23 +592,19 @@ impl MountStats {
         noted(&mut out, "  zero blocks", r.zero_hits, "known to be zero");
         noted(&mut out, "  misses", r.misses, "waited for a fetch");
         let w = &r.whole_block;
-        if w.total() > 0 {
-            line(
-                &mut out,
-                "whole fetches",
-                &format!(
-                    "{} of the misses waited for the whole block, not a part: {} written, {} in flight, {} large, \
-                     {} sequential, {} next block, {} dense",
-                    count(w.total()),
-                    count(w.written),
-                    count(w.in_flight),
-                    count(w.large),
-                    count(w.sequential),
-                    count(w.next_block),
-                    count(w.dense)
-                ),
-            );
-        }
+        parts(
+            &mut out,
+            "whole fetches",
+            "of the misses waited for the whole block, not a part",
+            &[
+                (w.written, "written"),
+                (w.in_flight, "in flight"),
+                (w.large, "large"),
+                (w.sequential, "sequential"),
+                (w.next_block, "next block"),
+                (w.dense, "dense"),
+            ],
+        );
         line(
             &mut out,
             "hit ratio",
@@ -637,21 +633,17 @@ impl MountStats {
             ),
         );
         let u = &w.started;
-        if u.total() > 0 {
-            line(
-                &mut out,
-                "uploads",
-                &format!(
-                    "{} started, retries aside: {} written whole, {} after the write delay, {} for a flush, {} over the \
-                     dirty limit",
-                    count(u.total()),
-                    count(u.written_whole),
-                    count(u.delay),
-                    count(u.flush),
-                    count(u.dirty_limit)
-                ),
-            );
-        }
+        parts(
+            &mut out,
+            "uploads",
+            "started, retries aside",
+            &[
+                (u.written_whole, "written whole"),
+                (u.delay, "after the write delay"),
+                (u.flush, "for a flush"),
+                (u.dirty_limit, "over the dirty limit"),
+            ],
+        );
         noted(
             &mut out,
             "unchanged",
@@ -830,6 +822,17 @@ impl StoredFigures {
         }
         out
     }
+}
+
+/// A total and what it is, then its parts, `{total} {what}: {n} {part}, ...`;
+/// no line when the total is 0.
+fn parts(out: &mut String, name: &str, what: &str, parts: &[(u64, &str)]) {
+    let total: u64 = parts.iter().map(|(n, _)| n).sum();
+    if total == 0 {
+        return;
+    }
+    let each: Vec<String> = parts.iter().map(|(n, part)| format!("{} {part}", count(*n))).collect();
+    line(out, name, &format!("{} {what}: {}", count(total), each.join(", ")));
 }
 
 /// A count in 11 columns after the name, then what it is.
